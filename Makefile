@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Everything else (the virtualenv, Python packages, Chromium for browser tests) is
+# installed by the targets themselves.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests and the demo read the course's CSVs from a data directory when one is given;
+# next to this checkout there is one on the project's own machines. Elsewhere the
+# sources are downloaded from their public URLs (and cached).
+SHARED_DATA := $(wildcard ../shared/data)
+export SML_DATA_DIR ?= $(abspath $(SHARED_DATA))
+
+DEMO_HOME ?= sml_data
+DEMO_DAYS ?= 3
+
+.PHONY: help venv demo test test-fast bench clean
+
+help:
+	@echo "make demo   - set up .venv and run the main job on the embedded feature store"
+	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make bench  - side-by-side benchmarks (prints ratios)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	SML_STORE_DIR=$(DEMO_HOME)/feature_store $(BIN)/python -m serverless_ml.demo --days $(DEMO_DAYS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) sml_data .pytest_cache test-output

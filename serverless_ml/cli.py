@@ -1,0 +1,154 @@
+"""The ``sml`` command: one sub-command per job.
+
+Each command parses its options, resolves settings, calls the library and prints what it
+did. Expected failures (:class:`SmlError`, bad options) print one ``error:`` line and
+exit non-zero; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from serverless_ml import defaults
+from serverless_ml.errors import SmlError
+from serverless_ml.settings import Settings, resolve_settings
+
+log = logging.getLogger("serverless_ml")
+
+
+def parse_date(value: str | None, option: str = "--date") -> dt.date | None:
+    """``YYYY-MM-DD`` to a date; empty means unset."""
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise SmlError(f"{option} {value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    return value if value and value.strip() else None
+
+
+def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that touches the feature store takes."""
+
+    @click.option("--store-dir", default="", help="Local feature store directory [env SML_STORE_DIR; default ./sml_data/feature_store].")
+    @click.option(
+        "--feature-store",
+        default=defaults.FEATURE_STORE,
+        type=click.Choice(["local", "hopsworks"], case_sensitive=False),
+        envvar="SML_FEATURE_STORE",
+        show_default=True,
+        help="Feature store backend [env SML_FEATURE_STORE].",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, store_dir: str, feature_store: str, **kwargs: Any) -> Any:
+        settings = resolve_settings(store_dir=_blank_to_none(store_dir), feature_store=feature_store)
+        return command(*args, settings=settings, **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """serverless-ml: feature store, tuned model, daily batch predictions, monitoring."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@click.option("--source", default="", help="CSV path or URL [default: $SML_DATA_DIR/<dataset>.csv, then the built-in copy or public URL].")
+@store_options
+def features(dataset: str, source: str, settings: Settings) -> None:
+    """Backfill: validate the dataset's source and upsert it into its feature group.
+
+    Writes the feature group <dataset> (rows with origin 'backfill'). Re-running on the
+    same input changes nothing.
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.sources import load_source
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.pipelines.features import backfill
+
+    spec = get_dataset(dataset)
+    raw = load_source(spec, _blank_to_none(source), settings.data_dir, settings.cache_dir)
+    report = backfill(spec, open_feature_store(settings), raw)
+    click.echo(f"source: {raw.location}")
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@click.option("--date", "date_", default="", help="Event date YYYY-MM-DD [default: today, UTC].")
+@click.option("--rows", default=defaults.DAILY_ROWS, show_default=True, type=int, help="Rows to generate (1..10000).")
+@click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Random seed (>= 0).")
+@click.option("--drift", default="", help="Shift features, e.g. 'age+15,fare*2,embarked=Q'.")
+@store_options
+def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, settings: Settings) -> None:
+    """Add synthetic labelled rows for one day to the dataset's feature group.
+
+    Reads the group's backfill rows; writes rows with origin 'synthetic' and event time
+    DATE. The same date and seed twice adds nothing the second time.
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, parse_drift
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.pipelines.features import add_daily_rows
+
+    day = parse_date(date_) or dt.datetime.now(dt.timezone.utc).date()
+    if not 1 <= rows <= MAX_ROWS_PER_DAY:
+        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
+    if seed < 0:
+        raise SmlError(f"--seed must be >= 0, got {seed}")
+    spec = get_dataset(dataset)
+    shifts = parse_drift(drift, spec)
+    report = add_daily_rows(spec, open_feature_store(settings), day, rows, seed, shifts)
+    click.echo(f"{day.isoformat()}: {report.summary()}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``sml``; turn expected failures into one line and a non-zero exit."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        cli.main(args=args, prog_name="sml", standalone_mode=False)
+    except SmlError as exc:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - click >= 8.2
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "sml"
+        click.echo(f"error: {exc.format_message()} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""Dataset specs: everything the pipelines need to know about a dataset, declared once.
+
+A spec names the source, the label and its classes, the primary key, the feature schema
+(type; numeric range or allowed categories; nullable or not), the raw-to-feature
+transform and what the synthetic generator needs. Built-in datasets (``iris``,
+``titanic``) declare theirs in Python; any other CSV of a tabular classification problem
+is described by a YAML or TOML file and uses the generic transform (rename and select).
+
+Stored rows have the columns ``[primary_key, event_time, *features, label, origin]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from serverless_ml.errors import SpecError
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature
+
+EVENT_TIME_COLUMN = "event_time"
+NUMERIC_TYPES = ("bigint", "double")
+FEATURE_TYPES = ("bigint", "double", "string")
+DEFAULT_BACKFILL_EVENT_TIME = "2024-01-01"
+DEFAULT_JITTER = 0.1
+
+Transform = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature column.
+
+    Attributes:
+        name: Column name in the feature store (lower snake case).
+        type: ``bigint``, ``double`` or ``string``.
+        source_column: Raw column it comes from (used in error messages and by the
+            generic transform); ``None`` for derived features.
+        min, max: Inclusive numeric range.
+        categories: Allowed values of a string feature.
+        nullable: Whether missing values are allowed (and kept as missing).
+        description: Shown in the feature store and on the site.
+    """
+
+    name: str
+    type: str
+    source_column: str | None = None
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    nullable: bool = False
+    description: str = ""
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in NUMERIC_TYPES
+
+    @property
+    def display_column(self) -> str:
+        """How the user knows the column: its raw name where it has one."""
+        if self.source_column and self.source_column != self.name:
+            return f"{self.source_column}' (feature '{self.name}"
+        return self.name
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """How the daily generator makes plausible rows.
+
+    Attributes:
+        jitter: Standard deviation of the noise added to each jittered feature, as a
+            fraction of that feature's standard deviation within the row's class.
+        jitter_features: Numeric features to jitter (default: every ``double``
+            feature); the others are resampled as they are, so combinations stay real.
+    """
+
+    jitter: float = DEFAULT_JITTER
+    jitter_features: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset, declared once.
+
+    Attributes:
+        name: Dataset name; also the feature group and registered model name.
+        version: Feature group version.
+        description: One line shown in the store and on the site.
+        source_url: Public URL of the CSV (downloaded into a cache when needed).
+        raw_columns: Columns the source must have.
+        label: Label column name (in the source and in the store).
+        label_type: ``bigint`` or ``string``.
+        classes: The label values, in display order.
+        class_names: Human names of the classes (same order as ``classes``).
+        primary_key: Key column in the store.
+        primary_key_source: Raw column holding the key, or ``None`` to number rows 1..N.
+        primary_key_type: ``bigint`` or ``string``.
+        source_path: A local source file named by the spec (relative to the spec file).
+        label_source: Raw column holding the label, when it is named differently.
+        features: The feature schema.
+        transform: Pure function from the raw frame to ``[primary_key, *features]``
+            (the label is validated and copied separately; same index as the raw frame, so errors can name raw rows).
+        backfill_event_time: Event time given to backfilled rows (ISO date).
+        synthetic: Generator settings.
+        sklearn_loader: For datasets scikit-learn ships: returns the raw frame offline.
+        derive: Recomputes derived features of feature rows (after synthetic drift).
+        spec_path: File the spec was read from (``None`` for built-ins).
+    """
+
+    name: str
+    label: str
+    label_type: str
+    classes: tuple[Any, ...]
+    primary_key: str
+    features: tuple[FeatureSpec, ...]
+    transform: Transform
+    raw_columns: tuple[str, ...]
+    version: int = 1
+    description: str = ""
+    source_url: str | None = None
+    class_names: tuple[str, ...] | None = None
+    primary_key_source: str | None = None
+    primary_key_type: str = "bigint"
+    source_path: str | None = None
+    label_source: str | None = None
+    backfill_event_time: str = DEFAULT_BACKFILL_EVENT_TIME
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    sklearn_loader: Callable[[], pd.DataFrame] | None = None
+    derive: Transform | None = None
+    spec_path: Path | None = None
+
+    @property
+    def raw_label(self) -> str:
+        return self.label_source or self.label
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def predictions_group(self) -> str:
+        return f"{self.name}_predictions"
+
+    @property
+    def store_columns(self) -> list[str]:
+        """Column order of the feature group."""
+        return [self.primary_key, EVENT_TIME_COLUMN, *self.feature_names, self.label, ORIGIN_COLUMN]
+
+    def feature(self, name: str) -> FeatureSpec:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise SpecError(f"dataset '{self.name}' has no feature '{name}' (features: {', '.join(self.feature_names)})")
+
+    def store_schema(self) -> list[Feature]:
+        """The feature group schema (feature-store types)."""
+        described = {f.name: f.description for f in self.features}
+        types = {f.name: f.type for f in self.features}
+        types.update(
+            {self.primary_key: self.primary_key_type, EVENT_TIME_COLUMN: "timestamp", self.label: self.label_type, ORIGIN_COLUMN: "string"}
+        )
+        return [Feature(c, types[c], described.get(c, "")) for c in self.store_columns]
+
+    def class_name(self, value: Any) -> str:
+        if self.class_names is None:
+            return str(value)
+        return self.class_names[list(self.classes).index(value)]
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _parse_feature(name: str, raw: Any, where: str) -> FeatureSpec:
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: feature '{name}' must be a mapping with at least 'type'")
+    unknown = set(raw) - {"type", "source_column", "min", "max", "categories", "nullable", "description"}
+    if unknown:
+        raise SpecError(f"{where}: feature '{name}' has unknown key(s) {', '.join(sorted(unknown))}")
+    type_ = raw.get("type")
+    if type_ not in FEATURE_TYPES:
+        raise SpecError(f"{where}: feature '{name}' has type {type_!r}, expected one of {', '.join(FEATURE_TYPES)}")
+    low, high = raw.get("min"), raw.get("max")
+    for bound, value in (("min", low), ("max", high)):
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)):
+            raise SpecError(f"{where}: feature '{name}' {bound} must be a number, got {value!r}")
+    if low is not None and high is not None and low > high:
+        raise SpecError(f"{where}: feature '{name}' has min {low} greater than max {high}")
+    categories = raw.get("categories")
+    if categories is not None and (type_ != "string" or not isinstance(categories, list) or not categories):
+        raise SpecError(f"{where}: feature '{name}': categories must be a non-empty list on a string feature")
+    if (low is not None or high is not None) and type_ == "string":
+        raise SpecError(f"{where}: feature '{name}': min/max apply to numeric features only")
+    nullable = raw.get("nullable", False)
+    if not isinstance(nullable, bool):
+        raise SpecError(f"{where}: feature '{name}': nullable must be true or false")
+    return FeatureSpec(
+        name=name,
+        type=type_,
+        source_column=str(raw.get("source_column", name)),
+        min=low,
+        max=high,
+        categories=tuple(str(c) for c in categories) if categories else None,
+        nullable=nullable,
+        description=str(raw.get("description", "")),
+    )
+
+
+def generic_transform(
+    spec_features: Sequence[FeatureSpec], primary_key: str, primary_key_source: str | None
+) -> Transform:
+    """The transform of a spec-only dataset: rename raw columns and keep the declared ones."""
+
+    def transform(raw: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=raw.index)
+        if primary_key_source is None:
+            out[primary_key] = pd.RangeIndex(1, len(raw) + 1)
+        else:
+            out[primary_key] = raw[primary_key_source]
+        for feature in spec_features:
+            out[feature.name] = raw[feature.source_column or feature.name]
+        return out
+
+    return transform
+
+
+_SPEC_KEYS = {
+    "name", "version", "description", "source", "label", "classes", "class_names", "primary_key",
+    "features", "backfill_event_time", "synthetic",
+}
+
+
+def parse_spec(data: Any, where: str) -> DatasetSpec:
+    """Build a spec from a parsed YAML/TOML document; ``where`` names it in errors."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where}: expected a mapping at the top level")
+    unknown = set(data) - _SPEC_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_SPEC_KEYS))})")
+    for key in ("name", "label", "classes", "features"):
+        if key not in data:
+            raise SpecError(f"{where}: missing required key '{key}'")
+    name = data["name"]
+    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
+        raise SpecError(f"{where}: name {name!r} must be lower case letters, digits and underscores")
+    features_raw = data["features"]
+    if not isinstance(features_raw, Mapping) or not features_raw:
+        raise SpecError(f"{where}: 'features' must be a non-empty mapping of feature name to its schema")
+    features = tuple(_parse_feature(str(n), raw, where) for n, raw in features_raw.items())
+    label = str(data["label"])
+    classes = data["classes"]
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise SpecError(f"{where}: 'classes' must list at least two label values")
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        label_type = "bigint"
+    else:
+        label_type, classes = "string", [str(c) for c in classes]
+    if len(set(classes)) != len(classes):
+        raise SpecError(f"{where}: 'classes' has duplicates")
+    class_names = data.get("class_names")
+    if class_names is not None and (not isinstance(class_names, list) or len(class_names) != len(classes)):
+        raise SpecError(f"{where}: 'class_names' must list one name per class")
+    key_raw = data.get("primary_key")
+    key_type = "bigint"
+    if key_raw is None:
+        primary_key, key_source = "row_id", None
+    elif isinstance(key_raw, Mapping):
+        if "column" not in key_raw or key_raw.get("type", "bigint") not in ("bigint", "string"):
+            raise SpecError(f"{where}: primary_key must be a column name or {{column: NAME, type: bigint|string}}")
+        primary_key = key_source = str(key_raw["column"])
+        key_type = key_raw.get("type", "bigint")
+    else:
+        primary_key = key_source = str(key_raw)
+    reserved = {EVENT_TIME_COLUMN, ORIGIN_COLUMN, label, primary_key}
+    clash = [f.name for f in features if f.name in reserved]
+    if clash:
+        raise SpecError(f"{where}: feature name(s) {', '.join(clash)} clash with the label, key or a reserved column")
+    source = data.get("source") or {}
+    if isinstance(source, str):
+        source = {"url": source}
+    if not isinstance(source, Mapping):
+        raise SpecError(f"{where}: 'source' must be a URL or a mapping with 'url' or 'path'")
+    source_url = source.get("url")
+    source_path = source.get("path")
+    synthetic_raw = data.get("synthetic") or {}
+    try:
+        synthetic = SyntheticSpec(
+            jitter=float(synthetic_raw.get("jitter", DEFAULT_JITTER)),
+            jitter_features=_as_tuple(synthetic_raw.get("jitter_features")),
+        )
+    except (TypeError, ValueError, AttributeError):
+        raise SpecError(f"{where}: 'synthetic' must be a mapping with a numeric 'jitter'") from None
+    if synthetic.jitter < 0:
+        raise SpecError(f"{where}: synthetic jitter must be >= 0")
+    for jittered in synthetic.jitter_features or ():
+        if jittered not in {f.name for f in features if f.is_numeric}:
+            raise SpecError(f"{where}: synthetic jitter feature '{jittered}' is not a numeric feature")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SpecError(f"{where}: version must be a positive integer")
+    backfill = str(data.get("backfill_event_time", DEFAULT_BACKFILL_EVENT_TIME))
+    try:
+        pd.Timestamp(backfill)
+    except ValueError:
+        raise SpecError(f"{where}: backfill_event_time {backfill!r} is not a date") from None
+    raw_columns = tuple(dict.fromkeys(
+        ([key_source] if key_source else []) + [f.source_column or f.name for f in features] + [label]
+    ))
+    spec = DatasetSpec(
+        name=name,
+        version=version,
+        description=str(data.get("description", "")),
+        source_url=str(source_url) if source_url else None,
+        label=label,
+        label_type=label_type,
+        classes=tuple(classes),
+        class_names=_as_tuple(class_names),
+        primary_key=primary_key,
+        primary_key_source=key_source,
+        primary_key_type=key_type,
+        source_path=str(source_path) if source_path else None,
+        features=features,
+        transform=generic_transform(features, primary_key, key_source),
+        raw_columns=raw_columns,
+        backfill_event_time=backfill,
+        synthetic=synthetic,
+    )
+    return spec
+
+
+def load_spec_file(path: str | Path) -> DatasetSpec:
+    """Read a dataset spec from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"dataset spec file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"dataset spec file {path} is not UTF-8 text") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise SpecError(f"dataset spec file {path}: expected a .yaml, .yml or .toml file")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"dataset spec file {path} cannot be parsed: {first}") from None
+    return dataclasses.replace(parse_spec(data, str(path)), spec_path=path.resolve())

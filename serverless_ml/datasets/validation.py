@@ -1,0 +1,175 @@
+"""Validate raw rows against a dataset spec and turn them into feature rows.
+
+Every check raises :class:`DataValidationError` with one line that names the column, the
+row (and file line, for files) and the offending value, before anything is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serverless_ml.datasets.sources import Source
+from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec, FeatureSpec
+from serverless_ml.errors import DataValidationError
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, to_utc
+
+
+class _Locator:
+    """Names rows the way the user can find them."""
+
+    def __init__(self, source: Source) -> None:
+        self.location = source.location
+        self.is_file = source.is_file
+
+    def row(self, position: int) -> str:
+        if self.is_file:
+            return f"row {position + 1} (line {position + 2})"
+        return f"row {position + 1}"
+
+    def fail(self, column: str, position: int, problem: str) -> DataValidationError:
+        return DataValidationError(f"{self.location}: column '{column}', {self.row(position)}: {problem}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first(mask: pd.Series) -> int:
+    return int(np.flatnonzero(mask.to_numpy())[0])
+
+
+def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
+    """The raw frame has every column the spec needs."""
+    missing = [c for c in spec.raw_columns if c not in raw.columns]
+    if not missing:
+        return
+    hints = []
+    for column in missing:
+        close = difflib.get_close_matches(column, [str(c) for c in raw.columns], n=1, cutoff=0.75)
+        if close:
+            hints.append(f"'{close[0]}' looks like a misspelling of '{column}'")
+    if len(raw.columns) == 1 and any(sep in str(raw.columns[0]) for sep in (";", "\t", "|")):
+        hints.append("the file seems to use another delimiter than ','")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    raise DataValidationError(
+        f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; expected {', '.join(spec.raw_columns)}"
+    )
+
+
+def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator) -> pd.Series:
+    column = spec.raw_label
+    values = raw[column]
+    missing = values.isna()
+    if missing.any():
+        raise loc.fail(column, _first(missing), "label is missing")
+    if spec.label_type == "bigint":
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = numeric.isna() | ~numeric.isin(spec.classes)
+        if bad.any():
+            i = _first(bad)
+            raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}")
+        return numeric.astype("int64")
+    text = values.astype(str).str.strip()
+    bad = ~text.isin(spec.classes)
+    if bad.any():
+        i = _first(bad)
+        raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}")
+    return text.astype(object)
+
+
+def _check_feature(values: pd.Series, feature: FeatureSpec, loc: _Locator) -> pd.Series:
+    column = feature.display_column
+    present = values.notna()
+    if feature.is_numeric:
+        numeric = pd.to_numeric(values, errors="coerce")
+        unparsable = present & numeric.isna()
+        if unparsable.any():
+            i = _first(unparsable)
+            raise loc.fail(column, i, f"{_show(values.iloc[i])} is not a number")
+        finite = numeric[present]
+        if (~np.isfinite(finite.to_numpy(dtype=float))).any():
+            i = _first(present & ~np.isfinite(numeric.fillna(0).to_numpy(dtype=float)))
+            raise loc.fail(column, i, f"{_show(values.iloc[i])} is not a finite number")
+        if feature.type == "bigint":
+            fractional = present & (numeric.fillna(0) % 1 != 0)
+            if fractional.any():
+                i = _first(fractional)
+                raise loc.fail(column, i, f"{_show(values.iloc[i])} is not a whole number")
+        low = -math.inf if feature.min is None else feature.min
+        high = math.inf if feature.max is None else feature.max
+        outside = present & ((numeric < low) | (numeric > high))
+        if outside.any():
+            i = _first(outside)
+            raise loc.fail(column, i, f"{_show(values.iloc[i])} is outside the allowed range [{feature.min}, {feature.max}]")
+        checked = numeric
+        if feature.type == "bigint":
+            checked = numeric.astype("Int64") if not present.all() else numeric.astype("int64")
+        else:
+            checked = numeric.astype("float64")
+    else:
+        checked = values.where(present, None).map(lambda v: v if v is None else str(v).strip()).astype(object)
+        if feature.categories is not None:
+            unknown = present & ~checked.isin(feature.categories)
+            if unknown.any():
+                i = _first(unknown)
+                raise loc.fail(
+                    column, i, f"{_show(values.iloc[i])} is not one of {', '.join(feature.categories)}"
+                )
+    if not feature.nullable and (~present).any():
+        raise loc.fail(column, _first(~present), "value is missing and the feature is not nullable")
+    return checked
+
+
+def build_feature_rows(
+    source: Source, spec: DatasetSpec, origin: str, event_time: str | pd.Timestamp
+) -> pd.DataFrame:
+    """Validate ``source`` against ``spec`` and return rows in the feature group's layout.
+
+    Args:
+        source: Raw rows.
+        spec: The dataset spec.
+        origin: Provenance recorded on every row (``backfill``, ``synthetic``, ``live``).
+        event_time: Event time given to every row.
+
+    Raises:
+        DataValidationError: the first problem found, naming column, row and value.
+    """
+    raw = source.frame
+    loc = _Locator(source)
+    if raw.empty:
+        raise DataValidationError(f"{source.location}: no data rows")
+    check_columns(raw, spec, source.location)
+    label = _coerce_label(raw, spec, loc)
+    if spec.primary_key_source is not None:
+        keys = raw[spec.primary_key_source]
+        if keys.isna().any():
+            raise loc.fail(spec.primary_key_source, _first(keys.isna()), "primary key is missing")
+        if spec.primary_key_type == "bigint":
+            numeric = pd.to_numeric(keys, errors="coerce")
+            bad = numeric.isna() | (numeric.fillna(0) % 1 != 0)
+            if bad.any():
+                i = _first(bad)
+                raise loc.fail(spec.primary_key_source, i, f"primary key {_show(keys.iloc[i])} is not a whole number")
+        duplicated = keys.duplicated()
+        if duplicated.any():
+            i = _first(duplicated)
+            first = _first(keys == keys.iloc[i])
+            raise loc.fail(
+                spec.primary_key_source, i, f"duplicate primary key {_show(keys.iloc[i])} (first seen in {loc.row(first)})"
+            )
+    rows = spec.transform(raw)
+    out = pd.DataFrame(index=rows.index)
+    key = rows[spec.primary_key]
+    out[spec.primary_key] = key.astype("int64") if spec.primary_key_type == "bigint" else key.astype(str)
+    out[EVENT_TIME_COLUMN] = pd.Series(to_utc(event_time), index=out.index).astype("datetime64[us, UTC]")
+    for feature in spec.features:
+        out[feature.name] = _check_feature(rows[feature.name], feature, loc)
+    out[spec.label] = label
+    out[ORIGIN_COLUMN] = origin
+    return out[spec.store_columns].reset_index(drop=True)

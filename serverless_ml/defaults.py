@@ -1,0 +1,26 @@
+"""Every parameter default, in one place.
+
+The ``sml`` CLI and the ``MLproject`` entry points read these values; a test checks that
+the MLproject file states the same defaults.
+"""
+
+from __future__ import annotations
+
+DATASET = "titanic"
+DAILY_ROWS = 10
+DAILY_SEED = 0
+FEATURE_STORE = "local"
+
+# MLproject entry point -> parameter -> default (as MLproject states it; "" means unset).
+ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
+    "features": {"dataset": DATASET, "source": "", "store_dir": "", "feature_store": FEATURE_STORE},
+    "daily": {
+        "dataset": DATASET,
+        "date": "",
+        "rows": DAILY_ROWS,
+        "seed": DAILY_SEED,
+        "drift": "",
+        "store_dir": "",
+        "feature_store": FEATURE_STORE,
+    },
+}
