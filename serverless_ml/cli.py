@@ -122,6 +122,47 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, settings: 
     click.echo(f"{day.isoformat()}: {report.summary()}")
 
 
+@cli.command()
+@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="New Optuna trials to run.")
+@click.option("--timeout", default=0.0, type=float, help="Stop starting trials after this many seconds (0: no limit).")
+@click.option("--seed", default=defaults.TRAIN_SEED, show_default=True, type=int, help="Seed of the split, the folds, the sampler and the forest.")
+@click.option("--holdout", default=defaults.TRAIN_HOLDOUT, show_default=True, type=float, help="Share of rows held out from tuning.")
+@click.option("--folds", default=defaults.TRAIN_FOLDS, show_default=True, type=int, help="Cross-validation folds per trial.")
+@click.option("--workers", default=defaults.TRAIN_WORKERS, show_default=True, type=int, help="Tuning processes sharing the study.")
+@click.option("--storage", default="", help="Optuna storage URL [default: sqlite optuna.db next to the tracking database].")
+@click.option("--study-name", default="", help="Optuna study to create or resume [default: from dataset, data version and seed].")
+@click.option("--include-synthetic", type=click.BOOL, default=False, help="Also train on synthetic rows (true/false).")
+@click.option("--promote", default=defaults.TRAIN_PROMOTE, show_default=True, type=click.Choice(["if-better", "always", "never"]), help="Promotion rule.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@store_options
+def train(
+    dataset: str, trials: int, timeout: float, seed: int, holdout: float, folds: int, workers: int,
+    storage: str, study_name: str, include_synthetic: bool, promote: str, quiet: bool, settings: Settings,
+) -> None:
+    """Tune a random forest with Optuna, log every trial to MLflow, register and promote.
+
+    Reads the feature view <dataset>_training; logs a parent run with one nested run per
+    trial in experiment <dataset>-training; registers model <dataset> with alias
+    'challenger', and 'champion' when its holdout accuracy is at least the champion's.
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.pipelines.train import TrainOptions
+    from serverless_ml.pipelines.train import train as run_training
+
+    if seed < 0:
+        raise SmlError(f"--seed must be >= 0, got {seed}")
+    options = TrainOptions(
+        trials=trials, seed=seed, timeout=timeout or None, holdout=holdout, folds=folds,
+        storage=_blank_to_none(storage), study_name=_blank_to_none(study_name),
+        include_synthetic=include_synthetic, promote=promote, workers=workers, quiet=quiet,
+    )
+    spec = get_dataset(dataset)
+    report = run_training(spec, open_feature_store(settings), settings, options)
+    click.echo(report.summary())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``sml``; turn expected failures into one line and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -11,6 +11,13 @@ DAILY_ROWS = 10
 DAILY_SEED = 0
 FEATURE_STORE = "local"
 
+TRAIN_TRIALS = 30
+TRAIN_SEED = 42
+TRAIN_HOLDOUT = 0.2
+TRAIN_FOLDS = 5
+TRAIN_WORKERS = 1
+TRAIN_PROMOTE = "if-better"
+
 # MLproject entry point -> parameter -> default (as MLproject states it; "" means unset).
 ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
     "features": {"dataset": DATASET, "source": "", "store_dir": "", "feature_store": FEATURE_STORE},
@@ -20,6 +27,21 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "rows": DAILY_ROWS,
         "seed": DAILY_SEED,
         "drift": "",
+        "store_dir": "",
+        "feature_store": FEATURE_STORE,
+    },
+    "train": {
+        "dataset": DATASET,
+        "trials": TRAIN_TRIALS,
+        "timeout": 0.0,
+        "seed": TRAIN_SEED,
+        "holdout": TRAIN_HOLDOUT,
+        "folds": TRAIN_FOLDS,
+        "workers": TRAIN_WORKERS,
+        "storage": "",
+        "study_name": "",
+        "include_synthetic": "false",
+        "promote": TRAIN_PROMOTE,
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },

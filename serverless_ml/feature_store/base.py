@@ -240,9 +240,10 @@ class FeatureView:
         end_time: datetime | None,
         extra_filter: Filter | Logic | None,
         keep: Sequence[str],
+        version: int | None = None,
     ) -> pd.DataFrame:
         fg = self.query.feature_group
-        df = fg.read()
+        df = fg.read(version=version)
         condition = self.query.filters
         if extra_filter is not None:
             condition = extra_filter if condition is None else condition & extra_filter
@@ -271,9 +272,13 @@ class FeatureView:
         event_time: bool = False,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
+        version: int | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Features and labels, as ``(X, y)`` like hsfs ``FeatureView.training_data``."""
-        df = self._frame(start_time, end_time, extra_filter, self._extras(primary_key, event_time))
+        """Features and labels, as ``(X, y)`` like hsfs ``FeatureView.training_data``.
+
+        ``version`` pins the feature group's data version (the local store's time travel).
+        """
+        df = self._frame(start_time, end_time, extra_filter, self._extras(primary_key, event_time), version)
         x = df.drop(columns=[c for c in self.labels if c in df.columns])
         return x, df[self.labels]
 

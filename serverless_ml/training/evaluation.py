@@ -1,0 +1,121 @@
+"""Holdout evaluation: plain functions from labels and predictions to numbers and tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.dummy import DummyClassifier
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+
+def metric_key(value: Any) -> str:
+    """A class value as it may appear in an MLflow metric name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(value))
+
+
+def classification_metrics(
+    y_true: Sequence[Any], y_pred: Sequence[Any], proba: np.ndarray | None, classes: Sequence[Any], prefix: str
+) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and ROC AUC, plus per-class precision/recall/F1.
+
+    Binary problems report the positive (second) class's precision/recall/F1 and ROC AUC;
+    multiclass problems report macro averages and one-vs-rest macro ROC AUC.
+    """
+    labels = list(classes)
+    metrics: dict[str, float] = {f"{prefix}accuracy": float(accuracy_score(y_true, y_pred))}
+    if len(labels) == 2:
+        kwargs: dict[str, Any] = {"pos_label": labels[1], "average": "binary", "zero_division": 0}
+    else:
+        kwargs = {"average": "macro", "labels": labels, "zero_division": 0}
+    metrics[f"{prefix}precision"] = float(precision_score(y_true, y_pred, **kwargs))
+    metrics[f"{prefix}recall"] = float(recall_score(y_true, y_pred, **kwargs))
+    metrics[f"{prefix}f1"] = float(f1_score(y_true, y_pred, **kwargs))
+    if proba is not None and len(set(y_true)) == len(labels):
+        if len(labels) == 2:
+            metrics[f"{prefix}roc_auc"] = float(roc_auc_score(np.asarray(y_true) == labels[1], proba[:, 1]))
+        else:
+            metrics[f"{prefix}roc_auc"] = float(
+                roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+            )
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    for i, label in enumerate(labels):
+        key = metric_key(label)
+        metrics[f"{prefix}precision_{key}"] = float(precision[i])
+        metrics[f"{prefix}recall_{key}"] = float(recall[i])
+        metrics[f"{prefix}f1_{key}"] = float(f1[i])
+        metrics[f"{prefix}support_{key}"] = float(support[i])
+    return metrics
+
+
+def confusion_table(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> dict[str, Any]:
+    """The confusion matrix as a JSON table: rows are actual classes, columns predicted."""
+    labels = list(classes)
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    return {
+        "labels": [_plain(label) for label in labels],
+        "matrix": matrix.astype(int).tolist(),
+        "rows": "actual",
+        "columns": "predicted",
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def baseline_accuracy(y_train: pd.Series, y_eval: pd.Series) -> float:
+    """Accuracy of always predicting the training set's majority class."""
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y_train), 1)), y_train)
+    return float(dummy.score(np.zeros((len(y_eval), 1)), y_eval))
+
+
+def confusion_figure(table: dict[str, Any], title: str, class_names: Sequence[str] | None = None) -> Any:
+    """A matplotlib heatmap of a confusion table, with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(table["matrix"])
+    names = list(class_names) if class_names else [str(v) for v in table["labels"]]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(names), 1.2 + 1.0 * len(names)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    high = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > high / 2 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(importances: dict[str, float], title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1))
+    ax.barh(names, [importances[n] for n in names], color="#4c78a8")
+    ax.set_xlabel("importance (summed over encoded columns)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,93 @@
+"""The model: one scikit-learn Pipeline from raw feature columns to a class.
+
+Imputation and encoding live inside the pipeline, so batch inference, the web predictor
+and ``mlflow models serve`` all apply exactly what training fitted (no train/serve skew).
+Categorical encoders are built from the spec's categories, so the encoding does not
+depend on which categories a particular training sample happened to contain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from serverless_ml.datasets.spec import DatasetSpec
+
+# Types in the pipeline's skops file that skops does not trust by default (a test checks
+# that this list is exactly what a fitted pipeline needs).
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+
+
+def numeric_features(spec: DatasetSpec) -> list[str]:
+    return [f.name for f in spec.features if f.is_numeric]
+
+
+def categorical_features(spec: DatasetSpec) -> list[str]:
+    return [f.name for f in spec.features if not f.is_numeric]
+
+
+def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs: int = 1) -> Pipeline:
+    """Imputation and one-hot encoding, then a random forest with ``params``.
+
+    Numeric features: median imputation with a missing-value indicator (a missing age is
+    information). Categorical features: one-hot over the spec's categories; a missing or
+    unknown value is all zeros (ignored, not an error).
+    """
+    transformers = []
+    numeric = numeric_features(spec)
+    if numeric:
+        transformers.append(
+            ("numeric", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), numeric)
+        )
+    categorical = categorical_features(spec)
+    if categorical:
+        categories = [list(spec.feature(name).categories or []) for name in categorical]
+        encoder = OneHotEncoder(
+            categories=categories if all(categories) else "auto",
+            handle_unknown="ignore",
+            sparse_output=False,
+        )
+        # A missing category (None or NaN) is encoded as all zeros: unknown to every column.
+        transformers.append(("categorical", encoder, categorical))
+    forest = RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
+    return Pipeline(
+        [("prepare", ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)), ("forest", forest)]
+    )
+
+
+def raw_feature_importances(pipeline: Pipeline, spec: DatasetSpec) -> dict[str, float]:
+    """The forest's importances summed back onto the raw features they came from."""
+    names = pipeline.named_steps["prepare"].get_feature_names_out()
+    importances = pipeline.named_steps["forest"].feature_importances_
+    totals: dict[str, float] = {name: 0.0 for name in spec.feature_names}
+    for encoded, value in zip(names, importances, strict=True):
+        raw = _raw_name(str(encoded), spec)
+        totals[raw] = totals.get(raw, 0.0) + float(value)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def _raw_name(encoded: str, spec: DatasetSpec) -> str:
+    if encoded.startswith("missingindicator_"):
+        return encoded.removeprefix("missingindicator_")
+    if encoded in spec.feature_names:
+        return encoded
+    # One-hot columns are "<feature>_<category>"; pick the longest feature name that fits.
+    matches = [name for name in spec.feature_names if encoded.startswith(name + "_")]
+    return max(matches, key=len) if matches else encoded
+
+
+def as_model_input(frame: Any, spec: DatasetSpec) -> Any:
+    """Raw feature columns in spec order, missing categoricals as ``None``."""
+    x = frame[spec.feature_names].copy()
+    for name in categorical_features(spec):
+        x[name] = x[name].astype(object).where(x[name].notna(), None)
+    for name in numeric_features(spec):
+        if spec.feature(name).type == "double":
+            x[name] = x[name].astype(np.float64)
+    return x

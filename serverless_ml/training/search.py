@@ -1,0 +1,186 @@
+"""The hyperparameter search: a seeded TPE sampler over the forest's real knobs, scored by
+stratified k-fold cross-validation with per-fold pruning.
+
+Trials can run in several processes that share one Optuna storage (SQLite by default,
+PostgreSQL to share across machines); each process gets its own sampler seed so they
+explore different points, and a cap on the study's trial count keeps the total right.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
+
+from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.errors import SmlError
+from serverless_ml.training.model import build_pipeline
+
+# The search space, declared once: logged as a run param and used by suggest_params.
+SEARCH_SPACE: dict[str, dict[str, Any]] = {
+    "n_estimators": {"type": "int", "low": 25, "high": 300, "log": True},
+    "max_depth": {"type": "int", "low": 2, "high": 24},
+    "min_samples_split": {"type": "int", "low": 2, "high": 20},
+    "min_samples_leaf": {"type": "int", "low": 1, "high": 10},
+    "max_features": {"type": "categorical", "choices": ["sqrt", "log2", 0.5, 0.8]},
+    "class_weight": {"type": "categorical", "choices": [None, "balanced", "balanced_subsample"]},
+    "criterion": {"type": "categorical", "choices": ["gini", "entropy"]},
+    "bootstrap": {"type": "categorical", "choices": [True, False]},
+}
+
+METRIC_NAME = "accuracy"
+
+
+def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
+    """One point of :data:`SEARCH_SPACE`."""
+    params: dict[str, Any] = {}
+    for name, space in SEARCH_SPACE.items():
+        if space["type"] == "int":
+            params[name] = trial.suggest_int(name, space["low"], space["high"], log=space.get("log", False))
+        else:
+            params[name] = trial.suggest_categorical(name, space["choices"])
+    return params
+
+
+@dataclass(frozen=True)
+class FoldScores:
+    """Per-fold accuracies of one trial (validation and training folds)."""
+
+    val: list[float]
+    train: list[float]
+
+    @property
+    def val_mean(self) -> float:
+        return float(np.mean(self.val))
+
+    @property
+    def val_std(self) -> float:
+        return float(np.std(self.val))
+
+
+def cv_folds(y: pd.Series, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled, seeded folds (the same for every trial)."""
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def make_objective(
+    spec: DatasetSpec,
+    x: pd.DataFrame,
+    y: pd.Series,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    n_jobs: int = 1,
+    score_train: bool = False,
+) -> Callable[[optuna.Trial], float]:
+    """The study's objective: mean validation accuracy over ``folds``.
+
+    After each fold the running mean is reported, so the pruner can stop a hopeless trial
+    early. Fold scores are kept in the trial's user attributes for logging; training-fold
+    scores only with ``score_train`` (they cost another prediction pass per fold).
+    """
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_params(trial)
+        template = build_pipeline(spec, params, seed, n_jobs=n_jobs)
+        val: list[float] = []
+        train: list[float] = []
+        for step, (train_idx, val_idx) in enumerate(folds):
+            model = clone(template)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                model.fit(x.iloc[train_idx], y.iloc[train_idx])
+                val.append(float(model.score(x.iloc[val_idx], y.iloc[val_idx])))
+                if score_train:
+                    train.append(float(model.score(x.iloc[train_idx], y.iloc[train_idx])))
+            trial.report(float(np.mean(val)), step)
+            if trial.should_prune():
+                _keep_scores(trial, val, train)
+                raise optuna.TrialPruned()
+        _keep_scores(trial, val, train)
+        return float(np.mean(val))
+
+    return objective
+
+
+def _keep_scores(trial: optuna.Trial, val: list[float], train: list[float]) -> None:
+    trial.set_user_attr("val_scores", val)
+    trial.set_user_attr("train_scores", train)
+
+
+def make_sampler(seed: int) -> optuna.samplers.TPESampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
+
+
+def make_pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
+    """Create or load the study (``load_if_exists``: studies resume and can be shared)."""
+    try:
+        return optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            sampler=make_sampler(seed),
+            pruner=make_pruner(),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds
+        from serverless_ml.tracking import redact_uri
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SmlError(f"cannot open Optuna storage {redact_uri(storage)}: {first[:200]}") from None
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    timeout: float | None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    total_cap: int | None = None,
+    show_progress_bar: bool = False,
+) -> None:
+    """Run up to ``n_trials`` trials in this process (fewer if ``total_cap`` is reached)."""
+    cbs = list(callbacks)
+    if total_cap is not None:
+        cbs.append(
+            optuna.study.MaxTrialsCallback(
+                total_cap, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            )
+        )
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=timeout,
+        callbacks=cbs,
+        gc_after_trial=False,
+        show_progress_bar=show_progress_bar,
+        catch=(),
+    )
+
+
+def search_space_description() -> dict[str, Any]:
+    """The search space as plain JSON-able data (for MLflow params and artifacts)."""
+    return {name: {k: v for k, v in space.items()} for name, space in SEARCH_SPACE.items()}
+
+
+def trial_cap(n_trials: int, workers: int) -> int:
+    """Trials per worker so that ``workers`` processes together reach ``n_trials``."""
+    return math.ceil(n_trials / max(workers, 1))
