@@ -6,9 +6,7 @@ one exits non-zero with a one-line error.
 
 from __future__ import annotations
 
-import sys
-
-from serverless_ml.cli import main
+from entrypoints import run
 
 if __name__ == "__main__":
-    main(["features", *sys.argv[1:]])
+    run("features")
