@@ -230,9 +230,12 @@ def champion_holdout_accuracy(name: str, x: pd.DataFrame, y: pd.Series) -> tuple
 def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> TrainReport:
     """Tune, log, register and promote. See the module docstring for what it writes."""
     import mlflow
+    import optuna
     from sklearn.model_selection import train_test_split
 
     from serverless_ml import tracking
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     if options.trials < 1:
         raise SmlError(f"--trials must be >= 1, got {options.trials}")
@@ -330,12 +333,12 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         table = evaluation.confusion_table(y_hold, predicted, classes)
         mlflow.log_dict(table, "evaluation/confusion_matrix.json")
         names = list(spec.class_names) if spec.class_names else None
-        mlflow.log_figure(evaluation.confusion_figure(table, f"{spec.name}: holdout confusion matrix", names),
-                          "evaluation/confusion_matrix.png")
+        _log_figure(evaluation.confusion_figure(table, f"{spec.name}: holdout confusion matrix", names),
+                    "evaluation/confusion_matrix.png")
         importances = raw_feature_importances(model, spec)
         mlflow.log_dict(importances, "evaluation/feature_importances.json")
-        mlflow.log_figure(evaluation.importance_figure(importances, f"{spec.name}: feature importances"),
-                          "evaluation/feature_importances.png")
+        _log_figure(evaluation.importance_figure(importances, f"{spec.name}: feature importances"),
+                    "evaluation/feature_importances.png")
         with tempfile.TemporaryDirectory() as tmp:
             keys_path = Path(tmp) / "keys.parquet"
             pd.DataFrame({
@@ -378,6 +381,16 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         champion_accuracy=champion_accuracy, decision=decision, data_version=data_version,
         rows={"total": len(y), "train": len(y_train), "holdout": len(y_hold)},
     )
+
+
+def _log_figure(figure: Any, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    try:
+        mlflow.log_figure(figure, artifact_file)
+    finally:
+        plt.close(figure)
 
 
 def model_requirements() -> list[str]:

@@ -1,0 +1,269 @@
+"""Training against a real Delta store and a real (temporary) MLflow tracking database."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from serverless_ml.datasets import get_dataset
+from serverless_ml.datasets.sources import load_source
+from serverless_ml.errors import SmlError
+from serverless_ml.feature_store.local import LocalFeatureStore
+from serverless_ml.pipelines import train as train_module
+from serverless_ml.pipelines.features import backfill
+from serverless_ml.pipelines.train import TrainOptions, train
+from serverless_ml.settings import resolve_settings
+from serverless_ml.tracking import training_experiment
+from serverless_ml.training.model import as_model_input
+
+pytestmark = pytest.mark.integration
+
+FAST = TrainOptions(trials=3, seed=7, folds=3, quiet=True)
+
+
+@pytest.fixture
+def titanic_store(tmp_path: Path, data_dir: Path) -> LocalFeatureStore:
+    store = LocalFeatureStore(tmp_path / "store")
+    spec = get_dataset("titanic")
+    backfill(spec, store, load_source(spec, None, data_dir))
+    return store
+
+
+def _settings(store: LocalFeatureStore, uri: str):  # noqa: ANN202
+    return resolve_settings(store_dir=store.root, tracking_uri=uri)
+
+
+def _runs(experiment: str) -> pd.DataFrame:
+    return mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+
+
+def test_registered_champion_loads_and_predicts_from_raw_rows(titanic_store: LocalFeatureStore, tracking_uri: str) -> None:
+    spec = get_dataset("titanic")
+    report = train(spec, titanic_store, _settings(titanic_store, tracking_uri), FAST)
+    assert report.decision.promote and report.model_version == "1"
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("titanic", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("titanic", "challenger").version) == "1"
+
+    model = mlflow.pyfunc.load_model("models:/titanic@champion")
+    rows = titanic_store.get_feature_group("titanic", 1).read().head(25)
+    predicted = model.predict(as_model_input(rows, spec))
+    assert set(np.unique(predicted)) <= {0, 1}
+    assert (np.asarray(predicted) == rows["survived"].to_numpy()).mean() > 0.6
+    signature_inputs = [c.name for c in model.metadata.get_input_schema().inputs]
+    assert signature_inputs == spec.feature_names
+
+
+def test_every_trial_is_a_nested_run_and_the_parent_has_the_evaluation(
+    titanic_store: LocalFeatureStore, tracking_uri: str
+) -> None:
+    spec = get_dataset("titanic")
+    report = train(spec, titanic_store, _settings(titanic_store, tracking_uri), FAST)
+    runs = _runs(training_experiment("titanic"))
+    parent = runs[runs["run_id"] == report.run_id].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == report.run_id]
+    assert len(children) == 3
+    assert set(children["status"]) == {"FINISHED"}
+    assert sorted(children["tags.trial_number"].astype(int)) == [0, 1, 2]
+    assert children["tags.mlflow.runName"].str.startswith("titanic-trial-").all()
+    assert children["params.n_estimators"].notna().all()
+    client = MlflowClient()
+    for run_id in children["run_id"]:
+        folds = client.get_metric_history(run_id, "val_accuracy")
+        assert 1 <= len(folds) <= 3
+    assert parent["status"] == "FINISHED"
+    assert parent["tags.best_trial_number"] == str(report.best_trial)
+    for key in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
+                "val_accuracy_mean", "val_accuracy_std", "baseline_test_accuracy", "test_precision_1"):
+        assert not np.isnan(parent[f"metrics.{key}"]), key
+    assert parent["metrics.test_accuracy"] > parent["metrics.baseline_test_accuracy"]
+    assert parent["params.data_version"] == "0"
+    assert parent["params.rows_total"] == "891"
+    assert "n_estimators" in parent["params.search_space"]
+    artifacts = {a.path for a in client.list_artifacts(report.run_id)} | {
+        a.path for folder in ("evaluation", "training") for a in client.list_artifacts(report.run_id, folder)
+    }
+    for path in ("evaluation/confusion_matrix.json", "evaluation/confusion_matrix.png",
+                 "evaluation/feature_importances.json", "training/keys.parquet", "search_space.json"):
+        assert path in artifacts
+    table = mlflow.artifacts.load_dict(f"runs:/{report.run_id}/evaluation/confusion_matrix.json")
+    assert np.asarray(table["matrix"]).sum() == report.rows["holdout"]
+    keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{report.run_id}/training/keys.parquet"))
+    assert len(keys) == 891 and keys["passenger_id"].is_unique
+
+
+def test_promotion_never_keeps_the_champion_and_always_forces_it(
+    titanic_store: LocalFeatureStore, tracking_uri: str
+) -> None:
+    spec = get_dataset("titanic")
+    settings = _settings(titanic_store, tracking_uri)
+    train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=2))
+    second = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=2, seed=8, promote="never"))
+    client = MlflowClient()
+    assert not second.decision.promote
+    assert second.champion_accuracy is not None  # the champion was re-scored on this holdout
+    assert str(client.get_model_version_by_alias("titanic", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("titanic", "challenger").version) == "2"
+    third = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=2, seed=9, promote="always"))
+    assert third.decision.promote
+    assert str(client.get_model_version_by_alias("titanic", "champion").version) == "3"
+    run = client.get_run(third.run_id)
+    assert run.data.tags["promotion_decision"] == "promoted"
+    assert "champion_test_accuracy" in run.data.metrics
+
+
+def test_if_better_compares_with_the_champion_rescored_on_the_same_rows(
+    titanic_store: LocalFeatureStore, tracking_uri: str
+) -> None:
+    spec = get_dataset("titanic")
+    settings = _settings(titanic_store, tracking_uri)
+    train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=2))
+    second = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=2))
+    # Same seed and data: the same pipeline, so the same holdout accuracy; equal promotes.
+    assert second.champion_accuracy == pytest.approx(second.holdout_metrics["test_accuracy"])
+    assert second.decision.promote
+    assert str(MlflowClient().get_model_version_by_alias("titanic", "champion").version) == "2"
+
+
+def test_a_resumed_study_continues_its_trial_count(titanic_store: LocalFeatureStore, tracking_uri: str) -> None:
+    spec = get_dataset("titanic")
+    settings = _settings(titanic_store, tracking_uri)
+    options = dataclasses.replace(FAST, trials=2, study_name="resume-me")
+    first = train(spec, titanic_store, settings, options)
+    second = train(spec, titanic_store, settings, options)
+    assert (first.trials_total, second.trials_total, second.trials_this_run) == (2, 4, 2)
+    runs = _runs(training_experiment("titanic"))
+    numbers = runs[runs["tags.mlflow.parentRunId"] == second.run_id]["tags.trial_number"].astype(int)
+    assert sorted(numbers) == [2, 3]
+
+
+def test_two_worker_processes_share_one_sqlite_study_with_distinct_trials(
+    titanic_store: LocalFeatureStore, tracking_uri: str, tmp_path: Path
+) -> None:
+    spec = get_dataset("titanic")
+    storage = f"sqlite:///{tmp_path / 'shared-study.db'}"
+    options = dataclasses.replace(FAST, trials=6, workers=2, storage=storage, study_name="shared")
+    report = train(spec, titanic_store, _settings(titanic_store, tracking_uri), options)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    # Each process stops once the study holds the cap; both may finish one in flight.
+    assert 6 <= len(trials) <= 7
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({tuple(sorted(map(str, t.params.items()))) for t in trials}) == len(trials)
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    children = _runs(training_experiment("titanic"))
+    children = children[children["tags.mlflow.parentRunId"] == report.run_id]
+    assert len(children) == len(trials)
+    assert [v.version for v in MlflowClient().search_model_versions("name='titanic'")] == [1]
+    assert report.model_version == "1"
+
+
+def test_same_seed_and_data_give_the_same_best_trial(titanic_store: LocalFeatureStore, tracking_uri: str, tmp_path: Path) -> None:
+    spec = get_dataset("titanic")
+    settings = _settings(titanic_store, tracking_uri)
+    reports = [
+        train(spec, titanic_store, settings,
+              dataclasses.replace(FAST, trials=4, storage=f"sqlite:///{tmp_path / f'study{i}.db'}", promote="never"))
+        for i in range(2)
+    ]
+    assert reports[0].best_params == reports[1].best_params
+    assert reports[0].cv_mean == reports[1].cv_mean
+    assert reports[0].holdout_metrics["test_accuracy"] == reports[1].holdout_metrics["test_accuracy"]
+
+
+def test_a_failure_inside_the_run_ends_it_failed_and_registers_nothing(
+    titanic_store: LocalFeatureStore, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("artifact store is full")
+
+    monkeypatch.setattr(train_module, "log_and_register", broken)
+    with pytest.raises(RuntimeError, match="artifact store is full"):
+        train(get_dataset("titanic"), titanic_store, _settings(titanic_store, tracking_uri), FAST)
+    runs = _runs(training_experiment("titanic"))
+    assert "RUNNING" not in set(runs["status"])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()] if "tags.mlflow.parentRunId" in runs else runs
+    assert list(parents["status"]) == ["FAILED"]
+    assert MlflowClient().search_registered_models() == []
+    assert mlflow.active_run() is None
+
+
+# --- bad input through the CLI: one line, non-zero exit, no run, nothing registered ---------
+
+
+def _spec_dataset(tmp_path: Path, rows: pd.DataFrame, classes: list[str]) -> Path:
+    rows.to_csv(tmp_path / "tiny.csv", index=False)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        "name: tiny\nsource: {path: tiny.csv}\nlabel: kind\n"
+        f"classes: [{', '.join(classes)}]\n"
+        "features:\n  x: {type: double, min: -100, max: 100}\n"
+    )
+    return spec
+
+
+def _tiny(n: int, labels: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"x": rng.normal(size=n).round(3), "kind": [labels[i % len(labels)] for i in range(n)]})
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("too_few_rows", "training rows; need at least 20"),
+        ("single_class", "single class"),
+        ("class_missing_from_data", "class 'c' has 0 training rows"),
+        ("unknown_dataset", "unknown dataset 'nope'"),
+        ("bad_storage", "cannot open Optuna storage"),
+        ("no_features_yet", "run `sml features --dataset titanic` first"),
+        ("bad_trials", "--trials must be >= 1"),
+    ],
+)
+def test_bad_training_input_fails_cleanly(
+    case: str, expected: str, run_cli, tmp_path: Path, store_dir: Path, data_dir: Path, tracking_uri: str  # noqa: ANN001
+) -> None:
+    dataset = "titanic"
+    extra: list[str] = []
+    if case == "too_few_rows":
+        dataset = str(_spec_dataset(tmp_path, _tiny(12, ["a", "b"]), ["a", "b"]))
+    elif case == "single_class":
+        dataset = str(_spec_dataset(tmp_path, _tiny(60, ["a"]), ["a", "b"]))
+    elif case == "class_missing_from_data":
+        dataset = str(_spec_dataset(tmp_path, _tiny(60, ["a", "b"]), ["a", "b", "c"]))
+    elif case == "unknown_dataset":
+        dataset = "nope"
+    elif case == "bad_storage":
+        extra = ["--storage", f"sqlite:///{tmp_path / 'missing-dir' / 'x' / 'optuna.db'}"]
+    elif case == "bad_trials":
+        extra = ["--trials", "0"]
+    if case not in ("unknown_dataset", "no_features_yet"):
+        spec = get_dataset(dataset)
+        backfill(spec, LocalFeatureStore(store_dir), load_source(spec, None, data_dir))
+    code, out, err = run_cli(
+        "train", "--dataset", dataset, "--trials", "2", "--folds", "3", "--quiet", *extra,
+        env={"MLFLOW_TRACKING_URI": tracking_uri},
+    )
+    assert code != 0
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+    client = MlflowClient(tracking_uri=tracking_uri)
+    assert client.search_registered_models() == []
+    experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([e.experiment_id for e in experiments]) if experiments else []
+    assert runs == []
+
+
+def test_unopenable_storage_is_refused_before_any_run(titanic_store: LocalFeatureStore, tracking_uri: str) -> None:
+    with pytest.raises(SmlError, match="cannot open Optuna storage"):
+        train(get_dataset("titanic"), titanic_store, _settings(titanic_store, tracking_uri),
+              dataclasses.replace(FAST, storage="postgresql://user:secret@127.0.0.1:9/nowhere"))
+    assert mlflow.search_runs(search_all_experiments=True).empty

@@ -1,0 +1,130 @@
+"""The pure parts of training: promotion rule, metrics, model pipeline, search space."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import skops.io
+
+from serverless_ml.datasets import get_dataset
+from serverless_ml.training import evaluation, promotion, search
+from serverless_ml.training.model import SKOPS_TRUSTED_TYPES, as_model_input, build_pipeline, raw_feature_importances
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "mode", "promote"),
+    [
+        (0.85, 0.80, "if-better", True),  # better
+        (0.75, 0.80, "if-better", False),  # worse
+        (0.80, 0.80, "if-better", True),  # equal: "at least" the champion's
+        (0.50, None, "if-better", True),  # no champion
+        (0.50, 0.90, "always", True),  # forced
+        (0.99, 0.10, "never", False),  # forced
+    ],
+)
+def test_promotion_rule(challenger: float, champion: float | None, mode: str, promote: bool) -> None:
+    decision = promotion.decide_promotion(challenger, champion, mode)
+    assert decision.promote is promote
+    assert decision.reason
+
+
+def test_promotion_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="promote mode"):
+        promotion.decide_promotion(0.5, 0.5, "sometimes")
+
+
+def _rows(name: str, n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    spec = get_dataset(name)
+    rng = np.random.default_rng(seed)
+    data: dict[str, object] = {}
+    for feature in spec.features:
+        if feature.is_numeric:
+            low, high = feature.min or 0, feature.max or 10
+            values = rng.uniform(low, high, n)
+            data[feature.name] = np.round(values).astype("int64") if feature.type == "bigint" else values
+        else:
+            data[feature.name] = rng.choice(list(feature.categories or ["a"]), n).astype(object)
+    frame = pd.DataFrame(data)
+    y = pd.Series(rng.choice(list(spec.classes), n))
+    return frame, y
+
+
+@pytest.mark.parametrize("name", ["titanic", "iris"])
+def test_trusted_types_are_exactly_what_a_fitted_pipeline_needs(name: str) -> None:
+    spec = get_dataset(name)
+    x, y = _rows(name)
+    model = build_pipeline(spec, {"n_estimators": 5, "max_depth": 3}, seed=0).fit(as_model_input(x, spec), y)
+    assert sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model))) == sorted(SKOPS_TRUSTED_TYPES)
+
+
+def test_pipeline_takes_missing_values_as_none_or_nan_and_unknown_categories() -> None:
+    spec = get_dataset("titanic")
+    x, y = _rows("titanic")
+    model = build_pipeline(spec, {"n_estimators": 10}, seed=0).fit(as_model_input(x, spec), y)
+    probe = as_model_input(x.head(4), spec)
+    probe["embarked"] = ["S", np.nan, None, "Z"]
+    probe["age"] = [np.nan, 1.0, 2.0, 3.0]
+    proba = model.predict_proba(probe)
+    assert proba.shape == (4, 2)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_importances_are_summed_back_onto_raw_features() -> None:
+    spec = get_dataset("titanic")
+    x, y = _rows("titanic")
+    model = build_pipeline(spec, {"n_estimators": 10}, seed=0).fit(as_model_input(x, spec), y)
+    importances = raw_feature_importances(model, spec)
+    assert set(importances) == set(spec.feature_names)
+    assert sum(importances.values()) == pytest.approx(1.0)
+    assert list(importances.values()) == sorted(importances.values(), reverse=True)
+
+
+def test_classification_metrics_binary_and_multiclass() -> None:
+    y_true = [0, 0, 1, 1, 1]
+    y_pred = [0, 1, 1, 1, 0]
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    metrics = evaluation.classification_metrics(y_true, y_pred, proba, [0, 1], prefix="test_")
+    assert metrics["test_accuracy"] == pytest.approx(0.6)
+    assert metrics["test_precision"] == pytest.approx(2 / 3)
+    assert metrics["test_recall"] == pytest.approx(2 / 3)
+    assert metrics["test_roc_auc"] == pytest.approx(5 / 6)
+    assert metrics["test_support_1"] == 3
+    multi = evaluation.classification_metrics(
+        ["a", "b", "c", "c"], ["a", "b", "b", "c"], np.eye(3)[[0, 1, 1, 2]], ["a", "b", "c"], prefix="val_"
+    )
+    assert multi["val_accuracy"] == pytest.approx(0.75)
+    assert multi["val_recall_c"] == pytest.approx(0.5)
+    assert "val_roc_auc" in multi
+
+
+def test_confusion_table_rows_are_actual_columns_predicted() -> None:
+    table = evaluation.confusion_table([0, 0, 1, 1], [0, 1, 1, 1], [0, 1])
+    assert table["matrix"] == [[1, 1], [0, 2]]
+    assert table["labels"] == [0, 1]
+
+
+def test_baseline_is_the_majority_class() -> None:
+    assert evaluation.baseline_accuracy(pd.Series([1, 1, 0]), pd.Series([1, 0, 0, 0])) == pytest.approx(0.25)
+
+
+def test_search_space_suggestions_stay_inside_the_declared_space() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        params = search.suggest_params(study.ask())
+        for name, space in search.SEARCH_SPACE.items():
+            if space["type"] == "int":
+                assert space["low"] <= params[name] <= space["high"]
+            else:
+                assert params[name] in space["choices"]
+
+
+def test_cv_folds_are_stratified_and_seeded() -> None:
+    y = pd.Series([0] * 60 + [1] * 40)
+    folds = search.cv_folds(y, 5, seed=3)
+    assert [tuple(v) for _, v in folds] == [tuple(v) for _, v in search.cv_folds(y, 5, seed=3)]
+    for _, val in folds:
+        assert y.iloc[val].mean() == pytest.approx(0.4)
