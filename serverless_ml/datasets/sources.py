@@ -8,6 +8,7 @@ and reports problems in one line that names the file.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import os
@@ -56,8 +57,9 @@ def read_csv_file(path: Path) -> pd.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
         raise DataValidationError(
-            f"source file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            f"source file {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} (offset {exc.start})"
         ) from None
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=None, keep_default_na=True)
@@ -68,8 +70,34 @@ def read_csv_file(path: Path) -> pd.DataFrame:
         raise DataValidationError(f"source file {path} has no header line") from None
     if frame.empty:
         raise DataValidationError(f"source file {path} has a header but no data rows")
+    _check_field_counts(text, path)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.reset_index(drop=True)
+
+
+def _check_field_counts(text: str, path: Path) -> None:
+    """Every record has as many fields as the header.
+
+    pandas fills a short line with missing values (and takes an extra first field on
+    every line as the index), which would store a damaged row silently.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+            # Another delimiter than ','; the column check says so, naming the columns.
+            return
+        for record in reader:
+            # pandas skips blank lines; so does this check.
+            if record and len(record) != len(header):
+                raise DataValidationError(
+                    f"source file {path} is not well-formed CSV: line {reader.line_num} has "
+                    f"{len(record)} fields, expected {len(header)} like the header"
+                )
+    except csv.Error:
+        # pandas parsed the file already (e.g. a field longer than the csv module's
+        # limit); nothing more to say about its shape.
+        return
 
 
 def _download(url: str, cache_dir: Path, name: str) -> Path:

@@ -64,10 +64,11 @@ class FeatureSpec:
 
     @property
     def display_column(self) -> str:
-        """How the user knows the column: its raw name where it has one."""
+        """How the user knows the column, quoted: its raw name, then the feature name
+        where the two differ (``'Fare' (feature 'fare')``)."""
         if self.source_column and self.source_column != self.name:
-            return f"{self.source_column}' (feature '{self.name}"
-        return self.name
+            return f"'{self.source_column}' (feature '{self.name}')"
+        return f"'{self.name}'"
 
 
 @dataclass(frozen=True)

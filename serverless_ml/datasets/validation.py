@@ -32,7 +32,8 @@ class _Locator:
         return f"row {position + 1}"
 
     def fail(self, column: str, position: int, problem: str) -> DataValidationError:
-        return DataValidationError(f"{self.location}: column '{column}', {self.row(position)}: {problem}")
+        """``column`` is quoted already (see :attr:`FeatureSpec.display_column`)."""
+        return DataValidationError(f"{self.location}: column {column}, {self.row(position)}: {problem}")
 
 
 def _show(value: Any) -> str:
@@ -42,6 +43,26 @@ def _show(value: Any) -> str:
 
 def _first(mask: pd.Series) -> int:
     return int(np.flatnonzero(mask.to_numpy())[0])
+
+
+# A bigint is stored as a signed 64-bit integer; larger magnitudes cannot be stored.
+_INT64_LIMIT = float(2**63)
+
+
+def _too_large_for_int64(numbers: pd.Series) -> pd.Series:
+    """Which parsed values do not fit a signed 64-bit integer (pandas reads such values
+    as uint64, float or text)."""
+    if pd.api.types.is_signed_integer_dtype(numbers.dtype):
+        return pd.Series(False, index=numbers.index)
+    return numbers.astype(float).abs() >= _INT64_LIMIT
+
+
+def _is_infinite_text(value: Any) -> bool:
+    """Whether a value pandas could not parse is a number too large for a double (``1e400``)."""
+    try:
+        return math.isinf(float(str(value).strip()))
+    except ValueError:
+        return False
 
 
 def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
@@ -63,8 +84,8 @@ def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
 
 
 def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator) -> pd.Series:
-    column = spec.raw_label
-    values = raw[column]
+    values = raw[spec.raw_label]
+    column = f"'{spec.raw_label}'"
     missing = values.isna()
     if missing.any():
         raise loc.fail(column, _first(missing), "label is missing")
@@ -91,7 +112,8 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, loc: _Locator) -> pd
         unparsable = present & numeric.isna()
         if unparsable.any():
             i = _first(unparsable)
-            raise loc.fail(column, i, f"{_show(values.iloc[i])} is not a number")
+            what = "a finite number" if _is_infinite_text(values.iloc[i]) else "a number"
+            raise loc.fail(column, i, f"{_show(values.iloc[i])} is not {what}")
         finite = numeric[present]
         if (~np.isfinite(finite.to_numpy(dtype=float))).any():
             i = _first(present & ~np.isfinite(numeric.fillna(0).to_numpy(dtype=float)))
@@ -106,7 +128,18 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, loc: _Locator) -> pd
         outside = present & ((numeric < low) | (numeric > high))
         if outside.any():
             i = _first(outside)
-            raise loc.fail(column, i, f"{_show(values.iloc[i])} is outside the allowed range [{feature.min}, {feature.max}]")
+            if feature.min is None:
+                allowed = f"is above the allowed maximum {feature.max}"
+            elif feature.max is None:
+                allowed = f"is below the allowed minimum {feature.min}"
+            else:
+                allowed = f"is outside the allowed range [{feature.min}, {feature.max}]"
+            raise loc.fail(column, i, f"{_show(values.iloc[i])} {allowed}")
+        if feature.type == "bigint":
+            too_large = present & _too_large_for_int64(numeric)
+            if too_large.any():
+                i = _first(too_large)
+                raise loc.fail(column, i, f"{_show(values.iloc[i])} is too large for a 64-bit integer")
         checked = numeric
         if feature.type == "bigint":
             checked = numeric.astype("Int64") if not present.all() else numeric.astype("int64")
@@ -148,25 +181,35 @@ def build_feature_rows(
     label = _coerce_label(raw, spec, loc)
     if spec.primary_key_source is not None:
         keys = raw[spec.primary_key_source]
+        key_column = f"'{spec.primary_key_source}'"
         if keys.isna().any():
-            raise loc.fail(spec.primary_key_source, _first(keys.isna()), "primary key is missing")
+            raise loc.fail(key_column, _first(keys.isna()), "primary key is missing")
         if spec.primary_key_type == "bigint":
             numeric = pd.to_numeric(keys, errors="coerce")
             bad = numeric.isna() | (numeric.fillna(0) % 1 != 0)
             if bad.any():
                 i = _first(bad)
-                raise loc.fail(spec.primary_key_source, i, f"primary key {_show(keys.iloc[i])} is not a whole number")
+                raise loc.fail(key_column, i, f"primary key {_show(keys.iloc[i])} is not a whole number")
+            too_large = _too_large_for_int64(numeric)
+            if too_large.any():
+                i = _first(too_large)
+                raise loc.fail(key_column, i, f"primary key {_show(keys.iloc[i])} is too large for a 64-bit integer")
+            # Compare keys as numbers so that "7" and "7.0" count as the same key.
+            keys = numeric
         duplicated = keys.duplicated()
         if duplicated.any():
             i = _first(duplicated)
             first = _first(keys == keys.iloc[i])
             raise loc.fail(
-                spec.primary_key_source, i, f"duplicate primary key {_show(keys.iloc[i])} (first seen in {loc.row(first)})"
+                key_column, i, f"duplicate primary key {_show(raw[spec.primary_key_source].iloc[i])} (first seen in {loc.row(first)})"
             )
     rows = spec.transform(raw)
     out = pd.DataFrame(index=rows.index)
     key = rows[spec.primary_key]
-    out[spec.primary_key] = key.astype("int64") if spec.primary_key_type == "bigint" else key.astype(str)
+    if spec.primary_key_type == "bigint":
+        out[spec.primary_key] = pd.to_numeric(key).astype("int64")
+    else:
+        out[spec.primary_key] = key.astype(str)
     out[EVENT_TIME_COLUMN] = pd.Series(to_utc(event_time), index=out.index).astype("datetime64[us, UTC]")
     for feature in spec.features:
         out[feature.name] = _check_feature(rows[feature.name], feature, loc)
