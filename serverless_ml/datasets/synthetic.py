@@ -25,6 +25,9 @@ from serverless_ml.feature_store.base import ORIGIN_COLUMN
 MAX_ROWS_PER_DAY = 10_000
 _KEY_DAY = 10**8
 _KEY_SEED = 10**4
+# Synthetic keys hold the seed in four digits (see synthetic_keys): a larger seed would
+# reuse the keys of seed % 10**4 and overwrite that seed's rows.
+MAX_SEED = _KEY_DAY // _KEY_SEED - 1
 
 _DRIFT_ITEM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*([+*=])\s*(\S.*?)\s*$")
 
@@ -90,9 +93,15 @@ def apply_drift(values: pd.Series, item: Drift, spec: DatasetSpec) -> pd.Series:
 
 
 def synthetic_keys(spec: DatasetSpec, day: dt.date, seed: int, n: int) -> pd.Series:
-    """Primary keys unique per (date, seed, row) and disjoint from real keys."""
+    """Primary keys unique per (date, seed, row) and disjoint from real keys.
+
+    A bigint key reads ``YYYYMMDD SSSS RRRR`` (date, seed, row), so ``seed`` must be at
+    most :data:`MAX_SEED` and ``n`` at most :data:`MAX_ROWS_PER_DAY`.
+    """
+    if not 0 <= seed <= MAX_SEED:
+        raise SmlError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
     if spec.primary_key_type == "bigint":
-        base = int(day.strftime("%Y%m%d")) * _KEY_DAY + (seed % _KEY_SEED) * _KEY_SEED
+        base = int(day.strftime("%Y%m%d")) * _KEY_DAY + seed * _KEY_SEED
         return pd.Series(np.arange(n, dtype="int64") + base)
     return pd.Series([f"syn-{day:%Y%m%d}-{seed}-{i}" for i in range(n)], dtype=object)
 
@@ -117,8 +126,8 @@ def generate_rows(
     """
     if not 1 <= n <= MAX_ROWS_PER_DAY:
         raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {n}")
-    if seed < 0:
-        raise SmlError(f"--seed must be >= 0, got {seed}")
+    if not 0 <= seed <= MAX_SEED:
+        raise SmlError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
     if real.empty:
         raise SmlError(f"dataset '{spec.name}' has no real rows to learn from; run `sml features --dataset {spec.name}` first")
     rng = np.random.default_rng([seed, day.toordinal()])
