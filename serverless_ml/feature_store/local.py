@@ -17,6 +17,7 @@ partial batch.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import os
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -41,6 +43,7 @@ from serverless_ml.feature_store.base import (
     InsertResult,
     Logic,
     Query,
+    to_utc,
 )
 
 _VIEWS_DIR = "_feature_views"
@@ -145,18 +148,43 @@ def _row_hashes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
 def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Leave no half-written temporary file behind.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _value_to_json(value: Any) -> Any:
+    """A filter value as JSON: timestamps (and dates) as ``{"timestamp": ISO}``, numpy
+    scalars as Python numbers."""
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date, np.datetime64)):
+        return {"timestamp": to_utc(value).isoformat()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _value_from_json(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"timestamp"}:
+        return pd.Timestamp(value["timestamp"])
+    return value
 
 
 def _filter_to_dict(condition: Filter | Logic | None) -> dict[str, Any] | None:
     if condition is None:
         return None
     if isinstance(condition, Filter):
-        value = list(condition.value) if condition.op == "isin" else condition.value
+        if condition.op == "isin":
+            value: Any = [_value_to_json(v) for v in condition.value]
+        else:
+            value = _value_to_json(condition.value)
         return {"feature": condition.feature, "op": condition.op, "value": value}
     return {"op": condition.op, "left": _filter_to_dict(condition.left), "right": _filter_to_dict(condition.right)}
 
@@ -165,7 +193,10 @@ def _filter_from_dict(data: dict[str, Any] | None) -> Filter | Logic | None:
     if data is None:
         return None
     if "feature" in data:
-        value = tuple(data["value"]) if data["op"] == "isin" else data["value"]
+        if data["op"] == "isin":
+            value: Any = tuple(_value_from_json(v) for v in data["value"])
+        else:
+            value = _value_from_json(data["value"])
         return Filter(data["feature"], data["op"], value)
     left, right = _filter_from_dict(data["left"]), _filter_from_dict(data["right"])
     assert left is not None and right is not None
@@ -205,6 +236,10 @@ class LocalFeatureGroup(FeatureGroup):
         return f"LocalFeatureGroup({self.name!r}, version={self.version}, path={str(self.table_path)!r})"
 
     def exists(self) -> bool:
+        # Look before asking deltalake: its check creates the table directory (and fails
+        # on a path below a file), which a read-only question must not do.
+        if not (self.table_path / "_delta_log").is_dir():
+            return False
         return DeltaTable.is_deltatable(str(self.table_path))
 
     def data_version(self) -> int | None:
@@ -224,7 +259,10 @@ class LocalFeatureGroup(FeatureGroup):
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
-        self._store.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._store.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SmlError(f"cannot create feature store directory {self._store.root}: {exc.strerror}") from None
         lock_path = self._store.root / f".{self.name}_{self.version}.lock"
         with open(lock_path, "a") as fh:
             # flock is released by the kernel if the holder dies, so a crash never
@@ -310,6 +348,11 @@ class LocalFeatureStore(FeatureStore):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise SmlError(f"feature store path {self.root} is a file, expected a directory")
+        for parent in self.root.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SmlError(f"feature store path {self.root} is below {parent}, which is a file")
+                break
 
     def __repr__(self) -> str:
         return f"LocalFeatureStore({str(self.root)!r})"
