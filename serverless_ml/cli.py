@@ -163,6 +163,48 @@ def train(
     click.echo(report.summary())
 
 
+@cli.command()
+@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@click.option("--as-of", default="", help="Score rows up to the end of this date, YYYY-MM-DD [default: now].")
+@click.option("--rolling-days", default=defaults.INFER_ROLLING_DAYS, show_default=True, type=int, help="Days in the rolling accuracy window.")
+@click.option("--accuracy-drop", default=defaults.INFER_ACCURACY_DROP, show_default=True, type=float, help="Alert when accuracy is this far below the champion's holdout accuracy.")
+@click.option("--drift-p-value", default=defaults.INFER_DRIFT_P_VALUE, show_default=True, type=float, help="A feature has drifted when its test's p-value is below this.")
+@click.option("--drift-share", default=defaults.INFER_DRIFT_SHARE, show_default=True, type=float, help="Alert when at least this share of features drifted.")
+@click.option("--fail-on-alert", type=click.BOOL, default=False, is_flag=False, flag_value=True, help="Exit 3 when an alert fires (for schedulers).")
+@click.option("--figures/--no-figures", default=True, show_default=True, help="Also log confusion matrices as PNG figures.")
+@store_options
+def infer(
+    dataset: str, as_of: str, rolling_days: int, accuracy_drop: float, drift_p_value: float,
+    drift_share: float, fail_on_alert: bool, figures: bool, settings: Settings,
+) -> None:
+    """Score the rows the champion has not seen and log the batch as a monitoring run.
+
+    Reads models:/<dataset>@champion and the feature group <dataset>; writes
+    <dataset>_predictions; logs one run in experiment <dataset>-monitoring (nothing when
+    there is nothing new). Exit 3 with --fail-on-alert when an alert fires.
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.inference.monitoring import AlertRule
+    from serverless_ml.pipelines.infer import InferOptions
+    from serverless_ml.pipelines.infer import infer as run_inference
+
+    if not 0 <= accuracy_drop <= 1:
+        raise SmlError(f"--accuracy-drop must be between 0 and 1, got {accuracy_drop}")
+    if not 0 < drift_p_value < 1:
+        raise SmlError(f"--drift-p-value must be between 0 and 1, got {drift_p_value}")
+    if not 0 < drift_share <= 1:
+        raise SmlError(f"--drift-share must be in (0, 1], got {drift_share}")
+    options = InferOptions(
+        as_of=parse_date(as_of, "--as-of"), rolling_days=rolling_days,
+        rule=AlertRule(accuracy_drop=accuracy_drop, drift_p_value=drift_p_value, drift_share=drift_share),
+        fail_on_alert=fail_on_alert, figures=figures,
+    )
+    spec = get_dataset(dataset)
+    report = run_inference(spec, open_feature_store(settings), settings, options, dt.datetime.now(dt.timezone.utc))
+    click.echo(report.summary())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``sml``; turn expected failures into one line and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)

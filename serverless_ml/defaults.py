@@ -18,6 +18,11 @@ TRAIN_FOLDS = 5
 TRAIN_WORKERS = 1
 TRAIN_PROMOTE = "if-better"
 
+INFER_ROLLING_DAYS = 30
+INFER_ACCURACY_DROP = 0.10
+INFER_DRIFT_P_VALUE = 0.001
+INFER_DRIFT_SHARE = 0.1
+
 # MLproject entry point -> parameter -> default (as MLproject states it; "" means unset).
 ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
     "features": {"dataset": DATASET, "source": "", "store_dir": "", "feature_store": FEATURE_STORE},
@@ -42,6 +47,17 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "study_name": "",
         "include_synthetic": "false",
         "promote": TRAIN_PROMOTE,
+        "store_dir": "",
+        "feature_store": FEATURE_STORE,
+    },
+    "batch_inference": {
+        "dataset": DATASET,
+        "as_of": "",
+        "rolling_days": INFER_ROLLING_DAYS,
+        "accuracy_drop": INFER_ACCURACY_DROP,
+        "drift_p_value": INFER_DRIFT_P_VALUE,
+        "drift_share": INFER_DRIFT_SHARE,
+        "fail_on_alert": "false",
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },

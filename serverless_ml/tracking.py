@@ -57,6 +57,10 @@ def configure_tracking(settings: Settings) -> str:
     """Point MLflow at the settings' tracking URI; create the SQLite folder if needed."""
     import mlflow
 
+    import os
+
+    # Download progress bars would interleave with the commands' own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -177,3 +181,14 @@ def log_metrics_batch(run_id: str, metrics: Mapping[str, float], step: int = 0) 
 
     now = int(time.time() * 1000)
     MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure to the active run and free it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    try:
+        mlflow.log_figure(figure, artifact_file)
+    finally:
+        plt.close(figure)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -333,11 +332,11 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         table = evaluation.confusion_table(y_hold, predicted, classes)
         mlflow.log_dict(table, "evaluation/confusion_matrix.json")
         names = list(spec.class_names) if spec.class_names else None
-        _log_figure(evaluation.confusion_figure(table, f"{spec.name}: holdout confusion matrix", names),
+        tracking.log_figure(evaluation.confusion_figure(table, f"{spec.name}: holdout confusion matrix", names),
                     "evaluation/confusion_matrix.png")
         importances = raw_feature_importances(model, spec)
         mlflow.log_dict(importances, "evaluation/feature_importances.json")
-        _log_figure(evaluation.importance_figure(importances, f"{spec.name}: feature importances"),
+        tracking.log_figure(evaluation.importance_figure(importances, f"{spec.name}: feature importances"),
                     "evaluation/feature_importances.png")
         with tempfile.TemporaryDirectory() as tmp:
             keys_path = Path(tmp) / "keys.parquet"
@@ -383,16 +382,6 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     )
 
 
-def _log_figure(figure: Any, artifact_file: str) -> None:
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    try:
-        mlflow.log_figure(figure, artifact_file)
-    finally:
-        plt.close(figure)
-
-
 def model_requirements() -> list[str]:
     """What the logged pipeline needs to load and predict, pinned to this environment."""
     from importlib.metadata import version
@@ -411,7 +400,6 @@ def log_and_register(model: Any, x_train: pd.DataFrame, name: str) -> str:
         # integer columns with missing values does not apply.
         warnings.simplefilter("ignore", category=UserWarning)
         signature = infer_signature(example, model.predict(example))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     info = mlflow.sklearn.log_model(
         model, name="model", signature=signature, input_example=example,
         registered_model_name=name, skops_trusted_types=SKOPS_TRUSTED_TYPES,

@@ -1,0 +1,393 @@
+"""Batch inference: score exactly the new rows with the champion, record every prediction
+next to its actual label, and log the batch as a monitoring run.
+
+Reads: ``models:/<dataset>@champion``, the feature group ``<dataset>`` and the champion's
+training run (its training keys and data version, for drift). Writes: the feature group
+``<dataset>_predictions`` (key: the row's key and the model version). Logs: one run in
+experiment ``<dataset>-monitoring`` per batch: accuracy (batch, rolling window, since
+promotion), per-class metrics, confusion matrices (JSON and PNG), drift per feature,
+predicted class shares, the latest scored row, and alerts as tags.
+
+Order: the run is logged completely before the predictions are upserted, and the run is
+marked FINISHED only after the upsert. A crash in between leaves a RUNNING run that the
+next job closes (FINISHED when its predictions landed, FAILED otherwise); a retry after a
+failure before the upsert scores the same rows again without duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serverless_ml import tracking
+from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
+from serverless_ml.errors import NotFoundError, SmlError
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, to_utc
+from serverless_ml.inference import drift as drift_stats
+from serverless_ml.inference import monitoring
+from serverless_ml.inference.scoring import PREDICTIONS_VERSION, predictions_schema, score_rows, select_new_rows
+from serverless_ml.locks import job_lock
+from serverless_ml.pipelines.features import existing_feature_group
+from serverless_ml.settings import Settings
+from serverless_ml.training import evaluation
+from serverless_ml.training.promotion import CHAMPION
+
+ALERT_EXIT_CODE = 3
+
+
+class AlertRaised(SmlError):
+    """``--fail-on-alert``: the batch was scored and logged, and an alert fired."""
+
+    exit_code = ALERT_EXIT_CODE
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """Options of one batch-inference job."""
+
+    as_of: dt.date | None = None
+    rolling_days: int = monitoring.DEFAULT_ROLLING_DAYS
+    rule: monitoring.AlertRule = field(default_factory=monitoring.AlertRule)
+    fail_on_alert: bool = False
+    figures: bool = True
+
+
+@dataclass
+class InferReport:
+    """What a batch-inference job did."""
+
+    dataset: str
+    model_version: int
+    as_of: str
+    rows_scored: int
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.rows_scored == 0:
+            return f"{self.dataset}: nothing new to score up to {self.as_of} (champion version {self.model_version}); no run logged"
+        m = self.metrics
+        lines = [
+            f"{self.dataset}: scored {self.rows_scored} rows up to {self.as_of} with champion version {self.model_version}",
+            f"  batch accuracy {_fmt(m.get('batch_accuracy'))} ({int(m.get('rows_labelled', 0))} labelled), "
+            f"rolling {_fmt(m.get('rolling_accuracy'))} over {int(m.get('rolling_rows', 0))}, "
+            f"since promotion {_fmt(m.get('cumulative_accuracy'))} over {int(m.get('cumulative_rows', 0))}",
+            f"  drift share {_fmt(m.get('drift_share'))}; monitoring run {self.run_id}",
+        ]
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  ALERT {message}" for message in self.alerts]
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+@dataclass
+class Champion:
+    """The model behind ``@champion`` and what its training run recorded."""
+
+    version: int
+    model: Any
+    holdout_accuracy: float | None
+    training_keys: pd.Index
+    reference_rows: pd.DataFrame | None
+    promoted_at: str | None
+
+
+def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame) -> Champion:
+    """Load ``models:/<dataset>@champion`` and its training rows (for exclusion and drift)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    name = tracking.model_name(spec.name)
+    try:
+        info = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        raise NotFoundError(
+            f"model '{name}' has no champion; run `sml train --dataset {spec.name}` first"
+        ) from None
+    try:
+        model = mlflow.sklearn.load_model(f"models:/{name}/{info.version}")
+        signature = mlflow.models.get_model_info(f"models:/{name}/{info.version}").signature
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
+        raise SmlError(f"champion version {info.version} of model '{name}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from None
+    expected = [c.name for c in signature.inputs.inputs] if signature is not None else None
+    if expected is not None and expected != spec.feature_names:
+        raise SmlError(
+            f"champion version {info.version} of model '{name}' expects columns {expected}, "
+            f"but feature group '{spec.name}' has {spec.feature_names}; retrain with `sml train --dataset {spec.name}`"
+        )
+    holdout = info.tags.get("holdout_accuracy")
+    training_keys = pd.Index([])
+    reference = None
+    run_id = info.tags.get("training_run_id") or info.run_id
+    if run_id:
+        try:
+            keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/training/keys.parquet"))
+            training_keys = pd.Index(keys[spec.primary_key])
+            data_version = client.get_run(run_id).data.params.get("data_version")
+            source = current
+            if data_version not in (None, "None"):
+                try:
+                    source = group.read(version=int(data_version))
+                except SmlError:
+                    source = current
+            train_keys = keys.loc[keys["split"] == "train", spec.primary_key]
+            reference = source[source[spec.primary_key].isin(train_keys)]
+        except Exception:  # noqa: BLE001 - a model registered elsewhere has no keys artifact
+            reference = None
+    if reference is None or reference.empty:
+        reference = current[current[ORIGIN_COLUMN] == "backfill"]
+    return Champion(
+        version=int(info.version), model=model,
+        holdout_accuracy=float(holdout) if holdout is not None else None,
+        training_keys=training_keys, reference_rows=reference, promoted_at=info.tags.get("promoted_at"),
+    )
+
+
+def _as_of_bounds(as_of: dt.date | None, now: dt.datetime) -> tuple[pd.Timestamp, str]:
+    """Rows up to the end of the as-of date (or up to now), and the date's label."""
+    if as_of is None:
+        moment = to_utc(now)
+        return moment, moment.date().isoformat()
+    return to_utc(as_of + dt.timedelta(days=1)), as_of.isoformat()
+
+
+def predictions_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
+    return store.get_or_create_feature_group(
+        name=spec.predictions_group,
+        version=PREDICTIONS_VERSION,
+        primary_key=[spec.primary_key, "model_version"],
+        event_time=EVENT_TIME_COLUMN,
+        description=f"predictions of the {spec.name} champion, next to the actual labels",
+        features=predictions_schema(spec),
+    )
+
+
+def close_stale_runs(experiment_id: str, history: pd.DataFrame) -> list[str]:
+    """Runs left RUNNING by a crashed job (none can be live: the caller holds the job lock).
+    FINISHED when their predictions landed, FAILED otherwise."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    closed = []
+    landed = set(history["run_id"]) if not history.empty else set()
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        status = "FINISHED" if run.info.run_id in landed else "FAILED"
+        client.set_tag(run.info.run_id, "recovered", f"closed as {status} by a later job")
+        client.set_terminated(run.info.run_id, status=status)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def infer(
+    spec: DatasetSpec, store: FeatureStore, settings: Settings, options: InferOptions, now: dt.datetime
+) -> InferReport:
+    """Score the new rows and log the batch. See the module docstring."""
+    import mlflow
+
+    if options.rolling_days < 1:
+        raise SmlError(f"--rolling-days must be >= 1, got {options.rolling_days}")
+    as_of_end, as_of_label = _as_of_bounds(options.as_of, now)
+    tracking.configure_tracking(settings)
+    group = existing_feature_group(spec, store)
+    with job_lock(settings.store_dir, f"infer-{spec.name}"):
+        data_version = group.data_version()
+        features = group.read(version=data_version)
+        if features.empty:
+            raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.name}` first")
+        champion = load_champion(spec, group, features)
+        target = predictions_group(spec, store)
+        history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])
+        experiment_id = tracking.get_or_create_experiment(tracking.monitoring_experiment(spec.name))
+        notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(experiment_id, history)]
+        new = select_new_rows(features, spec, history[spec.primary_key], champion.training_keys, as_of_end)
+        report = InferReport(spec.name, champion.version, as_of_label, len(new), notes=notes)
+        if new.empty:
+            return report
+        scored_at = to_utc(now)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-batch-{as_of_label}") as run:
+            report.run_id = run.info.run_id
+            scored = score_rows(champion.model, new, spec, champion.version, scored_at, run.info.run_id)
+            stats = batch_statistics(spec, scored, history, features, champion, as_of_end, options)
+            report.metrics, report.alerts = stats.metrics, stats.alerts.messages
+            report.notes += stats.notes
+            log_batch_run(spec, run.info.run_id, stats, champion, as_of_label, as_of_end, data_version, options)
+            target.insert(scored, wait=True)
+    for message in report.alerts:
+        print(f"ALERT {spec.name} {as_of_label}: {message}")
+    if options.fail_on_alert and report.alerts:
+        raise AlertRaised(f"{spec.name} {as_of_label}: {'; '.join(report.alerts)} (run {report.run_id})")
+    return report
+
+
+@dataclass
+class BatchStatistics:
+    metrics: dict[str, float]
+    tables: dict[str, dict[str, Any]]
+    drift: list[drift_stats.FeatureDrift]
+    drift_basis: str
+    latest: dict[str, Any]
+    alerts: monitoring.Alerts
+    notes: list[str]
+
+
+def batch_statistics(
+    spec: DatasetSpec,
+    scored: pd.DataFrame,
+    history: pd.DataFrame,
+    features: pd.DataFrame,
+    champion: Champion,
+    as_of_end: pd.Timestamp,
+    options: InferOptions,
+) -> BatchStatistics:
+    """Every number the monitoring run logs, from the batch and the predictions so far."""
+    classes = list(spec.classes)
+    notes: list[str] = []
+    everything = pd.concat([history, scored], ignore_index=True) if not history.empty else scored
+    rolling = monitoring.window(everything, as_of_end - pd.Timedelta(days=options.rolling_days), as_of_end)
+    since_promotion = everything[everything["model_version"] == champion.version]
+
+    metrics: dict[str, float] = {"rows_scored": float(len(scored))}
+    batch_accuracy, labelled = monitoring.accuracy_of(scored)
+    metrics["rows_labelled"] = float(labelled)
+    if labelled:
+        correct = int((scored["prediction"] == scored["actual"]).sum())
+        low, high = monitoring.wilson_interval(correct, labelled)
+        metrics.update(batch_accuracy=batch_accuracy, batch_accuracy_ci_low=low, batch_accuracy_ci_high=high)
+    else:
+        notes.append("batch accuracy not computed: no labelled rows")
+    rolling_accuracy, rolling_rows = monitoring.accuracy_of(rolling)
+    cumulative_accuracy, cumulative_rows = monitoring.accuracy_of(since_promotion)
+    metrics.update(rolling_rows=float(rolling_rows), cumulative_rows=float(cumulative_rows))
+    if rolling_rows:
+        metrics["rolling_accuracy"] = rolling_accuracy
+    if cumulative_rows:
+        metrics["cumulative_accuracy"] = cumulative_accuracy
+    if champion.holdout_accuracy is not None:
+        metrics["champion_holdout_accuracy"] = champion.holdout_accuracy
+
+    tables = {}
+    for label, frame in (("batch", scored), ("rolling", rolling), ("since_promotion", since_promotion)):
+        known = frame[frame["actual"].notna()]
+        if not known.empty:
+            tables[label] = evaluation.confusion_table(known["actual"].tolist(), known["prediction"].tolist(), classes)
+    for label, frame in (("batch", scored), ("rolling", rolling)):
+        known = frame[frame["actual"].notna()]
+        if len(known) >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
+            per_class = evaluation.classification_metrics(known["actual"].tolist(), known["prediction"].tolist(), None, classes, prefix=f"{label}_")
+            metrics.update({k: v for k, v in per_class.items() if k != f"{label}_accuracy"})
+        else:
+            notes.append(
+                f"{label} per-class metrics not computed: {len(known)} labelled rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}"
+            )
+
+    # Drift: the batch itself when it is big enough, else the rolling window's rows.
+    drift_results: list[drift_stats.FeatureDrift] = []
+    basis = "none"
+    reference = champion.reference_rows
+    if len(scored) >= drift_stats.MIN_DRIFT_ROWS:
+        current, basis = features[features[spec.primary_key].isin(scored[spec.primary_key])], "batch"
+    else:
+        current = features[features[spec.primary_key].isin(rolling[spec.primary_key])]
+        basis = "rolling_window" if len(current) >= drift_stats.MIN_DRIFT_ROWS else "none"
+    if basis != "none" and reference is not None and len(reference) >= drift_stats.MIN_DRIFT_ROWS:
+        drift_results = drift_stats.feature_drift(reference, current, spec, options.rule.drift_p_value)
+        for item in drift_results:
+            metrics[f"drift_p_{item.feature}"] = item.p_value
+            metrics[f"drift_psi_{item.feature}"] = item.psi
+        metrics["drift_share"] = float(np.mean([d.drifted for d in drift_results]))
+        metrics["drift_rows"] = float(len(current))
+    else:
+        basis = "none"
+        notes.append(
+            f"drift not computed: {len(scored)} rows in the batch and {len(rolling)} in the rolling window, "
+            f"fewer than {drift_stats.MIN_DRIFT_ROWS}"
+        )
+    train_labels = reference[spec.label] if reference is not None else pd.Series(dtype=object)
+    predicted_shares = drift_stats.class_shares(scored["prediction"], classes)
+    training_shares = drift_stats.class_shares(train_labels, classes)
+    for cls in classes:
+        key = evaluation.metric_key(cls)
+        metrics[f"predicted_share_{key}"] = predicted_shares[cls]
+        metrics[f"training_share_{key}"] = training_shares[cls]
+
+    latest = monitoring.latest_row(scored, spec.primary_key)
+    metrics["latest_probability"] = float(latest["probability"])
+    drifted = [d.feature for d in drift_results if d.drifted]
+    alerts = monitoring.evaluate_alerts(
+        options.rule, champion.holdout_accuracy, batch_accuracy, labelled, rolling_accuracy, rolling_rows,
+        metrics.get("drift_share"), drifted,
+    )
+    metrics["alert_accuracy"] = float(alerts.accuracy)
+    metrics["alert_drift"] = float(alerts.drift)
+    return BatchStatistics(metrics, tables, drift_results, basis, latest, alerts, notes)
+
+
+def log_batch_run(
+    spec: DatasetSpec,
+    run_id: str,
+    stats: BatchStatistics,
+    champion: Champion,
+    as_of_label: str,
+    as_of_end: pd.Timestamp,
+    data_version: int | None,
+    options: InferOptions,
+) -> None:
+    """Log a batch's statistics: metrics in one batch call (timestamped at the as-of date),
+    tags, and the JSON tables and figures."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = mlflow.MlflowClient()
+    stamp = int((as_of_end - pd.Timedelta(milliseconds=1)).timestamp() * 1000)
+    latest = stats.latest
+    tags = {
+        "dataset": spec.name,
+        "model_version": str(champion.version),
+        "as_of": as_of_label,
+        "data_version": str(data_version),
+        "drift_basis": stats.drift_basis,
+        "alert": "true" if stats.alerts.any else "false",
+        "alert_accuracy": str(stats.alerts.accuracy).lower(),
+        "alert_drift": str(stats.alerts.drift).lower(),
+        "alerts": " | ".join(stats.alerts.messages)[:4000],
+        "not_computed": " | ".join(stats.notes)[:4000],
+        "latest_key": str(latest[spec.primary_key]),
+        "latest_prediction": str(latest["prediction"]),
+        "latest_actual": str(latest["actual"]),
+        tracking.NOTE_TAG: f"Batch of {int(stats.metrics['rows_scored'])} {spec.name} rows up to {as_of_label}, "
+        f"scored by champion version {champion.version}.",
+    }
+    params = {
+        "rolling_days": options.rolling_days,
+        "accuracy_drop": options.rule.accuracy_drop,
+        "drift_p_value": options.rule.drift_p_value,
+        "drift_share_threshold": options.rule.drift_share,
+    }
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), stamp, 0) for k, v in stats.metrics.items() if not math.isnan(float(v))],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    names = list(spec.class_names) if spec.class_names else None
+    for label, table in stats.tables.items():
+        client.log_dict(run_id, table, f"confusion/{label}.json")
+        if options.figures and label != "since_promotion":
+            tracking.log_figure(evaluation.confusion_figure(table, f"{spec.name} {label} ({as_of_label})", names), f"confusion/{label}.png")
+    client.log_dict(
+        run_id,
+        {"basis": stats.drift_basis, "features": [vars(d) for d in stats.drift]},
+        "drift.json",
+    )
+    client.log_dict(run_id, {k: str(v) for k, v in latest.items()}, "latest.json")
