@@ -1,0 +1,321 @@
+"""Batch inference against a real Delta store and a real MLflow tracking database.
+
+One champion is trained per module (in a template store and database); each test works
+on its own copies, so tests are independent and fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from serverless_ml.datasets import get_dataset
+from serverless_ml.datasets.sources import load_source
+from serverless_ml.datasets.synthetic import parse_drift
+from serverless_ml.errors import SmlError
+from serverless_ml.feature_store.local import LocalFeatureStore
+from serverless_ml.inference.monitoring import wilson_interval
+from serverless_ml.pipelines import infer as infer_module
+from serverless_ml.pipelines.features import add_daily_rows, backfill
+from serverless_ml.pipelines.infer import InferOptions, infer
+from serverless_ml.pipelines.train import TrainOptions, train
+from serverless_ml.settings import resolve_settings
+from serverless_ml.tracking import monitoring_experiment
+from serverless_ml.training.evaluation import confusion_table
+
+pytestmark = pytest.mark.integration
+
+SPEC = get_dataset("titanic")
+START = dt.date(2024, 3, 1)
+QUIET = InferOptions(figures=False)
+
+
+@pytest.fixture(scope="module")
+def trained_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> Path:
+    """A store with Titanic backfilled and a tracking database with a champion (v1)."""
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
+    store = LocalFeatureStore(folder / "store")
+    backfill(SPEC, store, load_source(SPEC, None, data_dir))
+    settings = resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+        train(SPEC, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
+    mlflow.set_tracking_uri(None)
+    return folder
+
+
+@pytest.fixture
+def world(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """This test's copy of the trained store and tracking database."""
+    shutil.copytree(trained_template / "store", tmp_path / "store")
+    shutil.copyfile(trained_template / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    store = LocalFeatureStore(tmp_path / "store")
+    return store, resolve_settings(store_dir=store.root, tracking_uri=uri)
+
+
+def _day(i: int) -> dt.date:
+    return START + dt.timedelta(days=i)
+
+
+def _noon(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc)
+
+
+def _monitoring_runs() -> pd.DataFrame:
+    return mlflow.search_runs(experiment_names=[monitoring_experiment("titanic")])
+
+
+def _predictions(store: LocalFeatureStore) -> pd.DataFrame:
+    return store.get_feature_group("titanic_predictions", 1).read()
+
+
+def test_a_month_of_days_gives_one_run_per_day_matching_the_predictions_table(world) -> None:  # noqa: ANN001
+    store, settings = world
+    days = 30
+    for i in range(days):
+        add_daily_rows(SPEC, store, _day(i), n=4, seed=0)
+        report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(i)), _noon(_day(i)))
+        assert report.rows_scored == 4
+    runs = _monitoring_runs()
+    assert len(runs) == days
+    assert set(runs["status"]) == {"FINISHED"}
+    assert sorted(runs["tags.as_of"]) == [_day(i).isoformat() for i in range(days)]
+    predictions = _predictions(store)
+    assert len(predictions) == 4 * days
+    # Every prediction sits next to its own row's label.
+    rows = store.get_feature_group("titanic", 1).read().set_index("passenger_id")
+    assert (predictions["actual"].to_numpy() == rows.loc[predictions["passenger_id"], "survived"].to_numpy()).all()
+    assert (predictions["correct"] == (predictions["prediction"] == predictions["actual"])).all()
+    for _, run in runs.iterrows():
+        batch = predictions[predictions["run_id"] == run["run_id"]]
+        assert len(batch) == 4
+        accuracy = float((batch["prediction"] == batch["actual"]).mean())
+        assert run["metrics.batch_accuracy"] == pytest.approx(accuracy)
+        low, high = wilson_interval(int((batch["prediction"] == batch["actual"]).sum()), 4)
+        assert run["metrics.batch_accuracy_ci_low"] == pytest.approx(low)
+        as_of_end = pd.Timestamp(run["tags.as_of"], tz="UTC") + pd.Timedelta(days=1)
+        window = predictions[(predictions["event_time"] > as_of_end - pd.Timedelta(days=30)) & (predictions["event_time"] <= as_of_end)]
+        window = window[window["scored_at"] <= batch["scored_at"].max()]
+        assert run["metrics.rolling_accuracy"] == pytest.approx(float((window["prediction"] == window["actual"]).mean()))
+        assert run["metrics.rolling_rows"] == len(window)
+        table = mlflow.artifacts.load_dict(f"runs:/{run['run_id']}/confusion/batch.json")
+        assert table == confusion_table(batch["actual"].tolist(), batch["prediction"].tolist(), [0, 1])
+        rolling = mlflow.artifacts.load_dict(f"runs:/{run['run_id']}/confusion/rolling.json")
+        assert rolling == confusion_table(window["actual"].tolist(), window["prediction"].tolist(), [0, 1])
+        # A 4-row batch is too small for drift or per-class metrics on its own: the run says so.
+        assert "per-class metrics not computed" in run["tags.not_computed"]
+    last = runs.sort_values("tags.as_of").iloc[-1]
+    assert last["tags.drift_basis"] == "rolling_window"  # 30 days x 4 rows >= 30
+    assert last["metrics.cumulative_rows"] == 4 * days
+    # Synthetic rows are drawn from the real classes' joint distribution: the model does well.
+    assert float((predictions["prediction"] == predictions["actual"]).mean()) > 0.7
+
+
+def test_rerunning_a_day_changes_nothing(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=10, seed=0)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    group = store.get_feature_group("titanic_predictions", 1)
+    version = group.data_version()
+    again = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)) + dt.timedelta(hours=1))
+    assert again.rows_scored == 0 and again.run_id is None
+    assert "nothing new to score" in again.summary()
+    assert group.data_version() == version
+    assert len(_monitoring_runs()) == 1
+
+
+def test_rows_after_the_as_of_date_and_training_rows_are_not_scored(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=5, seed=0)
+    add_daily_rows(SPEC, store, _day(1), n=5, seed=0)
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(1)))
+    assert report.rows_scored == 5
+    predictions = _predictions(store)
+    assert (predictions["origin"] == "synthetic").all()  # every backfilled row was training data
+    assert (predictions["event_time"] < pd.Timestamp(_day(1), tz="UTC")).all()
+
+
+def test_a_drift_day_raises_the_drift_alert_and_a_normal_day_does_not(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=60, seed=0)
+    normal = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    add_daily_rows(SPEC, store, _day(1), n=60, seed=0, drift=parse_drift("age+30,fare*4", SPEC))
+    drifted = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), _noon(_day(1)))
+    runs = _monitoring_runs().set_index("tags.as_of")
+    assert runs.loc[_day(0).isoformat(), "tags.alert_drift"] == "false"
+    assert runs.loc[_day(1).isoformat(), "tags.alert_drift"] == "true"
+    assert runs.loc[_day(1).isoformat(), "metrics.drift_p_age"] < 1e-6
+    assert runs.loc[_day(0).isoformat(), "tags.drift_basis"] == "batch"
+    assert not any("drift" in a for a in normal.alerts)
+    assert any("age" in a for a in drifted.alerts)
+    drift = mlflow.artifacts.load_dict(f"runs:/{drifted.run_id}/drift.json")
+    assert {f["feature"] for f in drift["features"] if f["drifted"]} >= {"age", "fare"}
+
+
+def test_fail_on_alert_exits_with_its_own_code_after_logging(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=60, seed=0, drift=parse_drift("age+30", SPEC))
+    with pytest.raises(infer_module.AlertRaised) as raised:
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0), fail_on_alert=True), _noon(_day(0)))
+    assert raised.value.exit_code == infer_module.ALERT_EXIT_CODE == 3
+    runs = _monitoring_runs()
+    assert list(runs["status"]) == ["FINISHED"]
+    assert len(_predictions(store)) == 60  # the batch is kept: the alert is about it
+
+
+def test_a_new_champion_does_not_rescore_old_rows_and_starts_a_new_cumulative_window(world) -> None:  # noqa: ANN001
+    store, settings = world
+    for i in range(3):
+        add_daily_rows(SPEC, store, _day(i), n=5, seed=0)
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(i)), _noon(_day(i)))
+    train(SPEC, store, settings, TrainOptions(trials=2, seed=5, folds=3, quiet=True, promote="always"))
+    add_daily_rows(SPEC, store, _day(3), n=5, seed=0)
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(3)), _noon(_day(3)))
+    assert report.model_version == 2 and report.rows_scored == 5
+    predictions = _predictions(store)
+    assert len(predictions) == 20 and predictions["passenger_id"].is_unique
+    assert sorted(predictions.groupby("model_version").size().to_dict().items()) == [(1, 15), (2, 5)]
+    run = MlflowClient().get_run(report.run_id)
+    assert run.data.metrics["cumulative_rows"] == 5
+    assert run.data.metrics["rolling_rows"] == 20
+    assert run.data.tags["model_version"] == "2"
+
+
+def test_figures_are_logged_next_to_the_tables(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=30, seed=0)
+    report = infer(SPEC, store, settings, InferOptions(as_of=_day(0)), _noon(_day(0)))
+    paths = {a.path for a in MlflowClient().list_artifacts(report.run_id, "confusion")}
+    assert {"confusion/batch.json", "confusion/batch.png", "confusion/rolling.png", "confusion/since_promotion.json"} <= paths
+    run = MlflowClient().get_run(report.run_id)
+    assert run.data.tags["latest_key"] and run.data.tags["latest_actual"] in {"0", "1"}
+    assert 0.5 <= run.data.metrics["latest_probability"] <= 1.0
+    assert set(run.data.metrics) >= {"batch_precision_1", "batch_recall_0", "predicted_share_1", "training_share_1"}
+
+
+def test_a_run_left_running_by_a_crash_is_closed_by_the_next_job(world) -> None:  # noqa: ANN001
+    store, settings = world
+    experiment = mlflow.create_experiment(monitoring_experiment("titanic"))
+    stale = MlflowClient().create_run(experiment).info.run_id
+    add_daily_rows(SPEC, store, _day(0), n=5, seed=0)
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    assert any(stale in note for note in report.notes)
+    assert MlflowClient().get_run(stale).info.status == "FAILED"
+
+
+def test_a_failed_upsert_leaves_a_failed_run_and_a_retry_completes_without_duplicates(
+    world, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=8, seed=0)
+    original = infer_module.predictions_group
+
+    class Broken:
+        def __init__(self, group) -> None:  # noqa: ANN001
+            self.group = group
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self.group, name)
+
+        def insert(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+            raise OSError("disk full")
+
+    monkeypatch.setattr(infer_module, "predictions_group", lambda spec, store: Broken(original(spec, store)))
+    with pytest.raises(OSError, match="disk full"):
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    assert list(_monitoring_runs()["status"]) == ["FAILED"]
+    monkeypatch.setattr(infer_module, "predictions_group", original)
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    assert report.rows_scored == 8
+    predictions = _predictions(store)
+    assert len(predictions) == 8 and predictions["passenger_id"].is_unique
+    assert sorted(_monitoring_runs()["status"]) == ["FAILED", "FINISHED"]
+
+
+# --- bad input and faults through the CLI --------------------------------------------------
+
+
+def _register_mismatched_champion(uri: str) -> None:
+    from sklearn.dummy import DummyClassifier
+
+    mlflow.set_tracking_uri(uri)
+    x = pd.DataFrame({"colour": [1.0, 2.0, 3.0, 4.0]})
+    model = DummyClassifier().fit(x, [0, 1, 0, 1])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="model", input_example=x, registered_model_name="titanic",
+            serialization_format="cloudpickle", pip_requirements=["scikit-learn"],
+        )
+    MlflowClient().set_registered_model_alias("titanic", "champion", info.registered_model_version)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no_champion", "has no champion; run `sml train --dataset titanic` first"),
+        ("signature_mismatch", "expects columns ['colour']"),
+        ("missing_group", "run `sml features --dataset titanic` first"),
+        ("tracking_down", "cannot be reached"),
+        ("bad_as_of", "--as-of '2024-13-01' is not a date"),
+    ],
+)
+def test_bad_input_and_faults_fail_cleanly_and_write_nothing(
+    case: str, expected: str, run_cli, store_dir: Path, data_dir: Path, tracking_uri: str, tree_digest  # noqa: ANN001
+) -> None:
+    if case != "missing_group":
+        backfill(SPEC, LocalFeatureStore(store_dir), load_source(SPEC, None, data_dir))
+        add_daily_rows(SPEC, LocalFeatureStore(store_dir), _day(0), n=5, seed=0)
+    if case == "signature_mismatch":
+        _register_mismatched_champion(tracking_uri)
+    uri = "http://127.0.0.1:9" if case == "tracking_down" else tracking_uri
+    as_of = "2024-13-01" if case == "bad_as_of" else _day(0).isoformat()
+    before = tree_digest(store_dir)
+    code, _, err = run_cli("infer", "--dataset", "titanic", "--as-of", as_of, env={"MLFLOW_TRACKING_URI": uri})
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], err
+    assert "Traceback" not in err
+    assert not (store_dir / "titanic_predictions_1").exists()
+    after = tree_digest(store_dir)
+    assert {k: v for k, v in after.items() if not k.startswith("_locks")} == {
+        k: v for k, v in before.items() if not k.startswith("_locks")
+    }
+    client = MlflowClient(tracking_uri=tracking_uri)
+    assert client.get_experiment_by_name(monitoring_experiment("titanic")) is None or not client.search_runs(
+        [client.get_experiment_by_name(monitoring_experiment("titanic")).experiment_id]
+    )
+
+
+def test_an_empty_feature_group_is_refused(world) -> None:  # noqa: ANN001
+    store, settings = world
+    empty = LocalFeatureStore(store.root.parent / "empty")
+    group = empty.get_or_create_feature_group("titanic", 1, ["passenger_id"], "event_time", features=SPEC.store_schema())
+    group.insert(pd.DataFrame({f.name: pd.Series(dtype=_dtype(f.type)) for f in SPEC.store_schema()}))
+    with pytest.raises(SmlError, match="has no rows"):
+        infer(SPEC, empty, dataclasses.replace(settings, store_dir=empty.root), QUIET, _noon(_day(0)))
+
+
+def _dtype(type_: str) -> str:
+    return {"bigint": "int64", "double": "float64", "string": "object", "timestamp": "datetime64[us, UTC]", "boolean": "bool"}[type_]
+
+
+def test_probabilities_are_consistent(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=20, seed=0)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    predictions = _predictions(store)
+    assert np.allclose(predictions["proba_0"] + predictions["proba_1"], 1.0)
+    assert np.allclose(predictions["probability"], predictions[["proba_0", "proba_1"]].max(axis=1))
