@@ -218,6 +218,12 @@ def test_batch_data_is_the_window_without_labels(view_group: LocalFeatureGroup, 
     aware = view.get_batch_data(start_time=pd.Timestamp("2024-02-02 01:00", tz="Europe/Stockholm"))
     assert len(aware) == 3
     assert view.get_batch_data(end_time="2024-02-01").empty
+    # extra_filter narrows the view's own filter (origin == synthetic) further.
+    narrowed = view.get_batch_data(primary_key=True, extra_filter=view_group["id"].isin([11, 20, 30]))
+    assert narrowed["id"].tolist() == [11, 20]
+    everything = store.get_or_create_feature_view("things_all", 1, view_group.select_all(), labels=["label"])
+    live = everything.get_batch_data(primary_key=True, extra_filter=view_group["origin"] == "live", start_time="2024-02-03")
+    assert live["id"].tolist() == [30] and "label" not in live.columns
     assert list(view.get_batch_data().columns) == ["x", "kind"]
     with pytest.raises(SchemaMismatchError, match="different query"):
         store.get_or_create_feature_view("things_batch", 1, view_group.select_all(), labels=["label"])

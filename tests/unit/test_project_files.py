@@ -53,12 +53,24 @@ def test_mlproject_command_passes_every_parameter(entry_points: dict[str, Any], 
         assert f"--{param.replace('_', '-')} {{{param}}}" in command, (name, param)
 
 
+def _sml_command_of(entry_point: dict[str, Any]) -> str:
+    """The ``sml`` sub-command an entry point runs: its script under entrypoints/ hands
+    its arguments to ``run("<command>")`` (or ``main(["<command>", ...])``)."""
+    module = re.search(r"python -m entrypoints\.(\w+)", entry_point["command"])
+    assert module, f"entry point command does not run an entrypoints/ script: {entry_point['command']}"
+    script = (REPO_ROOT / "entrypoints" / f"{module.group(1)}.py").read_text()
+    called = re.search(r"""(?:run\(|main\(\[)\s*["']([\w-]+)["']""", script)
+    assert called, f"entrypoints/{module.group(1)}.py does not name an sml command"
+    return called.group(1)
+
+
 @pytest.mark.parametrize("name", sorted(defaults.ENTRY_POINT_DEFAULTS))
-def test_cli_defaults_agree(name: str) -> None:
+def test_cli_defaults_agree(entry_points: dict[str, Any], name: str) -> None:
     """The ``sml`` command behind each entry point has the same defaults (an empty
     MLproject default means "unset" and is resolved by the command itself)."""
-    command = cli.commands.get(name)
-    assert command is not None, f"sml has no command '{name}'"
+    command_name = _sml_command_of(entry_points[name])
+    command = cli.commands.get(command_name)
+    assert command is not None, f"entry point '{name}' runs 'sml {command_name}', which does not exist"
     options = {p.name: p for p in command.params if isinstance(p, click.Option)}
     for param, default in defaults.ENTRY_POINT_DEFAULTS[name].items():
         option = next((o for o in options.values() if f"--{param.replace('_', '-')}" in o.opts), None)

@@ -53,9 +53,6 @@ def synthetic_iris(real_iris: pd.DataFrame) -> pd.DataFrame:
     return generate_rows(real_iris, iris.SPEC, DAY, IRIS_ROWS, seed=7)
 
 
-CASES = [("titanic", titanic.SPEC, TITANIC_ROWS), ("iris", iris.SPEC, IRIS_ROWS)]
-
-
 @pytest.fixture
 def pair(request: pytest.FixtureRequest) -> tuple[DatasetSpec, pd.DataFrame, pd.DataFrame]:
     name = request.param
