@@ -43,10 +43,10 @@ class Settings:
     feature_store: str
 
 
-def default_tracking_uri(home: Path | None = None) -> str:
-    """The SQLite tracking database used when nothing else is configured."""
-    base = (home or DEFAULT_HOME).resolve()
-    return f"sqlite:///{base / DEFAULT_TRACKING_DB}"
+def default_tracking_uri() -> str:
+    """MLflow's own default, ``./mlflow.db``: ``mlflow ui`` and ``mlflow run`` started in
+    the same folder see the same runs without any configuration."""
+    return f"sqlite:///{Path(DEFAULT_TRACKING_DB).resolve()}"
 
 
 def resolve_settings(

@@ -6,12 +6,14 @@ process (``MLFLOW_TRACKING_URI`` wins over the default SQLite database).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +59,6 @@ def configure_tracking(settings: Settings) -> str:
     """Point MLflow at the settings' tracking URI; create the SQLite folder if needed."""
     import mlflow
 
-    import os
-
     # Download progress bars would interleave with the commands' own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.tracking_uri
@@ -94,6 +94,28 @@ def default_optuna_storage(tracking_uri: str, settings_home: Path) -> str:
     if tracking_uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}"
     return f"sqlite:///{settings_home.resolve() / 'optuna.db'}"
+
+
+@contextlib.contextmanager
+def job_run(experiment_id: str, run_name: str) -> Iterator[Any]:
+    """Start a job's own run in ``experiment_id``, ended FAILED if the job raises.
+
+    Under ``mlflow run`` the project run's id is in ``MLFLOW_RUN_ID`` and MLflow's fluent
+    API would log into that run (whose entry-point params clash with the job's). The job
+    keeps its own run in its own experiment instead, and the two are linked by tags.
+    """
+    import mlflow
+
+    project_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            if project_run_id:
+                mlflow.set_tag("sml.project_run_id", project_run_id)
+                mlflow.MlflowClient().set_tag(project_run_id, "sml.job_run_id", run.info.run_id)
+            yield run
+    finally:
+        if project_run_id is not None:
+            os.environ["MLFLOW_RUN_ID"] = project_run_id
 
 
 def get_or_create_experiment(name: str) -> str:

@@ -193,8 +193,6 @@ def infer(
     spec: DatasetSpec, store: FeatureStore, settings: Settings, options: InferOptions, now: dt.datetime
 ) -> InferReport:
     """Score the new rows and log the batch. See the module docstring."""
-    import mlflow
-
     if options.rolling_days < 1:
         raise SmlError(f"--rolling-days must be >= 1, got {options.rolling_days}")
     as_of_end, as_of_label = _as_of_bounds(options.as_of, now)
@@ -215,7 +213,7 @@ def infer(
         if new.empty:
             return report
         scored_at = to_utc(now)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-batch-{as_of_label}") as run:
+        with tracking.job_run(experiment_id, f"{spec.name}-batch-{as_of_label}") as run:
             report.run_id = run.info.run_id
             scored = score_rows(champion.model, new, spec, champion.version, scored_at, run.info.run_id)
             stats = batch_statistics(spec, scored, history, features, champion, as_of_end, options)

@@ -266,7 +266,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     started = dt.datetime.now(dt.timezone.utc)
     run_name = f"{spec.name}-tune-{started:%Y%m%d-%H%M%S}"
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as parent:
+    with tracking.job_run(experiment_id, run_name) as parent:
         run_id = parent.info.run_id
         mlflow.set_tags({
             "dataset": spec.name,

@@ -243,3 +243,33 @@ def test_uv_builds_the_environment_once_and_runs_both_entry_points(
 
     rows = read_group(tmp_path / "store")
     assert rows["origin"].value_counts().to_dict() == {"backfill": 891, "synthetic": 10}
+
+
+def test_train_and_batch_inference_entry_points_log_their_own_runs_linked_to_the_project_runs(
+    tmp_path: Path, tracking_uri: str, data_dir: Path
+) -> None:
+    """The job's runs go to their own experiments (not into the project run, whose
+    entry-point params would clash with the job's) and both are linked by tags."""
+    from mlflow import MlflowClient
+
+    env = run_env(tmp_path, tracking_uri, data_dir, network=False)
+    for entry_point, params in (
+        ("features", ["dataset=iris"]),
+        ("daily", ["dataset=iris", "date=2024-01-05", "rows=12"]),
+        ("train", ["dataset=iris", "trials=2", "folds=3"]),
+        ("batch_inference", ["dataset=iris", "as_of=2024-01-05"]),
+    ):
+        proc = mlflow_run(entry_point, *params, env_manager="local", env=env, timeout=LOCAL_RUN_TIMEOUT_S)
+        assert proc.returncode == 0, explain(proc)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = project_runs(tracking_uri)
+    project = {r.data.tags["mlflow.project.entryPoint"]: r for r in runs if "mlflow.project.entryPoint" in r.data.tags}
+    assert {r.info.status for r in project.values()} == {"FINISHED"}
+    for entry_point, experiment in (("train", "iris-training"), ("batch_inference", "iris-monitoring")):
+        job_run = client.get_run(project[entry_point].data.tags["sml.job_run_id"])
+        assert job_run.info.status == "FINISHED"
+        assert client.get_experiment(job_run.info.experiment_id).name == experiment
+        assert job_run.data.tags["sml.project_run_id"] == project[entry_point].info.run_id
+    assert client.get_model_version_by_alias("iris", "champion").version in (1, "1")
+    monitoring = [r for r in runs if r.data.tags.get("as_of") == "2024-01-05"]
+    assert len(monitoring) == 1 and monitoring[0].data.metrics["rows_scored"] == 12
