@@ -16,7 +16,7 @@ export SML_DATA_DIR ?= $(abspath $(SHARED_DATA))
 DEMO_HOME ?= sml_data
 DEMO_DAYS ?= 3
 
-.PHONY: help venv demo test test-fast bench clean
+.PHONY: help venv system-deps demo test test-fast bench clean
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the embedded feature store"
@@ -34,7 +34,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	SML_STORE_DIR=$(DEMO_HOME)/feature_store $(BIN)/python -m serverless_ml.demo --days $(DEMO_DAYS)
 
-test: $(STAMP)
+system-deps:
+	scripts/install-system-deps.sh
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
