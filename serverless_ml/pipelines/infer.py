@@ -189,6 +189,34 @@ def close_stale_runs(experiment_id: str, history: pd.DataFrame) -> list[str]:
     return closed
 
 
+@dataclass
+class InferContext:
+    """Everything a batch is scored and judged against, read once per job."""
+
+    group: FeatureGroup
+    target: FeatureGroup
+    data_version: int | None
+    features: pd.DataFrame
+    history: pd.DataFrame
+    champion: Champion
+    experiment_id: str
+
+
+def load_context(spec: DatasetSpec, store: FeatureStore) -> InferContext:
+    """Read the features, the predictions so far and the champion (call under the job lock,
+    with tracking configured)."""
+    group = existing_feature_group(spec, store)
+    data_version = group.data_version()
+    features = group.read(version=data_version)
+    if features.empty:
+        raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.name}` first")
+    champion = load_champion(spec, group, features)
+    target = predictions_group(spec, store)
+    history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])
+    experiment_id = tracking.get_or_create_experiment(tracking.monitoring_experiment(spec.name))
+    return InferContext(group, target, data_version, features, history, champion, experiment_id)
+
+
 def infer(
     spec: DatasetSpec, store: FeatureStore, settings: Settings, options: InferOptions, now: dt.datetime
 ) -> InferReport:
@@ -197,35 +225,32 @@ def infer(
         raise SmlError(f"--rolling-days must be >= 1, got {options.rolling_days}")
     as_of_end, as_of_label = _as_of_bounds(options.as_of, now)
     tracking.configure_tracking(settings)
-    group = existing_feature_group(spec, store)
+    existing_feature_group(spec, store)
     with job_lock(settings.store_dir, f"infer-{spec.name}"):
-        data_version = group.data_version()
-        features = group.read(version=data_version)
-        if features.empty:
-            raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.name}` first")
-        champion = load_champion(spec, group, features)
-        target = predictions_group(spec, store)
-        history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])
-        experiment_id = tracking.get_or_create_experiment(tracking.monitoring_experiment(spec.name))
-        notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(experiment_id, history)]
-        new = select_new_rows(features, spec, history[spec.primary_key], champion.training_keys, as_of_end)
-        report = InferReport(spec.name, champion.version, as_of_label, len(new), notes=notes)
+        ctx = load_context(spec, store)
+        notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(ctx.experiment_id, ctx.history)]
+        new = select_new_rows(ctx.features, spec, ctx.history[spec.primary_key], ctx.champion.training_keys, as_of_end)
+        report = InferReport(spec.name, ctx.champion.version, as_of_label, len(new), notes=notes)
         if new.empty:
             return report
-        scored_at = to_utc(now)
-        with tracking.job_run(experiment_id, f"{spec.name}-batch-{as_of_label}") as run:
+        with tracking.job_run(ctx.experiment_id, f"{spec.name}-batch-{as_of_label}") as run:
             report.run_id = run.info.run_id
-            scored = score_rows(champion.model, new, spec, champion.version, scored_at, run.info.run_id)
-            stats = batch_statistics(spec, scored, history, features, champion, as_of_end, options)
+            scored = score_rows(ctx.champion.model, new, spec, ctx.champion.version, to_utc(now), run.info.run_id)
+            stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end, options)
             report.metrics, report.alerts = stats.metrics, stats.alerts.messages
             report.notes += stats.notes
-            log_batch_run(spec, run.info.run_id, stats, champion, as_of_label, as_of_end, data_version, options)
-            target.insert(scored, wait=True)
-    for message in report.alerts:
-        print(f"ALERT {spec.name} {as_of_label}: {message}")
-    if options.fail_on_alert and report.alerts:
-        raise AlertRaised(f"{spec.name} {as_of_label}: {'; '.join(report.alerts)} (run {report.run_id})")
+            log_batch_run(spec, run.info.run_id, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options)
+            ctx.target.insert(scored, wait=True)
+    raise_alerts(spec, report, options)
     return report
+
+
+def raise_alerts(spec: DatasetSpec, report: InferReport, options: InferOptions) -> None:
+    """Print the batch's alerts; with ``--fail-on-alert`` turn them into exit code 3."""
+    for message in report.alerts:
+        print(f"ALERT {spec.name} {report.as_of}: {message}")
+    if options.fail_on_alert and report.alerts:
+        raise AlertRaised(f"{spec.name} {report.as_of}: {'; '.join(report.alerts)} (run {report.run_id})")
 
 
 @dataclass
