@@ -205,6 +205,30 @@ def infer(
     click.echo(report.summary())
 
 
+@cli.command()
+@click.option("--host", default="", help="Address to bind [default: 127.0.0.1, this machine only].")
+@click.option("--port", default=0, type=int, help="Port [default: 8050].")
+@click.option("--dataset", "datasets", multiple=True, help="A dataset spec file to show besides the built-ins (repeatable).")
+@click.option("--mlflow-ui-url", default="", envvar="SML_MLFLOW_UI_URL", help="MLflow UI base URL for run links [env SML_MLFLOW_UI_URL].")
+@click.option("--refresh", default=0.0, type=float, help="Seconds between page refreshes [default: 30].")
+@store_options
+def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: str, refresh: float, settings: Settings) -> None:
+    """Serve the monitoring site (debug off). For production, see the README (gunicorn).
+
+    Reads the monitoring, training and registry data at MLFLOW_TRACKING_URI and the
+    feature store; writes nothing.
+    """
+    from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S, create_app
+
+    if refresh < 0 or port < 0:
+        raise SmlError("--refresh and --port must not be negative")
+    app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
+                     refresh_s=refresh or DEFAULT_REFRESH_S, warm_up=True)
+    host, port = host or DEFAULT_HOST, port or DEFAULT_PORT
+    click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
+    app.run(host=host, port=port, debug=False)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``sml``; turn expected failures into one line and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,723 @@
+"""The one place the site reads data: MLflow (runs, artifacts, registry) and the feature store.
+
+Every read goes through :class:`SiteData`, which keeps a short-lived cache: a value is
+reused for ``ttl_s`` seconds; after that a cheap *signature* (for runs: how many there
+are and when the last one started and ended; for a feature group: its data version) says
+whether the value is still good, and only a changed signature reloads it. Artifacts and
+model files never change once logged and are kept (up to a bound).
+
+Runs are read narrowly: a page names the metrics and tags it shows, and only those are
+asked for. On a database-backed tracking store (``sqlite:``, ``postgresql:``, ``mysql:``)
+that is one SQL query per kind of value through MLflow's own table definitions (MLflow
+is pinned; a test compares the result with ``mlflow.search_runs``). Asking the
+tracking API for whole runs instead costs about 15 ms a run: a minute for ten years of
+daily batches. Against an HTTP tracking server the REST API is the only way in; it is
+used page by page (1,000 runs a call) and its signature looks only at the newest runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from serverless_ml import tracking
+from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.errors import NotFoundError, SmlError
+from serverless_ml.feature_store import FeatureGroup, FeatureStore, open_feature_store
+from serverless_ml.inference.scoring import PREDICTIONS_VERSION
+from serverless_ml.settings import Settings
+from serverless_ml.training.promotion import CHALLENGER, CHAMPION
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_TTL_S = 5.0
+MAX_IMMUTABLE_ENTRIES = 512
+REST_PAGE_SIZE = 1000
+RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
+FINISHED = "FINISHED"
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+class TrackingUnavailable(SmlError):
+    """The tracking store cannot be read (server down, database unreachable)."""
+
+
+def dataset_option(spec: DatasetSpec) -> str:
+    """How a user names the dataset on the command line: its name, or its spec file."""
+    return str(spec.spec_path) if spec.spec_path is not None else spec.name
+
+
+def _is_sql_uri(uri: str) -> bool:
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0]
+    return scheme in _SQL_SCHEMES
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI (``None`` for other URIs or in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    raw = uri.removeprefix("sqlite:///").split("?")[0]
+    return None if raw in ("", ":memory:") else Path(raw)
+
+
+def read_only_sql_url(uri: str) -> str:
+    """The URL the site reads a database-backed store with: SQLite is opened read-only,
+    so the site can never write (nor create) a tracking database."""
+    path = sqlite_path(uri)
+    if path is None:
+        return uri
+    return f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&uri=true"
+
+
+def _prefixed(kind: str, keys: Sequence[str]) -> list[str]:
+    return [f"{kind}.{k}" for k in keys]
+
+
+def _empty_runs(metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
+    columns = [*RUN_COLUMNS[1:], *_prefixed("metrics", metrics), *_prefixed("tags", tags)]
+    frame = pd.DataFrame(columns=columns, index=pd.Index([], name="run_id", dtype=object))
+    for column in _prefixed("metrics", metrics):
+        frame[column] = frame[column].astype(float)
+    return frame
+
+
+def runs_frame(
+    runs: pd.DataFrame, metrics: pd.DataFrame, tags: pd.DataFrame, metric_keys: Sequence[str], tag_keys: Sequence[str]
+) -> pd.DataFrame:
+    """Runs (``run_id, run_name, status, start_time, end_time``) joined with long frames of
+    ``run_id, key, value`` metrics and tags: one row per run, ``metrics.<key>`` and
+    ``tags.<key>`` columns (missing values NaN / None), indexed by run id."""
+    if runs.empty:
+        return _empty_runs(metric_keys, tag_keys)
+    out = runs.set_index("run_id")
+    out.index.name = "run_id"
+    if metric_keys:
+        wide = metrics.pivot(index="run_id", columns="key", values="value") if not metrics.empty else pd.DataFrame()
+        wide = wide.reindex(index=out.index, columns=list(metric_keys)).astype(float)
+        wide.columns = _prefixed("metrics", metric_keys)
+        out = out.join(wide)
+    if tag_keys:
+        wide = tags.pivot(index="run_id", columns="key", values="value") if not tags.empty else pd.DataFrame()
+        wide = wide.reindex(index=out.index, columns=list(tag_keys)).astype(object)
+        wide = wide.where(wide.notna(), None)
+        wide.columns = _prefixed("tags", tag_keys)
+        out = out.join(wide)
+    return out
+
+
+class SqlRunReader:
+    """Narrow reads of runs straight from a database-backed MLflow store."""
+
+    kind = "sql"
+
+    def __init__(self, uri: str) -> None:
+        import sqlalchemy
+
+        path = sqlite_path(uri)
+        if path is not None and not path.is_file():
+            raise NotFoundError(f"no MLflow tracking database at {path} yet: run `sml train` first")
+        self.engine = sqlalchemy.create_engine(read_only_sql_url(uri))
+
+    @staticmethod
+    def _tables() -> tuple[Any, Any, Any]:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun, SqlTag
+
+        return SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
+
+    def _selected_runs(self, experiment_id: str, statuses: Sequence[str] | None, parent_run_id: str | None) -> Any:
+        import sqlalchemy as sa
+
+        runs, tags, _ = self._tables()
+        query = sa.select(runs.c.run_uuid).where(
+            runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active"
+        )
+        if statuses:
+            query = query.where(runs.c.status.in_(list(statuses)))
+        if parent_run_id is not None:
+            children = sa.select(tags.c.run_uuid).where(
+                tags.c.key == tracking.PARENT_RUN_TAG, tags.c.value == parent_run_id
+            )
+            query = query.where(runs.c.run_uuid.in_(children))
+        return query
+
+    def read(
+        self,
+        experiment_id: str,
+        metrics: Sequence[str],
+        tags: Sequence[str],
+        statuses: Sequence[str] | None = (FINISHED,),
+        parent_run_id: str | None = None,
+    ) -> pd.DataFrame:
+        import sqlalchemy as sa
+
+        runs_t, tags_t, metrics_t = self._tables()
+        selected = self._selected_runs(experiment_id, statuses, parent_run_id)
+        with self.engine.connect() as conn:
+            runs = pd.DataFrame(
+                conn.execute(
+                    sa.select(runs_t.c.run_uuid, runs_t.c.name, runs_t.c.status, runs_t.c.start_time, runs_t.c.end_time)
+                    .where(runs_t.c.run_uuid.in_(selected))
+                ).all(),
+                columns=list(RUN_COLUMNS),
+            )
+            metric_rows = pd.DataFrame(columns=["run_id", "key", "value"])
+            if metrics and not runs.empty:
+                rows = conn.execute(
+                    sa.select(metrics_t.c.run_uuid, metrics_t.c.key, metrics_t.c.value, metrics_t.c.is_nan)
+                    .where(metrics_t.c.run_uuid.in_(selected), metrics_t.c.key.in_(list(metrics)))
+                ).all()
+                metric_rows = pd.DataFrame(rows, columns=["run_id", "key", "value", "is_nan"])
+                metric_rows.loc[metric_rows["is_nan"].astype(bool), "value"] = float("nan")
+            tag_rows = pd.DataFrame(columns=["run_id", "key", "value"])
+            if tags and not runs.empty:
+                rows = conn.execute(
+                    sa.select(tags_t.c.run_uuid, tags_t.c.key, tags_t.c.value)
+                    .where(tags_t.c.run_uuid.in_(selected), tags_t.c.key.in_(list(tags)))
+                ).all()
+                tag_rows = pd.DataFrame(rows, columns=["run_id", "key", "value"])
+        return runs_frame(runs, metric_rows, tag_rows, metrics, tags)
+
+    def signature(self, experiment_id: str) -> Hashable:
+        import sqlalchemy as sa
+
+        runs, _, _ = self._tables()
+        query = sa.select(
+            sa.func.count(),
+            sa.func.max(runs.c.start_time),
+            sa.func.max(runs.c.end_time),
+            sa.func.sum(sa.case((runs.c.status == FINISHED, 1), else_=0)),
+        ).where(runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active")
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(query).one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class RestRunReader:
+    """Reads runs through the tracking API (an HTTP tracking server)."""
+
+    kind = "rest"
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @staticmethod
+    def _filter(statuses: Sequence[str] | None, parent_run_id: str | None) -> str:
+        clauses = []
+        if statuses and len(statuses) == 1:
+            clauses.append(f"attributes.status = '{statuses[0]}'")
+        elif statuses:
+            quoted = ", ".join(f"'{s}'" for s in statuses)
+            clauses.append(f"attributes.status IN ({quoted})")
+        if parent_run_id is not None:
+            clauses.append(f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent_run_id}'")
+        return " AND ".join(clauses)
+
+    def read(
+        self,
+        experiment_id: str,
+        metrics: Sequence[str],
+        tags: Sequence[str],
+        statuses: Sequence[str] | None = (FINISHED,),
+        parent_run_id: str | None = None,
+    ) -> pd.DataFrame:
+        runs, metric_rows, tag_rows = [], [], []
+        token = None
+        wanted_metrics, wanted_tags = set(metrics), set(tags)
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=self._filter(statuses, parent_run_id),
+                max_results=REST_PAGE_SIZE, page_token=token,
+            )
+            for run in page:
+                info = run.info
+                runs.append((info.run_id, info.run_name, info.status, info.start_time, info.end_time))
+                metric_rows += [(info.run_id, k, v) for k, v in run.data.metrics.items() if k in wanted_metrics]
+                tag_rows += [(info.run_id, k, v) for k, v in run.data.tags.items() if k in wanted_tags]
+            token = page.token
+            if not token:
+                break
+        return runs_frame(
+            pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
+            pd.DataFrame(metric_rows, columns=["run_id", "key", "value"]),
+            pd.DataFrame(tag_rows, columns=["run_id", "key", "value"]),
+            metrics, tags,
+        )
+
+    def signature(self, experiment_id: str) -> Hashable:
+        newest = self.client.search_runs([experiment_id], max_results=5, order_by=["attributes.start_time DESC"])
+        return tuple((r.info.run_id, r.info.status, r.info.end_time) for r in newest)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version as the site shows it."""
+
+    name: str
+    version: int
+    aliases: tuple[str, ...]
+    created: dt.datetime
+    run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def training_run_id(self) -> str | None:
+        return self.tags.get("training_run_id") or self.run_id
+
+    @property
+    def holdout_accuracy(self) -> float | None:
+        value = self.tags.get("holdout_accuracy")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """A single run's metrics, params and tags (training runs)."""
+
+    run_id: str
+    experiment_id: str
+    name: str | None
+    status: str
+    start_time: int | None
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+
+
+@dataclass
+class _Entry:
+    checked_at: float
+    signature: Hashable
+    value: Any
+
+
+_ALWAYS_RELOAD = object()
+
+
+class SiteData:
+    """Cached reads of one tracking store and one feature store.
+
+    Args:
+        settings: Where MLflow and the feature store are.
+        ttl_s: How long a value is reused before its signature is checked again.
+        monotonic: The clock of the cache (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        ttl_s: float = DEFAULT_CACHE_TTL_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.tracking_uri = settings.tracking_uri
+        self.ttl_s = ttl_s
+        self._monotonic = monotonic
+        self._entries: dict[Hashable, _Entry] = {}
+        self._immutable: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._client: Any = None
+        self._reader: SqlRunReader | RestRunReader | None = None
+        self._store: FeatureStore | None = None
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def tracking_label(self) -> str:
+        """The tracking URI, safe to show (no password)."""
+        return tracking.redact_uri(self.tracking_uri)
+
+    def _lock_for(self, key: Hashable) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def cached(self, key: Hashable, load: Callable[[], Any], signature: Callable[[], Hashable] | None = None) -> Any:
+        """``load()``'s value, reused for ``ttl_s``; after that reused again while
+        ``signature()`` is unchanged (no signature: reloaded)."""
+        with self._lock_for(key):
+            now = self._monotonic()
+            entry = self._entries.get(key)
+            if entry is not None and now - entry.checked_at < self.ttl_s:
+                self.stats["hit"] += 1
+                return entry.value
+            current = signature() if signature is not None else _ALWAYS_RELOAD
+            if entry is not None and current is not _ALWAYS_RELOAD and current == entry.signature:
+                entry.checked_at = now
+                self.stats["revalidated"] += 1
+                return entry.value
+            self.stats["load"] += 1
+            value = load()
+            self._entries[key] = _Entry(self._monotonic(), current, value)
+            return value
+
+    def immutable(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        """A value that never changes once it exists (artifacts, model files)."""
+        with self._lock_for(("immutable", key)):
+            if key in self._immutable:
+                self._immutable.move_to_end(key)
+                return self._immutable[key]
+            value = load()
+            self._immutable[key] = value
+            while len(self._immutable) > MAX_IMMUTABLE_ENTRIES:
+                self._immutable.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        """Forget everything cached."""
+        with self._guard:
+            self._entries.clear()
+            self._immutable.clear()
+
+    @contextlib.contextmanager
+    def _tracking_errors(self) -> Iterator[None]:
+        """Connection failures become one line naming the (redacted) tracking URI."""
+        try:
+            yield
+        except SmlError:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise TrackingUnavailable(
+                    f"the MLflow tracking store {self.tracking_label} cannot be read ({tracking.redact_uri(reason)})"
+                ) from None
+            raise
+
+    def check_tracking(self) -> None:
+        """Fail in one line when an HTTP tracking server does not answer (cached briefly)."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+
+        def probe() -> bool:
+            tracking.check_tracking_reachable(self.tracking_uri, timeout_s=2.0)
+            return True
+
+        try:
+            self.cached(("reachable",), probe)
+        except SmlError as exc:
+            raise TrackingUnavailable(str(exc)) from None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            path = sqlite_path(self.tracking_uri)
+            if path is not None and not path.is_file():
+                # MlflowClient would create (and migrate) an empty database here.
+                raise NotFoundError(f"no MLflow tracking database at {path} yet: run `sml train` first")
+            with self._tracking_errors():
+                self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def reader(self) -> SqlRunReader | RestRunReader:
+        if self._reader is None:
+            self.check_tracking()
+            if _is_sql_uri(self.tracking_uri):
+                with self._tracking_errors():
+                    self._reader = SqlRunReader(self.tracking_uri)
+            else:
+                self._reader = RestRunReader(self.client)
+        return self._reader
+
+    @property
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = open_feature_store(self.settings)
+        return self._store
+
+    def warm_up(self) -> None:
+        """Import MLflow and open the tracking store, so the first visitor does not wait
+        for it. Problems are logged: the pages report them when they are visited."""
+        try:
+            self.check_tracking()
+            _ = self.client, self.reader
+        except Exception as exc:  # noqa: BLE001 - the site starts anyway
+            log.warning("tracking store not ready at start-up: %s", exc)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    # --- experiments and runs ------------------------------------------------------------
+
+    def experiment_id(self, name: str) -> str | None:
+        """The id of an active experiment, or ``None``."""
+        self.check_tracking()
+
+        def load() -> str | None:
+            with self._tracking_errors():
+                experiment = self.client.get_experiment_by_name(name)
+            if experiment is None or experiment.lifecycle_stage != "active":
+                return None
+            return str(experiment.experiment_id)
+
+        return self.cached(("experiment", name), load)
+
+    def runs(
+        self,
+        experiment: str,
+        metrics: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        statuses: Sequence[str] | None = (FINISHED,),
+        parent_run_id: str | None = None,
+    ) -> pd.DataFrame | None:
+        """Runs of ``experiment`` with only the named metrics and tags (``None`` when the
+        experiment does not exist)."""
+        experiment_id = self.experiment_id(experiment)
+        if experiment_id is None:
+            return None
+        metrics, tags = tuple(dict.fromkeys(metrics)), tuple(dict.fromkeys(tags))
+        reader = self.reader
+        key = ("runs", experiment_id, metrics, tags, tuple(statuses or ()), parent_run_id)
+
+        def load() -> pd.DataFrame:
+            with self._tracking_errors():
+                return reader.read(experiment_id, metrics, tags, statuses, parent_run_id)
+
+        return self.cached(key, load, lambda: self._runs_signature(experiment_id))
+
+    def _runs_signature(self, experiment_id: str) -> Hashable:
+        with self._tracking_errors():
+            return self.reader.signature(experiment_id)
+
+    def runs_signature(self, experiment: str) -> Hashable:
+        """Changes whenever a run of ``experiment`` is added, finished or deleted."""
+        experiment_id = self.experiment_id(experiment)
+        if experiment_id is None:
+            return None
+        return self.cached(("signature", experiment_id), lambda: self._runs_signature(experiment_id))
+
+    def monitoring_runs(self, spec: DatasetSpec, metrics: Sequence[str] = (), tags: Sequence[str] = ()) -> pd.DataFrame:
+        """Finished monitoring runs of the dataset, oldest batch first, with an ``as_of``
+        column (the batch date) besides the named metrics and tags.
+
+        Raises:
+            NotFoundError: there is no monitoring run yet.
+        """
+        frame = self.runs(tracking.monitoring_experiment(spec.name), metrics, ("as_of", *tags))
+        if frame is None or frame.empty:
+            raise NotFoundError(
+                f"no monitoring runs for {spec.name} yet: run `sml infer --dataset {dataset_option(spec)}` "
+                f"(after `sml features` and `sml train`)"
+            )
+        frame = frame.assign(as_of=pd.to_datetime(frame["tags.as_of"], errors="coerce"))
+        return frame.sort_values(["as_of", "start_time"], kind="stable")
+
+    def run_json(self, run_id: str, path: str) -> dict[str, Any] | None:
+        """A JSON artifact of a run (``None`` when the run did not log it)."""
+
+        def load() -> dict[str, Any] | None:
+            with self._tracking_errors(), tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = self.client.download_artifacts(run_id, path, tmp)
+                except Exception as exc:  # noqa: BLE001 - a missing artifact is an answer
+                    if _is_connection_error(exc):
+                        raise
+                    return None
+                return json.loads(Path(local).read_text(encoding="utf-8"))
+
+        return self.immutable(("json", run_id, path), load)
+
+    def run_details(self, run_id: str) -> RunDetails | None:
+        """Metrics, params and tags of one run (``None`` when it does not exist)."""
+
+        def load() -> RunDetails | None:
+            from mlflow.exceptions import MlflowException
+
+            with self._tracking_errors():
+                try:
+                    run = self.client.get_run(run_id)
+                except MlflowException as exc:
+                    if _is_connection_error(exc):
+                        raise
+                    return None
+            return RunDetails(
+                run_id=run.info.run_id, experiment_id=str(run.info.experiment_id), name=run.info.run_name,
+                status=run.info.status, start_time=run.info.start_time, metrics=dict(run.data.metrics),
+                params=dict(run.data.params), tags=dict(run.data.tags),
+            )
+
+        return self.cached(("run", run_id), load)
+
+    def trials(self, spec: DatasetSpec, training_run_id: str) -> pd.DataFrame:
+        """The nested trial runs of a training run: trial number, state, mean CV accuracy."""
+        frame = self.runs(
+            tracking.training_experiment(spec.name), metrics=("val_accuracy_mean",),
+            tags=("trial_number", "trial_state"), statuses=None, parent_run_id=training_run_id,
+        )
+        if frame is None or frame.empty:
+            return pd.DataFrame(columns=["trial_number", "state", "val_accuracy_mean", "run_id"])
+        out = pd.DataFrame({
+            "trial_number": pd.to_numeric(frame["tags.trial_number"], errors="coerce"),
+            "state": frame["tags.trial_state"].fillna(frame["status"]),
+            "val_accuracy_mean": frame["metrics.val_accuracy_mean"],
+            "run_id": frame.index,
+        })
+        return out.dropna(subset=["trial_number"]).sort_values("trial_number").reset_index(drop=True)
+
+    # --- the registry ----------------------------------------------------------------------
+
+    def model_versions(self, spec: DatasetSpec) -> list[ModelVersion]:
+        """Registered versions of the dataset's model, newest first (empty: none yet)."""
+        self.check_tracking()
+        name = tracking.model_name(spec.name)
+
+        def load() -> list[ModelVersion]:
+            from mlflow.exceptions import MlflowException
+
+            with self._tracking_errors():
+                try:
+                    model = self.client.get_registered_model(name)
+                except MlflowException as exc:
+                    if _is_connection_error(exc):
+                        raise
+                    return []
+                versions = self.client.search_model_versions(f"name='{name}'")
+            aliases: dict[str, list[str]] = collections.defaultdict(list)
+            for alias, version in (model.aliases or {}).items():
+                aliases[str(version)].append(alias)
+            order = {CHAMPION: 0, CHALLENGER: 1}
+            out = [
+                ModelVersion(
+                    name=name, version=int(v.version),
+                    aliases=tuple(sorted(aliases.get(str(v.version), []), key=lambda a: (order.get(a, 9), a))),
+                    created=dt.datetime.fromtimestamp(v.creation_timestamp / 1000, tz=dt.timezone.utc),
+                    run_id=v.run_id, tags=dict(v.tags or {}),
+                )
+                for v in versions
+            ]
+            return sorted(out, key=lambda v: -v.version)
+
+        return self.cached(("versions", name), load)
+
+    def champion(self, spec: DatasetSpec) -> ModelVersion | None:
+        return next((v for v in self.model_versions(spec) if CHAMPION in v.aliases), None)
+
+    def champion_model(self, spec: DatasetSpec) -> tuple[ModelVersion, Any]:
+        """The champion version and its loaded scikit-learn pipeline.
+
+        Raises:
+            NotFoundError: the dataset has no champion yet.
+        """
+        champion = self.champion(spec)
+        if champion is None:
+            raise NotFoundError(
+                f"model '{tracking.model_name(spec.name)}' has no champion yet: "
+                f"run `sml train --dataset {dataset_option(spec)}` first"
+            )
+
+        def load() -> Any:
+            import mlflow
+
+            with self._tracking_errors():
+                source = self.client.get_model_version_download_uri(champion.name, str(champion.version))
+                local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self.tracking_uri)
+            return mlflow.sklearn.load_model(local)
+
+        return champion, self.immutable(("model", champion.name, champion.version), load)
+
+    # --- the feature store -----------------------------------------------------------------
+
+    def _group(self, name: str, version: int) -> FeatureGroup:
+        return self.store.get_feature_group(name, version)
+
+    def _group_rows(self, name: str, version: int, missing: str) -> pd.DataFrame:
+        def group() -> FeatureGroup:
+            try:
+                return self._group(name, version)
+            except NotFoundError:
+                raise NotFoundError(missing) from None
+
+        def signature() -> Hashable:
+            return group().data_version()
+
+        return self.cached(("group", name, version), lambda: group().read(), signature)
+
+    def feature_rows(self, spec: DatasetSpec) -> pd.DataFrame:
+        """Every row of the dataset's feature group (raises NotFoundError before the backfill)."""
+        return self._group_rows(
+            spec.name, spec.version,
+            f"no data yet for {spec.name}: run `sml features --dataset {dataset_option(spec)}` first",
+        )
+
+    def predictions(self, spec: DatasetSpec) -> pd.DataFrame:
+        """Every prediction of the dataset's champions, next to the actual labels."""
+        return self._group_rows(
+            spec.predictions_group, PREDICTIONS_VERSION,
+            f"no predictions for {spec.name} yet: run `sml infer --dataset {dataset_option(spec)}` "
+            "(after `sml features` and `sml train`)",
+        )
+
+    def training_keys(self, spec: DatasetSpec, training_run_id: str) -> pd.Series | None:
+        """Keys of the rows a training run fitted on (``None`` when it logged none)."""
+
+        def load() -> pd.Series | None:
+            with self._tracking_errors(), tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = self.client.download_artifacts(training_run_id, "training/keys.parquet", tmp)
+                except Exception as exc:  # noqa: BLE001 - a model registered elsewhere has no keys
+                    if _is_connection_error(exc):
+                        raise
+                    return None
+                keys = pd.read_parquet(local)
+            if spec.primary_key not in keys or "split" not in keys:
+                return None
+            return keys.loc[keys["split"] == "train", spec.primary_key].reset_index(drop=True)
+
+        return self.immutable(("keys", training_run_id), load)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store could not be reached (rather than a bad request)."""
+    names = {type(e).__name__ for e in _chain(exc)}
+    if names & {"OperationalError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "MaxRetryError",
+                "NewConnectionError", "InterfaceError", "TimeoutError", "ConnectionRefusedError"}:
+        return True
+    text = str(exc)
+    return "API request to" in text and ("failed" in text or "Max retries" in text)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        yield current
+        current = current.__cause__ or current.__context__
+        seen += 1
+
+
+def rest_client_timeouts() -> dict[str, str]:
+    """MLflow's HTTP client retries for minutes before it gives up: the site would hang.
+    These environment values (applied with ``setdefault``) make a failed call return in
+    seconds, so a page can say the server is down."""
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def apply_rest_client_timeouts() -> None:
+    for name, value in rest_client_timeouts().items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,360 @@
+"""Plotly figures of the site: pure functions from frames to figures (no I/O).
+
+Plotly reads a few HTML tags in text (``<b>``, ``<a href>``...), so every string that
+comes from a dataset (feature names, categories, class names, alert messages) goes
+through :func:`plot_text`, which escapes it; plotly shows the escaped text as typed.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from monitoring_app import analysis
+from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
+
+TEMPLATE = "plotly_white"
+COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
+ALERT_COLOUR = "#dc2626"
+REFERENCE_COLOUR = "#6b7280"
+MAX_VERSION_ANNOTATIONS = 40
+HISTOGRAM_BINS = 30
+
+
+def plot_text(value: Any) -> str:
+    """A dataset string made safe for plotly text (tags shown, not interpreted)."""
+    return html.escape(str(value), quote=False)
+
+
+def _base(title: str, revision: Any = None, height: int | None = None) -> go.Layout:
+    return go.Layout(
+        template=TEMPLATE, title={"text": title, "x": 0.0, "xanchor": "left"},
+        margin={"l": 60, "r": 20, "t": 50, "b": 50}, uirevision=revision, height=height,
+        legend={"orientation": "h", "y": -0.18},
+    )
+
+
+def _date_axis(figure: go.Figure, dates: pd.Series) -> None:
+    """Batch dates as dates: one tick a day for short histories (never hours)."""
+    span = (dates.max() - dates.min()) if len(dates) else pd.Timedelta(0)
+    if pd.notna(span) and span <= pd.Timedelta(days=14):
+        figure.update_xaxes(dtick=86_400_000, tickformat="%Y-%m-%d")
+    else:
+        figure.update_xaxes(tickformat="%Y-%m-%d" if pd.notna(span) and span <= pd.Timedelta(days=120) else "%b %Y")
+    figure.update_xaxes(hoverformat="%Y-%m-%d")
+
+
+def discrete_values(series: pd.Series, feature: FeatureSpec, limit: int = 20) -> list[Any] | None:
+    """The sorted values of an integer feature with few of them (drawn as bars, not bins)."""
+    if feature.type != "bigint":
+        return None
+    values = sorted(series.dropna().astype("int64").unique().tolist())
+    return values if len(values) <= limit else None
+
+
+def empty_figure(message: str, title: str = "") -> go.Figure:
+    """A figure that says why it has nothing to show."""
+    figure = go.Figure(layout=_base(title, height=320))
+    figure.add_annotation(text=plot_text(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def class_colour(spec: DatasetSpec, cls: Any) -> str:
+    return COLOURS[list(spec.classes).index(cls) % len(COLOURS)] if cls in spec.classes else COLOURS[-1]
+
+
+# --- Overview -------------------------------------------------------------------------------
+
+
+def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> go.Figure:
+    """Accuracy per batch (with its 95 % interval), rolling accuracy, the champion's holdout
+    accuracy as a reference, alert markers and model-version changes, over batch dates."""
+    if runs.empty:
+        return empty_figure("no monitoring runs yet", "Accuracy over time")
+    x = runs["as_of"]
+    batch = runs["metrics.batch_accuracy"]
+    figure = go.Figure(layout=_base(f"{plot_text(spec.name)}: accuracy over time", revision=spec.name, height=420))
+    low, high = runs.get("metrics.batch_accuracy_ci_low"), runs.get("metrics.batch_accuracy_ci_high")
+    error = None
+    if low is not None and high is not None:
+        error = {"type": "data", "array": (high - batch).to_numpy(), "arrayminus": (batch - low).to_numpy(),
+                 "visible": True, "thickness": 1, "width": 0, "color": "rgba(37,99,235,0.25)"}
+    rows = runs["metrics.rows_labelled"].fillna(0).astype(int).astype(str) if "metrics.rows_labelled" in runs else None
+    figure.add_trace(go.Scatter(
+        x=x, y=batch, mode="markers", name="batch accuracy", marker={"size": 5, "color": COLOURS[0]},
+        error_y=error, customdata=rows,
+        hovertemplate="%{x|%Y-%m-%d}<br>batch accuracy %{y:.3f}" + ("<br>%{customdata} labelled rows" if rows is not None else "") + "<extra></extra>",
+    ))
+    figure.add_trace(go.Scatter(
+        x=x, y=runs["metrics.rolling_accuracy"], mode="lines", name="rolling accuracy",
+        line={"color": COLOURS[1], "width": 2}, hovertemplate="%{x|%Y-%m-%d}<br>rolling accuracy %{y:.3f}<extra></extra>",
+    ))
+    if "metrics.champion_holdout_accuracy" in runs:
+        figure.add_trace(go.Scatter(
+            x=x, y=runs["metrics.champion_holdout_accuracy"], mode="lines", name="champion holdout accuracy",
+            line={"color": REFERENCE_COLOUR, "dash": "dash", "shape": "hv", "width": 1.5},
+            hovertemplate="%{x|%Y-%m-%d}<br>champion holdout accuracy %{y:.3f}<extra></extra>",
+        ))
+    if "tags.alert" in runs:
+        alerted = runs[runs["tags.alert"] == "true"]
+        if not alerted.empty:
+            y = alerted["metrics.batch_accuracy"].fillna(alerted["metrics.rolling_accuracy"]).fillna(0.0)
+            messages = alerted.get("tags.alerts", pd.Series("", index=alerted.index)).fillna("")
+            hover = [
+                f"{d:%Y-%m-%d}<br>" + "<br>".join(plot_text(m) for m in str(text).split(" | ") if m)
+                for d, text in zip(alerted["as_of"], messages, strict=True)
+            ]
+            figure.add_trace(go.Scatter(
+                x=alerted["as_of"], y=y, mode="markers", name="alert",
+                marker={"symbol": "x", "size": 11, "color": ALERT_COLOUR, "line": {"width": 1}},
+                hovertext=hover, hoverinfo="text",
+            ))
+    changes = analysis.version_changes(runs).tail(MAX_VERSION_ANNOTATIONS)
+    shapes, annotations = [], []
+    for when, version in zip(changes["as_of"], changes["model_version"], strict=True):
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": when, "x1": when, "y0": 0, "y1": 1,
+                       "line": {"color": REFERENCE_COLOUR, "dash": "dot", "width": 1}})
+        annotations.append({"x": when, "y": 1.0, "xref": "x", "yref": "paper", "yanchor": "bottom",
+                            "text": f"model v{plot_text(version)}", "showarrow": False, "font": {"size": 11}})
+    figure.update_layout(shapes=shapes, annotations=annotations)
+    figure.update_yaxes(title="accuracy", range=[-0.02, 1.05], tickformat=".0%")
+    figure.update_xaxes(title="batch date")
+    _date_axis(figure, x)
+    return figure
+
+
+# --- Confusion matrices ---------------------------------------------------------------------
+
+
+def confusion_figure(table: dict[str, Any] | None, spec: DatasetSpec, title: str) -> go.Figure:
+    """A confusion matrix (``{labels, matrix}``, rows actual, columns predicted) as a
+    heatmap with the counts written in the cells."""
+    if not table or not table.get("matrix"):
+        return empty_figure("not computed for this run (no labelled rows)", title)
+    labels = [plot_text(analysis.class_label(v, spec)) for v in table["labels"]]
+    matrix = np.asarray(table["matrix"], dtype=int)
+    total = int(matrix.sum())
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix, x=labels, y=labels, colorscale="Blues", showscale=False,
+            text=matrix.astype(str), texttemplate="%{text}", textfont={"size": 14},
+            hovertemplate="actual %{y}<br>predicted %{x}<br>%{z} rows<extra></extra>",
+        ),
+        layout=_base(f"{plot_text(title)} ({total} rows)", height=360),
+    )
+    figure.update_xaxes(title="predicted", side="bottom", type="category")
+    figure.update_yaxes(title="actual", autorange="reversed", type="category")
+    figure.update_layout(margin={"l": 90, "r": 20, "t": 50, "b": 60})
+    return figure
+
+
+# --- Drift ----------------------------------------------------------------------------------
+
+DRIFT_STATS = {"psi": "population stability index", "p": "test p-value"}
+
+
+def drift_history_figure(runs: pd.DataFrame, spec: DatasetSpec, stat: str, p_threshold: float | None = None) -> go.Figure:
+    """Per-feature drift scores over batch dates: PSI (higher is more drift) or the test's
+    p-value on a log axis (lower is more drift, with the run's threshold as a line)."""
+    if runs.empty:
+        return empty_figure("no monitoring runs yet", "Drift over time")
+    prefix = "metrics.drift_psi_" if stat == "psi" else "metrics.drift_p_"
+    columns = [f"{prefix}{f}" for f in spec.feature_names if f"{prefix}{f}" in runs]
+    if not columns or runs[columns].isna().all().all():
+        return empty_figure("drift was not computed for these batches (too few rows)", "Drift over time")
+    figure = go.Figure(layout=_base(f"{plot_text(spec.name)}: {DRIFT_STATS[stat]} per feature", revision=(spec.name, stat), height=420))
+    for i, feature in enumerate(spec.feature_names):
+        column = f"{prefix}{feature}"
+        if column not in runs:
+            continue
+        y = runs[column]
+        if stat == "p":
+            y = y.clip(lower=1e-300)
+        figure.add_trace(go.Scatter(
+            x=runs["as_of"], y=y, mode="lines+markers", name=plot_text(feature), marker={"size": 4},
+            line={"width": 1.5, "color": COLOURS[i % len(COLOURS)]},
+            hovertemplate=f"{plot_text(feature)}<br>%{{x|%Y-%m-%d}}<br>%{{y:.3g}}<extra></extra>",
+        ))
+    if stat == "p":
+        figure.update_yaxes(type="log", title="p-value (lower: more drift)")
+        if p_threshold is not None:
+            figure.add_hline(y=p_threshold, line={"color": ALERT_COLOUR, "dash": "dash", "width": 1},
+                             annotation_text=f"drift below {p_threshold:g}", annotation_position="bottom left")
+    else:
+        figure.update_yaxes(title="PSI (higher: more drift)", rangemode="tozero")
+        figure.add_hline(y=0.2, line={"color": ALERT_COLOUR, "dash": "dash", "width": 1},
+                         annotation_text="0.2: a large shift", annotation_position="top left")
+    figure.update_xaxes(title="batch date")
+    _date_axis(figure, runs["as_of"])
+    return figure
+
+
+def distribution_figure(
+    reference: pd.Series, current: pd.Series, feature: FeatureSpec, reference_label: str, current_label: str
+) -> go.Figure:
+    """One feature's distribution in the latest batch against the training rows, as shares
+    (a histogram over the same bins, or bars per category; missing values as their own bar)."""
+    title = f"{plot_text(feature.name)}: {plot_text(current_label)} against {plot_text(reference_label)}"
+    if reference.empty and current.empty:
+        return empty_figure("no rows to compare", title)
+    figure = go.Figure(layout=_base(title, height=380))
+    figure.update_layout(barmode="group", bargap=0.1)
+    discrete = discrete_values(pd.concat([reference, current]), feature)
+    if discrete is not None:
+        both = pd.concat([reference, current])
+        labels = [*map(str, discrete), *(["<missing>"] if both.isna().any() else [])]
+        for series, name, colour in ((reference, reference_label, COLOURS[0]), (current, current_label, COLOURS[1])):
+            values = series.astype("Int64").astype(str).where(series.notna(), "<missing>")
+            share = values.value_counts().reindex(labels, fill_value=0) / max(len(series), 1)
+            figure.add_trace(go.Bar(x=labels, y=share.to_numpy(), name=f"{plot_text(name)} ({len(series)} rows)",
+                                    marker={"color": colour}, hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+        figure.update_xaxes(title=plot_text(feature.name), type="category")
+    elif feature.is_numeric:
+        both = pd.concat([reference, current]).dropna().astype(float)
+        if both.empty:
+            return empty_figure("every value is missing", title)
+        edges = np.histogram_bin_edges(both, bins=min(HISTOGRAM_BINS, max(5, both.nunique())))
+        centres = (edges[:-1] + edges[1:]) / 2
+        for series, name, colour in ((reference, reference_label, COLOURS[0]), (current, current_label, COLOURS[1])):
+            values = series.dropna().astype(float)
+            counts, _ = np.histogram(values, bins=edges)
+            share = counts / max(len(series), 1)
+            figure.add_trace(go.Bar(
+                x=centres, y=share, width=np.diff(edges) * 0.45, name=f"{plot_text(name)} ({len(series)} rows)",
+                marker={"color": colour}, hovertemplate="%{x:.3g}: %{y:.1%}<extra></extra>",
+            ))
+        figure.update_xaxes(title=plot_text(feature.name))
+        missing = [series.isna().mean() if len(series) else 0.0 for series in (reference, current)]
+        if any(m > 0 for m in missing):
+            figure.add_annotation(
+                text=f"missing: {missing[0]:.1%} of {plot_text(reference_label)}, {missing[1]:.1%} of {plot_text(current_label)}",
+                showarrow=False, x=1, y=1.02, xref="paper", yref="paper", xanchor="right", yanchor="bottom",
+            )
+    else:
+        both = pd.concat([reference, current])
+        categories = list(feature.categories or sorted(both.dropna().astype(str).unique()))
+        labels = [*categories, *(["<missing>"] if both.isna().any() else [])]
+        for series, name, colour in ((reference, reference_label, COLOURS[0]), (current, current_label, COLOURS[1])):
+            values = series.astype(object).where(series.notna(), "<missing>").astype(str)
+            share = values.value_counts().reindex(labels, fill_value=0) / max(len(series), 1)
+            figure.add_trace(go.Bar(
+                x=[plot_text(v) for v in labels], y=share.to_numpy(), name=f"{plot_text(name)} ({len(series)} rows)",
+                marker={"color": colour}, hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+            ))
+        figure.update_xaxes(title=plot_text(feature.name), type="category")
+    figure.update_yaxes(title="share of rows", tickformat=".0%")
+    return figure
+
+
+# --- Models ---------------------------------------------------------------------------------
+
+
+def tuning_figure(trials: pd.DataFrame, title: str) -> go.Figure:
+    """Mean CV accuracy of each trial and the best so far (the search's progress)."""
+    scored = trials.dropna(subset=["val_accuracy_mean"])
+    if scored.empty:
+        return empty_figure("no trials recorded for this training run", title)
+    figure = go.Figure(layout=_base(title, height=360))
+    figure.add_trace(go.Scatter(
+        x=scored["trial_number"], y=scored["val_accuracy_mean"], mode="markers", name="trial",
+        marker={"size": 7, "color": COLOURS[0]}, customdata=scored["state"],
+        hovertemplate="trial %{x}<br>mean CV accuracy %{y:.4f}<br>%{customdata}<extra></extra>",
+    ))
+    figure.add_trace(go.Scatter(
+        x=scored["trial_number"], y=scored["val_accuracy_mean"].cummax(), mode="lines", name="best so far",
+        line={"color": COLOURS[1], "shape": "hv", "width": 2},
+        hovertemplate="after trial %{x}: best %{y:.4f}<extra></extra>",
+    ))
+    figure.update_xaxes(title="trial", dtick=max(1, math.ceil(len(scored) / 15)))
+    figure.update_yaxes(title="mean CV accuracy")
+    return figure
+
+
+# --- Data -----------------------------------------------------------------------------------
+
+
+def class_distribution_figure(rows: pd.DataFrame, feature: FeatureSpec, spec: DatasetSpec) -> go.Figure:
+    """A feature's distribution per class, real rows and synthetic rows side by side."""
+    title = f"{plot_text(feature.name)} by {plot_text(spec.label)}"
+    if rows.empty:
+        return empty_figure("no rows", title)
+    origins = [o for o in ("real", "synthetic") if (rows["origin_label"] == o).any()]
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=len(origins), subplot_titles=[f"{o} rows" for o in origins], shared_yaxes=True)
+    figure.update_layout(_base(title, height=380), barmode="group")
+    discrete = discrete_values(rows[feature.name], feature)
+    histogram = feature.is_numeric and discrete is None
+    for col, origin in enumerate(origins, start=1):
+        part = rows[rows["origin_label"] == origin]
+        for cls in spec.classes:
+            values = part.loc[part[spec.label] == cls, feature.name]
+            name = plot_text(analysis.class_label(cls, spec))
+            common = {"name": name, "legendgroup": name, "showlegend": col == 1, "marker": {"color": class_colour(spec, cls)}}
+            if histogram:
+                figure.add_trace(go.Histogram(x=values.dropna().astype(float), histnorm="probability", opacity=0.6,
+                                              nbinsx=HISTOGRAM_BINS, **common), row=1, col=col)
+            else:
+                if discrete is not None:
+                    labels = [str(v) for v in discrete]
+                    shown = values.astype("Int64").astype(str).where(values.notna(), "<missing>")
+                else:
+                    labels = list(feature.categories or sorted(rows[feature.name].dropna().astype(str).unique()))
+                    shown = values.astype(object).where(values.notna(), "<missing>").astype(str)
+                if rows[feature.name].isna().any():
+                    labels.append("<missing>")
+                share = shown.value_counts().reindex(labels, fill_value=0) / max(len(values), 1)
+                figure.add_trace(go.Bar(x=[plot_text(v) for v in labels], y=share.to_numpy(), **common), row=1, col=col)
+        figure.update_xaxes(title_text=plot_text(feature.name), row=1, col=col,
+                            type=None if histogram else "category")
+    if histogram:
+        figure.update_layout(barmode="overlay")
+    figure.update_yaxes(title_text="share of the class's rows", tickformat=".0%", row=1, col=1)
+    return figure
+
+
+def correlation_figure(matrix: pd.DataFrame, title: str) -> go.Figure:
+    """Correlations of (encoded) features with each class: a diverging heatmap with values."""
+    if matrix.empty:
+        return empty_figure("no rows", title)
+    z = matrix.to_numpy(dtype=float)
+    text = np.where(np.isnan(z), "", np.vectorize(lambda v: f"{v:+.2f}")(np.nan_to_num(z)))
+    figure = go.Figure(
+        go.Heatmap(
+            z=z, x=[plot_text(c) for c in matrix.columns], y=[plot_text(i) for i in matrix.index],
+            colorscale="RdBu", zmid=0, zmin=-1, zmax=1, text=text, texttemplate="%{text}",
+            hovertemplate="%{y} and %{x}: %{z:.3f}<extra></extra>", colorbar={"title": "r"},
+        ),
+        layout=_base(title, height=max(320, 28 * len(matrix) + 120)),
+    )
+    figure.update_yaxes(autorange="reversed", type="category")
+    figure.update_xaxes(type="category", side="top")
+    figure.update_layout(margin={"l": 160, "r": 20, "t": 90, "b": 20})
+    return figure
+
+
+# --- Predict --------------------------------------------------------------------------------
+
+
+def probability_figure(probabilities: Sequence[float], spec: DatasetSpec) -> go.Figure:
+    """The champion's probability for each class, as horizontal bars."""
+    names = [plot_text(analysis.class_label(c, spec)) for c in spec.classes]
+    figure = go.Figure(
+        go.Bar(
+            x=list(probabilities), y=names, orientation="h", text=[f"{p:.1%}" for p in probabilities],
+            textposition="auto", marker={"color": [class_colour(spec, c) for c in spec.classes]},
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        ),
+        layout=_base("class probabilities", height=80 + 40 * len(names)),
+    )
+    figure.update_xaxes(range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(autorange="reversed", type="category")
+    return figure

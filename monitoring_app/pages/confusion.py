@@ -1,0 +1,129 @@
+"""Confusion matrices of any monitoring run: its batch, its rolling window and everything
+since the champion's promotion, as heatmaps with counts.
+
+Reads the runs' batch dates and model versions (for the picker) and the chosen run's
+``confusion/*.json`` artifacts (kept once read: artifacts never change).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import pandas as pd
+from dash import Input, Output, State, dcc, html
+
+from monitoring_app import figures, ids
+from monitoring_app.components import GRAPH_CONFIG, guarded, link_or_text, page, resolve_dataset, token
+from monitoring_app.site import Site, current_site
+from serverless_ml import tracking
+from serverless_ml.datasets.spec import DatasetSpec
+
+PATH = "/confusion"
+TITLE = "Confusion matrices"
+TABLES = (("batch", "latest batch"), ("rolling", "rolling window"), ("since_promotion", "since promotion"))
+METRICS = ("rows_scored", "rows_labelled")
+TAGS = ("model_version", "alert")
+
+
+def register(app: dash.Dash) -> None:
+    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=1, layout=layout)
+    app.callback(
+        Output(ids.CONFUSION_BODY, "children"),
+        Input(ids.CONFUSION_RUN, "value"),
+        State(ids.CONFUSION_STATE, "data"),
+        prevent_initial_call=True,
+    )(show_run)
+    app.callback(
+        Output(ids.CONFUSION_RUN, "options"),
+        Output(ids.CONFUSION_STATE, "data"),
+        Input(ids.REFRESH, "n_intervals"),
+        State(ids.CONFUSION_STATE, "data"),
+        prevent_initial_call=True,
+    )(refresh_runs)
+
+
+def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
+    """Picker options, newest batch first: date, model version, rows, alert."""
+    options = []
+    for run_id, row in runs.iloc[::-1].iterrows():
+        rows = row.get("metrics.rows_scored")
+        rows_text = "" if rows is None or pd.isna(rows) else f", {int(rows)} rows"
+        alert = ", alert" if row.get("tags.alert") == "true" else ""
+        label = f"{row['tags.as_of']} (model v{row.get('tags.model_version')}{rows_text}{alert}) - {row.get('run_name') or run_id}"
+        options.append({"label": label, "value": str(run_id)})
+    return options
+
+
+def layout(dataset: str | None = None, run: str | None = None, **_: Any) -> html.Div:
+    site = current_site()
+    spec, problem = resolve_dataset(site, dataset)
+    if spec is None:
+        return page(TITLE, problem)
+    state: dict[str, Any] = {"dataset": spec.name}
+
+    def picker() -> Any:
+        state["signature"] = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
+        runs = site.data.monitoring_runs(spec, METRICS, TAGS)
+        chosen = run if run in runs.index else str(runs.index[-1])
+        return [
+            html.Div([html.Span("Monitoring run ", className="control-label"),
+                      dcc.Dropdown(id=ids.CONFUSION_RUN, options=run_options(runs), value=chosen, clearable=False,
+                                   className="dropdown-wide")], className="controls"),
+            html.Div(render(site, spec, chosen, runs), id=ids.CONFUSION_BODY),
+        ]
+
+    return page(TITLE, html.Div(guarded(picker)), state_id=ids.CONFUSION_STATE, state=state)
+
+
+def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None = None) -> Any:
+    """The three matrices of ``run_id`` and a line about the run."""
+
+    def draw() -> Any:
+        frame = runs if runs is not None else site.data.monitoring_runs(spec, METRICS, TAGS)
+        if run_id not in frame.index:
+            return html.Div(f"run {run_id} is not a finished monitoring run of {spec.name}", className="notice notice-error")
+        row = frame.loc[run_id]
+        experiment_id = site.data.experiment_id(tracking.monitoring_experiment(spec.name))
+        graphs = [
+            dcc.Graph(figure=figures.confusion_figure(site.data.run_json(run_id, f"confusion/{name}.json"), spec, title),
+                      config=GRAPH_CONFIG, className="graph-third", id=f"confusion-{name}")
+            for name, title in TABLES
+        ]
+        about = html.Div([
+            f"Batch {row['tags.as_of']}, model v{row.get('tags.model_version')}, run ",
+            link_or_text(run_id, site.run_url(experiment_id, run_id)),
+        ], className="muted")
+        return [about, html.Div(graphs, className="row")]
+
+    return guarded(draw)
+
+
+def show_run(run_id: str | None, state: dict[str, Any] | None) -> Any:
+    site = current_site()
+    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    if spec is None:
+        return problem
+    if not run_id:
+        raise dash.exceptions.PreventUpdate
+    return render(site, spec, run_id)
+
+
+def refresh_runs(n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
+    """New runs join the picker (the chosen run stays chosen)."""
+    site = current_site()
+    state = dict(state or {})
+    spec, _ = resolve_dataset(site, state.get("dataset"))
+    if spec is None:
+        raise dash.exceptions.PreventUpdate
+    try:
+        current = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
+        if current == state.get("signature"):
+            raise dash.exceptions.PreventUpdate
+        runs = site.data.monitoring_runs(spec, METRICS, TAGS)
+    except dash.exceptions.PreventUpdate:
+        raise
+    except Exception:  # noqa: BLE001 - the page keeps what it shows; the next tick tries again
+        raise dash.exceptions.PreventUpdate from None
+    state["signature"] = current
+    return run_options(runs), state

@@ -1,0 +1,107 @@
+"""Data: what the lab looked at in a notebook before building features, read from the
+feature group: per-feature type and schema, missing values, distributions by class, and
+the correlation of each feature with the label. Real (backfilled) and synthetic rows are
+told apart throughout.
+
+Reads the feature group ``<dataset>`` (cached until its data version moves).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from monitoring_app import analysis, figures, ids
+from monitoring_app.components import GRAPH_CONFIG, guarded, page, resolve_dataset, simple_table
+from monitoring_app.site import current_site
+from serverless_ml.feature_store.base import ORIGIN_COLUMN
+
+PATH = "/data"
+TITLE = "Data"
+ROWS_OPTIONS = [{"label": "real rows", "value": "real"}, {"label": "synthetic rows", "value": "synthetic"},
+                {"label": "all rows", "value": "all"}]
+SUMMARY_COLUMNS = ["feature", "type", "schema", "missing (real)", "missing (synthetic)", "values", "description"]
+
+
+def register(app: dash.Dash) -> None:
+    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=5, layout=layout)
+    app.callback(
+        Output(ids.DATA_DISTRIBUTION, "children"),
+        Input(ids.DATA_FEATURE, "value"),
+        State(ids.DATA_STATE, "data"),
+    )(show_distribution)
+    app.callback(
+        Output(ids.DATA_CORRELATION, "children"),
+        Input(ids.DATA_ROWS, "value"),
+        State(ids.DATA_STATE, "data"),
+    )(show_correlation)
+
+
+def layout(dataset: str | None = None, **_: Any) -> html.Div:
+    site = current_site()
+    spec, problem = resolve_dataset(site, dataset)
+    if spec is None:
+        return page(TITLE, problem)
+
+    def content() -> Any:
+        rows = site.data.feature_rows(spec)
+        counts = rows[ORIGIN_COLUMN].map(analysis.origin_label).value_counts()
+        described = ", ".join(f"{n:,} {origin}" for origin, n in counts.items())
+        summary = analysis.feature_summary(rows, spec)
+        return [
+            html.P(f"{spec.description or spec.name}. {len(rows):,} rows in feature group '{spec.name}' "
+                   f"version {spec.version}: {described}. Label: {spec.label} "
+                   f"({', '.join(analysis.class_label(c, spec) for c in spec.classes)}).", className="muted"),
+            html.Div(simple_table(summary.to_dict("records"), SUMMARY_COLUMNS, table_id=ids.DATA_SUMMARY),
+                     className="table-wrap"),
+            html.H3("Distribution by class"),
+            html.Div([html.Span("Feature ", className="control-label"),
+                      dcc.Dropdown(id=ids.DATA_FEATURE, options=[{"label": f, "value": f} for f in spec.feature_names],
+                                   value=spec.feature_names[0], clearable=False, className="dropdown")],
+                     className="controls"),
+            dcc.Loading(html.Div(id=ids.DATA_DISTRIBUTION), type="dot"),
+            html.H3("Correlation with the label"),
+            html.Div([html.Span("Rows ", className="control-label"),
+                      dcc.RadioItems(id=ids.DATA_ROWS, options=ROWS_OPTIONS, value="real", inline=True)],
+                     className="controls"),
+            dcc.Loading(html.Div(id=ids.DATA_CORRELATION), type="dot"),
+        ]
+
+    return page(TITLE, html.Div(guarded(content)), state_id=ids.DATA_STATE, state={"dataset": spec.name})
+
+
+def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
+    site = current_site()
+    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    if spec is None:
+        return problem
+    if not feature or feature not in spec.feature_names:
+        raise dash.exceptions.PreventUpdate
+
+    def draw() -> Any:
+        rows = site.data.feature_rows(spec)
+        rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == "backfill" else "synthetic"))
+        figure = figures.class_distribution_figure(rows, spec.feature(feature), spec)
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="data-distribution-graph")
+
+    return guarded(draw)
+
+
+def show_correlation(which: str | None, state: dict[str, Any] | None) -> Any:
+    site = current_site()
+    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    if spec is None:
+        return problem
+    which = which or "real"
+
+    def draw() -> Any:
+        rows = analysis.select_origin(site.data.feature_rows(spec), which)
+        if rows.empty:
+            return html.Div(f"no {which} rows yet", className="notice notice-info")
+        matrix = analysis.label_correlations(rows, spec)
+        title = f"correlation with each class ({len(rows):,} {which if which != 'all' else ''} rows)".replace("  ", " ")
+        return dcc.Graph(figure=figures.correlation_figure(matrix, title), config=GRAPH_CONFIG, id="data-correlation-graph")
+
+    return guarded(draw)

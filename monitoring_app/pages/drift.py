@@ -1,0 +1,127 @@
+"""Drift: per-feature drift scores over time, and the latest batch's distribution of one
+feature against the rows the model was trained on.
+
+Reads the monitoring runs' ``drift_psi_<feature>`` / ``drift_p_<feature>`` metrics, the
+latest run's predictions (its keys) and the feature group; the training rows are those
+of the champion's training run (``training/keys.parquet``), or the real rows when that
+run logged no keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import pandas as pd
+from dash import Input, Output, State, dcc, html
+
+from monitoring_app import figures, ids
+from monitoring_app.components import GRAPH_CONFIG, guarded, page, resolve_dataset, token
+from monitoring_app.site import Site, current_site
+from serverless_ml import tracking
+from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.feature_store.base import ORIGIN_COLUMN
+
+PATH = "/drift"
+TITLE = "Drift"
+STAT_OPTIONS = [{"label": "PSI", "value": "psi"}, {"label": "test p-value", "value": "p"}]
+LATEST_TAGS = ("model_version",)
+
+
+def register(app: dash.Dash) -> None:
+    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=3, layout=layout)
+    app.callback(
+        Output(ids.DRIFT_HISTORY, "children"),
+        Output(ids.DRIFT_STATE, "data"),
+        Input(ids.DRIFT_STAT, "value"),
+        Input(ids.REFRESH, "n_intervals"),
+        State(ids.DRIFT_STATE, "data"),
+    )(show_history)
+    app.callback(
+        Output(ids.DRIFT_DISTRIBUTION, "children"),
+        Input(ids.DRIFT_FEATURE, "value"),
+        Input(ids.DRIFT_STATE, "data"),
+    )(show_distribution)
+
+
+def layout(dataset: str | None = None, feature: str | None = None, **_: Any) -> html.Div:
+    site = current_site()
+    spec, problem = resolve_dataset(site, dataset)
+    if spec is None:
+        return page(TITLE, problem)
+    chosen = feature if feature in spec.feature_names else spec.feature_names[0]
+    return page(
+        TITLE,
+        html.Div([html.Span("Score ", className="control-label"),
+                  dcc.RadioItems(id=ids.DRIFT_STAT, options=STAT_OPTIONS, value="psi", inline=True)],
+                 className="controls"),
+        dcc.Loading(html.Div(id=ids.DRIFT_HISTORY), type="dot"),
+        html.Div([html.Span("Feature ", className="control-label"),
+                  dcc.Dropdown(id=ids.DRIFT_FEATURE, options=[{"label": f, "value": f} for f in spec.feature_names],
+                               value=chosen, clearable=False, className="dropdown")], className="controls"),
+        dcc.Loading(html.Div(id=ids.DRIFT_DISTRIBUTION), type="dot"),
+        state_id=ids.DRIFT_STATE, state={"dataset": spec.name},
+    )
+
+
+def history_metrics(spec: DatasetSpec) -> tuple[str, ...]:
+    return (*(f"drift_psi_{f}" for f in spec.feature_names), *(f"drift_p_{f}" for f in spec.feature_names), "drift_share")
+
+
+def show_history(stat: str | None, n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The drift chart; on a refresh tick only when a run was added or finished."""
+    site = current_site()
+    state = dict(state or {})
+    spec, problem = resolve_dataset(site, state.get("dataset"))
+    if spec is None:
+        return problem, dash.no_update
+    stat = stat or "psi"
+
+    def draw() -> Any:
+        current = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
+        if dash.ctx.triggered_id == ids.REFRESH and current == state.get("signature") and stat == state.get("stat"):
+            raise dash.exceptions.PreventUpdate
+        state.update(signature=current, stat=stat)
+        runs = site.data.monitoring_runs(spec, history_metrics(spec), ("drift_basis",))
+        figure = figures.drift_history_figure(runs, spec, stat, site.drift_p_value)
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="drift-history-graph")
+
+    return guarded(draw), state
+
+
+def latest_batch_rows(site: Site, spec: DatasetSpec) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
+    """The latest batch's feature rows and the champion's training rows, with labels."""
+    runs = site.data.monitoring_runs(spec, (), LATEST_TAGS)
+    latest_id = str(runs.index[-1])
+    latest = runs.iloc[-1]
+    rows = site.data.feature_rows(spec)
+    predictions = site.data.predictions(spec)
+    keys = predictions.loc[predictions["run_id"] == latest_id, spec.primary_key]
+    current = rows[rows[spec.primary_key].isin(keys)]
+    version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(latest.get("tags.model_version"))), None)
+    train_keys = site.data.training_keys(spec, version.training_run_id) if version and version.training_run_id else None
+    if train_keys is not None and len(train_keys):
+        reference = rows[rows[spec.primary_key].isin(train_keys)]
+        reference_label = f"training rows of model v{version.version}"
+    else:
+        reference = rows[rows[ORIGIN_COLUMN] == "backfill"]
+        reference_label = "real rows"
+    return reference, reference_label, current, f"batch {latest['tags.as_of']}"
+
+
+def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
+    """One feature: latest batch against training rows (redrawn when the history is)."""
+    site = current_site()
+    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    if spec is None:
+        return problem
+    if not feature or feature not in spec.feature_names:
+        raise dash.exceptions.PreventUpdate
+
+    def draw() -> Any:
+        reference, reference_label, current, current_label = latest_batch_rows(site, spec)
+        figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
+                                             reference_label, current_label)
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="drift-distribution-graph")
+
+    return guarded(draw)

@@ -1,0 +1,155 @@
+"""Models: the registered versions with their aliases and holdout metrics, and the tuning
+history (best score per trial) of the run that produced the chosen version.
+
+Reads the registry (versions, aliases, version tags), the chosen version's training run
+and its nested trial runs (trial number and mean CV accuracy only). Links go to the
+MLflow UI when its URL is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from monitoring_app import figures, ids
+from monitoring_app.components import (
+    GRAPH_CONFIG, fmt, guarded, link_or_text, notice, page, resolve_dataset, simple_table, token,
+)
+from monitoring_app.data_access import ModelVersion, dataset_option
+from monitoring_app.site import Site, current_site
+from serverless_ml import tracking
+from serverless_ml.datasets.spec import DatasetSpec
+
+PATH = "/models"
+TITLE = "Models"
+HOLDOUT_METRICS = (
+    ("test_accuracy", "accuracy"), ("test_precision", "precision"), ("test_recall", "recall"), ("test_f1", "F1"),
+    ("test_roc_auc", "ROC AUC"), ("baseline_test_accuracy", "baseline accuracy (majority class)"),
+    ("val_accuracy_mean", "mean CV accuracy of the best trial"), ("trials_completed", "trials completed"),
+)
+
+
+def register(app: dash.Dash) -> None:
+    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=4, layout=layout)
+    app.callback(
+        Output(ids.MODELS_DETAIL, "children"),
+        Input(ids.MODELS_VERSION, "value"),
+        State(ids.MODELS_STATE, "data"),
+    )(show_version)
+    app.callback(
+        Output(ids.MODELS_TABLE, "children"),
+        Output(ids.MODELS_VERSION, "options"),
+        Output(ids.MODELS_STATE, "data"),
+        Input(ids.REFRESH, "n_intervals"),
+        State(ids.MODELS_STATE, "data"),
+        prevent_initial_call=True,
+    )(refresh_versions)
+
+
+def layout(dataset: str | None = None, version: str | None = None, **_: Any) -> html.Div:
+    site = current_site()
+    spec, problem = resolve_dataset(site, dataset)
+    if spec is None:
+        return page(TITLE, problem)
+    state: dict[str, Any] = {"dataset": spec.name}
+
+    def content() -> Any:
+        versions = site.data.model_versions(spec)
+        if not versions:
+            return notice(f"no registered model '{tracking.model_name(spec.name)}' yet: "
+                          f"run `sml train --dataset {dataset_option(spec)}` first")
+        state["signature"] = token([(v.version, v.aliases) for v in versions])
+        champion = next((v for v in versions if "champion" in v.aliases), versions[0])
+        chosen = int(version) if version and version.isdigit() and any(v.version == int(version) for v in versions) else champion.version
+        return [
+            html.Div(versions_table(site, versions), id=ids.MODELS_TABLE),
+            html.Div([html.Span("Version ", className="control-label"),
+                      dcc.Dropdown(id=ids.MODELS_VERSION, options=version_options(versions), value=chosen,
+                                   clearable=False, className="dropdown")], className="controls"),
+            dcc.Loading(html.Div(id=ids.MODELS_DETAIL), type="dot"),
+        ]
+
+    return page(TITLE, html.Div(guarded(content)), state_id=ids.MODELS_STATE, state=state)
+
+
+def version_options(versions: list[ModelVersion]) -> list[dict[str, Any]]:
+    return [{"label": f"version {v.version}" + (f" ({', '.join(v.aliases)})" if v.aliases else ""), "value": v.version}
+            for v in versions]
+
+
+def versions_table(site: Site, versions: list[ModelVersion]) -> html.Table:
+    rows = []
+    for v in versions:
+        run_id = v.training_run_id
+        details = site.data.run_details(run_id) if run_id else None
+        rows.append({
+            "version": link_or_text(str(v.version), site.model_url(v.name, v.version)),
+            "aliases": html.Span([html.Span(a, className=f"alias alias-{a}") for a in v.aliases]) if v.aliases else "",
+            "registered (UTC)": f"{v.created:%Y-%m-%d %H:%M}",
+            "holdout accuracy": fmt(v.holdout_accuracy, ".4f"),
+            "data version": v.tags.get("data_version", ""),
+            "promoted at": (v.tags.get("promoted_at") or "")[:16].replace("T", " "),
+            "training run": link_or_text(run_id[:12], site.run_url(details.experiment_id if details else None, run_id)) if run_id else "",
+        })
+    columns = ["version", "aliases", "registered (UTC)", "holdout accuracy", "data version", "promoted at", "training run"]
+    return simple_table(rows, columns, table_id="models-versions")
+
+
+def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
+    """Holdout metrics of a version's training run and the run's tuning history."""
+    version = next((v for v in site.data.model_versions(spec) if v.version == number), None)
+    if version is None:
+        return notice(f"model '{tracking.model_name(spec.name)}' has no version {number}", "error")
+    run_id = version.training_run_id
+    details = site.data.run_details(run_id) if run_id else None
+    if details is None:
+        return notice(f"version {number} has no training run in this tracking store")
+    metrics = [{"metric": label, "value": fmt(details.metrics.get(key), ".4f" if key != "trials_completed" else ".0f")}
+               for key, label in HOLDOUT_METRICS if key in details.metrics]
+    trials = site.data.trials(spec, details.run_id)
+    url = site.run_url(details.experiment_id, details.run_id)
+    best = details.tags.get("best_trial_number")
+    summary = f" ({len(trials)} trials" + (f", best trial {best}" if best else "") + ")."
+    reason = details.tags.get("promotion_reason")
+    if reason:
+        summary += f" Promotion decision: {details.tags.get('promotion_decision', '?')} ({reason})."
+    about = [f"Version {number} was trained by run ", link_or_text(details.name or details.run_id, url), summary]
+    return [
+        html.Div(about, className="muted"),
+        html.Div([
+            html.Div([html.H3("Holdout metrics"), simple_table(metrics, ["metric", "value"], table_id="models-metrics")],
+                     className="side"),
+            dcc.Graph(figure=figures.tuning_figure(trials, f"tuning history of version {number}"), config=GRAPH_CONFIG,
+                      className="graph-main", id="models-tuning"),
+        ], className="row"),
+    ]
+
+
+def show_version(number: int | None, state: dict[str, Any] | None) -> Any:
+    site = current_site()
+    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    if spec is None:
+        return problem
+    if number is None:
+        raise dash.exceptions.PreventUpdate
+    return guarded(lambda: render_version(site, spec, int(number)))
+
+
+def refresh_versions(n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    """A newly registered version or a moved alias shows up without a reload."""
+    site = current_site()
+    state = dict(state or {})
+    spec, _ = resolve_dataset(site, state.get("dataset"))
+    if spec is None:
+        raise dash.exceptions.PreventUpdate
+    try:
+        versions = site.data.model_versions(spec)
+    except Exception:  # noqa: BLE001 - the page keeps what it shows; the next tick tries again
+        raise dash.exceptions.PreventUpdate from None
+    current = token([(v.version, v.aliases) for v in versions])
+    if current == state.get("signature") or not versions:
+        raise dash.exceptions.PreventUpdate
+    state["signature"] = current
+    return versions_table(site, versions), version_options(versions), state

@@ -1,0 +1,108 @@
+"""Predictions: the recent predictions table (key, event time, prediction, probability,
+actual, correct), sorted, filtered and paged on the server.
+
+Reads the feature group ``<dataset>_predictions`` (cached until its data version moves);
+only the page asked for goes to the browser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import pandas as pd
+from dash import Input, Output, State, dash_table, html
+
+from monitoring_app import ids, table_query
+from monitoring_app.components import page, problem_notice, resolve_dataset
+from monitoring_app.site import Site, current_site
+from serverless_ml.datasets.spec import DatasetSpec
+
+PATH = "/predictions"
+TITLE = "Predictions"
+COLUMNS = [
+    {"name": "key", "id": "key"},
+    {"name": "event time (UTC)", "id": "event_time"},
+    {"name": "prediction", "id": "prediction"},
+    {"name": "probability", "id": "probability", "type": "numeric"},
+    {"name": "actual", "id": "actual"},
+    {"name": "correct", "id": "correct"},
+    {"name": "model version", "id": "model_version", "type": "numeric"},
+]
+
+
+def register(app: dash.Dash) -> None:
+    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=2, layout=layout)
+    app.callback(
+        Output(ids.PREDICTIONS_TABLE, "data"),
+        Output(ids.PREDICTIONS_TABLE, "page_count"),
+        Output(ids.PREDICTIONS_NOTICE, "children"),
+        Input(ids.PREDICTIONS_TABLE, "page_current"),
+        Input(ids.PREDICTIONS_TABLE, "page_size"),
+        Input(ids.PREDICTIONS_TABLE, "sort_by"),
+        Input(ids.PREDICTIONS_TABLE, "filter_query"),
+        Input(ids.REFRESH, "n_intervals"),
+        State(ids.PREDICTIONS_STATE, "data"),
+    )(page_predictions)
+
+
+def layout(dataset: str | None = None, **_: Any) -> html.Div:
+    site = current_site()
+    spec, problem = resolve_dataset(site, dataset)
+    if spec is None:
+        return page(TITLE, problem)
+    table = dash_table.DataTable(
+        id=ids.PREDICTIONS_TABLE, columns=COLUMNS, data=[], page_current=0, page_size=table_query.PAGE_SIZE,
+        page_action="custom", sort_action="custom", sort_mode="multi", sort_by=[],
+        filter_action="custom", filter_query="",
+        style_table={"overflowX": "auto"}, style_cell={"fontFamily": "inherit", "padding": "4px 8px", "textAlign": "left"},
+        style_header={"fontWeight": "600"},
+        style_data_conditional=[
+            {"if": {"filter_query": "{correct} = no"}, "backgroundColor": "#fef2f2"},
+        ],
+    )
+    hint = html.Div(
+        "Type in a column's filter cell: text matches anywhere (survived), numbers compare (> 0.9). "
+        "Click headers to sort (shift-click: several).",
+        className="muted",
+    )
+    return page(TITLE, hint, html.Div(id=ids.PREDICTIONS_NOTICE), table,
+                state_id=ids.PREDICTIONS_STATE, state={"dataset": spec.name})
+
+
+def displayed(site: Site, spec: DatasetSpec) -> pd.DataFrame:
+    """The table's rows, formatted once per version of the predictions group."""
+    predictions = site.data.predictions(spec)
+    _, frame = site.data.cached(
+        ("predictions-table", spec.name),
+        lambda: (predictions, table_query.display_predictions(predictions, spec)),
+        signature=lambda: id(predictions),  # the cached pair holds the frame: its id is not reused
+    )
+    return frame
+
+
+def page_predictions(
+    page_current: int | None,
+    page_size: int | None,
+    sort_by: list[dict[str, str]] | None,
+    filter_query: str | None,
+    n_intervals: int | None,
+    state: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], int, Any]:
+    """One page of the filtered, sorted predictions; a message instead of an exception."""
+    site = current_site()
+    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    if spec is None:
+        return [], 1, problem
+    try:
+        frame = displayed(site, spec)
+    except Exception as exc:  # noqa: BLE001 - shown as a notice
+        return [], 1, problem_notice(exc)
+    try:
+        terms = table_query.parse_filter(filter_query, list(frame.columns), table_query.NUMERIC_COLUMNS)
+    except table_query.FilterError as exc:
+        return [], 1, html.Div(f"filter not applied: {exc}", className="notice notice-error", role="alert")
+    shown = table_query.apply_sort(table_query.apply_filter(frame, terms), sort_by)
+    rows, pages = table_query.page_of(shown, page_current, page_size)
+    summary = html.Div(f"{len(shown):,} of {len(frame):,} predictions", className="muted", id="predictions-count")
+    return rows.to_dict("records"), pages, summary

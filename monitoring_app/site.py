@@ -1,0 +1,87 @@
+"""What every page needs: the datasets, the data-access object and the site's settings.
+
+The app factory puts one :class:`Site` in the Flask config; layouts and callbacks get it
+with :func:`current_site` (they run inside a request), so two apps in one process (tests)
+never share state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from serverless_ml import defaults, tracking
+from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.settings import Settings
+
+from monitoring_app.data_access import SiteData
+
+SITE_KEY = "SML_SITE"
+
+
+class UnknownDataset(LookupError):
+    """The URL names a dataset the site does not know."""
+
+
+@dataclass
+class Site:
+    """One monitoring site's configuration and data access.
+
+    Attributes:
+        settings: Where MLflow and the feature store are.
+        datasets: Dataset name -> spec, in picker order.
+        data: The one data-access object (with its cache).
+        default_dataset: Shown when the URL names none.
+        refresh_s: Seconds between the pages' refreshes.
+        mlflow_ui_url: Base URL of the MLflow UI for run links (``None``: no links).
+        clock: The current time (tests pass a fixed one).
+        drift_p_value: The p-value threshold drawn on the drift chart.
+    """
+
+    settings: Settings
+    datasets: dict[str, DatasetSpec]
+    data: SiteData
+    default_dataset: str
+    refresh_s: float
+    mlflow_ui_url: str | None
+    clock: Callable[[], dt.datetime]
+    drift_p_value: float = defaults.INFER_DRIFT_P_VALUE
+
+    def spec(self, name: str | None) -> DatasetSpec:
+        """The dataset ``name`` (the default one when ``None`` or empty).
+
+        Raises:
+            UnknownDataset: the site has no such dataset.
+        """
+        key = name or self.default_dataset
+        if key not in self.datasets:
+            raise UnknownDataset(f"unknown dataset '{key}' (choose one of: {', '.join(self.datasets)})")
+        return self.datasets[key]
+
+    def now(self) -> dt.datetime:
+        return self.clock()
+
+    def run_url(self, experiment_id: str | None, run_id: str) -> str | None:
+        """The run's page in the MLflow UI, when its URL is configured."""
+        if not self.mlflow_ui_url or experiment_id is None:
+            return None
+        base = self.mlflow_ui_url.rstrip("/")
+        return f"{base}/#/experiments/{urllib.parse.quote(str(experiment_id))}/runs/{urllib.parse.quote(run_id)}"
+
+    def model_url(self, name: str, version: int) -> str | None:
+        if not self.mlflow_ui_url:
+            return None
+        return f"{self.mlflow_ui_url.rstrip('/')}/#/models/{urllib.parse.quote(name)}/versions/{version}"
+
+    @property
+    def mlflow_ui_label(self) -> str | None:
+        return tracking.redact_uri(self.mlflow_ui_url) if self.mlflow_ui_url else None
+
+
+def current_site() -> Site:
+    """The site of the app serving the current request."""
+    from flask import current_app
+
+    return current_app.config[SITE_KEY]

@@ -1,0 +1,142 @@
+"""Server-side filtering, sorting and paging of the Predictions table (pure).
+
+The table sends Dash DataTable's ``filter_query`` (``{probability} > 0.8 && {correct} =
+no``) and ``sort_by``; only the requested page goes back to the browser.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from serverless_ml.datasets.spec import DatasetSpec, EVENT_TIME_COLUMN
+
+PAGE_SIZE = 20
+_OPERATORS = {
+    "=": "eq", "eq": "eq", "s=": "eq", "!=": "ne", "ne": "ne", "s!=": "ne",
+    "<": "lt", "lt": "lt", "s<": "lt", "<=": "le", "le": "le", "s<=": "le",
+    ">": "gt", "gt": "gt", "s>": "gt", ">=": "ge", "ge": "ge", "s>=": "ge",
+    "contains": "contains", "icontains": "contains", "scontains": "contains",
+    "datestartswith": "startswith", "is blank": "blank", "is nil": "blank",
+}
+_TERM = re.compile(
+    r"^\{(?P<column>[^}]+)\}\s*(?P<op>is blank|is nil|datestartswith|[si]?contains|s?(?:>=|<=|!=|=|>|<)|eq|ne|lt|le|gt|ge)\s*(?P<value>.*)$",
+    re.IGNORECASE,
+)
+
+
+class FilterError(ValueError):
+    """A filter expression the table cannot apply (shown to the user as it is)."""
+
+
+@dataclass(frozen=True)
+class Term:
+    column: str
+    op: str
+    value: Any
+
+
+def parse_filter(query: str | None, columns: Sequence[str], numeric: Sequence[str] = ()) -> list[Term]:
+    """DataTable filter terms joined with ``&&``; values of numeric columns become numbers.
+
+    Raises:
+        FilterError: a term names an unknown column, uses an unknown operator, or gives a
+            numeric column a value that is not a number.
+    """
+    if not query or not query.strip():
+        return []
+    if "||" in query:
+        raise FilterError("only filters joined with && are supported")
+    terms = []
+    for part in query.split("&&"):
+        part = part.strip()
+        match = _TERM.match(part)
+        if match is None:
+            raise FilterError(f"cannot read the filter '{part[:60]}'")
+        column, op = match["column"].strip(), _OPERATORS[match["op"].lower()]
+        if column not in columns:
+            raise FilterError(f"unknown column '{column[:40]}'")
+        raw = match["value"].strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'`":
+            raw = raw[1:-1]
+        value: Any = raw
+        if column in numeric and op not in ("contains", "startswith", "blank"):
+            try:
+                value = float(raw)
+            except ValueError:
+                raise FilterError(f"'{raw[:40]}' is not a number (column '{column}')") from None
+            if math.isnan(value):
+                raise FilterError(f"'{raw[:40]}' is not a number (column '{column}')")
+        terms.append(Term(column, op, value))
+    return terms
+
+
+def apply_filter(frame: pd.DataFrame, terms: Sequence[Term]) -> pd.DataFrame:
+    """Rows of ``frame`` matching every term."""
+    mask = pd.Series(True, index=frame.index)
+    for term in terms:
+        column = frame[term.column]
+        if term.op == "blank":
+            mask &= column.isna() | (column.astype(str) == "")
+            continue
+        if term.op in ("contains", "startswith"):
+            text = column.astype(str).str.lower()
+            needle = str(term.value).lower()
+            mask &= text.str.contains(needle, regex=False) if term.op == "contains" else text.str.startswith(needle)
+            continue
+        value = term.value
+        if not isinstance(value, float):
+            column = column.astype(str)
+        ops = {"eq": column.eq, "ne": column.ne, "lt": column.lt, "le": column.le, "gt": column.gt, "ge": column.ge}
+        mask &= ops[term.op](value).fillna(False).astype(bool)
+    return frame[mask]
+
+
+def apply_sort(frame: pd.DataFrame, sort_by: Sequence[dict[str, str]] | None) -> pd.DataFrame:
+    """``frame`` sorted by the table's ``sort_by`` (missing values last)."""
+    keys = [s for s in sort_by or () if s.get("column_id") in frame.columns]
+    if not keys:
+        return frame
+    return frame.sort_values(
+        [s["column_id"] for s in keys], ascending=[s.get("direction") != "desc" for s in keys],
+        kind="stable", na_position="last",
+    )
+
+
+def page_of(frame: pd.DataFrame, page_current: int | None, page_size: int | None) -> tuple[pd.DataFrame, int]:
+    """The requested page and the number of pages (at least 1)."""
+    size = max(1, int(page_size or PAGE_SIZE))
+    pages = max(1, math.ceil(len(frame) / size))
+    current = min(max(0, int(page_current or 0)), pages - 1)
+    return frame.iloc[current * size : (current + 1) * size], pages
+
+
+def display_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The predictions group as the table shows it, newest first: key, event time,
+    prediction and actual as class names, probability, correct (yes/no, blank when the
+    label is not known), model version."""
+    names = {c: (spec.class_name(c) if spec.class_names else str(c)) for c in spec.classes}
+
+    def label(series: pd.Series) -> pd.Series:
+        return series.map(lambda v: names.get(v, "" if v is None or pd.isna(v) else str(v))).astype(str)
+
+    correct = predictions["correct"].astype("boolean")
+    out = pd.DataFrame({
+        "key": predictions[spec.primary_key].astype(str),
+        "event_time": pd.to_datetime(predictions[EVENT_TIME_COLUMN], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
+        "prediction": label(predictions["prediction"]),
+        "probability": predictions["probability"].astype(float).round(4),
+        "actual": label(predictions["actual"]),
+        "correct": correct.map({True: "yes", False: "no"}).astype(object).fillna(""),
+        "model_version": predictions["model_version"].astype(int),
+    })
+    return out.iloc[::-1].sort_values("event_time", ascending=False, kind="stable").reset_index(drop=True)
+
+
+TABLE_COLUMNS = ("key", "event_time", "prediction", "probability", "actual", "correct", "model_version")
+NUMERIC_COLUMNS = ("probability", "model_version")
