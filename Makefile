@@ -14,7 +14,7 @@ SHARED_DATA := $(wildcard ../shared/data)
 export SML_DATA_DIR ?= $(abspath $(SHARED_DATA))
 
 DEMO_HOME ?= sml_data
-DEMO_DAYS ?= 3
+DEMO_ARGS ?=
 
 .PHONY: help venv system-deps demo test test-fast bench clean
 
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	SML_STORE_DIR=$(DEMO_HOME)/feature_store $(BIN)/python -m serverless_ml.demo --days $(DEMO_DAYS)
+	SML_STORE_DIR=$(DEMO_HOME)/feature_store $(BIN)/python -m serverless_ml.demo $(DEMO_ARGS)
 
 system-deps:
 	scripts/install-system-deps.sh

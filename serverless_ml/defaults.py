@@ -23,6 +23,16 @@ INFER_ACCURACY_DROP = 0.10
 INFER_DRIFT_P_VALUE = 0.001
 INFER_DRIFT_SHARE = 0.1
 
+SIMULATE_DAYS = 30
+SIMULATE_ROWS = 10
+SIMULATE_RETRAIN_TRIALS = 10
+
+TRACKING_SERVER_HOST = "127.0.0.1"
+TRACKING_SERVER_PORT = 5000
+# MLflow starts 4 uvicorn workers; 2 serve a team's training jobs and leave a small
+# machine's memory to the jobs themselves.
+TRACKING_SERVER_WORKERS = 2
+
 # MLproject entry point -> parameter -> default (as MLproject states it; "" means unset).
 ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
     "features": {"dataset": DATASET, "source": "", "store_dir": "", "feature_store": FEATURE_STORE},
@@ -60,5 +70,28 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "fail_on_alert": "false",
         "store_dir": "",
         "feature_store": FEATURE_STORE,
+    },
+    "simulate": {
+        "dataset": DATASET,
+        "days": SIMULATE_DAYS,
+        "end_date": "",
+        "rows": SIMULATE_ROWS,
+        "seed": DAILY_SEED,
+        "drift": "",
+        "drift_from": 0,
+        "drift_days": 0,
+        "retrain_every": 0,
+        "retrain_trials": SIMULATE_RETRAIN_TRIALS,
+        "store_dir": "",
+        "feature_store": FEATURE_STORE,
+    },
+    "main": {
+        "dataset": DATASET,
+        "trials": TRAIN_TRIALS,
+        "days": SIMULATE_DAYS,
+        "drift": "",
+        "drift_from": 0,
+        "drift_days": 0,
+        "store_dir": "",
     },
 }

@@ -1,52 +1,67 @@
-"""The demo behind ``make demo``: backfill Iris and Titanic into the embedded store and add
-a few days of synthetic rows, then print what was written.
+"""The demo behind ``make demo``: the whole story for Iris and Titanic.
 
-Reads the same settings as ``sml`` (``SML_STORE_DIR``, ``SML_DATA_DIR``). Later stages
-(training, batch inference, the site) join the demo as they land.
+For each dataset, the MLproject's ``main`` job (``sml main``): backfill the feature store,
+tune and register a model, simulate 30 days of daily batches with a drift episode, and
+score today's batch, every step an MLflow run. Then it prints where to look: the
+monitoring site's URL and the MLflow UI command, and starts the site (unless
+``--no-site``). Reads the same settings as ``sml`` (``SML_STORE_DIR``, ``SML_DATA_DIR``,
+``MLFLOW_TRACKING_URI``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import os
+import subprocess
 import sys
+import time
 
-from serverless_ml.datasets import BUILTIN
-from serverless_ml.datasets.sources import load_source
-from serverless_ml.errors import SmlError
-from serverless_ml.feature_store import ORIGIN_COLUMN, open_feature_store
-from serverless_ml.pipelines.features import add_daily_rows, backfill, existing_feature_group
 from serverless_ml.settings import resolve_settings
 
+# A drift episode per dataset: what the site's Drift page and alerts show.
+DRIFTS = {"iris": "petal_length+1.5,petal_width+0.6", "titanic": "age+20,fare*3"}
 
-def run_demo(days: int, rows: int, today: dt.date) -> None:
-    """Backfill every built-in dataset and add ``days`` days of ``rows`` synthetic rows."""
-    settings = resolve_settings()
-    store = open_feature_store(settings)
-    print(f"feature store: {settings.store_dir}")
-    for name, spec in BUILTIN.items():
-        source = load_source(spec, None, settings.data_dir, settings.cache_dir)
-        print(f"[{name}] backfill from {source.location}")
-        print("  " + backfill(spec, store, source).summary())
-        for offset in range(days, 0, -1):
-            day = today - dt.timedelta(days=offset)
-            report = add_daily_rows(spec, store, day, rows, seed=0)
-            print(f"  daily {day}: {report.summary()}")
-        table = existing_feature_group(spec, store).read()
-        counts = table[ORIGIN_COLUMN].value_counts().to_dict()
-        print(f"  {name} now holds {len(table)} rows: {counts}")
+
+def run_demo(datasets: list[str], trials: int, days: int) -> float:
+    """Run ``sml main`` for each dataset; return the wall time in seconds."""
+    started = time.monotonic()
+    for dataset in datasets:
+        print(f"=== {dataset}: features -> train ({trials} trials) -> simulate {days} days -> infer", flush=True)
+        command = [
+            sys.executable, "-m", "serverless_ml.cli", "main", "--dataset", dataset, "--trials", str(trials),
+            "--days", str(days), "--drift", DRIFTS.get(dataset, ""),
+            "--drift-from", str(max(days * 2 // 3, 1)) if dataset in DRIFTS else "0",
+            "--drift-days", str(max(days // 6, 1)) if dataset in DRIFTS else "0",
+        ]
+        result = subprocess.run(command, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"error: the main job for {dataset} failed (exit {result.returncode})")
+    return time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--datasets", default="iris,titanic")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--port", type=int, default=8050)
+    parser.add_argument("--no-site", action="store_true", help="Stop after the batch part.")
     args = parser.parse_args(argv)
-    try:
-        run_demo(args.days, args.rows, dt.datetime.now(dt.timezone.utc).date())
-    except SmlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    settings = resolve_settings()
+    elapsed = run_demo([d for d in args.datasets.split(",") if d], args.trials, args.days)
+    print(f"\nbatch part finished in {elapsed:.0f} s")
+    print(f"feature store:   {settings.store_dir}")
+    print(f"MLflow tracking: {settings.tracking_uri}")
+    print(f"MLflow UI:       .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
+    print(f"monitoring site: http://127.0.0.1:{args.port}/")
+    if args.no_site:
+        return
+    from serverless_ml.cli import cli
+
+    if "dashboard" not in cli.commands:
+        print("(the monitoring site is not part of this build yet)")
+        return
+    os.execv(sys.executable, [sys.executable, "-m", "serverless_ml.cli", "dashboard", "--port", str(args.port)])
 
 
 if __name__ == "__main__":

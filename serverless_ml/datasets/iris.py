@@ -44,6 +44,6 @@ SPEC = DatasetSpec(
         for name in MEASUREMENTS
     ),
     transform=transform,
-    synthetic=SyntheticSpec(jitter=0.1),
+    synthetic=SyntheticSpec(jitter=0.3),
     sklearn_loader=load_sklearn_copy,
 )

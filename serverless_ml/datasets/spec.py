@@ -77,7 +77,7 @@ class SyntheticSpec:
 
     Attributes:
         jitter: Standard deviation of the noise added to each jittered feature, as a
-            fraction of that feature's standard deviation within the row's class.
+            fraction of the class's local spread around the value.
         jitter_features: Numeric features to jitter (default: every ``double``
             feature); the others are resampled as they are, so combinations stay real.
     """

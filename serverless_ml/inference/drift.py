@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
+from serverless_ml.datasets.spec import DatasetSpec
 
 MIN_DRIFT_ROWS = 30
 PSI_BINS = 10
@@ -42,56 +42,93 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+@dataclass(frozen=True)
+class _NumericReference:
+    values: np.ndarray  # present values, sorted
+    inner_edges: np.ndarray  # decile edges without the ends
+    counts: np.ndarray  # per bin, then missing
+
+
+@dataclass(frozen=True)
+class _CategoricalReference:
+    counts: dict[object, int]  # per category, missing as MISSING
+
+
+def _numeric_reference(values: pd.Series) -> _NumericReference:
+    numbers = values.astype(float).to_numpy()
+    present = np.sort(numbers[~np.isnan(numbers)])
+    edges = np.unique(np.quantile(present, np.linspace(0, 1, PSI_BINS + 1))) if present.size else np.array([0.0])
+    inner = edges[1:-1]
+    counts = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(inner) + 1)
+    return _NumericReference(present, inner, np.append(counts, np.isnan(numbers).sum()))
+
+
+def _categorical_counts(values: pd.Series) -> dict[object, int]:
+    return values.astype(object).where(values.notna(), MISSING).value_counts().to_dict()
+
+
+class DriftReference:
+    """The reference side of every feature's drift statistics, computed once (the
+    champion's training rows are the same for every batch it scores)."""
+
+    def __init__(self, reference: pd.DataFrame, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.rows = len(reference)
+        self._numeric = {f.name: _numeric_reference(reference[f.name]) for f in spec.features if f.is_numeric}
+        self._categorical = {
+            f.name: _CategoricalReference(_categorical_counts(reference[f.name])) for f in spec.features if not f.is_numeric
+        }
+
+    def compare(self, current: pd.DataFrame, p_threshold: float) -> list[FeatureDrift]:
+        """Drift of every feature of ``current`` against the reference."""
+        results = []
+        for feature in self.spec.features:
+            column = current[feature.name]
+            if feature.is_numeric:
+                results.append(_compare_numeric(self._numeric[feature.name], feature.name, column, p_threshold))
+            else:
+                results.append(_compare_categorical(self._categorical[feature.name], feature.name, column, p_threshold))
+        return results
+
+
+def _compare_numeric(ref: _NumericReference, name: str, values: pd.Series, p_threshold: float) -> FeatureDrift:
+    numbers = values.astype(float).to_numpy()
+    present = numbers[~np.isnan(numbers)]
+    if ref.values.size and present.size:
+        p_value = float(stats.ks_2samp(ref.values, present).pvalue)
+    else:
+        p_value = 1.0 if ref.values.size == present.size == 0 else 0.0
+    bins = np.bincount(np.searchsorted(ref.inner_edges, present, side="right"), minlength=len(ref.inner_edges) + 1)
+    value = psi(ref.counts, np.append(bins, numbers.size - present.size))
+    return FeatureDrift(name, "ks", p_value, value, p_value < p_threshold)
+
+
+def _compare_categorical(ref: _CategoricalReference, name: str, values: pd.Series, p_threshold: float) -> FeatureDrift:
+    current = _categorical_counts(values)
+    categories = sorted(set(ref.counts) | set(current), key=str)
+    table = np.array([[ref.counts.get(c, 0) for c in categories], [current.get(c, 0) for c in categories]])
+    nonzero = table[:, table.sum(axis=0) > 0]
+    p_value = 1.0 if nonzero.shape[1] < 2 else float(stats.chi2_contingency(nonzero, correction=False).pvalue)
+    return FeatureDrift(name, "chi2", p_value, psi(table[0], table[1]), p_value < p_threshold)
+
+
 def numeric_drift(reference: pd.Series, current: pd.Series, p_threshold: float) -> FeatureDrift:
     """KS p-value and PSI over reference deciles (missing values form their own bin)."""
-    ref = reference.astype(float)
-    cur = current.astype(float)
-    ref_present, cur_present = ref.dropna().to_numpy(), cur.dropna().to_numpy()
-    if len(ref_present) and len(cur_present):
-        p_value = float(stats.ks_2samp(ref_present, cur_present).pvalue)
-    else:
-        p_value = 1.0 if len(ref_present) == len(cur_present) == 0 else 0.0
-    edges = np.unique(np.quantile(ref_present, np.linspace(0, 1, PSI_BINS + 1))) if len(ref_present) else np.array([0.0])
-    inner = edges[1:-1]
-    ref_bins = np.bincount(np.searchsorted(inner, ref_present, side="right"), minlength=len(inner) + 1)
-    cur_bins = np.bincount(np.searchsorted(inner, cur_present, side="right"), minlength=len(inner) + 1)
-    ref_counts = np.append(ref_bins, ref.isna().sum())
-    cur_counts = np.append(cur_bins, cur.isna().sum())
-    value = psi(ref_counts, cur_counts)
-    return FeatureDrift(str(reference.name), "ks", p_value, value, p_value < p_threshold)
+    return _compare_numeric(_numeric_reference(reference), str(reference.name), current, p_threshold)
 
 
 def categorical_drift(reference: pd.Series, current: pd.Series, p_threshold: float) -> FeatureDrift:
     """Chi-squared test of homogeneity and PSI over the categories (missing included)."""
-    ref = reference.astype(object).where(reference.notna(), MISSING)
-    cur = current.astype(object).where(current.notna(), MISSING)
-    categories = sorted(set(ref) | set(cur), key=str)
-    ref_counts = ref.value_counts().reindex(categories, fill_value=0).to_numpy()
-    cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy()
-    table = np.vstack([ref_counts, cur_counts])
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
-        p_value = 1.0
-    else:
-        p_value = float(stats.chi2_contingency(table, correction=False).pvalue)
-    value = psi(ref_counts, cur_counts)
-    return FeatureDrift(str(reference.name), "chi2", p_value, value, p_value < p_threshold)
+    return _compare_categorical(
+        _CategoricalReference(_categorical_counts(reference)), str(reference.name), current, p_threshold
+    )
 
 
 def feature_drift(
     reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, p_threshold: float
 ) -> list[FeatureDrift]:
     """Drift of every feature of ``spec`` (``current`` must have >= MIN_DRIFT_ROWS rows)."""
-    results = []
-    for feature in spec.features:
-        results.append(_one(reference[feature.name], current[feature.name], feature, p_threshold))
-    return results
-
-
-def _one(reference: pd.Series, current: pd.Series, feature: FeatureSpec, p_threshold: float) -> FeatureDrift:
-    if feature.is_numeric:
-        return numeric_drift(reference.rename(feature.name), current.rename(feature.name), p_threshold)
-    return categorical_drift(reference.rename(feature.name), current.rename(feature.name), p_threshold)
+    return DriftReference(reference, spec).compare(current, p_threshold)
 
 
 def class_shares(values: pd.Series, classes: list[object]) -> dict[object, float]:

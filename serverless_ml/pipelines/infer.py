@@ -17,8 +17,11 @@ failure before the upsert scores the same rows again without duplicates.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,6 +103,7 @@ class Champion:
     training_keys: pd.Index
     reference_rows: pd.DataFrame | None
     promoted_at: str | None
+    drift_reference: drift_stats.DriftReference | None = None
 
 
 def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame) -> Champion:
@@ -151,6 +155,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
         version=int(info.version), model=model,
         holdout_accuracy=float(holdout) if holdout is not None else None,
         training_keys=training_keys, reference_rows=reference, promoted_at=info.tags.get("promoted_at"),
+        drift_reference=drift_stats.DriftReference(reference, spec) if len(reference) >= drift_stats.MIN_DRIFT_ROWS else None,
     )
 
 
@@ -323,8 +328,8 @@ def batch_statistics(
     else:
         current = features[features[spec.primary_key].isin(rolling[spec.primary_key])]
         basis = "rolling_window" if len(current) >= drift_stats.MIN_DRIFT_ROWS else "none"
-    if basis != "none" and reference is not None and len(reference) >= drift_stats.MIN_DRIFT_ROWS:
-        drift_results = drift_stats.feature_drift(reference, current, spec, options.rule.drift_p_value)
+    if basis != "none" and champion.drift_reference is not None:
+        drift_results = champion.drift_reference.compare(current, options.rule.drift_p_value)
         for item in drift_results:
             metrics[f"drift_p_{item.feature}"] = item.p_value
             metrics[f"drift_psi_{item.feature}"] = item.psi
@@ -404,13 +409,22 @@ def log_batch_run(
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
     names = list(spec.class_names) if spec.class_names else None
-    for label, table in stats.tables.items():
-        client.log_dict(run_id, table, f"confusion/{label}.json")
-        if options.figures and label != "since_promotion":
-            tracking.log_figure(evaluation.confusion_figure(table, f"{spec.name} {label} ({as_of_label})", names), f"confusion/{label}.png")
-    client.log_dict(
-        run_id,
-        {"basis": stats.drift_basis, "features": [vars(d) for d in stats.drift]},
-        "drift.json",
-    )
-    client.log_dict(run_id, {k: str(v) for k, v in latest.items()}, "latest.json")
+    files: dict[str, Any] = {f"confusion/{label}.json": table for label, table in stats.tables.items()}
+    files["drift.json"] = {"basis": stats.drift_basis, "features": [vars(d) for d in stats.drift]}
+    files["latest.json"] = {k: str(v) for k, v in latest.items()}
+    # One upload for all of a batch's files: the artifact store is called once per run.
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for relative, payload in files.items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(json.dumps(payload, indent=1, default=str))
+        if options.figures:
+            import matplotlib.pyplot as plt
+
+            for label, table in stats.tables.items():
+                if label == "since_promotion":
+                    continue
+                figure = evaluation.confusion_figure(table, f"{spec.name} {label} ({as_of_label})", names)
+                figure.savefig(root / "confusion" / f"{label}.png")
+                plt.close(figure)
+        client.log_artifacts(run_id, folder)

@@ -8,20 +8,55 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.dummy import DummyClassifier
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import roc_auc_score
 
 
 def metric_key(value: Any) -> str:
     """A class value as it may appear in an MLflow metric name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(value))
+
+
+def confusion_counts(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> np.ndarray:
+    """Counts of (actual, predicted) pairs over ``classes``; pairs outside them are ignored.
+
+    Plain numpy: monitoring computes this for every daily batch, where scikit-learn's
+    input validation would cost more than the arithmetic.
+    """
+    labels = list(classes)
+    index = {label: i for i, label in enumerate(labels)}
+    actual = np.fromiter((index.get(v, -1) for v in y_true), dtype=np.int64, count=len(y_true))
+    predicted = np.fromiter((index.get(v, -1) for v in y_pred), dtype=np.int64, count=len(y_pred))
+    keep = (actual >= 0) & (predicted >= 0)
+    flat = actual[keep] * len(labels) + predicted[keep]
+    return np.bincount(flat, minlength=len(labels) ** 2).reshape(len(labels), len(labels))
+
+
+def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[Any], prefix: str) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 (binary: the positive, second class; multiclass:
+    macro averages) and per-class precision/recall/F1/support, from a confusion matrix.
+    A ratio with an empty denominator is 0, as scikit-learn's ``zero_division=0``."""
+    labels = list(classes)
+    counts = np.asarray(matrix, dtype=float)
+    true_positive = np.diag(counts)
+    predicted = counts.sum(axis=0)
+    support = counts.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, true_positive / predicted, 0.0)
+        recall = np.where(support > 0, true_positive / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    total = counts.sum()
+    metrics = {f"{prefix}accuracy": float(true_positive.sum() / total) if total else float("nan")}
+    if len(labels) == 2:
+        metrics.update({f"{prefix}precision": float(precision[1]), f"{prefix}recall": float(recall[1]), f"{prefix}f1": float(f1[1])})
+    else:
+        metrics.update({f"{prefix}precision": float(precision.mean()), f"{prefix}recall": float(recall.mean()), f"{prefix}f1": float(f1.mean())})
+    for i, label in enumerate(labels):
+        key = metric_key(label)
+        metrics[f"{prefix}precision_{key}"] = float(precision[i])
+        metrics[f"{prefix}recall_{key}"] = float(recall[i])
+        metrics[f"{prefix}f1_{key}"] = float(f1[i])
+        metrics[f"{prefix}support_{key}"] = float(support[i])
+    return metrics
 
 
 def classification_metrics(
@@ -33,14 +68,7 @@ def classification_metrics(
     multiclass problems report macro averages and one-vs-rest macro ROC AUC.
     """
     labels = list(classes)
-    metrics: dict[str, float] = {f"{prefix}accuracy": float(accuracy_score(y_true, y_pred))}
-    if len(labels) == 2:
-        kwargs: dict[str, Any] = {"pos_label": labels[1], "average": "binary", "zero_division": 0}
-    else:
-        kwargs = {"average": "macro", "labels": labels, "zero_division": 0}
-    metrics[f"{prefix}precision"] = float(precision_score(y_true, y_pred, **kwargs))
-    metrics[f"{prefix}recall"] = float(recall_score(y_true, y_pred, **kwargs))
-    metrics[f"{prefix}f1"] = float(f1_score(y_true, y_pred, **kwargs))
+    metrics = metrics_from_confusion(confusion_counts(y_true, y_pred, labels), labels, prefix)
     if proba is not None and len(set(y_true)) == len(labels):
         if len(labels) == 2:
             metrics[f"{prefix}roc_auc"] = float(roc_auc_score(np.asarray(y_true) == labels[1], proba[:, 1]))
@@ -48,22 +76,13 @@ def classification_metrics(
             metrics[f"{prefix}roc_auc"] = float(
                 roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
             )
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    for i, label in enumerate(labels):
-        key = metric_key(label)
-        metrics[f"{prefix}precision_{key}"] = float(precision[i])
-        metrics[f"{prefix}recall_{key}"] = float(recall[i])
-        metrics[f"{prefix}f1_{key}"] = float(f1[i])
-        metrics[f"{prefix}support_{key}"] = float(support[i])
     return metrics
 
 
 def confusion_table(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> dict[str, Any]:
     """The confusion matrix as a JSON table: rows are actual classes, columns predicted."""
     labels = list(classes)
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    matrix = confusion_counts(y_true, y_pred, labels)
     return {
         "labels": [_plain(label) for label in labels],
         "matrix": matrix.astype(int).tolist(),

@@ -128,3 +128,27 @@ def test_cv_folds_are_stratified_and_seeded() -> None:
     assert [tuple(v) for _, v in folds] == [tuple(v) for _, v in search.cv_folds(y, 5, seed=3)]
     for _, val in folds:
         assert y.iloc[val].mean() == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("classes", [[0, 1], ["a", "b", "c"]])
+def test_confusion_based_metrics_agree_with_scikit_learn(classes: list) -> None:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(4)
+    y_true = list(rng.choice(classes, 300))
+    y_pred = list(rng.choice(classes, 300))
+    ours = evaluation.classification_metrics(y_true, y_pred, None, classes, prefix="")
+    assert evaluation.confusion_table(y_true, y_pred, classes)["matrix"] == confusion_matrix(y_true, y_pred, labels=classes).tolist()
+    assert ours["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    average = {"average": "binary", "pos_label": classes[1]} if len(classes) == 2 else {"average": "macro"}
+    assert ours["f1"] == pytest.approx(f1_score(y_true, y_pred, **average))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    for i, label in enumerate(classes):
+        assert ours[f"precision_{label}"] == pytest.approx(precision[i])
+        assert ours[f"recall_{label}"] == pytest.approx(recall[i])
+        assert ours[f"support_{label}"] == support[i]
+
+
+def test_metrics_of_a_class_never_predicted_are_zero_not_nan() -> None:
+    metrics = evaluation.classification_metrics([0, 1, 1], [1, 1, 1], None, [0, 1], prefix="")
+    assert metrics["precision_0"] == 0.0 and metrics["recall_0"] == 0.0 and metrics["f1_0"] == 0.0
