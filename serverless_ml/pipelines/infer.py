@@ -106,6 +106,18 @@ class Champion:
     drift_reference: drift_stats.DriftReference | None = None
 
 
+def champion_version(spec: DatasetSpec) -> Any:
+    """The registry's ``@champion`` version of the dataset's model (NotFoundError if none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = tracking.model_name(spec.name)
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        raise NotFoundError(f"model '{name}' has no champion; run `sml train --dataset {spec.name}` first") from None
+
+
 def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame) -> Champion:
     """Load ``models:/<dataset>@champion`` and its training rows (for exclusion and drift)."""
     import mlflow
@@ -113,12 +125,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
 
     client = mlflow.MlflowClient()
     name = tracking.model_name(spec.name)
-    try:
-        info = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        raise NotFoundError(
-            f"model '{name}' has no champion; run `sml train --dataset {spec.name}` first"
-        ) from None
+    info = champion_version(spec)
     try:
         model = mlflow.sklearn.load_model(f"models:/{name}/{info.version}")
         signature = mlflow.models.get_model_info(f"models:/{name}/{info.version}").signature

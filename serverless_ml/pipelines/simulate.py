@@ -31,6 +31,7 @@ from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.pipelines.infer import (
     InferOptions,
     batch_statistics,
+    champion_version,
     close_stale_runs,
     load_context,
     log_batch_run,
@@ -121,6 +122,7 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     check_options(options)
     tracking.configure_tracking(settings)
     group = existing_feature_group(spec, store)
+    champion_version(spec)  # before anything is written: scoring needs a champion
     stored = group.read()
     real = stored[stored[ORIGIN_COLUMN] == "backfill"]
     report = SimulateReport()

@@ -1,7 +1,7 @@
 """Batch inference against a real Delta store and a real MLflow tracking database.
 
-One champion is trained per module (in a template store and database); each test works
-on its own copies, so tests are independent and fast.
+One champion is trained per session (``worlds.trained_template``); each test works on its
+own copies, so tests are independent and fast.
 """
 
 from __future__ import annotations
@@ -30,40 +30,13 @@ from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import resolve_settings
 from serverless_ml.tracking import monitoring_experiment
 from serverless_ml.training.evaluation import confusion_table
+from worlds import trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
 SPEC = get_dataset("titanic")
 START = dt.date(2024, 3, 1)
 QUIET = InferOptions(figures=False)
-
-
-@pytest.fixture(scope="module")
-def trained_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> Path:
-    """A store with Titanic backfilled and a tracking database with a champion (v1)."""
-    folder = tmp_path_factory.mktemp("trained")
-    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
-    store = LocalFeatureStore(folder / "store")
-    backfill(SPEC, store, load_source(SPEC, None, data_dir))
-    settings = resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-        train(SPEC, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
-    mlflow.set_tracking_uri(None)
-    return folder
-
-
-@pytest.fixture
-def world(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """This test's copy of the trained store and tracking database."""
-    shutil.copytree(trained_template / "store", tmp_path / "store")
-    shutil.copyfile(trained_template / "mlflow.db", tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    store = LocalFeatureStore(tmp_path / "store")
-    return store, resolve_settings(store_dir=store.root, tracking_uri=uri)
 
 
 def _day(i: int) -> dt.date:

@@ -1,0 +1,164 @@
+"""History simulation against a real store and tracking database (a trained world)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from serverless_ml.datasets import get_dataset
+from serverless_ml.datasets.synthetic import parse_drift
+from serverless_ml.pipelines.infer import InferOptions, infer
+from serverless_ml.pipelines.simulate import SimulateOptions, segments, simulate
+from serverless_ml.tracking import monitoring_experiment
+from worlds import trained_template, world  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration
+
+SPEC = get_dataset("titanic")
+END = dt.date(2024, 5, 31)
+
+
+def _runs() -> pd.DataFrame:
+    return mlflow.search_runs(experiment_names=[monitoring_experiment("titanic")])
+
+
+def test_simulate_gives_one_dated_monitoring_run_per_day(world) -> None:  # noqa: ANN001
+    store, settings = world
+    options = SimulateOptions(days=12, end_date=END, rows=5)
+    report = simulate(SPEC, store, settings, options)
+    assert (report.days, report.runs, report.rows_added) == (12, 12, 60)
+    runs = _runs()
+    days = [(END - dt.timedelta(days=11 - i)).isoformat() for i in range(12)]
+    assert sorted(runs["tags.as_of"]) == days
+    assert set(runs["status"]) == {"FINISHED"}
+    # Each run is dated like the job that would have run on the day: the next day, 00:15 UTC.
+    for _, run in runs.iterrows():
+        expected = pd.Timestamp(run["tags.as_of"], tz="UTC") + pd.Timedelta(days=1, minutes=15)
+        assert run["start_time"] == expected
+    predictions = store.get_feature_group("titanic_predictions", 1).read()
+    assert len(predictions) == 60 and predictions["passenger_id"].is_unique
+    for _, run in runs.iterrows():
+        batch = predictions[predictions["run_id"] == run["run_id"]]
+        assert len(batch) == 5
+        assert (batch["event_time"].dt.date.astype(str) == run["tags.as_of"]).all()
+        assert run["metrics.batch_accuracy"] == pytest.approx(float((batch["prediction"] == batch["actual"]).mean()))
+    rows = store.get_feature_group("titanic", 1).read()
+    assert (rows["origin"] == "synthetic").sum() == 60
+
+
+def test_simulate_matches_day_by_day_inference(world, trained_template, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The segment shortcut gives the same numbers as running `sml infer` every day."""
+    import shutil
+
+    from serverless_ml.feature_store.local import LocalFeatureStore
+    from serverless_ml.pipelines.features import add_daily_rows
+    from serverless_ml.settings import resolve_settings
+
+    store, settings = world
+    simulate(SPEC, store, settings, SimulateOptions(days=6, end_date=END, rows=8))
+    simulated = _runs().set_index("tags.as_of").sort_index()
+
+    other = tmp_path / "day_by_day"
+    shutil.copytree(trained_template / "store", other / "store")
+    shutil.copyfile(trained_template / "mlflow.db", other / "mlflow.db")
+    uri = f"sqlite:///{other / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(None)
+    store2 = LocalFeatureStore(other / "store")
+    settings2 = resolve_settings(store_dir=store2.root, tracking_uri=uri)
+    for i in range(6):
+        day = END - dt.timedelta(days=5 - i)
+        add_daily_rows(SPEC, store2, day, n=8, seed=0)
+        infer(SPEC, store2, settings2, InferOptions(as_of=day, figures=False),
+              dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 15), tzinfo=dt.timezone.utc))
+    daily = _runs().set_index("tags.as_of").sort_index()
+    for column in ("metrics.batch_accuracy", "metrics.rolling_accuracy", "metrics.cumulative_accuracy",
+                   "metrics.rows_scored", "metrics.predicted_share_1"):
+        assert simulated[column].tolist() == pytest.approx(daily[column].tolist()), column
+
+
+def test_running_the_same_simulation_again_adds_nothing(world) -> None:  # noqa: ANN001
+    store, settings = world
+    options = SimulateOptions(days=5, end_date=END, rows=4)
+    simulate(SPEC, store, settings, options)
+    version = store.get_feature_group("titanic", 1).data_version()
+    again = simulate(SPEC, store, settings, options)
+    assert (again.rows_added, again.runs) == (0, 0)
+    assert store.get_feature_group("titanic", 1).data_version() == version
+    assert len(_runs()) == 5
+
+
+def test_a_drift_episode_raises_alerts_only_from_its_first_day(world) -> None:  # noqa: ANN001
+    store, settings = world
+    options = SimulateOptions(
+        days=10, end_date=END, rows=40, drift=parse_drift("age+30,fare*4", SPEC), drift_from=7, drift_days=2,
+    )
+    report = simulate(SPEC, store, settings, options)
+    first_drift_day = options.day(7).isoformat()
+    assert report.alert_days and min(report.alert_days) == first_drift_day
+    runs = _runs().set_index("tags.as_of")
+    before = runs[runs.index < first_drift_day]
+    assert (before["tags.alert_drift"] == "false").all()
+    assert runs.loc[first_drift_day, "tags.alert_drift"] == "true"
+    rows = store.get_feature_group("titanic", 1).read()
+    drifted = rows[rows["event_time"].dt.date.astype(str).isin([options.day(7).isoformat(), options.day(8).isoformat()])]
+    normal = rows[rows["event_time"].dt.date.astype(str) == options.day(9).isoformat()]
+    assert drifted["age"].mean() > normal["age"].mean() + 15
+
+
+def test_retraining_every_k_days_registers_new_versions_between_segments(world) -> None:  # noqa: ANN001
+    store, settings = world
+    options = SimulateOptions(days=6, end_date=END, rows=10, retrain_every=3, retrain_trials=2)
+    assert segments(options) == [(1, 3), (4, 6)]
+    report = simulate(SPEC, store, settings, options)
+    assert len(report.retrains) == 1
+    versions = MlflowClient().search_model_versions("name='titanic'")
+    assert len(versions) == 2
+    runs = _runs().set_index("tags.as_of")
+    # Each day is scored by the champion of its time: the retrain happened after day 3.
+    champion = str(MlflowClient().get_model_version_by_alias("titanic", "champion").version)
+    assert set(runs.loc[[options.day(i).isoformat() for i in (1, 2, 3)], "tags.model_version"]) == {"1"}
+    assert set(runs.loc[[options.day(i).isoformat() for i in (4, 5, 6)], "tags.model_version"]) == {champion}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--days", "0"], "--days must be between 1 and"),
+        (["--drift", "age+10"], "--drift needs --drift-from"),
+        (["--drift", "age+10", "--drift-from", "40"], "--drift-from must be a day between 1 and 30"),
+        (["--retrain-every", "-1"], "--retrain-every must be >= 1"),
+        (["--end-date", "2024-02-30"], "--end-date '2024-02-30' is not a date"),
+        (["--drift", "height+3", "--drift-from", "2"], "has no feature 'height'"),
+    ],
+)
+def test_bad_simulate_options_fail_in_one_line_and_write_nothing(run_cli, world, args, expected, tree_digest) -> None:  # noqa: ANN001
+    store, _ = world
+    before = tree_digest(store.root)
+    code, _, err = run_cli("simulate", "--dataset", "titanic", *args, store_dir=store.root,
+                           env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()})
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], err
+    assert tree_digest(store.root) == before
+
+
+def test_simulate_without_a_champion_says_to_train_first(run_cli, store_dir, tracking_uri, tree_digest) -> None:  # noqa: ANN001
+    code, _, err = run_cli("features", "--dataset", "iris")
+    assert code == 0, err
+    before = tree_digest(store_dir)
+    code, _, err = run_cli("simulate", "--dataset", "iris", "--days", "3", env={"MLFLOW_TRACKING_URI": tracking_uri})
+    assert code == 2 and "run `sml train --dataset iris` first" in err and len(err.strip().splitlines()) == 1
+    assert tree_digest(store_dir) == before
+
+
+def test_simulation_options_are_checked_before_anything_runs() -> None:
+    with pytest.raises(Exception, match="--drift-days must be >= 1"):
+        from serverless_ml.pipelines.simulate import check_options
+
+        check_options(dataclasses.replace(SimulateOptions(days=3, end_date=END), drift=parse_drift("age+1", SPEC), drift_from=1, drift_days=0))

@@ -1,0 +1,51 @@
+"""A trained world shared by the inference and simulation tests: Titanic backfilled into a
+store and a tracking database holding a champion (version 1), built once per session and
+copied per test, so tests are independent and fast.
+
+Test modules import the fixtures: ``from worlds import trained_template, world``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from serverless_ml.datasets import get_dataset
+from serverless_ml.datasets.sources import load_source
+from serverless_ml.feature_store.local import LocalFeatureStore
+from serverless_ml.pipelines.features import backfill
+from serverless_ml.pipelines.train import TrainOptions, train
+from serverless_ml.settings import Settings, resolve_settings
+
+TITANIC = get_dataset("titanic")
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> Path:
+    """A folder with ``store/`` (Titanic backfilled) and ``mlflow.db`` (a champion, v1)."""
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
+    store = LocalFeatureStore(folder / "store")
+    backfill(TITANIC, store, load_source(TITANIC, None, data_dir))
+    settings = resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+        train(TITANIC, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
+    mlflow.set_tracking_uri(None)
+    return folder
+
+
+@pytest.fixture
+def world(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[LocalFeatureStore, Settings]:
+    """This test's copy of the trained store and tracking database."""
+    shutil.copytree(trained_template / "store", tmp_path / "store")
+    shutil.copyfile(trained_template / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    store = LocalFeatureStore(tmp_path / "store")
+    return store, resolve_settings(store_dir=store.root, tracking_uri=uri)
