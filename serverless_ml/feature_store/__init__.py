@@ -1,5 +1,5 @@
 """Feature stores: one interface (:mod:`.base`), an embedded Delta Lake backend
-(:mod:`.local`, the default) and, later, a Hopsworks backend."""
+(:mod:`.local`, the default) and a Hopsworks backend (:mod:`.hopsworks`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from serverless_ml.errors import SmlError
 from serverless_ml.feature_store.base import (
     ORIGIN_COLUMN,
     ORIGINS,
+    Capabilities,
     Feature,
     FeatureGroup,
     FeatureStore,
@@ -20,6 +21,7 @@ from serverless_ml.settings import Settings
 __all__ = [
     "ORIGIN_COLUMN",
     "ORIGINS",
+    "Capabilities",
     "Feature",
     "FeatureGroup",
     "FeatureStore",
@@ -32,11 +34,21 @@ __all__ = [
 
 
 def open_feature_store(settings: Settings) -> FeatureStore:
-    """The feature store the settings name (``local`` by default)."""
+    """The feature store the settings name (``local`` by default).
+
+    ``hopsworks`` logs in with ``HOPSWORKS_API_KEY``, ``HOPSWORKS_PROJECT`` and
+    ``HOPSWORKS_HOST`` from the environment (never from settings, so the key cannot end
+    up in a printed or logged settings object); without a key it fails at once.
+    """
     if settings.feature_store == "local":
         from serverless_ml.feature_store.local import LocalFeatureStore
 
         return LocalFeatureStore(settings.store_dir)
+    if settings.feature_store == "hopsworks":
+        from serverless_ml.feature_store.hopsworks import open_hopsworks_feature_store
+
+        return open_hopsworks_feature_store()
     raise SmlError(
-        f"unknown feature store '{settings.feature_store}' (set --feature-store or SML_FEATURE_STORE to 'local')"
+        f"unknown feature store '{settings.feature_store}' "
+        "(set --feature-store or SML_FEATURE_STORE to 'local' or 'hopsworks')"
     )

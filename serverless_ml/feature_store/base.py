@@ -16,8 +16,9 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -153,6 +154,149 @@ class InsertResult:
         return self.inserted + self.updated
 
 
+def arrow_schema(features: Sequence[Feature]) -> pa.Schema:
+    """The Arrow schema of a group's features, in their order."""
+    return pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in features])
+
+
+def infer_features(df: pd.DataFrame) -> list[Feature]:
+    """Feature types for a frame whose group was created without a schema."""
+    features = []
+    for name, dtype in df.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            type_ = "boolean"
+        elif pd.api.types.is_integer_dtype(dtype):
+            type_ = "bigint"
+        elif pd.api.types.is_float_dtype(dtype):
+            type_ = "double"
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            type_ = "timestamp"
+        else:
+            type_ = "string"
+        features.append(Feature(str(name), type_))
+    return features
+
+
+def _kind_ok(series: pd.Series, type_: str) -> bool:
+    """Whether a column's dtype can be stored losslessly as ``type_``."""
+    dtype = series.dtype
+    is_bool = pd.api.types.is_bool_dtype(dtype)
+    if type_ in ("bigint", "double"):
+        if is_bool:
+            return False
+        if pd.api.types.is_numeric_dtype(dtype):
+            return True
+        # An object column is numeric only if it is entirely missing.
+        return bool(series.isna().all())
+    if type_ == "string":
+        return not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype))
+    if type_ == "boolean":
+        return is_bool or bool(series.isna().all())
+    if type_ == "timestamp":
+        return pd.api.types.is_datetime64_any_dtype(dtype)
+    return False
+
+
+def conform(
+    df: pd.DataFrame, features: Sequence[Feature], primary_key: Sequence[str], group: str
+) -> pa.Table:
+    """Check ``df`` against the group's schema and convert it to an Arrow table.
+
+    Every backend calls this before it writes anything, so a bad frame is refused the
+    same way everywhere and nothing is sent.
+
+    Raises:
+        SchemaMismatchError: missing, extra or mistyped columns, or null or duplicated
+            primary keys. The message names the group and the column or key at fault.
+    """
+    expected = [f.name for f in features]
+    missing = [c for c in expected if c not in df.columns]
+    extra = [str(c) for c in df.columns if c not in set(expected)]
+    if missing:
+        raise SchemaMismatchError(f"feature group '{group}': missing column(s) {', '.join(map(repr, missing))}")
+    if extra:
+        raise SchemaMismatchError(f"feature group '{group}': unexpected column(s) {', '.join(map(repr, extra))}")
+    if df.columns.duplicated().any():
+        raise SchemaMismatchError(f"feature group '{group}': duplicated column names")
+    arrays = []
+    for feature in features:
+        series = df[feature.name]
+        if not _kind_ok(series, feature.type):
+            raise SchemaMismatchError(
+                f"feature group '{group}': column '{feature.name}' has type {series.dtype}, "
+                f"expected {feature.type}"
+            )
+        if feature.type == "timestamp":
+            values = pd.to_datetime(series, utc=True)
+            arrays.append(pa.array(values, type=ARROW_TYPES["timestamp"], from_pandas=True))
+            continue
+        try:
+            arrays.append(pa.array(series, type=ARROW_TYPES[feature.type], from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SchemaMismatchError(
+                f"feature group '{group}': column '{feature.name}' cannot be stored as "
+                f"{feature.type}: {str(exc).splitlines()[0]}"
+            ) from None
+    table = pa.Table.from_arrays(arrays, schema=arrow_schema(features))
+    keys = df[list(primary_key)]
+    null_keys = keys.isna().any(axis=1)
+    if null_keys.any():
+        row = int(null_keys.to_numpy().nonzero()[0][0])
+        raise SchemaMismatchError(f"feature group '{group}': primary key is missing in row {row + 1}")
+    duplicated = keys.duplicated()
+    if duplicated.any():
+        row = int(duplicated.to_numpy().nonzero()[0][0])
+        value = ", ".join(str(v) for v in keys.iloc[row].tolist())
+        raise SchemaMismatchError(
+            f"feature group '{group}': duplicate primary key {value} (row {row + 1})"
+        )
+    return table
+
+
+def _row_hashes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    return pd.util.hash_pandas_object(df[list(columns)], index=False)
+
+
+def classify_rows(
+    incoming: pd.DataFrame, existing: pd.DataFrame, primary_key: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which incoming rows are new (key not stored) and which change a stored row.
+
+    Both frames must have the same columns and dtypes (read them from Arrow tables of the
+    same schema); missing values compare equal to themselves.
+
+    Returns:
+        ``(is_new, is_changed)``: boolean arrays aligned with ``incoming``'s rows.
+    """
+    keys = list(primary_key)
+    values = [c for c in incoming.columns if c not in keys]
+    incoming_keys = incoming[keys].assign(_hash=_row_hashes(incoming, values).to_numpy())
+    existing_keys = existing[keys].assign(_old=_row_hashes(existing, values).to_numpy())
+    joined = incoming_keys.merge(existing_keys, on=keys, how="left", indicator=True)
+    is_new = (joined["_merge"] == "left_only").to_numpy()
+    is_changed = (~is_new) & (joined["_hash"] != joined["_old"]).to_numpy()
+    return is_new, is_changed
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend guarantees beyond the common contract, stated so that tests and
+    callers check it instead of assuming it.
+
+    Attributes:
+        time_travel: ``read(version=N)`` returns an older version of the data. Without
+            it only the latest version can be read (an older one raises SmlError).
+        sequential_versions: data versions count writes from 0 (0, 1, 2, ...). Without
+            it versions are only increasing numbers (Hopsworks commit times, in ms).
+        atomic_upsert_counts: the inserted/updated/unchanged counts of an insert are
+            exact even when other processes write the same group at the same time.
+    """
+
+    time_travel: bool = True
+    sequential_versions: bool = True
+    atomic_upsert_counts: bool = True
+
+
 class FeatureGroup(abc.ABC):
     """A versioned table of features keyed by a primary key, with an event-time column."""
 
@@ -253,6 +397,10 @@ class FeatureView:
             df = df[df[fg.event_time] >= to_utc(start_time)]
         if fg.event_time and end_time is not None:
             df = df[df[fg.event_time] < to_utc(end_time)]
+        return self._select(df, keep)
+
+    def _select(self, df: pd.DataFrame, keep: Sequence[str]) -> pd.DataFrame:
+        """The requested key/time columns first, then the query's features."""
         columns = list(dict.fromkeys([*keep, *self.query.features]))
         return df[columns].reset_index(drop=True)
 
@@ -297,6 +445,8 @@ class FeatureView:
 
 class FeatureStore(abc.ABC):
     """Creates and finds feature groups and feature views."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     @abc.abstractmethod
     def get_or_create_feature_group(

@@ -34,7 +34,6 @@ from deltalake.exceptions import TableNotFoundError
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
 from serverless_ml.feature_store.base import (
-    ARROW_TYPES,
     Feature,
     FeatureGroup,
     FeatureStore,
@@ -43,106 +42,14 @@ from serverless_ml.feature_store.base import (
     InsertResult,
     Logic,
     Query,
+    arrow_schema,
+    classify_rows,
+    conform,
+    infer_features,
     to_utc,
 )
 
 _VIEWS_DIR = "_feature_views"
-
-
-def infer_features(df: pd.DataFrame) -> list[Feature]:
-    """Feature types for a frame whose group was created without a schema."""
-    features = []
-    for name, dtype in df.dtypes.items():
-        if pd.api.types.is_bool_dtype(dtype):
-            type_ = "boolean"
-        elif pd.api.types.is_integer_dtype(dtype):
-            type_ = "bigint"
-        elif pd.api.types.is_float_dtype(dtype):
-            type_ = "double"
-        elif pd.api.types.is_datetime64_any_dtype(dtype):
-            type_ = "timestamp"
-        else:
-            type_ = "string"
-        features.append(Feature(str(name), type_))
-    return features
-
-
-def _kind_ok(series: pd.Series, type_: str) -> bool:
-    """Whether a column's dtype can be stored losslessly as ``type_``."""
-    dtype = series.dtype
-    is_bool = pd.api.types.is_bool_dtype(dtype)
-    if type_ in ("bigint", "double"):
-        if is_bool:
-            return False
-        if pd.api.types.is_numeric_dtype(dtype):
-            return True
-        # An object column is numeric only if it is entirely missing.
-        return bool(series.isna().all())
-    if type_ == "string":
-        return not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype))
-    if type_ == "boolean":
-        return is_bool or bool(series.isna().all())
-    if type_ == "timestamp":
-        return pd.api.types.is_datetime64_any_dtype(dtype)
-    return False
-
-
-def conform(
-    df: pd.DataFrame, features: Sequence[Feature], primary_key: Sequence[str], group: str
-) -> pa.Table:
-    """Check ``df`` against the group's schema and convert it to an Arrow table.
-
-    Raises:
-        SchemaMismatchError: missing, extra or mistyped columns, or null or duplicated
-            primary keys. The message names the group and the column or key at fault.
-    """
-    expected = [f.name for f in features]
-    missing = [c for c in expected if c not in df.columns]
-    extra = [str(c) for c in df.columns if c not in set(expected)]
-    if missing:
-        raise SchemaMismatchError(f"feature group '{group}': missing column(s) {', '.join(map(repr, missing))}")
-    if extra:
-        raise SchemaMismatchError(f"feature group '{group}': unexpected column(s) {', '.join(map(repr, extra))}")
-    if df.columns.duplicated().any():
-        raise SchemaMismatchError(f"feature group '{group}': duplicated column names")
-    arrays = []
-    for feature in features:
-        series = df[feature.name]
-        if not _kind_ok(series, feature.type):
-            raise SchemaMismatchError(
-                f"feature group '{group}': column '{feature.name}' has type {series.dtype}, "
-                f"expected {feature.type}"
-            )
-        if feature.type == "timestamp":
-            values = pd.to_datetime(series, utc=True)
-            arrays.append(pa.array(values, type=ARROW_TYPES["timestamp"], from_pandas=True))
-            continue
-        try:
-            arrays.append(pa.array(series, type=ARROW_TYPES[feature.type], from_pandas=True))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SchemaMismatchError(
-                f"feature group '{group}': column '{feature.name}' cannot be stored as "
-                f"{feature.type}: {str(exc).splitlines()[0]}"
-            ) from None
-    schema = pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in features])
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    keys = df[list(primary_key)]
-    null_keys = keys.isna().any(axis=1)
-    if null_keys.any():
-        row = int(null_keys.to_numpy().nonzero()[0][0])
-        raise SchemaMismatchError(f"feature group '{group}': primary key is missing in row {row + 1}")
-    duplicated = keys.duplicated()
-    if duplicated.any():
-        row = int(duplicated.to_numpy().nonzero()[0][0])
-        value = ", ".join(str(v) for v in keys.iloc[row].tolist())
-        raise SchemaMismatchError(
-            f"feature group '{group}': duplicate primary key {value} (row {row + 1})"
-        )
-    return table
-
-
-def _row_hashes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    return pd.util.hash_pandas_object(df[list(columns)], index=False)
 
 
 def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -300,12 +207,7 @@ class LocalFeatureGroup(FeatureGroup):
             )
         incoming = table.to_pandas()
         existing = delta.to_pyarrow_table().cast(table.schema).to_pandas()
-        values = [c for c in incoming.columns if c not in self.primary_key]
-        incoming_keys = incoming[self.primary_key].assign(_hash=_row_hashes(incoming, values).to_numpy())
-        existing_keys = existing[self.primary_key].assign(_old=_row_hashes(existing, values).to_numpy())
-        joined = incoming_keys.merge(existing_keys, on=self.primary_key, how="left", indicator=True)
-        is_new = (joined["_merge"] == "left_only").to_numpy()
-        is_changed = (~is_new) & (joined["_hash"] != joined["_old"]).to_numpy()
+        is_new, is_changed = classify_rows(incoming, existing, self.primary_key)
         inserted, updated = int(is_new.sum()), int(is_changed.sum())
         unchanged = len(incoming) - inserted - updated
         if inserted + updated == 0:
@@ -336,8 +238,7 @@ class LocalFeatureGroup(FeatureGroup):
                 f"feature group '{self.name}' version {self.version} has no data version {version} "
                 f"(latest is {latest})"
             ) from exc
-        schema = pa.schema([pa.field(f.name, ARROW_TYPES[f.type]) for f in self.features])
-        df = delta.to_pyarrow_table().cast(schema).to_pandas()
+        df = delta.to_pyarrow_table().cast(arrow_schema(self.features)).to_pandas()
         return df.sort_values(self.primary_key, kind="stable").reset_index(drop=True)
 
 
