@@ -160,15 +160,16 @@ def shell(site: Site) -> html.Div:
     ], className="shell")
 
 
-def sync_dataset(search: str | None, picked: str | None) -> tuple[Any, ...]:
+def sync_dataset(search: str | None, picked: str | None, trigger: str | None = None) -> tuple[Any, ...]:
     """Keep the URL's ``?dataset=`` and the picker in step, and the navigation links on the
     URL's dataset. Choosing a dataset navigates to the same page for that dataset."""
+    from monitoring_app.components import triggered_id
     from monitoring_app.site import current_site
 
     site = current_site()
     params = urllib.parse.parse_qs((search or "").lstrip("?"))
     in_url = (params.get("dataset") or [None])[0]
-    if dash.ctx.triggered_id == ids.DATASET and picked and picked != in_url:
+    if (trigger or triggered_id()) == ids.DATASET and picked and picked != in_url:
         return ("?" + urllib.parse.urlencode({"dataset": picked}), dash.no_update,
                 *[nav_href(m.PATH, picked) for m in PAGES])
     dataset = in_url or site.default_dataset

@@ -51,6 +51,15 @@ def guarded(render: Callable[[], Any]) -> Any:
         return problem_notice(exc)
 
 
+def triggered_id() -> Any:
+    """The id of the input that fired the running callback (``None`` outside a callback,
+    e.g. when a test calls it directly and says what fired with ``trigger=``)."""
+    try:
+        return dash.ctx.triggered_id
+    except Exception:  # noqa: BLE001 - no callback context
+        return None
+
+
 def token(value: Hashable) -> str:
     """A signature as a string that survives a round trip through a ``dcc.Store``."""
     return json.dumps(value, default=str)

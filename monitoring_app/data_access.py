@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_TTL_S = 5.0
 MAX_IMMUTABLE_ENTRIES = 512
+EXPERIMENT_TTL_S = 300.0
 REST_PAGE_SIZE = 1000
 RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
 FINISHED = "FINISHED"
@@ -95,28 +96,43 @@ def _empty_runs(metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-def runs_frame(
+def assemble_runs(
     runs: pd.DataFrame, metrics: pd.DataFrame, tags: pd.DataFrame, metric_keys: Sequence[str], tag_keys: Sequence[str]
 ) -> pd.DataFrame:
-    """Runs (``run_id, run_name, status, start_time, end_time``) joined with long frames of
-    ``run_id, key, value`` metrics and tags: one row per run, ``metrics.<key>`` and
+    """Runs (``run_id, run_name, status, start_time, end_time``) joined with wide frames of
+    metric and tag values indexed by run id: one row per run, ``metrics.<key>`` and
     ``tags.<key>`` columns (missing values NaN / None), indexed by run id."""
     if runs.empty:
         return _empty_runs(metric_keys, tag_keys)
     out = runs.set_index("run_id")
     out.index.name = "run_id"
     if metric_keys:
-        wide = metrics.pivot(index="run_id", columns="key", values="value") if not metrics.empty else pd.DataFrame()
-        wide = wide.reindex(index=out.index, columns=list(metric_keys)).astype(float)
+        wide = metrics.reindex(index=out.index, columns=list(metric_keys)).astype(float)
         wide.columns = _prefixed("metrics", metric_keys)
         out = out.join(wide)
     if tag_keys:
-        wide = tags.pivot(index="run_id", columns="key", values="value") if not tags.empty else pd.DataFrame()
-        wide = wide.reindex(index=out.index, columns=list(tag_keys)).astype(object)
+        wide = tags.reindex(index=out.index, columns=list(tag_keys)).astype(object)
         wide = wide.where(wide.notna(), None)
         wide.columns = _prefixed("tags", tag_keys)
         out = out.join(wide)
     return out
+
+
+def runs_frame(
+    runs: pd.DataFrame, metrics: pd.DataFrame, tags: pd.DataFrame, metric_keys: Sequence[str], tag_keys: Sequence[str]
+) -> pd.DataFrame:
+    """:func:`assemble_runs` from long frames of ``run_id, key, value`` metrics and tags."""
+
+    def wide(long: pd.DataFrame) -> pd.DataFrame:
+        return long.pivot(index="run_id", columns="key", values="value") if not long.empty else pd.DataFrame()
+
+    return assemble_runs(runs, wide(metrics), wide(tags), metric_keys, tag_keys)
+
+
+def _fetch(conn: Any, query: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` as the database driver returns them: SQLAlchemy's row objects cost
+    more than the query itself for thousands of rows."""
+    return conn.execute(query).cursor.fetchall()
 
 
 class SqlRunReader:
@@ -138,7 +154,10 @@ class SqlRunReader:
 
         return SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
 
-    def _selected_runs(self, experiment_id: str, statuses: Sequence[str] | None, parent_run_id: str | None) -> Any:
+    def _selected_runs(
+        self, experiment_id: str, statuses: Sequence[str] | None, parent_run_id: str | None,
+        since: tuple[int | None, int | None] | None = None, run_ids: Sequence[str] | None = None,
+    ) -> Any:
         import sqlalchemy as sa
 
         runs, tags, _ = self._tables()
@@ -152,7 +171,29 @@ class SqlRunReader:
                 tags.c.key == tracking.PARENT_RUN_TAG, tags.c.value == parent_run_id
             )
             query = query.where(runs.c.run_uuid.in_(children))
+        if run_ids is not None:
+            query = query.where(runs.c.run_uuid.in_(list(run_ids)))
+        if since is not None:
+            started, ended = since
+            changed = [runs.c.start_time >= (started or 0)]
+            if ended is not None:
+                changed.append(runs.c.end_time >= ended)
+            query = query.where(sa.or_(*changed))
         return query
+
+    @staticmethod
+    def _pivot(conn: Any, table: Any, value: Any, keys: Sequence[str], selected: Any) -> pd.DataFrame:
+        """One row per run, one column per key: the database does the pivot, so only as
+        many rows as runs come back."""
+        import sqlalchemy as sa
+
+        columns = [sa.func.max(sa.case((table.c.key == key, value), else_=sa.null())) for key in keys]
+        rows = _fetch(conn, (
+            sa.select(table.c.run_uuid, *columns)
+            .where(table.c.run_uuid.in_(selected), table.c.key.in_(list(keys)))
+            .group_by(table.c.run_uuid)
+        ))
+        return pd.DataFrame.from_records(rows, columns=["run_id", *keys]).set_index("run_id")
 
     def read(
         self,
@@ -161,35 +202,48 @@ class SqlRunReader:
         tags: Sequence[str],
         statuses: Sequence[str] | None = (FINISHED,),
         parent_run_id: str | None = None,
+        since: tuple[int | None, int | None] | None = None,
+        run_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
+        """Runs with the named metrics and tags; ``since=(start, end)``: only the runs
+        started or ended at or after those times (milliseconds); ``run_ids``: only these."""
         import sqlalchemy as sa
 
         runs_t, tags_t, metrics_t = self._tables()
-        selected = self._selected_runs(experiment_id, statuses, parent_run_id)
+        selected = self._selected_runs(experiment_id, statuses, parent_run_id, since, run_ids)
         with self.engine.connect() as conn:
-            runs = pd.DataFrame(
-                conn.execute(
-                    sa.select(runs_t.c.run_uuid, runs_t.c.name, runs_t.c.status, runs_t.c.start_time, runs_t.c.end_time)
-                    .where(runs_t.c.run_uuid.in_(selected))
-                ).all(),
+            runs = pd.DataFrame.from_records(
+                _fetch(conn, sa.select(runs_t.c.run_uuid, runs_t.c.name, runs_t.c.status, runs_t.c.start_time,
+                                       runs_t.c.end_time).where(runs_t.c.run_uuid.in_(selected))),
                 columns=list(RUN_COLUMNS),
             )
-            metric_rows = pd.DataFrame(columns=["run_id", "key", "value"])
+            metric_wide = tag_wide = pd.DataFrame()
             if metrics and not runs.empty:
-                rows = conn.execute(
-                    sa.select(metrics_t.c.run_uuid, metrics_t.c.key, metrics_t.c.value, metrics_t.c.is_nan)
-                    .where(metrics_t.c.run_uuid.in_(selected), metrics_t.c.key.in_(list(metrics)))
-                ).all()
-                metric_rows = pd.DataFrame(rows, columns=["run_id", "key", "value", "is_nan"])
-                metric_rows.loc[metric_rows["is_nan"].astype(bool), "value"] = float("nan")
-            tag_rows = pd.DataFrame(columns=["run_id", "key", "value"])
+                value = sa.case((metrics_t.c.is_nan == sa.true(), sa.null()), else_=metrics_t.c.value)
+                metric_wide = self._pivot(conn, metrics_t, value, metrics, selected)
             if tags and not runs.empty:
-                rows = conn.execute(
-                    sa.select(tags_t.c.run_uuid, tags_t.c.key, tags_t.c.value)
-                    .where(tags_t.c.run_uuid.in_(selected), tags_t.c.key.in_(list(tags)))
-                ).all()
-                tag_rows = pd.DataFrame(rows, columns=["run_id", "key", "value"])
-        return runs_frame(runs, metric_rows, tag_rows, metrics, tags)
+                tag_wide = self._pivot(conn, tags_t, tags_t.c.value, tags, selected)
+        return assemble_runs(runs, metric_wide, tag_wide, metrics, tags)
+
+    def read_values(self, run_ids: Sequence[str], metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
+        """The named metrics and tags of a few runs (two indexed queries), as wide frames
+        ``metrics.<key>``/``tags.<key>`` indexed by run id."""
+        import sqlalchemy as sa
+
+        _, tags_t, metrics_t = self._tables()
+        ids = list(run_ids)
+        with self.engine.connect() as conn:
+            metric_rows = _fetch(conn, sa.select(metrics_t.c.run_uuid, metrics_t.c.key, metrics_t.c.value, metrics_t.c.is_nan)
+                                 .where(metrics_t.c.run_uuid.in_(ids), metrics_t.c.key.in_(list(metrics)))) if metrics else []
+            tag_rows = _fetch(conn, sa.select(tags_t.c.run_uuid, tags_t.c.key, tags_t.c.value)
+                              .where(tags_t.c.run_uuid.in_(ids), tags_t.c.key.in_(list(tags)))) if tags else []
+        values: dict[str, dict[str, Any]] = {r: {} for r in ids}
+        for run_id, key, value, is_nan in metric_rows:
+            values[run_id][f"metrics.{key}"] = float("nan") if is_nan else value
+        for run_id, key, value in tag_rows:
+            values[run_id][f"tags.{key}"] = value
+        columns = [*_prefixed("metrics", metrics), *_prefixed("tags", tags)]
+        return pd.DataFrame.from_dict(values, orient="index").reindex(columns=columns)
 
     def signature(self, experiment_id: str) -> Hashable:
         import sqlalchemy as sa
@@ -235,7 +289,13 @@ class RestRunReader:
         tags: Sequence[str],
         statuses: Sequence[str] | None = (FINISHED,),
         parent_run_id: str | None = None,
+        since: tuple[int | None, int | None] | None = None,
+        run_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
+        if since is not None:
+            raise ValueError("the REST reader reads whole experiments only")
+        if run_ids is not None:
+            return self._read_ids(experiment_id, metrics, tags, statuses, list(run_ids))
         runs, metric_rows, tag_rows = [], [], []
         token = None
         wanted_metrics, wanted_tags = set(metrics), set(tags)
@@ -252,6 +312,34 @@ class RestRunReader:
             token = page.token
             if not token:
                 break
+        return runs_frame(
+            pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
+            pd.DataFrame(metric_rows, columns=["run_id", "key", "value"]),
+            pd.DataFrame(tag_rows, columns=["run_id", "key", "value"]),
+            metrics, tags,
+        )
+
+    def _read_ids(
+        self, experiment_id: str, metrics: Sequence[str], tags: Sequence[str], statuses: Sequence[str] | None,
+        run_ids: list[str],
+    ) -> pd.DataFrame:
+        frames = []
+        for start in range(0, len(run_ids), 100):
+            chunk = ", ".join(f"'{r}'" for r in run_ids[start : start + 100])
+            clauses = [c for c in (self._filter(statuses, None), f"attributes.run_id IN ({chunk})") if c]
+            page = self.client.search_runs([experiment_id], filter_string=" AND ".join(clauses), max_results=200)
+            frames.append(self._frame(page, metrics, tags))
+        return pd.concat(frames) if frames else _empty_runs(metrics, tags)
+
+    @staticmethod
+    def _frame(page: Sequence[Any], metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
+        wanted_metrics, wanted_tags = set(metrics), set(tags)
+        runs, metric_rows, tag_rows = [], [], []
+        for run in page:
+            info = run.info
+            runs.append((info.run_id, info.run_name, info.status, info.start_time, info.end_time))
+            metric_rows += [(info.run_id, k, v) for k, v in run.data.metrics.items() if k in wanted_metrics]
+            tag_rows += [(info.run_id, k, v) for k, v in run.data.tags.items() if k in wanted_tags]
         return runs_frame(
             pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
             pd.DataFrame(metric_rows, columns=["run_id", "key", "value"]),
@@ -354,13 +442,16 @@ class SiteData:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def cached(self, key: Hashable, load: Callable[[], Any], signature: Callable[[], Hashable] | None = None) -> Any:
-        """``load()``'s value, reused for ``ttl_s``; after that reused again while
-        ``signature()`` is unchanged (no signature: reloaded)."""
+    def cached(
+        self, key: Hashable, load: Callable[[], Any], signature: Callable[[], Hashable] | None = None,
+        ttl_s: float | None = None,
+    ) -> Any:
+        """``load()``'s value, reused for ``ttl_s`` (default: the cache's); after that reused
+        again while ``signature()`` is unchanged (no signature: reloaded)."""
         with self._lock_for(key):
             now = self._monotonic()
             entry = self._entries.get(key)
-            if entry is not None and now - entry.checked_at < self.ttl_s:
+            if entry is not None and now - entry.checked_at < (self.ttl_s if ttl_s is None else ttl_s):
                 self.stats["hit"] += 1
                 return entry.value
             current = signature() if signature is not None else _ALWAYS_RELOAD
@@ -476,7 +567,8 @@ class SiteData:
                 return None
             return str(experiment.experiment_id)
 
-        return self.cached(("experiment", name), load)
+        # Experiments are created once and not renamed: their ids are kept longer.
+        return self.cached(("experiment", name), load, ttl_s=max(self.ttl_s, EXPERIMENT_TTL_S))
 
     def runs(
         self,
@@ -493,13 +585,69 @@ class SiteData:
             return None
         metrics, tags = tuple(dict.fromkeys(metrics)), tuple(dict.fromkeys(tags))
         reader = self.reader
-        key = ("runs", experiment_id, metrics, tags, tuple(statuses or ()), parent_run_id)
+        statuses = tuple(statuses or ())
+        key = ("runs", experiment_id, metrics, tags, statuses, parent_run_id)
 
-        def load() -> pd.DataFrame:
+        def read(since: tuple[int | None, int | None] | None = None) -> pd.DataFrame:
             with self._tracking_errors():
-                return reader.read(experiment_id, metrics, tags, statuses, parent_run_id)
+                return reader.read(experiment_id, metrics, tags, statuses or None, parent_run_id, since)
 
-        return self.cached(key, load, lambda: self._runs_signature(experiment_id))
+        incremental = reader.kind == "sql" and statuses == (FINISHED,) and parent_run_id is None
+        with self._lock_for(key):
+            now = self._monotonic()
+            entry = self._entries.get(key)
+            if entry is not None and now - entry.checked_at < self.ttl_s:
+                self.stats["hit"] += 1
+                return entry.value
+            current = self.runs_signature(experiment)
+            if entry is not None and current == entry.signature:
+                entry.checked_at = now
+                self.stats["revalidated"] += 1
+                return entry.value
+            value = None
+            if incremental and entry is not None and _grew(entry.signature, current):
+                # Runs are written once: read only those started or ended since the cached
+                # ones; anything else (a deleted or restored run) shows in the count.
+                delta = read(since=(entry.signature[1], entry.signature[2]))
+                merged = pd.concat([entry.value.drop(delta.index, errors="ignore"), delta])
+                if len(merged) == current[3]:
+                    value = merged
+                    self.stats["incremental"] += 1
+            if value is None:
+                value = read()
+                self.stats["load"] += 1
+            self._entries[key] = _Entry(self._monotonic(), current, value)
+            return value
+
+    def run_values(
+        self, experiment: str, run_ids: Sequence[str], metrics: Sequence[str] = (), tags: Sequence[str] = ()
+    ) -> pd.DataFrame:
+        """The named metrics and tags of a few finished runs (say, the latest one and those
+        with an alert), in one query for those not read before: a finished run's values
+        do not change, so each is kept once read."""
+        experiment_id = self.experiment_id(experiment)
+        metrics, tags = tuple(dict.fromkeys(metrics)), tuple(dict.fromkeys(tags))
+        if experiment_id is None or not run_ids:
+            return _empty_runs(metrics, tags)
+        wanted = list(dict.fromkeys(str(r) for r in run_ids))
+        known = {r: self._immutable.get(("values", r, metrics, tags)) for r in wanted}
+        missing = [r for r, row in known.items() if row is None]
+        columns = [*_prefixed("metrics", metrics), *_prefixed("tags", tags)]
+        if missing:
+            reader = self.reader
+            with self._tracking_errors():
+                if isinstance(reader, SqlRunReader):
+                    fresh = reader.read_values(missing, metrics, tags)
+                else:
+                    fresh = reader.read(experiment_id, metrics, tags, (FINISHED,), None, None, missing)
+            for run_id, values in zip(fresh.index, fresh[columns].itertuples(index=False, name=None), strict=True):
+                known[str(run_id)] = self.immutable(("values", str(run_id), metrics, tags), lambda v=values: v)
+        found = {r: v for r, v in known.items() if v is not None}
+        frame = pd.DataFrame.from_records(list(found.values()), columns=columns, index=list(found))
+        frame.index.name = "run_id"
+        for column in _prefixed("metrics", metrics):
+            frame[column] = frame[column].astype(float)
+        return frame
 
     def _runs_signature(self, experiment_id: str) -> Hashable:
         with self._tracking_errors():
@@ -513,8 +661,9 @@ class SiteData:
         return self.cached(("signature", experiment_id), lambda: self._runs_signature(experiment_id))
 
     def monitoring_runs(self, spec: DatasetSpec, metrics: Sequence[str] = (), tags: Sequence[str] = ()) -> pd.DataFrame:
-        """Finished monitoring runs of the dataset, oldest batch first, with an ``as_of``
-        column (the batch date) besides the named metrics and tags.
+        """Finished monitoring runs of the dataset, oldest batch first, with ``as_of`` (the
+        batch date; runs without one are left out) and ``as_of_text`` (``YYYY-MM-DD``)
+        columns besides the named metrics and tags.
 
         Raises:
             NotFoundError: there is no monitoring run yet.
@@ -525,8 +674,17 @@ class SiteData:
                 f"no monitoring runs for {spec.name} yet: run `sml infer --dataset {dataset_option(spec)}` "
                 f"(after `sml features` and `sml train`)"
             )
-        frame = frame.assign(as_of=pd.to_datetime(frame["tags.as_of"], errors="coerce"))
-        return frame.sort_values(["as_of", "start_time"], kind="stable")
+
+        def ordered() -> tuple[pd.DataFrame, pd.DataFrame]:
+            # Batch inference writes the date as YYYY-MM-DD; a run without a readable
+            # batch date has no place on a time axis.
+            dated = frame.assign(as_of=pd.to_datetime(frame["tags.as_of"], format="%Y-%m-%d", errors="coerce"))
+            dated = dated[dated["as_of"].notna()].sort_values(["as_of", "start_time"], kind="stable")
+            return frame, dated.assign(as_of_text=dated["tags.as_of"].astype(str))
+
+        # Sorted once per version of the runs (the pair holds the frame: its id is not reused).
+        _, dated = self.cached(("dated", spec.name, tuple(metrics), tuple(tags)), ordered, signature=lambda: id(frame))
+        return dated
 
     def run_json(self, run_id: str, path: str) -> dict[str, Any] | None:
         """A JSON artifact of a run (``None`` when the run did not log it)."""
@@ -601,22 +759,29 @@ class SiteData:
             aliases: dict[str, list[str]] = collections.defaultdict(list)
             for alias, version in (model.aliases or {}).items():
                 aliases[str(version)].append(alias)
-            order = {CHAMPION: 0, CHALLENGER: 1}
-            out = [
-                ModelVersion(
-                    name=name, version=int(v.version),
-                    aliases=tuple(sorted(aliases.get(str(v.version), []), key=lambda a: (order.get(a, 9), a))),
-                    created=dt.datetime.fromtimestamp(v.creation_timestamp / 1000, tz=dt.timezone.utc),
-                    run_id=v.run_id, tags=dict(v.tags or {}),
-                )
-                for v in versions
-            ]
+            out = [_model_version(name, v, aliases.get(str(v.version), [])) for v in versions]
             return sorted(out, key=lambda v: -v.version)
 
         return self.cached(("versions", name), load)
 
     def champion(self, spec: DatasetSpec) -> ModelVersion | None:
-        return next((v for v in self.model_versions(spec) if CHAMPION in v.aliases), None)
+        """The version behind ``@champion`` (``None``: no champion yet), in one registry call."""
+        self.check_tracking()
+        name = tracking.model_name(spec.name)
+
+        def load() -> ModelVersion | None:
+            from mlflow.exceptions import MlflowException
+
+            with self._tracking_errors():
+                try:
+                    version = self.client.get_model_version_by_alias(name, CHAMPION)
+                except MlflowException as exc:
+                    if _is_connection_error(exc):
+                        raise
+                    return None
+            return _model_version(name, version, list(version.aliases or [CHAMPION]))
+
+        return self.cached(("champion", name), load)
 
     def champion_model(self, spec: DatasetSpec) -> tuple[ModelVersion, Any]:
         """The champion version and its loaded scikit-learn pipeline.
@@ -690,6 +855,24 @@ class SiteData:
             return keys.loc[keys["split"] == "train", spec.primary_key].reset_index(drop=True)
 
         return self.immutable(("keys", training_run_id), load)
+
+
+def _model_version(name: str, version: Any, aliases: Sequence[str]) -> ModelVersion:
+    order = {CHAMPION: 0, CHALLENGER: 1}
+    return ModelVersion(
+        name=name, version=int(version.version),
+        aliases=tuple(sorted(set(aliases), key=lambda a: (order.get(a, 9), a))),
+        created=dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.timezone.utc),
+        run_id=version.run_id, tags=dict(version.tags or {}),
+    )
+
+
+def _grew(before: Hashable, after: Hashable) -> bool:
+    """Whether a SQL runs signature ``(count, max start, max end, finished)`` only moved
+    forward (runs added or finished, none deleted)."""
+    if not (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after) == 4):
+        return False
+    return after[0] >= before[0] and after[3] >= before[3] and before[1] is not None
 
 
 def _is_connection_error(exc: BaseException) -> bool:

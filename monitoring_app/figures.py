@@ -7,6 +7,7 @@ through :func:`plot_text`, which escapes it; plotly shows the escaped text as ty
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from collections.abc import Sequence
@@ -19,7 +20,6 @@ import plotly.graph_objects as go
 from monitoring_app import analysis
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
 
-TEMPLATE = "plotly_white"
 COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 ALERT_COLOUR = "#dc2626"
 REFERENCE_COLOUR = "#6b7280"
@@ -32,22 +32,61 @@ def plot_text(value: Any) -> str:
     return html.escape(str(value), quote=False)
 
 
+@functools.cache
+def template() -> go.layout.Template:
+    """A light template (plotly's own carry every trace type's styling, and cost ~0.1 s
+    to validate on each figure)."""
+    axis = {"gridcolor": "#eef0f3", "linecolor": "#d1d5db", "zerolinecolor": "#e5e7eb", "automargin": True,
+            "ticks": "", "title": {"standoff": 8}}
+    return go.layout.Template(layout={
+        "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "color": "#1f2937", "size": 12},
+        "paper_bgcolor": "white", "plot_bgcolor": "white", "colorway": list(COLOURS),
+        "xaxis": axis, "yaxis": axis, "hoverlabel": {"align": "left"}, "hovermode": "closest",
+    })
+
+
 def _base(title: str, revision: Any = None, height: int | None = None) -> go.Layout:
     return go.Layout(
-        template=TEMPLATE, title={"text": title, "x": 0.0, "xanchor": "left"},
+        template=template(), title={"text": title, "x": 0.0, "xanchor": "left"},
         margin={"l": 60, "r": 20, "t": 50, "b": 50}, uirevision=revision, height=height,
         legend={"orientation": "h", "y": -0.18},
     )
 
 
-def _date_axis(figure: go.Figure, dates: pd.Series) -> None:
+def _dates(runs: pd.DataFrame) -> list[str]:
+    """Batch dates as ``YYYY-MM-DD`` (short in the page's JSON, and what the axis shows);
+    the runs frame's ``as_of_text`` when it has one."""
+    if "as_of_text" in runs:
+        return runs["as_of_text"].tolist()
+    return list(np.datetime_as_string(pd.to_datetime(runs["as_of"]).to_numpy(dtype="datetime64[ns]"), unit="D"))
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+    """Four decimals (enough for a chart; a third of the JSON), missing values as gaps."""
+    rounded = np.round(np.asarray(values, dtype=float), 4)
+    return [None if v != v else v for v in rounded.tolist()]
+
+
+def _date_ticks(dates: pd.Series) -> dict[str, Any]:
     """Batch dates as dates: one tick a day for short histories (never hours)."""
     span = (dates.max() - dates.min()) if len(dates) else pd.Timedelta(0)
-    if pd.notna(span) and span <= pd.Timedelta(days=14):
-        figure.update_xaxes(dtick=86_400_000, tickformat="%Y-%m-%d")
-    else:
-        figure.update_xaxes(tickformat="%Y-%m-%d" if pd.notna(span) and span <= pd.Timedelta(days=120) else "%b %Y")
-    figure.update_xaxes(hoverformat="%Y-%m-%d")
+    if pd.isna(span) or span <= pd.Timedelta(days=14):
+        return {"dtick": 86_400_000, "tickformat": "%Y-%m-%d", "hoverformat": "%Y-%m-%d"}
+    return {"tickformat": "%Y-%m-%d" if span <= pd.Timedelta(days=120) else "%b %Y", "hoverformat": "%Y-%m-%d"}
+
+
+@functools.cache
+def _template_dict() -> dict[str, Any]:
+    return template().to_plotly_json()
+
+
+def _layout_dict(title: str, revision: Any = None, height: int | None = None) -> dict[str, Any]:
+    """:func:`_base` as a plain dict."""
+    return {
+        "template": _template_dict(), "title": {"text": title, "x": 0.0, "xanchor": "left"},
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "uirevision": revision, "height": height,
+        "legend": {"orientation": "h", "y": -0.18},
+    }
 
 
 def discrete_values(series: pd.Series, feature: FeatureSpec, limit: int = 20) -> list[Any] | None:
@@ -74,61 +113,72 @@ def class_colour(spec: DatasetSpec, cls: Any) -> str:
 # --- Overview -------------------------------------------------------------------------------
 
 
-def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> go.Figure:
+def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
     """Accuracy per batch (with its 95 % interval), rolling accuracy, the champion's holdout
-    accuracy as a reference, alert markers and model-version changes, over batch dates."""
+    accuracy as a reference, alert markers and model-version changes, over batch dates.
+
+    A plain figure dict, like :func:`drift_history_figure`: plotly's validation of
+    thousands of points costs a tenth of a second a draw, and these two are redrawn on
+    every refresh.
+    """
     if runs.empty:
-        return empty_figure("no monitoring runs yet", "Accuracy over time")
-    x = runs["as_of"]
-    batch = runs["metrics.batch_accuracy"]
-    figure = go.Figure(layout=_base(f"{plot_text(spec.name)}: accuracy over time", revision=spec.name, height=420))
-    low, high = runs.get("metrics.batch_accuracy_ci_low"), runs.get("metrics.batch_accuracy_ci_high")
-    error = None
-    if low is not None and high is not None:
-        error = {"type": "data", "array": (high - batch).to_numpy(), "arrayminus": (batch - low).to_numpy(),
-                 "visible": True, "thickness": 1, "width": 0, "color": "rgba(37,99,235,0.25)"}
-    rows = runs["metrics.rows_labelled"].fillna(0).astype(int).astype(str) if "metrics.rows_labelled" in runs else None
-    figure.add_trace(go.Scatter(
-        x=x, y=batch, mode="markers", name="batch accuracy", marker={"size": 5, "color": COLOURS[0]},
-        error_y=error, customdata=rows,
-        hovertemplate="%{x|%Y-%m-%d}<br>batch accuracy %{y:.3f}" + ("<br>%{customdata} labelled rows" if rows is not None else "") + "<extra></extra>",
-    ))
-    figure.add_trace(go.Scatter(
-        x=x, y=runs["metrics.rolling_accuracy"], mode="lines", name="rolling accuracy",
-        line={"color": COLOURS[1], "width": 2}, hovertemplate="%{x|%Y-%m-%d}<br>rolling accuracy %{y:.3f}<extra></extra>",
-    ))
+        return empty_figure("no monitoring runs yet", "Accuracy over time").to_plotly_json()
+    x = _dates(runs)
+    batch = runs["metrics.batch_accuracy"].to_numpy(dtype=float)
+    batch_trace: dict[str, Any] = {
+        "type": "scatter", "x": x, "y": _rounded(batch), "mode": "markers", "name": "batch accuracy",
+        "marker": {"size": 5, "color": COLOURS[0]},
+        "hovertemplate": "%{x}<br>batch accuracy %{y:.3f}<extra></extra>",
+    }
+    if "metrics.batch_accuracy_ci_low" in runs and "metrics.batch_accuracy_ci_high" in runs:
+        low = runs["metrics.batch_accuracy_ci_low"].to_numpy(dtype=float)
+        high = runs["metrics.batch_accuracy_ci_high"].to_numpy(dtype=float)
+        batch_trace["error_y"] = {"type": "data", "array": _rounded(high - batch), "arrayminus": _rounded(batch - low),
+                                  "visible": True, "thickness": 1, "width": 0, "color": "rgba(37,99,235,0.25)"}
+    if "metrics.rows_labelled" in runs:
+        batch_trace["customdata"] = runs["metrics.rows_labelled"].fillna(0).to_numpy(dtype=int)
+        batch_trace["hovertemplate"] = "%{x}<br>batch accuracy %{y:.3f}<br>%{customdata} labelled rows<extra></extra>"
+    traces = [batch_trace, {
+        "type": "scatter", "x": x, "y": _rounded(runs["metrics.rolling_accuracy"].to_numpy(dtype=float)),
+        "mode": "lines", "name": "rolling accuracy", "line": {"color": COLOURS[1], "width": 2},
+        "hovertemplate": "%{x}<br>rolling accuracy %{y:.3f}<extra></extra>",
+    }]
     if "metrics.champion_holdout_accuracy" in runs:
-        figure.add_trace(go.Scatter(
-            x=x, y=runs["metrics.champion_holdout_accuracy"], mode="lines", name="champion holdout accuracy",
-            line={"color": REFERENCE_COLOUR, "dash": "dash", "shape": "hv", "width": 1.5},
-            hovertemplate="%{x|%Y-%m-%d}<br>champion holdout accuracy %{y:.3f}<extra></extra>",
-        ))
+        traces.append({
+            "type": "scatter", "x": x, "y": _rounded(runs["metrics.champion_holdout_accuracy"].to_numpy(dtype=float)),
+            "mode": "lines", "name": "champion holdout accuracy",
+            "line": {"color": REFERENCE_COLOUR, "dash": "dash", "shape": "hv", "width": 1.5},
+            "hovertemplate": "%{x}<br>champion holdout accuracy %{y:.3f}<extra></extra>",
+        })
     if "tags.alert" in runs:
         alerted = runs[runs["tags.alert"] == "true"]
         if not alerted.empty:
             y = alerted["metrics.batch_accuracy"].fillna(alerted["metrics.rolling_accuracy"]).fillna(0.0)
-            messages = alerted.get("tags.alerts", pd.Series("", index=alerted.index)).fillna("")
+            messages = alerted["tags.alerts"] if "tags.alerts" in alerted else pd.Series("", index=alerted.index)
+            dates = _dates(alerted)
             hover = [
-                f"{d:%Y-%m-%d}<br>" + "<br>".join(plot_text(m) for m in str(text).split(" | ") if m)
-                for d, text in zip(alerted["as_of"], messages, strict=True)
+                f"{day}<br>" + ("<br>".join(plot_text(m) for m in str(text).split(" | ") if m) or "alert")
+                for day, text in zip(dates, messages.fillna(""), strict=True)
             ]
-            figure.add_trace(go.Scatter(
-                x=alerted["as_of"], y=y, mode="markers", name="alert",
-                marker={"symbol": "x", "size": 11, "color": ALERT_COLOUR, "line": {"width": 1}},
-                hovertext=hover, hoverinfo="text",
-            ))
+            traces.append({
+                "type": "scatter", "x": dates, "y": _rounded(y.to_numpy(dtype=float)), "mode": "markers", "name": "alert",
+                "marker": {"symbol": "x", "size": 11, "color": ALERT_COLOUR, "line": {"width": 1}},
+                "hovertext": hover, "hoverinfo": "text",
+            })
     changes = analysis.version_changes(runs).tail(MAX_VERSION_ANNOTATIONS)
     shapes, annotations = [], []
-    for when, version in zip(changes["as_of"], changes["model_version"], strict=True):
+    for when, version in zip(_dates(changes), changes["model_version"], strict=True):
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": when, "x1": when, "y0": 0, "y1": 1,
                        "line": {"color": REFERENCE_COLOUR, "dash": "dot", "width": 1}})
         annotations.append({"x": when, "y": 1.0, "xref": "x", "yref": "paper", "yanchor": "bottom",
                             "text": f"model v{plot_text(version)}", "showarrow": False, "font": {"size": 11}})
-    figure.update_layout(shapes=shapes, annotations=annotations)
-    figure.update_yaxes(title="accuracy", range=[-0.02, 1.05], tickformat=".0%")
-    figure.update_xaxes(title="batch date")
-    _date_axis(figure, x)
-    return figure
+    layout = _layout_dict(f"{plot_text(spec.name)}: accuracy over time", revision=spec.name, height=420)
+    layout.update(
+        shapes=shapes, annotations=annotations,
+        yaxis={"title": {"text": "accuracy"}, "range": [-0.02, 1.05], "tickformat": ".0%"},
+        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
+    )
+    return {"data": traces, "layout": layout}
 
 
 # --- Confusion matrices ---------------------------------------------------------------------
@@ -161,40 +211,49 @@ def confusion_figure(table: dict[str, Any] | None, spec: DatasetSpec, title: str
 DRIFT_STATS = {"psi": "population stability index", "p": "test p-value"}
 
 
-def drift_history_figure(runs: pd.DataFrame, spec: DatasetSpec, stat: str, p_threshold: float | None = None) -> go.Figure:
+def drift_history_figure(runs: pd.DataFrame, spec: DatasetSpec, stat: str, p_threshold: float | None = None) -> dict[str, Any]:
     """Per-feature drift scores over batch dates: PSI (higher is more drift) or the test's
-    p-value on a log axis (lower is more drift, with the run's threshold as a line)."""
+    p-value on a log axis (lower is more drift, with the run's threshold as a line). A
+    plain figure dict (see :func:`accuracy_figure`)."""
     if runs.empty:
-        return empty_figure("no monitoring runs yet", "Drift over time")
+        return empty_figure("no monitoring runs yet", "Drift over time").to_plotly_json()
     prefix = "metrics.drift_psi_" if stat == "psi" else "metrics.drift_p_"
     columns = [f"{prefix}{f}" for f in spec.feature_names if f"{prefix}{f}" in runs]
     if not columns or runs[columns].isna().all().all():
-        return empty_figure("drift was not computed for these batches (too few rows)", "Drift over time")
-    figure = go.Figure(layout=_base(f"{plot_text(spec.name)}: {DRIFT_STATS[stat]} per feature", revision=(spec.name, stat), height=420))
+        return empty_figure("drift was not computed for these batches (too few rows)", "Drift over time").to_plotly_json()
+    x = _dates(runs)
+    traces = []
     for i, feature in enumerate(spec.feature_names):
         column = f"{prefix}{feature}"
         if column not in runs:
             continue
-        y = runs[column]
+        y = runs[column].to_numpy(dtype=float)
         if stat == "p":
-            y = y.clip(lower=1e-300)
-        figure.add_trace(go.Scatter(
-            x=runs["as_of"], y=y, mode="lines+markers", name=plot_text(feature), marker={"size": 4},
-            line={"width": 1.5, "color": COLOURS[i % len(COLOURS)]},
-            hovertemplate=f"{plot_text(feature)}<br>%{{x|%Y-%m-%d}}<br>%{{y:.3g}}<extra></extra>",
-        ))
+            y = np.clip(y, 1e-300, None)
+        traces.append({
+            "type": "scatter", "x": x, "y": y if stat == "p" else _rounded(y), "mode": "lines+markers",
+            "name": plot_text(feature), "marker": {"size": 4},
+            "line": {"width": 1.5, "color": COLOURS[i % len(COLOURS)]},
+            "hovertemplate": f"{plot_text(feature)}<br>%{{x}}<br>%{{y:.3g}}<extra></extra>",
+        })
+    layout = _layout_dict(f"{plot_text(spec.name)}: {DRIFT_STATS[stat]} per feature", revision=(spec.name, stat), height=420)
+    line = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
+            "line": {"color": ALERT_COLOUR, "dash": "dash", "width": 1}}
     if stat == "p":
-        figure.update_yaxes(type="log", title="p-value (lower: more drift)")
+        layout["yaxis"] = {"type": "log", "title": {"text": "p-value (lower: more drift)"}}
         if p_threshold is not None:
-            figure.add_hline(y=p_threshold, line={"color": ALERT_COLOUR, "dash": "dash", "width": 1},
-                             annotation_text=f"drift below {p_threshold:g}", annotation_position="bottom left")
+            # On a log axis, shapes and annotations are placed in log10 units.
+            level = float(np.log10(p_threshold))
+            layout["shapes"] = [{**line, "y0": level, "y1": level}]
+            layout["annotations"] = [{"text": f"drift below {p_threshold:g}", "xref": "paper", "x": 0, "xanchor": "left",
+                                      "y": level, "yref": "y", "yanchor": "top", "showarrow": False}]
     else:
-        figure.update_yaxes(title="PSI (higher: more drift)", rangemode="tozero")
-        figure.add_hline(y=0.2, line={"color": ALERT_COLOUR, "dash": "dash", "width": 1},
-                         annotation_text="0.2: a large shift", annotation_position="top left")
-    figure.update_xaxes(title="batch date")
-    _date_axis(figure, runs["as_of"])
-    return figure
+        layout["yaxis"] = {"title": {"text": "PSI (higher: more drift)"}, "rangemode": "tozero"}
+        layout["shapes"] = [{**line, "y0": 0.2, "y1": 0.2}]
+        layout["annotations"] = [{"text": "0.2: a large shift", "xref": "paper", "x": 0, "xanchor": "left",
+                                  "y": 0.2, "yref": "y", "yanchor": "bottom", "showarrow": False}]
+    layout["xaxis"] = {"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])}
+    return {"data": traces, "layout": layout}
 
 
 def distribution_figure(
@@ -289,8 +348,9 @@ def class_distribution_figure(rows: pd.DataFrame, feature: FeatureSpec, spec: Da
     origins = [o for o in ("real", "synthetic") if (rows["origin_label"] == o).any()]
     from plotly.subplots import make_subplots
 
-    figure = make_subplots(rows=1, cols=len(origins), subplot_titles=[f"{o} rows" for o in origins], shared_yaxes=True)
-    figure.update_layout(_base(title, height=380), barmode="group")
+    figure = make_subplots(rows=1, cols=len(origins), subplot_titles=[f"{o} rows" for o in origins], shared_yaxes=True,
+                           figure=go.Figure(layout=_base(title, height=380)))
+    figure.update_layout(barmode="group")
     discrete = discrete_values(rows[feature.name], feature)
     histogram = feature.is_numeric and discrete is None
     for col, origin in enumerate(origins, start=1):

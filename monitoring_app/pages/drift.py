@@ -16,7 +16,7 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import figures, ids
-from monitoring_app.components import GRAPH_CONFIG, guarded, page, resolve_dataset, token
+from monitoring_app.components import GRAPH_CONFIG, guarded, page, resolve_dataset, token, triggered_id
 from monitoring_app.site import Site, current_site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
@@ -68,7 +68,9 @@ def history_metrics(spec: DatasetSpec) -> tuple[str, ...]:
     return (*(f"drift_psi_{f}" for f in spec.feature_names), *(f"drift_p_{f}" for f in spec.feature_names), "drift_share")
 
 
-def show_history(stat: str | None, n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
+def show_history(
+    stat: str | None, n_intervals: int | None, state: dict[str, Any] | None, trigger: str | None = None
+) -> tuple[Any, Any]:
     """The drift chart; on a refresh tick only when a run was added or finished."""
     site = current_site()
     state = dict(state or {})
@@ -76,10 +78,11 @@ def show_history(stat: str | None, n_intervals: int | None, state: dict[str, Any
     if spec is None:
         return problem, dash.no_update
     stat = stat or "psi"
+    fired = trigger or triggered_id()
 
     def draw() -> Any:
         current = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
-        if dash.ctx.triggered_id == ids.REFRESH and current == state.get("signature") and stat == state.get("stat"):
+        if fired == ids.REFRESH and current == state.get("signature") and stat == state.get("stat"):
             raise dash.exceptions.PreventUpdate
         state.update(signature=current, stat=stat)
         runs = site.data.monitoring_runs(spec, history_metrics(spec), ("drift_basis",))

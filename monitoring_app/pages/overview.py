@@ -13,7 +13,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import analysis, figures, ids
-from monitoring_app.components import GRAPH_CONFIG, card, class_badge, fmt, guarded, page, resolve_dataset, token
+from monitoring_app.components import GRAPH_CONFIG, card, class_badge, fmt, guarded, page, resolve_dataset, token, triggered_id
 from monitoring_app.site import Site, current_site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
@@ -22,9 +22,12 @@ PATH = "/"
 TITLE = "Overview"
 METRICS = (
     "rows_scored", "rows_labelled", "batch_accuracy", "batch_accuracy_ci_low", "batch_accuracy_ci_high",
-    "rolling_accuracy", "champion_holdout_accuracy", "latest_probability",
+    "rolling_accuracy", "champion_holdout_accuracy",
 )
-TAGS = ("model_version", "alert", "alerts", "latest_key", "latest_prediction", "latest_actual")
+TAGS = ("model_version", "alert")
+# Read only for the runs that show them: the latest batch, and the batches with an alert.
+DETAIL_METRICS = ("latest_probability",)
+DETAIL_TAGS = ("alerts", "latest_key", "latest_prediction", "latest_actual")
 WINDOW_OPTIONS = [{"label": label, "value": value} for label, value in
                   (("30 days", "30d"), ("90 days", "90d"), ("1 year", "1y"), ("all", "all"))]
 DEFAULT_WINDOW = "all"
@@ -71,11 +74,19 @@ def render(site: Site, spec: DatasetSpec, window: str) -> tuple[Any, dict[str, A
 
     def draw() -> Any:
         state["signature"] = signature(site, spec)
-        runs = site.data.monitoring_runs(spec, METRICS, TAGS)
+        runs = with_details(site, spec, site.data.monitoring_runs(spec, METRICS, TAGS))
         champion = site.data.champion(spec)
         return body(spec, runs, champion, window, site)
 
     return guarded(draw), state
+
+
+def with_details(site: Site, spec: DatasetSpec, runs: Any) -> Any:
+    """``runs`` with the detail columns filled in for the latest run and alerted runs."""
+    wanted = [runs.index[-1], *runs.index[runs["tags.alert"].eq("true")]]
+    details = site.data.run_values(tracking.monitoring_experiment(spec.name), wanted, DETAIL_METRICS, DETAIL_TAGS)
+    columns = [f"metrics.{k}" for k in DETAIL_METRICS] + [f"tags.{k}" for k in DETAIL_TAGS]
+    return runs.join(details[columns])
 
 
 def body(spec: DatasetSpec, runs: Any, champion: Any, window: str, site: Site) -> list[Any]:
@@ -123,7 +134,9 @@ def latest_card(spec: DatasetSpec, latest: analysis.LatestPrediction | None) -> 
     ], className="latest", id=ids.OVERVIEW_LATEST)
 
 
-def refresh_overview(n_intervals: int | None, window: str | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
+def refresh_overview(
+    n_intervals: int | None, window: str | None, state: dict[str, Any] | None, trigger: str | None = None
+) -> tuple[Any, Any]:
     """Re-render when the window changes, or on a refresh tick when the data changed."""
     site = current_site()
     state = state or {}
@@ -131,7 +144,7 @@ def refresh_overview(n_intervals: int | None, window: str | None, state: dict[st
     if spec is None:
         return problem, dash.no_update
     window = window or DEFAULT_WINDOW
-    if dash.ctx.triggered_id == ids.REFRESH and window == state.get("window"):
+    if (trigger or triggered_id()) == ids.REFRESH and window == state.get("window"):
         current = guarded(lambda: signature(site, spec))
         if isinstance(current, str) and current == state.get("signature"):
             raise dash.exceptions.PreventUpdate
