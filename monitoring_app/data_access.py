@@ -597,12 +597,12 @@ class SiteData:
             now = self._monotonic()
             entry = self._entries.get(key)
             if entry is not None and now - entry.checked_at < self.ttl_s:
-                self.stats["hit"] += 1
+                self.stats["runs_hit"] += 1
                 return entry.value
             current = self.runs_signature(experiment)
             if entry is not None and current == entry.signature:
                 entry.checked_at = now
-                self.stats["revalidated"] += 1
+                self.stats["runs_revalidated"] += 1
                 return entry.value
             value = None
             if incremental and entry is not None and _grew(entry.signature, current):
@@ -612,10 +612,10 @@ class SiteData:
                 merged = pd.concat([entry.value.drop(delta.index, errors="ignore"), delta])
                 if len(merged) == current[3]:
                     value = merged
-                    self.stats["incremental"] += 1
+                    self.stats["runs_incremental"] += 1
             if value is None:
                 value = read()
-                self.stats["load"] += 1
+                self.stats["runs_read"] += 1
             self._entries[key] = _Entry(self._monotonic(), current, value)
             return value
 
@@ -634,6 +634,7 @@ class SiteData:
         missing = [r for r, row in known.items() if row is None]
         columns = [*_prefixed("metrics", metrics), *_prefixed("tags", tags)]
         if missing:
+            self.stats["values_read"] += len(missing)
             reader = self.reader
             with self._tracking_errors():
                 if isinstance(reader, SqlRunReader):

@@ -136,7 +136,7 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
         batch_trace["error_y"] = {"type": "data", "array": _rounded(high - batch), "arrayminus": _rounded(batch - low),
                                   "visible": True, "thickness": 1, "width": 0, "color": "rgba(37,99,235,0.25)"}
     if "metrics.rows_labelled" in runs:
-        batch_trace["customdata"] = runs["metrics.rows_labelled"].fillna(0).to_numpy(dtype=int)
+        batch_trace["customdata"] = runs["metrics.rows_labelled"].fillna(0).to_numpy(dtype=int).tolist()
         batch_trace["hovertemplate"] = "%{x}<br>batch accuracy %{y:.3f}<br>%{customdata} labelled rows<extra></extra>"
     traces = [batch_trace, {
         "type": "scatter", "x": x, "y": _rounded(runs["metrics.rolling_accuracy"].to_numpy(dtype=float)),
@@ -231,7 +231,7 @@ def drift_history_figure(runs: pd.DataFrame, spec: DatasetSpec, stat: str, p_thr
         if stat == "p":
             y = np.clip(y, 1e-300, None)
         traces.append({
-            "type": "scatter", "x": x, "y": y if stat == "p" else _rounded(y), "mode": "lines+markers",
+            "type": "scatter", "x": x, "y": y.tolist() if stat == "p" else _rounded(y), "mode": "lines+markers",
             "name": plot_text(feature), "marker": {"size": 4},
             "line": {"width": 1.5, "color": COLOURS[i % len(COLOURS)]},
             "hovertemplate": f"{plot_text(feature)}<br>%{{x}}<br>%{{y:.3g}}<extra></extra>",

@@ -1,0 +1,403 @@
+"""The monitoring site's pure parts: figures, page computations, the predict form, the
+predictions table's query language, class icons, and the CLI's defaults."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from click.testing import CliRunner
+
+from monitoring_app import analysis, figures, forms, icons, table_query
+from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S
+from monitoring_app.data_access import ModelVersion, assemble_runs, read_only_sql_url, runs_frame, sqlite_path
+from serverless_ml.cli import cli
+from serverless_ml.datasets import get_dataset
+from serverless_ml.datasets.spec import parse_spec
+
+pytestmark = pytest.mark.unit
+
+TITANIC = get_dataset("titanic")
+IRIS = get_dataset("iris")
+ODD = parse_spec(
+    {
+        "name": "odd",
+        "label": "kind",
+        "classes": ["<b>bold</b>", "plain & simple"],
+        "features": {
+            "size": {"type": "double", "min": 0, "max": 10},
+            "count": {"type": "bigint", "min": 1, "max": 5, "nullable": True},
+            "colour": {"type": "string", "categories": ["<script>alert(1)</script>", "blue"], "nullable": True},
+            "note": {"type": "string"},
+        },
+    },
+    "odd.yaml",
+)
+
+
+def as_dict(figure: go.Figure | dict) -> dict:
+    """A figure as plain lists (plotly encodes numpy arrays as base64 typed arrays)."""
+    return _decode(figure if isinstance(figure, dict) else figure.to_plotly_json())
+
+
+def _decode(value: object) -> object:
+    if isinstance(value, dict) and set(value) >= {"dtype", "bdata"}:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        if shape:
+            array = array.reshape([int(n) for n in str(shape).split(",")])
+        return array.tolist()
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_decode(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def monitoring_frame(days: int = 6, alert_on: tuple[int, ...] = (3,), version_from: dict[int, str] | None = None) -> pd.DataFrame:
+    """A frame shaped like SiteData.monitoring_runs."""
+    version_from = version_from or {0: "1", 4: "2"}
+    dates = pd.date_range("2024-03-01", periods=days, freq="D")
+    versions, current = [], "1"
+    for i in range(days):
+        current = version_from.get(i, current)
+        versions.append(current)
+    frame = pd.DataFrame({
+        "run_name": [f"batch-{i}" for i in range(days)],
+        "start_time": np.arange(days) * 1000,
+        "as_of": dates,
+        "as_of_text": dates.strftime("%Y-%m-%d"),
+        "tags.as_of": dates.strftime("%Y-%m-%d"),
+        "metrics.rows_scored": 10.0,
+        "metrics.rows_labelled": 10.0,
+        "metrics.batch_accuracy": np.linspace(0.9, 0.6, days),
+        "metrics.batch_accuracy_ci_low": np.linspace(0.8, 0.5, days),
+        "metrics.batch_accuracy_ci_high": np.linspace(0.95, 0.7, days),
+        "metrics.rolling_accuracy": np.linspace(0.88, 0.7, days),
+        "metrics.champion_holdout_accuracy": 0.83,
+        "metrics.latest_probability": 0.75,
+        "tags.model_version": versions,
+        "tags.alert": ["true" if i in alert_on else "false" for i in range(days)],
+        "tags.alerts": ["accuracy alert: <b>low</b> | drift alert: age" if i in alert_on else "" for i in range(days)],
+        "tags.latest_key": [str(100 + i) for i in range(days)],
+        "tags.latest_prediction": "1",
+        "tags.latest_actual": "0",
+    }, index=pd.Index([f"run{i}" for i in range(days)], name="run_id"))
+    return frame
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def test_accuracy_figure_draws_batches_rolling_reference_alerts_and_version_changes() -> None:
+    runs = monitoring_frame()
+    figure = figures.accuracy_figure(runs, TITANIC)
+    names = [trace["name"] for trace in figure["data"]]
+    assert names == ["batch accuracy", "rolling accuracy", "champion holdout accuracy", "alert"]
+    batch = figure["data"][0]
+    assert batch["x"] == list(runs["as_of_text"]) and batch["y"][0] == pytest.approx(0.9)
+    assert batch["error_y"]["array"][0] == pytest.approx(0.05) and batch["error_y"]["arrayminus"][0] == pytest.approx(0.1)
+    alert = figure["data"][3]
+    assert alert["x"] == ["2024-03-04"]
+    assert "&lt;b&gt;low&lt;/b&gt;" in alert["hovertext"][0] and "<b>low</b>" not in alert["hovertext"][0]
+    assert [a["text"] for a in figure["layout"]["annotations"]] == ["model v2"]
+    assert figure["layout"]["shapes"][0]["x0"] == "2024-03-05"
+    json.dumps(figure)  # plain JSON, as dcc.Graph receives it
+    go.Figure(figure)  # and a valid plotly figure
+
+
+def test_accuracy_figure_of_no_runs_says_so() -> None:
+    figure = figures.accuracy_figure(monitoring_frame().iloc[0:0], TITANIC)
+    assert "no monitoring runs yet" in figure["layout"]["annotations"][0]["text"]
+
+
+def test_drift_history_shows_psi_or_p_values_per_feature() -> None:
+    runs = monitoring_frame()
+    for i, feature in enumerate(TITANIC.feature_names):
+        runs[f"metrics.drift_psi_{feature}"] = 0.01 * i
+        runs[f"metrics.drift_p_{feature}"] = 0.5
+    runs.loc["run5", "metrics.drift_p_age"] = 0.0
+    psi = figures.drift_history_figure(runs, TITANIC, "psi")
+    assert [t["name"] for t in psi["data"]] == TITANIC.feature_names
+    assert psi["layout"]["shapes"][0]["y0"] == 0.2
+    p = figures.drift_history_figure(runs, TITANIC, "p", p_threshold=0.001)
+    assert p["layout"]["yaxis"]["type"] == "log"
+    assert p["layout"]["shapes"][0]["y0"] == pytest.approx(-3)  # log10 of the threshold
+    age = next(t for t in p["data"] if t["name"] == "age")
+    assert min(age["y"]) > 0  # a p-value of 0 stays on the log axis
+    go.Figure(p)
+    not_computed = figures.drift_history_figure(monitoring_frame(), TITANIC, "psi")
+    assert "not computed" in not_computed["layout"]["annotations"][0]["text"]
+
+
+def test_confusion_figure_writes_counts_and_class_names() -> None:
+    table = {"labels": [0, 1], "matrix": [[5, 1], [2, 3]], "rows": "actual", "columns": "predicted"}
+    figure = as_dict(figures.confusion_figure(table, TITANIC, "latest batch"))
+    heatmap = figure["data"][0]
+    assert list(heatmap["x"]) == ["died", "survived"]
+    assert np.asarray(heatmap["text"]).tolist() == [["5", "1"], ["2", "3"]]
+    assert "(11 rows)" in figure["layout"]["title"]["text"]
+    assert "not computed" in as_dict(figures.confusion_figure(None, TITANIC, "x"))["layout"]["annotations"][0]["text"]
+
+
+def test_user_strings_are_escaped_in_figures() -> None:
+    table = {"labels": ["<b>bold</b>", "plain & simple"], "matrix": [[1, 0], [0, 1]]}
+    heatmap = as_dict(figures.confusion_figure(table, ODD, "x"))["data"][0]
+    assert list(heatmap["x"]) == ["&lt;b&gt;bold&lt;/b&gt;", "plain &amp; simple"]
+    rows = pd.DataFrame({"colour": ["<script>alert(1)</script>", "blue", None], "kind": ["<b>bold</b>"] * 3})
+    bars = as_dict(figures.distribution_figure(rows["colour"], rows["colour"], ODD.feature("colour"), "<i>a</i>", "b"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in list(bars["data"][0]["x"])
+    assert "<i>" not in bars["layout"]["title"]["text"]
+
+
+def test_distribution_figure_bins_numbers_and_bars_categories_and_small_integers() -> None:
+    reference = pd.Series([1.0, 2.0, 3.0, np.nan] * 10)
+    current = pd.Series([3.0, 4.0, 5.0] * 5)
+    numeric = as_dict(figures.distribution_figure(reference, current, TITANIC.feature("age"), "training rows", "batch"))
+    assert [t["type"] for t in numeric["data"]] == ["bar", "bar"]
+    assert sum(numeric["data"][0]["y"]) == pytest.approx(0.75)  # a quarter of the reference is missing
+    assert "missing: 25.0%" in numeric["layout"]["annotations"][0]["text"]
+    pclass = as_dict(figures.distribution_figure(pd.Series([1, 2, 3, 3]), pd.Series([3, 3]), TITANIC.feature("pclass"), "a", "b"))
+    assert list(pclass["data"][0]["x"]) == ["1", "2", "3"] and list(pclass["data"][1]["y"]) == [0, 0, 1]
+    sex = as_dict(figures.distribution_figure(pd.Series(["male", "female"]), pd.Series(["male"]), TITANIC.feature("sex"), "a", "b"))
+    assert list(sex["data"][0]["x"]) == ["male", "female"]
+
+
+def test_tuning_figure_shows_each_trial_and_the_best_so_far() -> None:
+    trials = pd.DataFrame({"trial_number": [0, 1, 2, 3], "state": ["COMPLETE"] * 4,
+                           "val_accuracy_mean": [0.7, 0.8, 0.75, 0.85], "run_id": list("abcd")})
+    figure = as_dict(figures.tuning_figure(trials, "t"))
+    assert list(figure["data"][0]["y"]) == [0.7, 0.8, 0.75, 0.85]
+    assert list(figure["data"][1]["y"]) == [0.7, 0.8, 0.8, 0.85]
+    assert "no trials" in as_dict(figures.tuning_figure(trials.iloc[0:0], "t"))["layout"]["annotations"][0]["text"]
+
+
+def test_class_distribution_tells_real_and_synthetic_rows_apart() -> None:
+    rows = pd.DataFrame({"age": [20.0, 30.0, 40.0, 50.0], "survived": [0, 1, 0, 1],
+                         "origin_label": ["real", "real", "synthetic", "synthetic"]})
+    figure = as_dict(figures.class_distribution_figure(rows, TITANIC.feature("age"), TITANIC))
+    assert [a["text"] for a in figure["layout"]["annotations"]] == ["real rows", "synthetic rows"]
+    assert len(figure["data"]) == 4 and {t["name"] for t in figure["data"]} == {"died", "survived"}
+
+
+def test_correlation_and_probability_figures() -> None:
+    matrix = pd.DataFrame({"died": [0.5, np.nan], "survived": [-0.5, np.nan]}, index=["sex=male", "age"])
+    heatmap = as_dict(figures.correlation_figure(matrix, "c"))["data"][0]
+    assert np.asarray(heatmap["text"]).tolist() == [["+0.50", "-0.50"], ["", ""]]
+    bars = as_dict(figures.probability_figure([0.2, 0.8], TITANIC))["data"][0]
+    assert list(bars["y"]) == ["died", "survived"] and list(bars["text"]) == ["20.0%", "80.0%"]
+
+
+# --- page computations ---------------------------------------------------------------------------
+
+
+def test_headline_counts_rows_batches_alerts_and_days_since_retrain() -> None:
+    runs = monitoring_frame(alert_on=(3, 5))
+    champion = ModelVersion("titanic", 2, ("champion",), dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc), "r",
+                            {"holdout_accuracy": "0.8324"})
+    numbers = analysis.headline(runs, champion, dt.datetime(2024, 3, 11, 12, tzinfo=dt.timezone.utc))
+    assert (numbers.rows_scored, numbers.batches, numbers.latest_batch) == (60, 6, "2024-03-06")
+    assert (numbers.champion_version, numbers.champion_holdout, numbers.days_since_retrain) == (2, 0.8324, 10)
+    assert numbers.alerts_latest and numbers.alert_batches == 2
+    empty = analysis.headline(runs.iloc[0:0], None, dt.datetime(2024, 3, 11, tzinfo=dt.timezone.utc))
+    assert (empty.rows_scored, empty.champion_version, empty.days_since_retrain) == (0, None, None)
+
+
+def test_latest_prediction_reads_the_latest_runs_tags_as_classes() -> None:
+    latest = analysis.latest_prediction(monitoring_frame(), TITANIC)
+    assert latest is not None
+    assert (latest.key, latest.prediction, latest.actual, latest.correct) == ("105", 1, 0, False)
+    assert latest.probability == 0.75
+    runs = monitoring_frame()
+    runs["tags.latest_actual"] = "None"
+    assert analysis.latest_prediction(runs, TITANIC).correct is None
+
+
+def test_windows_and_version_changes() -> None:
+    runs = monitoring_frame(days=100, version_from={0: "1", 40: "2", 90: "3"})
+    assert len(analysis.within_window(runs, 30)) == 30
+    assert len(analysis.within_window(runs, None)) == 100
+    changes = analysis.version_changes(runs)
+    assert list(changes["model_version"]) == ["2", "3"]
+
+
+def test_feature_summary_and_correlations_from_the_feature_group() -> None:
+    rows = pd.DataFrame({
+        "age": [10.0, np.nan, 30.0, 40.0], "sex": ["male", "female", "male", None], "pclass": [1, 2, 3, 1],
+        "fare": [1.0, 2.0, 3.0, 4.0], "embarked": ["S", None, "C", "Q"], "sibsp": [0, 1, 0, 1], "parch": [0, 0, 1, 1],
+        "title": ["Mr", "Mrs", "Mr", "Miss"], "family_size": [1, 2, 2, 3], "survived": [0, 1, 0, 1],
+        "origin": ["backfill", "backfill", "synthetic", "synthetic"],
+    })
+    summary = analysis.feature_summary(rows, TITANIC).set_index("feature")
+    assert summary.loc["age", "missing (real)"] == "1 (50.0%)"
+    assert summary.loc["age", "missing (synthetic)"] == "0 (0.0%)"
+    assert summary.loc["sex", "schema"] == "one of male, female; required"
+    correlations = analysis.label_correlations(rows, TITANIC)
+    assert correlations.loc["sex=female", "survived"] > 0 and correlations.loc["sex=female", "died"] < 0
+    assert "sex=<missing>" in correlations.index
+    assert len(analysis.select_origin(rows, "real")) == 2 and len(analysis.select_origin(rows, "synthetic")) == 2
+
+
+# --- the predict form ------------------------------------------------------------------------------
+
+
+VALID = {"pclass": 3, "sex": "male", "age": 22.0, "fare": 7.25, "embarked": "S", "sibsp": 1, "parch": 0,
+         "title": "Mr", "family_size": 2}
+
+
+def test_a_valid_form_gives_the_model_input_in_schema_order_and_types() -> None:
+    result = forms.validate_form(TITANIC, VALID)
+    assert result.ok and result.row is not None
+    frame = forms.model_input(TITANIC, result.row)
+    assert list(frame.columns) == TITANIC.feature_names
+    assert frame["pclass"].dtype == np.int64 and frame["age"].dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "message"),
+    [
+        ("pclass", 4, "4 is outside the allowed range (1 to 3)"),
+        ("pclass", 2.5, "2.5 is not a whole number"),
+        ("pclass", None, "required: enter a number (1 to 3)"),
+        ("fare", "abc", "'abc' is not a number"),
+        ("fare", float("inf"), "enter a finite number"),
+        ("age", -1, "outside the allowed range (0 to 100)"),
+        ("sex", "robot", "'robot' is not one of male, female"),
+        ("sex", None, "required: choose one of male, female"),
+        ("title", forms.MISSING, "required"),
+    ],
+)
+def test_values_outside_the_schema_get_a_message_not_an_exception(feature: str, value: object, message: str) -> None:
+    result = forms.validate_form(TITANIC, {**VALID, feature: value})
+    assert not result.ok and result.row is None
+    assert message in result.errors[feature]
+    assert set(result.errors) == {feature}
+
+
+def test_nullable_features_may_be_left_empty() -> None:
+    result = forms.validate_form(TITANIC, {**VALID, "age": None, "embarked": forms.MISSING})
+    assert result.ok and result.row is not None
+    frame = forms.model_input(TITANIC, result.row)
+    assert np.isnan(frame.loc[0, "age"]) and frame.loc[0, "embarked"] is None
+
+
+def test_a_spec_only_dataset_gets_its_form_from_the_spec() -> None:
+    defaults = forms.default_values(ODD, None)
+    assert defaults == {"size": 5.0, "count": 3, "colour": "<script>alert(1)</script>", "note": None}
+    options = forms.category_options(ODD.feature("colour"))
+    assert options[-1] == {"label": "(missing)", "value": forms.MISSING}
+    result = forms.validate_form(ODD, {"size": 1.5, "count": None, "colour": "blue", "note": "anything"})
+    assert result.ok and result.row == {"size": 1.5, "count": None, "colour": "blue", "note": "anything"}
+    assert "required" in forms.validate_form(ODD, {"size": 1, "count": 1, "colour": "blue", "note": ""}).errors["note"]
+
+
+def test_default_values_come_from_real_rows() -> None:
+    rows = pd.DataFrame({name: [1.0, 2.0, 9.0] for name in IRIS.feature_names} | {"origin": ["backfill", "backfill", "synthetic"]})
+    assert forms.default_values(IRIS, rows)["sepal_length"] == 1.5
+
+
+# --- the predictions table -----------------------------------------------------------------------
+
+
+def test_filters_sort_and_pages_on_the_server() -> None:
+    frame = pd.DataFrame({
+        "key": ["1", "2", "3", "4"], "event_time": ["2024-03-01 00:00", "2024-03-02 00:00", "2024-03-02 00:00", "2024-03-03 00:00"],
+        "prediction": ["died", "survived", "died", "survived"], "probability": [0.9, 0.6, 0.55, 0.99],
+        "actual": ["died", "died", "", "survived"], "correct": ["yes", "no", "", "yes"], "model_version": [1, 1, 2, 2],
+    })
+    columns, numeric = list(frame.columns), table_query.NUMERIC_COLUMNS
+    terms = table_query.parse_filter('{probability} s> 0.58 && {prediction} contains "surv"', columns, numeric)
+    assert list(table_query.apply_filter(frame, terms)["key"]) == ["2", "4"]
+    assert list(table_query.apply_filter(frame, table_query.parse_filter("{correct} = no", columns, numeric))["key"]) == ["2"]
+    assert list(table_query.apply_filter(frame, table_query.parse_filter("{actual} is blank", columns, numeric))["key"]) == ["3"]
+    assert list(table_query.apply_filter(frame, table_query.parse_filter("{model_version} = 2", columns, numeric))["key"]) == ["3", "4"]
+    assert list(table_query.apply_filter(frame, table_query.parse_filter("{event_time} datestartswith 2024-03-02", columns, numeric))["key"]) == ["2", "3"]
+    ordered = table_query.apply_sort(frame, [{"column_id": "model_version", "direction": "desc"},
+                                            {"column_id": "probability", "direction": "asc"}])
+    assert list(ordered["key"]) == ["3", "4", "2", "1"]
+    page, pages = table_query.page_of(frame, 1, 3)
+    assert list(page["key"]) == ["4"] and pages == 2
+    assert table_query.page_of(frame, 9, 3)[0]["key"].tolist() == ["4"]  # past the end: the last page
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("{nope} = 1", "unknown column 'nope'"),
+        ("{probability} > high", "'high' is not a number"),
+        ("{a} = 1 || {b} = 2", "only filters joined with &&"),
+        ("probability > 1", "cannot read the filter"),
+    ],
+)
+def test_bad_filters_are_refused_with_a_message(query: str, message: str) -> None:
+    with pytest.raises(table_query.FilterError, match=re.escape(message)):
+        table_query.parse_filter(query, ["probability", "a", "b"], ["probability"])
+
+
+def test_display_predictions_shows_class_names_newest_first() -> None:
+    predictions = pd.DataFrame({
+        "passenger_id": [7, 8], "model_version": [1, 1],
+        "event_time": pd.to_datetime(["2024-03-01", "2024-03-02"], utc=True),
+        "prediction": [1, 0], "probability": [0.81234, 0.7], "actual": pd.array([0, pd.NA], dtype="Int64"),
+        "correct": pd.array([False, pd.NA], dtype="boolean"),
+    })
+    shown = table_query.display_predictions(predictions, TITANIC)
+    assert shown.to_dict("records") == [
+        {"key": "8", "event_time": "2024-03-02 00:00", "prediction": "died", "probability": 0.7, "actual": "",
+         "correct": "", "model_version": 1},
+        {"key": "7", "event_time": "2024-03-01 00:00", "prediction": "survived", "probability": 0.8123,
+         "actual": "died", "correct": "no", "model_version": 1},
+    ]
+
+
+# --- icons, runs frames, URLs, CLI ----------------------------------------------------------------
+
+
+def test_every_class_has_its_own_icon_drawn_locally() -> None:
+    for spec in (IRIS, TITANIC, ODD):
+        svgs = [icons.class_icon_svg(spec, c) for c in spec.classes]
+        assert len(set(svgs)) == len(svgs)
+        for svg in svgs:
+            assert svg.startswith("<svg") and "href" not in svg and "http://www.w3.org/2000/svg" in svg
+            assert "https://" not in svg
+    odd = icons.class_icon_svg(ODD, "<b>bold</b>")
+    assert "<b>" not in odd and "&lt;b&gt;" in odd
+    uri = icons.class_icon_uri(IRIS, "Setosa")
+    assert base64.b64decode(uri.split(",", 1)[1]).decode().startswith("<svg")
+    assert "unknown class" in icons.class_icon_svg(IRIS, "Rosa")
+
+
+def test_runs_frames_have_one_row_per_run_and_prefixed_columns() -> None:
+    runs = pd.DataFrame([("a", "n", "FINISHED", 1, 2), ("b", "m", "FINISHED", 3, 4)],
+                        columns=["run_id", "run_name", "status", "start_time", "end_time"])
+    metrics = pd.DataFrame([("a", "acc", 0.5)], columns=["run_id", "key", "value"])
+    tags = pd.DataFrame([("b", "as_of", "2024-01-01")], columns=["run_id", "key", "value"])
+    frame = runs_frame(runs, metrics, tags, ["acc", "other"], ["as_of"])
+    assert list(frame.columns) == ["run_name", "status", "start_time", "end_time", "metrics.acc", "metrics.other", "tags.as_of"]
+    assert frame.loc["a", "metrics.acc"] == 0.5 and np.isnan(frame.loc["b", "metrics.acc"])
+    assert frame.loc["a", "tags.as_of"] is None and frame.loc["b", "tags.as_of"] == "2024-01-01"
+    empty = assemble_runs(runs.iloc[0:0], pd.DataFrame(), pd.DataFrame(), ["acc"], ["as_of"])
+    assert empty.empty and "metrics.acc" in empty
+
+
+def test_the_site_opens_sqlite_read_only() -> None:
+    assert sqlite_path("sqlite:////tmp/x/mlflow.db") is not None
+    assert read_only_sql_url("sqlite:////tmp/x/mlflow.db") == "sqlite:///file:/tmp/x/mlflow.db?mode=ro&uri=true"
+    assert read_only_sql_url("postgresql://u:p@h/db") == "postgresql://u:p@h/db"
+
+
+def test_the_dashboard_command_states_the_sites_defaults() -> None:
+    text = CliRunner().invoke(cli, ["dashboard", "--help"]).output
+    flat = " ".join(text.split())
+    assert f"default: {DEFAULT_HOST}" in flat
+    assert f"default: {DEFAULT_PORT}" in flat
+    assert f"default: {DEFAULT_REFRESH_S:g}" in flat
+    assert DEFAULT_HOST == "127.0.0.1"  # safe default: this machine only
