@@ -112,5 +112,6 @@ def window(predictions: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timest
 
 def latest_row(predictions: pd.DataFrame, key: str) -> dict[str, Any]:
     """The latest scored row of a batch (by event time, then key)."""
-    row = predictions.sort_values(["event_time", key]).iloc[-1]
+    latest = predictions[predictions["event_time"] == predictions["event_time"].max()]
+    row = latest.loc[latest[key].idxmax()]
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}

@@ -75,26 +75,29 @@ def score_rows(
     if missing:
         raise ValueError(f"the model does not know class(es) {missing}")
     order = [classes.index(c) for c in spec.classes]
+    labels = pd.Index(list(spec.classes))
+    label_values = np.asarray(spec.classes, dtype=np.int64 if spec.label_type == "bigint" else object)
     parts = []
     for start in range(0, len(rows), chunk_rows):
         chunk = rows.iloc[start : start + chunk_rows]
         proba = model.predict_proba(as_model_input(chunk, spec))[:, order]
         best = proba.argmax(axis=1)
-        labels = np.asarray(spec.classes, dtype=object)[best]
         out = pd.DataFrame({
             spec.primary_key: chunk[spec.primary_key].to_numpy(),
             "model_version": np.int64(model_version),
-            EVENT_TIME_COLUMN: chunk[EVENT_TIME_COLUMN].to_numpy(),
-            "prediction": labels,
+            # .array keeps the timezone-aware dtype (to_numpy would box every timestamp).
+            EVENT_TIME_COLUMN: chunk[EVENT_TIME_COLUMN].array,
+            "prediction": label_values[best],
             "probability": proba[np.arange(len(best)), best],
         })
         for i, cls in enumerate(spec.classes):
             out[probability_column(cls)] = proba[:, i]
         actual = chunk[spec.label]
-        known = actual.notna().to_numpy()
-        out["actual"] = actual.to_numpy()
-        correct = pd.array(labels == actual.to_numpy(dtype=object), dtype="boolean")
-        correct[~known] = pd.NA
+        # Prediction and actual come from the same row; class indices compare fast.
+        actual_index = labels.get_indexer(actual)
+        correct = pd.array(best == actual_index, dtype="boolean")
+        correct[actual.isna().to_numpy()] = pd.NA
+        out["actual"] = actual.array
         out["correct"] = correct
         out[ORIGIN_COLUMN] = chunk[ORIGIN_COLUMN].to_numpy()
         out["scored_at"] = scored_at
@@ -102,8 +105,7 @@ def score_rows(
         parts.append(out)
     result = pd.concat(parts, ignore_index=True)
     if spec.label_type == "bigint":
-        result["prediction"] = result["prediction"].astype("int64")
         result["actual"] = result["actual"].astype("Int64") if result["actual"].isna().any() else result["actual"].astype("int64")
-    result[EVENT_TIME_COLUMN] = pd.to_datetime(result[EVENT_TIME_COLUMN], utc=True).astype("datetime64[us, UTC]")
+    result[EVENT_TIME_COLUMN] = result[EVENT_TIME_COLUMN].astype("datetime64[us, UTC]")
     result["scored_at"] = pd.to_datetime(result["scored_at"], utc=True).astype("datetime64[us, UTC]")
     return result

@@ -315,11 +315,11 @@ def batch_statistics(
     for label, frame in (("batch", scored), ("rolling", rolling), ("since_promotion", since_promotion)):
         known = frame[frame["actual"].notna()]
         if not known.empty:
-            tables[label] = evaluation.confusion_table(known["actual"].tolist(), known["prediction"].tolist(), classes)
+            tables[label] = evaluation.confusion_table(known["actual"], known["prediction"], classes)
     for label, frame in (("batch", scored), ("rolling", rolling)):
         known = frame[frame["actual"].notna()]
         if len(known) >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
-            per_class = evaluation.classification_metrics(known["actual"].tolist(), known["prediction"].tolist(), None, classes, prefix=f"{label}_")
+            per_class = evaluation.classification_metrics(known["actual"], known["prediction"], None, classes, prefix=f"{label}_")
             metrics.update({k: v for k, v in per_class.items() if k != f"{label}_accuracy"})
         else:
             notes.append(

@@ -23,9 +23,9 @@ def confusion_counts(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequ
     input validation would cost more than the arithmetic.
     """
     labels = list(classes)
-    index = {label: i for i, label in enumerate(labels)}
-    actual = np.fromiter((index.get(v, -1) for v in y_true), dtype=np.int64, count=len(y_true))
-    predicted = np.fromiter((index.get(v, -1) for v in y_pred), dtype=np.int64, count=len(y_pred))
+    lookup = pd.Index(labels)
+    actual = lookup.get_indexer(pd.Index(y_true))
+    predicted = lookup.get_indexer(pd.Index(y_pred))
     keep = (actual >= 0) & (predicted >= 0)
     flat = actual[keep] * len(labels) + predicted[keep]
     return np.bincount(flat, minlength=len(labels) ** 2).reshape(len(labels), len(labels))
