@@ -15,7 +15,7 @@ from serverless_ml.datasets.synthetic import parse_drift
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.simulate import SimulateOptions, segments, simulate
 from serverless_ml.tracking import monitoring_experiment
-from worlds import trained_template, world  # noqa: F401 - fixtures
+from worlds import copy_world, trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -53,24 +53,12 @@ def test_simulate_gives_one_dated_monitoring_run_per_day(world) -> None:  # noqa
 
 def test_simulate_matches_day_by_day_inference(world, trained_template, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """The segment shortcut gives the same numbers as running `sml infer` every day."""
-    import shutil
-
-    from serverless_ml.feature_store.local import LocalFeatureStore
     from serverless_ml.pipelines.features import add_daily_rows
-    from serverless_ml.settings import resolve_settings
 
     store, settings = world
     simulate(SPEC, store, settings, SimulateOptions(days=6, end_date=END, rows=8))
     simulated = _runs().set_index("tags.as_of").sort_index()
-
-    other = tmp_path / "day_by_day"
-    shutil.copytree(trained_template / "store", other / "store")
-    shutil.copyfile(trained_template / "mlflow.db", other / "mlflow.db")
-    uri = f"sqlite:///{other / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(None)
-    store2 = LocalFeatureStore(other / "store")
-    settings2 = resolve_settings(store_dir=store2.root, tracking_uri=uri)
+    store2, settings2 = copy_world(trained_template, tmp_path / "day_by_day", monkeypatch)
     for i in range(6):
         day = END - dt.timedelta(days=5 - i)
         add_daily_rows(SPEC, store2, day, n=8, seed=0)

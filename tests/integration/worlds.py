@@ -39,13 +39,20 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_d
     return folder
 
 
+def copy_world(template: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[LocalFeatureStore, Settings]:
+    """A copy of ``template``'s store and tracking database in ``folder``, made current
+    (``MLFLOW_TRACKING_URI``)."""
+    shutil.copytree(template / "store", folder / "store")
+    shutil.copyfile(template / "mlflow.db", folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(None)
+    store = LocalFeatureStore(folder / "store")
+    return store, resolve_settings(store_dir=store.root, tracking_uri=uri)
+
+
 @pytest.fixture
 def world(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[LocalFeatureStore, Settings]:
     """This test's copy of the trained store and tracking database."""
-    shutil.copytree(trained_template / "store", tmp_path / "store")
-    shutil.copyfile(trained_template / "mlflow.db", tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    store = LocalFeatureStore(tmp_path / "store")
-    return store, resolve_settings(store_dir=store.root, tracking_uri=uri)
+    return copy_world(trained_template, tmp_path, monkeypatch)
