@@ -1,0 +1,139 @@
+"""Every page of the monitoring site in Chromium, for Iris and Titanic: it loads, shows its
+content and logs no console error; the predictor answers valid input with a class and
+invalid input with a message; dataset strings are shown as text, never as HTML."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from monitoring_app import create_app
+
+pytestmark = pytest.mark.browser
+
+# page path -> (file name, what must be on it once it has loaded, plots it draws)
+PAGES = {
+    "/": ("overview", "Latest prediction", 1),
+    "/confusion": ("confusion", "since promotion", 3),
+    "/predictions": ("predictions", "predictions", 0),
+    "/drift": ("drift", "per feature", 2),
+    "/models": ("models", "Holdout metrics", 1),
+    "/data": ("data", "Correlation with the label", 2),
+    "/predict": ("predict", "The champion, version", 0),
+}
+
+
+@pytest.fixture(scope="module")
+def site(site_world: Any, serve: Any) -> str:
+    """The site over the session's world, with the spec-only dataset, served on a free port."""
+    app = create_app(site_world.settings, datasets=[site_world.shapes_spec], refresh_s=3600,
+                     mlflow_ui_url="http://127.0.0.1:5000")
+    return serve(app)
+
+
+@pytest.mark.parametrize("dataset", ["titanic", "iris"])
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_loads_without_console_errors(page: Any, site: str, settle: Any, screenshot: Any, path: str, dataset: str) -> None:
+    tab, problems = page
+    name, expected, plots = PAGES[path]
+    tab.goto(f"{site}{path}?dataset={dataset}")
+    settle(tab)
+    tab.get_by_text(expected).first.wait_for()
+    assert tab.locator(".js-plotly-plot").count() >= plots
+    assert tab.locator(".notice-error").count() == 0, tab.locator(".notice-error").all_inner_texts()
+    assert tab.locator(".dataset-picker").inner_text().strip().startswith(dataset)
+    if path == "/predictions":
+        assert tab.locator(".dash-spreadsheet tbody tr").count() > 5
+    screenshot(tab, f"{dataset}-{name}", docs=dataset == "titanic")
+    assert problems.all() == []
+
+
+def test_the_overview_marks_alerts_and_the_retrain(page: Any, site: str, settle: Any, world_dates: dict[str, Any]) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/?dataset=titanic")
+    settle(tab)
+    rows = world_dates["titanic_days"] * world_dates["titanic_rows"]
+    assert f"{rows:,}" in tab.locator("#headline-rows").inner_text()
+    assert "version 2" in tab.locator("#headline-champion").inner_text()
+    assert "model v2" in tab.locator(".js-plotly-plot").first.text_content()
+    legend = tab.locator(".js-plotly-plot .legend").first.text_content()
+    assert "alert" in legend and "champion holdout accuracy" in legend
+    assert tab.locator("#overview-latest img").count() == 2  # predicted and actual, drawn by the site
+    assert problems.all() == []
+
+
+def test_the_predictor_answers_valid_input_and_explains_invalid_input(page: Any, site: str, settle: Any, screenshot: Any) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/predict?dataset=titanic")
+    settle(tab)
+    tab.get_by_role("button", name="Predict").click()
+    answer = tab.locator("#predict-answer")
+    answer.wait_for()
+    assert re.search(r"The champion \(version 2\) says\s+(died|survived)\s+with probability \d+\.\d%", answer.inner_text())
+    tab.locator("#predict-probabilities .main-svg").first.wait_for()  # the probabilities, drawn
+    screenshot(tab, "titanic-predict-answer", docs=True)
+
+    age = tab.locator(".field", has_text="age").locator("input")
+    age.fill("150")
+    fare = tab.locator(".field", has_text="fare").locator("input")
+    fare.fill("")
+    tab.get_by_role("button", name="Predict").click()
+    tab.get_by_text("150 is outside the allowed range (0 to 100)").wait_for()
+    assert "required: enter a number (0 to 1000)" in tab.locator(".field", has_text="fare").inner_text()
+    assert "2 value(s) outside the schema" in tab.locator(".result").inner_text()
+    assert tab.locator("#predict-answer").count() == 0
+    screenshot(tab, "titanic-predict-invalid")
+    assert problems.all() == []
+
+
+def test_a_spec_only_dataset_gets_a_form_and_an_answer_with_its_strings_as_text(
+    page: Any, site: str, settle: Any, world_dates: dict[str, Any]
+) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/predict?dataset=shapes")
+    settle(tab)
+    assert tab.locator(".field").count() == 3
+    colour = tab.locator(".field", has_text="colour")
+    assert any(value in colour.inner_text() for value in world_dates["shapes_colours"])  # as typed, not as HTML
+    colour.locator(".dash-dropdown").click()
+    for value in world_dates["shapes_colours"]:
+        tab.get_by_role("option", name=value, exact=True).wait_for()
+    tab.get_by_role("option", name="blue & green", exact=True).click()
+    tab.get_by_role("button", name="Predict").click()
+    tab.locator("#predict-answer").wait_for()
+    assert re.search(r"says\s+(triangle|square)", tab.locator("#predict-answer").inner_text())
+    assert tab.evaluate("() => window.__pwned") is None  # the <img onerror> category never ran
+    assert tab.locator("main b, main img[src='x']").count() == 0
+    tab.goto(f"{site}/data?dataset=shapes")
+    settle(tab)
+    assert "Shapes <i>drawn</i> by hand & measured" in tab.locator("main").inner_text()
+    assert tab.locator("main i").count() == 0
+    assert tab.evaluate("() => window.__pwned") is None
+    assert problems.all() == []
+
+
+def test_choosing_a_dataset_keeps_the_page_and_puts_the_dataset_in_the_url(page: Any, site: str, settle: Any) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/drift?dataset=titanic")
+    settle(tab)
+    tab.locator(".dataset-picker").click()
+    tab.get_by_role("option", name="iris", exact=True).click()
+    tab.wait_for_url(re.compile(r"/drift\?dataset=iris$"))
+    settle(tab)
+    tab.get_by_text("iris: population stability index per feature").wait_for()
+    tab.get_by_role("link", name="Models").click()
+    tab.wait_for_url(re.compile(r"/models\?dataset=iris$"))
+    settle(tab)
+    assert "iris" in tab.locator(".dataset-picker").inner_text()
+    assert problems.all() == []
+
+
+def test_an_unknown_dataset_in_the_url_is_a_message(page: Any, site: str, settle: Any) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/?dataset=%3Cimg%20src%3Dx%20onerror%3Dwindow.__pwned%3D1%3E")
+    settle(tab)
+    tab.get_by_text("unknown dataset '<img src=x onerror=window.__pwned=1>'").wait_for()
+    assert tab.evaluate("() => window.__pwned") is None
+    assert problems.all() == []
