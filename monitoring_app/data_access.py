@@ -503,13 +503,20 @@ class SiteData:
             return
 
         def probe() -> bool:
-            tracking.check_tracking_reachable(self.tracking_uri, timeout_s=2.0)
+            # Without the user and password: urllib would take "user:password@host" for
+            # the host name (the server's /health needs no login).
+            parts = urllib.parse.urlsplit(self.tracking_uri)
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            tracking.check_tracking_reachable(urllib.parse.urlunsplit(parts._replace(netloc=netloc)), timeout_s=2.0)
             return True
 
         try:
             self.cached(("reachable",), probe)
         except SmlError as exc:
-            raise TrackingUnavailable(str(exc)) from None
+            reason = str(exc).rsplit(" cannot be reached ", 1)[-1]
+            raise TrackingUnavailable(f"MLflow tracking server {self.tracking_label} cannot be reached {reason}") from None
 
     @property
     def client(self) -> Any:

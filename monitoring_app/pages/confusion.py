@@ -44,15 +44,18 @@ def register(app: dash.Dash) -> None:
 
 
 def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
-    """Picker options, newest batch first: date, model version, rows, alert."""
-    options = []
-    for run_id, row in runs.iloc[::-1].iterrows():
-        rows = row.get("metrics.rows_scored")
-        rows_text = "" if rows is None or pd.isna(rows) else f", {int(rows)} rows"
-        alert = ", alert" if row.get("tags.alert") == "true" else ""
-        label = f"{row['tags.as_of']} (model v{row.get('tags.model_version')}{rows_text}{alert}) - {row.get('run_name') or run_id}"
-        options.append({"label": label, "value": str(run_id)})
-    return options
+    """Picker options, newest batch first: date, model version, rows, alert (built column
+    by column: there may be thousands)."""
+    newest = runs.iloc[::-1]
+    if newest.empty:
+        return []
+    rows = newest["metrics.rows_scored"]
+    rows_text = (", " + rows.fillna(0).astype(int).astype(str) + " rows").where(rows.notna(), "")
+    alert = newest["tags.alert"].eq("true").map({True: ", alert", False: ""})
+    names = newest["run_name"].fillna(pd.Series(newest.index, index=newest.index)).astype(str)
+    labels = (newest["tags.as_of"].astype(str) + " (model v" + newest["tags.model_version"].astype(str) + rows_text
+              + alert + ") - " + names)
+    return [{"label": label, "value": str(run_id)} for run_id, label in zip(newest.index, labels, strict=True)]
 
 
 def layout(dataset: str | None = None, run: str | None = None, **_: Any) -> html.Div:

@@ -64,8 +64,10 @@ def layout(dataset: str | None = None, feature: str | None = None, **_: Any) -> 
     )
 
 
-def history_metrics(spec: DatasetSpec) -> tuple[str, ...]:
-    return (*(f"drift_psi_{f}" for f in spec.feature_names), *(f"drift_p_{f}" for f in spec.feature_names), "drift_share")
+def history_metrics(spec: DatasetSpec, stat: str) -> tuple[str, ...]:
+    """The metrics the chart shows: one per feature, of the chosen score only."""
+    prefix = "drift_psi_" if stat == "psi" else "drift_p_"
+    return tuple(f"{prefix}{f}" for f in spec.feature_names)
 
 
 def show_history(
@@ -85,7 +87,7 @@ def show_history(
         if fired == ids.REFRESH and current == state.get("signature") and stat == state.get("stat"):
             raise dash.exceptions.PreventUpdate
         state.update(signature=current, stat=stat)
-        runs = site.data.monitoring_runs(spec, history_metrics(spec), ("drift_basis",))
+        runs = site.data.monitoring_runs(spec, history_metrics(spec, stat))
         figure = figures.drift_history_figure(runs, spec, stat, site.drift_p_value)
         return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="drift-history-graph")
 
