@@ -16,7 +16,7 @@ export SML_DATA_DIR ?= $(abspath $(SHARED_DATA))
 DEMO_HOME ?= sml_data
 DEMO_ARGS ?=
 
-.PHONY: help venv system-deps demo test test-fast bench clean
+.PHONY: help venv system-deps demo test test-fast bench clean tracking-server
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the embedded feature store"
@@ -45,6 +45,14 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# An MLflow tracking server on PostgreSQL, http://127.0.0.1:5000 (README, "Scaling out"):
+# on the database SML_TRACKING_DB_URI names, else on a private PostgreSQL cluster in
+# $(DEMO_HOME)/postgres, created on first use and left running.
+tracking-server: $(STAMP)
+	@test -n "$$SML_TRACKING_DB_URI" || scripts/local-postgres.sh start $(DEMO_HOME)/postgres
+	@SML_TRACKING_DB_URI="$${SML_TRACKING_DB_URI:-$$(scripts/local-postgres.sh uri $(DEMO_HOME)/postgres mlflow)}" \
+		$(BIN)/sml tracking-server --artifacts-destination $(DEMO_HOME)/mlartifacts
 
 clean:
 	rm -rf $(VENV) sml_data .pytest_cache test-output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -130,36 +131,52 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, settings: 
 @click.option("--holdout", default=defaults.TRAIN_HOLDOUT, show_default=True, type=float, help="Share of rows held out from tuning.")
 @click.option("--folds", default=defaults.TRAIN_FOLDS, show_default=True, type=int, help="Cross-validation folds per trial.")
 @click.option("--workers", default=defaults.TRAIN_WORKERS, show_default=True, type=int, help="Tuning processes sharing the study.")
-@click.option("--storage", default="", help="Optuna storage URL [default: sqlite optuna.db next to the tracking database].")
+@click.option("--storage", default="", envvar="SML_OPTUNA_STORAGE",
+              help="Optuna storage URL [env SML_OPTUNA_STORAGE, better for a password than the command line; "
+                   "default: sqlite optuna.db next to the tracking database].")
 @click.option("--study-name", default="", help="Optuna study to create or resume [default: from dataset, data version and seed].")
 @click.option("--include-synthetic", type=click.BOOL, default=False, help="Also train on synthetic rows (true/false).")
 @click.option("--promote", default=defaults.TRAIN_PROMOTE, show_default=True, type=click.Choice(["if-better", "always", "never"]), help="Promotion rule.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--workers-only", is_flag=True, help="Only add trials to the shared study (--storage, --study-name); "
+              "register nothing. Refit afterwards with --trials 0.")
+@click.option("--worker-id", type=int, default=None, help="With --workers-only: a number per worker for reproducible, "
+              "distinct sampler seeds [default: a random seed].")
 @store_options
 def train(
     dataset: str, trials: int, timeout: float, seed: int, holdout: float, folds: int, workers: int,
-    storage: str, study_name: str, include_synthetic: bool, promote: str, quiet: bool, settings: Settings,
+    storage: str, study_name: str, include_synthetic: bool, promote: str, quiet: bool,
+    workers_only: bool, worker_id: int | None, settings: Settings,
 ) -> None:
     """Tune a random forest with Optuna, log every trial to MLflow, register and promote.
 
     Reads the feature view <dataset>_training; logs a parent run with one nested run per
     trial in experiment <dataset>-training; registers model <dataset> with alias
     'challenger', and 'champion' when its holdout accuracy is at least the champion's.
+
+    Across machines: run `--workers-only` on each (same --storage and --study-name), then
+    once `--trials 0` to refit the study's best trial and register it.
     """
     from serverless_ml.datasets import get_dataset
     from serverless_ml.feature_store import open_feature_store
-    from serverless_ml.pipelines.train import TrainOptions
+    from serverless_ml.pipelines.train import TrainOptions, tune_as_worker
     from serverless_ml.pipelines.train import train as run_training
 
     if seed < 0:
         raise SmlError(f"--seed must be >= 0, got {seed}")
+    if worker_id is not None and not workers_only:
+        raise SmlError("--worker-id needs --workers-only")
     options = TrainOptions(
         trials=trials, seed=seed, timeout=timeout or None, holdout=holdout, folds=folds,
-        storage=_blank_to_none(storage), study_name=_blank_to_none(study_name),
+        # `mlflow run` passes an empty --storage, which hides the variable from click.
+        storage=_blank_to_none(storage) or _blank_to_none(os.environ.get("SML_OPTUNA_STORAGE")),
+        study_name=_blank_to_none(study_name),
         include_synthetic=include_synthetic, promote=promote, workers=workers, quiet=quiet,
+        workers_only=workers_only, worker_id=worker_id,
     )
     spec = get_dataset(dataset)
-    report = run_training(spec, open_feature_store(settings), settings, options)
+    job = tune_as_worker if workers_only else run_training
+    report = job(spec, open_feature_store(settings), settings, options)
     click.echo(report.summary())
 
 
@@ -227,6 +244,37 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
     host, port = host or DEFAULT_HOST, port or DEFAULT_PORT
     click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
     app.run(host=host, port=port, debug=False)
+
+
+@cli.command("tracking-server", context_settings={"ignore_unknown_options": True})
+@click.option("--backend-store-uri", envvar="SML_TRACKING_DB_URI", default="", show_envvar=True,
+              help="Database of runs and the registry, e.g. postgresql://user:password@host:5432/mlflow "
+                   "(prefer the environment variable: options are visible in `ps`).")
+@click.option("--artifacts-destination", default="",
+              help="Where the server keeps artifacts: a folder or s3://bucket/path [default: ./sml_data/mlartifacts].")
+@click.option("--host", default=defaults.TRACKING_SERVER_HOST, show_default=True, help="Interface to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=defaults.TRACKING_SERVER_PORT, show_default=True, type=int, envvar="SML_TRACKING_SERVER_PORT",
+              show_envvar=True, help="Port to listen on.")
+@click.option("--workers", default=defaults.TRACKING_SERVER_WORKERS, show_default=True, type=int, help="Server worker processes.")
+@click.argument("mlflow_args", nargs=-1, type=click.UNPROCESSED)
+def tracking_server(backend_store_uri: str, artifacts_destination: str, host: str, port: int, workers: int,
+                    mlflow_args: tuple[str, ...]) -> None:
+    """Start `mlflow server` with a database backend store and proxied artifacts.
+
+    Checks that the database answers, prints where everything lives (the password
+    masked) and replaces itself by `mlflow server`; arguments after `--` go to it
+    unchanged (e.g. `-- --allowed-hosts mlflow.example.com`). Clients then set
+    MLFLOW_TRACKING_URI=http://HOST:PORT.
+    """
+    from serverless_ml import tracking_server as server
+
+    server.check_backend_store(backend_store_uri.strip())
+    command = server.server_command(
+        backend_store_uri.strip(), server.resolve_artifacts_destination(_blank_to_none(artifacts_destination)),
+        host=host, port=port, workers=workers, extra_args=list(mlflow_args),
+    )
+    click.echo(command.summary)
+    server.exec_server(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +42,9 @@ def model_name(dataset: str) -> str:
     return dataset
 
 
+_USER_PASSWORD = re.compile(r"(^|/|\s)([^/@:\s]*):([^@\s/]*)@")
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` with any password replaced by ``***`` (safe for logs, params and tags)."""
     try:
@@ -48,7 +52,9 @@ def redact_uri(uri: str) -> str:
     except ValueError:
         return "<unparsable uri>"
     if parts.password is None:
-        return uri
+        # A malformed URL (``postgresql//user:pw@host``) has no parsed password but may
+        # still hold one.
+        return _USER_PASSWORD.sub(r"\1\2:***@", uri)
     user = parts.username or ""
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
@@ -61,6 +67,9 @@ def configure_tracking(settings: Settings) -> str:
 
     # Download progress bars would interleave with the commands' own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Against a tracking server MLflow prints a "View run ... at: URL" line per run ended
+    # (one per trial) to stdout, between the commands' own lines.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +135,16 @@ def get_or_create_experiment(name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             raise SmlError(f"MLflow experiment '{name}' is deleted; restore it or delete it permanently")
         return experiment.experiment_id
-    return mlflow.create_experiment(name)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.create_experiment(name)
+    except MlflowException:
+        # Workers started together (on several machines) race to create it: one wins.
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def _param_value(value: Any) -> str:

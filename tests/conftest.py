@@ -86,7 +86,8 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """Settings from the developer's shell must not reach the tests: no tracking server,
     no store or cache in the home directory. (``tracking_uri`` sets a test's own URI.)"""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SML_STORE_DIR", "SML_FEATURE_STORE"):
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SML_STORE_DIR", "SML_FEATURE_STORE",
+                     "SML_OPTUNA_STORAGE", "SML_TRACKING_DB_URI"):
             patch.delenv(name, raising=False)
         patch.setenv("SML_CACHE_DIR", str(tmp_path_factory.mktemp("sml_cache")))
         yield

@@ -7,12 +7,19 @@ version, row counts; metrics: CV and holdout scores, baseline; artifacts: confus
 as JSON and PNG, feature importances, training row keys, the model) and one nested run
 per trial. Registers: model ``<dataset>`` with alias ``challenger``, and ``champion`` when
 promoted.
+
+Across machines (:func:`tune_as_worker`, ``sml train --workers-only``): every worker adds
+trials to one shared Optuna study (PostgreSQL) under its own parent run in the same
+experiment, tagged ``sml.role=worker`` and the study's name, and registers nothing; a
+final ``train`` with ``trials=0`` refits the study's best trial and registers it once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import multiprocessing
+import secrets
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +45,11 @@ from serverless_ml.training.model import (
 TRAINING_VIEW_VERSION = 1
 TRAINING_KEYS_ARTIFACT = "training/keys.parquet"
 MIN_ROWS = 20
+ROLE_TAG = "sml.role"
+WORKER_RUN_ATTR = "worker_run_id"
+"""Trial user attribute: the MLflow run of the worker that ran the trial."""
+STUDY_ROWS_ATTRS = ("sml.dataset", "sml.rows_sha256", "sml.seed", "sml.folds")
+"""Study user attributes that pin a study to its training rows, split and folds."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,8 @@ class TrainOptions:
     promote: str = "if-better"
     workers: int = 1
     quiet: bool = False
+    workers_only: bool = False
+    worker_id: int | None = None
 
 
 @dataclass
@@ -93,6 +107,33 @@ class TrainReport:
             f"MLflow run {self.run_id} (experiment {self.experiment_id}), data version {self.data_version}",
         ]
         return "\n".join(lines)
+
+
+@dataclass
+class WorkerReport:
+    """What one tuning worker (``--workers-only``) added to a shared study."""
+
+    run_id: str
+    experiment_id: str
+    dataset: str
+    study_name: str
+    sampler_seed: int
+    trials_this_worker: int
+    trials_total: int
+    best_trial: int | None
+    best_value: float | None
+
+    def summary(self) -> str:
+        best = ("no completed trial yet" if self.best_trial is None
+                else f"best trial so far #{self.best_trial}: CV accuracy {self.best_value:.4f}")
+        return "\n".join([
+            f"study {self.study_name}: this worker added {self.trials_this_worker} trials, "
+            f"{self.trials_total} in the study (sampler seed {self.sampler_seed})",
+            best,
+            f"MLflow run {self.run_id} (experiment {self.experiment_id}); nothing registered",
+            "when every worker is done, refit and register once: "
+            f"sml train --dataset {self.dataset} --storage URL --study-name {self.study_name} --trials 0",
+        ])
 
 
 def training_view(spec: DatasetSpec, store: FeatureStore):  # noqa: ANN201 - FeatureView
@@ -152,7 +193,32 @@ def _worker(args: dict[str, Any]) -> None:
     if args.get("tracking_uri"):
         callbacks.append(TrialLogger(args["tracking_uri"], args["experiment_id"], args["parent_run_id"], args["dataset"]))
     objective = search.make_objective(args["spec"], args["x"], args["y"], args["folds"], args["seed"])
+    objective = _with_trial_attrs(objective, args.get("trial_attrs"))
     search.run_trials(study, objective, args["n_trials"], args["timeout"], callbacks, total_cap=args["total_cap"])
+
+
+def _with_trial_attrs(objective: Any, attrs: dict[str, Any] | None) -> Any:
+    """``objective`` that first stamps ``attrs`` on the trial (e.g. which worker ran it)."""
+    if not attrs:
+        return objective
+
+    def stamped(trial: Any) -> float:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return objective(trial)
+
+    return stamped
+
+
+def worker_sampler_seed(seed: int, worker_id: int | None) -> int:
+    """The sampler seed of one ``--workers-only`` process.
+
+    Workers on one study must not share a sampler seed: with the same seed and the same
+    history they would suggest the same points. ``worker_id`` makes the seed
+    reproducible; without it the seed is drawn at random (and logged).
+    """
+    entropy = [seed, worker_id] if worker_id is not None else [seed, secrets.randbits(64)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def tune(
@@ -164,15 +230,28 @@ def tune(
     study_name: str,
     logger: Any | None,
     tracking: dict[str, str] | None,
+    *,
+    sampler_seed: int | None = None,
+    trial_attrs: dict[str, Any] | None = None,
 ) -> tuple[Any, int]:
     """Run the study's new trials (in ``options.workers`` processes); return it and how
-    many trials this call added."""
+    many trials it gained meanwhile.
+
+    The samplers are seeded ``sampler_seed`` (default ``options.seed``) plus the process
+    index. ``trial_attrs`` are set on every trial this call runs. With
+    ``options.workers_only`` other machines add trials at the same time, so a cap on the
+    study's total would count theirs: each process runs its share of ``options.trials``.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = search.open_study(storage, study_name, options.seed)
+    base_seed = options.seed if sampler_seed is None else sampler_seed
+    study = search.open_study(storage, study_name, base_seed)
     before = len(study.get_trials(deepcopy=False))
-    cap = before + options.trials
+    if options.workers_only:
+        per_process, cap = search.trial_cap(options.trials, options.workers), None
+    else:
+        per_process, cap = options.trials, before + options.trials
     folds = search.cv_folds(y, options.folds, options.seed)
     processes = []
     if options.workers > 1:
@@ -180,18 +259,18 @@ def tune(
         for index in range(1, options.workers):
             args = {
                 "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
-                "sampler_seed": options.seed + index, "study_name": study_name, "storage": storage,
-                "n_trials": options.trials, "timeout": options.timeout, "total_cap": cap,
-                "dataset": spec.name, **(tracking or {}),
+                "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
+                "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
+                "dataset": spec.name, "trial_attrs": trial_attrs, **(tracking or {}),
             }
             process = context.Process(target=_worker, args=(args,), daemon=True)
             process.start()
             processes.append(process)
     callbacks = [logger] if logger is not None else []
-    objective = search.make_objective(spec, x, y, folds, options.seed)
+    objective = _with_trial_attrs(search.make_objective(spec, x, y, folds, options.seed), trial_attrs)
     try:
         search.run_trials(
-            study, objective, options.trials, options.timeout, callbacks, total_cap=cap,
+            study, objective, per_process, options.timeout, callbacks, total_cap=cap,
             show_progress_bar=not options.quiet,
         )
     finally:
@@ -226,18 +305,17 @@ def champion_holdout_accuracy(name: str, x: pd.DataFrame, y: pd.Series) -> tuple
         return None, f"champion version {version.version} cannot score these rows: {str(exc).splitlines()[0][:200]}"
 
 
-def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> TrainReport:
-    """Tune, log, register and promote. See the module docstring for what it writes."""
-    import mlflow
-    import optuna
-    from sklearn.model_selection import train_test_split
-
-    from serverless_ml import tracking
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    if options.trials < 1:
-        raise SmlError(f"--trials must be >= 1, got {options.trials}")
+def check_options(options: TrainOptions) -> None:
+    """Refuse out-of-range options in one line each, before anything is read."""
+    if options.trials < 0:
+        raise SmlError(f"--trials must be >= 1 (or 0 to refit an existing study's best trial), got {options.trials}")
+    if options.workers_only and options.trials < 1:
+        raise SmlError(f"--trials must be >= 1 with --workers-only, got {options.trials}")
+    if options.workers_only and not options.study_name:
+        raise SmlError("--workers-only needs --study-name: every worker and the final `sml train --trials 0` "
+                       "name the same study")
+    if options.worker_id is not None and options.worker_id < 0:
+        raise SmlError(f"--worker-id must be >= 0, got {options.worker_id}")
     if not 0.05 <= options.holdout <= 0.5:
         raise SmlError(f"--holdout must be between 0.05 and 0.5, got {options.holdout}")
     if not 2 <= options.folds <= 20:
@@ -249,67 +327,260 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     if options.promote not in promotion.PROMOTE_MODES:
         raise SmlError(f"--promote must be one of {', '.join(promotion.PROMOTE_MODES)}")
 
-    # Everything that can fail on bad input fails here, before any run is started.
+
+@dataclass
+class _Prepared:
+    """Training rows split, tracking configured, study opened: what every mode starts from."""
+
+    x_train: pd.DataFrame
+    x_hold: pd.DataFrame
+    y_train: pd.Series
+    y_hold: pd.Series
+    keys_train: pd.Series
+    keys_hold: pd.Series
+    rows_total: int
+    data_version: int | None
+    tracking_uri: str
+    storage: str
+    study_name: str
+    study: Any
+    experiment_id: str
+
+
+def study_rows_fingerprint(spec: DatasetSpec, keys: pd.Series, x: pd.DataFrame, y: pd.Series,
+                           options: TrainOptions) -> dict[str, str]:
+    """What a study's trials were scored on: the training rows (keys, features, labels),
+    the seed of the split and folds, and the number of folds."""
+    rows = pd.concat([keys.reset_index(drop=True), x.reset_index(drop=True), y.reset_index(drop=True)], axis=1)
+    digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
+    return dict(zip(STUDY_ROWS_ATTRS, (spec.name, digest, str(options.seed), str(options.folds)), strict=True))
+
+
+def check_study_rows(study: Any, fingerprint: dict[str, str]) -> None:
+    """Pin a new study to its rows; refuse to add to or refit a study scored on others.
+
+    Trials of one study are only comparable, and its best trial only refittable, on the
+    rows, split and folds they were scored on: workers on several machines must agree.
+    """
+    stored = {key: study.user_attrs.get(key) for key in fingerprint}
+    if all(value is None for value in stored.values()):
+        for key, value in fingerprint.items():
+            study.set_user_attr(key, value)
+        return
+    differ = [key.removeprefix("sml.") for key in fingerprint if stored[key] != fingerprint[key]]
+    if differ:
+        raise SmlError(
+            f"study '{study.study_name}' was tuned on other training rows or settings ({', '.join(differ)} differ): "
+            "use the same --dataset, --seed, --folds, --holdout, --include-synthetic and feature data as its "
+            "other trials, or another --study-name"
+        )
+
+
+def _existing_study(storage: str, study_name: str, seed: int) -> Any:
+    """The study, which must exist (``--trials 0`` refits, it does not tune)."""
+    import optuna
+
+    try:
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds
+        raise search.storage_error(storage, exc) from None
+    if study_name not in names:
+        from serverless_ml.tracking import redact_uri
+
+        raise SmlError(
+            f"--trials must be >= 1 to tune; 0 refits the best trial of an existing study, and study "
+            f"'{study_name}' does not exist in {redact_uri(storage)}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage, sampler=search.make_sampler(seed),
+                             pruner=search.make_pruner())
+
+
+def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> _Prepared:
+    """Everything that can fail on bad input fails here, before any run is started."""
+    import optuna
+    from sklearn.model_selection import train_test_split
+
+    from serverless_ml import tracking
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_options(options)
     x, y, keys, data_version = load_training_rows(spec, store, options.include_synthetic)
     check_training_rows(spec, y, options.holdout, options.folds)
     x_train, x_hold, y_train, y_hold, keys_train, keys_hold = train_test_split(
         x, y, keys, test_size=options.holdout, stratify=y, random_state=options.seed
     )
-    for frame in (x_train, x_hold, y_train, y_hold):
+    for frame in (x_train, x_hold, y_train, y_hold, keys_train, keys_hold):
         frame.reset_index(drop=True, inplace=True)
     uri = tracking.configure_tracking(settings)
     storage = options.storage or tracking.default_optuna_storage(uri, settings.store_dir.parent)
     study_name = options.study_name or default_study_name(spec, data_version, options)
-    search.open_study(storage, study_name, options.seed)  # fails fast on a bad storage URL
+    if options.trials == 0:
+        study = _existing_study(storage, study_name, options.seed)
+    else:
+        study = search.open_study(storage, study_name, options.seed)  # fails fast on a bad storage URL
+    check_study_rows(study, study_rows_fingerprint(spec, keys_train, x_train, y_train, options))
     experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(spec.name))
+    return _Prepared(
+        x_train=x_train, x_hold=x_hold, y_train=y_train, y_hold=y_hold, keys_train=keys_train,
+        keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,
+        storage=storage, study_name=study_name, study=study, experiment_id=experiment_id,
+    )
+
+
+def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> dict[str, Any]:
+    """The params every tuning, worker and refit run logs (the storage URL redacted)."""
+    from serverless_ml.tracking import redact_uri
+
+    return {
+        "dataset": spec.name,
+        "feature_group_version": spec.version,
+        "data_version": prep.data_version,
+        "seed": options.seed,
+        "trials": options.trials,
+        "timeout_s": options.timeout,
+        "cv_folds": options.folds,
+        "holdout_fraction": options.holdout,
+        "include_synthetic": options.include_synthetic,
+        "workers": options.workers,
+        "promote_mode": options.promote,
+        "study_name": prep.study_name,
+        "optuna_storage": redact_uri(prep.storage),
+        "search_space": search.search_space_description(),
+        "rows_total": prep.rows_total,
+        "rows_train": len(prep.y_train),
+        "rows_holdout": len(prep.y_hold),
+        "features": spec.feature_names,
+    }
+
+
+def _log_baseline(run_id: str, prep: _Prepared, options: TrainOptions) -> float:
+    """Log the majority-class baseline (CV and holdout); return the holdout one."""
+    from serverless_ml import tracking
+
+    baseline_cv = float(np.mean([
+        evaluation.baseline_accuracy(prep.y_train.iloc[tr], prep.y_train.iloc[va])
+        for tr, va in search.cv_folds(prep.y_train, options.folds, options.seed)
+    ]))
+    baseline_test = evaluation.baseline_accuracy(prep.y_train, prep.y_hold)
+    tracking.log_metrics_batch(run_id, {"baseline_val_accuracy_mean": baseline_cv, "baseline_test_accuracy": baseline_test})
+    return baseline_test
+
+
+def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> WorkerReport:
+    """Add ``options.trials`` trials to a shared study; register nothing.
+
+    Logs one parent run in ``<dataset>-training`` (tags ``sml.role=worker``,
+    ``study_name``; params as :func:`train`'s plus the worker's sampler seed) with one
+    nested run per trial this worker ran. Each trial records the worker's run id in its
+    user attribute ``worker_run_id``.
+    """
+    import mlflow
+
+    from serverless_ml import tracking
+
+    if not options.workers_only:
+        raise SmlError("tune_as_worker needs options.workers_only")
+    prep = _prepare(spec, store, settings, options)
+    sampler_seed = worker_sampler_seed(options.seed, options.worker_id)
+    started = dt.datetime.now(dt.timezone.utc)
+    run_name = f"{spec.name}-worker-{started:%Y%m%d-%H%M%S}-{sampler_seed}"
+    with tracking.job_run(prep.experiment_id, run_name) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags({
+            "dataset": spec.name,
+            "data_version": str(prep.data_version),
+            "study_name": prep.study_name,
+            ROLE_TAG: "worker",
+            tracking.NOTE_TAG: (
+                f"Worker adding {options.trials} trials to the shared Optuna study {prep.study_name} "
+                f"(sampler seed {sampler_seed}); started {started:%Y-%m-%d %H:%M} UTC. Registers nothing: "
+                "a final `sml train --trials 0` refits the study's best trial."
+            ),
+        })
+        tracking.log_params_batch(run_id, {
+            **_run_params(spec, prep, options),
+            "workers_only": True,
+            "worker_id": options.worker_id,
+            "sampler_seed": sampler_seed,
+        })
+        _log_baseline(run_id, prep, options)
+        logger = tracking.TrialLogger(prep.tracking_uri, prep.experiment_id, run_id, spec.name)
+        study, _ = tune(
+            spec, prep.x_train, prep.y_train, options, prep.storage, prep.study_name, logger,
+            {"tracking_uri": prep.tracking_uri, "experiment_id": prep.experiment_id, "parent_run_id": run_id},
+            sampler_seed=sampler_seed, trial_attrs={WORKER_RUN_ATTR: run_id},
+        )
+        trials = study.get_trials(deepcopy=False)
+        mine = [t for t in trials if t.user_attrs.get(WORKER_RUN_ATTR) == run_id]
+        finished = search.finished_trials(study)
+        best = max(finished, key=lambda t: t.value) if finished else None
+        metrics = {"trials_this_worker": float(len(mine)), "trials_in_study": float(len(trials))}
+        if best is not None:
+            metrics["best_val_accuracy_mean"] = float(best.value)
+            mlflow.set_tags({"best_trial_number": str(best.number), "best_trial_value": f"{best.value:.6f}"})
+        tracking.log_metrics_batch(run_id, metrics)
+    return WorkerReport(
+        run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.name, study_name=prep.study_name,
+        sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=len(trials),
+        best_trial=None if best is None else best.number, best_value=None if best is None else float(best.value),
+    )
+
+
+def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> TrainReport:
+    """Tune, log, register and promote. See the module docstring for what it writes.
+
+    With ``options.trials == 0`` nothing is tuned: the best trial of the existing study
+    (e.g. one that ``--workers-only`` processes filled) is refitted, registered and
+    promoted, and the parent run is tagged ``sml.role=refit`` with the workers' run ids.
+    """
+    import mlflow
+    import optuna
+
+    from serverless_ml import tracking
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if options.workers_only:
+        raise SmlError("train() registers a model; use tune_as_worker() for --workers-only")
+    prep = _prepare(spec, store, settings, options)
+    x_train, x_hold, y_train, y_hold = prep.x_train, prep.x_hold, prep.y_train, prep.y_hold
+    keys_train, keys_hold, data_version = prep.keys_train, prep.keys_hold, prep.data_version
+    uri, storage, study_name, experiment_id = prep.tracking_uri, prep.storage, prep.study_name, prep.experiment_id
+    refit_only = options.trials == 0
     name = tracking.model_name(spec.name)
     started = dt.datetime.now(dt.timezone.utc)
-    run_name = f"{spec.name}-tune-{started:%Y%m%d-%H%M%S}"
+    run_name = f"{spec.name}-{'refit' if refit_only else 'tune'}-{started:%Y%m%d-%H%M%S}"
 
     with tracking.job_run(experiment_id, run_name) as parent:
         run_id = parent.info.run_id
+        if refit_only:
+            note = (f"Refit of the best trial of the Optuna study {study_name} for the {spec.name} random forest, "
+                    f"on {len(y_train)} rows, {len(y_hold)} holdout rows; started {started:%Y-%m-%d %H:%M} UTC.")
+        else:
+            note = (f"Optuna search ({options.trials} trials, seed {options.seed}) for the {spec.name} random forest, "
+                    f"{options.folds}-fold CV on {len(y_train)} rows, {len(y_hold)} holdout rows; started {started:%Y-%m-%d %H:%M} UTC.")
         mlflow.set_tags({
             "dataset": spec.name,
             "data_version": str(data_version),
             "study_name": study_name,
-            tracking.NOTE_TAG: (
-                f"Optuna search ({options.trials} trials, seed {options.seed}) for the {spec.name} random forest, "
-                f"{options.folds}-fold CV on {len(y_train)} rows, {len(y_hold)} holdout rows; started {started:%Y-%m-%d %H:%M} UTC."
-            ),
+            ROLE_TAG: "refit" if refit_only else "tune",
+            tracking.NOTE_TAG: note,
         })
-        tracking.log_params_batch(run_id, {
-            "dataset": spec.name,
-            "feature_group_version": spec.version,
-            "data_version": data_version,
-            "seed": options.seed,
-            "trials": options.trials,
-            "timeout_s": options.timeout,
-            "cv_folds": options.folds,
-            "holdout_fraction": options.holdout,
-            "include_synthetic": options.include_synthetic,
-            "workers": options.workers,
-            "promote_mode": options.promote,
-            "study_name": study_name,
-            "optuna_storage": tracking.redact_uri(storage),
-            "search_space": search.search_space_description(),
-            "rows_total": len(y),
-            "rows_train": len(y_train),
-            "rows_holdout": len(y_hold),
-            "features": spec.feature_names,
-        })
+        tracking.log_params_batch(run_id, _run_params(spec, prep, options))
         mlflow.log_dict(search.search_space_description(), "search_space.json")
-        baseline_cv = float(np.mean([
-            evaluation.baseline_accuracy(y_train.iloc[tr], y_train.iloc[va])
-            for tr, va in search.cv_folds(y_train, options.folds, options.seed)
-        ]))
-        baseline_test = evaluation.baseline_accuracy(y_train, y_hold)
-        tracking.log_metrics_batch(run_id, {"baseline_val_accuracy_mean": baseline_cv, "baseline_test_accuracy": baseline_test})
+        baseline_test = _log_baseline(run_id, prep, options)
 
-        logger = tracking.TrialLogger(uri, experiment_id, run_id, spec.name)
-        study, added = tune(
-            spec, x_train, y_train, options, storage, study_name, logger,
-            {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run_id},
-        )
+        if refit_only:
+            study, added = prep.study, 0
+            workers = sorted({str(t.user_attrs[WORKER_RUN_ATTR]) for t in study.get_trials(deepcopy=False)
+                              if WORKER_RUN_ATTR in t.user_attrs})
+            if workers:
+                mlflow.set_tag("worker_run_ids", ",".join(workers)[: tracking.MAX_PARAM_LENGTH])
+        else:
+            logger = tracking.TrialLogger(uri, experiment_id, run_id, spec.name)
+            study, added = tune(
+                spec, x_train, y_train, options, storage, study_name, logger,
+                {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run_id},
+            )
         if not search.finished_trials(study):
             raise SmlError(f"study {study_name} has no completed trial (all pruned or failed); run more --trials")
         best = study.best_trial
@@ -378,7 +649,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         cv_mean=float(np.mean(best_scores)), cv_std=float(np.std(best_scores)),
         holdout_metrics=holdout_metrics, baseline_accuracy=baseline_test, model_version=str(version),
         champion_accuracy=champion_accuracy, decision=decision, data_version=data_version,
-        rows={"total": len(y), "train": len(y_train), "holdout": len(y_hold)},
+        rows={"total": prep.rows_total, "train": len(y_train), "holdout": len(y_hold)},
     )
 
 

@@ -9,6 +9,8 @@ explore different points, and a cap on the study's trial count keeps the total r
 from __future__ import annotations
 
 import math
+import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,22 +128,48 @@ def make_pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
-def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
-    """Create or load the study (``load_if_exists``: studies resume and can be shared)."""
-    try:
-        return optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            direction="maximize",
-            sampler=make_sampler(seed),
-            pruner=make_pruner(),
-            load_if_exists=True,
-        )
-    except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds
-        from serverless_ml.tracking import redact_uri
+OPEN_STUDY_ATTEMPTS = 3
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SmlError(f"cannot open Optuna storage {redact_uri(storage)}: {first[:200]}") from None
+
+def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
+    """Create or load the study (``load_if_exists``: studies resume and can be shared).
+
+    Workers started together on a fresh database race to create Optuna's tables (on
+    PostgreSQL the loser gets a unique violation); the loser retries and finds them.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(1, OPEN_STUDY_ATTEMPTS + 1):
+        try:
+            return optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                direction="maximize",
+                sampler=make_sampler(seed),
+                pruner=make_pruner(),
+                load_if_exists=True,
+            )
+        except sqlalchemy.exc.IntegrityError as exc:
+            if attempt == OPEN_STUDY_ATTEMPTS:
+                raise storage_error(storage, exc) from None
+            time.sleep(0.2 * attempt)
+        except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds
+            raise storage_error(storage, exc) from None
+    raise AssertionError("unreachable")
+
+
+def storage_error(storage: str, exc: BaseException) -> SmlError:
+    """One line for a storage that cannot be opened (its password masked)."""
+    from serverless_ml.tracking import redact_uri
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:  # a driver may quote the URL it could not parse
+        password = urllib.parse.urlsplit(storage).password
+    except ValueError:
+        password = None
+    if password:
+        first = first.replace(password, "***")
+    return SmlError(f"cannot open Optuna storage {redact_uri(storage)}: {first[:200]}")
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
