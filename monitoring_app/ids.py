@@ -16,16 +16,23 @@ OVERVIEW_BODY = "overview-body"
 OVERVIEW_GRAPH = "overview-accuracy"
 OVERVIEW_HEADLINE = "overview-headline"
 OVERVIEW_LATEST = "overview-latest"
+HEADLINE_ROWS = "headline-rows"
+HEADLINE_LATEST = "headline-latest"
+HEADLINE_CHAMPION = "headline-champion"
+HEADLINE_RETRAIN = "headline-retrain"
+HEADLINE_ALERTS = "headline-alerts"
 
 # Confusion matrices.
 CONFUSION_STATE = "confusion-state"
 CONFUSION_RUN = "confusion-run"
 CONFUSION_BODY = "confusion-body"
+CONFUSION_GRAPH_PREFIX = "confusion-"  # + batch, rolling, since_promotion
 
 # Predictions table.
 PREDICTIONS_STATE = "predictions-state"
 PREDICTIONS_TABLE = "predictions-table"
 PREDICTIONS_NOTICE = "predictions-notice"
+PREDICTIONS_COUNT = "predictions-count"
 
 # Drift.
 DRIFT_STATE = "drift-state"
@@ -33,12 +40,17 @@ DRIFT_STAT = "drift-stat"
 DRIFT_FEATURE = "drift-feature"
 DRIFT_HISTORY = "drift-history"
 DRIFT_DISTRIBUTION = "drift-distribution"
+DRIFT_HISTORY_GRAPH = "drift-history-graph"
+DRIFT_DISTRIBUTION_GRAPH = "drift-distribution-graph"
 
 # Models.
 MODELS_STATE = "models-state"
 MODELS_VERSION = "models-version"
 MODELS_TABLE = "models-table"
 MODELS_DETAIL = "models-detail"
+MODELS_VERSIONS_TABLE = "models-versions"
+MODELS_METRICS_TABLE = "models-metrics"
+MODELS_TUNING = "models-tuning"
 
 # Data.
 DATA_STATE = "data-state"
@@ -47,11 +59,16 @@ DATA_ROWS = "data-rows"
 DATA_SUMMARY = "data-summary"
 DATA_DISTRIBUTION = "data-distribution"
 DATA_CORRELATION = "data-correlation"
+DATA_DISTRIBUTION_GRAPH = "data-distribution-graph"
+DATA_CORRELATION_GRAPH = "data-correlation-graph"
 
 # Predict.
 PREDICT_STATE = "predict-state"
 PREDICT_SUBMIT = "predict-submit"
 PREDICT_RESULT = "predict-result"
+PREDICT_ANSWER = "predict-answer"
+PREDICT_PROBABILITY = "predict-probability"
+PREDICT_PROBABILITIES = "predict-probabilities"
 PREDICT_INPUT = "predict-input"  # pattern-matching type: {"type": PREDICT_INPUT, "feature": name}
 PREDICT_ERROR = "predict-error"  # pattern-matching type: {"type": PREDICT_ERROR, "feature": name}
 

@@ -90,7 +90,7 @@ def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None
         experiment_id = site.data.experiment_id(tracking.monitoring_experiment(spec.name))
         graphs = [
             dcc.Graph(figure=figures.confusion_figure(site.data.run_json(run_id, f"confusion/{name}.json"), spec, title),
-                      config=GRAPH_CONFIG, className="graph-third", id=f"confusion-{name}")
+                      config=GRAPH_CONFIG, className="graph-third", id=f"{ids.CONFUSION_GRAPH_PREFIX}{name}")
             for name, title in TABLES
         ]
         about = html.Div([

@@ -84,7 +84,7 @@ def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
         rows = site.data.feature_rows(spec)
         rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == "backfill" else "synthetic"))
         figure = figures.class_distribution_figure(rows, spec.feature(feature), spec)
-        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="data-distribution-graph")
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DATA_DISTRIBUTION_GRAPH)
 
     return guarded(draw)
 
@@ -102,6 +102,6 @@ def show_correlation(which: str | None, state: dict[str, Any] | None) -> Any:
             return html.Div(f"no {which} rows yet", className="notice notice-info")
         matrix = analysis.label_correlations(rows, spec)
         title = f"correlation with each class ({len(rows):,} {which if which != 'all' else ''} rows)".replace("  ", " ")
-        return dcc.Graph(figure=figures.correlation_figure(matrix, title), config=GRAPH_CONFIG, id="data-correlation-graph")
+        return dcc.Graph(figure=figures.correlation_figure(matrix, title), config=GRAPH_CONFIG, id=ids.DATA_CORRELATION_GRAPH)
 
     return guarded(draw)

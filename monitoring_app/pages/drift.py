@@ -89,7 +89,7 @@ def show_history(
         state.update(signature=current, stat=stat)
         runs = site.data.monitoring_runs(spec, history_metrics(spec, stat))
         figure = figures.drift_history_figure(runs, spec, stat, site.drift_p_value)
-        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="drift-history-graph")
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_HISTORY_GRAPH)
 
     return guarded(draw), state
 
@@ -127,6 +127,6 @@ def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
         reference, reference_label, current, current_label = latest_batch_rows(site, spec)
         figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
                                              reference_label, current_label)
-        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id="drift-distribution-graph")
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_DISTRIBUTION_GRAPH)
 
     return guarded(draw)

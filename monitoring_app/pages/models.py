@@ -94,7 +94,7 @@ def versions_table(site: Site, versions: list[ModelVersion]) -> html.Table:
             "training run": link_or_text(run_id[:12], site.run_url(details.experiment_id if details else None, run_id)) if run_id else "",
         })
     columns = ["version", "aliases", "registered (UTC)", "holdout accuracy", "data version", "promoted at", "training run"]
-    return simple_table(rows, columns, table_id="models-versions")
+    return simple_table(rows, columns, table_id=ids.MODELS_VERSIONS_TABLE)
 
 
 def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
@@ -119,10 +119,10 @@ def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
     return [
         html.Div(about, className="muted"),
         html.Div([
-            html.Div([html.H3("Holdout metrics"), simple_table(metrics, ["metric", "value"], table_id="models-metrics")],
+            html.Div([html.H3("Holdout metrics"), simple_table(metrics, ["metric", "value"], table_id=ids.MODELS_METRICS_TABLE)],
                      className="side"),
             dcc.Graph(figure=figures.tuning_figure(trials, f"tuning history of version {number}"), config=GRAPH_CONFIG,
-                      className="graph-main", id="models-tuning"),
+                      className="graph-main", id=ids.MODELS_TUNING),
         ], className="row"),
     ]
 

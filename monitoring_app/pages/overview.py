@@ -109,11 +109,11 @@ def headline_cards(numbers: analysis.Headline) -> list[html.Div]:
     days = "-" if numbers.days_since_retrain is None else str(numbers.days_since_retrain)
     alert = "alert in the latest batch" if numbers.alerts_latest else "no alert in the latest batch"
     return [
-        card("rows scored", f"{numbers.rows_scored:,}", f"in {numbers.batches:,} batches", card_id="headline-rows"),
-        card("latest batch", numbers.latest_batch, alert, card_id="headline-latest"),
-        card("current champion", champion, holdout, card_id="headline-champion"),
-        card("days since retrain", days, None, card_id="headline-retrain"),
-        card("batches with an alert", f"{numbers.alert_batches:,}", None, card_id="headline-alerts"),
+        card("rows scored", f"{numbers.rows_scored:,}", f"in {numbers.batches:,} batches", card_id=ids.HEADLINE_ROWS),
+        card("latest batch", numbers.latest_batch, alert, card_id=ids.HEADLINE_LATEST),
+        card("current champion", champion, holdout, card_id=ids.HEADLINE_CHAMPION),
+        card("days since retrain", days, None, card_id=ids.HEADLINE_RETRAIN),
+        card("batches with an alert", f"{numbers.alert_batches:,}", None, card_id=ids.HEADLINE_ALERTS),
     ]
 
 

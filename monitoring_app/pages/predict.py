@@ -122,7 +122,7 @@ def answer(spec: DatasetSpec, probabilities: list[float], version: int) -> html.
     return html.Div([
         html.Div([html.Span("The champion (version %d) says " % version),
                   class_badge(spec, cls, 64),
-                  html.Span(f" with probability {probabilities[best]:.1%}", id="predict-probability")],
-                 className="answer", id="predict-answer", **{"data-class": analysis.class_label(cls, spec)}),
-        dcc.Graph(figure=figures.probability_figure(probabilities, spec), config=GRAPH_CONFIG, id="predict-probabilities"),
+                  html.Span(f" with probability {probabilities[best]:.1%}", id=ids.PREDICT_PROBABILITY)],
+                 className="answer", id=ids.PREDICT_ANSWER, **{"data-class": analysis.class_label(cls, spec)}),
+        dcc.Graph(figure=figures.probability_figure(probabilities, spec), config=GRAPH_CONFIG, id=ids.PREDICT_PROBABILITIES),
     ])

@@ -104,5 +104,5 @@ def page_predictions(
         return [], 1, html.Div(f"filter not applied: {exc}", className="notice notice-error", role="alert")
     shown = table_query.apply_sort(table_query.apply_filter(frame, terms), sort_by)
     rows, pages = table_query.page_of(shown, page_current, page_size)
-    summary = html.Div(f"{len(shown):,} of {len(frame):,} predictions", className="muted", id="predictions-count")
+    summary = html.Div(f"{len(shown):,} of {len(frame):,} predictions", className="muted", id=ids.PREDICTIONS_COUNT)
     return rows.to_dict("records"), pages, summary

@@ -211,7 +211,9 @@ def page(browser_context: Any) -> Iterator[tuple[Any, PageProblems]]:
     tab.on("request", lambda r: None if local(r.url) else problems.external.append(r.url))
     tab.on("console", lambda m: problems.console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
     tab.on("pageerror", lambda e: problems.exceptions.append(str(e)))
-    tab.on("requestfailed", lambda r: problems.failed.append(f"{r.url}: {r.failure}") if local(r.url) else None)
+    # A request the page's own navigation cancels (net::ERR_ABORTED) is not a failure.
+    tab.on("requestfailed", lambda r: problems.failed.append(f"{r.url}: {r.failure}")
+           if local(r.url) and "ERR_ABORTED" not in str(r.failure) else None)
     tab.set_default_timeout(30_000)
     yield tab, problems
     tab.close()

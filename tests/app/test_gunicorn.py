@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from monitoring_app import ids
+
 pytestmark = pytest.mark.browser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +87,7 @@ def test_the_site_runs_behind_gunicorn_as_the_readme_says(
             tab.goto(f"{url}/?dataset=titanic")
             settle(tab)
             tab.get_by_text("Latest prediction").wait_for()
-            assert "version 2" in tab.locator("#headline-champion").inner_text()
+            assert "version 2" in tab.locator(f"#{ids.HEADLINE_CHAMPION}").inner_text()
             screenshot(tab, "gunicorn-titanic-overview")
             assert problems.all() == []
         finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from monitoring_app import create_app
+from monitoring_app import create_app, ids
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,11 @@ def test_every_page_loads_without_console_errors(page: Any, site: str, settle: A
     tab.goto(f"{site}{path}?dataset={dataset}")
     settle(tab)
     tab.get_by_text(expected).first.wait_for()
-    assert tab.locator(".js-plotly-plot").count() >= plots
+    # Graphs are drawn after Dash's callbacks, once plotly.js has loaded: wait for them.
+    tab.wait_for_function(
+        "n => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length >= n",
+        arg=plots,
+    )
     assert tab.locator(".notice-error").count() == 0, tab.locator(".notice-error").all_inner_texts()
     assert tab.locator(".dataset-picker").inner_text().strip().startswith(dataset)
     if path == "/predictions":
@@ -54,13 +58,14 @@ def test_the_overview_marks_alerts_and_the_retrain(page: Any, site: str, settle:
     tab, problems = page
     tab.goto(f"{site}/?dataset=titanic")
     settle(tab)
+    tab.locator(".js-plotly-plot .legend").first.wait_for()
     rows = world_dates["titanic_days"] * world_dates["titanic_rows"]
-    assert f"{rows:,}" in tab.locator("#headline-rows").inner_text()
-    assert "version 2" in tab.locator("#headline-champion").inner_text()
+    assert f"{rows:,}" in tab.locator(f"#{ids.HEADLINE_ROWS}").inner_text()
+    assert "version 2" in tab.locator(f"#{ids.HEADLINE_CHAMPION}").inner_text()
     assert "model v2" in tab.locator(".js-plotly-plot").first.text_content()
     legend = tab.locator(".js-plotly-plot .legend").first.text_content()
     assert "alert" in legend and "champion holdout accuracy" in legend
-    assert tab.locator("#overview-latest img").count() == 2  # predicted and actual, drawn by the site
+    assert tab.locator(f"#{ids.OVERVIEW_LATEST} img").count() == 2  # predicted and actual, drawn by the site
     assert problems.all() == []
 
 
@@ -69,10 +74,10 @@ def test_the_predictor_answers_valid_input_and_explains_invalid_input(page: Any,
     tab.goto(f"{site}/predict?dataset=titanic")
     settle(tab)
     tab.get_by_role("button", name="Predict").click()
-    answer = tab.locator("#predict-answer")
+    answer = tab.locator(f"#{ids.PREDICT_ANSWER}")
     answer.wait_for()
     assert re.search(r"The champion \(version 2\) says\s+(died|survived)\s+with probability \d+\.\d%", answer.inner_text())
-    tab.locator("#predict-probabilities .main-svg").first.wait_for()  # the probabilities, drawn
+    tab.locator(f"#{ids.PREDICT_PROBABILITIES} .main-svg").first.wait_for()  # the probabilities, drawn
     screenshot(tab, "titanic-predict-answer", docs=True)
 
     age = tab.locator(".field", has_text="age").locator("input")
@@ -83,7 +88,7 @@ def test_the_predictor_answers_valid_input_and_explains_invalid_input(page: Any,
     tab.get_by_text("150 is outside the allowed range (0 to 100)").wait_for()
     assert "required: enter a number (0 to 1000)" in tab.locator(".field", has_text="fare").inner_text()
     assert "2 value(s) outside the schema" in tab.locator(".result").inner_text()
-    assert tab.locator("#predict-answer").count() == 0
+    assert tab.locator(f"#{ids.PREDICT_ANSWER}").count() == 0
     screenshot(tab, "titanic-predict-invalid")
     assert problems.all() == []
 
@@ -102,8 +107,8 @@ def test_a_spec_only_dataset_gets_a_form_and_an_answer_with_its_strings_as_text(
         tab.get_by_role("option", name=value, exact=True).wait_for()
     tab.get_by_role("option", name="blue & green", exact=True).click()
     tab.get_by_role("button", name="Predict").click()
-    tab.locator("#predict-answer").wait_for()
-    assert re.search(r"says\s+(triangle|square)", tab.locator("#predict-answer").inner_text())
+    tab.locator(f"#{ids.PREDICT_ANSWER}").wait_for()
+    assert re.search(r"says\s+(triangle|square)", tab.locator(f"#{ids.PREDICT_ANSWER}").inner_text())
     assert tab.evaluate("() => window.__pwned") is None  # the <img onerror> category never ran
     assert tab.locator("main b, main img[src='x']").count() == 0
     tab.goto(f"{site}/data?dataset=shapes")

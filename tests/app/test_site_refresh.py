@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 import pytest
 
-from monitoring_app import create_app
+from monitoring_app import create_app, ids
 from serverless_ml.datasets import get_dataset
 from serverless_ml.feature_store.local import LocalFeatureStore
 
@@ -31,9 +31,9 @@ def test_a_new_monitoring_run_appears_after_the_refresh_interval(
     days, rows = world_dates["iris_days"], world_dates["iris_rows"]
     tab.goto(f"{url}/?dataset=iris")
     settle(tab)
-    headline = tab.locator("#headline-rows")
+    headline = tab.locator(f"#{ids.HEADLINE_ROWS}")
     assert f"in {days} batches" in headline.inner_text()
-    assert world_dates["day"](days - 1).isoformat() in tab.locator("#headline-latest").inner_text()
+    assert world_dates["day"](days - 1).isoformat() in tab.locator(f"#{ids.HEADLINE_LATEST}").inner_text()
     time.sleep(REFRESH_S * 1.5)  # a few refreshes with nothing new: the page stays as it is
     assert f"in {days} batches" in headline.inner_text()
 
@@ -41,11 +41,11 @@ def test_a_new_monitoring_run_appears_after_the_refresh_interval(
     world_dates["score_day"](get_dataset("iris"), LocalFeatureStore(world.folder / "store"), world.settings, days, rows)
     mlflow.set_tracking_uri(None)
     new_day = world_dates["day"](days).isoformat()
-    tab.locator("#headline-latest", has_text=new_day).wait_for(timeout=30_000)
+    tab.locator(f"#{ids.HEADLINE_LATEST}", has_text=new_day).wait_for(timeout=30_000)
     waited = time.monotonic() - logged
     assert f"in {days + 1} batches" in headline.inner_text()
     assert f"{(days + 1) * rows:,}" in headline.inner_text()
-    assert new_day in tab.locator(".js-plotly-plot").first.text_content()
+    tab.wait_for_function("day => document.querySelector('.js-plotly-plot').textContent.includes(day)", arg=new_day)
     screenshot(tab, "iris-overview-after-refresh")
     assert waited < REFRESH_S * 2 + 10  # one or two refresh intervals, plus a slow machine's page update
     assert problems.all() == []

@@ -20,7 +20,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from monitoring_app import create_app, forms, ids
+from monitoring_app import create_app, ids
 from monitoring_app.app import shell, sync_dataset
 from monitoring_app.pages import confusion, data, drift, models, overview, predict, predictions
 from monitoring_app.site import current_site
@@ -165,7 +165,7 @@ def test_overview_shows_the_headline_the_latest_prediction_and_the_history(call:
     assert figure["data"][0]["x"] == [day(i).isoformat() for i in range(DAYS)]
     registered = MlflowClient().get_model_version("iris", "1").creation_timestamp / 1000
     days = (NOW - dt.datetime.fromtimestamp(registered, tz=dt.timezone.utc)).days
-    assert text(find(page, "headline-retrain")) == f"days since retrain {max(days, 0)}"
+    assert text(find(page, ids.HEADLINE_RETRAIN)) == f"days since retrain {max(days, 0)}"
 
 
 def html_root(children: Any) -> Any:
@@ -272,7 +272,7 @@ def test_drift_history_and_the_latest_batch_against_training_rows(call: Call) ->
 
 def test_models_list_versions_aliases_holdout_metrics_and_tuning_history(call: Call) -> None:
     page = call(models.layout, dataset="iris")
-    table = find(page, "models-versions")
+    table = find(page, ids.MODELS_VERSIONS_TABLE)
     assert "champion" in text(table) and "challenger" in text(table)
     detail = call(models.show_version, 1, {"dataset": "iris"})
     shown = text(detail)
@@ -318,7 +318,7 @@ def test_the_form_comes_from_the_spec_and_the_champion_answers(call: Call) -> No
         assert find(page, ids.predict_input(name)) is not None
     result, messages = call(predict.predict, 1, [5.1, 3.5, 1.4, 0.2], {"dataset": "iris"})
     assert messages == ["", "", "", ""]
-    answer = find(result, "predict-answer")
+    answer = find(result, ids.PREDICT_ANSWER)
     assert answer is not None and getattr(answer, "data-class") == "Setosa"
     result, messages = call(predict.predict, 2, [5.1, 30, None, "x"], {"dataset": "iris"})
     assert messages[0] == "" and "outside the allowed range (0 to 10)" in messages[1]

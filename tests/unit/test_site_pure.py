@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -401,3 +402,23 @@ def test_the_dashboard_command_states_the_sites_defaults() -> None:
     assert f"default: {DEFAULT_PORT}" in flat
     assert f"default: {DEFAULT_REFRESH_S:g}" in flat
     assert DEFAULT_HOST == "127.0.0.1"  # safe default: this machine only
+
+
+def test_sml_dashboard_serves_on_this_machine_only_with_debug_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dash
+
+    calls: list[dict] = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dash.Dash, "run", lambda self, **kwargs: calls.append({"app": self, **kwargs}))
+    spec = tmp_path / "odd.yaml"
+    spec.write_text("name: odd\nlabel: kind\nclasses: [a, b]\nfeatures:\n  size: {type: double}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["dashboard", "--dataset", str(spec), "--refresh", "5"])
+    assert result.exit_code == 0, result.output
+    (call,) = calls
+    assert (call["host"], call["port"], call["debug"]) == (DEFAULT_HOST, DEFAULT_PORT, False)
+    site = call["app"].server.config["SML_SITE"]
+    assert list(site.datasets) == ["iris", "titanic", "odd"] and site.refresh_s == 5
+    assert f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/" in result.output
+    assert list(tmp_path.iterdir()) == [spec]  # starting the site created no database or store
