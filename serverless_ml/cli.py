@@ -222,30 +222,6 @@ def infer(
     click.echo(report.summary())
 
 
-@cli.command()
-@click.option("--host", default="", help="Address to bind [default: 127.0.0.1, this machine only].")
-@click.option("--port", default=0, type=int, help="Port [default: 8050].")
-@click.option("--dataset", "datasets", multiple=True, help="A dataset spec file to show besides the built-ins (repeatable).")
-@click.option("--mlflow-ui-url", default="", envvar="SML_MLFLOW_UI_URL", help="MLflow UI base URL for run links [env SML_MLFLOW_UI_URL].")
-@click.option("--refresh", default=0.0, type=float, help="Seconds between page refreshes [default: 30].")
-@store_options
-def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: str, refresh: float, settings: Settings) -> None:
-    """Serve the monitoring site (debug off). For production, see the README (gunicorn).
-
-    Reads the monitoring, training and registry data at MLFLOW_TRACKING_URI and the
-    feature store; writes nothing.
-    """
-    from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S, create_app
-
-    if refresh < 0 or port < 0:
-        raise SmlError("--refresh and --port must not be negative")
-    app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
-                     refresh_s=refresh or DEFAULT_REFRESH_S, warm_up=True)
-    host, port = host or DEFAULT_HOST, port or DEFAULT_PORT
-    click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
-    app.run(host=host, port=port, debug=False)
-
-
 @cli.command("tracking-server", context_settings={"ignore_unknown_options": True})
 @click.option("--backend-store-uri", envvar="SML_TRACKING_DB_URI", default="", show_envvar=True,
               help="Database of runs and the registry, e.g. postgresql://user:password@host:5432/mlflow "
@@ -275,6 +251,150 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
     )
     click.echo(command.summary)
     server.exec_server(command)
+
+
+@cli.command()
+@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@click.option("--days", default=defaults.SIMULATE_DAYS, show_default=True, type=int, help="Past days to replay.")
+@click.option("--end-date", default="", help="Last simulated day, YYYY-MM-DD [default: yesterday, UTC].")
+@click.option("--rows", default=defaults.SIMULATE_ROWS, show_default=True, type=int, help="Synthetic rows per day.")
+@click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Seed of the daily rows (0..9999).")
+@click.option("--drift", default="", help="Drift episode's shifts, e.g. 'age+15,fare*2'.")
+@click.option("--drift-from", default=0, type=int, help="First day (1..DAYS) of the drift episode.")
+@click.option("--drift-days", default=0, type=int, help="Length of the drift episode in days [default: to the end].")
+@click.option("--retrain-every", default=0, type=int, help="Retrain every K days (0: never).")
+@click.option("--retrain-trials", default=defaults.SIMULATE_RETRAIN_TRIALS, show_default=True, type=int, help="Optuna trials per retrain.")
+@click.option("--figures/--no-figures", default=False, show_default=True, help="Also log confusion matrices as PNG figures.")
+@store_options
+def simulate(
+    dataset: str, days: int, end_date: str, rows: int, seed: int, drift: str, drift_from: int,
+    drift_days: int, retrain_every: int, retrain_trials: int, figures: bool, settings: Settings,
+) -> None:
+    """Replay N past days of the daily loop (rows, inference, optional retraining).
+
+    Writes synthetic rows dated each day to <dataset>, predictions to
+    <dataset>_predictions, and one monitoring run per day (dated that day) in
+    <dataset>-monitoring. Needs a champion (`sml train`).
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, parse_drift
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.pipelines.infer import InferOptions
+    from serverless_ml.pipelines.simulate import SimulateOptions
+    from serverless_ml.pipelines.simulate import simulate as run_simulation
+
+    if not 1 <= rows <= MAX_ROWS_PER_DAY:
+        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
+    if not 0 <= seed <= 9999:
+        raise SmlError(f"--seed must be between 0 and 9999, got {seed}")
+    last = parse_date(end_date, "--end-date") or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    spec = get_dataset(dataset)
+    options = SimulateOptions(
+        days=days, end_date=last, rows=rows, seed=seed, drift=parse_drift(drift, spec),
+        drift_from=drift_from or None, drift_days=drift_days or None, retrain_every=retrain_every or None,
+        retrain_trials=retrain_trials, infer=InferOptions(figures=figures),
+    )
+    report = run_simulation(spec, open_feature_store(settings), settings, options)
+    click.echo(report.summary(spec, options))
+
+
+@cli.command()
+@click.option("--host", default="", help="Address to bind [default: 127.0.0.1, this machine only].")
+@click.option("--port", default=0, type=int, help="Port [default: 8050].")
+@click.option("--dataset", "datasets", multiple=True, help="A dataset spec file to show besides the built-ins (repeatable).")
+@click.option("--mlflow-ui-url", default="", envvar="SML_MLFLOW_UI_URL", help="MLflow UI base URL for run links [env SML_MLFLOW_UI_URL].")
+@click.option("--refresh", default=0.0, type=float, help="Seconds between page refreshes [default: 30].")
+@store_options
+def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: str, refresh: float, settings: Settings) -> None:
+    """Serve the monitoring site (debug off). For production, see the README (gunicorn).
+
+    Reads the monitoring, training and registry data at MLFLOW_TRACKING_URI and the
+    feature store; writes nothing.
+    """
+    from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S, create_app
+
+    if refresh < 0 or port < 0:
+        raise SmlError("--refresh and --port must not be negative")
+    app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
+                     refresh_s=refresh or DEFAULT_REFRESH_S, warm_up=True)
+    host, port = host or DEFAULT_HOST, port or DEFAULT_PORT
+    click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
+    app.run(host=host, port=port, debug=False)
+
+
+@cli.command("main")
+@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="Optuna trials of the train step.")
+@click.option("--days", default=defaults.SIMULATE_DAYS, show_default=True, type=int, help="Days the simulate step replays.")
+@click.option("--drift", default="", help="Drift episode's shifts, e.g. 'age+15,fare*2'.")
+@click.option("--drift-from", default=0, type=int, help="First day of the drift episode (0: none).")
+@click.option("--drift-days", default=0, type=int, help="Length of the drift episode in days.")
+@click.option("--store-dir", default="", help="Local feature store directory [env SML_STORE_DIR].")
+def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: int, drift_days: int, store_dir: str) -> None:
+    """The whole loop for one dataset: features, train, simulate, batch_inference, each an
+    `mlflow run` of this project's entry point nested under one `main` run."""
+    from serverless_ml.pipelines.main import MainOptions, run_main
+    from serverless_ml.settings import resolve_settings
+    from serverless_ml.tracking import configure_tracking
+
+    if trials < 1 or days < 1:
+        raise SmlError("--trials and --days must be >= 1")
+    configure_tracking(resolve_settings(store_dir=_blank_to_none(store_dir)))
+    options = MainOptions(dataset, trials, days, drift, drift_from, drift_days, store_dir)
+    for entry_point, run_id in run_main(options, dt.datetime.now(dt.timezone.utc).date()):
+        click.echo(f"{entry_point}: run {run_id} finished")
+
+
+@cli.command()
+@click.option("--dataset", "datasets", multiple=True, default=[defaults.DATASET], show_default=True, help="Dataset to run (repeatable).")
+@click.option("--daily-cron", default=defaults.SCHEDULE_DAILY_CRON, show_default=True, help="When `daily` runs (cron, UTC).")
+@click.option("--infer-cron", default=defaults.SCHEDULE_INFER_CRON, show_default=True, help="When `infer` runs (cron, UTC).")
+@click.option("--retrain-cron", default=defaults.SCHEDULE_RETRAIN_CRON, show_default=True, help="When retraining runs (cron, UTC).")
+@click.option("--rows", default=defaults.DAILY_ROWS, show_default=True, type=int, help="Synthetic rows per day.")
+@click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Seed of daily rows and retraining.")
+@click.option("--retrain-trials", default=defaults.SIMULATE_RETRAIN_TRIALS, show_default=True, type=int, help="Optuna trials per retrain.")
+@click.option("--catch-up", is_flag=True, help="First run the slots missed while the scheduler was down, in order.")
+@click.option("--run-now", multiple=True, type=click.Choice(["daily", "infer", "retrain"]), help="Also run this job once at start.")
+@store_options
+def schedule(
+    datasets: tuple[str, ...], daily_cron: str, infer_cron: str, retrain_cron: str, rows: int, seed: int,
+    retrain_trials: int, catch_up: bool, run_now: tuple[str, ...], settings: Settings,
+) -> None:
+    """Run the daily job, batch inference and retraining on their cron schedules (UTC).
+
+    One process, no extra service; a job never runs twice at once, a failing job is
+    logged and the schedule goes on; SIGINT/SIGTERM stop it cleanly.
+    """
+    import time
+
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY
+    from serverless_ml.pipelines.schedule import Scheduler, Shutdown, pipeline_jobs, stop_on_signals
+    from serverless_ml.tracking import configure_tracking
+
+    if not 1 <= rows <= MAX_ROWS_PER_DAY:
+        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
+    if not 0 <= seed <= 9999:
+        raise SmlError(f"--seed must be between 0 and 9999, got {seed}")
+    if retrain_trials < 1:
+        raise SmlError(f"--retrain-trials must be >= 1, got {retrain_trials}")
+    for name in datasets:
+        get_dataset(name)
+    logging.getLogger("serverless_ml").setLevel(logging.INFO)
+    configure_tracking(settings)
+
+    def clock() -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc)
+
+    crons = {"daily": daily_cron, "infer": infer_cron, "retrain": retrain_cron}
+    jobs = pipeline_jobs(list(datasets), settings, crons, rows, seed, retrain_trials, clock)
+    scheduler = Scheduler(jobs, settings.store_dir, clock, time.sleep)
+    click.echo(f"scheduling {', '.join(datasets)}: daily '{daily_cron}', infer '{infer_cron}', retrain '{retrain_cron}' (UTC); Ctrl-C to stop")
+    try:
+        with stop_on_signals():
+            scheduler.run(catch_up=catch_up, run_now=run_now)
+    except Shutdown as stop:
+        click.echo(f"stopped by {stop}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -223,12 +223,15 @@ def log_metrics_batch(run_id: str, metrics: Mapping[str, float], step: int = 0) 
     MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
-def log_figure(figure: Any, artifact_file: str) -> None:
-    """Log a matplotlib figure to the active run and free it."""
+def log_figure(figure: Any, artifact_file: str, run_id: str | None = None) -> None:
+    """Log a matplotlib figure to ``run_id`` (default: the active run) and free it."""
     import matplotlib.pyplot as plt
     import mlflow
 
     try:
-        mlflow.log_figure(figure, artifact_file)
+        if run_id is None:
+            mlflow.log_figure(figure, artifact_file)
+        else:
+            mlflow.MlflowClient().log_figure(run_id, figure, artifact_file)
     finally:
         plt.close(figure)
