@@ -296,28 +296,17 @@ class RestRunReader:
             raise ValueError("the REST reader reads whole experiments only")
         if run_ids is not None:
             return self._read_ids(experiment_id, metrics, tags, statuses, list(run_ids))
-        runs, metric_rows, tag_rows = [], [], []
-        token = None
-        wanted_metrics, wanted_tags = set(metrics), set(tags)
+        pages, token = [], None
         while True:
             page = self.client.search_runs(
                 [experiment_id], filter_string=self._filter(statuses, parent_run_id),
                 max_results=REST_PAGE_SIZE, page_token=token,
             )
-            for run in page:
-                info = run.info
-                runs.append((info.run_id, info.run_name, info.status, info.start_time, info.end_time))
-                metric_rows += [(info.run_id, k, v) for k, v in run.data.metrics.items() if k in wanted_metrics]
-                tag_rows += [(info.run_id, k, v) for k, v in run.data.tags.items() if k in wanted_tags]
+            pages.append(self._frame(page, metrics, tags))
             token = page.token
             if not token:
                 break
-        return runs_frame(
-            pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
-            pd.DataFrame(metric_rows, columns=["run_id", "key", "value"]),
-            pd.DataFrame(tag_rows, columns=["run_id", "key", "value"]),
-            metrics, tags,
-        )
+        return pd.concat(pages) if len(pages) > 1 else pages[0]
 
     def _read_ids(
         self, experiment_id: str, metrics: Sequence[str], tags: Sequence[str], statuses: Sequence[str] | None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 URL = "url"
 DATASET = "dataset-picker"
 REFRESH = "refresh"
-UPDATED = "last-updated"
 NAV_PREFIX = "nav-"
 
 # Overview.

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 PAGES = {
     "/": ("overview", "Latest prediction", 1),
     "/confusion": ("confusion", "since promotion", 3),
-    "/predictions": ("predictions", "predictions", 0),
+    "/predictions": ("predictions", "Type in a column's filter cell", 0),
     "/drift": ("drift", "per feature", 2),
     "/models": ("models", "Holdout metrics", 1),
     "/data": ("data", "Correlation with the label", 2),
@@ -49,7 +49,8 @@ def test_every_page_loads_without_console_errors(page: Any, site: str, settle: A
     assert tab.locator(".notice-error").count() == 0, tab.locator(".notice-error").all_inner_texts()
     assert tab.locator(".dataset-picker").inner_text().strip().startswith(dataset)
     if path == "/predictions":
-        assert tab.locator(".dash-spreadsheet tbody tr").count() > 5
+        tab.locator(f"#{ids.PREDICTIONS_COUNT}").wait_for()  # the first page came back from the server
+        tab.locator(".dash-spreadsheet tbody tr").nth(5).wait_for()
     screenshot(tab, f"{dataset}-{name}", docs=dataset == "titanic")
     assert problems.all() == []
 
