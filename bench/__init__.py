@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BENCHMARKS = ("backfill", "site", "tracking_server")
+BENCHMARKS = ("backfill", "train", "inference", "simulate", "site", "tracking_server")
 """Benchmark modules, run in this order by ``python -m bench``."""
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
