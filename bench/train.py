@@ -21,9 +21,10 @@
   (migration, no champion, new study), the second a re-run on the same folders (the
   study resumes, the champion is re-scored). Goal: each <= 60 s.
 
-Wall times are also given as CPU seconds: the machine is shared, and CPU time moves less
-with other people's load. Prints every figure with its goal and PASS/MISS; writes the
-same to ``bench/results/train.json``.
+Wall times are also given as CPU seconds: the machine is shared, and the ratio of two CPU
+times moves less with other people's load. The CSVs are read as ``sml features`` reads
+them (``$SML_DATA_DIR``, which ``make bench`` sets). Prints every figure with its goal and
+PASS/MISS; writes the same to ``bench/results/train.json``.
 
     python -m bench train [--only quality,grid,overhead,wall] [--trials N] [--repeats 3]
 """
