@@ -10,6 +10,8 @@ run by the ``sml.job_run_id`` tag.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,11 @@ def run_main(options: MainOptions, today: dt.date) -> list[tuple[str, str]]:
     from mlflow.exceptions import ExecutionException
 
     project = find_project_dir()
+    # env_manager="local" runs each step with the `python` first on PATH: make it this
+    # interpreter's, so the steps run where `sml main` runs (as from an activated venv).
+    interpreter_bin = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != interpreter_bin:
+        os.environ["PATH"] = os.pathsep.join([interpreter_bin, os.environ.get("PATH", "")])
     done = []
     with mlflow.start_run(run_name=f"{options.dataset}-main") as parent:
         mlflow.set_tag("dataset", options.dataset)
