@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_TTL_S = 5.0
 MAX_IMMUTABLE_ENTRIES = 512
+MAX_RUN_VALUES = 100_000
+"""Finished runs whose detail values are kept (a few numbers and short strings each)."""
 EXPERIMENT_TTL_S = 300.0
 REST_PAGE_SIZE = 1000
 RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
@@ -413,6 +415,7 @@ class SiteData:
         self._monotonic = monotonic
         self._entries: dict[Hashable, _Entry] = {}
         self._immutable: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+        self._run_values: dict[Hashable, tuple[Any, ...]] = {}
         self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
         self._client: Any = None
@@ -470,6 +473,7 @@ class SiteData:
         with self._guard:
             self._entries.clear()
             self._immutable.clear()
+            self._run_values.clear()
 
     @contextlib.contextmanager
     def _tracking_errors(self) -> Iterator[None]:
@@ -626,7 +630,7 @@ class SiteData:
         if experiment_id is None or not run_ids:
             return _empty_runs(metrics, tags)
         wanted = list(dict.fromkeys(str(r) for r in run_ids))
-        known = {r: self._immutable.get(("values", r, metrics, tags)) for r in wanted}
+        known = {r: self._run_values.get((r, metrics, tags)) for r in wanted}
         missing = [r for r, row in known.items() if row is None]
         columns = [*_prefixed("metrics", metrics), *_prefixed("tags", tags)]
         if missing:
@@ -637,8 +641,11 @@ class SiteData:
                     fresh = reader.read_values(missing, metrics, tags)
                 else:
                     fresh = reader.read(experiment_id, metrics, tags, (FINISHED,), None, None, missing)
-            for run_id, values in zip(fresh.index, fresh[columns].itertuples(index=False, name=None), strict=True):
-                known[str(run_id)] = self.immutable(("values", str(run_id), metrics, tags), lambda v=values: v)
+            with self._guard:
+                if len(self._run_values) > MAX_RUN_VALUES:
+                    self._run_values.clear()
+                for run_id, values in zip(fresh.index, fresh[columns].itertuples(index=False, name=None), strict=True):
+                    self._run_values[(str(run_id), metrics, tags)] = known[str(run_id)] = values
         found = {r: v for r, v in known.items() if v is not None}
         frame = pd.DataFrame.from_records(list(found.values()), columns=columns, index=list(found))
         frame.index.name = "run_id"
