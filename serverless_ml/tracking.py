@@ -85,9 +85,20 @@ def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    parts = urllib.parse.urlsplit(uri)
+    # Credentials in the URI are not part of the host name: send them as basic auth.
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/") + "/health"
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        import base64
+
+        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s):  # noqa: S310 (http(s) only)
+        with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 (http(s) only)
             return
     except urllib.error.HTTPError as exc:
         if exc.code < 500:
