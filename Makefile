@@ -16,11 +16,12 @@ export SML_DATA_DIR ?= $(abspath $(SHARED_DATA))
 DEMO_HOME ?= sml_data
 DEMO_ARGS ?=
 
-.PHONY: help venv system-deps demo test test-fast bench clean tracking-server
+.PHONY: help venv system-deps demo test test-fast soak bench clean tracking-server
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the embedded feature store"
 	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make soak   - the reliability suite's long variants; rewrites docs/reliability.md"
 	@echo "make bench  - side-by-side benchmarks (prints ratios)"
 
 $(STAMP): pyproject.toml
@@ -42,6 +43,13 @@ test: $(STAMP) system-deps
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The reliability suite's long variants (more kill points and concurrency rounds);
+# rewrites docs/reliability.md from the figures the tests record, pass or fail.
+soak: $(STAMP) system-deps
+	rm -f test-output/reliability.json
+	SML_SOAK=1 $(BIN)/python -m pytest tests/reliability; status=$$?; \
+		$(BIN)/python scripts/reliability_table.py && exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

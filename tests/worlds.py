@@ -1,4 +1,4 @@
-"""A trained world shared by the inference and simulation tests: Titanic backfilled into a
+"""A trained world shared by the inference, simulation and reliability tests: Titanic backfilled into a
 store and a tracking database holding a champion (version 1), built once per session and
 copied per test, so tests are independent and fast.
 

@@ -28,7 +28,7 @@ from serverless_ml.datasets.sources import load_source
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 TEST_NAME = "test_bad_input_is_refused"
 
