@@ -33,6 +33,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
+from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import (
     Feature,
     FeatureGroup,
@@ -185,8 +186,10 @@ class LocalFeatureGroup(FeatureGroup):
             self.features = infer_features(df)
         table = conform(df, self.features, self.primary_key, f"{self.name}_{self.version}")
         with self._write_lock():
+            crash_point("store.locked")
             if not self.exists():
                 _atomic_write_json(self.metadata_path, self._metadata())
+                crash_point("store.create.after_sidecar")
                 write_deltalake(
                     str(self.table_path),
                     table,
@@ -194,6 +197,7 @@ class LocalFeatureGroup(FeatureGroup):
                     name=self.name,
                     description=self.description or None,
                 )
+                crash_point("store.after_commit")
                 return InsertResult(table.num_rows, 0, 0, 0)
             return self._upsert(table)
 
@@ -212,6 +216,7 @@ class LocalFeatureGroup(FeatureGroup):
         unchanged = len(incoming) - inserted - updated
         if inserted + updated == 0:
             return InsertResult(0, 0, unchanged, delta.version())
+        crash_point("store.upsert.before_commit")
         if updated == 0:
             write_deltalake(delta, table.filter(pa.array(is_new)), mode="append")
         else:
@@ -223,6 +228,7 @@ class LocalFeatureGroup(FeatureGroup):
                 .when_not_matched_insert_all()
                 .execute()
             )
+        crash_point("store.after_commit")
         return InsertResult(inserted, updated, unchanged, DeltaTable(str(self.table_path)).version())
 
     def read(self, version: int | None = None) -> pd.DataFrame:

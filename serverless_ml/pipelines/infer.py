@@ -30,6 +30,7 @@ import pandas as pd
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.errors import NotFoundError, SmlError
+from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, to_utc
 from serverless_ml.inference import drift as drift_stats
 from serverless_ml.inference import monitoring
@@ -247,12 +248,15 @@ def infer(
             return report
         with tracking.job_run(ctx.experiment_id, f"{spec.name}-batch-{as_of_label}") as run:
             report.run_id = run.info.run_id
+            crash_point("infer.after_run_created")
             scored = score_rows(ctx.champion.model, new, spec, ctx.champion.version, to_utc(now), run.info.run_id)
             stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end, options)
             report.metrics, report.alerts = stats.metrics, stats.alerts.messages
             report.notes += stats.notes
             log_batch_run(spec, run.info.run_id, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options)
+            crash_point("infer.after_run_logged")
             ctx.target.insert(scored, wait=True)
+            crash_point("infer.after_upsert")
     raise_alerts(spec, report, options)
     return report
 
