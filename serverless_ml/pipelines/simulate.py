@@ -41,6 +41,9 @@ from serverless_ml.settings import Settings
 
 MAX_DAYS = 3660
 SCORED_AT = dt.time(0, 15)
+RETRAIN_TAG = "sml.simulate.retrain"
+"""Tag of a simulation's retraining run: the day it retrained after and the simulation's
+options (a digest), so a simulation run again over the same days does not retrain again."""
 
 
 @dataclass(frozen=True)
@@ -137,15 +140,61 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         report.days += last - first + 1
         replay_batches(spec, store, settings, options, first, last, report)
         if options.retrain_every and last < options.days:
+            key = retrain_key(options, last)
+            done = previous_retrain(spec, key)
+            if done is not None:
+                report.retrains.append(f"after {options.day(last)}: done by an earlier run of this simulation "
+                                       f"(version {done}), not repeated")
+                continue
             result = train(spec, store, settings, TrainOptions(
                 trials=options.retrain_trials, seed=options.seed, folds=3, include_synthetic=True, quiet=True,
             ))
+            mark_retrain(result.run_id, key)
             report.retrains.append(
                 f"after {options.day(last)}: version {result.model_version}, holdout accuracy "
                 f"{result.holdout_metrics['test_accuracy']:.3f}, "
                 f"{'promoted' if result.decision.promote else 'not promoted'}"
             )
     return report
+
+
+def retrain_key(options: SimulateOptions, last: int) -> str:
+    """Identifies the retrain after day ``last``: the day and a digest of what the days up
+    to it were made of (first day, rows, seed, drift, retrain settings)."""
+    import hashlib
+
+    made_of = repr((options.first_day.isoformat(), options.rows, options.seed, options.drift, options.drift_from,
+                    options.drift_days, options.retrain_every, options.retrain_trials))
+    return f"{options.day(last).isoformat()} {hashlib.sha256(made_of.encode()).hexdigest()[:12]}"
+
+
+def previous_retrain(spec: DatasetSpec, key: str) -> str | None:
+    """The model version an earlier run of the same simulation registered when it
+    retrained at ``key`` (None if it did not get that far).
+
+    Without this, simulating the same days again retrained at every segment end, on all
+    the rows the first run had written (later days included), registering new versions
+    and possibly promoting one: running the command twice did not leave the state of once.
+    """
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(tracking.training_experiment(spec.name))
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{RETRAIN_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].data.tags.get("model_version", "?") if runs else None
+
+
+def mark_retrain(run_id: str, key: str) -> None:
+    """Tag the retraining run (a crash before this line means the retrain is done again
+    by the next run of the simulation, once)."""
+    import mlflow
+
+    mlflow.MlflowClient().set_tag(run_id, RETRAIN_TAG, key)
 
 
 def replay_batches(
