@@ -61,12 +61,22 @@ def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
             json.dump(payload, fh, indent=2, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point("store.json.before_replace")
         os.replace(tmp, path)
     except BaseException:
         # Leave no half-written temporary file behind.
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files that :func:`_atomic_write_json` left for ``path`` when its
+    process was killed (SIGKILL skips the cleanup above). Only call it while holding the
+    lock under which ``path`` is written, so no live writer's file is removed."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _value_to_json(value: Any) -> Any:
@@ -188,6 +198,7 @@ class LocalFeatureGroup(FeatureGroup):
         with self._write_lock():
             crash_point("store.locked")
             if not self.exists():
+                _remove_stale_temporaries(self.metadata_path)
                 _atomic_write_json(self.metadata_path, self._metadata())
                 crash_point("store.create.after_sidecar")
                 write_deltalake(

@@ -76,7 +76,11 @@ class InferReport:
 
     def summary(self) -> str:
         if self.rows_scored == 0:
-            return f"{self.dataset}: nothing new to score up to {self.as_of} (champion version {self.model_version}); no run logged"
+            # Notes still matter here: a run a crashed job left RUNNING was closed.
+            return "\n".join([
+                f"{self.dataset}: nothing new to score up to {self.as_of} (champion version {self.model_version}); no run logged",
+                *(f"  note: {note}" for note in self.notes),
+            ])
         m = self.metrics
         lines = [
             f"{self.dataset}: scored {self.rows_scored} rows up to {self.as_of} with champion version {self.model_version}",
