@@ -53,6 +53,20 @@ def _world(folder: Path, data_dir: Path, trials: int = 3) -> tuple[Any, Any]:
     return store, settings
 
 
+def _copy_world(template: Path, target: Path) -> None:
+    """The store and the tracking database (through SQLite's backup API: the database is
+    in WAL mode and may still have commits in its log)."""
+    import sqlite3
+
+    shutil.copytree(template / "store", target / "store")
+    source, copy = sqlite3.connect(template / "mlflow.db"), sqlite3.connect(target / "mlflow.db")
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+
+
 def _use(folder: Path) -> tuple[Any, Any]:
     import mlflow
 
@@ -79,8 +93,8 @@ def run(days: int, rows: int, reference_days: int, data_dir: Path) -> dict[str, 
         template.mkdir()
         _world(template, data_dir)
         ours_dir, ref_dir = Path(tmp) / "ours", Path(tmp) / "reference"
-        shutil.copytree(template, ours_dir)
-        shutil.copytree(template, ref_dir)
+        for target in (ours_dir, ref_dir):
+            _copy_world(template, target)
 
         store, settings = _use(ours_dir)
         started = time.perf_counter()

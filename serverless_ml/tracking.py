@@ -71,11 +71,106 @@ def configure_tracking(settings: Settings) -> str:
     # (one per trial) to stdout, between the commands' own lines.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = settings.tracking_uri
+    check_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        use_sqlite_wal()
     check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+_SQLITE_WAL_REGISTERED = False
+
+
+def use_sqlite_wal() -> None:
+    """Open every SQLite database this process uses through SQLAlchemy (the tracking
+    database, an Optuna study) in write-ahead-log mode with ``synchronous=NORMAL``.
+
+    Why: in the default rollback-journal mode every commit waits for fsync (about 8 ms
+    here), and a reader and a writer block each other, so the daily job, inference and the
+    site sharing one tracking database meet "database is locked". In WAL mode readers do
+    not block the writer and a commit does not fsync; a crash of the process loses
+    nothing, a power cut may lose the last commits but never corrupts the file. WAL mode
+    is recorded in the database file, so other processes (``mlflow ui``) follow it.
+    Registered once per process; nothing happens on import.
+    """
+    global _SQLITE_WAL_REGISTERED
+    if _SQLITE_WAL_REGISTERED:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _wal(dbapi_connection: Any, _record: Any) -> None:
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        if dbapi_connection.execute("PRAGMA database_list").fetchone()[2] == "":
+            return  # in-memory: WAL does not apply
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    _SQLITE_WAL_REGISTERED = True
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse, in one line and before anything is written, a tracking URI that MLflow
+    cannot use: an unknown scheme, the retired file store, or a SQLite path whose folder
+    is a file or which is a folder or not a SQLite database (MLflow would retry such a
+    database for minutes, or stop with a traceback)."""
+    try:
+        scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    except ValueError:
+        raise SmlError(f"MLflow tracking URI {redact_uri(uri)} cannot be parsed") from None
+    supported = _tracking_schemes()
+    if supported and scheme not in supported and scheme.split("+", 1)[0] not in supported:
+        raise SmlError(
+            f"MLflow tracking URI {redact_uri(uri)} has an unsupported scheme '{scheme}' "
+            f"(supported: {', '.join(sorted(s for s in supported if s))}); e.g. sqlite:///mlflow.db or http://host:5000"
+        )
+    if scheme in ("", "file"):
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+        if not MLFLOW_ALLOW_FILE_STORE.get():
+            raise SmlError(
+                f"MLflow tracking URI {redact_uri(uri)} is a file store, which MLflow no longer supports; "
+                "use a database, e.g. sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)"
+            )
+    if scheme == "sqlite" and uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if not str(path) or str(path) == ":memory:":
+            return
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SmlError(f"MLflow tracking database {path}: {parent} is a file, not a folder")
+                break
+        if path.is_dir():
+            raise SmlError(f"MLflow tracking database {path} is a folder, expected a SQLite database file")
+        if path.is_file():
+            try:
+                with path.open("rb") as fh:
+                    head = fh.read(len(SQLITE_HEADER))
+            except OSError as exc:
+                raise SmlError(f"MLflow tracking database {path} cannot be read ({exc.strerror})") from None
+            if head and head != SQLITE_HEADER:
+                raise SmlError(f"MLflow tracking database {path} is not a SQLite database")
+
+
+def _tracking_schemes() -> set[str]:
+    """The URI schemes MLflow's tracking store registry knows (plugins included); empty
+    when this MLflow does not expose its registry (then nothing is refused here)."""
+    try:
+        from mlflow.tracking._tracking_service import utils
+
+        return set(utils._tracking_store_registry._registry)
+    except Exception:  # noqa: BLE001 - a private registry: absent in another MLflow version
+        return set()
 
 
 def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -232,6 +327,15 @@ def log_metrics_batch(run_id: str, metrics: Mapping[str, float], step: int = 0) 
 
     now = int(time.time() * 1000)
     MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def upload_artifacts(run_info: Any, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """Upload a folder to a run's artifact location (``run_info``: an
+    ``mlflow.entities.RunInfo``), without the extra ``get_run`` that
+    ``MlflowClient.log_artifacts`` makes to find that location."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    get_artifact_repository(run_info.artifact_uri).log_artifacts(str(local_dir), artifact_path)
 
 
 def log_figure(figure: Any, artifact_file: str, run_id: str | None = None) -> None:

@@ -8,6 +8,7 @@ Test modules import the fixtures: ``from worlds import trained_template, world``
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import mlflow
@@ -21,6 +22,21 @@ from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
 
 TITANIC = get_dataset("titanic")
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Copy an SQLite database (a tracking database) through SQLite's backup API.
+
+    The commands open SQLite databases in write-ahead-log mode (``tracking.use_sqlite_wal``);
+    while a connection is open, the last commits may live only in ``<db>-wal``, which a
+    plain file copy would miss.
+    """
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +59,7 @@ def copy_world(template: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) ->
     """A copy of ``template``'s store and tracking database in ``folder``, made current
     (``MLFLOW_TRACKING_URI``)."""
     shutil.copytree(template / "store", folder / "store")
-    shutil.copyfile(template / "mlflow.db", folder / "mlflow.db")
+    copy_database(template / "mlflow.db", folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(None)

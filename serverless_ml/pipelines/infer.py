@@ -257,7 +257,7 @@ def infer(
             stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end, options)
             report.metrics, report.alerts = stats.metrics, stats.alerts.messages
             report.notes += stats.notes
-            log_batch_run(spec, run.info.run_id, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options)
+            log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options)
             crash_point("infer.after_run_logged")
             ctx.target.insert(scored, wait=True)
             crash_point("infer.after_upsert")
@@ -376,25 +376,13 @@ def batch_statistics(
     return BatchStatistics(metrics, tables, drift_results, basis, latest, alerts, notes)
 
 
-def log_batch_run(
-    spec: DatasetSpec,
-    run_id: str,
-    stats: BatchStatistics,
-    champion: Champion,
-    as_of_label: str,
-    as_of_end: pd.Timestamp,
-    data_version: int | None,
-    options: InferOptions,
-) -> None:
-    """Log a batch's statistics: metrics in one batch call (timestamped at the as-of date),
-    tags, and the JSON tables and figures."""
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
-
-    client = mlflow.MlflowClient()
-    stamp = int((as_of_end - pd.Timedelta(milliseconds=1)).timestamp() * 1000)
+def batch_run_tags(
+    spec: DatasetSpec, stats: BatchStatistics, champion: Champion, as_of_label: str, data_version: int | None
+) -> dict[str, str]:
+    """The tags of a batch's monitoring run (known before the run is created, so a
+    simulation can pass them to ``create_run`` and save a call per run)."""
     latest = stats.latest
-    tags = {
+    return {
         "dataset": spec.name,
         "model_version": str(champion.version),
         "as_of": as_of_label,
@@ -411,6 +399,28 @@ def log_batch_run(
         tracking.NOTE_TAG: f"Batch of {int(stats.metrics['rows_scored'])} {spec.name} rows up to {as_of_label}, "
         f"scored by champion version {champion.version}.",
     }
+
+
+def log_batch_run(
+    spec: DatasetSpec,
+    run_info: Any,
+    stats: BatchStatistics,
+    champion: Champion,
+    as_of_label: str,
+    as_of_end: pd.Timestamp,
+    data_version: int | None,
+    options: InferOptions,
+    tags_logged: bool = False,
+) -> None:
+    """Log a batch's statistics on the run ``run_info`` (an ``mlflow.entities.RunInfo``):
+    metrics, params and (unless ``tags_logged``) tags in one batch call, timestamped at
+    the as-of date; then the JSON tables and figures in one upload."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = mlflow.MlflowClient()
+    stamp = int((as_of_end - pd.Timedelta(milliseconds=1)).timestamp() * 1000)
+    tags = {} if tags_logged else batch_run_tags(spec, stats, champion, as_of_label, data_version)
     params = {
         "rolling_days": options.rolling_days,
         "accuracy_drop": options.rule.accuracy_drop,
@@ -418,7 +428,7 @@ def log_batch_run(
         "drift_share_threshold": options.rule.drift_share,
     }
     client.log_batch(
-        run_id,
+        run_info.run_id,
         metrics=[Metric(k, float(v), stamp, 0) for k, v in stats.metrics.items() if not math.isnan(float(v))],
         params=[Param(k, str(v)) for k, v in params.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
@@ -426,8 +436,9 @@ def log_batch_run(
     names = list(spec.class_names) if spec.class_names else None
     files: dict[str, Any] = {f"confusion/{label}.json": table for label, table in stats.tables.items()}
     files["drift.json"] = {"basis": stats.drift_basis, "features": [vars(d) for d in stats.drift]}
-    files["latest.json"] = {k: str(v) for k, v in latest.items()}
-    # One upload for all of a batch's files: the artifact store is called once per run.
+    files["latest.json"] = {k: str(v) for k, v in stats.latest.items()}
+    # One upload for all of a batch's files, straight to the run's artifact location
+    # (``MlflowClient.log_artifacts`` would first fetch the whole run to find it).
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         for relative, payload in files.items():
@@ -442,4 +453,4 @@ def log_batch_run(
                 figure = evaluation.confusion_figure(table, f"{spec.name} {label} ({as_of_label})", names)
                 figure.savefig(root / "confusion" / f"{label}.png")
                 plt.close(figure)
-        client.log_artifacts(run_id, folder)
+        tracking.upload_artifacts(run_info, folder)

@@ -37,6 +37,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
+from worlds import copy_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
@@ -129,7 +130,7 @@ class World:
 
     def copy_to(self, target: Path) -> World:
         shutil.copytree(self.folder / "store", target / "store")
-        shutil.copyfile(self.folder / "mlflow.db", target / "mlflow.db")
+        copy_database(self.folder / "mlflow.db", target / "mlflow.db")
         return World(target, self.shapes_spec)
 
 

@@ -31,6 +31,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
+from worlds import copy_database
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +75,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path,
 @pytest.fixture
 def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalFeatureStore, Settings]]:
     shutil.copytree(template / "store", tmp_path / "store")
-    shutil.copyfile(template / "mlflow.db", tmp_path / "mlflow.db")
+    copy_database(template / "mlflow.db", tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)

@@ -30,6 +30,7 @@ from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
 from serverless_ml.tracking import monitoring_experiment, training_experiment
+from worlds import copy_database
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +86,7 @@ class Clock:
 @pytest.fixture
 def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalFeatureStore, Settings]]:
     shutil.copytree(template / "store", tmp_path / "store")
-    shutil.copyfile(template / "mlflow.db", tmp_path / "mlflow.db")
+    copy_database(template / "mlflow.db", tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
