@@ -404,6 +404,10 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_options(options)
+    # Tracking and an explicit storage are checked before the feature view is created.
+    uri = tracking.configure_tracking(settings)
+    if options.storage:
+        search.check_storage(options.storage)
     x, y, keys, data_version = load_training_rows(spec, store, options.include_synthetic)
     check_training_rows(spec, y, options.holdout, options.folds)
     x_train, x_hold, y_train, y_hold, keys_train, keys_hold = train_test_split(
@@ -411,7 +415,6 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     )
     for frame in (x_train, x_hold, y_train, y_hold, keys_train, keys_hold):
         frame.reset_index(drop=True, inplace=True)
-    uri = tracking.configure_tracking(settings)
     storage = options.storage or tracking.default_optuna_storage(uri, settings.store_dir.parent)
     study_name = options.study_name or default_study_name(spec, data_version, options)
     if options.trials == 0:

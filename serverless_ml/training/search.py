@@ -158,6 +158,38 @@ def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
     raise AssertionError("unreachable")
 
 
+def check_storage(storage: str) -> None:
+    """Refuse a storage URL that cannot be opened, in one line, without creating anything
+    (no study, no tables, no SQLite file)."""
+    from pathlib import Path
+
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+        url.get_dialect()
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds for a bad URL
+        raise storage_error(storage, exc) from None
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            path = Path(url.database).expanduser()
+            if path.is_dir():
+                raise storage_error(storage, OSError(f"{path} is a folder, expected a SQLite database file"))
+            if not path.resolve().parent.is_dir():
+                raise storage_error(storage, OSError(f"folder {path.resolve().parent} does not exist"))
+        return
+    connect_args = {"connect_timeout": 5} if url.get_backend_name() in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(storage, connect_args=connect_args)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds
+        raise storage_error(storage, exc) from None
+
+
 def storage_error(storage: str, exc: BaseException) -> SmlError:
     """One line for a storage that cannot be opened (its password masked)."""
     from serverless_ml.tracking import redact_uri
