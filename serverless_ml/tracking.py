@@ -141,6 +141,8 @@ def check_tracking_uri(uri: str) -> None:
                 f"MLflow tracking URI {redact_uri(uri)} is a file store, which MLflow no longer supports; "
                 "use a database, e.g. sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)"
             )
+    if scheme.split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+        _check_database_reachable(uri, scheme.split("+", 1)[0])
     if scheme == "sqlite" and uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
         if not str(path) or str(path) == ":memory:":
@@ -160,6 +162,37 @@ def check_tracking_uri(uri: str) -> None:
                 raise SmlError(f"MLflow tracking database {path} cannot be read ({exc.strerror})") from None
             if head and head != SQLITE_HEADER:
                 raise SmlError(f"MLflow tracking database {path} is not a SQLite database")
+
+
+def _check_database_reachable(uri: str, dialect: str, timeout_s: int = 5) -> None:
+    """Connect once to a database tracking store (MLflow itself retries for minutes)."""
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds for a bad URL
+        raise SmlError(f"MLflow tracking URI {redact_uri(uri)} is not usable: {_first_line(exc, uri)}") from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds
+        raise SmlError(f"MLflow tracking database {redact_uri(uri)} cannot be reached: {_first_line(exc, uri)}") from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: BaseException, uri: str) -> str:
+    """A driver's message, first line, the URI's password masked in case it is quoted."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    try:
+        password = urllib.parse.urlsplit(uri).password
+    except ValueError:
+        password = None
+    if password:
+        line = line.replace(password, "***").replace(urllib.parse.unquote(password), "***")
+    return line[:300]
 
 
 def _tracking_schemes() -> set[str]:
