@@ -63,17 +63,27 @@ class Site:
     def now(self) -> dt.datetime:
         return self.clock()
 
+    @property
+    def mlflow_ui_link_base(self) -> str | None:
+        """The MLflow UI's URL for links: without the user and password it may carry,
+        which every visitor of the page would otherwise read (the browser asks for them)."""
+        if not self.mlflow_ui_url:
+            return None
+        parts = urllib.parse.urlsplit(self.mlflow_ui_url.rstrip("/"))
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
     def run_url(self, experiment_id: str | None, run_id: str) -> str | None:
         """The run's page in the MLflow UI, when its URL is configured."""
-        if not self.mlflow_ui_url or experiment_id is None:
+        base = self.mlflow_ui_link_base
+        if base is None or experiment_id is None:
             return None
-        base = self.mlflow_ui_url.rstrip("/")
         return f"{base}/#/experiments/{urllib.parse.quote(str(experiment_id))}/runs/{urllib.parse.quote(run_id)}"
 
     def model_url(self, name: str, version: int) -> str | None:
-        if not self.mlflow_ui_url:
+        base = self.mlflow_ui_link_base
+        if base is None:
             return None
-        return f"{self.mlflow_ui_url.rstrip('/')}/#/models/{urllib.parse.quote(name)}/versions/{version}"
+        return f"{base}/#/models/{urllib.parse.quote(name)}/versions/{version}"
 
     @property
     def mlflow_ui_label(self) -> str | None:
