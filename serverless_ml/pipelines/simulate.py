@@ -126,7 +126,7 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     check_options(options)
     tracking.configure_tracking(settings)
     group = existing_feature_group(spec, store)
-    champion_version(spec)  # before anything is written: scoring needs a champion
+    check_champion_readable(spec, champion_version(spec))  # before anything is written: scoring needs a champion
     stored = group.read()
     real = stored[stored[ORIGIN_COLUMN] == "backfill"]
     report = SimulateReport()
@@ -157,6 +157,19 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
                 f"{'promoted' if result.decision.promote else 'not promoted'}"
             )
     return report
+
+
+def check_champion_readable(spec: DatasetSpec, version: object) -> None:
+    """The champion's model files can be read (its MLmodel file): without this a missing
+    model was noticed only after the first segment's rows were written."""
+    import mlflow
+
+    name = tracking.model_name(spec.name)
+    number = getattr(version, "version", version)
+    try:
+        mlflow.models.get_model_info(f"models:/{name}/{number}")
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
+        raise SmlError(f"champion version {number} of model '{name}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from None
 
 
 def retrain_key(options: SimulateOptions, last: int) -> str:
