@@ -3,7 +3,11 @@ current sample: two-sample Kolmogorov-Smirnov for numeric features, chi-squared 
 categorical ones, and the population stability index (PSI) for both.
 
 Statistics are not computed on samples smaller than :data:`MIN_DRIFT_ROWS`: a KS test on
-a handful of rows is noise, and the caller says so in the run instead.
+a handful of rows is noise, and the caller says so in the run instead. A current sample
+larger than :data:`MAX_DRIFT_ROWS` is replaced by a seeded random subsample of that size:
+the reference (a champion's training rows) is far smaller, and the two-sample tests' power
+is bounded by the smaller sample (KS's effective size is n*m/(n+m)), so p-values and PSI
+barely move while the cost of a million-row batch drops tenfold.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from scipy import stats
 from serverless_ml.datasets.spec import DatasetSpec
 
 MIN_DRIFT_ROWS = 30
+MAX_DRIFT_ROWS = 100_000
 PSI_BINS = 10
 _EPS = 1e-4
 MISSING = "<missing>"
@@ -80,7 +85,10 @@ class DriftReference:
         }
 
     def compare(self, current: pd.DataFrame, p_threshold: float) -> list[FeatureDrift]:
-        """Drift of every feature of ``current`` against the reference."""
+        """Drift of every feature of ``current`` against the reference (a seeded sample of
+        :data:`MAX_DRIFT_ROWS` rows of it when larger)."""
+        if len(current) > MAX_DRIFT_ROWS:
+            current = current.sample(n=MAX_DRIFT_ROWS, random_state=0)
         results = []
         for feature in self.spec.features:
             column = current[feature.name]

@@ -254,7 +254,7 @@ def infer(
             report.run_id = run.info.run_id
             crash_point("infer.after_run_created")
             scored = score_rows(ctx.champion.model, new, spec, ctx.champion.version, to_utc(now), run.info.run_id)
-            stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end, options)
+            stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end, options, new)
             report.metrics, report.alerts = stats.metrics, stats.alerts.messages
             report.notes += stats.notes
             log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options)
@@ -284,6 +284,25 @@ class BatchStatistics:
     notes: list[str]
 
 
+def _class_codes(values: pd.Series, lookup: pd.Index) -> np.ndarray:
+    """Position of each value in the class list; -1 for a missing label."""
+    return lookup.get_indexer(pd.Index(values))
+
+
+def _confusion(actual: np.ndarray, predicted: np.ndarray, mask: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """Confusion counts (rows actual) of the labelled rows selected by ``mask``."""
+    keep = (actual >= 0) & (predicted >= 0)
+    if mask is not None:
+        keep &= mask
+    flat = actual[keep] * n_classes + predicted[keep]
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _matrix_accuracy(matrix: np.ndarray) -> tuple[float, int]:
+    total = int(matrix.sum())
+    return (float(np.trace(matrix)) / total if total else math.nan), total
+
+
 def batch_statistics(
     spec: DatasetSpec,
     scored: pd.DataFrame,
@@ -292,25 +311,49 @@ def batch_statistics(
     champion: Champion,
     as_of_end: pd.Timestamp,
     options: InferOptions,
+    batch_features: pd.DataFrame | None = None,
 ) -> BatchStatistics:
-    """Every number the monitoring run logs, from the batch and the predictions so far."""
-    classes = list(spec.classes)
-    notes: list[str] = []
-    everything = pd.concat([history, scored], ignore_index=True) if not history.empty else scored
-    rolling = monitoring.window(everything, as_of_end - pd.Timedelta(days=options.rolling_days), as_of_end)
-    since_promotion = everything[everything["model_version"] == champion.version]
+    """Every number the monitoring run logs, from the batch and the predictions so far.
 
+    The windows (batch, rolling, since promotion) are masks over class codes, not copies of
+    the predictions: a batch of a million rows costs a few array passes.
+    ``batch_features`` (the batch's feature rows) saves looking them up in ``features``.
+    """
+    classes = list(spec.classes)
+    n_classes = len(classes)
+    lookup = pd.Index(classes)
+    notes: list[str] = []
+
+    batch_actual = _class_codes(scored["actual"], lookup)
+    batch_predicted = _class_codes(scored["prediction"], lookup)
+    if history.empty:
+        actual, predicted = batch_actual, batch_predicted
+        event_time = _utc_values(scored[EVENT_TIME_COLUMN])
+        versions = scored["model_version"].to_numpy(dtype=np.int64)
+    else:
+        actual = np.concatenate([_class_codes(history["actual"], lookup), batch_actual])
+        predicted = np.concatenate([_class_codes(history["prediction"], lookup), batch_predicted])
+        event_time = np.concatenate([_utc_values(history[EVENT_TIME_COLUMN]), _utc_values(scored[EVENT_TIME_COLUMN])])
+        versions = np.concatenate([history["model_version"].to_numpy(dtype=np.int64), scored["model_version"].to_numpy(dtype=np.int64)])
+    rolling_start = (as_of_end - pd.Timedelta(days=options.rolling_days)).to_datetime64()
+    in_rolling = (event_time > rolling_start) & (event_time <= as_of_end.to_datetime64())
+    since_promotion = versions == champion.version
+
+    matrices = {
+        "batch": _confusion(batch_actual, batch_predicted, None, n_classes),
+        "rolling": _confusion(actual, predicted, in_rolling, n_classes),
+        "since_promotion": _confusion(actual, predicted, since_promotion, n_classes),
+    }
     metrics: dict[str, float] = {"rows_scored": float(len(scored))}
-    batch_accuracy, labelled = monitoring.accuracy_of(scored)
+    batch_accuracy, labelled = _matrix_accuracy(matrices["batch"])
     metrics["rows_labelled"] = float(labelled)
     if labelled:
-        correct = int((scored["prediction"] == scored["actual"]).sum())
-        low, high = monitoring.wilson_interval(correct, labelled)
+        low, high = monitoring.wilson_interval(int(np.trace(matrices["batch"])), labelled)
         metrics.update(batch_accuracy=batch_accuracy, batch_accuracy_ci_low=low, batch_accuracy_ci_high=high)
     else:
         notes.append("batch accuracy not computed: no labelled rows")
-    rolling_accuracy, rolling_rows = monitoring.accuracy_of(rolling)
-    cumulative_accuracy, cumulative_rows = monitoring.accuracy_of(since_promotion)
+    rolling_accuracy, rolling_rows = _matrix_accuracy(matrices["rolling"])
+    cumulative_accuracy, cumulative_rows = _matrix_accuracy(matrices["since_promotion"])
     metrics.update(rolling_rows=float(rolling_rows), cumulative_rows=float(cumulative_rows))
     if rolling_rows:
         metrics["rolling_accuracy"] = rolling_accuracy
@@ -319,29 +362,29 @@ def batch_statistics(
     if champion.holdout_accuracy is not None:
         metrics["champion_holdout_accuracy"] = champion.holdout_accuracy
 
-    tables = {}
-    for label, frame in (("batch", scored), ("rolling", rolling), ("since_promotion", since_promotion)):
-        known = frame[frame["actual"].notna()]
-        if not known.empty:
-            tables[label] = evaluation.confusion_table(known["actual"], known["prediction"], classes)
-    for label, frame in (("batch", scored), ("rolling", rolling)):
-        known = frame[frame["actual"].notna()]
-        if len(known) >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
-            per_class = evaluation.classification_metrics(known["actual"], known["prediction"], None, classes, prefix=f"{label}_")
+    tables = {label: evaluation.table_from_matrix(matrix, classes) for label, matrix in matrices.items() if matrix.sum()}
+    for label in ("batch", "rolling"):
+        known = int(matrices[label].sum())
+        if known >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
+            per_class = evaluation.metrics_from_confusion(matrices[label], classes, prefix=f"{label}_")
             metrics.update({k: v for k, v in per_class.items() if k != f"{label}_accuracy"})
         else:
-            notes.append(
-                f"{label} per-class metrics not computed: {len(known)} labelled rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}"
-            )
+            notes.append(f"{label} per-class metrics not computed: {known} labelled rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
 
     # Drift: the batch itself when it is big enough, else the rolling window's rows.
     drift_results: list[drift_stats.FeatureDrift] = []
-    basis = "none"
     reference = champion.reference_rows
+    rolling_count = int(in_rolling.sum())
     if len(scored) >= drift_stats.MIN_DRIFT_ROWS:
-        current, basis = features[features[spec.primary_key].isin(scored[spec.primary_key])], "batch"
+        if batch_features is not None:
+            current = batch_features
+        else:
+            current = features[features[spec.primary_key].isin(scored[spec.primary_key])]
+        basis = "batch"
     else:
-        current = features[features[spec.primary_key].isin(rolling[spec.primary_key])]
+        rolling_keys = np.concatenate([history[spec.primary_key].to_numpy(), scored[spec.primary_key].to_numpy()]) \
+            if not history.empty else scored[spec.primary_key].to_numpy()
+        current = features[features[spec.primary_key].isin(rolling_keys[in_rolling])]
         basis = "rolling_window" if len(current) >= drift_stats.MIN_DRIFT_ROWS else "none"
     if basis != "none" and champion.drift_reference is not None:
         drift_results = champion.drift_reference.compare(current, options.rule.drift_p_value)
@@ -353,15 +396,15 @@ def batch_statistics(
     else:
         basis = "none"
         notes.append(
-            f"drift not computed: {len(scored)} rows in the batch and {len(rolling)} in the rolling window, "
+            f"drift not computed: {len(scored)} rows in the batch and {rolling_count} in the rolling window, "
             f"fewer than {drift_stats.MIN_DRIFT_ROWS}"
         )
     train_labels = reference[spec.label] if reference is not None else pd.Series(dtype=object)
-    predicted_shares = drift_stats.class_shares(scored["prediction"], classes)
+    predicted_counts = np.bincount(batch_predicted[batch_predicted >= 0], minlength=n_classes)
     training_shares = drift_stats.class_shares(train_labels, classes)
-    for cls in classes:
+    for i, cls in enumerate(classes):
         key = evaluation.metric_key(cls)
-        metrics[f"predicted_share_{key}"] = predicted_shares[cls]
+        metrics[f"predicted_share_{key}"] = float(predicted_counts[i]) / max(len(scored), 1)
         metrics[f"training_share_{key}"] = training_shares[cls]
 
     latest = monitoring.latest_row(scored, spec.primary_key)
@@ -374,6 +417,11 @@ def batch_statistics(
     metrics["alert_accuracy"] = float(alerts.accuracy)
     metrics["alert_drift"] = float(alerts.drift)
     return BatchStatistics(metrics, tables, drift_results, basis, latest, alerts, notes)
+
+
+def _utc_values(series: pd.Series) -> np.ndarray:
+    """Event times as UTC ``datetime64[ns]`` values (comparable across frames)."""
+    return pd.to_datetime(series, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
 def batch_run_tags(

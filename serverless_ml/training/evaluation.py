@@ -81,8 +81,12 @@ def classification_metrics(
 
 def confusion_table(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> dict[str, Any]:
     """The confusion matrix as a JSON table: rows are actual classes, columns predicted."""
+    return table_from_matrix(confusion_counts(y_true, y_pred, classes), classes)
+
+
+def table_from_matrix(matrix: np.ndarray, classes: Sequence[Any]) -> dict[str, Any]:
+    """A confusion matrix (rows actual) as the JSON table :func:`confusion_table` gives."""
     labels = list(classes)
-    matrix = confusion_counts(y_true, y_pred, labels)
     return {
         "labels": [_plain(label) for label in labels],
         "matrix": matrix.astype(int).tolist(),
