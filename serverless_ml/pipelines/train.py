@@ -48,8 +48,8 @@ MIN_ROWS = 20
 ROLE_TAG = "sml.role"
 WORKER_RUN_ATTR = "worker_run_id"
 """Trial user attribute: the MLflow run of the worker that ran the trial."""
-STUDY_ROWS_ATTRS = ("sml.dataset", "sml.rows_sha256", "sml.seed", "sml.folds")
-"""Study user attributes that pin a study to its training rows, split and folds."""
+STUDY_ROWS_ATTRS = ("sml.dataset", "sml.rows_sha256", "sml.seed", "sml.folds", "sml.search_space")
+"""Study user attributes that pin a study to its training rows, split, folds and search space."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def tune(
 def default_study_name(spec: DatasetSpec, data_version: int | None, options: TrainOptions) -> str:
     """Same data, seed and row selection -> same study, so an interrupted job resumes."""
     rows = "all" if options.include_synthetic else "real"
-    return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}"
+    return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}-space{search.search_space_fingerprint()}"
 
 
 def champion_holdout_accuracy(name: str, x: pd.DataFrame, y: pd.Series) -> tuple[float | None, str | None]:
@@ -350,10 +350,11 @@ class _Prepared:
 def study_rows_fingerprint(spec: DatasetSpec, keys: pd.Series, x: pd.DataFrame, y: pd.Series,
                            options: TrainOptions) -> dict[str, str]:
     """What a study's trials were scored on: the training rows (keys, features, labels),
-    the seed of the split and folds, and the number of folds."""
+    the seed of the split and folds, the number of folds and the search space."""
     rows = pd.concat([keys.reset_index(drop=True), x.reset_index(drop=True), y.reset_index(drop=True)], axis=1)
     digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
-    return dict(zip(STUDY_ROWS_ATTRS, (spec.name, digest, str(options.seed), str(options.folds)), strict=True))
+    values = (spec.name, digest, str(options.seed), str(options.folds), search.search_space_fingerprint())
+    return dict(zip(STUDY_ROWS_ATTRS, values, strict=True))
 
 
 def check_study_rows(study: Any, fingerprint: dict[str, str]) -> None:
@@ -372,7 +373,7 @@ def check_study_rows(study: Any, fingerprint: dict[str, str]) -> None:
         raise SmlError(
             f"study '{study.study_name}' was tuned on other training rows or settings ({', '.join(differ)} differ): "
             "use the same --dataset, --seed, --folds, --holdout, --include-synthetic and feature data as its "
-            "other trials, or another --study-name"
+            "other trials (and the same sml version: search_space differs after an upgrade), or another --study-name"
         )
 
 

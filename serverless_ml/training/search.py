@@ -8,6 +8,8 @@ explore different points, and a cap on the study's trial count keeps the total r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 import urllib.parse
@@ -27,16 +29,31 @@ from serverless_ml.errors import SmlError
 from serverless_ml.training.model import build_pipeline
 
 # The search space, declared once: logged as a run param and used by suggest_params.
+#
+# Measured with `python -m bench train` (5x5 repeated CV of the chosen Titanic pipeline):
+# - n_estimators stops at 120: accuracy does not grow with more trees here (25 trees
+#   0.833, 300 trees 0.831) while each trial's cost grows linearly, so a wider range only
+#   slows the search (and batch inference).
+# - max_depth stops at 12: deeper trees fit the few hundred training rows' noise.
+# - class_weight is not searched (scikit-learn's default, None): the objective is
+#   accuracy, and 'balanced' trades accuracy for minority-class recall; chosen on
+#   cross-validation noise it cost 0.4-1.4 points of accuracy on unseen folds.
 SEARCH_SPACE: dict[str, dict[str, Any]] = {
-    "n_estimators": {"type": "int", "low": 25, "high": 300, "log": True},
-    "max_depth": {"type": "int", "low": 2, "high": 24},
+    "n_estimators": {"type": "int", "low": 25, "high": 120, "log": True},
+    "max_depth": {"type": "int", "low": 2, "high": 12},
     "min_samples_split": {"type": "int", "low": 2, "high": 20},
     "min_samples_leaf": {"type": "int", "low": 1, "high": 10},
     "max_features": {"type": "categorical", "choices": ["sqrt", "log2", 0.5, 0.8]},
-    "class_weight": {"type": "categorical", "choices": [None, "balanced", "balanced_subsample"]},
     "criterion": {"type": "categorical", "choices": ["gini", "entropy"]},
     "bootstrap": {"type": "categorical", "choices": [True, False]},
 }
+
+
+def search_space_fingerprint() -> str:
+    """A short hash of :data:`SEARCH_SPACE`: studies tuned over another space (an older
+    version of sml) are neither resumed by default nor mixed with this one's trials."""
+    text = json.dumps(SEARCH_SPACE, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 METRIC_NAME = "accuracy"
 
