@@ -14,28 +14,79 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
+from typing import IO
 
-from serverless_ml.settings import resolve_settings
+from serverless_ml.settings import Settings, resolve_settings
 
 # A drift episode per dataset: what the site's Drift page and alerts show.
 DRIFTS = {"iris": "petal_length+1.5,petal_width+0.6", "titanic": "age+20,fare*3"}
 
 
-def run_demo(datasets: list[str], trials: int, days: int) -> float:
-    """Run ``sml main`` for each dataset; return the wall time in seconds."""
+def main_command(dataset: str, trials: int, days: int) -> list[str]:
+    """``sml main`` for one dataset, with its drift episode."""
+    return [
+        sys.executable, "-m", "serverless_ml.cli", "main", "--dataset", dataset, "--trials", str(trials),
+        "--days", str(days), "--drift", DRIFTS.get(dataset, ""),
+        "--drift-from", str(max(days * 2 // 3, 1)) if dataset in DRIFTS else "0",
+        "--drift-days", str(max(days // 6, 1)) if dataset in DRIFTS else "0",
+    ]
+
+
+def prepare_databases(settings: Settings) -> None:
+    """Create the tracking database's and the Optuna storage's tables once, before the
+    datasets' jobs start together (two processes migrating one new SQLite file race)."""
+    import mlflow
+    import optuna
+
+    from serverless_ml import tracking
+
+    uri = tracking.configure_tracking(settings)
+    mlflow.MlflowClient(uri).search_experiments()
+    storage = tracking.default_optuna_storage(uri, settings.store_dir.parent)
+    if storage.startswith("sqlite:///"):
+        optuna.storages.RDBStorage(storage)
+
+
+def _relay(prefix: str, stream: IO[str]) -> None:
+    for line in stream:
+        print(f"[{prefix}] {line}", end="", flush=True)
+
+
+def run_demo(datasets: list[str], trials: int, days: int, settings: Settings, parallel: bool = True) -> float:
+    """Run ``sml main`` for each dataset (at the same time: one dataset's jobs are mostly
+    one process, and these machines have two cores); return the wall time in seconds."""
     started = time.monotonic()
+    prepare_databases(settings)
     for dataset in datasets:
         print(f"=== {dataset}: features -> train ({trials} trials) -> simulate {days} days -> infer", flush=True)
-        command = [
-            sys.executable, "-m", "serverless_ml.cli", "main", "--dataset", dataset, "--trials", str(trials),
-            "--days", str(days), "--drift", DRIFTS.get(dataset, ""),
-            "--drift-from", str(max(days * 2 // 3, 1)) if dataset in DRIFTS else "0",
-            "--drift-days", str(max(days // 6, 1)) if dataset in DRIFTS else "0",
-        ]
-        result = subprocess.run(command, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"error: the main job for {dataset} failed (exit {result.returncode})")
+    failed: list[str] = []
+
+    def start(dataset: str) -> tuple[str, subprocess.Popen[str], threading.Thread]:
+        proc = subprocess.Popen(
+            main_command(dataset, trials, days), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )
+        assert proc.stdout is not None
+        relay = threading.Thread(target=_relay, args=(dataset, proc.stdout), daemon=True)
+        relay.start()
+        return dataset, proc, relay
+
+    def finish(dataset: str, proc: subprocess.Popen[str], relay: threading.Thread) -> None:
+        if proc.wait() != 0:
+            failed.append(f"{dataset} (exit {proc.returncode})")
+        relay.join()
+
+    if parallel:
+        for child in [start(dataset) for dataset in datasets]:
+            finish(*child)
+    else:
+        for dataset in datasets:
+            finish(*start(dataset))
+            if failed:
+                break
+    if failed:
+        raise SystemExit(f"error: the main job failed for {', '.join(failed)}")
     return time.monotonic() - started
 
 
@@ -46,9 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--no-site", action="store_true", help="Stop after the batch part.")
+    parser.add_argument("--sequential", action="store_true", help="One dataset after the other (default: together).")
     args = parser.parse_args(argv)
     settings = resolve_settings()
-    elapsed = run_demo([d for d in args.datasets.split(",") if d], args.trials, args.days)
+    elapsed = run_demo([d for d in args.datasets.split(",") if d], args.trials, args.days, settings, not args.sequential)
     print(f"\nbatch part finished in {elapsed:.0f} s")
     print(f"feature store:   {settings.store_dir}")
     print(f"MLflow tracking: {settings.tracking_uri}")

@@ -1,5 +1,6 @@
-"""The `main` job (what `make demo` runs per dataset), from a shell whose PATH does not
-hold the project's virtualenv: every step is a nested MLflow project run that succeeds."""
+"""The demo (`make demo`'s batch part): the `main` job for Iris and Titanic at once, from a
+shell whose PATH does not hold the project's virtualenv, on a tracking database that does
+not exist yet. Every step is a nested MLflow project run that succeeds."""
 
 from __future__ import annotations
 
@@ -13,24 +14,49 @@ from mlflow import MlflowClient
 
 pytestmark = pytest.mark.integration
 
+DAYS = 3
 
-def test_main_runs_every_step_nested_under_one_run(tmp_path: Path, tracking_uri: str, data_dir: Path) -> None:
+
+def test_demo_runs_main_for_both_datasets_with_every_step_nested(tmp_path: Path, data_dir: Path) -> None:
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    # A fresh database: the two datasets' jobs must not race to create its tables.
+    tracking_uri = f"sqlite:///{tmp_path / 'demo' / 'mlflow.db'}"
     env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri, "SML_DATA_DIR": str(data_dir),
-           "SML_STORE_DIR": str(tmp_path / "store"), "PYTHONWARNINGS": "ignore"}
+           "SML_STORE_DIR": str(tmp_path / "demo" / "feature_store"), "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_RUN_ID", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "serverless_ml.cli", "main", "--dataset", "iris", "--trials", "2", "--days", "3"],
+        [sys.executable, "-m", "serverless_ml.demo", "--no-site", "--trials", "2", "--days", str(DAYS)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "batch part finished" in proc.stdout
+    # Each dataset's output is prefixed, so the interleaved lines stay readable.
+    assert "[iris] " in proc.stdout and "[titanic] " in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
     client = MlflowClient(tracking_uri=tracking_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    parent = [r for r in runs if r.data.tags.get("mlflow.runName") == "iris-main"]
-    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
-    steps = {r.data.tags.get("mlflow.project.entryPoint"): r for r in runs
-             if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
-    assert set(steps) == {"features", "train", "simulate", "batch_inference"}
-    assert {r.info.status for r in steps.values()} == {"FINISHED"}
-    assert len([r for r in runs if r.data.tags.get("dataset") == "iris" and "as_of" in r.data.tags]) == 3
+    for dataset in ("iris", "titanic"):
+        parent = [r for r in runs if r.data.tags.get("mlflow.runName") == f"{dataset}-main"]
+        assert len(parent) == 1 and parent[0].info.status == "FINISHED", dataset
+        steps = {r.data.tags.get("mlflow.project.entryPoint"): r for r in runs
+                 if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
+        assert set(steps) == {"features", "train", "simulate", "batch_inference"}, dataset
+        assert {r.info.status for r in steps.values()} == {"FINISHED"}, dataset
+        batches = [r for r in runs if r.data.tags.get("dataset") == dataset and "as_of" in r.data.tags]
+        assert len(batches) == DAYS, dataset
+        assert {r.info.status for r in batches} == {"FINISHED"}, dataset
+        assert int(client.get_model_version_by_alias(dataset, "champion").version) == 1
+
+
+def test_demo_reports_a_failed_dataset_in_one_line(tmp_path: Path, data_dir: Path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "SML_DATA_DIR": str(data_dir),
+           "SML_STORE_DIR": str(tmp_path / "feature_store"), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "serverless_ml.demo", "--no-site", "--datasets", "wine", "--trials", "2", "--days", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == "error: the main job failed for wine (exit 2)"
+    assert "[wine] error: unknown dataset 'wine'" in proc.stdout
