@@ -69,7 +69,13 @@ def _numeric_reference(values: pd.Series) -> _NumericReference:
 
 
 def _categorical_counts(values: pd.Series) -> dict[object, int]:
-    return values.astype(object).where(values.notna(), MISSING).value_counts().to_dict()
+    counts: dict[object, int] = {}
+    for value, count in values.value_counts(dropna=False).items():
+        if not count:  # a categorical dtype lists its unused categories
+            continue
+        key = MISSING if pd.isna(value) else value
+        counts[key] = counts.get(key, 0) + int(count)
+    return counts
 
 
 class DriftReference:

@@ -421,7 +421,9 @@ def batch_statistics(
 
 def _utc_values(series: pd.Series) -> np.ndarray:
     """Event times as UTC ``datetime64[ns]`` values (comparable across frames)."""
-    return pd.to_datetime(series, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = pd.to_datetime(series, utc=True)
+    return series.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
 
 
 def batch_run_tags(
