@@ -1,11 +1,12 @@
 """Concurrency: the daily job, batch inference, training and the site's reads at the same
 time, against one local feature store and one SQLite tracking database.
 
-Each round starts three ``sml`` processes together - ``daily`` for a new date, ``infer``
-up to that date and ``train`` (a couple of trials, always promoted, so the champion
-moves while inference runs) - while a fourth process reads everything the site
-reads through ``monitoring_app.data_access`` in a loop, its cache off, for the whole
-test. ``make test`` runs 2 rounds, ``make soak`` 10.
+Each round starts four ``sml`` processes together - two ``daily`` jobs for a new date
+(two seeds: the same group, distinct keys), ``infer`` up to that date (two under soak)
+and ``train`` (a couple of trials, always promoted, so the champion moves while
+inference runs) - while one more process reads everything the site reads through
+``monitoring_app.data_access`` in a loop, its cache off, for the whole test. ``make
+test`` runs 2 rounds, ``make soak`` 10.
 
 Then: every process exited 0 and nothing anywhere said "database is locked"; the reader
 saw no error, and in every snapshot each finished monitoring run already had exactly its
@@ -126,10 +127,15 @@ while True:
     loops += 1
     if last:
         break
-    time.sleep(0.3)
+    time.sleep(1.0)
 Path(out).write_text(json.dumps({"loops": loops, "reads": reads, "checked_runs": checked_runs,
                                  "max_runs": max_runs, "max_features": max_features, "errors": errors}))
 """
+
+
+def round_seeds(number: int) -> tuple[int, int]:
+    """The seeds of a round's two daily jobs (one date, distinct keys)."""
+    return number, 100 + number
 
 
 def copy_trained_world(template: Path, folder: Path) -> tuple[LocalFeatureStore, Settings]:
@@ -236,10 +242,13 @@ def test_daily_infer_train_and_site_reads_at_the_same_time(
     started_at = time.monotonic()
     try:
         for number, day in enumerate(days, start=1):
+            # Two daily jobs (two seeds) write the same group at once; under soak two
+            # inference jobs also meet (one waits for the other's lock).
             finished += procs.wait([
-                procs.sml(f"round {number} daily", "daily", "--dataset", "titanic", "--date", day.isoformat(),
-                          "--rows", str(ROUND_ROWS), "--seed", str(number)),
-                procs.sml(f"round {number} infer", "infer", "--dataset", "titanic", "--as-of", day.isoformat()),
+                *[procs.sml(f"round {number} daily seed {seed}", "daily", "--dataset", "titanic", "--date", day.isoformat(),
+                            "--rows", str(ROUND_ROWS), "--seed", str(seed)) for seed in round_seeds(number)],
+                *[procs.sml(f"round {number} infer {k}", "infer", "--dataset", "titanic", "--as-of", day.isoformat())
+                  for k in range(2 if soak else 1)],
                 procs.sml(f"round {number} train", "train", "--dataset", "titanic", *TRAIN_ARGS),
             ])
         # Whatever a round's inference did not see (its daily rows landed after it read):
@@ -269,7 +278,8 @@ def test_daily_infer_train_and_site_reads_at_the_same_time(
     synthetic = features[features[ORIGIN_COLUMN] == "synthetic"]
     expected = set(synthetic_keys(TITANIC, FIRST_DAY, 0, SETUP_ROWS))
     for number, day in enumerate(days, start=1):
-        expected |= set(synthetic_keys(TITANIC, day, number, ROUND_ROWS))
+        for seed in round_seeds(number):
+            expected |= set(synthetic_keys(TITANIC, day, seed, ROUND_ROWS))
     assert synthetic[key].is_unique, "a synthetic key is stored twice"
     assert set(synthetic[key]) == expected, (
         f"missing {sorted(expected - set(synthetic[key]))[:5]}, unexpected {sorted(set(synthetic[key]) - expected)[:5]}"
