@@ -109,8 +109,11 @@ def use_sqlite_wal() -> None:
             return
         if dbapi_connection.execute("PRAGMA database_list").fetchone()[2] == "":
             return  # in-memory: WAL does not apply
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError:
+            pass  # a read-only connection (the site's) keeps the file's mode
 
     _SQLITE_WAL_REGISTERED = True
 
