@@ -260,24 +260,14 @@ def test_site_data_access_over_http(tracking_server: TrackingServer, pipeline: P
     """What the monitoring site reads (champion, monitoring runs, trials, training keys,
     predictions), read the site's way (``monitoring_app.data_access.SiteData``) from the
     tracking server."""
-    try:
-        from monitoring_app.data_access import SiteData
-    except ImportError:
-        SiteData = None  # noqa: N806
+    from monitoring_app.data_access import RestRunReader, SiteData
+
     spec = get_dataset("titanic")
-    if SiteData is None:
-        # TODO(site): monitoring_app.data_access is not in this checkout; until it is, the
-        # same reads are checked through MlflowClient, as the site makes them.
-        client = _client(tracking_server)
-        champion = client.get_model_version_by_alias("titanic", "champion")
-        assert champion.tags["training_run_id"]
-        monitoring = client.get_experiment_by_name("titanic-monitoring")
-        assert len(client.search_runs([monitoring.experiment_id])) == len(BATCH_DATES)
-        return
     site = SiteData(resolve_settings(store_dir=pipeline.store_dir, tracking_uri=tracking_server.url), ttl_s=0)
     try:
         assert tracking_server.password not in site.tracking_label
         site.check_tracking()
+        assert isinstance(site.reader, RestRunReader)  # an http URI is read over REST, not SQL
         champion = site.champion(spec)
         assert champion is not None and champion.version == 1
         assert champion.holdout_accuracy is not None
