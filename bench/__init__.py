@@ -11,10 +11,33 @@ Run them with ``make bench`` (all) or ``python -m bench NAME [options]`` (one).
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS = ("backfill", "train", "inference", "simulate", "site", "tracking_server")
 """Benchmark modules, run in this order by ``python -m bench``."""
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where each benchmark writes ``<name>.json``."""
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json``, print where, and return the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{name}.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"  results: {out}")
+    return out
+
+
+def resolve_data_dir() -> Path:
+    """The folder with the course's CSVs: ``$SML_DATA_DIR`` (``make bench`` sets it), else
+    ``../shared/data`` next to the checkout."""
+    path = Path(os.environ.get("SML_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+    if not (path / "titanic.csv").is_file():
+        raise SystemExit(f"error: the benchmarks read titanic.csv from SML_DATA_DIR ({path} has none)")
+    return path

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import resource
@@ -37,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import RESULTS_DIR
+from bench import write_results
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN
 from serverless_ml.datasets.titanic import PORTS, SPEC, TITLES
 from serverless_ml.feature_store.base import ORIGIN_COLUMN
@@ -210,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.rows, args.repeats, args.seed)
     print(report(results))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "backfill.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"  results: {out}")
+    write_results("backfill", results)
     return 0
 
 

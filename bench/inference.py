@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import resource
 import tempfile
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR
+from bench import resolve_data_dir, write_results
 
 GOAL_RATIO = 0.5
 KEY_OFFSET = 10_000_000
@@ -94,11 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args(argv)
-    data_dir = Path(os.environ.get("SML_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    results = run(args.rows, data_dir)
+    results = run(args.rows, resolve_data_dir())
     print(report(results))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "inference.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("inference", results)
     return 0
 
 

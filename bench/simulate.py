@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import resource
 import shutil
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR
+from bench import resolve_data_dir, write_results
 
 GOAL_S = 60.0
 END = dt.date(2025, 12, 31)
@@ -145,11 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--reference-days", type=int, default=10)
     args = parser.parse_args(argv)
-    data_dir = Path(os.environ.get("SML_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    results = run(args.days, args.rows, args.reference_days, data_dir)
+    results = run(args.days, args.rows, args.reference_days, resolve_data_dir())
     print(report(results))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "simulate.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("simulate", results)
     return 0
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import RESULTS_DIR
+from bench import write_results
 
 DEFAULT_DAYS = 3650
 DEFAULT_CALLS = 40
@@ -406,10 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.days, args.calls, args.naive_repeats, args.seed)
     print(report(results))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "site.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"  results: {out}")
+    write_results("site", results)
     missed = results["first_load"]["total_s"] > GOALS["first_load_s"] or any(
         s["p95_s"] > GOALS["callback_p95_s"] for s in results["callbacks"].values()
     )

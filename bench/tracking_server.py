@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -41,7 +40,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR
+from bench import resolve_data_dir, write_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_POSTGRES = REPO_ROOT / "scripts" / "local-postgres.sh"
@@ -56,14 +55,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _data_dir() -> Path:
-    raw = os.environ.get("SML_DATA_DIR") or str(REPO_ROOT.parent / "shared" / "data")
-    path = Path(raw).expanduser().resolve()
-    if not (path / "titanic.csv").is_file():
-        raise SystemExit(f"error: the benchmark reads titanic.csv from SML_DATA_DIR ({path} has none)")
-    return path
 
 
 def _commands(trials: int, storage: str | None) -> list[tuple[str, list[str]]]:
@@ -81,7 +72,7 @@ def _commands(trials: int, storage: str | None) -> list[tuple[str, list[str]]]:
 def run_pipeline(folder: Path, tracking_uri: str, trials: int, storage: str | None) -> dict[str, dict[str, float]]:
     """The four commands in ``folder``; wall and CPU seconds of each."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SML_STORE_DIR": str(folder / "store"),
-           "SML_DATA_DIR": str(_data_dir())}
+           "SML_DATA_DIR": str(resolve_data_dir())}
     times: dict[str, dict[str, float]] = {}
     for name, args in _commands(trials, storage):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -241,10 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.repeats, args.trials)
     print(report(results))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "tracking_server.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"  results: {out}")
+    write_results("tracking_server", results)
     return 0
 
 

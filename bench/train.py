@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -52,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import RESULTS_DIR
+from bench import write_results
 from serverless_ml import defaults
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.sources import load_source
@@ -613,10 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials and --repeats must be >= 1")
     results = run(args.only, trials, args.repeats, args.max_trials, args.trials is not None)
     print(report(results))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "train.json"
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"  results: {out}")
+    write_results("train", results)
     return 0
 
 
