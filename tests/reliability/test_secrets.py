@@ -19,9 +19,9 @@ home), every experiment, run (params, tags, metric names), logged model, registe
 model and version through the MLflow API, every artifact downloaded through the server,
 every row of every table of the tracking and Optuna databases, and the served pages.
 
-The search can fail: a fourth marker is planted on purpose (a file, an output, a run's
-param, tag and artifact, a row of the database, the store's path the site's footer shows)
-and must be found in each of those places.
+The search can fail: a fourth marker is planted on purpose (a file, an output, a process's
+command line, a run's param, tag and artifact, rows of the database, the store's path the
+site's footer shows) and must be found in each of those places.
 """
 
 from __future__ import annotations
@@ -391,7 +391,14 @@ def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, t
         commands.append("dashboard")
         pages.update(capture_pages(f"http://127.0.0.1:{site_port}", [f"{p}?dataset=titanic" for p in PAGES],
                                    "site", problems.append))
-        cmdlines = list(command_lines())
+        # A process with the planted marker on its command line: the scan must see it.
+        planted_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", planted])
+        try:
+            time.sleep(0.5)
+            cmdlines = list(command_lines())
+        finally:
+            planted_process.kill()
+            planted_process.wait()
         if main is not None:
             result = lab.finish("main", main)
             commands.append("main")
@@ -457,6 +464,9 @@ def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, t
     assert expected <= found, f"the planted marker was not found in {sorted(expected - found)}"
     assert any(place.startswith("site page /") and "(DOM)" in place for place in found), "the store path not found in the pages"
     assert any(place.startswith("lab/artifacts/") for place in found), "the planted artifact not found on the server's disk"
+    assert f"command line of process {planted_process.pid}" in found, "the planted command line not found"
+    for endpoint in ("/_dash-layout", "/_dash-dependencies", "/_dash-update-component"):
+        assert any(endpoint in name for name in pages), f"no {endpoint} response captured"
     assert mlflow_places["runs"] >= 6 and mlflow_places["artifacts"] >= 20 and len(pages) > 50, (mlflow_places, len(pages))
 
     reliability.add("secrets", commands=len(commands), places_searched=search.places)
