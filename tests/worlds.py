@@ -1,12 +1,17 @@
-"""A trained world shared by the inference, simulation and reliability tests: Titanic backfilled into a
-store and a tracking database holding a champion (version 1), built once per session and
-copied per test, so tests are independent and fast.
+"""Trained worlds shared by the tests, built once per session and copied per test, so tests
+are independent and fast:
+
+* ``trained_template``: Titanic backfilled into a store and a tracking database holding a
+  champion (version 1) — the inference, simulation, serving and reliability tests;
+* ``iris_monitored_template``: Iris trained the same way plus :data:`IRIS_DAYS` daily
+  batches scored by batch inference — the site's data-access and callback tests.
 
 Test modules import the fixtures: ``from worlds import trained_template, world``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,14 +19,19 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from serverless_ml.datasets import get_dataset
+from serverless_ml.datasets import DatasetSpec, get_dataset
 from serverless_ml.datasets.sources import load_source
 from serverless_ml.feature_store.local import LocalFeatureStore
-from serverless_ml.pipelines.features import backfill
+from serverless_ml.pipelines.features import add_daily_rows, backfill
+from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
 
 TITANIC = get_dataset("titanic")
+IRIS = get_dataset("iris")
+IRIS_START = dt.date(2024, 3, 1)
+IRIS_DAYS = 3
+IRIS_ROWS = 12
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -39,19 +49,60 @@ def copy_database(source: Path, target: Path) -> None:
         dst.close()
 
 
+def world_settings(folder: Path) -> tuple[LocalFeatureStore, Settings]:
+    """The store and settings of a world folder (``store/`` and ``mlflow.db``)."""
+    store = LocalFeatureStore(folder / "store")
+    return store, resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def build_trained_world(folder: Path, spec: DatasetSpec, mlflow_template_db: Path, data_dir: Path) -> tuple[LocalFeatureStore, Settings]:
+    """Backfill ``spec`` into ``folder/store`` and train a champion (2 trials, seed 1, 3
+    folds) into a copy of the migrated template database ``folder/mlflow.db``."""
+    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
+    store, settings = world_settings(folder)
+    backfill(spec, store, load_source(spec, None, data_dir))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+        train(spec, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
+    mlflow.set_tracking_uri(None)
+    return store, settings
+
+
 @pytest.fixture(scope="session")
 def trained_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> Path:
     """A folder with ``store/`` (Titanic backfilled) and ``mlflow.db`` (a champion, v1)."""
     folder = tmp_path_factory.mktemp("trained")
-    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
-    store = LocalFeatureStore(folder / "store")
-    backfill(TITANIC, store, load_source(TITANIC, None, data_dir))
-    settings = resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    build_trained_world(folder, TITANIC, mlflow_template_db, data_dir)
+    return folder
+
+
+def iris_day(i: int) -> dt.date:
+    """Day ``i`` (0-based) of the Iris world's batches."""
+    return IRIS_START + dt.timedelta(days=i)
+
+
+def add_iris_batch(store: LocalFeatureStore, settings: Settings, i: int, rows: int = IRIS_ROWS) -> str:
+    """Rows for day ``i`` and the batch-inference run (as of noon) that scores them; returns
+    the run's id. The tracking URI must be current (``MLFLOW_TRACKING_URI``)."""
+    add_daily_rows(IRIS, store, iris_day(i), n=rows, seed=0)
+    noon = dt.datetime.combine(iris_day(i), dt.time(12), tzinfo=dt.timezone.utc)
+    report = infer(IRIS, store, settings, InferOptions(as_of=iris_day(i), figures=False), noon)
+    mlflow.set_tracking_uri(None)
+    assert report.run_id is not None
+    return report.run_id
+
+
+@pytest.fixture(scope="session")
+def iris_monitored_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> Path:
+    """Iris backfilled and trained (champion v1) plus :data:`IRIS_DAYS` scored daily batches."""
+    folder = tmp_path_factory.mktemp("iris_monitored")
+    store, settings = build_trained_world(folder, IRIS, mlflow_template_db, data_dir)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-        train(TITANIC, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
-    mlflow.set_tracking_uri(None)
+        for i in range(IRIS_DAYS):
+            add_iris_batch(store, settings, i)
     return folder
 
 
@@ -60,11 +111,10 @@ def copy_world(template: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) ->
     (``MLFLOW_TRACKING_URI``)."""
     shutil.copytree(template / "store", folder / "store")
     copy_database(template / "mlflow.db", folder / "mlflow.db")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    store, settings = world_settings(folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
     mlflow.set_tracking_uri(None)
-    store = LocalFeatureStore(folder / "store")
-    return store, resolve_settings(store_dir=store.root, tracking_uri=uri)
+    return store, settings
 
 
 @pytest.fixture

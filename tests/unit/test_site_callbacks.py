@@ -27,60 +27,31 @@ from monitoring_app.site import current_site
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.sources import load_source
 from serverless_ml.feature_store.local import LocalFeatureStore
-from serverless_ml.pipelines.features import add_daily_rows, backfill
-from serverless_ml.pipelines.infer import InferOptions, infer
-from serverless_ml.pipelines.train import TrainOptions, train
+from serverless_ml.pipelines.features import backfill
 from serverless_ml.settings import Settings, resolve_settings
-from worlds import copy_database
+from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.unit
 
 SPEC = get_dataset("iris")
-START = dt.date(2024, 3, 1)
-DAYS = 3
-ROWS = 12
+START = IRIS_START
+DAYS = IRIS_DAYS
+ROWS = IRIS_ROWS
 NOW = dt.datetime(2024, 3, 20, 12, tzinfo=dt.timezone.utc)
 
 
-def day(i: int) -> dt.date:
-    return START + dt.timedelta(days=i)
+day = iris_day
 
 
-def add_batch(store: LocalFeatureStore, settings: Settings, i: int) -> str:
-    add_daily_rows(SPEC, store, day(i), n=ROWS, seed=0)
-    as_of = dt.datetime.combine(day(i), dt.time(12), tzinfo=dt.timezone.utc)
-    report = infer(SPEC, store, settings, InferOptions(as_of=day(i), figures=False), as_of)
-    mlflow.set_tracking_uri(None)
-    assert report.run_id is not None
-    return report.run_id
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> Path:
-    folder = tmp_path_factory.mktemp("site_callbacks")
-    shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
-    store = LocalFeatureStore(folder / "store")
-    backfill(SPEC, store, load_source(SPEC, None, data_dir))
-    settings = resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-        train(SPEC, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
-        for i in range(DAYS):
-            add_batch(store, settings, i)
-    mlflow.set_tracking_uri(None)
-    return folder
+def add_batch(store: LocalFeatureStore, settings: Settings, i: int, rows: int = ROWS) -> str:
+    """Rows for day ``i`` and the batch-inference run that scores them; returns its id."""
+    return add_iris_batch(store, settings, i, rows)
 
 
 @pytest.fixture
-def world(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalFeatureStore, Settings]]:
-    shutil.copytree(template / "store", tmp_path / "store")
-    copy_database(template / "mlflow.db", tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+def world(iris_monitored_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalFeatureStore, Settings]]:
     monkeypatch.chdir(tmp_path)
-    store = LocalFeatureStore(tmp_path / "store")
-    yield store, resolve_settings(store_dir=store.root, tracking_uri=uri)
+    yield copy_world(iris_monitored_template, tmp_path, monkeypatch)
     mlflow.set_tracking_uri(None)
 
 
