@@ -1,5 +1,6 @@
-"""Crash consistency (issue 8, section 2): ``sml features``, ``sml daily`` and ``sml infer``
-killed with SIGKILL in the middle of their work, then run again.
+"""Crash consistency (issue 8, section 2): ``sml features`` (a first backfill, and a
+backfill of changed and new rows over a backfilled group: a Delta MERGE), ``sml daily``
+and ``sml infer`` killed with SIGKILL in the middle of their work, then run again.
 
 **Kill points.** Two kinds, both landing inside the part of a job that writes, never in
 its imports:
@@ -19,7 +20,8 @@ its imports:
   write (times 1.25). These land inside Delta's own write, inside MLflow's SQLite
   transactions and the artifact upload, where no named point can go.
 
-``make test`` runs 3 kill points per job; ``make soak`` (``SML_SOAK=1``) 20 or more.
+``make test`` runs 3 kill points per job (2 named, 1 random); ``make soak``
+(``SML_SOAK=1``) 21 per job (every named point, double crashes, the rest random).
 
 **After each kill**: every lock the job could hold is free (``flock`` with ``LOCK_NB``);
 every table reads cleanly through the store API and through ``deltalake`` directly (the
@@ -38,6 +40,7 @@ FINISHED run, and nothing outside the monitoring experiment changed.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import fcntl
 import json
@@ -84,39 +87,55 @@ NO_NETWORK_PROXY = "http://127.0.0.1:9"
 @dataclass(frozen=True)
 class Job:
     name: str
-    args: tuple[str, ...]
+    args: tuple[str, ...]  # "{root}" stands for the lab's folder
     tables: tuple[str, ...]
+    start: str  # the world it starts from: "empty", "backfilled" or "trained"
     marker: str  # where seeded random kills start counting
     last_write: str  # end of the reference window
     named_quick: tuple[str, ...]
     named_soak: tuple[str, ...]
     double_soak: tuple[tuple[str, str], ...] = ()
+    expect: str = ""  # in the crash-free run's output: it did the work the kills interrupt
 
 
 JOBS = {
     "features": Job(
-        "features", ("features", "--dataset", "titanic"), ("titanic",),
+        "features", ("features", "--dataset", "titanic"), ("titanic",), "empty",
         marker="store.locked", last_write="store.after_commit",
         named_quick=("store.create.after_sidecar", "store.after_commit"),
         named_soak=("store.locked", "store.json.before_replace", "store.create.after_sidecar", "store.after_commit"),
         double_soak=(("store.json.before_replace", "store.create.after_sidecar"),),
+        expect="891 rows in, 891 inserted",
     ),
     "daily": Job(
         "daily", ("daily", "--dataset", "titanic", "--date", DAY.isoformat(), "--rows", str(DAILY_ROWS), "--seed", "3"),
-        ("titanic",),
+        ("titanic",), "backfilled",
         marker="store.locked", last_write="store.after_commit",
         named_quick=("store.upsert.before_commit", "store.after_commit"),
         named_soak=("store.locked", "store.upsert.before_commit", "store.after_commit"),
         double_soak=(("store.upsert.before_commit", "store.after_commit"),),
+        expect=f"{DAILY_ROWS} inserted, 0 updated",
+    ),
+    # A backfill over a backfilled group from a source with changed and new rows: the
+    # upsert is a Delta MERGE (updates and inserts in one commit), not an append.
+    "features-update": Job(
+        "features-update", ("features", "--dataset", "titanic", "--source", "{root}/titanic_changed.csv"), ("titanic",),
+        "backfilled",
+        marker="store.locked", last_write="store.after_commit",
+        named_quick=("store.upsert.before_commit", "store.after_commit"),
+        named_soak=("store.locked", "store.upsert.before_commit", "store.after_commit"),
+        double_soak=(("store.upsert.before_commit", "store.after_commit"),),
+        expect="900 rows in, 9 inserted, 128 updated, 763 unchanged",
     ),
     "infer": Job(
         "infer", ("infer", "--dataset", "titanic", "--as-of", DAY.isoformat()), ("titanic", "titanic_predictions"),
-        marker="infer.after_run_created", last_write="infer.after_upsert",
+        "trained", marker="infer.after_run_created", last_write="infer.after_upsert",
         named_quick=("infer.after_run_logged", "infer.after_upsert"),
         named_soak=("infer.after_run_created", "infer.after_run_logged", "store.locked", "store.json.before_replace",
                     "store.create.after_sidecar", "store.after_commit", "infer.after_upsert"),
         double_soak=(("infer.after_run_logged", "infer.after_upsert"), ("infer.after_run_created", "infer.after_upsert"),
                      ("infer.after_run_created", "store.create.after_sidecar")),
+        expect=f"scored {DAILY_ROWS} rows",
     ),
 }
 KILL_POINTS_QUICK = 3
@@ -265,25 +284,29 @@ class Lab:
         env.update(extra or {})
         return env
 
-    def template(self, job: str) -> Path:
-        """The state a job starts from: nothing (features), a backfilled store (daily), the
-        trained world with a day of new rows (infer)."""
-        if job in self.templates:
-            return self.templates[job]
-        folder = self.root / f"template-{job}"
+    def args(self, job: Job) -> list[str]:
+        return [arg.replace("{root}", str(self.root)) for arg in job.args]
+
+    def template(self, start: str) -> Path:
+        """The state a job starts from: nothing, a backfilled store (and a changed copy of
+        the source, for the update), or the trained world with a day of new rows."""
+        if start in self.templates:
+            return self.templates[start]
+        folder = self.root / f"template-{start}"
         folder.mkdir()
-        if job == "daily":
+        if start == "backfilled":
             backfill(SPEC, LocalFeatureStore(folder / "store"), load_source(SPEC, None, self.data_dir))
-        elif job == "infer":
+            write_changed_source(self.data_dir / "titanic.csv", self.root / "titanic_changed.csv")
+        elif start == "trained":
             trained = self.get_fixture("trained_template")
             shutil.copytree(trained / "store", folder / "store")
             copy_database(trained / "mlflow.db", folder / "mlflow.db")
             add_daily_rows(SPEC, LocalFeatureStore(folder / "store"), DAY, n=DAILY_ROWS, seed=3)
-        self.templates[job] = folder
+        self.templates[start] = folder
         return folder
 
     def world(self, job: str, folder: Path) -> Path:
-        template = self.template(job)
+        template = self.template(JOBS[job].start)
         folder.mkdir(parents=True)
         if (template / "store").exists():
             shutil.copytree(template / "store", folder / "store")
@@ -294,7 +317,7 @@ class Lab:
     def start(self, job: Job, folder: Path, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with open(folder / "stdout.txt", "ab") as out, open(folder / "stderr.txt", "ab") as err:
             return subprocess.Popen(
-                [sys.executable, "-m", "serverless_ml.cli", *job.args], cwd=folder, env=self.env(folder, extra),
+                [sys.executable, "-m", "serverless_ml.cli", *self.args(job)], cwd=folder, env=self.env(folder, extra),
                 stdout=out, stderr=err,
             )
 
@@ -308,7 +331,7 @@ class Lab:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            pytest.fail(f"sml {' '.join(job.args)} did not finish in {JOB_TIMEOUT_S} s (a lock left by the killed job?)")
+            pytest.fail(f"sml {' '.join(self.args(job))} did not finish in {JOB_TIMEOUT_S} s (a lock left by the killed job?)")
         return code, (folder / "stdout.txt").read_text(), (folder / "stderr.txt").read_text()
 
     def rerun(self, job: Job, folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -328,7 +351,7 @@ class Lab:
             mlflow.set_tracking_uri(None)
             capsys.readouterr()
             try:
-                cli.main(list(job.args))
+                cli.main(self.args(job))
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -346,7 +369,7 @@ class Lab:
         folder = self.world(job_name, self.root / f"reference-{job_name}")
         trace = folder / "trace.txt"
         code, out, err = self.run(job, folder, {CRASH_TRACE_ENV: str(trace)})
-        assert code == 0, f"the crash-free reference run of sml {job_name} failed:\n{out}{err}"
+        assert code == 0 and job.expect in out, f"the crash-free reference run of sml {job_name}:\n{out}{err}"
         points = dict((name, stamp) for stamp, name in reversed(parse_trace(trace)))  # first occurrence of each
         assert job.marker in points and job.last_write in points, f"reference trace lacks the window: {parse_trace(trace)}"
         window = (points[job.last_write] - points[job.marker]) * WINDOW_FACTOR
@@ -375,6 +398,21 @@ class Lab:
             proc.wait(timeout=JOB_TIMEOUT_S)
         passed = parse_trace(trace)
         return landed and proc.returncode == -signal.SIGKILL, passed[-1][1] if passed else "(none)"
+
+
+def write_changed_source(source: Path, target: Path) -> None:
+    """The Titanic CSV with every 7th passenger's fare raised by 1 and 9 new passengers
+    (copies of the first 9 under new ids)."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    header = next(csv.reader([lines[0]]))
+    fare, pid = header.index("Fare"), header.index("PassengerId")
+    records = [next(csv.reader([line])) for line in lines[1:] if line]
+    for record in records[::7]:
+        record[fare] = repr(float(record[fare]) + 1.0)
+    last = max(int(r[pid]) for r in records)
+    extra = [[str(last + 1 + i) if j == pid else v for j, v in enumerate(record)] for i, record in enumerate(records[:9])]
+    with open(target, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([header, *records, *extra])
 
 
 @pytest.fixture(scope="module")
