@@ -27,9 +27,9 @@ from serverless_ml.datasets import BUILTIN, DatasetSpec, get_dataset
 from serverless_ml.errors import SpecError
 from serverless_ml.settings import Settings, resolve_settings
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8050
-DEFAULT_REFRESH_S = 30.0
+DEFAULT_HOST = defaults.SITE_HOST
+DEFAULT_PORT = defaults.SITE_PORT
+DEFAULT_REFRESH_S = defaults.SITE_REFRESH_S
 ENV_MLFLOW_UI_URL = "SML_MLFLOW_UI_URL"
 ENV_DATASETS = "SML_DATASETS"
 """Spec files for :func:`create_server`, separated by ``os.pathsep`` (``:``)."""

@@ -244,6 +244,7 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
     """
     from serverless_ml import tracking_server as server
 
+    server.check_server_options(port, workers)
     server.check_backend_store(backend_store_uri.strip())
     command = server.server_command(
         backend_store_uri.strip(), server.resolve_artifacts_destination(_blank_to_none(artifacts_destination)),
@@ -311,15 +312,51 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
     Reads the monitoring, training and registry data at MLFLOW_TRACKING_URI and the
     feature store; writes nothing.
     """
-    from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S, create_app
+    from serverless_ml.datasets import get_dataset
 
-    if refresh < 0 or port < 0:
-        raise SmlError("--refresh and --port must not be negative")
+    # Every check before the site's (slow) imports: a bad option fails at once.
+    if refresh < 0:
+        raise SmlError(f"--refresh must not be negative, got {refresh}")
+    if not 0 <= port <= 65535:
+        raise SmlError(f"--port must be between 1 and 65535, got {port}")
+    # A store not created yet is fine (the site says there is no data); a file never is.
+    refuse_store_file(settings)
+    for name in datasets:
+        get_dataset(name)
+    host, port = host or defaults.SITE_HOST, port or defaults.SITE_PORT
+    check_can_listen(host, port)
+    from monitoring_app.app import create_app
+
     app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
-                     refresh_s=refresh or DEFAULT_REFRESH_S, warm_up=True)
-    host, port = host or DEFAULT_HOST, port or DEFAULT_PORT
+                     refresh_s=refresh or defaults.SITE_REFRESH_S, warm_up=True)
     click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
     app.run(host=host, port=port, debug=False)
+
+
+def refuse_store_file(settings: Settings) -> None:
+    """For commands that do not open the local store themselves: its path must not be a file."""
+    if settings.feature_store == "local" and settings.store_dir.exists() and not settings.store_dir.is_dir():
+        raise SmlError(f"feature store path {settings.store_dir} is a file, expected a directory")
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail in one line, before the site is built, when ``host:port`` cannot be served
+    (an unknown host, an address of another machine, a port in use): Flask would print
+    several lines and exit 1."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SmlError(f"--host {host!r} is not an address to listen on ({getattr(exc, 'strerror', None) or exc})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            hint = "another program listens there; choose another --port" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise SmlError(f"cannot serve the site on {host}:{port}: {hint}") from None
 
 
 @cli.command("main")
@@ -333,15 +370,28 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
 def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: int, drift_days: int, store_dir: str) -> None:
     """The whole loop for one dataset: features, train, simulate, batch_inference, each an
     `mlflow run` of this project's entry point nested under one `main` run."""
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.synthetic import parse_drift
     from serverless_ml.pipelines.main import MainOptions, run_main
+    from serverless_ml.pipelines.simulate import SimulateOptions
+    from serverless_ml.pipelines.simulate import check_options as check_simulate_options
     from serverless_ml.settings import resolve_settings
     from serverless_ml.tracking import configure_tracking
 
-    if trials < 1 or days < 1:
-        raise SmlError("--trials and --days must be >= 1")
-    configure_tracking(resolve_settings(store_dir=_blank_to_none(store_dir)))
+    if trials < 1:
+        raise SmlError(f"--trials must be >= 1, got {trials}")
+    # Every step's input is checked now, before any run is started or any step has written.
+    spec = get_dataset(dataset)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    check_simulate_options(SimulateOptions(
+        days=days, end_date=today - dt.timedelta(days=1), drift=parse_drift(drift, spec),
+        drift_from=drift_from or None, drift_days=drift_days or None,
+    ))
+    settings = resolve_settings(store_dir=_blank_to_none(store_dir))
+    refuse_store_file(settings)
+    configure_tracking(settings)
     options = MainOptions(dataset, trials, days, drift, drift_from, drift_days, store_dir)
-    for entry_point, run_id in run_main(options, dt.datetime.now(dt.timezone.utc).date()):
+    for entry_point, run_id in run_main(options, today):
         click.echo(f"{entry_point}: run {run_id} finished")
 
 
@@ -378,6 +428,13 @@ def schedule(
         raise SmlError(f"--seed must be between 0 and 9999, got {seed}")
     if retrain_trials < 1:
         raise SmlError(f"--retrain-trials must be >= 1, got {retrain_trials}")
+    from serverless_ml.cron import Cron
+
+    for option, expression in (("--daily-cron", daily_cron), ("--infer-cron", infer_cron), ("--retrain-cron", retrain_cron)):
+        try:
+            Cron.parse(expression)
+        except SmlError as exc:
+            raise SmlError(f"{option}: {exc}") from None
     for name in datasets:
         get_dataset(name)
     logging.getLogger("serverless_ml").setLevel(logging.INFO)

@@ -14,6 +14,7 @@ from serverless_ml.errors import SmlError
 
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _MAX_STEPS = 100_000
+_EPOCH = dt.datetime(2000, 1, 1)
 
 
 def _parse_field(text: str, name: str, low: int, high: int, expression: str) -> frozenset[int]:
@@ -59,7 +60,9 @@ class Cron:
             raise SmlError(f"cron expression {expression!r} must have 5 fields: minute hour day-of-month month day-of-week")
         fields = [_parse_field(p, *spec, expression) for p, spec in zip(parts, _FIELDS, strict=True)]
         weekdays = frozenset(0 if d == 7 else d for d in fields[4])
-        return cls(expression, fields[0], fields[1], fields[2], fields[3], weekdays, parts[2] == "*", parts[4] == "*")
+        cron = cls(expression, fields[0], fields[1], fields[2], fields[3], weekdays, parts[2] == "*", parts[4] == "*")
+        cron.next_after(_EPOCH)  # raises at once for a date that does not exist (e.g. 30 February)
+        return cron
 
     def matches(self, moment: dt.datetime) -> bool:
         return (

@@ -31,6 +31,11 @@ SCHEDULE_DAILY_CRON = "5 0 * * *"
 SCHEDULE_INFER_CRON = "15 0 * * *"
 SCHEDULE_RETRAIN_CRON = "30 0 * * 0"
 
+# sml dashboard: this machine only, by default.
+SITE_HOST = "127.0.0.1"
+SITE_PORT = 8050
+SITE_REFRESH_S = 30.0
+
 TRACKING_SERVER_HOST = "127.0.0.1"
 TRACKING_SERVER_PORT = 5000
 # MLflow starts 4 uvicorn workers; 2 serve a team's training jobs and leave a small

@@ -69,6 +69,14 @@ def resolve_artifacts_destination(destination: str | None) -> str:
     return str(path)
 
 
+def check_server_options(port: int, workers: int) -> None:
+    """Refuse a bad --port or --workers before anything is checked or created."""
+    if not 1 <= port <= 65535:
+        raise SmlError(f"--port must be between 1 and 65535, got {port}")
+    if workers < 1:
+        raise SmlError(f"--workers must be >= 1, got {workers}")
+
+
 def check_backend_store(uri: str) -> None:
     """Fail in one line, before the server starts, when the database cannot be opened.
 
@@ -83,6 +91,10 @@ def check_backend_store(uri: str) -> None:
                        f"(expected one of {', '.join(s + '://' for s in DATABASE_SCHEMES)})")
     import sqlalchemy
 
+    if scheme == "sqlite":
+        _check_sqlite_path(uri)
+        if not _sqlite_path(uri).exists():
+            return  # `mlflow server` creates it; connecting now would create it even if the command fails
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if scheme == "postgresql" else {}
     try:
         engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
@@ -98,6 +110,26 @@ def check_backend_store(uri: str) -> None:
         raise SmlError(f"cannot connect to the backend store {redact_uri(uri)}: {_first_line(exc, uri)}") from None
     finally:
         engine.dispose()
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri.split("://", 1)[1].removeprefix("/").split("?", 1)[0]).expanduser()
+
+
+def _check_sqlite_path(uri: str) -> None:
+    """A SQLite backend store must be a file in an existing folder."""
+    path = _sqlite_path(uri)
+    if not str(path) or str(path) in (".", ":memory:"):
+        raise SmlError(f"backend store {uri} names no database file (e.g. sqlite:////srv/mlflow/mlflow.db)")
+    if path.is_dir():
+        raise SmlError(f"backend store {uri}: {path} is a folder, expected a SQLite database file")
+    for folder in path.resolve().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise SmlError(f"backend store {uri}: {folder} is a file, not a folder")
+            break
+    if not path.resolve().parent.is_dir():
+        raise SmlError(f"backend store {uri}: folder {path.resolve().parent} does not exist")
 
 
 def _first_line(exc: BaseException, uri: str) -> str:

@@ -61,6 +61,13 @@ def read_csv_file(path: Path) -> pd.DataFrame:
         raise DataValidationError(
             f"source file {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} (offset {exc.start})"
         ) from None
+    if "\x00" in text:
+        offset = text.index("\x00")
+        raise DataValidationError(
+            f"source file {path} holds a NUL byte on line {text.count(chr(10), 0, offset) + 1} "
+            "(binary data, or another encoding than UTF-8?); the CSV reader would cut the field there"
+        )
+    _check_header_names(text, path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=None, keep_default_na=True)
     except pd.errors.ParserError as exc:
@@ -73,6 +80,20 @@ def read_csv_file(path: Path) -> pd.DataFrame:
     _check_field_counts(text, path)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.reset_index(drop=True)
+
+
+def _check_header_names(text: str, path: Path) -> None:
+    """No column named twice: pandas would rename the second one (``Age.1``) and the
+    dataset would silently read the first."""
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error:
+        return  # pandas reports the malformed header
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name and name in seen:
+            raise DataValidationError(f"source file {path} names column {name!r} twice in its header")
+        seen.add(name)
 
 
 def _check_field_counts(text: str, path: Path) -> None:
