@@ -1,11 +1,19 @@
-"""The catalogue of bad input: every case runs ``sml`` in a subprocess against a store
-that already holds a good Titanic backfill (and one day of synthetic rows).
+"""The catalogue of bad input: every ``sml`` command (features, daily, train, infer,
+simulate, schedule, dashboard, main, tracking-server) run in a subprocess with bad files,
+options, URIs or settings.
 
+Each case has its own workspace: a store that already holds a good Titanic backfill (and
+one day of synthetic rows) and a tracking database without runs, or a copy of the trained
+world (``tests/worlds.py``: the same store and a tracking database with a champion).
 Each must exit non-zero with exactly one ``error:`` line on stderr that names the file,
-column, row or value at fault, no traceback, nothing on stdout, and leave every byte of
-the store as it was.
+column, row, option or value at fault, no traceback, nothing on stdout, and leave the
+workspace as it was: every byte of the store (lock files aside: they hold no data), every
+row of every table of the tracking database (compared by content: SQLite may rewrite a
+header on a mere read), and no new or changed file anywhere else in the workspace (no
+``optuna.db``, ``mlruns/``, artifact folder or database file created on the way to the
+error).
 
-The subprocesses (about 1.5 s each, mostly imports) run two at a time; the module fixture
+The subprocesses (1.5 to 4 s each, mostly imports) run two at a time; the module fixture
 runs only the cases that were selected.
 """
 
@@ -13,10 +21,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +39,53 @@ from serverless_ml.datasets import titanic
 from serverless_ml.datasets.sources import load_source
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
+from worlds import copy_database, trained_template  # noqa: F401 - trained_template is a fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 TEST_NAME = "test_bad_input_is_refused"
 
 
-class Workspace:
-    """A case's working directory: writes input files, knows the real Titanic CSV."""
+PASSWORD = "pw-bad-input-3141"
+"""A password in the URIs of some cases: it must appear in no output."""
 
-    def __init__(self, root: Path, data_dir: Path) -> None:
+
+def sqlite_content_digest(path: Path) -> dict[str, str]:
+    """Every table of an SQLite database mapped to a hash of its rows, sorted: equal
+    digests mean equal content whatever SQLite did to the file's bytes (a header touched
+    on read, a write-ahead log checkpointed). A missing file is ``{}``."""
+    if not path.is_file():
+        return {}
+    db = sqlite3.connect(path)
+    try:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        digest = {}
+        for table in tables:
+            rows = sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"'))
+            digest[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        return digest
+    finally:
+        db.close()
+
+
+def _is_lock(key: str) -> bool:
+    return key.endswith(".lock") or Path(key).parts[:1] == ("_locks",)
+
+
+class Workspace:
+    """A case's working directory: writes input files, knows the real Titanic CSV, the
+    tracking database, a closed port and a busy one; ``env`` goes to the subprocess."""
+
+    def __init__(self, root: Path, data_dir: Path, closed_port: int, busy_port: int) -> None:
         self.root = root
         self.titanic_text = (data_dir / "titanic.csv").read_text(encoding="utf-8")
+        self.tracking_db = root / "mlflow.db"
+        self.closed_port = closed_port
+        self.busy_port = busy_port
+        self.env: dict[str, str] = {"MLFLOW_TRACKING_URI": f"sqlite:///{self.tracking_db}"}
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
 
     def lines(self) -> list[str]:
         return self.titanic_text.split("\n")
@@ -80,8 +127,11 @@ class Case:
     prepare: Callable[[Workspace], list[str]]
     expected: tuple[str, ...]
     # Where the store is: "good" (a copy of the good store), "file" (a file),
-    # "below-file" (a path under a file).
+    # "below-file" (a path under a file), "trained" (the trained world's store and
+    # tracking database, with a champion).
     store: str = "good"
+    # Strings that must appear in no output (passwords).
+    absent: tuple[str, ...] = ()
 
 
 def _source(ws: Workspace, name: str) -> list[str]:
@@ -109,6 +159,61 @@ classes: [class_0, class_1]
 features:
   alcohol: {type: double, min: 20, max: 16}
 """
+
+def _env(**values: str) -> Callable[[Workspace], None]:
+    """Set environment variables of the case, ``{closed}`` and ``{root}`` filled in."""
+
+    def apply(ws: Workspace) -> None:
+        for name, value in values.items():
+            ws.env[name] = value.format(closed=ws.closed_port, root=ws.root)
+
+    return apply
+
+
+def _with(setup: Callable[[Workspace], None], args: list[str]) -> Callable[[Workspace], list[str]]:
+    def prepare(ws: Workspace) -> list[str]:
+        setup(ws)
+        return [a.format(closed=ws.closed_port, busy=ws.busy_port, root=ws.root) for a in args]
+
+    return prepare
+
+
+def _args(*args: str) -> Callable[[Workspace], list[str]]:
+    return _with(lambda ws: None, list(args))
+
+
+SERVER_DOWN = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:{closed}"}
+
+
+def _nul_byte(ws: Workspace) -> list[str]:
+    return _source(ws, ws.write("nul.csv", ws.titanic_text.replace("Braund", "Bra\x00und")))
+
+
+def _duplicate_header(ws: Workspace) -> list[str]:
+    lines = [line for line in ws.lines() if line]
+    return _source(ws, ws.write("twice.csv", "\n".join([lines[0] + ",Age", *(line + ",30" for line in lines[1:])]) + "\n"))
+
+
+def _champion_files_gone(ws: Workspace) -> None:
+    """The registry still names champion version 1, but its model files are not where
+    the tracking database says."""
+    db = sqlite3.connect(ws.tracking_db)
+    try:
+        with db:
+            gone = str(ws.root / "gone" / "artifacts")
+            db.execute("UPDATE model_versions SET storage_location = ?", (gone,))
+            db.execute("UPDATE logged_models SET artifact_location = ?", (gone,))
+    finally:
+        db.close()
+
+
+def _text_file(name: str, uri: str) -> Callable[[Workspace], None]:
+    def setup(ws: Workspace) -> None:
+        ws.write(name, "not a database\n")
+        _env(MLFLOW_TRACKING_URI=uri)(ws)
+
+    return setup
+
 
 CASES: dict[str, Case] = {
     "missing column": Case(
@@ -152,7 +257,128 @@ CASES: dict[str, Case] = {
     "daily before features": Case(lambda ws: ["daily", "--dataset", "iris", "--date", "2024-02-01"], ("feature group 'iris' version 1 is empty", "sml features --dataset iris")),
     "store dir is a file": Case(lambda ws: ["features", "--dataset", "titanic"], ("is a file, expected a directory",), store="file"),
     "store dir below a file": Case(lambda ws: ["daily", "--date", "2024-02-01"], ("which is a file",), store="below-file"),
+    # Permissions do not stop root (the tests may run as root); /sys refuses new folders to everyone.
+    "unwritable store dir": Case(
+        lambda ws: ["features", "--store-dir", "/sys/sml-store"], ("cannot create feature store directory /sys/sml-store",)
+    ),
+    # pandas cut the field at a NUL byte ("Bra") and stored the damaged row.
+    "NUL byte": Case(_nul_byte, ("nul.csv", "NUL byte on line 2")),
+    # pandas renamed the second Age to Age.1 and the first one was read silently.
+    "column named twice": Case(_duplicate_header, ("twice.csv", "names column 'Age' twice")),
+    "enormous value": Case(_edit(3, "Fare", "1e400"), ("column 'Fare' (feature 'fare'), row 3", "'1e400' is not a finite number")),
+    "bad --drift": Case(_args("daily", "--date", "2024-02-01", "--drift", "age*abc"), ("--drift 'age*abc'", "'abc' is not a number")),
+    "--drift of an unknown feature": Case(
+        _args("daily", "--date", "2024-02-01", "--drift", "height+1"), ("dataset 'titanic' has no feature 'height'",)
+    ),
+    # --- train ---------------------------------------------------------------------
+    # The feature view used to be written before the storage URL was tried.
+    "train: bad storage URL": Case(
+        _args("train", "--trials", "1", "--storage", "bogus://x"), ("cannot open Optuna storage bogus://x", "bogus")
+    ),
+    "train: storage database down": Case(
+        _args("train", "--trials", "1", "--storage", f"postgresql://sml:{PASSWORD}@127.0.0.1:{{closed}}/optuna"),
+        ("cannot open Optuna storage postgresql://sml:***@127.0.0.1:", "Connection refused"), absent=(PASSWORD,),
+    ),
+    "train: --trials -1": Case(_args("train", "--trials", "-1"), ("--trials must be >= 1", "got -1")),
+    "train: tracking server down": Case(
+        _with(_env(**SERVER_DOWN), ["train", "--trials", "1"]), ("MLflow tracking server http://127.0.0.1:", "cannot be reached")
+    ),
+    # --- infer ---------------------------------------------------------------------
+    "infer: no champion": Case(_args("infer"), ("model 'titanic' has no champion", "sml train --dataset titanic")),
+    "infer: bad --as-of": Case(_args("infer", "--as-of", "2024-13-01"), ("--as-of '2024-13-01' is not a date",), store="trained"),
+    "infer: champion's files gone": Case(
+        _with(_champion_files_gone, ["infer"]), ("champion version 1 of model 'titanic' cannot be loaded",), store="trained"
+    ),
+    "infer: tracking server down": Case(
+        _with(_env(**SERVER_DOWN), ["infer"]), ("MLflow tracking server http://127.0.0.1:", "cannot be reached"), store="trained"
+    ),
+    # MLflow used to print a traceback (unknown scheme), or retry for minutes (a database
+    # that is a folder or not SQLite, one that is down).
+    "infer: unknown tracking URI scheme": Case(
+        _with(_env(MLFLOW_TRACKING_URI="bogus://x"), ["infer"]), ("MLflow tracking URI bogus://x", "unsupported scheme 'bogus'"),
+        store="trained",
+    ),
+    "infer: tracking database is not SQLite": Case(
+        _with(_text_file("notes.txt", "sqlite:///{root}/notes.txt"), ["infer"]), ("notes.txt is not a SQLite database",),
+        store="trained",
+    ),
+    "infer: tracking database is a folder": Case(
+        _with(_env(MLFLOW_TRACKING_URI="sqlite:///{root}/store"), ["infer"]), ("store is a folder, expected a SQLite database file",),
+        store="trained",
+    ),
+    # --- simulate ------------------------------------------------------------------
+    "simulate: --days 0": Case(_args("simulate", "--days", "0"), ("--days must be between 1 and 3660, got 0",), store="trained"),
+    "simulate: bad --drift": Case(
+        _args("simulate", "--days", "3", "--drift", "embarked=Z", "--drift-from", "1"), ("--drift 'embarked=Z'", "'Z' is not one of S, C, Q"),
+        store="trained",
+    ),
+    # The first day's rows used to be written before the model was found missing.
+    "simulate: champion's files gone": Case(
+        _with(_champion_files_gone, ["simulate", "--days", "2"]), ("champion version 1 of model 'titanic' cannot be loaded",),
+        store="trained",
+    ),
+    # --- schedule (each case must fail at once: a good schedule runs forever) -------
+    "schedule: cron field out of range": Case(
+        _args("schedule", "--daily-cron", "61 * * * *"), ("--daily-cron", "minute field '61' must lie within 0-59")
+    ),
+    "schedule: cron that is not cron": Case(_args("schedule", "--infer-cron", "every day"), ("--infer-cron", "must have 5 fields")),
+    # Used to print "scheduling ..." and fail only when the scheduler looked for the next slot.
+    "schedule: cron that never fires": Case(
+        _args("schedule", "--retrain-cron", "0 0 31 2 *"), ("--retrain-cron", "cron expression '0 0 31 2 *' never fires")
+    ),
+    "schedule: unknown dataset": Case(_args("schedule", "--dataset", "wine"), ("unknown dataset 'wine'",)),
+    "schedule: --retrain-trials 0": Case(_args("schedule", "--retrain-trials", "0"), ("--retrain-trials must be >= 1, got 0",)),
+    "schedule: tracking database below a file": Case(
+        _with(_text_file("notes.txt", "sqlite:///{root}/notes.txt/mlflow.db"), ["schedule"]),
+        ("MLflow tracking database", "notes.txt is a file, not a folder"),
+    ),
+    "schedule: tracking database down": Case(
+        _with(_env(MLFLOW_TRACKING_URI=f"postgresql://sml:{PASSWORD}@127.0.0.1:{{closed}}/mlflow"), ["schedule"]),
+        ("MLflow tracking database postgresql://sml:***@127.0.0.1:", "cannot be reached", "Connection refused"), absent=(PASSWORD,),
+    ),
+    # --- dashboard (each case must fail at once: a good site serves forever) --------
+    "dashboard: spec file missing": Case(_args("dashboard", "--dataset", "wine.yaml"), ("dataset spec file wine.yaml does not exist",)),
+    "dashboard: spec file with errors": Case(
+        lambda ws: ["dashboard", "--dataset", ws.write("wine.yaml", BAD_SPEC)], ("wine.yaml", "feature 'alcohol' has min 20 greater than max 16")
+    ),
+    # Dash's own check used to end in an AssertionError traceback.
+    "dashboard: --port 70000": Case(_args("dashboard", "--port", "70000"), ("--port must be between 1 and 65535, got 70000",)),
+    # Flask used to print five lines (and the site's address on stdout) and exit 1.
+    "dashboard: port in use": Case(
+        _args("dashboard", "--port", "{busy}"), ("cannot serve the site on 127.0.0.1:", "another program listens there")
+    ),
+    "dashboard: address of another machine": Case(
+        _args("dashboard", "--host", "192.0.2.1", "--port", "{closed}"), ("cannot serve the site on 192.0.2.1:", "Cannot assign requested address")
+    ),
+    "dashboard: store dir is a file": Case(_args("dashboard", "--port", "{closed}"), ("is a file, expected a directory",), store="file"),
+    # --- main (used to start MLflow project runs, and run features and train, before
+    # finding the bad dataset or drift of a later step) -----------------------------
+    "main: unknown dataset": Case(_args("main", "--dataset", "wine"), ("unknown dataset 'wine'",)),
+    "main: bad --drift": Case(_args("main", "--drift", "age+x", "--drift-from", "1"), ("--drift 'age+x'", "'x' is not a number")),
+    "main: tracking server down": Case(
+        _with(_env(**SERVER_DOWN), ["main"]), ("MLflow tracking server http://127.0.0.1:", "cannot be reached")
+    ),
+    # --- tracking-server (each case must fail at once: a good server runs forever) ---
+    "tracking-server: no backend store": Case(_args("tracking-server", "--port", "{closed}"), ("no backend store",)),
+    "tracking-server: not a database URI": Case(
+        _args("tracking-server", "--backend-store-uri", "bogus://x", "--port", "{closed}"), ("backend store bogus://x is not a database URI",)
+    ),
+    # Used to create the SQLite file and ./sml_data/mlartifacts before refusing the port.
+    "tracking-server: --port 0": Case(
+        _args("tracking-server", "--backend-store-uri", "sqlite:///{root}/server.db", "--port", "0"), ("--port must be between 1 and 65535, got 0",)
+    ),
+    "tracking-server: database down": Case(
+        _args("tracking-server", "--backend-store-uri", f"postgresql://sml:{PASSWORD}@127.0.0.1:{{closed}}/mlflow", "--port", "{closed}"),
+        ("cannot connect to the backend store postgresql://sml:***@127.0.0.1:", "Connection refused"), absent=(PASSWORD,),
+    ),
+    "tracking-server: database below a file": Case(
+        lambda ws: ["tracking-server", "--backend-store-uri", f"sqlite:///{ws.root / ws.write('notes.txt', 'x')}/server.db",
+                    "--port", str(ws.closed_port)],
+        ("notes.txt is a file, not a folder",),
+    ),
 }
+
+COMMANDS = ("features", "daily", "train", "infer", "simulate", "schedule", "dashboard", "main", "tracking-server")
 
 
 @dataclass
@@ -160,8 +386,8 @@ class Outcome:
     returncode: int
     stdout: str
     stderr: str
-    before: dict[str, str] = field(default_factory=dict)
-    after: dict[str, str] = field(default_factory=dict)
+    before: dict[str, dict[str, str]] = field(default_factory=dict)
+    after: dict[str, dict[str, str]] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
 
 
@@ -188,14 +414,55 @@ def good_store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
     return root
 
 
+def _text(value: str | bytes | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+@pytest.fixture(scope="module")
+def busy_port(free_port) -> Iterator[int]:  # noqa: ANN001
+    """A port of 127.0.0.1 that something listens on for the whole module."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def _fresh_tracking_db(template: Path, root: Path) -> None:
+    """A tracking database without runs, its default artifact root inside ``root``."""
+    copy_database(template, root / "mlflow.db")
+    db = sqlite3.connect(root / "mlflow.db")
+    try:
+        with db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(root / "mlruns" / "0"),))
+    finally:
+        db.close()
+
+
+def workspace_state(root: Path, store: Path, tree_digest) -> dict[str, dict[str, str]]:  # noqa: ANN001
+    """What a failed command must leave as it was: the store's files (lock files aside),
+    the tracking database's rows, and every other file of the workspace."""
+    others = {
+        key: value for key, value in tree_digest(root).items()
+        if Path(key).parts[0] != "store" and not Path(key).parts[0].startswith("mlflow.db")
+    }
+    return {
+        "store": {key: value for key, value in tree_digest(store).items() if not _is_lock(key)},
+        "tracking database": sqlite_content_digest(root / "mlflow.db"),
+        "other files": others,
+    }
+
+
 @pytest.fixture(scope="module")
 def outcomes(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     good_store: Path,
+    mlflow_template_db: Path,
+    busy_port: int,
+    free_port,  # noqa: ANN001
     data_dir: Path,
-    tree_digest,
-    cli_process,
+    tree_digest,  # noqa: ANN001
+    cli_process,  # noqa: ANN001
 ) -> Outcomes:
     """Runs the selected cases two (or more, on bigger machines) at a time."""
     selected = [
@@ -203,23 +470,42 @@ def outcomes(
         for item in request.session.items
         if getattr(item, "originalname", None) == TEST_NAME and hasattr(item, "callspec")
     ]
+    closed_port = free_port()
+    trained: list[Path] = []
+
+    def trained_world() -> Path:
+        # Built (once, a training run) only when a selected case needs it, and in the
+        # main thread: fixtures are not thread-safe.
+        if not trained:
+            trained.append(request.getfixturevalue("trained_template"))
+        return trained[0]
+
+    if any(CASES[name].store == "trained" for name in selected):
+        trained_world()
 
     def run(name: str) -> Outcome:
         case = CASES[name]
         root = tmp_path_factory.mktemp("case")
-        ws = Workspace(root, data_dir)
-        if case.store == "good":
-            store = root / "store"
-            shutil.copytree(good_store, store)
-            watched = store
+        ws = Workspace(root, data_dir, closed_port, busy_port)
+        if case.store == "trained":
+            shutil.copytree(trained_world() / "store", root / "store")
+            copy_database(trained_world() / "mlflow.db", ws.tracking_db)
         else:
+            _fresh_tracking_db(mlflow_template_db, root)
+        if case.store == "good":
+            shutil.copytree(good_store, root / "store")
+        watched = store = root / "store"
+        if case.store in ("file", "below-file"):
             watched = root / "plain-file"
             watched.write_text("I am not a directory\n")
             store = watched if case.store == "file" else watched / "store"
         args = case.prepare(ws)
-        before = tree_digest(watched)
-        result = cli_process(args, cwd=root, store_dir=store, data_dir=data_dir)
-        return Outcome(*result, before=before, after=tree_digest(watched), args=args)
+        before = workspace_state(root, watched, tree_digest)
+        try:
+            result = tuple(cli_process(args, cwd=root, store_dir=store, data_dir=data_dir, env=ws.env))
+        except subprocess.TimeoutExpired as exc:  # e.g. a server that started: this case fails, not all
+            result = (-1, _text(exc.stdout), f"{_text(exc.stderr)}\n(killed after {exc.timeout:.0f} s)")
+        return Outcome(*result, before=before, after=workspace_state(root, watched, tree_digest), args=args)
 
     results = Outcomes(run)
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
@@ -230,6 +516,22 @@ def outcomes(
 def test_the_good_store_is_readable(good_store: Path) -> None:
     table = LocalFeatureStore(good_store).get_feature_group("titanic", 1).read()
     assert len(table) == 891 + 20
+
+
+def test_the_catalogue_covers_every_command(outcomes: Outcomes) -> None:
+    from serverless_ml.cli import cli
+
+    assert set(COMMANDS) == set(cli.commands), "a command was added or renamed: give it bad-input cases"
+    # (Runs any case that was not selected.)
+    covered = {outcomes[name].args[0] for name in CASES}
+    assert covered == set(COMMANDS), f"commands without a case: {sorted(set(COMMANDS) - covered)}"
+    assert len(CASES) >= 34
+
+
+def test_the_figures_are_recorded(outcomes: Outcomes, reliability) -> None:  # noqa: ANN001
+    ran = [name for name in CASES if name in outcomes]
+    assert ran, "no case ran"
+    reliability.add("bad input", cases=len(ran))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -243,5 +545,11 @@ def test_bad_input_is_refused(case: str, outcomes: Outcomes) -> None:
     for part in CASES[case].expected:
         assert part in lines[0], f"{part!r} not in the message\n{context}"
     assert outcome.stdout == "", context
-    assert outcome.before, "the watched store existed before the run"
-    assert outcome.after == outcome.before, f"the store changed\n{context}"
+    for secret in CASES[case].absent:
+        assert secret not in outcome.stdout + outcome.stderr, context
+    assert outcome.before["store"], "the watched store existed before the run"
+    assert outcome.before["tracking database"], "the tracking database existed before the run"
+    for part, before in outcome.before.items():
+        after = outcome.after[part]
+        changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+        assert not changed, f"the {part} changed: {changed}\n{context}"
