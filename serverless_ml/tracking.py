@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -259,7 +260,7 @@ def job_run(experiment_id: str, run_name: str) -> Iterator[Any]:
 
     project_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     try:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=owner_tags()) as run:
             if project_run_id:
                 mlflow.set_tag("sml.project_run_id", project_run_id)
                 mlflow.MlflowClient().set_tag(project_run_id, "sml.job_run_id", run.info.run_id)
@@ -267,6 +268,56 @@ def job_run(experiment_id: str, run_name: str) -> Iterator[Any]:
     finally:
         if project_run_id is not None:
             os.environ["MLFLOW_RUN_ID"] = project_run_id
+
+
+HOST_TAG = "sml.host"
+PID_TAG = "sml.pid"
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run while it is RUNNING (host and pid), so a
+    later job can tell a run whose process was killed from one still at work."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _process_alive(pid: int, run_start_ms: int) -> bool:
+    """Whether ``pid`` is a live process that started before the run did (a pid reused by a
+    younger process does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: the process's start time, in clock ticks after boot
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        started_s = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started_s <= run_start_ms / 1000 + 1
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """End as FAILED the runs of ``experiment_id`` left RUNNING by a killed process of this
+    host (``sml.host`` is this machine and ``sml.pid`` is no longer alive). Runs of other
+    machines (shared studies) and of live processes are left alone. Returns their ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    closed = []
+    running = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'", max_results=1000,
+    )
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _process_alive(int(pid), run.info.start_time):
+            continue
+        client.set_tag(run.info.run_id, "recovered", f"closed as FAILED by process {os.getpid()}: its process {pid} had died")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def get_or_create_experiment(name: str) -> str:
@@ -325,6 +376,7 @@ class TrialLogger:
                 "trial_state": trial.state.name,
                 "study_name": study.study_name,
                 "dataset": self.dataset,
+                **owner_tags(),
             },
             run_name=name,
         )

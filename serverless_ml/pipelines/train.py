@@ -424,6 +424,8 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         study = search.open_study(storage, study_name, options.seed)  # fails fast on a bad storage URL
     check_study_rows(study, study_rows_fingerprint(spec, keys_train, x_train, y_train, options))
     experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(spec.name))
+    for run_id in tracking.close_orphaned_runs(experiment_id):
+        print(f"closed run {run_id}: left RUNNING by a training process of this machine that was killed")
     return _Prepared(
         x_train=x_train, x_hold=x_hold, y_train=y_train, y_hold=y_hold, keys_train=keys_train,
         keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,

@@ -267,3 +267,55 @@ def test_unopenable_storage_is_refused_before_any_run(titanic_store: LocalFeatur
         train(get_dataset("titanic"), titanic_store, _settings(titanic_store, tracking_uri),
               dataclasses.replace(FAST, storage="postgresql://user:secret@127.0.0.1:9/nowhere"))
     assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
+    titanic_store: LocalFeatureStore, tracking_uri: str, tmp_path: Path
+) -> None:
+    """SIGKILL ``sml train`` once its trials are being logged: its parent run (and maybe a
+    trial's) stay RUNNING. The next training job on this machine ends them FAILED, tagged
+    ``recovered``; a RUNNING run of a live process (a worker still at work) and one from
+    another machine (a shared study) are left alone."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from serverless_ml.tracking import HOST_TAG, PID_TAG
+
+    env = {**os.environ, "SML_STORE_DIR": str(titanic_store.root), "MLFLOW_TRACKING_URI": tracking_uri}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serverless_ml.cli", "train", "--dataset", "titanic", "--trials", "200", "--folds", "3", "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = MlflowClient(tracking_uri=tracking_uri)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            experiment = client.get_experiment_by_name(training_experiment("titanic"))
+            if experiment is not None and len(client.search_runs([experiment.experiment_id])) >= 3:
+                break  # the parent and at least two trials
+            assert proc.poll() is None, "the training job ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the training job logged no trials within 180 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    experiment_id = client.get_experiment_by_name(training_experiment("titanic")).experiment_id
+    killed = [r.info.run_id for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'")]
+    assert killed, "the killed job left no RUNNING run: the test did not test anything"
+    live = client.create_run(experiment_id, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}).info.run_id
+    remote = client.create_run(experiment_id, tags={HOST_TAG: "another-machine", PID_TAG: "1"}).info.run_id
+
+    train(get_dataset("titanic"), titanic_store, _settings(titanic_store, tracking_uri),
+          dataclasses.replace(FAST, trials=1, promote="never"))
+
+    for run_id in killed:
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED" and "recovered" in run.data.tags, run_id
+    assert client.get_run(live).info.status == "RUNNING"
+    assert client.get_run(remote).info.status == "RUNNING"
+    assert len(client.search_runs([experiment_id], "attributes.status = 'RUNNING'")) == 2
