@@ -20,6 +20,7 @@ from dash import Input, Output, dcc, html
 
 from monitoring_app import ids
 from monitoring_app.data_access import DEFAULT_CACHE_TTL_S, SiteData, apply_rest_client_timeouts
+from monitoring_app.hardening import harden
 from monitoring_app.pages import PAGES
 from monitoring_app.site import SITE_KEY, Site
 from serverless_ml import defaults
@@ -101,6 +102,7 @@ def create_app(
         serve_locally=True,
     )
     app.server.config[SITE_KEY] = site
+    harden(app)
     app.index_string = INDEX.replace("{%css_inline%}", STYLE)
     for module in PAGES:
         module.register(app)

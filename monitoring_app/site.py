@@ -21,6 +21,10 @@ from monitoring_app.data_access import SiteData
 SITE_KEY = "SML_SITE"
 
 
+MAX_NAME_SHOWN = 80
+"""An unknown dataset name longer than this is cut in messages (it comes from the URL)."""
+
+
 class UnknownDataset(LookupError):
     """The URL names a dataset the site does not know."""
 
@@ -55,9 +59,12 @@ class Site:
         Raises:
             UnknownDataset: the site has no such dataset.
         """
+        if name is not None and not isinstance(name, str):  # a forged request
+            raise UnknownDataset(f"unknown dataset of type {type(name).__name__} (choose one of: {', '.join(self.datasets)})")
         key = name or self.default_dataset
         if key not in self.datasets:
-            raise UnknownDataset(f"unknown dataset '{key}' (choose one of: {', '.join(self.datasets)})")
+            shown = key if len(key) <= MAX_NAME_SHOWN else key[:MAX_NAME_SHOWN] + "..."
+            raise UnknownDataset(f"unknown dataset '{shown}' (choose one of: {', '.join(self.datasets)})")
         return self.datasets[key]
 
     def now(self) -> dt.datetime:

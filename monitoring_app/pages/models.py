@@ -134,7 +134,11 @@ def show_version(number: int | None, state: dict[str, Any] | None) -> Any:
         return problem
     if number is None:
         raise dash.exceptions.PreventUpdate
-    return guarded(lambda: render_version(site, spec, int(number)))
+    try:
+        version = int(number)
+    except (TypeError, ValueError):  # a forged request: the dropdown only offers numbers
+        return notice(f"no model version {str(number)[:40]!r}", "error")
+    return guarded(lambda: render_version(site, spec, version))
 
 
 def refresh_versions(n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any, Any]:

@@ -95,12 +95,16 @@ def predict(n_clicks: int | None, values: list[Any], state: dict[str, Any] | Non
     ``values`` come in the order of the form's inputs, which is the spec's feature order.
     """
     site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    # A forged request may hold anything: never an exception, always as many messages as
+    # the request has message outputs.
+    values = values if isinstance(values, list) else []
+    slots = _message_slots(len(values))
+    spec, problem = resolve_dataset(site, state.get("dataset") if isinstance(state, dict) else None)
     if spec is None:
-        return problem, [""] * len(values)
+        return problem, [""] * slots
     names = spec.feature_names
-    if len(values) != len(names):
-        return notice("the form does not match the dataset; reload the page", "error"), [""] * len(values)
+    if len(values) != len(names) or slots != len(names):
+        return notice("the form does not match the dataset; reload the page", "error"), [""] * slots
     result = forms.validate_form(spec, dict(zip(names, values, strict=True)))
     messages = [result.errors.get(name, "") for name in names]
     if not result.ok:
@@ -114,6 +118,18 @@ def predict(n_clicks: int | None, values: list[Any], state: dict[str, Any] | Non
     except Exception as exc:  # noqa: BLE001 - a message, never a traceback
         return problem_notice(exc), messages
     return answer(spec, probabilities, version.version), messages
+
+
+def _message_slots(default: int) -> int:
+    """How many per-field messages the callback request asks for (``default`` outside a
+    request, e.g. when called directly)."""
+    try:
+        outputs = dash.callback_context.outputs_list
+    except Exception:  # noqa: BLE001 - no callback context
+        return default
+    if isinstance(outputs, list) and len(outputs) == 2 and isinstance(outputs[1], list):
+        return len(outputs[1])
+    return default
 
 
 def answer(spec: DatasetSpec, probabilities: list[float], version: int) -> html.Div:
