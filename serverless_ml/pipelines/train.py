@@ -194,7 +194,18 @@ def _worker(args: dict[str, Any]) -> None:
         callbacks.append(TrialLogger(args["tracking_uri"], args["experiment_id"], args["parent_run_id"], args["dataset"]))
     objective = search.make_objective(args["spec"], args["x"], args["y"], args["folds"], args["seed"])
     objective = _with_trial_attrs(objective, args.get("trial_attrs"))
-    search.run_trials(study, objective, args["n_trials"], args["timeout"], callbacks, total_cap=args["total_cap"])
+    try:
+        search.run_trials(study, objective, args["n_trials"], args["timeout"], callbacks, total_cap=args["total_cap"])
+    finally:
+        _close_callbacks(callbacks)
+
+
+def _close_callbacks(callbacks: list[Any]) -> None:
+    """Let callbacks that log in the background (``TrialLogger``) finish."""
+    for callback in callbacks:
+        close = getattr(callback, "close", None)
+        if close is not None:
+            close()
 
 
 def _with_trial_attrs(objective: Any, attrs: dict[str, Any] | None) -> Any:
@@ -276,6 +287,7 @@ def tune(
     finally:
         for process in processes:
             process.join()
+        _close_callbacks(callbacks)
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:
         raise SmlError(f"{len(failed)} tuning worker process(es) failed (exit codes {failed})")

@@ -319,3 +319,19 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
     assert client.get_run(live).info.status == "RUNNING"
     assert client.get_run(remote).info.status == "RUNNING"
     assert len(client.search_runs([experiment_id], "attributes.status = 'RUNNING'")) == 2
+
+
+def test_trial_logging_errors_surface_when_the_search_ends(tracking_uri: str) -> None:
+    """Trials are logged on a background thread: an MLflow error there is not lost, the
+    logger's ``close`` (which the training job calls after the search) raises it."""
+    from mlflow.exceptions import MlflowException
+
+    from serverless_ml.tracking import TrialLogger
+
+    logger = TrialLogger(tracking_uri, "987654321", "no-such-parent", "titanic")  # no such experiment
+    study = optuna.create_study(direction="maximize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2, callbacks=[logger])
+    with pytest.raises(MlflowException):
+        logger.close()
+    logger.close()  # reported once; closing again is quiet
