@@ -69,16 +69,6 @@ def read_registry(db: Path) -> dict[str, Any]:
         con.close()
 
 
-def copy_database(source: Path, target: Path) -> None:
-    """Copy an SQLite database through SQLite's backup API (right whatever its journal mode)."""
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
-
-
 def frame_digest(frame: pd.DataFrame) -> str:
     """A digest of a frame's rows (in order) and column names."""
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()

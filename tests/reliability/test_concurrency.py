@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,17 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from worlds import TITANIC, trained_template  # noqa: F401 - trained_template is a fixture
+from worlds import TITANIC, copy_database, trained_template, world_settings  # noqa: F401 - trained_template is a fixture
 
 from serverless_ml.datasets.synthetic import synthetic_keys
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.feature_store.base import ORIGIN_COLUMN
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
-from serverless_ml.settings import Settings, resolve_settings
+from serverless_ml.settings import Settings
 from serverless_ml.tracking import monitoring_experiment, training_experiment
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -139,18 +137,11 @@ def round_seeds(number: int) -> tuple[int, int]:
 
 
 def copy_trained_world(template: Path, folder: Path) -> tuple[LocalFeatureStore, Settings]:
-    """The template's store and tracking database in ``folder``. The database is copied
-    through SQLite's backup API, which also takes what is still in a write-ahead log (a
-    plain file copy of a WAL-mode database can miss the last commits)."""
+    """The template's store and tracking database in ``folder`` (the database through
+    SQLite's backup API: a plain copy of a WAL-mode database can miss the last commits)."""
     shutil.copytree(template / "store", folder / "store")
-    source, target = sqlite3.connect(template / "mlflow.db"), sqlite3.connect(folder / "mlflow.db")
-    try:
-        source.backup(target)
-    finally:
-        source.close()
-        target.close()
-    store = LocalFeatureStore(folder / "store")
-    return store, resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    copy_database(template / "mlflow.db", folder / "mlflow.db")
+    return world_settings(folder)
 
 
 @dataclass

@@ -67,7 +67,8 @@ from serverless_ml.errors import NotFoundError
 from serverless_ml.faults import CRASH_AT_ENV, CRASH_TRACE_ENV
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
-from snapshots import Run, copy_database, read_runs
+from snapshots import Run, read_runs
+from worlds import copy_database
 from worlds import trained_template  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
