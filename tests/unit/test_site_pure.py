@@ -412,12 +412,19 @@ def test_sml_dashboard_serves_on_this_machine_only_with_debug_off(
     calls: list[dict] = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dash.Dash, "run", lambda self, **kwargs: calls.append({"app": self, **kwargs}))
+    # The default port may be taken on this machine (a demo site): the check that it is
+    # free has its own tests in the bad-input catalogue.
+    import serverless_ml.cli as cli_module
+
+    checked: list[tuple[str, int]] = []
+    monkeypatch.setattr(cli_module, "check_can_listen", lambda host, port: checked.append((host, port)))
     spec = tmp_path / "odd.yaml"
     spec.write_text("name: odd\nlabel: kind\nclasses: [a, b]\nfeatures:\n  size: {type: double}\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["dashboard", "--dataset", str(spec), "--refresh", "5"])
     assert result.exit_code == 0, result.output
     (call,) = calls
     assert (call["host"], call["port"], call["debug"]) == (DEFAULT_HOST, DEFAULT_PORT, False)
+    assert checked == [(DEFAULT_HOST, DEFAULT_PORT)]
     site = call["app"].server.config["SML_SITE"]
     assert list(site.datasets) == ["iris", "titanic", "odd"] and site.refresh_s == 5
     assert f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/" in result.output
