@@ -67,6 +67,7 @@ from serverless_ml.errors import NotFoundError
 from serverless_ml.faults import CRASH_AT_ENV, CRASH_TRACE_ENV
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
+from serverless_ml.tracking import HOST_TAG, PID_TAG
 from snapshots import Run, read_runs
 from worlds import copy_database
 from worlds import trained_template  # noqa: F401 - fixture
@@ -230,9 +231,11 @@ def describe(state: TableState | None) -> str:
 
 
 def comparable_tags(run: Run) -> dict[str, str]:
-    """A monitoring run's own tags (MLflow's system tags and the recovery mark aside)."""
+    """A monitoring run's own tags (MLflow's system tags, the recovery mark and the owning
+    process's host and pid aside)."""
     return {k: v for k, v in run.tags.items()
-            if (not k.startswith("mlflow.") or k == "mlflow.note.content") and k != "recovered"}
+            if (not k.startswith("mlflow.") or k == "mlflow.note.content")
+            and k not in ("recovered", HOST_TAG, PID_TAG)}
 
 
 @dataclass
