@@ -1,6 +1,9 @@
 """Write docs/reliability.md from test-output/reliability.json (``make soak`` runs it).
 
-Usage: python scripts/reliability_table.py [REPORT_JSON] [OUTPUT_MD]
+Usage: python scripts/reliability_table.py [REPORT_JSON ...] [OUTPUT_MD]
+
+Several reports merge section by section, a later one replacing an earlier one's
+sections (a section re-run on its own after a fix); the table says which runs it shows.
 """
 
 from __future__ import annotations
@@ -46,13 +49,20 @@ def render(data: dict, when: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    report = Path(argv[0]) if argv else ROOT / "test-output" / "reliability.json"
-    output = Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "reliability.md"
-    if not report.is_file():
-        print(f"error: {report} does not exist; run the reliability tests first", file=sys.stderr)
-        return 2
-    data = json.loads(report.read_text(encoding="utf-8"))
+    reports = [Path(a) for a in argv if a.endswith(".json")] or [ROOT / "test-output" / "reliability.json"]
+    outputs = [Path(a) for a in argv if a.endswith(".md")]
+    output = outputs[0] if outputs else ROOT / "docs" / "reliability.md"
+    data: dict = {"soak": True, "sections": {}}
+    for report in reports:
+        if not report.is_file():
+            print(f"error: {report} does not exist; run the reliability tests first", file=sys.stderr)
+            return 2
+        part = json.loads(report.read_text(encoding="utf-8"))
+        data["soak"] = data["soak"] and bool(part.get("soak"))
+        data["sections"].update(part.get("sections", {}))
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if len(reports) > 1:
+        when += f", merged from {len(reports)} runs (later runs replace the sections they ran)"
     output.write_text(render(data, when), encoding="utf-8")
     print(f"wrote {output}")
     return 0
