@@ -298,3 +298,30 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         if (folder / "data" / "PG_VERSION").exists():
             _local_postgres("stop", str(folder), password=cluster.password)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- Chromium --------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # Every host but this machine fails to resolve: nothing can leave it. (Playwright's
+    # request routing would do the same but turns the HTTP cache off: every page would
+    # fetch plotly.js again.)
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium through Playwright, one per session for every suite
+    (Playwright's sync API cannot start a second instance while one runs in the thread)."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (Debian's chromium package)", pytrace=False)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -42,15 +42,6 @@ from worlds import copy_database
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
 DOCS = REPO_ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    # Every host but this machine fails to resolve: nothing can leave it. (Playwright's
-    # request routing would do the same but turns the HTTP cache off: every page would
-    # fetch plotly.js again.)
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
-]
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 START = dt.date(2024, 3, 1)
 TITANIC_DAYS, TITANIC_ROWS, DRIFT_DAY, RETRAIN_DAY = 6, 30, 3, 4
@@ -163,18 +154,6 @@ def site_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Pat
         train(shapes, store, settings, dataclasses.replace(quick, trials=1))
     mlflow.set_tracking_uri(None)
     return world
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (Debian's chromium package)", pytrace=False)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class PageProblems:

@@ -38,6 +38,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -47,7 +48,6 @@ from mlflow import MlflowClient
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 URI_USER = "sml"
 START_TIMEOUT_S = 240
 COMMAND_TIMEOUT_S = 600
@@ -247,46 +247,40 @@ def database_rows(uri: str) -> Iterator[tuple[str, bytes]]:
         engine.dispose()
 
 
-def capture_pages(base: str, pages: Iterable[str], label: str, log_problem: Callable[[str], None]) -> dict[str, bytes]:
-    """Pages of the site (``/path?dataset=x``) in headless Chromium: each response body
-    from the site (HTML, Dash's layout, dependencies, callback JSON, scripts) and the
-    rendered DOM, keyed by a name. On the Predict page the form is sent once."""
-    from playwright.sync_api import sync_playwright
-
+def capture_pages(browser: Any, base: str, pages: Iterable[str], label: str,
+                  log_problem: Callable[[str], None]) -> dict[str, bytes]:
+    """Pages of the site (``/path?dataset=x``) in headless Chromium (the session's
+    ``browser``, a fresh context): each response body from the site (HTML, Dash's layout,
+    dependencies, callback JSON, scripts) and the rendered DOM, keyed by a name. On the
+    Predict page the form is sent once."""
     bodies: dict[str, bytes] = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
-        ])
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        try:
-            for page in pages:
-                tab = context.new_page()
-                tab.set_default_timeout(60_000)
-                responses: list = []
-                tab.on("response", lambda r: responses.append(r) if r.url.startswith(base) else None)
-                tab.on("pageerror", lambda e, page=page: log_problem(f"{page}: {e}"))
-                tab.goto(f"{base}{page}")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        for page in pages:
+            tab = context.new_page()
+            tab.set_default_timeout(60_000)
+            responses: list = []
+            tab.on("response", lambda r: responses.append(r) if r.url.startswith(base) else None)
+            tab.on("pageerror", lambda e, page=page: log_problem(f"{page}: {e}"))
+            tab.goto(f"{base}{page}")
+            _settle(tab)
+            if page.startswith("/predict?"):
+                tab.click("#predict-submit")
+                tab.wait_for_selector("#predict-answer", timeout=60_000)
                 _settle(tab)
-                if page.startswith("/predict?"):
-                    tab.click("#predict-submit")
-                    tab.wait_for_selector("#predict-answer", timeout=60_000)
-                    _settle(tab)
-                bodies[f"{label} page {page} (DOM)"] = tab.content().encode()
-                for number, response in enumerate(responses):
-                    try:
-                        body = response.body()
-                    except Exception:  # noqa: BLE001 - redirects and aborted requests have none
-                        continue
-                    request = response.request
-                    bodies[f"{label} page {page} response {number} {request.method} {response.url}"] = (
-                        body + b"\n" + (request.post_data_buffer or b"")
-                    )
-                tab.close()
-        finally:
-            context.close()
-            browser.close()
+            bodies[f"{label} page {page} (DOM)"] = tab.content().encode()
+            for number, response in enumerate(responses):
+                try:
+                    body = response.body()
+                except Exception:  # noqa: BLE001 - redirects and aborted requests have none
+                    continue
+                request = response.request
+                bodies[f"{label} page {page} response {number} {request.method} {response.url}"] = (
+                    body + b"\n" + (request.post_data_buffer or b"")
+                )
+            tab.close()
+    finally:
+        context.close()
     return bodies
 
 
@@ -300,7 +294,7 @@ def _settle(tab: object) -> None:
 
 
 def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, tmp_path: Path,  # noqa: ANN001, PLR0915
-                                  monkeypatch: pytest.MonkeyPatch, soak: bool, reliability) -> None:  # noqa: ANN001
+                                  monkeypatch: pytest.MonkeyPatch, soak: bool, reliability, browser) -> None:  # noqa: ANN001
     hw_key = f"hw-key-marker-{secrets.token_hex(8)}"
     uri_password = f"uri-pw-marker-{secrets.token_hex(8)}"
     planted = f"planted-marker-{secrets.token_hex(8)}"
@@ -389,7 +383,7 @@ def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, t
                          {"SML_MLFLOW_UI_URL": tracking_uri}, site_log)
         _wait_for(f"http://127.0.0.1:{site_port}/_dash-layout", site, site_log, "sml dashboard")
         commands.append("dashboard")
-        pages.update(capture_pages(f"http://127.0.0.1:{site_port}", [f"{p}?dataset=titanic" for p in PAGES],
+        pages.update(capture_pages(browser, f"http://127.0.0.1:{site_port}", [f"{p}?dataset=titanic" for p in PAGES],
                                    "site", problems.append))
         # A process with the planted marker on its command line: the scan must see it.
         planted_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", planted])
@@ -425,7 +419,7 @@ def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, t
         # The tracking server gone: a command and the site report it, in their own words.
         _stop(server)
         down = lab.start("infer (tracking server down)", ["infer", "--dataset", "titanic"])
-        pages.update(capture_pages(f"http://127.0.0.1:{site_port}", ["/?dataset=titanic", "/models?dataset=titanic"],
+        pages.update(capture_pages(browser, f"http://127.0.0.1:{site_port}", ["/?dataset=titanic", "/models?dataset=titanic"],
                                    "site, tracking server down", problems.append))
         result = lab.finish("infer (tracking server down)", down)
         commands.append("infer (tracking server down)")

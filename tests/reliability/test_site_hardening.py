@@ -60,12 +60,6 @@ CLASS_PAYLOAD = "<script>alert(1)</script>"
 CATEGORY_PAYLOADS = ("<script>alert(2)</script>", "<img src=x onerror=alert(3)>")
 DESCRIPTION_PAYLOAD = "<script>alert(4)</script> measured by hand"
 DAY = dt.date(2024, 3, 1)
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
-]
 SERVER_START_TIMEOUT_S = 120
 UPDATE = "/_dash-update-component"
 
@@ -259,18 +253,6 @@ def test_an_unknown_path_shows_no_traceback(server: Server, reliability) -> None
 
 
 # --- payloads are text -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (Debian's chromium package)", pytrace=False)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _settle(tab: Any) -> None:
