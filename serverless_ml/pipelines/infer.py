@@ -126,7 +126,6 @@ def champion_version(spec: DatasetSpec) -> Any:
 def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame) -> Champion:
     """Load ``models:/<dataset>@champion`` and its training rows (for exclusion and drift)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     name = tracking.model_name(spec.name)
@@ -284,20 +283,6 @@ class BatchStatistics:
     notes: list[str]
 
 
-def _class_codes(values: pd.Series, lookup: pd.Index) -> np.ndarray:
-    """Position of each value in the class list; -1 for a missing label."""
-    return lookup.get_indexer(pd.Index(values))
-
-
-def _confusion(actual: np.ndarray, predicted: np.ndarray, mask: np.ndarray | None, n_classes: int) -> np.ndarray:
-    """Confusion counts (rows actual) of the labelled rows selected by ``mask``."""
-    keep = (actual >= 0) & (predicted >= 0)
-    if mask is not None:
-        keep &= mask
-    flat = actual[keep] * n_classes + predicted[keep]
-    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def _matrix_accuracy(matrix: np.ndarray) -> tuple[float, int]:
     total = int(matrix.sum())
     return (float(np.trace(matrix)) / total if total else math.nan), total
@@ -324,15 +309,15 @@ def batch_statistics(
     lookup = pd.Index(classes)
     notes: list[str] = []
 
-    batch_actual = _class_codes(scored["actual"], lookup)
-    batch_predicted = _class_codes(scored["prediction"], lookup)
+    batch_actual = evaluation.class_codes(scored["actual"], lookup)
+    batch_predicted = evaluation.class_codes(scored["prediction"], lookup)
     if history.empty:
         actual, predicted = batch_actual, batch_predicted
         event_time = _utc_values(scored[EVENT_TIME_COLUMN])
         versions = scored["model_version"].to_numpy(dtype=np.int64)
     else:
-        actual = np.concatenate([_class_codes(history["actual"], lookup), batch_actual])
-        predicted = np.concatenate([_class_codes(history["prediction"], lookup), batch_predicted])
+        actual = np.concatenate([evaluation.class_codes(history["actual"], lookup), batch_actual])
+        predicted = np.concatenate([evaluation.class_codes(history["prediction"], lookup), batch_predicted])
         event_time = np.concatenate([_utc_values(history[EVENT_TIME_COLUMN]), _utc_values(scored[EVENT_TIME_COLUMN])])
         versions = np.concatenate([history["model_version"].to_numpy(dtype=np.int64), scored["model_version"].to_numpy(dtype=np.int64)])
     rolling_start = (as_of_end - pd.Timedelta(days=options.rolling_days)).to_datetime64()
@@ -340,9 +325,9 @@ def batch_statistics(
     since_promotion = versions == champion.version
 
     matrices = {
-        "batch": _confusion(batch_actual, batch_predicted, None, n_classes),
-        "rolling": _confusion(actual, predicted, in_rolling, n_classes),
-        "since_promotion": _confusion(actual, predicted, since_promotion, n_classes),
+        "batch": evaluation.confusion_from_codes(batch_actual, batch_predicted, n_classes),
+        "rolling": evaluation.confusion_from_codes(actual, predicted, n_classes, in_rolling),
+        "since_promotion": evaluation.confusion_from_codes(actual, predicted, n_classes, since_promotion),
     }
     metrics: dict[str, float] = {"rows_scored": float(len(scored))}
     batch_accuracy, labelled = _matrix_accuracy(matrices["batch"])

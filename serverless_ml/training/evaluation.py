@@ -22,13 +22,25 @@ def confusion_counts(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequ
     Plain numpy: monitoring computes this for every daily batch, where scikit-learn's
     input validation would cost more than the arithmetic.
     """
-    labels = list(classes)
-    lookup = pd.Index(labels)
-    actual = lookup.get_indexer(pd.Index(y_true))
-    predicted = lookup.get_indexer(pd.Index(y_pred))
+    lookup = pd.Index(list(classes))
+    return confusion_from_codes(class_codes(y_true, lookup), class_codes(y_pred, lookup), len(lookup))
+
+
+def class_codes(values: Sequence[Any], lookup: pd.Index) -> np.ndarray:
+    """Position of each value in ``lookup`` (the class list); -1 for a missing or unknown one."""
+    return lookup.get_indexer(pd.Index(values))
+
+
+def confusion_from_codes(
+    actual: np.ndarray, predicted: np.ndarray, n_classes: int, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Confusion counts (rows actual) from class codes, over the rows ``mask`` selects;
+    rows with a code of -1 on either side are ignored."""
     keep = (actual >= 0) & (predicted >= 0)
-    flat = actual[keep] * len(labels) + predicted[keep]
-    return np.bincount(flat, minlength=len(labels) ** 2).reshape(len(labels), len(labels))
+    if mask is not None:
+        keep &= mask
+    flat = actual[keep] * n_classes + predicted[keep]
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[Any], prefix: str) -> dict[str, float]:
