@@ -172,18 +172,36 @@ def check_tracking_uri(uri: str) -> None:
 
 def _check_database_reachable(uri: str, dialect: str, timeout_s: int = 5) -> None:
     """Connect once to a database tracking store (MLflow itself retries for minutes)."""
+    connect_args = {"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {}
+    probe_database(
+        uri, connect_args,
+        invalid=f"MLflow tracking URI {redact_uri(uri)} is not usable",
+        unreachable=f"MLflow tracking database {redact_uri(uri)} cannot be reached",
+    )
+
+
+def probe_database(
+    uri: str, connect_args: Mapping[str, Any], invalid: str, unreachable: str, missing_module: str | None = None
+) -> None:
+    """Open and close one SQLAlchemy connection to ``uri``; a failure is one SmlError line:
+    ``invalid`` (the URL cannot make an engine), ``missing_module`` (its driver is not
+    installed; ``{module}`` names it; default: as ``invalid``) or ``unreachable``, each
+    followed by the driver's first line with the password masked."""
     import sqlalchemy
 
-    connect_args = {"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {}
     try:
-        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+        engine = sqlalchemy.create_engine(uri, connect_args=dict(connect_args))
+    except ModuleNotFoundError as exc:
+        if missing_module is None:
+            raise SmlError(f"{invalid}: {_first_line(exc, uri)}") from None
+        raise SmlError(missing_module.format(module=exc.name)) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds for a bad URL
-        raise SmlError(f"MLflow tracking URI {redact_uri(uri)} is not usable: {_first_line(exc, uri)}") from None
+        raise SmlError(f"{invalid}: {_first_line(exc, uri)}") from None
     try:
         with engine.connect():
             pass
     except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds
-        raise SmlError(f"MLflow tracking database {redact_uri(uri)} cannot be reached: {_first_line(exc, uri)}") from None
+        raise SmlError(f"{unreachable}: {_first_line(exc, uri)}") from None
     finally:
         engine.dispose()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from serverless_ml import defaults
 from serverless_ml.errors import SmlError
 from serverless_ml.settings import DEFAULT_HOME
-from serverless_ml.tracking import redact_uri
+from serverless_ml.tracking import probe_database, redact_uri
 
 ENV_BACKEND_STORE_URI = "SML_TRACKING_DB_URI"
 """Where ``sml tracking-server`` reads the backend store URI when no option gives it."""
@@ -89,27 +89,18 @@ def check_backend_store(uri: str) -> None:
     if scheme not in DATABASE_SCHEMES:
         raise SmlError(f"backend store {redact_uri(uri)} is not a database URI "
                        f"(expected one of {', '.join(s + '://' for s in DATABASE_SCHEMES)})")
-    import sqlalchemy
-
     if scheme == "sqlite":
         _check_sqlite_path(uri)
         if not _sqlite_path(uri).exists():
             return  # `mlflow server` creates it; connecting now would create it even if the command fails
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if scheme == "postgresql" else {}
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
-    except ModuleNotFoundError as exc:
-        raise SmlError(f"backend store {redact_uri(uri)} needs the Python module '{exc.name}' "
-                       "(pip install 'serverless-ml[postgres]')") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds for a bad URL
-        raise SmlError(f"backend store {redact_uri(uri)} is not a valid URI: {_first_line(exc, uri)}") from None
-    try:
-        with engine.connect():
-            pass
-    except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds
-        raise SmlError(f"cannot connect to the backend store {redact_uri(uri)}: {_first_line(exc, uri)}") from None
-    finally:
-        engine.dispose()
+    probe_database(
+        uri, connect_args,
+        invalid=f"backend store {redact_uri(uri)} is not a valid URI",
+        unreachable=f"cannot connect to the backend store {redact_uri(uri)}",
+        missing_module=f"backend store {redact_uri(uri)} needs the Python module '{{module}}' "
+                       "(pip install 'serverless-ml[postgres]')",
+    )
 
 
 def _sqlite_path(uri: str) -> Path:
@@ -130,16 +121,6 @@ def _check_sqlite_path(uri: str) -> None:
             break
     if not path.resolve().parent.is_dir():
         raise SmlError(f"backend store {uri}: folder {path.resolve().parent} does not exist")
-
-
-def _first_line(exc: BaseException, uri: str) -> str:
-    """The driver's message, first line, with the URI's password masked in case it is quoted."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    password = urllib.parse.urlsplit(uri).password
-    if password:
-        line = line.replace(password, "***").replace(urllib.parse.unquote(password), "***")
-    return line[:300]
 
 
 def server_command(

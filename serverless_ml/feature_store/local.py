@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
 from serverless_ml.faults import crash_point
