@@ -96,14 +96,20 @@ def log(message: str) -> None:
 
 @dataclass
 class Clock:
-    """Wall and CPU seconds of this process since it was started."""
+    """Wall and CPU seconds since it was started: the CPU of this process and of the child
+    processes that ended meanwhile (the trial-logging helper, tuning workers)."""
 
     wall0: float = 0.0
     cpu0: float = 0.0
 
     def start(self) -> Clock:
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.wall0, self.cpu0 = time.perf_counter(), self._cpu_now()
         return self
+
+    @staticmethod
+    def _cpu_now() -> float:
+        times = os.times()
+        return time.process_time() + times.children_user + times.children_system
 
     @property
     def wall(self) -> float:
@@ -111,7 +117,7 @@ class Clock:
 
     @property
     def cpu(self) -> float:
-        return time.process_time() - self.cpu0
+        return self._cpu_now() - self.cpu0
 
 
 @dataclass
@@ -197,7 +203,7 @@ def run_search(
     with study_storage("sml-bench-train-optuna-") as storage:
         name = f"bench-{spec.name}-seed{options.seed}"
         search.open_study(storage, name, options.seed)
-        study, _ = tune(spec, x, y, options, storage, name, callback, None)
+        study, _ = tune(spec, x, y, options, storage, name, callback)
         # A detached copy: the storage goes away with the folder.
         return study.get_trials(deepcopy=True)
 
@@ -344,8 +350,8 @@ def migrated_tracking_db(folder: Path) -> Path:
 
 class TimedCallback:
     """Wraps a callback and adds up the wall time the search waits for it: in each call
-    and in its ``close`` (the ``TrialLogger`` logs on a background thread, and ``close``
-    waits for the trials still queued)."""
+    and in its ``close`` (the ``TrialLogger`` hands trials to a helper process, and
+    ``close`` waits for it to log the trials still queued)."""
 
     def __init__(self, inner: Callable[..., None]) -> None:
         self.inner, self.seconds = inner, 0.0
@@ -368,6 +374,7 @@ def _search_with_logging(rows: RealRows, options: TrainOptions, tracking_uri: st
     import mlflow
 
     from serverless_ml import tracking
+    from serverless_ml.trial_logging import TrialLogger
 
     clock = Clock().start()
     mlflow.set_tracking_uri(tracking_uri)
@@ -380,7 +387,7 @@ def _search_with_logging(rows: RealRows, options: TrainOptions, tracking_uri: st
             "dataset": rows.spec.name, "seed": options.seed, "trials": options.trials,
             "search_space": search.search_space_description(), "features": rows.spec.feature_names,
         })
-        logger = TimedCallback(tracking.TrialLogger(tracking_uri, experiment_id, run_id, rows.spec.name))
+        logger = TimedCallback(TrialLogger(tracking_uri, experiment_id, run_id, rows.spec.name))
         set_up_s = clock.wall
         search_start = clock.wall
         trials = run_search(rows.x_train, rows.y_train, rows.spec, options, logger)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -21,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import optuna
 
 from serverless_ml.errors import SmlError
 from serverless_ml.settings import Settings
@@ -302,7 +299,7 @@ def owner_tags() -> dict[str, str]:
 
 def _process_alive(pid: int, run_start_ms: int) -> bool:
     """Whether ``pid`` is a live process that started before the run did (a pid reused by a
-    younger process does not count)."""
+    younger process does not count, nor a zombie: a killed process nobody reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -311,6 +308,8 @@ def _process_alive(pid: int, run_start_ms: int) -> bool:
         return True
     try:  # Linux: the process's start time, in clock ticks after boot
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return False
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
         started_s = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
         return started_s <= run_start_ms / 1000 + 1
@@ -360,106 +359,9 @@ def get_or_create_experiment(name: str) -> str:
         return experiment.experiment_id
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:MAX_PARAM_LENGTH]
-
-
-class TrialLogger:
-    """An Optuna callback that logs each finished trial as a nested MLflow run.
-
-    One ``log_batch`` call per trial carries its params, per-fold scores and summary
-    metrics (MLflow's own Optuna storage and per-metric calls are an order of magnitude
-    slower). Works from any process: it needs only the tracking URI and run ids.
-
-    The MLflow calls run on a background thread, so the next trial starts at once: the
-    forest's fitting releases the GIL, and the logging (a few tens of milliseconds of
-    database work per trial) overlaps it instead of adding to the search's wall time.
-    :meth:`close` waits for every queued trial and raises the first logging error. A trial
-    finished but not yet logged when the process is killed is in the Optuna study only.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, dataset: str) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.dataset = dataset
-        self._queue: queue.Queue[tuple[str, optuna.trial.FrozenTrial] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self._error is not None:
-            self._raise()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._drain, name="sml-trial-logger", daemon=True)
-            self._thread.start()
-        self._queue.put((study.study_name, trial))
-
-    def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None:
-                try:
-                    self._log(*item)
-                except BaseException as exc:  # noqa: BLE001 - reported by close()
-                    self._error = exc
-
-    def close(self) -> None:
-        """Wait until every finished trial is logged; raise the first logging error."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            self._raise()
-
-    def _raise(self) -> None:
-        error, self._error = self._error, None
-        assert error is not None
-        raise error
-
-    def _log(self, study_name: str, trial: optuna.trial.FrozenTrial) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        now = int(time.time() * 1000)
-        name = f"{self.dataset}-trial-{trial.number:03d}"
-        run = self.client.create_run(
-            self.experiment_id,
-            start_time=int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else now,
-            tags={
-                PARENT_RUN_TAG: self.parent_run_id,
-                RUN_NAME_TAG: name,
-                "trial_number": str(trial.number),
-                "trial_state": trial.state.name,
-                "study_name": study_name,
-                "dataset": self.dataset,
-                **owner_tags(),
-            },
-            run_name=name,
-        )
-        val = list(trial.user_attrs.get("val_scores", []))
-        train = list(trial.user_attrs.get("train_scores", []))
-        metrics = [Metric("val_accuracy", v, now, step) for step, v in enumerate(val)]
-        metrics += [Metric("train_accuracy", v, now, step) for step, v in enumerate(train)]
-        if val:
-            mean = sum(val) / len(val)
-            std = (sum((v - mean) ** 2 for v in val) / len(val)) ** 0.5
-            metrics += [Metric("val_accuracy_mean", mean, now, 0), Metric("val_accuracy_std", std, now, 0),
-                        Metric("folds_completed", float(len(val)), now, 0)]
-        if train:
-            metrics.append(Metric("train_accuracy_mean", sum(train) / len(train), now, 0))
-        if trial.duration is not None:
-            metrics.append(Metric("duration_s", trial.duration.total_seconds(), now, 0))
-        params = [Param(k, _param_value(v)) for k, v in trial.params.items()]
-        self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[RunTag("pruned", str(trial.state.name == "PRUNED").lower())])
-        status = "FINISHED" if trial.state.name in ("COMPLETE", "PRUNED") else "FAILED"
-        end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else now
-        self.client.set_terminated(run.info.run_id, status=status, end_time=end)
 
 
 def log_params_batch(run_id: str, params: Mapping[str, Any]) -> None:
@@ -467,7 +369,7 @@ def log_params_batch(run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    MlflowClient().log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+    MlflowClient().log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
 
 def log_metrics_batch(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:

@@ -35,6 +35,7 @@ from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore
 from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.settings import Settings
 from serverless_ml.training import evaluation, promotion, search
+from serverless_ml.trial_logging import TrialLogger
 from serverless_ml.training.model import (
     SKOPS_TRUSTED_TYPES,
     as_model_input,
@@ -182,16 +183,12 @@ def _worker(args: dict[str, Any]) -> None:
     """A tuning process: loads the shared study and adds trials until the cap is reached."""
     import optuna
 
-    from serverless_ml.tracking import TrialLogger
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=args["study_name"], storage=args["storage"],
         sampler=search.make_sampler(args["sampler_seed"]), pruner=search.make_pruner(),
     )
-    callbacks = []
-    if args.get("tracking_uri"):
-        callbacks.append(TrialLogger(args["tracking_uri"], args["experiment_id"], args["parent_run_id"], args["dataset"]))
+    callbacks = [args["trial_sink"]] if args.get("trial_sink") is not None else []
     objective = search.make_objective(args["spec"], args["x"], args["y"], args["folds"], args["seed"])
     objective = _with_trial_attrs(objective, args.get("trial_attrs"))
     try:
@@ -201,7 +198,7 @@ def _worker(args: dict[str, Any]) -> None:
 
 
 def _close_callbacks(callbacks: list[Any]) -> None:
-    """Let callbacks that log in the background (``TrialLogger``) finish."""
+    """Let callbacks that log in the background (``TrialLogger``, ``TrialSink``) finish."""
     for callback in callbacks:
         close = getattr(callback, "close", None)
         if close is not None:
@@ -240,7 +237,6 @@ def tune(
     storage: str,
     study_name: str,
     logger: Any | None,
-    tracking: dict[str, str] | None,
     *,
     sampler_seed: int | None = None,
     trial_attrs: dict[str, Any] | None = None,
@@ -272,7 +268,8 @@ def tune(
                 "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
                 "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
                 "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
-                "dataset": spec.name, "trial_attrs": trial_attrs, **(tracking or {}),
+                "dataset": spec.name, "trial_attrs": trial_attrs,
+                "trial_sink": logger.sink() if hasattr(logger, "sink") else None,
             }
             process = context.Process(target=_worker, args=(args,), daemon=True)
             process.start()
@@ -522,10 +519,9 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
             "sampler_seed": sampler_seed,
         })
         _log_baseline(run_id, prep, options)
-        logger = tracking.TrialLogger(prep.tracking_uri, prep.experiment_id, run_id, spec.name)
+        logger = TrialLogger(prep.tracking_uri, prep.experiment_id, run_id, spec.name)
         study, _ = tune(
             spec, prep.x_train, prep.y_train, options, prep.storage, prep.study_name, logger,
-            {"tracking_uri": prep.tracking_uri, "experiment_id": prep.experiment_id, "parent_run_id": run_id},
             sampler_seed=sampler_seed, trial_attrs={WORKER_RUN_ATTR: run_id},
         )
         trials = study.get_trials(deepcopy=False)
@@ -594,11 +590,8 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
             if workers:
                 mlflow.set_tag("worker_run_ids", ",".join(workers)[: tracking.MAX_PARAM_LENGTH])
         else:
-            logger = tracking.TrialLogger(uri, experiment_id, run_id, spec.name)
-            study, added = tune(
-                spec, x_train, y_train, options, storage, study_name, logger,
-                {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run_id},
-            )
+            logger = TrialLogger(uri, experiment_id, run_id, spec.name)
+            study, added = tune(spec, x_train, y_train, options, storage, study_name, logger)
         if not search.finished_trials(study):
             raise SmlError(f"study {study_name} has no completed trial (all pruned or failed); run more --trials")
         best = study.best_trial

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -27,7 +26,6 @@ from serverless_ml.pipelines import infer as infer_module
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
-from serverless_ml.settings import resolve_settings
 from serverless_ml.tracking import monitoring_experiment
 from serverless_ml.training.evaluation import confusion_table
 from worlds import trained_template, world  # noqa: F401 - fixtures

@@ -272,9 +272,9 @@ def test_unopenable_storage_is_refused_before_any_run(titanic_store: LocalFeatur
 def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
     titanic_store: LocalFeatureStore, tracking_uri: str, tmp_path: Path
 ) -> None:
-    """SIGKILL ``sml train`` once its trials are being logged: its parent run (and maybe a
-    trial's) stay RUNNING. The next training job on this machine ends them FAILED, tagged
-    ``recovered``; a RUNNING run of a live process (a worker still at work) and one from
+    """SIGKILL ``sml train`` once its trials are being logged: its parent run stays RUNNING
+    (and a trial's, if its logging helper dies mid-trial). The next training job on this
+    machine ends them FAILED, tagged ``recovered``; a RUNNING run of a live process (a worker still at work) and one from
     another machine (a shared study) are left alone."""
     import os
     import signal
@@ -305,6 +305,13 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     experiment_id = client.get_experiment_by_name(training_experiment("titanic")).experiment_id
+    # The job's trial-logging helper outlives it briefly (it logs the trials it already
+    # received): wait until no RUNNING run's process is alive.
+    deadline = time.monotonic() + 60
+    while any(_pid_alive(int(r.data.tags[PID_TAG]))
+              for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'")):
+        assert time.monotonic() < deadline, "a process of the killed job outlived it by 60 s"
+        time.sleep(0.2)
     killed = [r.info.run_id for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'")]
     assert killed, "the killed job left no RUNNING run: the test did not test anything"
     live = client.create_run(experiment_id, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}).info.run_id
@@ -321,17 +328,92 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
     assert len(client.search_runs([experiment_id], "attributes.status = 'RUNNING'")) == 2
 
 
-def test_trial_logging_errors_surface_when_the_search_ends(tracking_uri: str) -> None:
-    """Trials are logged on a background thread: an MLflow error there is not lost, the
-    logger's ``close`` (which the training job calls after the search) raises it."""
-    from mlflow.exceptions import MlflowException
+def _pid_alive(pid: int) -> bool:
+    """A running process (a zombie, killed but not reaped yet, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
-    from serverless_ml.tracking import TrialLogger
+
+def test_trial_logging_errors_surface_when_the_search_ends(tracking_uri: str) -> None:
+    """Trials are logged by a helper process: an MLflow error there is not lost, the
+    logger's ``close`` (which the training job calls after the search) raises it as one
+    line, once, and the helper has exited."""
+    from serverless_ml.trial_logging import TrialLogger
 
     logger = TrialLogger(tracking_uri, "987654321", "no-such-parent", "titanic")  # no such experiment
+    process = logger._process
     study = optuna.create_study(direction="maximize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2, callbacks=[logger])
-    with pytest.raises(MlflowException):
+    with pytest.raises(SmlError, match=r"^logging the trials to MLflow failed: MlflowException: .*987654321") as raised:
         logger.close()
+    assert "\n" not in str(raised.value)
+    assert not process.is_alive() and process.exitcode == 0
     logger.close()  # reported once; closing again is quiet
+
+
+def test_trial_logging_raises_at_the_next_trial_once_the_helper_failed(tracking_uri: str) -> None:
+    """A search whose trials cannot be logged stops at the next trial instead of running
+    on unrecorded; closing afterwards does not report the error twice."""
+    import time
+
+    from serverless_ml.trial_logging import TrialLogger
+
+    logger = TrialLogger(tracking_uri, "987654321", "no-such-parent", "titanic")
+    study = optuna.create_study(direction="maximize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number > 0:  # give the helper time to fail on trial 0
+            deadline = time.monotonic() + 60
+            while not logger._errors.poll() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return trial.suggest_float("x", 0, 1)
+
+    with pytest.raises(SmlError, match="logging the trials to MLflow failed"):
+        study.optimize(objective, n_trials=50, callbacks=[logger])
+    assert len(study.trials) == 2
+    logger.close()
+
+
+def test_trial_logging_helper_logs_what_it_received_and_exits_when_the_job_is_killed(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    """SIGKILL the tuning process right after it handed trials over: the helper still
+    logs them (finished, nested under the parent) and then exits on its own."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.create_experiment("killed-logger")
+    parent = client.create_run(experiment_id).info.run_id
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, signal, sys, optuna\n"
+        "from serverless_ml.trial_logging import TrialLogger\n"
+        "if __name__ == '__main__':\n"
+        f"    logger = TrialLogger({tracking_uri!r}, {experiment_id!r}, {parent!r}, 'titanic')\n"
+        "    print(logger._process.pid, flush=True)\n"
+        "    optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "    study = optuna.create_study(direction='maximize')\n"
+        "    study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3, callbacks=[logger])\n"
+        "    logger._records.close(); logger._records.join_thread()  # handed over\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    helper = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not _pid_alive(helper):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the trial-logging helper outlived its killed job by 60 s")
+    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert sorted(r.data.tags["trial_number"] for r in runs) == ["0", "1", "2"]
+    assert {r.info.status for r in runs} == {"FINISHED"}

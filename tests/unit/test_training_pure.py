@@ -152,3 +152,31 @@ def test_confusion_based_metrics_agree_with_scikit_learn(classes: list) -> None:
 def test_metrics_of_a_class_never_predicted_are_zero_not_nan() -> None:
     metrics = evaluation.classification_metrics([0, 1, 1], [1, 1, 1], None, [0, 1], prefix="")
     assert metrics["precision_0"] == 0.0 and metrics["recall_0"] == 0.0 and metrics["f1_0"] == 0.0
+
+
+def test_a_killed_unreaped_process_does_not_count_as_alive() -> None:
+    """``close_orphaned_runs`` ends the runs of dead processes: a zombie (killed, its parent
+    not reaped it yet, as a job's logging helper orphaned to a PID 1 that never reaps) is
+    dead; the same process alive is alive, and a pid that started after the run is not
+    the run's owner."""
+    import signal
+    import subprocess
+    import time
+
+    from serverless_ml.tracking import _process_alive
+
+    before = int(time.time() * 1000)
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        assert _process_alive(proc.pid, run_start_ms=before + 5000)
+        assert not _process_alive(proc.pid, run_start_ms=before - 60_000)  # a younger process
+        proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not _process_alive(proc.pid, run_start_ms=before + 5000)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not _process_alive(proc.pid, run_start_ms=before + 5000)
