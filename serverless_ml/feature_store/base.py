@@ -85,15 +85,18 @@ class Feature:
     __hash__ = object.__hash__
 
 
-_OPS: dict[str, Callable[[pd.Series, Any], pd.Series]] = {
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
     ">=": operator.ge,
-    "isin": lambda s, v: s.isin(v),
 }
+"""The comparison operators of a :class:`Filter` (``isin`` aside), by symbol: applied to a
+pandas column here and to an hsfs feature by the Hopsworks backend."""
+
+_OPS: dict[str, Callable[[pd.Series, Any], pd.Series]] = {**COMPARISONS, "isin": lambda s, v: s.isin(v)}
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,21 @@ def infer_features(df: pd.DataFrame) -> list[Feature]:
     return features
 
 
+def arrow_column(series: pd.Series, feature: Feature, failure: str) -> pa.Array:
+    """``series`` as an Arrow array of ``feature``'s type (timestamps in UTC).
+
+    Raises:
+        SchemaMismatchError: a value does not fit the type; the message is ``failure``
+            followed by Arrow's reason.
+    """
+    if feature.type == "timestamp":
+        series = pd.to_datetime(series, utc=True)
+    try:
+        return pa.array(series, type=ARROW_TYPES[feature.type], from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SchemaMismatchError(f"{failure}: {str(exc).splitlines()[0]}") from None
+
+
 def _kind_ok(series: pd.Series, type_: str) -> bool:
     """Whether a column's dtype can be stored losslessly as ``type_``."""
     dtype = series.dtype
@@ -226,17 +244,9 @@ def conform(
                 f"feature group '{group}': column '{feature.name}' has type {series.dtype}, "
                 f"expected {feature.type}"
             )
-        if feature.type == "timestamp":
-            values = pd.to_datetime(series, utc=True)
-            arrays.append(pa.array(values, type=ARROW_TYPES["timestamp"], from_pandas=True))
-            continue
-        try:
-            arrays.append(pa.array(series, type=ARROW_TYPES[feature.type], from_pandas=True))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SchemaMismatchError(
-                f"feature group '{group}': column '{feature.name}' cannot be stored as "
-                f"{feature.type}: {str(exc).splitlines()[0]}"
-            ) from None
+        arrays.append(arrow_column(
+            series, feature, f"feature group '{group}': column '{feature.name}' cannot be stored as {feature.type}"
+        ))
     table = pa.Table.from_arrays(arrays, schema=arrow_schema(features))
     keys = df[list(primary_key)]
     null_keys = keys.isna().any(axis=1)
@@ -298,14 +308,34 @@ class Capabilities:
 
 
 class FeatureGroup(abc.ABC):
-    """A versioned table of features keyed by a primary key, with an event-time column."""
+    """A versioned table of features keyed by a primary key, with an event-time column.
 
-    name: str
-    version: int
-    primary_key: list[str]
-    event_time: str | None
-    description: str
-    features: list[Feature]
+    ``features`` is empty when the group was asked for without a schema and has not been
+    written yet: the first insert infers it from its frame.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        name: str,
+        version: int,
+        primary_key: Sequence[str],
+        event_time: str | None,
+        description: str,
+        features: Sequence[Feature] | None,
+    ) -> None:
+        self._store = store
+        self.name = name
+        self.version = version
+        self.primary_key = list(primary_key)
+        self.event_time = event_time
+        self.description = description
+        self.features = list(features or [])
+
+    @property
+    def label(self) -> str:
+        """``<name>_<version>``, as messages name the group."""
+        return f"{self.name}_{self.version}"
 
     @abc.abstractmethod
     def insert(self, df: pd.DataFrame, wait: bool = True) -> InsertResult:
@@ -444,11 +474,18 @@ class FeatureView:
 
 
 class FeatureStore(abc.ABC):
-    """Creates and finds feature groups and feature views."""
+    """Creates and finds feature groups and feature views.
+
+    The checks every backend makes are here; a backend opens its groups and views
+    (:meth:`_open_group`, :meth:`_open_view`).
+    """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
+    keeps_schema_order: ClassVar[bool] = True
+    """Whether a stored group lists its primary key and features in the order they were
+    declared. A backend that does not (Hopsworks) compares them as sets, and hands out a
+    stored group in the order the caller declares."""
 
-    @abc.abstractmethod
     def get_or_create_feature_group(
         self,
         name: str,
@@ -458,13 +495,49 @@ class FeatureStore(abc.ABC):
         description: str = "",
         features: Sequence[Feature] | None = None,
     ) -> FeatureGroup:
-        """The group ``name``/``version``; created (empty) on its first insert."""
+        """The group ``name``/``version``; created (empty) on its first insert.
+
+        Raises:
+            SchemaMismatchError: the group exists with another primary key, event time or
+                schema (``features``, when given); a new version is needed.
+        """
+        found, stored = self._open_group(name, version, primary_key, event_time, description, features)
+        if not stored:
+            return found
+        same_key = (
+            found.primary_key == list(primary_key) if self.keeps_schema_order
+            else set(found.primary_key) == set(primary_key)
+        )
+        if not same_key or found.event_time != event_time:
+            raise SchemaMismatchError(
+                f"feature group '{name}' version {version} exists with primary key "
+                f"{found.primary_key} and event time {found.event_time!r}; create a new version"
+            )
+        if features is not None:
+            stored_schema = [(f.name, f.type) for f in found.features]
+            wanted = [(f.name, f.type) for f in features]
+            same_schema = stored_schema == wanted if self.keeps_schema_order else set(stored_schema) == set(wanted)
+            if not same_schema:
+                raise SchemaMismatchError(
+                    f"feature group '{name}' version {version} exists with schema {stored_schema}, "
+                    f"not {wanted}; create a new version"
+                )
+            if not self.keeps_schema_order:
+                found.features, found.primary_key = list(features), list(primary_key)
+        return found
+
+    @abc.abstractmethod
+    def _open_group(
+        self, name: str, version: int, primary_key: Sequence[str], event_time: str | None, description: str,
+        features: Sequence[Feature] | None,
+    ) -> tuple[FeatureGroup, bool]:
+        """The stored group ``name``/``version`` and ``True``; or, when there is none, a
+        new group as asked for and ``False`` (it is created by its first insert)."""
 
     @abc.abstractmethod
     def get_feature_group(self, name: str, version: int) -> FeatureGroup:
         """An existing group. Raises NotFoundError when it was never written."""
 
-    @abc.abstractmethod
     def get_or_create_feature_view(
         self,
         name: str,
@@ -473,4 +546,20 @@ class FeatureStore(abc.ABC):
         labels: Sequence[str] = (),
         description: str = "",
     ) -> FeatureView:
-        """A feature view over ``query`` with ``labels`` as targets."""
+        """A feature view over ``query`` with ``labels`` as targets.
+
+        Raises:
+            KeyError: a label is not a feature of the query's group.
+            SchemaMismatchError: the view exists with another query or labels.
+        """
+        self._check_view_query(name, query)
+        for label in labels:
+            query.feature_group.get_feature(label)
+        return self._open_view(name, version, query, list(labels), description)
+
+    def _check_view_query(self, name: str, query: Query) -> None:
+        """Refuse a query the backend cannot make a view of (checked first)."""
+
+    @abc.abstractmethod
+    def _open_view(self, name: str, version: int, query: Query, labels: list[str], description: str) -> FeatureView:
+        """The view ``name``/``version`` (created when new); its labels are checked."""

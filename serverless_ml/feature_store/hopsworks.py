@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import operator
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ import pyarrow as pa
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
 from serverless_ml.feature_store.base import (
-    ARROW_TYPES,
+    COMPARISONS,
     Capabilities,
     Feature,
     FeatureGroup,
@@ -63,6 +62,8 @@ from serverless_ml.feature_store.base import (
     InsertResult,
     Logic,
     Query,
+    arrow_column,
+    arrow_schema,
     classify_rows,
     conform,
     infer_features,
@@ -82,15 +83,6 @@ KEY_FILTER_MAX_KEYS = 1000
 instead of sending an ``IN`` filter with every key."""
 
 MAX_MESSAGE_CHARS = 300
-
-_HS_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 
 
 def _redact(text: str, secret: str) -> str:
@@ -218,23 +210,15 @@ def _as_schema(df: pd.DataFrame, features: Sequence[Feature], group: str) -> pd.
     """A frame read from Hopsworks with the local store's dtypes (through Arrow, as the
     local store reads), whatever dtypes the SDK chose."""
     by_name = {f.name: f for f in features}
-    arrays, fields = [], []
+    arrays, returned = [], []
     for column in df.columns:
         feature = by_name.get(str(column))
         if feature is None:
             raise SchemaMismatchError(f"feature group '{group}': Hopsworks returned an unknown column '{column}'")
-        series = df[column]
-        if feature.type == "timestamp":
-            series = pd.to_datetime(series, utc=True)
-        try:
-            arrays.append(pa.array(series, type=ARROW_TYPES[feature.type], from_pandas=True))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SchemaMismatchError(
-                f"feature group '{group}': Hopsworks returned column '{column}' that is not "
-                f"{feature.type}: {str(exc).splitlines()[0]}"
-            ) from None
-        fields.append(pa.field(feature.name, ARROW_TYPES[feature.type]))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields)).to_pandas()
+        failure = f"feature group '{group}': Hopsworks returned column '{column}' that is not {feature.type}"
+        arrays.append(arrow_column(df[column], feature, failure))
+        returned.append(feature)
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(returned)).to_pandas()
 
 
 def _sdk_frame(table: pa.Table) -> pd.DataFrame:
@@ -257,31 +241,17 @@ def _filter_signature(condition: Any) -> Any:
 
 
 class HopsworksFeatureGroup(FeatureGroup):
-    """A feature group of a Hopsworks feature store, through an hsfs ``FeatureGroup``."""
+    """A feature group of a Hopsworks feature store, through an hsfs ``FeatureGroup``.
 
-    def __init__(
-        self,
-        store: HopsworksFeatureStore,
-        handle: Any,
-        name: str,
-        version: int,
-        primary_key: Sequence[str],
-        event_time: str | None,
-        description: str,
-        features: Sequence[Feature] | None,
-    ) -> None:
-        self._store = store
+    Made as ``HopsworksFeatureGroup(store, handle, name, version, primary_key, event_time,
+    description, features)``: the SDK's group, then the arguments of :class:`FeatureGroup`.
+    """
+
+    _store: HopsworksFeatureStore
+
+    def __init__(self, store: HopsworksFeatureStore, handle: Any, *definition: Any) -> None:
+        super().__init__(store, *definition)
         self._handle = handle
-        self.name = name
-        self.version = version
-        self.primary_key = list(primary_key)
-        self.event_time = event_time
-        self.description = description
-        self.features = list(features or [])
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}_{self.version}"
 
     def __repr__(self) -> str:
         return (
@@ -334,7 +304,7 @@ class HopsworksFeatureGroup(FeatureGroup):
             raise SchemaMismatchError(f"feature group '{self.label}' has no feature '{condition.feature}'")
         if condition.op == "isin":
             return feature.isin([_sdk_value(v, in_list=True) for v in condition.value])
-        return _HS_OPS[condition.op](feature, _sdk_value(condition.value))
+        return COMPARISONS[condition.op](feature, _sdk_value(condition.value))
 
     def _to_sdk_query(self, query: Query) -> Any:
         sdk_query = self._handle.select(list(query.features))
@@ -488,6 +458,7 @@ class HopsworksFeatureStore(FeatureStore):
     """
 
     capabilities = Capabilities(time_travel=False, sequential_versions=False, atomic_upsert_counts=False)
+    keeps_schema_order = False  # Hopsworks may list features (and keys) in another order
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
@@ -499,15 +470,10 @@ class HopsworksFeatureStore(FeatureStore):
     def __repr__(self) -> str:
         return f"HopsworksFeatureStore({getattr(self._handle, 'name', '?')!r})"
 
-    def get_or_create_feature_group(
-        self,
-        name: str,
-        version: int,
-        primary_key: Sequence[str],
-        event_time: str | None = None,
-        description: str = "",
-        features: Sequence[Feature] | None = None,
-    ) -> HopsworksFeatureGroup:
+    def _open_group(
+        self, name: str, version: int, primary_key: Sequence[str], event_time: str | None, description: str,
+        features: Sequence[Feature] | None,
+    ) -> tuple[HopsworksFeatureGroup, bool]:
         from hsfs.feature import Feature as SdkFeature
 
         if features is not None:
@@ -528,24 +494,8 @@ class HopsworksFeatureStore(FeatureStore):
                 time_travel_format="DELTA",
             )
         if handle.id is None:
-            return HopsworksFeatureGroup(self, handle, name, version, primary_key, event_time, description, features)
-        found = self._wrap(handle, name, version)
-        if set(found.primary_key) != set(primary_key) or found.event_time != event_time:
-            raise SchemaMismatchError(
-                f"feature group '{name}' version {version} exists with primary key "
-                f"{found.primary_key} and event time {found.event_time!r}; create a new version"
-            )
-        if features is not None:
-            stored = {(f.name, f.type) for f in found.features}
-            wanted = [(f.name, f.type) for f in features]
-            if stored != set(wanted):
-                raise SchemaMismatchError(
-                    f"feature group '{name}' version {version} exists with schema "
-                    f"{[(f.name, f.type) for f in found.features]}, not {wanted}; create a new version"
-                )
-            # Keep the caller's column order (Hopsworks may list features in another).
-            found.features, found.primary_key = list(features), list(primary_key)
-        return found
+            return HopsworksFeatureGroup(self, handle, name, version, primary_key, event_time, description, features), False
+        return self._wrap(handle, name, version), True
 
     def _wrap(self, handle: Any, name: str, version: int) -> HopsworksFeatureGroup:
         features = [Feature(f.name, f.type, f.description or "") for f in handle.features]
@@ -560,19 +510,16 @@ class HopsworksFeatureStore(FeatureStore):
             raise NotFoundError(f"feature group '{name}' version {version} does not exist in {self.name}")
         return self._wrap(handle, name, version)
 
-    def get_or_create_feature_view(
-        self,
-        name: str,
-        version: int,
-        query: Query,
-        labels: Sequence[str] = (),
-        description: str = "",
-    ) -> HopsworksFeatureView:
+    def _check_view_query(self, name: str, query: Query) -> None:
         group = query.feature_group
         if not isinstance(group, HopsworksFeatureGroup):
             raise SmlError(f"feature view '{name}': its query must select from a Hopsworks feature group, not {group!r}")
-        for label in labels:
-            group.get_feature(label)
+
+    def _open_view(
+        self, name: str, version: int, query: Query, labels: list[str], description: str
+    ) -> HopsworksFeatureView:
+        group = query.feature_group
+        assert isinstance(group, HopsworksFeatureGroup)  # _check_view_query
         if not group.exists():
             raise NotFoundError(
                 f"feature view '{name}': feature group '{group.name}' version {group.version} has no data yet; insert first"
@@ -592,4 +539,4 @@ class HopsworksFeatureStore(FeatureStore):
             raise SchemaMismatchError(
                 f"feature view '{name}' version {version} exists with a different query or labels; create a new version"
             )
-        return HopsworksFeatureView(name, version, query, list(labels), handle=handle)
+        return HopsworksFeatureView(name, version, query, labels, handle=handle)

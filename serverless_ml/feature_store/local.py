@@ -123,31 +123,15 @@ def _filter_from_dict(data: dict[str, Any] | None) -> Filter | Logic | None:
 class LocalFeatureGroup(FeatureGroup):
     """A feature group stored as a Delta table under the store directory."""
 
-    def __init__(
-        self,
-        store: LocalFeatureStore,
-        name: str,
-        version: int,
-        primary_key: Sequence[str],
-        event_time: str | None,
-        description: str,
-        features: Sequence[Feature] | None,
-    ) -> None:
-        self._store = store
-        self.name = name
-        self.version = version
-        self.primary_key = list(primary_key)
-        self.event_time = event_time
-        self.description = description
-        self.features = list(features or [])
+    _store: LocalFeatureStore
 
     @property
     def table_path(self) -> Path:
-        return self._store.root / f"{self.name}_{self.version}"
+        return self._store.root / self.label
 
     @property
     def metadata_path(self) -> Path:
-        return self._store.root / f"{self.name}_{self.version}.json"
+        return self._store.root / f"{self.label}.json"
 
     def __repr__(self) -> str:
         return f"LocalFeatureGroup({self.name!r}, version={self.version}, path={str(self.table_path)!r})"
@@ -180,7 +164,7 @@ class LocalFeatureGroup(FeatureGroup):
             self._store.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SmlError(f"cannot create feature store directory {self._store.root}: {exc.strerror}") from None
-        lock_path = self._store.root / f".{self.name}_{self.version}.lock"
+        lock_path = self._store.root / f".{self.label}.lock"
         with open(lock_path, "a") as fh:
             # flock is released by the kernel if the holder dies, so a crash never
             # leaves the group locked.
@@ -193,7 +177,7 @@ class LocalFeatureGroup(FeatureGroup):
     def insert(self, df: pd.DataFrame, wait: bool = True) -> InsertResult:
         if not self.features:
             self.features = infer_features(df)
-        table = conform(df, self.features, self.primary_key, f"{self.name}_{self.version}")
+        table = conform(df, self.features, self.primary_key, self.label)
         with self._write_lock():
             crash_point("store.locked")
             if not self.exists():
@@ -216,7 +200,7 @@ class LocalFeatureGroup(FeatureGroup):
         stored_names = [field.name for field in delta.schema().fields]
         if stored_names != table.schema.names:
             raise SchemaMismatchError(
-                f"feature group '{self.name}_{self.version}': stored columns {stored_names} "
+                f"feature group '{self.label}': stored columns {stored_names} "
                 f"differ from {table.schema.names}"
             )
         incoming = table.to_pandas()
@@ -284,32 +268,14 @@ class LocalFeatureStore(FeatureStore):
             self, name, version, meta["primary_key"], meta["event_time"], meta["description"], features
         )
 
-    def get_or_create_feature_group(
-        self,
-        name: str,
-        version: int,
-        primary_key: Sequence[str],
-        event_time: str | None = None,
-        description: str = "",
-        features: Sequence[Feature] | None = None,
-    ) -> LocalFeatureGroup:
+    def _open_group(
+        self, name: str, version: int, primary_key: Sequence[str], event_time: str | None, description: str,
+        features: Sequence[Feature] | None,
+    ) -> tuple[LocalFeatureGroup, bool]:
         found = self._load_group(name, version)
         if found is None:
-            return LocalFeatureGroup(self, name, version, primary_key, event_time, description, features)
-        if found.primary_key != list(primary_key) or found.event_time != event_time:
-            raise SchemaMismatchError(
-                f"feature group '{name}' version {version} exists with primary key "
-                f"{found.primary_key} and event time {found.event_time!r}; create a new version"
-            )
-        if features is not None:
-            stored = [(f.name, f.type) for f in found.features]
-            wanted = [(f.name, f.type) for f in features]
-            if stored != wanted:
-                raise SchemaMismatchError(
-                    f"feature group '{name}' version {version} exists with schema {stored}, "
-                    f"not {wanted}; create a new version"
-                )
-        return found
+            return LocalFeatureGroup(self, name, version, primary_key, event_time, description, features), False
+        return found, True
 
     def get_feature_group(self, name: str, version: int) -> LocalFeatureGroup:
         found = self._load_group(name, version)
@@ -319,16 +285,7 @@ class LocalFeatureStore(FeatureStore):
             )
         return found
 
-    def get_or_create_feature_view(
-        self,
-        name: str,
-        version: int,
-        query: Query,
-        labels: Sequence[str] = (),
-        description: str = "",
-    ) -> FeatureView:
-        for label in labels:
-            query.feature_group.get_feature(label)
+    def _open_view(self, name: str, version: int, query: Query, labels: list[str], description: str) -> FeatureView:
         payload = {
             "name": name,
             "version": version,
@@ -336,7 +293,7 @@ class LocalFeatureStore(FeatureStore):
             "feature_group": {"name": query.feature_group.name, "version": query.feature_group.version},
             "features": query.features,
             "filters": _filter_to_dict(query.filters),
-            "labels": list(labels),
+            "labels": labels,
         }
         path = self.root / _VIEWS_DIR / f"{name}_{version}.json"
         if path.exists():
@@ -350,7 +307,7 @@ class LocalFeatureStore(FeatureStore):
                 )
         else:
             _atomic_write_json(path, payload)
-        return FeatureView(name, version, query, list(labels))
+        return FeatureView(name, version, query, labels)
 
     def get_feature_view(self, name: str, version: int) -> FeatureView:
         path = self.root / _VIEWS_DIR / f"{name}_{version}.json"
