@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import resolve_data_dir, write_results
+from serverless_ml.testing import copy_database
 
 GOAL_S = 60.0
 END = dt.date(2025, 12, 31)
@@ -55,15 +56,8 @@ def _world(folder: Path, data_dir: Path, trials: int = 3) -> tuple[Any, Any]:
 def _copy_world(template: Path, target: Path) -> None:
     """The store and the tracking database (through SQLite's backup API: the database is
     in WAL mode and may still have commits in its log)."""
-    import sqlite3
-
     shutil.copytree(template / "store", target / "store")
-    source, copy = sqlite3.connect(template / "mlflow.db"), sqlite3.connect(target / "mlflow.db")
-    try:
-        source.backup(copy)
-    finally:
-        source.close()
-        copy.close()
+    copy_database(template / "mlflow.db", target / "mlflow.db")
 
 
 def _use(folder: Path) -> tuple[Any, Any]:

@@ -29,7 +29,6 @@ import platform
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import resolve_data_dir, write_results
+from serverless_ml.testing import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_POSTGRES = REPO_ROOT / "scripts" / "local-postgres.sh"
@@ -134,18 +134,8 @@ def start_server(backend_uri: str, folder: Path) -> tuple[subprocess.Popen, str,
                 return process, url, time.perf_counter() - started
         except OSError:
             time.sleep(0.25)
-    stop_server(process)
+    stop_process_group(process)
     raise SystemExit(f"error: sml tracking-server did not answer within {SERVER_START_TIMEOUT_S} s")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def run(repeats: int = DEFAULT_REPEATS, trials: int = DEFAULT_TRIALS) -> dict[str, Any]:
@@ -170,7 +160,7 @@ def run(repeats: int = DEFAULT_REPEATS, trials: int = DEFAULT_TRIALS) -> dict[st
                     try:
                         timings["server"].append(run_pipeline(Path(tmp), url, trials, storage))
                     finally:
-                        stop_server(process)
+                        stop_process_group(process)
 
             for side in (local, server) if rep % 2 == 0 else (server, local):
                 side()

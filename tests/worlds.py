@@ -6,14 +6,14 @@ are independent and fast:
 * ``iris_monitored_template``: Iris trained the same way plus :data:`IRIS_DAYS` daily
   batches scored by batch inference — the site's data-access and callback tests.
 
-Test modules import the fixtures: ``from worlds import trained_template, world``.
+Test modules import the fixtures: ``from worlds import trained_template, world``. They also
+import ``copy_database`` (from ``serverless_ml.testing``) from here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
-import sqlite3
 from pathlib import Path
 
 import mlflow
@@ -26,27 +26,13 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
+from serverless_ml.testing import copy_database
 
 TITANIC = get_dataset("titanic")
 IRIS = get_dataset("iris")
 IRIS_START = dt.date(2024, 3, 1)
 IRIS_DAYS = 3
 IRIS_ROWS = 12
-
-
-def copy_database(source: Path, target: Path) -> None:
-    """Copy an SQLite database (a tracking database) through SQLite's backup API.
-
-    The commands open SQLite databases in write-ahead-log mode (``tracking.use_sqlite_wal``);
-    while a connection is open, the last commits may live only in ``<db>-wal``, which a
-    plain file copy would miss.
-    """
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
 
 
 def world_settings(folder: Path) -> tuple[LocalFeatureStore, Settings]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from monitoring_app import ids
+from serverless_ml.testing import stop_process_group
 
 pytestmark = pytest.mark.browser
 
@@ -91,10 +91,5 @@ def test_the_site_runs_behind_gunicorn_as_the_readme_says(
             screenshot(tab, "gunicorn-titanic-overview")
             assert problems.all() == []
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+            stop_process_group(process, kill_timeout_s=15)
     assert "Traceback" not in log_path.read_text()

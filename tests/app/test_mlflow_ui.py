@@ -5,7 +5,6 @@ experiment with one run per batch, and the registered model with its ``champion`
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from typing import Any
 
 import mlflow
 import pytest
+
+from serverless_ml.testing import stop_process_group
 
 pytestmark = pytest.mark.browser
 
@@ -60,12 +61,7 @@ def mlflow_ui(site_world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
+        stop_process_group(process, timeout_s=15, kill_timeout_s=15)
         log.close()
 
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dash
 import mlflow
 import numpy as np
 import pandas as pd
@@ -52,6 +51,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
+from dash_text import text_of
 from worlds import copy_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -324,22 +324,6 @@ def direct(evil_world: EvilWorld) -> Iterator[Callable[..., Any]]:
             return fn(*args)
 
     yield run
-
-
-def text_of(component: Any) -> str:
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, (list, tuple)):
-            for child in node:
-                walk(child)
-        elif isinstance(node, dash.development.base_component.Component):
-            walk(getattr(node, "children", None))
-
-    walk(component)
-    return " ".join(found)
 
 
 STATE = {"dataset": "evil"}

@@ -29,6 +29,7 @@ from serverless_ml.datasets.sources import load_source
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import backfill
 from serverless_ml.settings import Settings, resolve_settings
+from dash_text import text_of
 from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.unit
@@ -72,25 +73,6 @@ def call(world: tuple[LocalFeatureStore, Settings]) -> Iterator[Call]:
         current_site().data.close()
 
 
-def text(component: Any) -> str:
-    """Every string in a component tree (what a reader would see), joined."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, str):
-            found.append(node)
-        elif isinstance(node, (list, tuple)):
-            for child in node:
-                walk(child)
-        elif isinstance(node, dash.development.base_component.Component):
-            walk(getattr(node, "children", None))
-            for prop in ("value", "options"):
-                if prop == "options" and isinstance(getattr(node, prop, None), list):
-                    walk([o.get("label") for o in node.options if isinstance(o, dict)])
-    walk(component)
-    return " ".join(found)
-
-
 def find(component: Any, component_id: Any) -> Any:
     """The component with ``component_id`` in a tree (or ``None``)."""
     if isinstance(component, (list, tuple)):
@@ -126,7 +108,7 @@ def graphs(component: Any) -> list[Any]:
 
 def test_overview_shows_the_headline_the_latest_prediction_and_the_history(call: Call) -> None:
     page = call(overview.layout, dataset="iris")
-    shown = text(page)
+    shown = text_of(page)
     assert f"{DAYS * ROWS:,}" in shown and f"in {DAYS} batches" in shown
     assert "version 1" in shown and day(DAYS - 1).isoformat() in shown
     assert "Latest prediction" in shown and "probability" in shown
@@ -137,7 +119,7 @@ def test_overview_shows_the_headline_the_latest_prediction_and_the_history(call:
     assert figure["data"][0]["x"] == [day(i).isoformat() for i in range(DAYS)]
     registered = MlflowClient().get_model_version("iris", "1").creation_timestamp / 1000
     days = (NOW - dt.datetime.fromtimestamp(registered, tz=dt.timezone.utc)).days
-    assert text(find(page, ids.HEADLINE_RETRAIN)) == f"days since retrain {max(days, 0)}"
+    assert text_of(find(page, ids.HEADLINE_RETRAIN)) == f"days since retrain {max(days, 0)}"
 
 
 def html_root(children: Any) -> Any:
@@ -163,14 +145,14 @@ def test_a_refresh_tick_redraws_only_when_a_run_arrived(call: Call, world: tuple
     body, new_state = call(overview.refresh_overview, 2, "all", state, trigger=ids.REFRESH)
     assert new_state["signature"] != state["signature"]
     assert graphs(body)[0]["data"][0]["x"][-1] == day(DAYS).isoformat()
-    assert f"in {DAYS + 1} batches" in text(body)
+    assert f"in {DAYS + 1} batches" in text_of(body)
 
 
 def test_the_time_window_narrows_the_chart_not_the_headline(call: Call) -> None:
     state = find(call(overview.layout, dataset="iris"), ids.OVERVIEW_STATE).data
     body, _ = call(overview.refresh_overview, None, "30d", state, trigger=ids.OVERVIEW_WINDOW)
     assert len(graphs(body)[0]["data"][0]["x"]) == DAYS  # all within 30 days of the latest batch
-    assert f"in {DAYS} batches" in text(body)
+    assert f"in {DAYS} batches" in text_of(body)
 
 
 # --- Confusion matrices ---------------------------------------------------------------------------
@@ -192,7 +174,7 @@ def test_confusion_matrices_of_any_run_with_their_counts(call: Call) -> None:
     experiment = MlflowClient().get_experiment_by_name("iris-monitoring").experiment_id
     assert links == [f"http://mlflow.example:5000/#/experiments/{experiment}/runs/{first}"]
     missing = call(confusion.show_run, "0" * 32, {"dataset": "iris"})
-    assert "is not a finished monitoring run" in text(missing)
+    assert "is not a finished monitoring run" in text_of(missing)
 
 
 def test_the_run_picker_gains_new_runs_on_refresh(call: Call, world: tuple[LocalFeatureStore, Settings]) -> None:
@@ -214,13 +196,13 @@ def test_predictions_are_paged_sorted_and_filtered_on_the_server(call: Call) -> 
     assert len(rows) == 5 and pages == (DAYS * ROWS + 4) // 5
     assert set(rows[0]) == {"key", "event_time", "prediction", "probability", "actual", "correct", "model_version"}
     assert rows[0]["event_time"].startswith(day(DAYS - 1).isoformat())  # newest first
-    assert f"{DAYS * ROWS} of {DAYS * ROWS} predictions" in text(summary)
+    assert f"{DAYS * ROWS} of {DAYS * ROWS} predictions" in text_of(summary)
     ordered, _, _ = call(predictions.page_predictions, 0, 100, [{"column_id": "probability", "direction": "asc"}], "", None, state)
     assert [r["probability"] for r in ordered] == sorted(r["probability"] for r in ordered)
     setosa, _, summary = call(predictions.page_predictions, 0, 100, [], "{prediction} contains Setosa", None, state)
     assert setosa and {r["prediction"] for r in setosa} == {"Setosa"}
     rows, pages, message = call(predictions.page_predictions, 0, 5, [], "{probability} > lots", None, state)
-    assert rows == [] and "filter not applied: 'lots' is not a number" in text(message)
+    assert rows == [] and "filter not applied: 'lots' is not a number" in text_of(message)
 
 
 # --- Drift ---------------------------------------------------------------------------------------
@@ -245,9 +227,9 @@ def test_drift_history_and_the_latest_batch_against_training_rows(call: Call) ->
 def test_models_list_versions_aliases_holdout_metrics_and_tuning_history(call: Call) -> None:
     page = call(models.layout, dataset="iris")
     table = find(page, ids.MODELS_VERSIONS_TABLE)
-    assert "champion" in text(table) and "challenger" in text(table)
+    assert "champion" in text_of(table) and "challenger" in text_of(table)
     detail = call(models.show_version, 1, {"dataset": "iris"})
-    shown = text(detail)
+    shown = text_of(detail)
     assert "accuracy" in shown and "2 trials" in shown
     tuning = graphs(detail)[0]
     assert len(tuning["data"][0]["x"]) == 2
@@ -270,10 +252,10 @@ def test_a_new_version_appears_on_refresh(call: Call) -> None:
 
 def test_data_page_summarises_features_and_tells_real_from_synthetic(call: Call) -> None:
     page = call(data.layout, dataset="iris")
-    shown = text(page)
+    shown = text_of(page)
     assert f"150 real, {DAYS * ROWS} synthetic" in shown
     summary = find(page, ids.DATA_SUMMARY)
-    assert "sepal_length" in text(summary) and "0 to 10; required" in text(summary)
+    assert "sepal_length" in text_of(summary) and "0 to 10; required" in text_of(summary)
     distribution = graphs(call(data.show_distribution, "petal_width", {"dataset": "iris"}))[0]
     assert {t["name"] for t in distribution["data"]} == set(SPEC.classes)
     correlation = graphs(call(data.show_correlation, "real", {"dataset": "iris"}))[0]
@@ -295,7 +277,7 @@ def test_the_form_comes_from_the_spec_and_the_champion_answers(call: Call) -> No
     result, messages = call(predict.predict, 2, [5.1, 30, None, "x"], {"dataset": "iris"})
     assert messages[0] == "" and "outside the allowed range (0 to 10)" in messages[1]
     assert "required" in messages[2] and "'x' is not a number" in messages[3]
-    assert "3 value(s) outside the schema" in text(result)
+    assert "3 value(s) outside the schema" in text_of(result)
 
 
 def test_predict_without_a_champion_says_what_to_run(tmp_path: Path, mlflow_template_db: Path, data_dir: Path) -> None:
@@ -304,10 +286,10 @@ def test_predict_without_a_champion_says_what_to_run(tmp_path: Path, mlflow_temp
     backfill(SPEC, store, load_source(SPEC, None, data_dir))
     app = create_app(resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     with app.server.test_request_context():
-        assert "no champion for iris yet" in text(predict.layout(dataset="iris"))
+        assert "no champion for iris yet" in text_of(predict.layout(dataset="iris"))
         result, messages = predict.predict(1, [5.1, 3.5, 1.4, 0.2], {"dataset": "iris"})
-        assert "has no champion yet: run `sml train --dataset iris` first" in text(result)
-        assert "no monitoring runs for iris yet: run `sml infer --dataset iris`" in text(overview.layout(dataset="iris"))
+        assert "has no champion yet: run `sml train --dataset iris` first" in text_of(result)
+        assert "no monitoring runs for iris yet: run `sml infer --dataset iris`" in text_of(overview.layout(dataset="iris"))
 
 
 # --- the shell, errors, safety ----------------------------------------------------------------------
@@ -341,11 +323,11 @@ def test_a_tracking_server_that_is_down_gives_a_clear_page(tmp_path: Path) -> No
     app = create_app(settings)
     with app.server.test_request_context():
         for layout in (overview.layout, confusion.layout, models.layout):
-            shown = text(layout(dataset="titanic"))
+            shown = text_of(layout(dataset="titanic"))
             assert "cannot be reached" in shown and "hunter2" not in shown
         assert "hunter2" not in repr(shell(current_site()))
         rows, _, notice = predictions.page_predictions(0, 5, [], "", None, {"dataset": "titanic"})
-        assert rows == [] and "no predictions for titanic yet" in text(notice)
+        assert rows == [] and "no predictions for titanic yet" in text_of(notice)
     assert not (tmp_path / "store").exists()
 
 

@@ -1,0 +1,29 @@
+"""What a reader sees in a Dash component tree, for tests that call layouts and callbacks
+directly: ``from dash_text import text_of``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+
+
+def text_of(component: Any) -> str:
+    """Every string in a component tree (children, and the labels of a component's
+    ``options``), joined with spaces."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            found.append(node)
+        elif isinstance(node, (list, tuple)):
+            for child in node:
+                walk(child)
+        elif isinstance(node, dash.development.base_component.Component):
+            walk(getattr(node, "children", None))
+            options = getattr(node, "options", None)
+            if isinstance(options, list):
+                walk([o.get("label") for o in options if isinstance(o, dict)])
+
+    walk(component)
+    return " ".join(found)
