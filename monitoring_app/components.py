@@ -1,11 +1,13 @@
 """Pieces shared by the pages: notices instead of tracebacks, headline cards, class badges,
-simple tables, and the page frame with its per-page state store."""
+simple tables, labelled controls, the page frame with its per-page state store, and the
+steps every page's layout and callbacks take to find their dataset."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 import dash
@@ -14,7 +16,7 @@ from dash import dcc, html
 from monitoring_app import analysis
 from monitoring_app.data_access import TrackingUnavailable
 from monitoring_app.icons import class_icon_uri
-from monitoring_app.site import Site, UnknownDataset
+from monitoring_app.site import Site, UnknownDataset, current_site
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.errors import NotFoundError, SmlError
 
@@ -65,6 +67,12 @@ def token(value: Hashable) -> str:
     return json.dumps(value, default=str)
 
 
+def register_page(module: str, path: str, title: str, order: int, layout: Callable[..., Any]) -> None:
+    """Register a page module with Dash: its path, its name in the navigation (``order``
+    places it) and the browser title ``<title> - serverless-ml``."""
+    dash.register_page(module, path=path, name=title, title=f"{title} - serverless-ml", order=order, layout=layout)
+
+
 def page(title: str, *children: Any, state_id: str | None = None, state: dict[str, Any] | None = None) -> html.Div:
     """A page: its title, a ``dcc.Store`` with the page's state (dataset and the data
     signature it shows), then its content."""
@@ -81,6 +89,83 @@ def resolve_dataset(site: Site, dataset: str | None) -> tuple[DatasetSpec | None
         return site.spec(dataset), None
     except UnknownDataset as exc:
         return None, notice(str(exc).strip("'\""), "error")
+
+
+def page_dataset(dataset: str | None) -> tuple[Site, DatasetSpec | None, html.Div | None]:
+    """The site serving the request and the dataset a page's URL (or state) names, or the
+    notice saying the name is unknown."""
+    site = current_site()
+    spec, problem = resolve_dataset(site, dataset)
+    return site, spec, problem
+
+
+def dataset_page(
+    title: str, dataset: str | None, state_id: str, content: Callable[[Site, DatasetSpec, dict[str, Any]], Any]
+) -> html.Div:
+    """A page whose content reads data: ``content(site, spec, state)`` under the title (a
+    notice when it fails), and the page's state ``{"dataset": name}``, to which
+    ``content`` may add (say, the signature of the data it shows)."""
+    site, spec, problem = page_dataset(dataset)
+    if spec is None:
+        return page(title, problem)
+    state: dict[str, Any] = {"dataset": spec.name}
+    return page(title, html.Div(guarded(lambda: content(site, spec, state))), state_id=state_id, state=state)
+
+
+def dataset_callback(state: dict[str, Any] | None, draw: Callable[[Site, DatasetSpec], Any]) -> Any:
+    """A callback's output for the dataset the page's state names: ``draw(site, spec)``,
+    or a notice when the dataset is unknown or drawing fails."""
+    site, spec, problem = page_dataset((state or {}).get("dataset"))
+    if spec is None:
+        return problem
+    return guarded(lambda: draw(site, spec))
+
+
+def feature_callback(
+    feature: str | None, state: dict[str, Any] | None, draw: Callable[[Site, DatasetSpec, str], Any]
+) -> Any:
+    """:func:`dataset_callback` for one feature of the dataset: ``draw(site, spec,
+    feature)``; nothing changes (PreventUpdate) when ``feature`` is not one of it."""
+
+    def checked(site: Site, spec: DatasetSpec) -> Any:
+        if not feature or feature not in spec.feature_names:
+            raise dash.exceptions.PreventUpdate
+        return draw(site, spec, feature)
+
+    return dataset_callback(state, checked)
+
+
+def refresh_target(state: dict[str, Any] | None) -> tuple[Site, DatasetSpec, dict[str, Any]]:
+    """For a refresh callback: the site, the dataset the page's state names and a copy of
+    the state to update; nothing changes (PreventUpdate) when the dataset is unknown."""
+    state = dict(state or {})
+    site, spec, _ = page_dataset(state.get("dataset"))
+    if spec is None:
+        raise dash.exceptions.PreventUpdate
+    return site, spec, state
+
+
+@contextlib.contextmanager
+def kept_on_failure() -> Iterator[None]:
+    """Around a refresh callback's reads: when one fails the page keeps what it shows
+    (PreventUpdate) and the next tick tries again."""
+    try:
+        yield
+    except dash.exceptions.PreventUpdate:
+        raise
+    except Exception:  # noqa: BLE001 - the page keeps what it shows; the next tick tries again
+        raise dash.exceptions.PreventUpdate from None
+
+
+def control(label: str, widget: Any) -> html.Div:
+    """A row of controls: ``label`` and the dropdown or radio items it names."""
+    return html.Div([html.Span(f"{label} ", className="control-label"), widget], className="controls")
+
+
+def feature_picker(component_id: str, spec: DatasetSpec, value: str) -> html.Div:
+    """A control choosing one of the dataset's features."""
+    return control("Feature", dcc.Dropdown(id=component_id, options=[{"label": f, "value": f} for f in spec.feature_names],
+                                           value=value, clearable=False, className="dropdown"))
 
 
 def card(label: str, value: Any, detail: str | None = None, card_id: str | None = None) -> html.Div:

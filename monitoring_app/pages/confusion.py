@@ -14,8 +14,11 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import figures, ids
-from monitoring_app.components import GRAPH_CONFIG, guarded, link_or_text, page, resolve_dataset, token
-from monitoring_app.site import Site, current_site
+from monitoring_app.components import (
+    GRAPH_CONFIG, control, dataset_callback, dataset_page, guarded, kept_on_failure, link_or_text, refresh_target,
+    register_page, token,
+)
+from monitoring_app.site import Site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 
@@ -27,7 +30,7 @@ TAGS = ("model_version", "alert")
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=1, layout=layout)
+    register_page(__name__, PATH, TITLE, order=1, layout=layout)
     app.callback(
         Output(ids.CONFUSION_BODY, "children"),
         Input(ids.CONFUSION_RUN, "value"),
@@ -59,24 +62,17 @@ def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def layout(dataset: str | None = None, run: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
-    if spec is None:
-        return page(TITLE, problem)
-    state: dict[str, Any] = {"dataset": spec.name}
-
-    def picker() -> Any:
+    def picker(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
         state["signature"] = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
         runs = site.data.monitoring_runs(spec, METRICS, TAGS)
         chosen = run if run in runs.index else str(runs.index[-1])
         return [
-            html.Div([html.Span("Monitoring run ", className="control-label"),
-                      dcc.Dropdown(id=ids.CONFUSION_RUN, options=run_options(runs), value=chosen, clearable=False,
-                                   className="dropdown-wide")], className="controls"),
+            control("Monitoring run", dcc.Dropdown(id=ids.CONFUSION_RUN, options=run_options(runs), value=chosen,
+                                                   clearable=False, className="dropdown-wide")),
             html.Div(render(site, spec, chosen, runs), id=ids.CONFUSION_BODY),
         ]
 
-    return page(TITLE, html.Div(guarded(picker)), state_id=ids.CONFUSION_STATE, state=state)
+    return dataset_page(TITLE, dataset, ids.CONFUSION_STATE, picker)
 
 
 def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None = None) -> Any:
@@ -103,30 +99,21 @@ def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None
 
 
 def show_run(run_id: str | None, state: dict[str, Any] | None) -> Any:
-    site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
-    if spec is None:
-        return problem
-    if not run_id:
-        raise dash.exceptions.PreventUpdate
-    return render(site, spec, run_id)
+    def draw(site: Site, spec: DatasetSpec) -> Any:
+        if not run_id:
+            raise dash.exceptions.PreventUpdate
+        return render(site, spec, run_id)
+
+    return dataset_callback(state, draw)
 
 
 def refresh_runs(n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
     """New runs join the picker (the chosen run stays chosen)."""
-    site = current_site()
-    state = dict(state or {})
-    spec, _ = resolve_dataset(site, state.get("dataset"))
-    if spec is None:
-        raise dash.exceptions.PreventUpdate
-    try:
+    site, spec, state = refresh_target(state)
+    with kept_on_failure():
         current = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
         if current == state.get("signature"):
             raise dash.exceptions.PreventUpdate
         runs = site.data.monitoring_runs(spec, METRICS, TAGS)
-    except dash.exceptions.PreventUpdate:
-        raise
-    except Exception:  # noqa: BLE001 - the page keeps what it shows; the next tick tries again
-        raise dash.exceptions.PreventUpdate from None
     state["signature"] = current
     return run_options(runs), state

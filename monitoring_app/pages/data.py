@@ -14,8 +14,11 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import analysis, figures, ids
-from monitoring_app.components import GRAPH_CONFIG, guarded, page, resolve_dataset, simple_table
-from monitoring_app.site import current_site
+from monitoring_app.components import (
+    GRAPH_CONFIG, control, dataset_callback, dataset_page, feature_callback, feature_picker, register_page, simple_table,
+)
+from monitoring_app.site import Site
+from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN
 
 PATH = "/data"
@@ -26,7 +29,7 @@ SUMMARY_COLUMNS = ["feature", "type", "schema", "missing (real)", "missing (synt
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=5, layout=layout)
+    register_page(__name__, PATH, TITLE, order=5, layout=layout)
     app.callback(
         Output(ids.DATA_DISTRIBUTION, "children"),
         Input(ids.DATA_FEATURE, "value"),
@@ -40,63 +43,44 @@ def register(app: dash.Dash) -> None:
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
-    if spec is None:
-        return page(TITLE, problem)
+    return dataset_page(TITLE, dataset, ids.DATA_STATE, content)
 
-    def content() -> Any:
-        rows = site.data.feature_rows(spec)
-        counts = rows[ORIGIN_COLUMN].map(analysis.origin_label).value_counts()
-        described = ", ".join(f"{n:,} {origin}" for origin, n in counts.items())
-        summary = analysis.feature_summary(rows, spec)
-        return [
-            html.P(f"{spec.description or spec.name}. {len(rows):,} rows in feature group '{spec.name}' "
-                   f"version {spec.version}: {described}. Label: {spec.label} "
-                   f"({', '.join(analysis.class_label(c, spec) for c in spec.classes)}).", className="muted"),
-            html.Div(simple_table(summary.to_dict("records"), SUMMARY_COLUMNS, table_id=ids.DATA_SUMMARY),
-                     className="table-wrap"),
-            html.H3("Distribution by class"),
-            html.Div([html.Span("Feature ", className="control-label"),
-                      dcc.Dropdown(id=ids.DATA_FEATURE, options=[{"label": f, "value": f} for f in spec.feature_names],
-                                   value=spec.feature_names[0], clearable=False, className="dropdown")],
-                     className="controls"),
-            dcc.Loading(html.Div(id=ids.DATA_DISTRIBUTION), type="dot"),
-            html.H3("Correlation with the label"),
-            html.Div([html.Span("Rows ", className="control-label"),
-                      dcc.RadioItems(id=ids.DATA_ROWS, options=ROWS_OPTIONS, value="real", inline=True)],
-                     className="controls"),
-            dcc.Loading(html.Div(id=ids.DATA_CORRELATION), type="dot"),
-        ]
 
-    return page(TITLE, html.Div(guarded(content)), state_id=ids.DATA_STATE, state={"dataset": spec.name})
+def content(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
+    rows = site.data.feature_rows(spec)
+    counts = rows[ORIGIN_COLUMN].map(analysis.origin_label).value_counts()
+    described = ", ".join(f"{n:,} {origin}" for origin, n in counts.items())
+    summary = analysis.feature_summary(rows, spec)
+    return [
+        html.P(f"{spec.description or spec.name}. {len(rows):,} rows in feature group '{spec.name}' "
+               f"version {spec.version}: {described}. Label: {spec.label} "
+               f"({', '.join(analysis.class_label(c, spec) for c in spec.classes)}).", className="muted"),
+        html.Div(simple_table(summary.to_dict("records"), SUMMARY_COLUMNS, table_id=ids.DATA_SUMMARY),
+                 className="table-wrap"),
+        html.H3("Distribution by class"),
+        feature_picker(ids.DATA_FEATURE, spec, spec.feature_names[0]),
+        dcc.Loading(html.Div(id=ids.DATA_DISTRIBUTION), type="dot"),
+        html.H3("Correlation with the label"),
+        control("Rows", dcc.RadioItems(id=ids.DATA_ROWS, options=ROWS_OPTIONS, value="real", inline=True)),
+        dcc.Loading(html.Div(id=ids.DATA_CORRELATION), type="dot"),
+    ]
 
 
 def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
-    site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
-    if spec is None:
-        return problem
-    if not feature or feature not in spec.feature_names:
-        raise dash.exceptions.PreventUpdate
+    return feature_callback(feature, state, distribution_graph)
 
-    def draw() -> Any:
-        rows = site.data.feature_rows(spec)
-        rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == "backfill" else "synthetic"))
-        figure = figures.class_distribution_figure(rows, spec.feature(feature), spec)
-        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DATA_DISTRIBUTION_GRAPH)
 
-    return guarded(draw)
+def distribution_graph(site: Site, spec: DatasetSpec, feature: str) -> dcc.Graph:
+    rows = site.data.feature_rows(spec)
+    rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == "backfill" else "synthetic"))
+    figure = figures.class_distribution_figure(rows, spec.feature(feature), spec)
+    return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DATA_DISTRIBUTION_GRAPH)
 
 
 def show_correlation(which: str | None, state: dict[str, Any] | None) -> Any:
-    site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
-    if spec is None:
-        return problem
     which = which or "real"
 
-    def draw() -> Any:
+    def draw(site: Site, spec: DatasetSpec) -> Any:
         rows = analysis.select_origin(site.data.feature_rows(spec), which)
         if rows.empty:
             return html.Div(f"no {which} rows yet", className="notice notice-info")
@@ -104,4 +88,4 @@ def show_correlation(which: str | None, state: dict[str, Any] | None) -> Any:
         title = f"correlation with each class ({len(rows):,} {which if which != 'all' else ''} rows)".replace("  ", " ")
         return dcc.Graph(figure=figures.correlation_figure(matrix, title), config=GRAPH_CONFIG, id=ids.DATA_CORRELATION_GRAPH)
 
-    return guarded(draw)
+    return dataset_callback(state, draw)

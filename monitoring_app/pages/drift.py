@@ -16,8 +16,11 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import figures, ids
-from monitoring_app.components import GRAPH_CONFIG, guarded, page, resolve_dataset, token, triggered_id
-from monitoring_app.site import Site, current_site
+from monitoring_app.components import (
+    GRAPH_CONFIG, control, feature_callback, feature_picker, guarded, page, page_dataset, register_page, token,
+    triggered_id,
+)
+from monitoring_app.site import Site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN
@@ -29,7 +32,7 @@ LATEST_TAGS = ("model_version",)
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=3, layout=layout)
+    register_page(__name__, PATH, TITLE, order=3, layout=layout)
     app.callback(
         Output(ids.DRIFT_HISTORY, "children"),
         Output(ids.DRIFT_STATE, "data"),
@@ -45,20 +48,15 @@ def register(app: dash.Dash) -> None:
 
 
 def layout(dataset: str | None = None, feature: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
+    _, spec, problem = page_dataset(dataset)
     if spec is None:
         return page(TITLE, problem)
     chosen = feature if feature in spec.feature_names else spec.feature_names[0]
     return page(
         TITLE,
-        html.Div([html.Span("Score ", className="control-label"),
-                  dcc.RadioItems(id=ids.DRIFT_STAT, options=STAT_OPTIONS, value="psi", inline=True)],
-                 className="controls"),
+        control("Score", dcc.RadioItems(id=ids.DRIFT_STAT, options=STAT_OPTIONS, value="psi", inline=True)),
         dcc.Loading(html.Div(id=ids.DRIFT_HISTORY), type="dot"),
-        html.Div([html.Span("Feature ", className="control-label"),
-                  dcc.Dropdown(id=ids.DRIFT_FEATURE, options=[{"label": f, "value": f} for f in spec.feature_names],
-                               value=chosen, clearable=False, className="dropdown")], className="controls"),
+        feature_picker(ids.DRIFT_FEATURE, spec, chosen),
         dcc.Loading(html.Div(id=ids.DRIFT_DISTRIBUTION), type="dot"),
         state_id=ids.DRIFT_STATE, state={"dataset": spec.name},
     )
@@ -74,9 +72,8 @@ def show_history(
     stat: str | None, n_intervals: int | None, state: dict[str, Any] | None, trigger: str | None = None
 ) -> tuple[Any, Any]:
     """The drift chart; on a refresh tick only when a run was added or finished."""
-    site = current_site()
     state = dict(state or {})
-    spec, problem = resolve_dataset(site, state.get("dataset"))
+    site, spec, problem = page_dataset(state.get("dataset"))
     if spec is None:
         return problem, dash.no_update
     stat = stat or "psi"
@@ -116,17 +113,11 @@ def latest_batch_rows(site: Site, spec: DatasetSpec) -> tuple[pd.DataFrame, str,
 
 def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
     """One feature: latest batch against training rows (redrawn when the history is)."""
-    site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
-    if spec is None:
-        return problem
-    if not feature or feature not in spec.feature_names:
-        raise dash.exceptions.PreventUpdate
+    return feature_callback(feature, state, distribution_graph)
 
-    def draw() -> Any:
-        reference, reference_label, current, current_label = latest_batch_rows(site, spec)
-        figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
-                                             reference_label, current_label)
-        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_DISTRIBUTION_GRAPH)
 
-    return guarded(draw)
+def distribution_graph(site: Site, spec: DatasetSpec, feature: str) -> dcc.Graph:
+    reference, reference_label, current, current_label = latest_batch_rows(site, spec)
+    figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
+                                         reference_label, current_label)
+    return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_DISTRIBUTION_GRAPH)

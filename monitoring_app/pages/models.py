@@ -15,10 +15,11 @@ from dash import Input, Output, State, dcc, html
 
 from monitoring_app import figures, ids
 from monitoring_app.components import (
-    GRAPH_CONFIG, fmt, guarded, link_or_text, notice, page, resolve_dataset, simple_table, token,
+    GRAPH_CONFIG, control, dataset_callback, dataset_page, fmt, kept_on_failure, link_or_text, notice, refresh_target,
+    register_page, simple_table, token,
 )
 from monitoring_app.data_access import ModelVersion, dataset_option
-from monitoring_app.site import Site, current_site
+from monitoring_app.site import Site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 
@@ -32,7 +33,7 @@ HOLDOUT_METRICS = (
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=4, layout=layout)
+    register_page(__name__, PATH, TITLE, order=4, layout=layout)
     app.callback(
         Output(ids.MODELS_DETAIL, "children"),
         Input(ids.MODELS_VERSION, "value"),
@@ -49,13 +50,7 @@ def register(app: dash.Dash) -> None:
 
 
 def layout(dataset: str | None = None, version: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
-    if spec is None:
-        return page(TITLE, problem)
-    state: dict[str, Any] = {"dataset": spec.name}
-
-    def content() -> Any:
+    def content(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
         versions = site.data.model_versions(spec)
         if not versions:
             return notice(f"no registered model '{tracking.model_name(spec.name)}' yet: "
@@ -65,13 +60,12 @@ def layout(dataset: str | None = None, version: str | None = None, **_: Any) -> 
         chosen = int(version) if version and version.isdigit() and any(v.version == int(version) for v in versions) else champion.version
         return [
             html.Div(versions_table(site, versions), id=ids.MODELS_TABLE),
-            html.Div([html.Span("Version ", className="control-label"),
-                      dcc.Dropdown(id=ids.MODELS_VERSION, options=version_options(versions), value=chosen,
-                                   clearable=False, className="dropdown")], className="controls"),
+            control("Version", dcc.Dropdown(id=ids.MODELS_VERSION, options=version_options(versions), value=chosen,
+                                            clearable=False, className="dropdown")),
             dcc.Loading(html.Div(id=ids.MODELS_DETAIL), type="dot"),
         ]
 
-    return page(TITLE, html.Div(guarded(content)), state_id=ids.MODELS_STATE, state=state)
+    return dataset_page(TITLE, dataset, ids.MODELS_STATE, content)
 
 
 def version_options(versions: list[ModelVersion]) -> list[dict[str, Any]]:
@@ -128,30 +122,23 @@ def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
 
 
 def show_version(number: int | None, state: dict[str, Any] | None) -> Any:
-    site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
-    if spec is None:
-        return problem
-    if number is None:
-        raise dash.exceptions.PreventUpdate
-    try:
-        version = int(number)
-    except (TypeError, ValueError):  # a forged request: the dropdown only offers numbers
-        return notice(f"no model version {str(number)[:40]!r}", "error")
-    return guarded(lambda: render_version(site, spec, version))
+    def draw(site: Site, spec: DatasetSpec) -> Any:
+        if number is None:
+            raise dash.exceptions.PreventUpdate
+        try:
+            version = int(number)
+        except (TypeError, ValueError):  # a forged request: the dropdown only offers numbers
+            return notice(f"no model version {str(number)[:40]!r}", "error")
+        return render_version(site, spec, version)
+
+    return dataset_callback(state, draw)
 
 
 def refresh_versions(n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any, Any]:
     """A newly registered version or a moved alias shows up without a reload."""
-    site = current_site()
-    state = dict(state or {})
-    spec, _ = resolve_dataset(site, state.get("dataset"))
-    if spec is None:
-        raise dash.exceptions.PreventUpdate
-    try:
+    site, spec, state = refresh_target(state)
+    with kept_on_failure():
         versions = site.data.model_versions(spec)
-    except Exception:  # noqa: BLE001 - the page keeps what it shows; the next tick tries again
-        raise dash.exceptions.PreventUpdate from None
     current = token([(v.version, v.aliases) for v in versions])
     if current == state.get("signature") or not versions:
         raise dash.exceptions.PreventUpdate

@@ -13,8 +13,10 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import analysis, figures, ids
-from monitoring_app.components import GRAPH_CONFIG, card, class_badge, fmt, guarded, page, resolve_dataset, token, triggered_id
-from monitoring_app.site import Site, current_site
+from monitoring_app.components import (
+    GRAPH_CONFIG, card, class_badge, control, fmt, guarded, page, page_dataset, register_page, token, triggered_id,
+)
+from monitoring_app.site import Site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 
@@ -34,7 +36,7 @@ DEFAULT_WINDOW = "all"
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=0, layout=layout)
+    register_page(__name__, PATH, TITLE, order=0, layout=layout)
     app.callback(
         Output(ids.OVERVIEW_BODY, "children"),
         Output(ids.OVERVIEW_STATE, "data"),
@@ -53,16 +55,13 @@ def signature(site: Site, spec: DatasetSpec) -> str:
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
+    site, spec, problem = page_dataset(dataset)
     if spec is None:
         return page(TITLE, problem)
     body, state = render(site, spec, DEFAULT_WINDOW)
     return page(
         TITLE,
-        html.Div([html.Span("Show ", className="control-label"),
-                  dcc.RadioItems(id=ids.OVERVIEW_WINDOW, options=WINDOW_OPTIONS, value=DEFAULT_WINDOW, inline=True)],
-                 className="controls"),
+        control("Show", dcc.RadioItems(id=ids.OVERVIEW_WINDOW, options=WINDOW_OPTIONS, value=DEFAULT_WINDOW, inline=True)),
         html.Div(body, id=ids.OVERVIEW_BODY),
         state_id=ids.OVERVIEW_STATE, state=state,
     )
@@ -138,9 +137,8 @@ def refresh_overview(
     n_intervals: int | None, window: str | None, state: dict[str, Any] | None, trigger: str | None = None
 ) -> tuple[Any, Any]:
     """Re-render when the window changes, or on a refresh tick when the data changed."""
-    site = current_site()
     state = state or {}
-    spec, problem = resolve_dataset(site, state.get("dataset"))
+    site, spec, problem = page_dataset(state.get("dataset"))
     if spec is None:
         return problem, dash.no_update
     window = window or DEFAULT_WINDOW

@@ -18,8 +18,9 @@ import dash
 from dash import ALL, Input, Output, State, dcc, html
 
 from monitoring_app import analysis, figures, forms, ids
-from monitoring_app.components import GRAPH_CONFIG, class_badge, fmt, notice, page, problem_notice, resolve_dataset
-from monitoring_app.site import current_site
+from monitoring_app.components import (
+    GRAPH_CONFIG, class_badge, fmt, notice, page, page_dataset, problem_notice, register_page,
+)
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
 from serverless_ml.errors import NotFoundError
 
@@ -28,7 +29,7 @@ TITLE = "Predict"
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=6, layout=layout)
+    register_page(__name__, PATH, TITLE, order=6, layout=layout)
     app.callback(
         Output(ids.PREDICT_RESULT, "children"),
         Output({"type": ids.PREDICT_ERROR, "feature": ALL}, "children"),
@@ -63,8 +64,7 @@ def field(feature: FeatureSpec, value: Any) -> html.Div:
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
+    site, spec, problem = page_dataset(dataset)
     if spec is None:
         return page(TITLE, problem)
     try:
@@ -94,12 +94,11 @@ def predict(n_clicks: int | None, values: list[Any], state: dict[str, Any] | Non
 
     ``values`` come in the order of the form's inputs, which is the spec's feature order.
     """
-    site = current_site()
     # A forged request may hold anything: never an exception, always as many messages as
     # the request has message outputs.
     values = values if isinstance(values, list) else []
     slots = _message_slots(len(values))
-    spec, problem = resolve_dataset(site, state.get("dataset") if isinstance(state, dict) else None)
+    site, spec, problem = page_dataset(state.get("dataset") if isinstance(state, dict) else None)
     if spec is None:
         return problem, [""] * slots
     names = spec.feature_names

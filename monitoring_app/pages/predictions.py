@@ -14,8 +14,8 @@ import pandas as pd
 from dash import Input, Output, State, dash_table, html
 
 from monitoring_app import ids, table_query
-from monitoring_app.components import page, problem_notice, resolve_dataset
-from monitoring_app.site import Site, current_site
+from monitoring_app.components import page, page_dataset, problem_notice, register_page
+from monitoring_app.site import Site
 from serverless_ml.datasets.spec import DatasetSpec
 
 PATH = "/predictions"
@@ -32,7 +32,7 @@ COLUMNS = [
 
 
 def register(app: dash.Dash) -> None:
-    dash.register_page(__name__, path=PATH, name=TITLE, title=f"{TITLE} - serverless-ml", order=2, layout=layout)
+    register_page(__name__, PATH, TITLE, order=2, layout=layout)
     app.callback(
         Output(ids.PREDICTIONS_TABLE, "data"),
         Output(ids.PREDICTIONS_TABLE, "page_count"),
@@ -47,8 +47,7 @@ def register(app: dash.Dash) -> None:
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
-    site = current_site()
-    spec, problem = resolve_dataset(site, dataset)
+    _, spec, problem = page_dataset(dataset)
     if spec is None:
         return page(TITLE, problem)
     table = dash_table.DataTable(
@@ -90,8 +89,7 @@ def page_predictions(
     state: dict[str, Any] | None,
 ) -> tuple[list[dict[str, Any]], int, Any]:
     """One page of the filtered, sorted predictions; a message instead of an exception."""
-    site = current_site()
-    spec, problem = resolve_dataset(site, (state or {}).get("dataset"))
+    site, spec, problem = page_dataset((state or {}).get("dataset"))
     if spec is None:
         return [], 1, problem
     try:
