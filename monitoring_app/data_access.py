@@ -17,6 +17,7 @@ used page by page (1,000 runs a call) and its signature looks only at the newest
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import datetime as dt
@@ -30,7 +31,7 @@ import urllib.parse
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -137,7 +138,50 @@ def _fetch(conn: Any, query: Any) -> list[tuple[Any, ...]]:
     return conn.execute(query).cursor.fetchall()
 
 
-class SqlRunReader:
+@dataclass(frozen=True)
+class RunSelection:
+    """Which runs of an experiment a :class:`RunReader` reads (see :meth:`RunReader.read`)."""
+
+    experiment_id: str
+    statuses: Sequence[str] | None
+    parent_run_id: str | None
+    since: tuple[int | None, int | None] | None
+    run_ids: Sequence[str] | None
+
+
+class RunReader(abc.ABC):
+    """Reads runs of the tracking store: :class:`SqlRunReader` from its database,
+    :class:`RestRunReader` through a tracking server."""
+
+    kind: ClassVar[str]
+
+    def read(
+        self,
+        experiment_id: str,
+        metrics: Sequence[str],
+        tags: Sequence[str],
+        statuses: Sequence[str] | None = (FINISHED,),
+        parent_run_id: str | None = None,
+        since: tuple[int | None, int | None] | None = None,
+        run_ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Runs with the named metrics and tags; ``since=(start, end)``: only the runs
+        started or ended at or after those times (milliseconds); ``run_ids``: only these."""
+        return self._read(RunSelection(experiment_id, statuses, parent_run_id, since, run_ids), metrics, tags)
+
+    @abc.abstractmethod
+    def _read(self, selection: RunSelection, metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
+        """:meth:`read` of the selected runs."""
+
+    @abc.abstractmethod
+    def signature(self, experiment_id: str) -> Hashable:
+        """A cheap value that changes when runs of the experiment are added or finish."""
+
+    def close(self) -> None:
+        """Let go of connections (nothing to do unless the reader holds some)."""
+
+
+class SqlRunReader(RunReader):
     """Narrow reads of runs straight from a database-backed MLflow store."""
 
     kind = "sql"
@@ -156,27 +200,24 @@ class SqlRunReader:
 
         return SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
 
-    def _selected_runs(
-        self, experiment_id: str, statuses: Sequence[str] | None, parent_run_id: str | None,
-        since: tuple[int | None, int | None] | None = None, run_ids: Sequence[str] | None = None,
-    ) -> Any:
+    def _selected_runs(self, selection: RunSelection) -> Any:
         import sqlalchemy as sa
 
         runs, tags, _ = self._tables()
         query = sa.select(runs.c.run_uuid).where(
-            runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active"
+            runs.c.experiment_id == int(selection.experiment_id), runs.c.lifecycle_stage == "active"
         )
-        if statuses:
-            query = query.where(runs.c.status.in_(list(statuses)))
-        if parent_run_id is not None:
+        if selection.statuses:
+            query = query.where(runs.c.status.in_(list(selection.statuses)))
+        if selection.parent_run_id is not None:
             children = sa.select(tags.c.run_uuid).where(
-                tags.c.key == tracking.PARENT_RUN_TAG, tags.c.value == parent_run_id
+                tags.c.key == tracking.PARENT_RUN_TAG, tags.c.value == selection.parent_run_id
             )
             query = query.where(runs.c.run_uuid.in_(children))
-        if run_ids is not None:
-            query = query.where(runs.c.run_uuid.in_(list(run_ids)))
-        if since is not None:
-            started, ended = since
+        if selection.run_ids is not None:
+            query = query.where(runs.c.run_uuid.in_(list(selection.run_ids)))
+        if selection.since is not None:
+            started, ended = selection.since
             changed = [runs.c.start_time >= (started or 0)]
             if ended is not None:
                 changed.append(runs.c.end_time >= ended)
@@ -197,22 +238,11 @@ class SqlRunReader:
         ))
         return pd.DataFrame.from_records(rows, columns=["run_id", *keys]).set_index("run_id")
 
-    def read(
-        self,
-        experiment_id: str,
-        metrics: Sequence[str],
-        tags: Sequence[str],
-        statuses: Sequence[str] | None = (FINISHED,),
-        parent_run_id: str | None = None,
-        since: tuple[int | None, int | None] | None = None,
-        run_ids: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        """Runs with the named metrics and tags; ``since=(start, end)``: only the runs
-        started or ended at or after those times (milliseconds); ``run_ids``: only these."""
+    def _read(self, selection: RunSelection, metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
         import sqlalchemy as sa
 
         runs_t, tags_t, metrics_t = self._tables()
-        selected = self._selected_runs(experiment_id, statuses, parent_run_id, since, run_ids)
+        selected = self._selected_runs(selection)
         with self.engine.connect() as conn:
             runs = pd.DataFrame.from_records(
                 _fetch(conn, sa.select(runs_t.c.run_uuid, runs_t.c.name, runs_t.c.status, runs_t.c.start_time,
@@ -264,7 +294,7 @@ class SqlRunReader:
         self.engine.dispose()
 
 
-class RestRunReader:
+class RestRunReader(RunReader):
     """Reads runs through the tracking API (an HTTP tracking server)."""
 
     kind = "rest"
@@ -284,24 +314,16 @@ class RestRunReader:
             clauses.append(f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent_run_id}'")
         return " AND ".join(clauses)
 
-    def read(
-        self,
-        experiment_id: str,
-        metrics: Sequence[str],
-        tags: Sequence[str],
-        statuses: Sequence[str] | None = (FINISHED,),
-        parent_run_id: str | None = None,
-        since: tuple[int | None, int | None] | None = None,
-        run_ids: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        if since is not None:
+    def _read(self, selection: RunSelection, metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
+        experiment_id, statuses = selection.experiment_id, selection.statuses
+        if selection.since is not None:
             raise ValueError("the REST reader reads whole experiments only")
-        if run_ids is not None:
-            return self._read_ids(experiment_id, metrics, tags, statuses, list(run_ids))
+        if selection.run_ids is not None:
+            return self._read_ids(experiment_id, metrics, tags, statuses, list(selection.run_ids))
         pages, token = [], None
         while True:
             page = self.client.search_runs(
-                [experiment_id], filter_string=self._filter(statuses, parent_run_id),
+                [experiment_id], filter_string=self._filter(statuses, selection.parent_run_id),
                 max_results=REST_PAGE_SIZE, page_token=token,
             )
             pages.append(self._frame(page, metrics, tags))
@@ -341,9 +363,6 @@ class RestRunReader:
     def signature(self, experiment_id: str) -> Hashable:
         newest = self.client.search_runs([experiment_id], max_results=5, order_by=["attributes.start_time DESC"])
         return tuple((r.info.run_id, r.info.status, r.info.end_time) for r in newest)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -419,7 +438,7 @@ class SiteData:
         self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
         self._client: Any = None
-        self._reader: SqlRunReader | RestRunReader | None = None
+        self._reader: RunReader | None = None
         self._store: FeatureStore | None = None
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -525,7 +544,7 @@ class SiteData:
         return self._client
 
     @property
-    def reader(self) -> SqlRunReader | RestRunReader:
+    def reader(self) -> RunReader:
         if self._reader is None:
             self.check_tracking()
             if _is_sql_uri(self.tracking_uri):
