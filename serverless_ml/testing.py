@@ -1,15 +1,35 @@
 """Helpers for the tests and the benchmarks (``tests/``, ``bench/``), which both need them
-and cannot import each other: copying a tracking database and stopping a server's
-process group. Nothing in the product calls them.
+and cannot import each other: creating and copying a tracking database and stopping a
+server's process group. Nothing in the product calls them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 from pathlib import Path
+
+
+def create_tracking_database(path: Path) -> Path:
+    """Create an MLflow SQLite tracking database at ``path`` with its schema migrated (the
+    first client on a new database spends seconds migrating: do it once, copy the file).
+
+    The default experiment records an artifact root relative to the working directory, so
+    it is created from ``path``'s folder; the engine's file handles are released after.
+    """
+    import mlflow
+
+    with contextlib.chdir(path.parent):
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path.resolve()}")
+        client.search_experiments()
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        engine.dispose()
+    return path
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -36,9 +56,11 @@ def stop_process_group(process: subprocess.Popen, timeout_s: float = 30, kill_ti
     """
     if process.poll() is not None:
         return
-    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=kill_timeout_s)

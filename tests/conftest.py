@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 import pytest
 
+from serverless_ml.testing import create_tracking_database
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 LOCAL_POSTGRES = REPO_ROOT / "scripts" / "local-postgres.sh"
@@ -169,22 +171,7 @@ def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Do not write to it: use :func:`tracking_uri`, which hands each test its own copy.
     """
-    import mlflow
-
-    folder = tmp_path_factory.mktemp("mlflow_template")
-    path = folder / "mlflow.db"
-    # The default experiment records the artifact root relative to the working directory:
-    # keep it inside the template folder rather than the checkout.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
-        client.search_experiments()
-    # Release the SQLAlchemy engine's file handles before tests copy the file.
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    engine = getattr(store, "engine", None)
-    if engine is not None:
-        engine.dispose()
-    return path
+    return create_tracking_database(tmp_path_factory.mktemp("mlflow_template") / "mlflow.db")
 
 
 @pytest.fixture

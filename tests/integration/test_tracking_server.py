@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,13 @@ from mlflow import MlflowClient
 
 from serverless_ml.datasets import get_dataset
 from serverless_ml.settings import resolve_settings
+from serverless_ml.testing import stop_process_group
 from serverless_ml.training.model import as_model_input
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 240
-SERVER_STOP_TIMEOUT_S = 30
 BATCH_DATES = ("2024-02-01", "2024-02-02")
 
 
@@ -67,18 +66,6 @@ def _wait_until_healthy(server: TrackingServer) -> None:
     pytest.fail(f"sml tracking-server did not answer within {SERVER_START_TIMEOUT_S} s:\n{server.log()[-3000:]}", pytrace=False)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (mlflow and its uvicorn workers), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def tracking_server(postgres_cluster, free_port, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:  # noqa: ANN001
     """``sml tracking-server`` on its own database of the session's cluster; stopped at the end."""
@@ -101,7 +88,7 @@ def tracking_server(postgres_cluster, free_port, tmp_path_factory: pytest.TempPa
         _wait_until_healthy(server)
         yield server
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 @dataclass
@@ -356,7 +343,7 @@ def test_make_tracking_server_starts_a_local_postgresql_and_the_server(free_port
         assert password not in log
         assert [e.name for e in _client(server).search_experiments()] == ["Default"]
     finally:
-        _stop(process)
+        stop_process_group(process)
         subprocess.run([str(REPO_ROOT / "scripts" / "local-postgres.sh"), "stop", str(home / "postgres")],
                        capture_output=True, timeout=120, check=False)
         shutil.rmtree(home, ignore_errors=True)

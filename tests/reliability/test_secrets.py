@@ -30,7 +30,6 @@ import base64
 import datetime as dt
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -44,6 +43,8 @@ import mlflow
 import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
+
+from serverless_ml.testing import stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -144,28 +145,6 @@ class Output:
         return f"sml {self.name} exited {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-4000:]}"
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group (a server and its workers), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    with _suppress_lookup():
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with _suppress_lookup():
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-class _suppress_lookup:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, *_: object) -> bool:
-        return kind is ProcessLookupError
-
-
 def _wait_for(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -213,7 +192,7 @@ class Lab:
         try:
             out, err = process.communicate(timeout=COMMAND_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            _stop(process)
+            stop_process_group(process)
             out, err = process.communicate()
         result = Output(name, process.returncode, out or "", err or "", time.monotonic() - self.started_at.get(name, 0.0))
         self.outputs.append(result)
@@ -417,7 +396,7 @@ def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, t
         clock = lab.phase("MLflow search", clock)
 
         # The tracking server gone: a command and the site report it, in their own words.
-        _stop(server)
+        stop_process_group(server)
         down = lab.start("infer (tracking server down)", ["infer", "--dataset", "titanic"])
         pages.update(capture_pages(browser, f"http://127.0.0.1:{site_port}", ["/?dataset=titanic", "/models?dataset=titanic"],
                                    "site, tracking server down", problems.append))
@@ -427,8 +406,8 @@ def test_no_secret_shows_anywhere(postgres_cluster, free_port, data_dir: Path, t
         clock = lab.phase("tracking server down", clock)
     finally:
         if site is not None:
-            _stop(site)
-        _stop(server)
+            stop_process_group(site)
+        stop_process_group(server)
     assert not problems, problems
 
     for output in lab.outputs:
