@@ -249,6 +249,24 @@ def tune(
     ``options.workers_only`` other machines add trials at the same time, so a cap on the
     study's total would count theirs: each process runs its share of ``options.trials``.
     """
+    callbacks = [logger] if logger is not None else []
+    try:
+        return _tune(spec, x, y, options, storage, study_name, callbacks, sampler_seed, trial_attrs)
+    finally:
+        _close_callbacks(callbacks)
+
+
+def _tune(
+    spec: DatasetSpec,
+    x: pd.DataFrame,
+    y: pd.Series,
+    options: TrainOptions,
+    storage: str,
+    study_name: str,
+    callbacks: list[Any],
+    sampler_seed: int | None,
+    trial_attrs: dict[str, Any] | None,
+) -> tuple[Any, int]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -269,12 +287,11 @@ def tune(
                 "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
                 "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
                 "dataset": spec.name, "trial_attrs": trial_attrs,
-                "trial_sink": logger.sink() if hasattr(logger, "sink") else None,
+                "trial_sink": next((c.sink() for c in callbacks if hasattr(c, "sink")), None),
             }
             process = context.Process(target=_worker, args=(args,), daemon=True)
             process.start()
             processes.append(process)
-    callbacks = [logger] if logger is not None else []
     objective = _with_trial_attrs(search.make_objective(spec, x, y, folds, options.seed), trial_attrs)
     try:
         search.run_trials(
@@ -284,7 +301,6 @@ def tune(
     finally:
         for process in processes:
             process.join()
-        _close_callbacks(callbacks)
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:
         raise SmlError(f"{len(failed)} tuning worker process(es) failed (exit codes {failed})")
