@@ -91,6 +91,37 @@ def cv_folds(y: pd.Series, n_folds: int, seed: int) -> list[tuple[np.ndarray, np
     return list(splitter.split(np.zeros(len(y)), y))
 
 
+@dataclass(frozen=True)
+class PreparedFold:
+    """One CV fold's rows after the pipeline's preparation step (imputation, encoding),
+    fitted on the fold's training rows only."""
+
+    x_train: Any
+    y_train: pd.Series
+    x_val: Any
+    y_val: pd.Series
+
+
+def prepare_folds(
+    spec: DatasetSpec, x: pd.DataFrame, y: pd.Series, folds: Sequence[tuple[np.ndarray, np.ndarray]], seed: int
+) -> list[PreparedFold]:
+    """Each fold through the pipeline's ``prepare`` step, fitted on that fold's training
+    rows exactly as fitting the whole pipeline would. The step does not depend on a trial's
+    params, so every trial's forest is fitted on the same arrays: identical scores, without
+    refitting the imputer and encoder and re-slicing frames per trial (that was about half
+    of a Titanic trial's time)."""
+    prepare = build_pipeline(spec, {}, seed).named_steps["prepare"]
+    prepared = []
+    for train_idx, val_idx in folds:
+        step = clone(prepare)
+        x_train, y_train = x.iloc[train_idx], y.iloc[train_idx]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            fitted = step.fit_transform(x_train, y_train)
+            prepared.append(PreparedFold(fitted, y_train, step.transform(x.iloc[val_idx]), y.iloc[val_idx]))
+    return prepared
+
+
 def make_objective(
     spec: DatasetSpec,
     x: pd.DataFrame,
@@ -104,22 +135,26 @@ def make_objective(
 
     After each fold the running mean is reported, so the pruner can stop a hopeless trial
     early. Fold scores are kept in the trial's user attributes for logging; training-fold
-    scores only with ``score_train`` (they cost another prediction pass per fold).
+    scores only with ``score_train`` (they cost another prediction pass per fold). The
+    folds are prepared once (:func:`prepare_folds`), at the first trial.
     """
+    prepared: list[PreparedFold] = []
 
     def objective(trial: optuna.Trial) -> float:
+        if not prepared:
+            prepared.extend(prepare_folds(spec, x, y, folds, seed))
         params = suggest_params(trial)
-        template = build_pipeline(spec, params, seed, n_jobs=n_jobs)
+        template = build_pipeline(spec, params, seed, n_jobs=n_jobs).named_steps["forest"]
         val: list[float] = []
         train: list[float] = []
-        for step, (train_idx, val_idx) in enumerate(folds):
-            model = clone(template)
+        for step, fold in enumerate(prepared):
+            forest = clone(template)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
-                model.fit(x.iloc[train_idx], y.iloc[train_idx])
-                val.append(float(model.score(x.iloc[val_idx], y.iloc[val_idx])))
+                forest.fit(fold.x_train, fold.y_train)
+                val.append(float(forest.score(fold.x_val, fold.y_val)))
                 if score_train:
-                    train.append(float(model.score(x.iloc[train_idx], y.iloc[train_idx])))
+                    train.append(float(forest.score(fold.x_train, fold.y_train)))
             trial.report(float(np.mean(val)), step)
             if trial.should_prune():
                 _keep_scores(trial, val, train)

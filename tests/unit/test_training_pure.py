@@ -180,3 +180,32 @@ def test_a_killed_unreaped_process_does_not_count_as_alive() -> None:
         proc.kill()
         proc.wait()
     assert not _process_alive(proc.pid, run_start_ms=before + 5000)
+
+
+@pytest.mark.parametrize("name", ["titanic", "iris"])
+def test_the_objective_scores_exactly_as_fitting_the_whole_pipeline_per_fold(name: str) -> None:
+    """The search fits each fold's imputer and encoder once and shares them across trials:
+    every trial's fold scores must equal those of the whole pipeline cloned and fitted on
+    the fold (missing values included, so the imputation is exercised)."""
+    from sklearn.base import clone
+
+    spec = get_dataset(name)
+    x, y = _rows(name, n=120)
+    x = as_model_input(x, spec)
+    for i, feature in enumerate(spec.features):
+        x.loc[x.index[i::5], feature.name] = np.nan if feature.is_numeric else None
+    folds = search.cv_folds(y, 4, seed=3)
+    objective = search.make_objective(spec, x, y, folds, seed=3, score_train=True)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=3)
+    for trial in study.trials:
+        model = build_pipeline(spec, trial.params, seed=3)
+        expected_val, expected_train = [], []
+        for train_idx, val_idx in folds:
+            fitted = clone(model).fit(x.iloc[train_idx], y.iloc[train_idx])
+            expected_val.append(fitted.score(x.iloc[val_idx], y.iloc[val_idx]))
+            expected_train.append(fitted.score(x.iloc[train_idx], y.iloc[train_idx]))
+        assert trial.user_attrs["val_scores"] == expected_val
+        assert trial.user_attrs["train_scores"] == expected_train
+        assert trial.value == pytest.approx(np.mean(expected_val))
