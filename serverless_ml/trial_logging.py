@@ -52,7 +52,12 @@ def log_trial(client: Any, experiment_id: str, parent_run_id: str, dataset: str,
     """Create, fill and end the nested run of one trial (three MLflow calls); its run id."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from serverless_ml.tracking import PARENT_RUN_TAG, RUN_NAME_TAG, owner_tags, param_value
+    from serverless_ml.tracking import (
+        PARENT_RUN_TAG,
+        RUN_NAME_TAG,
+        owner_tags,
+        param_value,
+    )
 
     now = int(time.time() * 1000)
     name = f"{dataset}-trial-{record['number']:03d}"

@@ -35,13 +35,13 @@ from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore
 from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.settings import Settings
 from serverless_ml.training import evaluation, promotion, search
-from serverless_ml.trial_logging import TrialLogger
 from serverless_ml.training.model import (
     SKOPS_TRUSTED_TYPES,
     as_model_input,
     build_pipeline,
     raw_feature_importances,
 )
+from serverless_ml.trial_logging import TrialLogger
 
 TRAINING_VIEW_VERSION = 1
 TRAINING_KEYS_ARTIFACT = "training/keys.parquet"
@@ -249,62 +249,48 @@ def tune(
     ``options.workers_only`` other machines add trials at the same time, so a cap on the
     study's total would count theirs: each process runs its share of ``options.trials``.
     """
-    callbacks = [logger] if logger is not None else []
-    try:
-        return _tune(spec, x, y, options, storage, study_name, callbacks, sampler_seed, trial_attrs)
-    finally:
-        _close_callbacks(callbacks)
-
-
-def _tune(
-    spec: DatasetSpec,
-    x: pd.DataFrame,
-    y: pd.Series,
-    options: TrainOptions,
-    storage: str,
-    study_name: str,
-    callbacks: list[Any],
-    sampler_seed: int | None,
-    trial_attrs: dict[str, Any] | None,
-) -> tuple[Any, int]:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base_seed = options.seed if sampler_seed is None else sampler_seed
-    study = search.open_study(storage, study_name, base_seed)
-    before = len(study.get_trials(deepcopy=False))
-    if options.workers_only:
-        per_process, cap = search.trial_cap(options.trials, options.workers), None
-    else:
-        per_process, cap = options.trials, before + options.trials
-    folds = search.cv_folds(y, options.folds, options.seed)
-    processes = []
-    if options.workers > 1:
-        context = multiprocessing.get_context("spawn")
-        for index in range(1, options.workers):
-            args = {
-                "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
-                "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
-                "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
-                "dataset": spec.name, "trial_attrs": trial_attrs,
-                "trial_sink": next((c.sink() for c in callbacks if hasattr(c, "sink")), None),
-            }
-            process = context.Process(target=_worker, args=(args,), daemon=True)
-            process.start()
-            processes.append(process)
-    objective = _with_trial_attrs(search.make_objective(spec, x, y, folds, options.seed), trial_attrs)
+    callbacks = [logger] if logger is not None else []
     try:
-        search.run_trials(
-            study, objective, per_process, options.timeout, callbacks, total_cap=cap,
-            show_progress_bar=not options.quiet,
-        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        base_seed = options.seed if sampler_seed is None else sampler_seed
+        study = search.open_study(storage, study_name, base_seed)
+        before = len(study.get_trials(deepcopy=False))
+        if options.workers_only:
+            per_process, cap = search.trial_cap(options.trials, options.workers), None
+        else:
+            per_process, cap = options.trials, before + options.trials
+        folds = search.cv_folds(y, options.folds, options.seed)
+        processes = []
+        if options.workers > 1:
+            context = multiprocessing.get_context("spawn")
+            for index in range(1, options.workers):
+                args = {
+                    "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
+                    "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
+                    "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
+                    "dataset": spec.name, "trial_attrs": trial_attrs,
+                    "trial_sink": next((c.sink() for c in callbacks if hasattr(c, "sink")), None),
+                }
+                process = context.Process(target=_worker, args=(args,), daemon=True)
+                process.start()
+                processes.append(process)
+        objective = _with_trial_attrs(search.make_objective(spec, x, y, folds, options.seed), trial_attrs)
+        try:
+            search.run_trials(
+                study, objective, per_process, options.timeout, callbacks, total_cap=cap,
+                show_progress_bar=not options.quiet,
+            )
+        finally:
+            for process in processes:
+                process.join()
+        failed = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed:
+            raise SmlError(f"{len(failed)} tuning worker process(es) failed (exit codes {failed})")
+        return study, len(study.get_trials(deepcopy=False)) - before
     finally:
-        for process in processes:
-            process.join()
-    failed = [p.exitcode for p in processes if p.exitcode != 0]
-    if failed:
-        raise SmlError(f"{len(failed)} tuning worker process(es) failed (exit codes {failed})")
-    return study, len(study.get_trials(deepcopy=False)) - before
+        _close_callbacks(callbacks)
 
 
 def default_study_name(spec: DatasetSpec, data_version: int | None, options: TrainOptions) -> str:
