@@ -1,4 +1,4 @@
-"""The one place that talks to MLflow: tracking set-up, experiment names, trial logging.
+"""MLflow set-up, experiment names, job runs and logging helpers (trials: trial_logging).
 
 Nothing happens on import: :func:`configure_tracking` sets the tracking URI for the
 process (``MLFLOW_TRACKING_URI`` wins over the default SQLite database).
