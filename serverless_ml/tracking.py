@@ -190,20 +190,20 @@ def probe_database(
         engine = sqlalchemy.create_engine(uri, connect_args=dict(connect_args))
     except ModuleNotFoundError as exc:
         if missing_module is None:
-            raise SmlError(f"{invalid}: {_first_line(exc, uri)}") from None
+            raise SmlError(f"{invalid}: {first_line(exc, uri)}") from None
         raise SmlError(missing_module.format(module=exc.name)) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds for a bad URL
-        raise SmlError(f"{invalid}: {_first_line(exc, uri)}") from None
+        raise SmlError(f"{invalid}: {first_line(exc, uri)}") from None
     try:
         with engine.connect():
             pass
     except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds
-        raise SmlError(f"{unreachable}: {_first_line(exc, uri)}") from None
+        raise SmlError(f"{unreachable}: {first_line(exc, uri)}") from None
     finally:
         engine.dispose()
 
 
-def _first_line(exc: BaseException, uri: str) -> str:
+def first_line(exc: BaseException, uri: str) -> str:
     """A driver's message, first line, the URI's password masked in case it is quoted."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__

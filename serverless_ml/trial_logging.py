@@ -95,9 +95,11 @@ def log_trial(client: Any, experiment_id: str, parent_run_id: str, dataset: str,
     return run.info.run_id
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+def _one_line(exc: BaseException, tracking_uri: str) -> str:
+    """The error's type and first line, the tracking URI's password masked."""
+    from serverless_ml.tracking import first_line
+
+    return f"{type(exc).__name__}: {first_line(exc, tracking_uri)}"
 
 
 def _serve(records: Any, errors: Any, tracking_uri: str, experiment_id: str, parent_run_id: str, dataset: str) -> None:
@@ -113,7 +115,7 @@ def _serve(records: Any, errors: Any, tracking_uri: str, experiment_id: str, par
         use_sqlite_wal()
         client = MlflowClient(tracking_uri=tracking_uri)
     except Exception as exc:  # noqa: BLE001 - reported to the tuning process
-        errors.send(_first_line(exc))
+        errors.send(_one_line(exc, tracking_uri))
         failed = True
     parent = multiprocessing.parent_process()
     while True:
@@ -130,7 +132,7 @@ def _serve(records: Any, errors: Any, tracking_uri: str, experiment_id: str, par
         try:
             log_trial(client, experiment_id, parent_run_id, dataset, record)
         except Exception as exc:  # noqa: BLE001 - reported to the tuning process
-            errors.send(_first_line(exc))
+            errors.send(_one_line(exc, tracking_uri))
             failed = True
     errors.close()
     sys.stdout.flush()

@@ -263,6 +263,7 @@ def tune(
             per_process, cap = options.trials, before + options.trials
         folds = search.cv_folds(y, options.folds, options.seed)
         processes = []
+        sink = next((c.sink() for c in callbacks if hasattr(c, "sink")), None)
         if options.workers > 1:
             context = multiprocessing.get_context("spawn")
             for index in range(1, options.workers):
@@ -271,7 +272,7 @@ def tune(
                     "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
                     "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
                     "dataset": spec.name, "trial_attrs": trial_attrs,
-                    "trial_sink": next((c.sink() for c in callbacks if hasattr(c, "sink")), None),
+                    "trial_sink": sink,
                 }
                 process = context.Process(target=_worker, args=(args,), daemon=True)
                 process.start()
