@@ -46,4 +46,10 @@ SPEC = DatasetSpec(
     transform=transform,
     synthetic=SyntheticSpec(jitter=0.3),
     sklearn_loader=load_sklearn_copy,
+    # Petal length x width separates Versicolor from Virginica better than either alone.
+    # Measured with `python -m bench train --only quality --other-seeds 1,2,3,4,5,6,7`:
+    # the chosen pipeline's 5x5 CV accuracy averaged over the 8 seeds rose from 0.9462
+    # to 0.9580, lowest seed 0.9520. Titanic's numeric features multiplied averaged lower
+    # over the same seeds in an exploratory run, so its spec leaves the products off.
+    numeric_products=True,
 )

@@ -112,6 +112,10 @@ class DatasetSpec:
         synthetic: Generator settings.
         sklearn_loader: For datasets scikit-learn ships: returns the raw frame offline.
         derive: Recomputes derived features of feature rows (after synthetic drift).
+        numeric_products: The model pipeline adds the pairwise products of the numeric
+            features (after imputation), so the forest's axis-aligned splits can use an
+            area such as petal length x width. Computed inside the model, so batch
+            inference, the predictor and serving pass raw features only.
         spec_path: File the spec was read from (``None`` for built-ins).
     """
 
@@ -135,6 +139,7 @@ class DatasetSpec:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     sklearn_loader: Callable[[], pd.DataFrame] | None = None
     derive: Transform | None = None
+    numeric_products: bool = False
     spec_path: Path | None = None
 
     @property
@@ -234,8 +239,11 @@ def generic_transform(
 
 _SPEC_KEYS = {
     "name", "version", "description", "source", "label", "classes", "class_names", "primary_key",
-    "features", "backfill_event_time", "synthetic",
+    "features", "backfill_event_time", "synthetic", "numeric_products",
 }
+
+# numeric_products adds n(n-1)/2 columns for n numeric features: 45 at this limit.
+MAX_PRODUCT_FEATURES = 10
 
 
 def parse_spec(data: Any, where: str) -> DatasetSpec:
@@ -311,6 +319,13 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         pd.Timestamp(backfill)
     except ValueError:
         raise SpecError(f"{where}: backfill_event_time {backfill!r} is not a date") from None
+    numeric_products = data.get("numeric_products", False)
+    if not isinstance(numeric_products, bool):
+        raise SpecError(f"{where}: numeric_products must be true or false")
+    n_numeric = sum(f.is_numeric for f in features)
+    if numeric_products and not 2 <= n_numeric <= MAX_PRODUCT_FEATURES:
+        raise SpecError(f"{where}: numeric_products needs 2 to {MAX_PRODUCT_FEATURES} numeric features, "
+                        f"the spec has {n_numeric}")
     raw_columns = tuple(dict.fromkeys(
         ([key_source] if key_source else []) + [f.source_column or f.name for f in features] + [label]
     ))
@@ -332,6 +347,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         raw_columns=raw_columns,
         backfill_event_time=backfill,
         synthetic=synthetic,
+        numeric_products=numeric_products,
     )
     return spec
 

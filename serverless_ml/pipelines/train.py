@@ -297,7 +297,7 @@ def tune(
 def default_study_name(spec: DatasetSpec, data_version: int | None, options: TrainOptions) -> str:
     """Same data, seed and row selection -> same study, so an interrupted job resumes."""
     rows = "all" if options.include_synthetic else "real"
-    return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}-space{search.search_space_fingerprint()}"
+    return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}-space{search.search_space_fingerprint(spec)}"
 
 
 def champion_holdout_accuracy(name: str, x: pd.DataFrame, y: pd.Series) -> tuple[float | None, str | None]:
@@ -365,7 +365,7 @@ def study_rows_fingerprint(spec: DatasetSpec, keys: pd.Series, x: pd.DataFrame, 
     the seed of the split and folds, the number of folds and the search space."""
     rows = pd.concat([keys.reset_index(drop=True), x.reset_index(drop=True), y.reset_index(drop=True)], axis=1)
     digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
-    values = (spec.name, digest, str(options.seed), str(options.folds), search.search_space_fingerprint())
+    values = (spec.name, digest, str(options.seed), str(options.folds), search.search_space_fingerprint(spec))
     return dict(zip(STUDY_ROWS_ATTRS, values, strict=True))
 
 

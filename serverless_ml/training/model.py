@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
+from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 
 from serverless_ml.datasets.spec import DatasetSpec
 
@@ -36,12 +36,20 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs:
     """Imputation and one-hot encoding, then a random forest with ``params``.
 
     Numeric features: median imputation with a missing-value indicator (a missing age is
-    information). Categorical features: one-hot over the spec's categories; a missing or
-    unknown value is all zeros (ignored, not an error).
+    information); with the spec's ``numeric_products``, also the pairwise products of the
+    imputed values (column ``"a b"`` is a x b). Categorical features: one-hot over the
+    spec's categories; a missing or unknown value is all zeros (ignored, not an error).
     """
-    transformers = []
+    transformers: list[tuple[str, Any, list[str]]] = []
     numeric = numeric_features(spec)
-    if numeric:
+    if numeric and spec.numeric_products:
+        imputed = Pipeline([
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("products", PolynomialFeatures(degree=2, interaction_only=True, include_bias=False)),
+        ])
+        transformers.append(("numeric", imputed, numeric))
+        transformers.append(("missing", MissingIndicator(features="missing-only", error_on_new=False), numeric))
+    elif numeric:
         transformers.append(
             ("numeric", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), numeric)
         )
@@ -62,13 +70,18 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs:
 
 
 def raw_feature_importances(pipeline: Pipeline, spec: DatasetSpec) -> dict[str, float]:
-    """The forest's importances summed back onto the raw features they came from."""
+    """The forest's importances summed back onto the raw features they came from (a
+    product's importance split evenly between its two features)."""
     names = pipeline.named_steps["prepare"].get_feature_names_out()
     importances = pipeline.named_steps["forest"].feature_importances_
     totals: dict[str, float] = {name: 0.0 for name in spec.feature_names}
+    numeric = numeric_features(spec)
+    products = {f"{a} {b}": [a, b] for i, a in enumerate(numeric) for b in numeric[i + 1:]}
     for encoded, value in zip(names, importances, strict=True):
-        raw = _raw_name(str(encoded), spec)
-        totals[raw] = totals.get(raw, 0.0) + float(value)
+        factors = products.get(str(encoded), [str(encoded)])
+        for factor in factors:
+            raw = _raw_name(factor, spec)
+            totals[raw] = totals.get(raw, 0.0) + float(value) / len(factors)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 

@@ -52,10 +52,14 @@ SEARCH_SPACE: dict[str, dict[str, Any]] = {
 }
 
 
-def search_space_fingerprint() -> str:
-    """A short hash of :data:`SEARCH_SPACE`: studies tuned over another space (an older
-    version of sml) are neither resumed by default nor mixed with this one's trials."""
-    text = json.dumps(SEARCH_SPACE, sort_keys=True, default=str)
+def search_space_fingerprint(spec: DatasetSpec | None = None) -> str:
+    """A short hash of :data:`SEARCH_SPACE` (and of the spec's ``numeric_products``, which
+    changes what every trial fits): studies tuned over another space (an older version of
+    sml) are neither resumed by default nor mixed with this one's trials."""
+    scored: dict[str, Any] = dict(SEARCH_SPACE)
+    if spec is not None and spec.numeric_products:
+        scored["numeric_products"] = True
+    text = json.dumps(scored, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 METRIC_NAME = "accuracy"

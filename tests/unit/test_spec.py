@@ -141,6 +141,13 @@ def test_integer_classes_and_a_named_primary_key() -> None:
     assert parse_spec(data, "inline").primary_key_type == "bigint"
 
 
+def test_numeric_products_is_off_unless_the_spec_asks() -> None:
+    assert parse_spec(_GOOD, "inline").numeric_products is False
+    assert parse_spec({**_GOOD, "numeric_products": True}, "inline").numeric_products is True
+    assert get_dataset("iris").numeric_products is True
+    assert get_dataset("titanic").numeric_products is False
+
+
 def test_builtin_names_resolve_without_files() -> None:
     assert get_dataset("titanic") is BUILTIN["titanic"]
     assert get_dataset("iris") is BUILTIN["iris"]
@@ -189,6 +196,16 @@ SPEC_ERRORS = {
     "bad primary key": ({**_GOOD, "primary_key": {"type": "bigint"}}, ["primary_key must be"]),
     "bad source": ({**_GOOD, "source": ["wine.csv"]}, ["'source' must be"]),
     "not a mapping": (["name", "wine"], ["expected a mapping at the top level"]),
+    "products not a bool": ({**_GOOD, "numeric_products": "yes"}, ["numeric_products must be true or false"]),
+    "products of one number": (
+        {**_GOOD, "numeric_products": True, "features": {"alcohol": {"type": "double"}, "color": {"type": "string"}}},
+        ["numeric_products needs 2 to 10 numeric features", "the spec has 1"],
+    ),
+    "products of too many numbers": (
+        {**_without(_GOOD, "synthetic"), "numeric_products": True,
+         "features": {f"x{i}": {"type": "double"} for i in range(11)}},
+        ["numeric_products needs 2 to 10 numeric features", "the spec has 11"],
+    ),
 }
 
 

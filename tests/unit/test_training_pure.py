@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -73,9 +75,29 @@ def test_pipeline_takes_missing_values_as_none_or_nan_and_unknown_categories() -
     assert np.allclose(proba.sum(axis=1), 1.0)
 
 
-def test_importances_are_summed_back_onto_raw_features() -> None:
-    spec = get_dataset("titanic")
+def test_numeric_products_are_computed_inside_the_pipeline_from_raw_features() -> None:
+    spec = dataclasses.replace(get_dataset("titanic"), numeric_products=True)
     x, y = _rows("titanic")
+    x = as_model_input(x, spec)
+    x.loc[:9, "age"] = np.nan
+    prepare = build_pipeline(spec, {"n_estimators": 5}, seed=0).fit(x, y).named_steps["prepare"]
+    names = list(prepare.get_feature_names_out())
+    out = pd.DataFrame(prepare.transform(x), columns=names)
+    median_age = x["age"].median()
+    assert np.allclose(out["age fare"], x["age"].fillna(median_age) * x["fare"])
+    assert np.allclose(out["pclass family_size"], x["pclass"] * x["family_size"])
+    assert out["missingindicator_age"].tolist() == x["age"].isna().astype(float).tolist()
+    numeric = [f for f in spec.features if f.is_numeric]
+    assert sum(" " in n for n in names) == len(numeric) * (len(numeric) - 1) // 2
+    assert len(names) == len(set(names)), "no column twice: a duplicate would be drawn twice as often"
+    plain = build_pipeline(get_dataset("titanic"), {"n_estimators": 5}, seed=0).fit(x, y).named_steps["prepare"]
+    assert not any(" " in n for n in plain.get_feature_names_out())
+
+
+@pytest.mark.parametrize("name", ["titanic", "iris"])
+def test_importances_are_summed_back_onto_raw_features(name: str) -> None:
+    spec = get_dataset(name)
+    x, y = _rows(name)
     model = build_pipeline(spec, {"n_estimators": 10}, seed=0).fit(as_model_input(x, spec), y)
     importances = raw_feature_importances(model, spec)
     assert set(importances) == set(spec.feature_names)
@@ -209,3 +231,12 @@ def test_the_objective_scores_exactly_as_fitting_the_whole_pipeline_per_fold(nam
         assert trial.user_attrs["val_scores"] == expected_val
         assert trial.user_attrs["train_scores"] == expected_train
         assert trial.value == pytest.approx(np.mean(expected_val))
+
+
+def test_numeric_products_change_the_study_fingerprint() -> None:
+    """A study scored without the products (an older sml) is not resumed with them."""
+    iris, titanic = get_dataset("iris"), get_dataset("titanic")
+    assert search.search_space_fingerprint(titanic) == search.search_space_fingerprint()
+    assert search.search_space_fingerprint(iris) != search.search_space_fingerprint()
+    plain_iris = dataclasses.replace(iris, numeric_products=False)
+    assert search.search_space_fingerprint(plain_iris) == search.search_space_fingerprint()
