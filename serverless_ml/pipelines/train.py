@@ -468,6 +468,7 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
         "rows_train": len(prep.y_train),
         "rows_holdout": len(prep.y_hold),
         "features": spec.feature_names,
+        "numeric_products": spec.numeric_products,
     }
 
 
