@@ -86,7 +86,7 @@ def test_every_trial_is_a_nested_run_and_the_parent_has_the_evaluation(
     assert parent["metrics.test_accuracy"] > parent["metrics.baseline_test_accuracy"]
     assert parent["params.data_version"] == "0"
     assert parent["params.rows_total"] == "891"
-    assert parent["params.numeric_products"] == "False"
+    assert parent["params.numeric_products"] == "false"
     assert "n_estimators" in parent["params.search_space"]
     artifacts = {a.path for a in client.list_artifacts(report.run_id)} | {
         a.path for folder in ("evaluation", "training") for a in client.list_artifacts(report.run_id, folder)
