@@ -42,17 +42,13 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs:
     """
     transformers: list[tuple[str, Any, list[str]]] = []
     numeric = numeric_features(spec)
-    if numeric and spec.numeric_products:
-        imputed = Pipeline([
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("products", PolynomialFeatures(degree=2, interaction_only=True, include_bias=False)),
-        ])
-        transformers.append(("numeric", imputed, numeric))
+    if numeric:
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]
+        if spec.numeric_products:
+            steps.append(("products", PolynomialFeatures(degree=2, interaction_only=True, include_bias=False)))
+        transformers.append(("numeric", Pipeline(steps), numeric))
+        # The columns SimpleImputer(add_indicator=True) would append, kept out of the products.
         transformers.append(("missing", MissingIndicator(features="missing-only", error_on_new=False), numeric))
-    elif numeric:
-        transformers.append(
-            ("numeric", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), numeric)
-        )
     categorical = categorical_features(spec)
     if categorical:
         categories = [list(spec.feature(name).categories or []) for name in categorical]
