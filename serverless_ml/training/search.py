@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import time
-import urllib.parse
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -250,17 +249,11 @@ def check_storage(storage: str) -> None:
 
 
 def storage_error(storage: str, exc: BaseException) -> SmlError:
-    """One line for a storage that cannot be opened (its password masked)."""
-    from serverless_ml.tracking import redact_uri
+    """One line for a storage that cannot be opened (its password masked: a driver may
+    quote the URL it could not parse)."""
+    from serverless_ml.tracking import first_line, redact_uri
 
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:  # a driver may quote the URL it could not parse
-        password = urllib.parse.urlsplit(storage).password
-    except ValueError:
-        password = None
-    if password:
-        first = first.replace(password, "***")
-    return SmlError(f"cannot open Optuna storage {redact_uri(storage)}: {first[:200]}")
+    return SmlError(f"cannot open Optuna storage {redact_uri(storage)}: {first_line(exc, storage)[:200]}")
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
