@@ -132,6 +132,16 @@ def runs_frame(
     return assemble_runs(runs, wide(metrics), wide(tags), metric_keys, tag_keys)
 
 
+def _params_frame(wide: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Params of runs (a frame indexed by run id, one column per key) as ``params.<key>``
+    columns of strings (``None`` where a run lacks one)."""
+    frame = wide.reindex(columns=list(keys)).astype(object)
+    frame = frame.where(frame.notna(), None)
+    frame.columns = _prefixed("params", keys)
+    frame.index = pd.Index([str(r) for r in frame.index], name="run_id", dtype=object)
+    return frame
+
+
 def _fetch(conn: Any, query: Any) -> list[tuple[Any, ...]]:
     """Rows of ``query`` as the database driver returns them: SQLAlchemy's row objects cost
     more than the query itself for thousands of rows."""
@@ -172,6 +182,11 @@ class RunReader(abc.ABC):
     @abc.abstractmethod
     def _read(self, selection: RunSelection, metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
         """:meth:`read` of the selected runs."""
+
+    @abc.abstractmethod
+    def read_params(self, experiment_id: str, keys: Sequence[str]) -> pd.DataFrame:
+        """The named params (strings) of the experiment's finished runs: one row per run
+        that has any of them, ``params.<key>`` columns, indexed by run id."""
 
     @abc.abstractmethod
     def signature(self, experiment_id: str) -> Hashable:
@@ -277,18 +292,33 @@ class SqlRunReader(RunReader):
         columns = [*_prefixed("metrics", metrics), *_prefixed("tags", tags)]
         return pd.DataFrame.from_dict(values, orient="index").reindex(columns=columns)
 
+    def read_params(self, experiment_id: str, keys: Sequence[str]) -> pd.DataFrame:
+        from mlflow.store.tracking.dbmodels.models import SqlParam
+
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return _params_frame(pd.DataFrame(), keys)
+        selected = self._selected_runs(RunSelection(experiment_id, (FINISHED,), None, None, None))
+        with self.engine.connect() as conn:
+            wide = self._pivot(conn, SqlParam.__table__, SqlParam.__table__.c.value, keys, selected)
+        return _params_frame(wide, keys)
+
     def signature(self, experiment_id: str) -> Hashable:
         import sqlalchemy as sa
 
         runs, _, _ = self._tables()
+        active = runs.c.lifecycle_stage == "active"
         query = sa.select(
-            sa.func.count(),
-            sa.func.max(runs.c.start_time),
-            sa.func.max(runs.c.end_time),
-            sa.func.sum(sa.case((runs.c.status == FINISHED, 1), else_=0)),
-        ).where(runs.c.experiment_id == int(experiment_id), runs.c.lifecycle_stage == "active")
+            sa.func.sum(sa.case((active, 1), else_=0)),
+            sa.func.max(sa.case((active, runs.c.start_time), else_=None)),
+            sa.func.max(sa.case((active, runs.c.end_time), else_=None)),
+            sa.func.sum(sa.case((active & (runs.c.status == FINISHED), 1), else_=0)),
+            # Runs deleted (`--replace` deletes the runs of rewritten days): a change here
+            # means rows went away, which the four figures above may not show.
+            sa.func.sum(sa.case((active, 0), else_=1)),
+        ).where(runs.c.experiment_id == int(experiment_id))
         with self.engine.connect() as conn:
-            return tuple(conn.execute(query).one())
+            return tuple(0 if value is None and i in (0, 3, 4) else value for i, value in enumerate(conn.execute(query).one()))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -360,9 +390,32 @@ class RestRunReader(RunReader):
             metrics, tags,
         )
 
+    def read_params(self, experiment_id: str, keys: Sequence[str]) -> pd.DataFrame:
+        wanted = list(dict.fromkeys(keys))
+        values: dict[str, dict[str, str]] = {}
+        token = None
+        while wanted:
+            page = self.client.search_runs([experiment_id], filter_string=self._filter((FINISHED,), None),
+                                           max_results=REST_PAGE_SIZE, page_token=token)
+            for run in page:
+                found = {k: v for k, v in run.data.params.items() if k in wanted}
+                if found:
+                    values[run.info.run_id] = found
+            token = page.token
+            if not token:
+                break
+        wide = pd.DataFrame.from_dict(values, orient="index")
+        return _params_frame(wide, wanted)
+
     def signature(self, experiment_id: str) -> Hashable:
+        from mlflow.entities import ViewType
+
         newest = self.client.search_runs([experiment_id], max_results=5, order_by=["attributes.start_time DESC"])
-        return tuple((r.info.run_id, r.info.status, r.info.end_time) for r in newest)
+        # Runs deleted by `--replace` are gone without a newer run to show it.
+        deleted = self.client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY, max_results=5,
+                                          order_by=["attributes.start_time DESC"])
+        return (tuple((r.info.run_id, r.info.status, r.info.end_time) for r in newest),
+                tuple(r.info.run_id for r in deleted))
 
 
 @dataclass(frozen=True)
@@ -683,6 +736,23 @@ class SiteData:
             return None
         return self.cached(("signature", experiment_id), lambda: self._runs_signature(experiment_id))
 
+    def run_params(self, experiment: str, keys: Sequence[str]) -> pd.DataFrame:
+        """The named params of every finished run of ``experiment`` (say, the thresholds a
+        monitoring run judged drift with): ``params.<key>`` columns of strings, indexed by
+        run id; runs that logged none of them are left out. Read again only when the runs'
+        signature changes (a run's params never change once logged)."""
+        keys = tuple(dict.fromkeys(keys))
+        experiment_id = self.experiment_id(experiment)
+        if experiment_id is None or not keys:
+            return _params_frame(pd.DataFrame(), keys)
+
+        def load() -> pd.DataFrame:
+            self.stats["params_read"] += 1
+            with self._tracking_errors():
+                return self.reader.read_params(experiment_id, keys)
+
+        return self.cached(("params", experiment_id, keys), load, signature=lambda: self.runs_signature(experiment))
+
     def monitoring_runs(self, spec: DatasetSpec, metrics: Sequence[str] = (), tags: Sequence[str] = ()) -> pd.DataFrame:
         """Finished monitoring runs of the dataset, oldest batch first, with ``as_of`` (the
         batch date; runs without one are left out) and ``as_of_text`` (``YYYY-MM-DD``)
@@ -891,11 +961,11 @@ def _model_version(name: str, version: Any, aliases: Sequence[str]) -> ModelVers
 
 
 def _grew(before: Hashable, after: Hashable) -> bool:
-    """Whether a SQL runs signature ``(count, max start, max end, finished)`` only moved
-    forward (runs added or finished, none deleted)."""
-    if not (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after) == 4):
+    """Whether a SQL runs signature ``(count, max start, max end, finished, deleted)``
+    only moved forward (runs added or finished, none deleted)."""
+    if not (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after) == 5):
         return False
-    return after[0] >= before[0] and after[3] >= before[3] and before[1] is not None
+    return after[0] >= before[0] and after[3] >= before[3] and before[1] is not None and after[4] == before[4]
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ import functools
 import html
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import plotly.graph_objects as go
 
 from monitoring_app import analysis
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
+from serverless_ml.training.evaluation import metric_key
 
 COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 ALERT_COLOUR = "#dc2626"
@@ -208,50 +210,182 @@ def confusion_figure(table: dict[str, Any] | None, spec: DatasetSpec, title: str
 
 # --- Drift ----------------------------------------------------------------------------------
 
-DRIFT_STATS = {"psi": "population stability index", "p": "test p-value"}
+@dataclass(frozen=True)
+class DriftStat:
+    """A per-feature drift figure a monitoring run logs as ``<prefix><feature>``."""
+
+    label: str
+    prefix: str
+    axis: str
+    log: bool = False
 
 
-def drift_history_figure(runs: pd.DataFrame, spec: DatasetSpec, stat: str, p_threshold: float | None = None) -> dict[str, Any]:
-    """Per-feature drift scores over batch dates: PSI (higher is more drift) or the test's
-    p-value on a log axis (lower is more drift, with the run's threshold as a line). A
-    plain figure dict (see :func:`accuracy_figure`)."""
+DRIFT_STATS = {
+    "effect": DriftStat("effect size", "drift_effect_", "effect size (higher: more drift)"),
+    "padj": DriftStat("adjusted p-value", "drift_padj_", "adjusted p-value (lower: more drift)", log=True),
+    "psi": DriftStat("population stability index", "drift_psi_", "PSI (higher: more drift)"),
+}
+DEFAULT_DRIFT_STAT = "effect"
+FEATURE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000")
+"""Okabe and Ito's colour-blind-safe qualitative palette (without its yellow, too pale on
+white); features beyond its length get the same colours with another dash."""
+FEATURE_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+THRESHOLD_COLOUR = "#374151"
+P_FLOOR = 1e-12
+"""Adjusted p-values below this are drawn at it (the hover says the value): one p-value of
+0 would otherwise stretch the log axis over hundreds of decades."""
+PSI_LARGE_SHIFT = 0.2
+
+
+def feature_style(index: int) -> dict[str, Any]:
+    """The line of the ``index``-th feature: a palette colour, and a new dash each time the
+    palette comes round again."""
+    return {"color": FEATURE_COLOURS[index % len(FEATURE_COLOURS)],
+            "dash": FEATURE_DASHES[(index // len(FEATURE_COLOURS)) % len(FEATURE_DASHES)]}
+
+
+def drift_metric(stat: str, feature: str) -> str:
+    """The metric a monitoring run logs ``stat`` of ``feature`` under."""
+    return f"{DRIFT_STATS[stat].prefix}{metric_key(feature)}"
+
+
+def p_value_text(value: float) -> str:
+    """A p-value as people write it: ``0.05``, ``0.001``, ``1e-6``, ``3.2e-5``."""
+    if value != value:
+        return "n/a"
+    if value == 0:
+        return "0"
+    if value >= 1e-3:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def log_ticks(lowest: float) -> tuple[list[float], list[str]]:
+    """Tick values and labels of a log axis from 1 down to ``lowest``: one per decade
+    (fewer when there are many), written like :func:`p_value_text`, not in plotly's SI
+    notation (``100n``)."""
+    decades = max(1, math.ceil(-math.log10(lowest)))
+    step = max(1, math.ceil(decades / 12))
+    values = [10.0 ** -k for k in range(0, decades + 1, step)]
+    return values, [p_value_text(v) for v in values]
+
+
+def _threshold_shape(level: float, text: str, log: bool, above: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    # On a log axis plotly places shapes in data units but annotations in log10 units.
+    shape = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": level, "y1": level,
+             "line": {"color": THRESHOLD_COLOUR, "dash": "dash", "width": 1.5}}
+    note = {"text": text, "xref": "paper", "x": 1, "xanchor": "right", "y": float(np.log10(level)) if log else level,
+            "yref": "y",
+            "yanchor": "bottom" if above else "top", "showarrow": False, "bgcolor": "rgba(255,255,255,0.85)",
+            "font": {"size": 11, "color": THRESHOLD_COLOUR}}
+    return shape, note
+
+
+def drift_history_figure(
+    runs: pd.DataFrame,
+    spec: DatasetSpec,
+    stat: str,
+    drifted: pd.DataFrame | None = None,
+    threshold: pd.Series | None = None,
+) -> dict[str, Any]:
+    """One drift figure per feature over batch dates: the effect size, the adjusted
+    p-value (log axis) or the PSI (see :data:`DRIFT_STATS`). A plain figure dict (see
+    :func:`accuracy_figure`).
+
+    Args:
+        runs: Monitoring runs (:meth:`SiteData.monitoring_runs`) with the
+            ``metrics.<prefix><feature>`` columns of ``stat``.
+        spec: The dataset (its features, in order).
+        stat: A key of :data:`DRIFT_STATS`.
+        drifted: Per run (rows, like ``runs``) and feature (columns): whether the feature
+            drifted by the run's rule; those points get a marker.
+        threshold: Per run, the rule's threshold for ``stat`` (minimum effect or p-value),
+            drawn as a line (a step line when it changed over time); none for PSI, which
+            is not part of the rule (a line at 0.2, a large shift, instead).
+    """
+    info = DRIFT_STATS[stat]
+    title = f"{plot_text(spec.name)}: {info.label} per feature"
     if runs.empty:
-        return empty_figure("no monitoring runs yet", "Drift over time").to_plotly_json()
-    prefix = "metrics.drift_psi_" if stat == "psi" else "metrics.drift_p_"
-    columns = [f"{prefix}{f}" for f in spec.feature_names if f"{prefix}{f}" in runs]
-    if not columns or runs[columns].isna().all().all():
-        return empty_figure("drift was not computed for these batches (too few rows)", "Drift over time").to_plotly_json()
+        return empty_figure("no monitoring runs yet", title).to_plotly_json()
+    columns = {f: f"metrics.{drift_metric(stat, f)}" for f in spec.feature_names}
+    columns = {f: c for f, c in columns.items() if c in runs}
+    if not columns or runs[list(columns.values())].isna().all().all():
+        return empty_figure(f"no batch logged the {info.label} of its features: drift was not computed "
+                            "(too few rows), or the runs were logged before it was", title).to_plotly_json()
     x = _dates(runs)
-    traces = []
+    traces: list[dict[str, Any]] = []
+    marked_x: list[str] = []
+    marked_y: list[float | None] = []
+    marked_text: list[str] = []
+    lowest = 1.0
     for i, feature in enumerate(spec.feature_names):
-        column = f"{prefix}{feature}"
-        if column not in runs:
+        if feature not in columns:
             continue
-        y = runs[column].to_numpy(dtype=float)
-        if stat == "p":
-            y = np.clip(y, 1e-300, None)
+        values = runs[columns[feature]].to_numpy(dtype=float)
+        name = plot_text(feature)
+        trace: dict[str, Any] = {
+            "type": "scatter", "x": x, "mode": "lines+markers", "name": name, "legendgroup": name,
+            "marker": {"size": 4}, "line": {"width": 1.5, **feature_style(i)},
+        }
+        if info.log:
+            shown = np.clip(values, P_FLOOR, None)
+            lowest = min(lowest, float(np.nanmin(shown)) if np.isfinite(shown).any() else 1.0)
+            trace["y"] = [None if v != v else float(f"{v:.4g}") for v in shown.tolist()]
+            trace["customdata"] = [p_value_text(v) for v in values.tolist()]
+            trace["hovertemplate"] = f"{name}<br>%{{x}}<br>{info.label} %{{customdata}}<extra></extra>"
+        else:
+            trace["y"] = _rounded(values)
+            trace["hovertemplate"] = f"{name}<br>%{{x}}<br>{info.label} %{{y:.3g}}<extra></extra>"
+        traces.append(trace)
+        if drifted is not None and feature in drifted:
+            flags = drifted[feature].reindex(runs.index).fillna(False).to_numpy(dtype=bool)
+            for day, value, flag in zip(x, trace["y"], flags, strict=True):
+                if flag and value is not None:
+                    marked_x.append(day)
+                    marked_y.append(value)
+                    marked_text.append(f"{name} drifted on {day}")
+    if marked_x:
         traces.append({
-            "type": "scatter", "x": x, "y": y.tolist() if stat == "p" else _rounded(y), "mode": "lines+markers",
-            "name": plot_text(feature), "marker": {"size": 4},
-            "line": {"width": 1.5, "color": COLOURS[i % len(COLOURS)]},
-            "hovertemplate": f"{plot_text(feature)}<br>%{{x}}<br>%{{y:.3g}}<extra></extra>",
+            "type": "scatter", "x": marked_x, "y": marked_y, "mode": "markers", "name": "drifted (the rule was met)",
+            "marker": {"symbol": "diamond-open", "size": 12, "color": ALERT_COLOUR, "line": {"width": 2}},
+            "hovertext": marked_text, "hoverinfo": "text",
         })
-    layout = _layout_dict(f"{plot_text(spec.name)}: {DRIFT_STATS[stat]} per feature", revision=(spec.name, stat), height=420)
-    line = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
-            "line": {"color": ALERT_COLOUR, "dash": "dash", "width": 1}}
-    if stat == "p":
-        layout["yaxis"] = {"type": "log", "title": {"text": "p-value (lower: more drift)"}}
-        if p_threshold is not None:
-            # On a log axis, shapes and annotations are placed in log10 units.
-            level = float(np.log10(p_threshold))
-            layout["shapes"] = [{**line, "y0": level, "y1": level}]
-            layout["annotations"] = [{"text": f"drift below {p_threshold:g}", "xref": "paper", "x": 0, "xanchor": "left",
-                                      "y": level, "yref": "y", "yanchor": "top", "showarrow": False}]
+    layout = _layout_dict(title, revision=(spec.name, stat), height=440)
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    levels = threshold.reindex(runs.index).astype(float) if threshold is not None else pd.Series(dtype=float)
+    known = levels.dropna()
+    if stat == "psi":
+        shape, note = _threshold_shape(PSI_LARGE_SHIFT, "0.2: a large shift (PSI is not part of the rule)", False, True)
+        shapes.append(shape)
+        annotations.append(note)
+    elif not known.empty and known.nunique() == 1:
+        level = float(known.iloc[0])
+        if info.log:
+            lowest = min(lowest, level)
+            text = f"rule: adjusted p < {p_value_text(level)}"
+        else:
+            text = f"rule: effect >= {level:g}"
+        shape, note = _threshold_shape(level, text, info.log, not info.log)
+        shapes.append(shape)
+        annotations.append(note)
+    elif not known.empty:  # the rule changed over time: its level per batch
+        if info.log:
+            lowest = min(lowest, float(known.min()))
+        traces.append({
+            "type": "scatter", "x": x, "y": [None if v != v else v for v in levels.tolist()], "mode": "lines",
+            "name": "the rule's threshold", "line": {"color": THRESHOLD_COLOUR, "dash": "dash", "shape": "hv", "width": 1.5},
+            "connectgaps": True, "hovertemplate": "%{x}<br>threshold %{y:.3g}<extra></extra>",
+        })
+    if info.log:
+        tickvals, ticktext = log_ticks(max(lowest, P_FLOOR))
+        layout["yaxis"] = {"type": "log", "title": {"text": info.axis}, "tickmode": "array", "tickvals": tickvals,
+                           "ticktext": ticktext, "range": [min(math.log10(max(lowest, P_FLOOR)), -1.0) - 0.3, 0.15]}
     else:
-        layout["yaxis"] = {"title": {"text": "PSI (higher: more drift)"}, "rangemode": "tozero"}
-        layout["shapes"] = [{**line, "y0": 0.2, "y1": 0.2}]
-        layout["annotations"] = [{"text": "0.2: a large shift", "xref": "paper", "x": 0, "xanchor": "left",
-                                  "y": 0.2, "yref": "y", "yanchor": "bottom", "showarrow": False}]
+        layout["yaxis"] = {"title": {"text": info.axis}, "rangemode": "tozero"}
+    layout["shapes"] = shapes
+    layout["annotations"] = annotations
     layout["xaxis"] = {"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])}
     return {"data": traces, "layout": layout}
 

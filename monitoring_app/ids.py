@@ -35,6 +35,10 @@ PREDICTIONS_COUNT = "predictions-count"
 
 # Drift.
 DRIFT_STATE = "drift-state"
+DRIFT_RUN = "drift-run"
+DRIFT_RUN_BODY = "drift-run-body"
+DRIFT_ALERT = "drift-alert"
+DRIFT_TABLE = "drift-table"
 DRIFT_STAT = "drift-stat"
 DRIFT_FEATURE = "drift-feature"
 DRIFT_HISTORY = "drift-history"

@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from serverless_ml import defaults, tracking
+from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.settings import Settings
 
@@ -41,7 +41,6 @@ class Site:
         refresh_s: Seconds between the pages' refreshes.
         mlflow_ui_url: Base URL of the MLflow UI for run links (``None``: no links).
         clock: The current time (tests pass a fixed one).
-        drift_p_value: The p-value threshold drawn on the drift chart.
     """
 
     settings: Settings
@@ -51,7 +50,6 @@ class Site:
     refresh_s: float
     mlflow_ui_url: str | None
     clock: Callable[[], dt.datetime]
-    drift_p_value: float = defaults.INFER_DRIFT_P_VALUE
 
     def spec(self, name: str | None) -> DatasetSpec:
         """The dataset ``name`` (the default one when ``None`` or empty).

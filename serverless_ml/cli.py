@@ -100,12 +100,16 @@ def features(dataset: str, source: str, settings: Settings) -> None:
 @click.option("--rows", default=defaults.DAILY_ROWS, show_default=True, type=int, help="Rows to generate (1..10000).")
 @click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Random seed (>= 0).")
 @click.option("--drift", default="", help="Shift features, e.g. 'age+15,fare*2,embarked=Q'.")
+@click.option("--replace", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              help="Rewrite the day's rows when they exist with other values; removes the predictions and "
+                   "monitoring runs that scored them (true/false).")
 @store_options
-def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, settings: Settings) -> None:
+def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: bool, settings: Settings) -> None:
     """Add synthetic labelled rows for one day to the dataset's feature group.
 
     Reads the group's backfill rows; writes rows with origin 'synthetic' and event time
-    DATE. The same date and seed twice adds nothing the second time.
+    DATE. The same date and seed twice adds nothing the second time; other --rows or
+    --drift for a date and seed that have rows are refused unless --replace is given.
     """
     from serverless_ml.datasets import get_dataset
     from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, parse_drift
@@ -119,7 +123,7 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, settings: 
         raise SmlError(f"--seed must be >= 0, got {seed}")
     spec = get_dataset(dataset)
     shifts = parse_drift(drift, spec)
-    report = add_daily_rows(spec, open_feature_store(settings), day, rows, seed, shifts)
+    report = add_daily_rows(spec, open_feature_store(settings), day, rows, seed, shifts, replace=replace, settings=settings)
     click.echo(f"{day.isoformat()}: {report.summary()}")
 
 
@@ -185,14 +189,15 @@ def train(
 @click.option("--as-of", default="", help="Score rows up to the end of this date, YYYY-MM-DD [default: now].")
 @click.option("--rolling-days", default=defaults.INFER_ROLLING_DAYS, show_default=True, type=int, help="Days in the rolling accuracy window.")
 @click.option("--accuracy-drop", default=defaults.INFER_ACCURACY_DROP, show_default=True, type=float, help="Alert when accuracy is this far below the champion's holdout accuracy.")
-@click.option("--drift-p-value", default=defaults.INFER_DRIFT_P_VALUE, show_default=True, type=float, help="A feature has drifted when its test's p-value is below this.")
-@click.option("--drift-share", default=defaults.INFER_DRIFT_SHARE, show_default=True, type=float, help="Alert when at least this share of features drifted.")
+@click.option("--drift-p-value", default=defaults.INFER_DRIFT_P_VALUE, show_default=True, type=float, help="A feature has drifted when its p-value, adjusted over all features (Benjamini-Hochberg), is below this...")
+@click.option("--drift-min-effect", default=defaults.INFER_DRIFT_MIN_EFFECT, show_default=True, type=float, help="...and its effect size (Wasserstein distance in standard deviations; total variation for categories) is at least this.")
+@click.option("--drift-share", default=defaults.INFER_DRIFT_SHARE, show_default=True, type=float, help="Alert when more than this share of features drifted (0: any drifted feature).")
 @click.option("--fail-on-alert", type=click.BOOL, default=False, is_flag=False, flag_value=True, help="Exit 3 when an alert fires (for schedulers).")
 @click.option("--figures/--no-figures", default=True, show_default=True, help="Also log confusion matrices as PNG figures.")
 @store_options
 def infer(
     dataset: str, as_of: str, rolling_days: int, accuracy_drop: float, drift_p_value: float,
-    drift_share: float, fail_on_alert: bool, figures: bool, settings: Settings,
+    drift_min_effect: float, drift_share: float, fail_on_alert: bool, figures: bool, settings: Settings,
 ) -> None:
     """Score the rows the champion has not seen and log the batch as a monitoring run.
 
@@ -210,11 +215,14 @@ def infer(
         raise SmlError(f"--accuracy-drop must be between 0 and 1, got {accuracy_drop}")
     if not 0 < drift_p_value < 1:
         raise SmlError(f"--drift-p-value must be between 0 and 1, got {drift_p_value}")
-    if not 0 < drift_share <= 1:
-        raise SmlError(f"--drift-share must be in (0, 1], got {drift_share}")
+    if not 0 <= drift_share < 1:
+        raise SmlError(f"--drift-share must be in [0, 1), got {drift_share}")
+    if not 0 <= drift_min_effect < 100:
+        raise SmlError(f"--drift-min-effect must be between 0 and 100, got {drift_min_effect}")
     options = InferOptions(
         as_of=parse_date(as_of, "--as-of"), rolling_days=rolling_days,
-        rule=AlertRule(accuracy_drop=accuracy_drop, drift_p_value=drift_p_value, drift_share=drift_share),
+        rule=AlertRule(accuracy_drop=accuracy_drop, drift_p_value=drift_p_value, drift_share=drift_share,
+                       drift_min_effect=drift_min_effect),
         fail_on_alert=fail_on_alert, figures=figures,
     )
     spec = get_dataset(dataset)
@@ -266,16 +274,23 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
 @click.option("--retrain-every", default=0, type=int, help="Retrain every K days (0: never).")
 @click.option("--retrain-trials", default=defaults.SIMULATE_RETRAIN_TRIALS, show_default=True, type=int, help="Optuna trials per retrain.")
 @click.option("--figures/--no-figures", default=False, show_default=True, help="Also log confusion matrices as PNG figures.")
+@click.option("--replace", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              help="Rewrite days that exist with other rows, and score them again (true/false).")
+@click.option("--keep-existing", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              help="Keep days that exist with other rows as they are; simulate only the others (true/false).")
 @store_options
 def simulate(
     dataset: str, days: int, end_date: str, rows: int, seed: int, drift: str, drift_from: int,
-    drift_days: int, retrain_every: int, retrain_trials: int, figures: bool, settings: Settings,
+    drift_days: int, retrain_every: int, retrain_trials: int, figures: bool, replace: bool, keep_existing: bool,
+    settings: Settings,
 ) -> None:
     """Replay N past days of the daily loop (rows, inference, optional retraining).
 
     Writes synthetic rows dated each day to <dataset>, predictions to
     <dataset>_predictions, and one monitoring run per day (dated that day) in
-    <dataset>-monitoring. Needs a champion (`sml train`).
+    <dataset>-monitoring. Needs a champion (`sml train`). Days that exist with other rows
+    are refused unless --replace is given (their rows rewritten, then scored again) or
+    --keep-existing (they stay as they are; `sml main` uses it).
     """
     from serverless_ml.datasets import get_dataset
     from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, parse_drift
@@ -293,7 +308,7 @@ def simulate(
     options = SimulateOptions(
         days=days, end_date=last, rows=rows, seed=seed, drift=parse_drift(drift, spec),
         drift_from=drift_from or None, drift_days=drift_days or None, retrain_every=retrain_every or None,
-        retrain_trials=retrain_trials, infer=InferOptions(figures=figures),
+        retrain_trials=retrain_trials, replace=replace, keep_existing=keep_existing, infer=InferOptions(figures=figures),
     )
     report = run_simulation(spec, open_feature_store(settings), settings, options)
     click.echo(report.summary(spec, options))

@@ -20,8 +20,9 @@ TRAIN_PROMOTE = "if-better"
 
 INFER_ROLLING_DAYS = 30
 INFER_ACCURACY_DROP = 0.10
-INFER_DRIFT_P_VALUE = 0.001
-INFER_DRIFT_SHARE = 0.1
+INFER_DRIFT_P_VALUE = 0.005
+INFER_DRIFT_SHARE = 0.0
+INFER_DRIFT_MIN_EFFECT = 0.1
 
 SIMULATE_DAYS = 30
 SIMULATE_ROWS = 10
@@ -51,6 +52,7 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "rows": DAILY_ROWS,
         "seed": DAILY_SEED,
         "drift": "",
+        "replace": "false",
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },
@@ -75,6 +77,7 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "rolling_days": INFER_ROLLING_DAYS,
         "accuracy_drop": INFER_ACCURACY_DROP,
         "drift_p_value": INFER_DRIFT_P_VALUE,
+        "drift_min_effect": INFER_DRIFT_MIN_EFFECT,
         "drift_share": INFER_DRIFT_SHARE,
         "fail_on_alert": "false",
         "store_dir": "",
@@ -91,6 +94,8 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "drift_days": 0,
         "retrain_every": 0,
         "retrain_trials": SIMULATE_RETRAIN_TRIALS,
+        "replace": "false",
+        "keep_existing": "false",
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },

@@ -1,14 +1,27 @@
-"""Drift: per-feature drift scores over time, and the latest batch's distribution of one
-feature against the rows the model was trained on.
+"""Drift: why a batch raised (or did not raise) a drift alert, per-feature drift over time,
+and one feature's distribution in the window it was judged on against the rows the model
+was trained on.
 
-Reads the monitoring runs' ``drift_psi_<feature>`` / ``drift_p_<feature>`` metrics, the
-latest run's predictions (its keys) and the feature group; the training rows are those
-of the champion's training run (``training/keys.parquet``), or the real rows when that
-run logged no keys.
+Reads the monitoring runs' per-feature drift metrics (``drift_effect_<f>``,
+``drift_padj_<f>``, ``drift_p_<f>``, ``drift_psi_<f>``), tags (``alert_drift``, ``alerts``,
+``not_computed``, ``drift_window``...) and params (``drift_p_value``,
+``drift_min_effect``: the rule each run judged drift with); the chosen run's
+``drift.json`` (only that run's: artifacts are read per run, and kept); for the
+distribution, the predictions (their keys and event times) and the feature group. The
+training rows are those of the run's model's training run (``training/keys.parquet``), or
+the real rows when that run logged no keys.
+
+Runs logged before drift had windows, adjusted p-values and effect sizes (their
+``drift.json`` holds ``basis`` and per feature ``test``, ``p_value``, ``psi``,
+``drifted``) are shown with what they have and "n/a" for the rest.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dash
@@ -17,18 +30,38 @@ from dash import Input, Output, State, dcc, html
 
 from monitoring_app import figures, ids
 from monitoring_app.components import (
-    GRAPH_CONFIG, control, feature_callback, feature_picker, guarded, page, page_dataset, register_page, token,
-    triggered_id,
+    GRAPH_CONFIG, control, dataset_callback, feature_picker, guarded, notice, page, page_dataset, register_page,
+    token, triggered_id,
 )
 from monitoring_app.site import Site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN
+from serverless_ml.training.evaluation import metric_key
 
 PATH = "/drift"
 TITLE = "Drift"
-STAT_OPTIONS = [{"label": "PSI", "value": "psi"}, {"label": "test p-value", "value": "p"}]
-LATEST_TAGS = ("model_version",)
+STAT_OPTIONS = [{"label": figures.DRIFT_STATS[key].label, "value": key} for key in ("effect", "padj", "psi")]
+DRIFT_ARTIFACT = "drift.json"
+METRIC_PREFIXES = {"p_value": "drift_p_", "p_adjusted": "drift_padj_", "effect": "drift_effect_", "psi": "drift_psi_"}
+"""The per-feature metrics of a monitoring run, by the name of the figure in ``drift.json``."""
+RUN_TAGS = ("alert_drift",)
+RULE_PARAMS = ("drift_p_value", "drift_min_effect")
+DETAIL_METRICS = ("drift_rows", "drift_rows_rolling", "drift_share")
+DETAIL_TAGS = ("as_of", "model_version", "alert_drift", "alerts", "not_computed", "drift_basis", "drift_window",
+               "drift_window_rolling")
+DRIFT_ALERT_PREFIX = "drift alert"
+NOT_COMPUTED_PREFIX = "drift not computed"
+WINDOW_NAMES = {"recent": "recent", "window": "recent", "rolling": "rolling"}
+OLD_BASES = {"batch": "the batch", "rolling_window": "the rolling window"}
+TEST_NAMES = {"mwu": "Mann-Whitney U", "ks": "Kolmogorov-Smirnov", "missing": "Fisher (missing share)",
+              "chi2": "chi-squared"}
+EFFECT_NAMES = {"wasserstein_std": "Wasserstein distance / reference std", "missing_share": "change of missing share",
+                "total_variation": "total variation distance"}
+TABLE_COLUMNS = ("Feature", "Window", "Test", "Statistic", "Effect size", "p-value", "Adjusted p", "PSI", "Drifted")
+NA = "n/a"
+ALERT_STYLE = {"background": "#fffbeb", "border": "1px solid #fcd34d", "color": "#92400e"}
+DRIFTED_ROW_STYLE = {"background": "#fef3c7", "fontWeight": 600}
 
 
 def register(app: dash.Dash) -> None:
@@ -36,71 +69,439 @@ def register(app: dash.Dash) -> None:
     app.callback(
         Output(ids.DRIFT_HISTORY, "children"),
         Output(ids.DRIFT_STATE, "data"),
+        Output(ids.DRIFT_RUN, "options"),
+        Output(ids.DRIFT_RUN, "value"),
         Input(ids.DRIFT_STAT, "value"),
         Input(ids.REFRESH, "n_intervals"),
         State(ids.DRIFT_STATE, "data"),
+        State(ids.DRIFT_RUN, "value"),
     )(show_history)
+    app.callback(
+        Output(ids.DRIFT_RUN_BODY, "children"),
+        Input(ids.DRIFT_RUN, "value"),
+        State(ids.DRIFT_STATE, "data"),
+        prevent_initial_call=True,
+    )(show_run)
     app.callback(
         Output(ids.DRIFT_DISTRIBUTION, "children"),
         Input(ids.DRIFT_FEATURE, "value"),
-        Input(ids.DRIFT_STATE, "data"),
+        Input(ids.DRIFT_RUN, "value"),
+        State(ids.DRIFT_STATE, "data"),
     )(show_distribution)
 
 
-def layout(dataset: str | None = None, feature: str | None = None, **_: Any) -> html.Div:
-    _, spec, problem = page_dataset(dataset)
+# --- pure parts: the rule, the run picker, the table ------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, or ``None`` (missing, NaN, not a number)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def history_metrics(spec: DatasetSpec) -> tuple[str, ...]:
+    """Every per-feature drift metric: the chart's choices and the drifted markers (which
+    need the adjusted p-value and the effect whatever is shown) come from one read."""
+    return tuple(f"{prefix}{metric_key(f)}" for prefix in METRIC_PREFIXES.values() for f in spec.feature_names)
+
+
+def rule_frame(run_ids: pd.Index, params: pd.DataFrame) -> pd.DataFrame:
+    """Per run, the thresholds it judged drift with: ``p_threshold`` and ``min_effect``
+    (NaN where the run did not log one: runs before effect sizes had no minimum)."""
+    frame = params.reindex(run_ids)
+    return pd.DataFrame({
+        "p_threshold": pd.to_numeric(frame.get("params.drift_p_value"), errors="coerce"),
+        "min_effect": pd.to_numeric(frame.get("params.drift_min_effect"), errors="coerce"),
+    }, index=run_ids)
+
+
+def drifted_flags(runs: pd.DataFrame, spec: DatasetSpec, rule: pd.DataFrame) -> pd.DataFrame:
+    """Per run and feature, whether the feature drifted by that run's rule: adjusted
+    p-value below its threshold and effect at least its minimum; for runs logged before
+    adjusted p-values, the test's p-value below the threshold (the rule then)."""
+    p_threshold = rule["p_threshold"].reindex(runs.index)
+    min_effect = rule["min_effect"].reindex(runs.index).fillna(0.0)
+    empty = pd.Series(float("nan"), index=runs.index)
+
+    def metric(name: str, feature: str) -> pd.Series:
+        return runs.get(f"metrics.{METRIC_PREFIXES[name]}{metric_key(feature)}", empty).astype(float)
+
+    flags = {}
+    for feature in spec.feature_names:
+        adjusted, effect, raw = metric("p_adjusted", feature), metric("effect", feature), metric("p_value", feature)
+        flags[feature] = ((adjusted < p_threshold) & (effect >= min_effect)) | (adjusted.isna() & (raw < p_threshold))
+    return pd.DataFrame(flags, index=runs.index, columns=list(spec.feature_names)).astype(bool)
+
+
+def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
+    """Picker options, newest batch first: the batch date, ``⚠ drift`` when the run raised a
+    drift alert, and the run's name when two runs share a date."""
+    newest = runs.iloc[::-1]
+    if newest.empty:
+        return []
+    dates = newest["tags.as_of"].astype(str)
+    alert = newest.get("tags.alert_drift", pd.Series(None, index=newest.index)).eq("true")
+    labels = dates + alert.map({True: " ⚠ drift", False: ""})
+    shared = dates.duplicated(keep=False)
+    if shared.any():
+        names = newest["run_name"].fillna(pd.Series(newest.index, index=newest.index)).astype(str)
+        labels = labels.where(~shared, labels + " (" + names + ")")
+    return [{"label": label, "value": str(run_id)} for run_id, label in zip(newest.index, labels, strict=True)]
+
+
+def messages(text: Any, prefix: str) -> list[str]:
+    """The messages of a ``" | "``-joined tag (``alerts``, ``not_computed``) that start
+    with ``prefix``."""
+    return [m.strip() for m in str(text or "").split(" | ") if m.strip().startswith(prefix)]
+
+
+def day_span(span: str) -> tuple[dt.date, dt.date] | None:
+    """The first and last day of a window written ``2024-01-23..2024-01-30`` (or one day)."""
+    first, _, last = str(span or "").partition("..")
+    try:
+        start = dt.date.fromisoformat(first.strip())
+        end = dt.date.fromisoformat((last or first).strip())
+    except ValueError:
+        return None
+    return (start, end) if start <= end else None
+
+
+def window_text(window: str | None, basis: str | None, report: Mapping[str, Any], run: Mapping[str, Any]) -> str:
+    """Where a feature's figures come from: ``recent 2024-03-06..2024-03-08 (3 days, 36
+    rows)``, ``rolling ...``; for runs without windows, their basis (``the batch``)."""
+    if window in WINDOW_NAMES:
+        rolling = window == "rolling"
+        name = WINDOW_NAMES[window]
+        span = str(report.get("rolling_window" if rolling else "window") or
+                   run.get("tags.drift_window_rolling" if rolling else "tags.drift_window") or "")
+        rows = _number(report.get("rolling_rows" if rolling else "rows"))
+        if rows is None:
+            rows = _number(run.get("metrics.drift_rows_rolling" if rolling else "metrics.drift_rows"))
+    else:
+        name = OLD_BASES.get(str(basis), str(basis) if basis and basis != "none" else NA)
+        span, rows = "", _number(run.get("metrics.drift_rows"))
+    parts = []
+    days = day_span(span)
+    if days is not None:
+        count = (days[1] - days[0]).days + 1
+        parts.append(f"{count} day{'s' if count != 1 else ''}")
+    if rows is not None:
+        parts.append(f"{int(rows)} rows")
+    return f"{name} {span}".strip() + (f" ({', '.join(parts)})" if parts else "")
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One line of the drift table (``None``: the run did not log that figure)."""
+
+    feature: str
+    window: str
+    test: str | None
+    statistic: float | None
+    effect: float | None
+    effect_name: str | None
+    p_value: float | None
+    p_adjusted: float | None
+    psi: float | None
+    drifted: bool | None
+
+    def sort_key(self) -> tuple[int, float, float]:
+        p = self.p_adjusted if self.p_adjusted is not None else self.p_value
+        return (0 if self.drifted else 1, p if p is not None else math.inf, -(self.effect or 0.0))
+
+
+def feature_rows(
+    spec: DatasetSpec, report: Mapping[str, Any] | None, run: Mapping[str, Any],
+    p_threshold: float | None = None, min_effect: float | None = None,
+) -> list[FeatureRow]:
+    """The drift table of a run, drifted features first, then by (adjusted) p-value.
+
+    Args:
+        spec: The dataset (its features).
+        report: The run's ``drift.json`` (``None`` when it logged none).
+        run: The run's values: ``metrics.<name>`` and ``tags.<name>`` (the figures of a
+            feature ``drift.json`` lacks come from its metrics).
+        p_threshold: The run's ``drift_p_value`` (judges a feature known from metrics only).
+        min_effect: The run's ``drift_min_effect``.
+    """
+    report = report if isinstance(report, Mapping) else {}
+    basis = report.get("basis") or run.get("tags.drift_basis")
+    entries = {str(e.get("feature")): e for e in report.get("features") or [] if isinstance(e, Mapping)}
+    names = list(spec.feature_names) + [f for f in entries if f not in spec.feature_names]
+    rows = []
+    for feature in names:
+        entry = entries.get(feature)
+        if entry is None:
+            logged = {name: _number(run.get(f"metrics.{prefix}{metric_key(feature)}"))
+                      for name, prefix in METRIC_PREFIXES.items()}
+            if all(v is None for v in logged.values()):
+                continue
+            entry = {**logged, "window": "recent" if run.get("tags.drift_window") else None}
+        drifted = entry.get("drifted")
+        if not isinstance(drifted, bool):
+            drifted = _judged(entry, p_threshold, min_effect)
+        rows.append(FeatureRow(
+            feature=feature,
+            window=window_text(entry.get("window"), basis, report, run),
+            test=str(entry["test"]) if entry.get("test") else None,
+            statistic=_number(entry.get("statistic")),
+            effect=_number(entry.get("effect")),
+            effect_name=str(entry["effect_name"]) if entry.get("effect_name") else None,
+            p_value=_number(entry.get("p_value")),
+            p_adjusted=_number(entry.get("p_adjusted")),
+            psi=_number(entry.get("psi")),
+            drifted=drifted,
+        ))
+    return sorted(rows, key=FeatureRow.sort_key)
+
+
+def _judged(entry: Mapping[str, Any], p_threshold: float | None, min_effect: float | None) -> bool | None:
+    adjusted, effect, raw = (_number(entry.get(k)) for k in ("p_adjusted", "effect", "p_value"))
+    if p_threshold is None:
+        return None
+    if adjusted is not None:
+        return adjusted < p_threshold and effect is not None and effect >= (min_effect or 0.0)
+    return raw < p_threshold if raw is not None else None
+
+
+def describe_test(test: str | None) -> str:
+    """``mwu+ks+missing`` as ``Mann-Whitney U + Kolmogorov-Smirnov + Fisher (missing share)``."""
+    if not test:
+        return NA
+    return " + ".join(TEST_NAMES.get(part, part) for part in test.split("+"))
+
+
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return NA if value is None else format(value, spec)
+
+
+def _p(value: float | None) -> str:
+    return NA if value is None else figures.p_value_text(value)
+
+
+def drift_table(rows: Sequence[FeatureRow]) -> html.Table:
+    """The rows as a table of text cells; drifted features highlighted."""
+    head = html.Thead(html.Tr([html.Th(c) for c in TABLE_COLUMNS]))
+    body = []
+    for row in rows:
+        effect: list[Any] = [_figure(row.effect)]
+        if row.effect_name:
+            effect += [html.Br(), html.Span(EFFECT_NAMES.get(row.effect_name, row.effect_name), className="muted")]
+        cells = [row.feature, row.window, describe_test(row.test), _figure(row.statistic, ".3g"), effect,
+                 _p(row.p_value), _p(row.p_adjusted), _figure(row.psi),
+                 NA if row.drifted is None else ("yes" if row.drifted else "no")]
+        extra = {"style": DRIFTED_ROW_STYLE} if row.drifted else {}
+        body.append(html.Tr([html.Td(c) for c in cells], className="drifted" if row.drifted else "", **extra))
+    return html.Table([head, html.Tbody(body)], className="table", id=ids.DRIFT_TABLE)
+
+
+def rule_text(p_threshold: float | None, min_effect: float | None, adjusted: bool) -> str:
+    """The rule a run judged drift with, in words."""
+    if p_threshold is None:
+        return "The run logged no drift rule."
+    if not adjusted:
+        return f"Rule of this run: a feature drifted when its test's p-value was below {p_threshold:g}."
+    effect = f" and its effect size is at least {min_effect:g}" if min_effect is not None else ""
+    return (f"Rule: a feature drifted when its adjusted p-value (Benjamini-Hochberg over every feature and window) "
+            f"is below {p_threshold:g}{effect}.")
+
+
+def run_summary(
+    run: Mapping[str, Any], rows: Sequence[FeatureRow], p_threshold: float | None, min_effect: float | None
+) -> list[Any]:
+    """Above the table: the drift alert (or that there was none), why drift was not
+    computed, the batch and its model, the rule."""
+    out: list[Any] = []
+    alerts = messages(run.get("tags.alerts"), DRIFT_ALERT_PREFIX)
+    if alerts:
+        out.append(html.Div([html.Div(m) for m in alerts], id=ids.DRIFT_ALERT, className="notice notice-alert",
+                            role="status", style=ALERT_STYLE))
+    skipped = messages(run.get("tags.not_computed"), NOT_COMPUTED_PREFIX)
+    for message in skipped:
+        out.append(notice(message, "info"))
+    if not alerts and not skipped:
+        drifted = sum(1 for r in rows if r.drifted)
+        text = "No drift alert for this batch." + (f" {drifted} feature(s) drifted." if drifted else "")
+        out.append(html.Div(text, id=ids.DRIFT_ALERT, className="muted"))
+    about = f"Batch {run.get('tags.as_of')}, model v{run.get('tags.model_version')}."
+    # Runs logged before adjusted p-values have neither them nor a minimum effect.
+    adjusted = min_effect is not None or any(r.p_adjusted is not None for r in rows)
+    out.append(html.Div([about, " ", rule_text(p_threshold, min_effect, adjusted)], className="muted"))
+    return out
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def monitoring_history(site: Site, spec: DatasetSpec) -> pd.DataFrame:
+    """The runs with every drift metric (one cached read serves the picker and the chart)."""
+    return site.data.monitoring_runs(spec, history_metrics(spec), RUN_TAGS)
+
+
+def run_rule(site: Site, spec: DatasetSpec, run_id: str) -> tuple[float | None, float | None]:
+    params = site.data.run_params(tracking.monitoring_experiment(spec.name), RULE_PARAMS)
+    rule = rule_frame(pd.Index([run_id]), params).iloc[0]
+    return _number(rule["p_threshold"]), _number(rule["min_effect"])
+
+
+def run_values(site: Site, spec: DatasetSpec, run_id: str) -> dict[str, Any] | None:
+    """The chosen run's drift metrics and tags (``None``: not a finished monitoring run)."""
+    values = site.data.run_values(tracking.monitoring_experiment(spec.name), [run_id],
+                                  (*DETAIL_METRICS, *history_metrics(spec)), DETAIL_TAGS)
+    if run_id not in values.index:
+        return None
+    return values.loc[run_id].to_dict()
+
+
+def explain_run(site: Site, spec: DatasetSpec, run_id: str | None) -> tuple[Any, list[FeatureRow]]:
+    """One run's drift explained: the summary and the table (a notice when reading fails),
+    and the table's rows."""
+    rows: list[FeatureRow] = []
+
+    def draw() -> Any:
+        if not run_id:
+            monitoring_history(site, spec)  # says which command to run when there are no runs
+            return notice(f"no monitoring run chosen for {spec.name}")
+        run = run_values(site, spec, run_id)
+        if run is None:
+            return notice(f"run {run_id} is not a finished monitoring run of {spec.name}", "error")
+        report = site.data.run_json(run_id, DRIFT_ARTIFACT)
+        p_threshold, min_effect = run_rule(site, spec, run_id)
+        if isinstance(report, Mapping):  # what the run judged with, as it wrote it down
+            if _number(report.get("p_threshold")) is not None:
+                p_threshold = _number(report.get("p_threshold"))
+            if _number(report.get("min_effect")) is not None:
+                min_effect = _number(report.get("min_effect"))
+        rows.extend(feature_rows(spec, report, run, p_threshold, min_effect))
+        parts = run_summary(run, rows, p_threshold, min_effect)
+        if rows:
+            parts.append(html.Div(drift_table(rows), className="table-wrap"))
+        return parts
+
+    return guarded(draw), rows
+
+
+def initial_run(site: Site, spec: DatasetSpec, run: str | None) -> tuple[list[dict[str, str]], str | None]:
+    runs = monitoring_history(site, spec)
+    chosen = run if run in runs.index else (str(runs.index[-1]) if len(runs) else None)
+    return run_options(runs), chosen
+
+
+def layout(dataset: str | None = None, feature: str | None = None, run: str | None = None, **_: Any) -> html.Div:
+    site, spec, problem = page_dataset(dataset)
     if spec is None:
         return page(TITLE, problem)
-    chosen = feature if feature in spec.feature_names else spec.feature_names[0]
+    state: dict[str, Any] = {"dataset": spec.name}
+    try:
+        options, chosen = initial_run(site, spec, run)
+    except Exception:  # noqa: BLE001 - the body below says what failed
+        options, chosen = [], None
+    state["latest"] = options[0]["value"] if options else None
+    body, rows = explain_run(site, spec, chosen)
+    # Unless the URL names one, the feature the table puts first (drifted, or closest to it).
+    top = rows[0].feature if rows and rows[0].feature in spec.feature_names else spec.feature_names[0]
+    picked = feature if feature in spec.feature_names else top
     return page(
         TITLE,
-        control("Score", dcc.RadioItems(id=ids.DRIFT_STAT, options=STAT_OPTIONS, value="psi", inline=True)),
+        control("Monitoring run", dcc.Dropdown(id=ids.DRIFT_RUN, options=options, value=chosen, clearable=False,
+                                               className="dropdown")),
+        html.Div(body, id=ids.DRIFT_RUN_BODY),
+        html.H3("Over time"),
+        control("Show", dcc.RadioItems(id=ids.DRIFT_STAT, options=STAT_OPTIONS, value=figures.DEFAULT_DRIFT_STAT,
+                                       inline=True)),
         dcc.Loading(html.Div(id=ids.DRIFT_HISTORY), type="dot"),
-        feature_picker(ids.DRIFT_FEATURE, spec, chosen),
+        html.H3("Distribution"),
+        feature_picker(ids.DRIFT_FEATURE, spec, picked),
         dcc.Loading(html.Div(id=ids.DRIFT_DISTRIBUTION), type="dot"),
-        state_id=ids.DRIFT_STATE, state={"dataset": spec.name},
+        state_id=ids.DRIFT_STATE, state=state,
     )
 
 
-def history_metrics(spec: DatasetSpec, stat: str) -> tuple[str, ...]:
-    """The metrics the chart shows: one per feature, of the chosen score only."""
-    prefix = "drift_psi_" if stat == "psi" else "drift_p_"
-    return tuple(f"{prefix}{f}" for f in spec.feature_names)
+# --- callbacks -------------------------------------------------------------------------------
 
 
 def show_history(
-    stat: str | None, n_intervals: int | None, state: dict[str, Any] | None, trigger: str | None = None
-) -> tuple[Any, Any]:
-    """The drift chart; on a refresh tick only when a run was added or finished."""
+    stat: str | None, n_intervals: int | None, state: dict[str, Any] | None, run: str | None = None,
+    trigger: str | None = None,
+) -> tuple[Any, Any, Any, Any]:
+    """The drift chart; on a refresh tick only when a run was added or finished, and then
+    new runs join the picker (which moves to the newest run if it showed the newest)."""
     state = dict(state or {})
     site, spec, problem = page_dataset(state.get("dataset"))
     if spec is None:
-        return problem, dash.no_update
-    stat = stat or "psi"
+        return problem, dash.no_update, dash.no_update, dash.no_update
+    stat = stat if stat in figures.DRIFT_STATS else figures.DEFAULT_DRIFT_STAT
     fired = trigger or triggered_id()
+    picker: list[Any] = [dash.no_update, dash.no_update]
 
     def draw() -> Any:
-        current = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
+        experiment = tracking.monitoring_experiment(spec.name)
+        current = token(site.data.runs_signature(experiment))
         if fired == ids.REFRESH and current == state.get("signature") and stat == state.get("stat"):
             raise dash.exceptions.PreventUpdate
         state.update(signature=current, stat=stat)
-        runs = site.data.monitoring_runs(spec, history_metrics(spec, stat))
-        figure = figures.drift_history_figure(runs, spec, stat, site.drift_p_value)
+        runs = monitoring_history(site, spec)
+        if fired == ids.REFRESH and len(runs):
+            newest = str(runs.index[-1])
+            picker[0] = run_options(runs)
+            if newest != state.get("latest") and (run is None or run == state.get("latest")):
+                picker[1] = newest
+            state["latest"] = newest
+        rule = rule_frame(runs.index, site.data.run_params(experiment, RULE_PARAMS))
+        threshold = {"padj": rule["p_threshold"], "effect": rule["min_effect"]}.get(stat)
+        figure = figures.drift_history_figure(runs, spec, stat, drifted_flags(runs, spec, rule), threshold)
         return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_HISTORY_GRAPH)
 
-    return guarded(draw), state
+    graph = guarded(draw)
+    return graph, state, picker[0], picker[1]
 
 
-def latest_batch_rows(site: Site, spec: DatasetSpec) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
-    """The latest batch's feature rows and the champion's training rows, with labels."""
-    runs = site.data.monitoring_runs(spec, (), LATEST_TAGS)
-    latest_id = str(runs.index[-1])
-    latest = runs.iloc[-1]
+def show_run(run: str | None, state: dict[str, Any] | None) -> Any:
+    """The table of the run chosen in the picker."""
+
+    def draw(site: Site, spec: DatasetSpec) -> Any:
+        if not run:
+            raise dash.exceptions.PreventUpdate
+        return explain_run(site, spec, run)[0]
+
+    return dataset_callback(state, draw)
+
+
+def window_rows(
+    site: Site, spec: DatasetSpec, run_id: str | None, feature: str
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
+    """The rows ``feature``'s drift was judged on in run ``run_id`` (default: the newest)
+    - its window's days, or the batch for runs without windows - and the training rows of
+    the run's model, with labels."""
+    if not run_id:
+        run_id = str(monitoring_history(site, spec).index[-1])
+    run = run_values(site, spec, run_id)
+    if run is None:
+        raise dash.exceptions.PreventUpdate
+    report = site.data.run_json(run_id, DRIFT_ARTIFACT)
+    report = report if isinstance(report, Mapping) else {}
+    entry = next((e for e in report.get("features") or [] if isinstance(e, Mapping) and e.get("feature") == feature), {})
+    rolling = entry.get("window") == "rolling"
+    span = str(report.get("rolling_window" if rolling else "window") or
+               run.get("tags.drift_window_rolling" if rolling else "tags.drift_window") or "")
     rows = site.data.feature_rows(spec)
     predictions = site.data.predictions(spec)
-    keys = predictions.loc[predictions["run_id"] == latest_id, spec.primary_key]
+    days = day_span(span)
+    if days is not None:
+        event_day = pd.to_datetime(predictions["event_time"], utc=True).dt.tz_convert(None).dt.normalize()
+        inside = (event_day >= pd.Timestamp(days[0])) & (event_day <= pd.Timestamp(days[1]))
+        keys = predictions.loc[inside, spec.primary_key]
+        current_label = f"{'rolling' if rolling else 'recent'} window {span}"
+    else:
+        keys = predictions.loc[predictions["run_id"] == run_id, spec.primary_key]
+        current_label = f"batch {run.get('tags.as_of')}"
     current = rows[rows[spec.primary_key].isin(keys)]
-    version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(latest.get("tags.model_version"))), None)
+    version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(run.get("tags.model_version"))), None)
     train_keys = site.data.training_keys(spec, version.training_run_id) if version and version.training_run_id else None
     if train_keys is not None and len(train_keys):
         reference = rows[rows[spec.primary_key].isin(train_keys)]
@@ -108,16 +509,19 @@ def latest_batch_rows(site: Site, spec: DatasetSpec) -> tuple[pd.DataFrame, str,
     else:
         reference = rows[rows[ORIGIN_COLUMN] == "backfill"]
         reference_label = "real rows"
-    return reference, reference_label, current, f"batch {latest['tags.as_of']}"
+    return reference, reference_label, current, current_label
 
 
-def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
-    """One feature: latest batch against training rows (redrawn when the history is)."""
-    return feature_callback(feature, state, distribution_graph)
+def show_distribution(feature: str | None, run: str | None, state: dict[str, Any] | None) -> Any:
+    """One feature: the rows of the window it was judged on in the chosen run, against the
+    training rows of the run's model."""
 
+    def draw(site: Site, spec: DatasetSpec) -> Any:
+        if not feature or feature not in spec.feature_names:
+            raise dash.exceptions.PreventUpdate
+        reference, reference_label, current, current_label = window_rows(site, spec, run, feature)
+        figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
+                                             reference_label, current_label)
+        return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_DISTRIBUTION_GRAPH)
 
-def distribution_graph(site: Site, spec: DatasetSpec, feature: str) -> dcc.Graph:
-    reference, reference_label, current, current_label = latest_batch_rows(site, spec)
-    figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
-                                         reference_label, current_label)
-    return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_DISTRIBUTION_GRAPH)
+    return dataset_callback(state, draw)

@@ -31,6 +31,20 @@ HOLDOUT_METRICS = (
     ("val_accuracy_mean", "mean CV accuracy of the best trial"), ("trials_completed", "trials completed"),
 )
 
+# Metrics about one class (binary) or averaged over the classes (multiclass).
+CLASS_METRICS = ("test_precision", "test_recall", "test_f1", "test_roc_auc")
+
+
+def metric_label(key: str, label: str, spec: DatasetSpec, params: dict[str, str]) -> str:
+    """A holdout metric's label, saying which class it is about: the positive class the
+    training run logged (binary), or that it is a macro mean (multiclass)."""
+    if key not in CLASS_METRICS:
+        return label
+    if len(spec.classes) > 2:
+        return f"{label} (one-vs-rest macro mean)" if key == "test_roc_auc" else f"{label} (macro mean)"
+    positive = params.get("positive_class")
+    return f"{label} (positive class: {positive})" if positive else label
+
 
 def register(app: dash.Dash) -> None:
     register_page(__name__, PATH, TITLE, order=4, layout=layout)
@@ -100,7 +114,8 @@ def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
     details = site.data.run_details(run_id) if run_id else None
     if details is None:
         return notice(f"version {number} has no training run in this tracking store")
-    metrics = [{"metric": label, "value": fmt(details.metrics.get(key), ".4f" if key != "trials_completed" else ".0f")}
+    metrics = [{"metric": metric_label(key, label, spec, details.params),
+                "value": fmt(details.metrics.get(key), ".4f" if key != "trials_completed" else ".0f")}
                for key, label in HOLDOUT_METRICS if key in details.metrics]
     trials = site.data.trials(spec, details.run_id)
     url = site.run_url(details.experiment_id, details.run_id)

@@ -99,6 +99,10 @@ class DatasetSpec:
         label: Label column name (in the source and in the store).
         label_type: ``bigint`` or ``string``.
         classes: The label values, in display order.
+        positive_class: Binary problems: the class that precision, recall, F1 and ROC AUC
+            are about (a spec file's ``positive_class``; default the second of
+            ``classes``). ``None`` for multiclass problems, whose metrics are macro
+            averages over every class.
         class_names: Human names of the classes (same order as ``classes``).
         primary_key: Key column in the store.
         primary_key_source: Raw column holding the key, or ``None`` to number rows 1..N.
@@ -141,6 +145,14 @@ class DatasetSpec:
     derive: Transform | None = None
     numeric_products: bool = False
     spec_path: Path | None = None
+    positive_class: Any = None
+
+    def __post_init__(self) -> None:
+        if len(self.classes) == 2 and self.positive_class is None:
+            object.__setattr__(self, "positive_class", self.classes[1])
+        if self.positive_class is not None and (len(self.classes) != 2 or self.positive_class not in self.classes):
+            raise SpecError(f"dataset '{self.name}': positive_class {self.positive_class!r} must be one of its two "
+                            f"classes ({', '.join(map(str, self.classes))})")
 
     @property
     def raw_label(self) -> str:
@@ -238,9 +250,30 @@ def generic_transform(
 
 
 _SPEC_KEYS = {
-    "name", "version", "description", "source", "label", "classes", "class_names", "primary_key",
-    "features", "backfill_event_time", "synthetic", "numeric_products",
+    "name", "version", "description", "source", "label", "classes", "class_names", "positive_class",
+    "primary_key", "features", "backfill_event_time", "synthetic", "numeric_products",
 }
+
+
+def _parse_positive_class(raw: Any, classes: Sequence[Any], label_type: str, where: str) -> Any:
+    """The spec's ``positive_class``, typed like its classes; default the second class of
+    a binary problem, ``None`` for multiclass."""
+    if raw is None:
+        return classes[1] if len(classes) == 2 else None
+    if len(classes) != 2:
+        raise SpecError(f"{where}: positive_class applies to two classes only; this spec has {len(classes)} "
+                        f"(multiclass precision, recall, F1 and ROC AUC are macro averages over every class)")
+    if label_type == "bigint":
+        value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+        kind = "an integer label"
+    else:
+        # The classes of a string label went through str() (YAML reads `yes` as true): so does this.
+        value = str(raw) if isinstance(raw, (str, int, float, bool)) else None
+        kind = "a label"
+    if value is None or value not in classes:
+        raise SpecError(f"{where}: positive_class {raw!r} must be {kind} listed in classes "
+                        f"({', '.join(map(str, classes))})")
+    return value
 
 # numeric_products adds n(n-1)/2 columns for n numeric features: 45 at this limit.
 MAX_PRODUCT_FEATURES = 10
@@ -273,6 +306,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         label_type, classes = "string", [str(c) for c in classes]
     if len(set(classes)) != len(classes):
         raise SpecError(f"{where}: 'classes' has duplicates")
+    positive_class = _parse_positive_class(data.get("positive_class"), classes, label_type, where)
     class_names = data.get("class_names")
     if class_names is not None and (not isinstance(class_names, list) or len(class_names) != len(classes)):
         raise SpecError(f"{where}: 'class_names' must list one name per class")
@@ -337,6 +371,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         label=label,
         label_type=label_type,
         classes=tuple(classes),
+        positive_class=positive_class,
         class_names=_as_tuple(class_names),
         primary_key=primary_key,
         primary_key_source=key_source,

@@ -97,10 +97,32 @@ def apply_drift(values: pd.Series, item: Drift, spec: DatasetSpec) -> pd.Series:
     return shifted
 
 
+MAX_DECIMALS = 10
+
+
+def resolution(pool: np.ndarray) -> int | None:
+    """The number of decimals the pool's values are written with (0 for whole numbers),
+    or None when they use a float's full precision (measurements, not rounded numbers).
+
+    Synthetic values are rounded to the same resolution: a fixed 2 decimals turned a
+    density of 0.99xx (about 1,000 distinct values) into 4 distinct values, and every
+    clean synthetic day then looked like drift.
+    """
+    present = pool[~np.isnan(pool)]
+    if present.size == 0:
+        return 0
+    scale = max(float(np.abs(present).max()), 1.0)
+    for decimals in range(MAX_DECIMALS + 1):
+        if np.allclose(np.round(present, decimals), present, rtol=0, atol=scale * 1e-13):
+            return decimals
+    return None
+
+
 def jitter_locally(values: np.ndarray, pool: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
     """Add ``N(0, scale * local spread)`` to each value, where the local spread is half the
     distance between the pool's values ten percentiles around it; clip to the pool's range
-    and round to 2 decimals. Missing values stay missing."""
+    and round to the pool's own resolution (:func:`resolution`: whole numbers stay whole).
+    Missing values stay missing."""
     reference = np.sort(pool[~np.isnan(pool)])
     out = values.copy()
     present = ~np.isnan(values)
@@ -111,7 +133,11 @@ def jitter_locally(values: np.ndarray, pool: np.ndarray, scale: float, rng: np.r
     low = np.interp(np.clip(quantile - LOCAL_WINDOW, 0, 1), grid, reference)
     high = np.interp(np.clip(quantile + LOCAL_WINDOW, 0, 1), grid, reference)
     noise = rng.normal(0.0, 1.0, size=quantile.size) * scale * (high - low) / 2
-    out[present] = (values[present] + noise).round(2).clip(reference[0], reference[-1])
+    jittered = values[present] + noise
+    decimals = resolution(reference)
+    if decimals is not None:
+        jittered = jittered.round(decimals)
+    out[present] = jittered.clip(reference[0], reference[-1])
     return out
 
 
@@ -169,9 +195,15 @@ def generate_rows(
         picked = pool.iloc[rng.integers(0, len(pool), size=positions.size)].copy()
         picked.index = positions
         for name in jittered:
-            picked[name] = jitter_locally(
+            values = jitter_locally(
                 picked[name].astype(float).to_numpy(), pool[name].astype(float).to_numpy(), spec.synthetic.jitter, rng
             )
+            if spec.feature(name).type == "bigint":  # whole numbers stay whole, in the column's own dtype
+                values = np.round(values)
+                dtype = "Int64" if np.isnan(values).any() else picked[name].dtype
+                picked[name] = pd.Series(values, index=picked.index).astype(dtype)
+            else:
+                picked[name] = values
         parts.append(picked)
     # Rows stay in the order their labels were drawn.
     rows = pd.concat(parts).sort_index()

@@ -3,8 +3,15 @@
 The calls mirror the hopsworks 5.2.1 SDK one to one so that the Hopsworks backend is a
 thin mapping: ``get_or_create_feature_group(name, version, primary_key, event_time, ...)``,
 ``FeatureGroup.insert(df, wait=True)`` (an upsert by primary key), ``FeatureGroup.read()``,
+``FeatureGroup.delete(keys)`` (the SDK's ``remove_rows``),
 ``get_or_create_feature_view(name, version, query, labels)`` and
 ``FeatureView.get_batch_data(start_time, end_time)``.
+
+What an insert does with a stored row whose values it would change is the caller's
+choice and is decided here, for every backend: ``on_change="update"`` (the upsert) or
+``on_change="refuse"`` (:class:`RowsChangedError` before anything is written), so a job
+that must not rewrite history cannot do so by accident. :meth:`FeatureGroup.compare`
+answers the same question without writing, for a job that checks all its writes first.
 
 Filters are built like Hopsworks filters: ``fg.get_feature("origin") == "backfill"``.
 """
@@ -12,6 +19,7 @@ Filters are built like Hopsworks filters: ``fg.get_feature("origin") == "backfil
 from __future__ import annotations
 
 import abc
+import contextlib
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from serverless_ml.errors import SchemaMismatchError
+from serverless_ml.errors import SchemaMismatchError, SmlError
 
 ORIGIN_COLUMN = "origin"
 """Every feature row records where it came from (see :data:`ORIGINS`)."""
@@ -155,6 +163,64 @@ class InsertResult:
     @property
     def written(self) -> int:
         return self.inserted + self.updated
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What a delete removed, and the table version after it (unchanged when nothing was
+    deleted)."""
+
+    deleted: int
+    version: int | None
+
+
+ON_CHANGE = ("update", "refuse")
+"""What :meth:`FeatureGroup.insert` does with an incoming row whose key is stored with
+other values: overwrite it (an upsert), or refuse the whole frame."""
+
+
+@dataclass(frozen=True)
+class RowComparison:
+    """How a frame compares with a group's stored rows, by primary key.
+
+    Attributes:
+        is_new: Incoming rows whose key is not stored (aligned with the frame's rows).
+        is_changed: Incoming rows whose key is stored with other values.
+        changed: The stored rows those would change, as stored (every column), in key
+            order.
+    """
+
+    is_new: np.ndarray
+    is_changed: np.ndarray
+    changed: pd.DataFrame
+
+    @property
+    def inserted(self) -> int:
+        return int(self.is_new.sum())
+
+    @property
+    def updated(self) -> int:
+        return int(self.is_changed.sum())
+
+    @property
+    def unchanged(self) -> int:
+        return len(self.is_new) - self.inserted - self.updated
+
+
+class RowsChangedError(SmlError):
+    """``insert(..., on_change="refuse")`` met stored rows it would change; nothing was
+    written. ``changed`` holds those rows as stored (every column), in key order."""
+
+    def __init__(self, group: str, primary_key: Sequence[str], event_time: str | None, changed: pd.DataFrame) -> None:
+        self.group = group
+        self.changed = changed
+        first = changed.iloc[0]
+        key = ", ".join(f"{k} {first[k]}" for k in primary_key)
+        when = f" (event time {to_utc(first[event_time]).isoformat()})" if event_time else ""
+        super().__init__(
+            f"feature group '{group}': {len(changed)} stored row(s) would change, the first {key}{when}; "
+            "nothing was written"
+        )
 
 
 def arrow_schema(features: Sequence[Feature]) -> pa.Schema:
@@ -337,14 +403,130 @@ class FeatureGroup(abc.ABC):
         """``<name>_<version>``, as messages name the group."""
         return f"{self.name}_{self.version}"
 
-    @abc.abstractmethod
-    def insert(self, df: pd.DataFrame, wait: bool = True) -> InsertResult:
+    def insert(self, df: pd.DataFrame, wait: bool = True, on_change: str = "update") -> InsertResult:
         """Upsert ``df`` by primary key. Rows identical to stored ones are not rewritten.
+
+        Args:
+            df: Rows with exactly the group's columns.
+            wait: Return once the write is done (the SDK's ``wait``).
+            on_change: ``"update"`` overwrites a stored row whose values differ (the
+                upsert); ``"refuse"`` raises :class:`RowsChangedError` instead, before
+                anything is written (new rows and identical rows are fine).
 
         Raises:
             SchemaMismatchError: a column is missing, extra or of the wrong type, or a
                 primary key is null or duplicated; nothing is written.
+            RowsChangedError: ``on_change="refuse"`` and a stored row would change;
+                nothing is written.
         """
+        if on_change not in ON_CHANGE:
+            raise ValueError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
+        table = self._conform(df)
+        with self._writing():
+            if not self.exists():
+                self._create(table, wait)
+                return InsertResult(table.num_rows, 0, 0, self.data_version())
+            comparison = self._compare(table)
+            if on_change == "refuse" and comparison.updated:
+                raise RowsChangedError(self.label, self.primary_key, self.event_time, comparison.changed)
+            if comparison.inserted + comparison.updated == 0:
+                return InsertResult(0, 0, comparison.unchanged, self.data_version())
+            self._write_changes(table, comparison, wait)
+            return InsertResult(comparison.inserted, comparison.updated, comparison.unchanged, self.data_version())
+
+    def compare(self, df: pd.DataFrame) -> RowComparison:
+        """How ``df`` compares with the stored rows, without writing anything: what
+        :meth:`insert` would insert, update or leave, and the stored rows it would change.
+
+        Raises:
+            SchemaMismatchError: as :meth:`insert`.
+        """
+        return self._compare(self._conform(df))
+
+    def delete(self, keys: pd.DataFrame, wait: bool = True) -> DeleteResult:
+        """Delete the stored rows with these primary keys (the SDK's ``remove_rows``).
+
+        Columns of ``keys`` other than the primary key are ignored, keys that are not
+        stored are skipped, and deleting nothing writes nothing.
+
+        Raises:
+            SchemaMismatchError: a primary-key column is missing, null or of the wrong
+                type; nothing is deleted.
+        """
+        wanted = self._conform_keys(keys)
+        if wanted.empty or not self.exists():  # (groups are never dropped: no lock needed)
+            return DeleteResult(0, self.data_version())
+        with self._writing():
+            stored = self._stored_rows(wanted)
+            doomed = stored.merge(wanted, on=self.primary_key, how="inner")
+            if doomed.empty:
+                return DeleteResult(0, self.data_version())
+            self._delete_rows(doomed.reset_index(drop=True), wait)
+            return DeleteResult(len(doomed), self.data_version())
+
+    def _conform(self, df: pd.DataFrame) -> pa.Table:
+        """``df`` checked against the schema (inferred from it for a group created
+        without one) as an Arrow table."""
+        if not self.features:
+            self.features = infer_features(df)
+        self._check_feature_names()
+        return conform(df, self.features, self.primary_key, self.label)
+
+    def _conform_keys(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """The distinct primary keys of ``keys``, typed as stored."""
+        missing = [k for k in self.primary_key if k not in keys.columns]
+        if missing:
+            raise SchemaMismatchError(f"feature group '{self.label}': keys lack column(s) {', '.join(map(repr, missing))}")
+        by_name = {f.name: f for f in self.features}
+        columns = {}
+        for name in self.primary_key:
+            if keys[name].isna().any():
+                raise SchemaMismatchError(f"feature group '{self.label}': a key to delete has no '{name}'")
+            feature = by_name.get(name)
+            if feature is None:
+                columns[name] = keys[name].to_numpy()
+                continue
+            failure = f"feature group '{self.label}': keys to delete in column '{name}' are not {feature.type}"
+            columns[name] = arrow_column(keys[name].reset_index(drop=True), feature, failure).to_pandas()
+        return pd.DataFrame(columns).drop_duplicates().reset_index(drop=True)
+
+    def _compare(self, table: pa.Table) -> RowComparison:
+        if not self.exists():
+            n = table.num_rows
+            return RowComparison(np.ones(n, dtype=bool), np.zeros(n, dtype=bool), pd.DataFrame(columns=table.schema.names))
+        incoming = table.to_pandas()
+        stored = self._stored_rows(incoming)
+        is_new, is_changed = classify_rows(incoming, stored, self.primary_key)
+        changed_keys = incoming.loc[is_changed, self.primary_key]
+        changed = stored.merge(changed_keys, on=self.primary_key, how="inner")
+        changed = changed.sort_values(self.primary_key, kind="stable").reset_index(drop=True)
+        return RowComparison(is_new, is_changed, changed)
+
+    # What a backend provides to the methods above.
+
+    def _check_feature_names(self) -> None:
+        """Refuse feature names the backend would change (checked before any write)."""
+
+    @abc.abstractmethod
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a write compares and writes: the backend's writer lock, if any."""
+
+    @abc.abstractmethod
+    def _stored_rows(self, incoming: pd.DataFrame) -> pd.DataFrame:
+        """The stored rows that may share a key with ``incoming`` (more is fine), with
+        every column, comparable with ``table.to_pandas()`` of a conformed frame."""
+
+    @abc.abstractmethod
+    def _create(self, table: pa.Table, wait: bool) -> None:
+        """Create the group with its first rows."""
+
+    @abc.abstractmethod
+    def _write_changes(self, table: pa.Table, comparison: RowComparison, wait: bool) -> None:
+        """Write the new and changed rows of ``table`` (one commit)."""
+
+    @abc.abstractmethod
+    def _delete_rows(self, stored: pd.DataFrame, wait: bool) -> None:
+        """Delete these stored rows (as :meth:`_stored_rows` returned them; one commit)."""
 
     @abc.abstractmethod
     def read(self, version: int | None = None) -> pd.DataFrame:

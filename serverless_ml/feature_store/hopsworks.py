@@ -10,7 +10,9 @@ How the interface maps onto the SDK:
 
 - a feature group is an offline ``DELTA`` feature group with the same name, version,
   primary key and event time (``get_or_create_feature_group``); an insert is
-  ``insert(df, operation="upsert", wait=True)``, which merges by primary key;
+  ``insert(df, operation="upsert", wait=True)``, which merges by primary key; a delete
+  by key is ``remove_rows(rows)`` with the stored rows of those keys (the offline delete
+  matches on key and event time);
 - the data version is the group's latest commit id (``commit_details(limit=1)``), a
   time in milliseconds, not a count of writes;
 - a feature view is a Hopsworks feature view over ``fg.select(...).filter(...)`` with
@@ -22,8 +24,9 @@ What the backend adds, so that both backends keep the same contract:
 - every frame is checked against the declared schema (:func:`base.conform`) before
   anything is sent, so a bad frame is refused with the same error and nothing is written;
 - an insert first reads the stored rows with the incoming keys and sends only new or
-  changed rows: a re-run writes nothing and leaves the version as it was, and the
-  inserted/updated/unchanged counts are real. There is no lock across processes, so two
+  changed rows: a re-run writes nothing and leaves the version as it was, the
+  inserted/updated/unchanged counts are real, and ``on_change="refuse"`` is checked
+  before anything is sent (in the base class, as for the local store). There is no lock across processes, so two
   writers at the same moment may get approximate counts (the data is still an upsert);
 - rows come back with the local store's dtypes (UTC timestamps, int64, ...), sorted by
   primary key.
@@ -59,14 +62,11 @@ from serverless_ml.feature_store.base import (
     FeatureStore,
     FeatureView,
     Filter,
-    InsertResult,
     Logic,
     Query,
+    RowComparison,
     arrow_column,
     arrow_schema,
-    classify_rows,
-    conform,
-    infer_features,
     to_utc,
 )
 
@@ -334,25 +334,30 @@ class HopsworksFeatureGroup(FeatureGroup):
             sdk_query = sdk_query.filter(self._to_sdk_filter(Filter(first, "isin", tuple(values.tolist()))))
         return self._read_query(sdk_query)[[f.name for f in self.features]]
 
-    def insert(self, df: pd.DataFrame, wait: bool = True) -> InsertResult:
-        if not self.features:
-            self.features = infer_features(df)
+    def _check_feature_names(self) -> None:
         _check_names(self.label, [f.name for f in self.features])
-        table = conform(df, self.features, self.primary_key, self.label)
-        existed = self.exists()
-        if existed:
-            incoming = table.to_pandas()
-            is_new, is_changed = classify_rows(incoming, self._stored_rows(incoming), self.primary_key)
-        else:
-            is_new, is_changed = np.ones(table.num_rows, dtype=bool), np.zeros(table.num_rows, dtype=bool)
-        inserted, updated = int(is_new.sum()), int(is_changed.sum())
-        unchanged = table.num_rows - inserted - updated
-        if existed and inserted + updated == 0:
-            return InsertResult(0, 0, unchanged, self.data_version())
-        changes = table.filter(pa.array(is_new | is_changed))
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        # No lock across processes (see the module docstring).
+        return contextlib.nullcontext()
+
+    def _create(self, table: pa.Table, wait: bool) -> None:
+        self._send(table, wait)
+
+    def _write_changes(self, table: pa.Table, comparison: RowComparison, wait: bool) -> None:
+        self._send(table.filter(pa.array(comparison.is_new | comparison.is_changed)), wait)
+
+    def _send(self, table: pa.Table, wait: bool) -> None:
         with _sdk_errors(f"insert into feature group '{self.name}' version {self.version}"):
-            self._handle.insert(_sdk_frame(changes), operation="upsert", wait=wait)
-        return InsertResult(inserted, updated, unchanged, self.data_version())
+            self._handle.insert(_sdk_frame(table), operation="upsert", wait=wait)
+
+    def _delete_rows(self, stored: pd.DataFrame, wait: bool) -> None:
+        # The stored rows themselves: an offline DELTA delete matches on the primary key
+        # and the event time (and partition columns), so the keys alone would not do.
+        # ``remove_rows`` has no ``wait``: the offline delete is done when it returns.
+        rows = pa.Table.from_pandas(stored[[f.name for f in self.features]], schema=arrow_schema(self.features), preserve_index=False)
+        with _sdk_errors(f"delete rows of feature group '{self.name}' version {self.version}"):
+            self._handle.remove_rows(_sdk_frame(rows))
 
     def read(self, version: int | None = None) -> pd.DataFrame:
         if not self.exists():

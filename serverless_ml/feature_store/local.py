@@ -9,9 +9,10 @@ Layout under the store directory::
 
 Writes go through ``deltalake`` (the ``hops-deltalake`` build that ``hopsworks[python]``
 installs). An insert is an upsert by primary key that writes only rows that are new or
-changed, so re-inserting the same rows leaves the table at the same version. Each write is
-one Delta commit: readers (in any process) see the previous or the next version, never a
-partial batch.
+changed, so re-inserting the same rows leaves the table at the same version; a delete by
+key is a Delta MERGE that deletes the matched rows. Each write is one Delta commit, made
+under the group's lock: readers (in any process) see the previous or the next version,
+never a partial batch.
 """
 
 from __future__ import annotations
@@ -39,13 +40,10 @@ from serverless_ml.feature_store.base import (
     FeatureStore,
     FeatureView,
     Filter,
-    InsertResult,
     Logic,
     Query,
+    RowComparison,
     arrow_schema,
-    classify_rows,
-    conform,
-    infer_features,
     to_utc,
 )
 
@@ -159,7 +157,7 @@ class LocalFeatureGroup(FeatureGroup):
         }
 
     @contextlib.contextmanager
-    def _write_lock(self) -> Iterator[None]:
+    def _writing(self) -> Iterator[None]:
         try:
             self._store.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -170,60 +168,62 @@ class LocalFeatureGroup(FeatureGroup):
             # leaves the group locked.
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
+                crash_point("store.locked")
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def insert(self, df: pd.DataFrame, wait: bool = True) -> InsertResult:
-        if not self.features:
-            self.features = infer_features(df)
-        table = conform(df, self.features, self.primary_key, self.label)
-        with self._write_lock():
-            crash_point("store.locked")
-            if not self.exists():
-                _remove_stale_temporaries(self.metadata_path)
-                _atomic_write_json(self.metadata_path, self._metadata())
-                crash_point("store.create.after_sidecar")
-                write_deltalake(
-                    str(self.table_path),
-                    table,
-                    mode="error",
-                    name=self.name,
-                    description=self.description or None,
-                )
-                crash_point("store.after_commit")
-                return InsertResult(table.num_rows, 0, 0, 0)
-            return self._upsert(table)
+    def _create(self, table: pa.Table, wait: bool) -> None:
+        _remove_stale_temporaries(self.metadata_path)
+        _atomic_write_json(self.metadata_path, self._metadata())
+        crash_point("store.create.after_sidecar")
+        write_deltalake(
+            str(self.table_path),
+            table,
+            mode="error",
+            name=self.name,
+            description=self.description or None,
+        )
+        crash_point("store.after_commit")
 
-    def _upsert(self, table: pa.Table) -> InsertResult:
+    def _stored_rows(self, incoming: pd.DataFrame) -> pd.DataFrame:
+        # The whole table: one writer holds the lock, and reading it is one Delta scan.
         delta = DeltaTable(str(self.table_path))
+        schema = arrow_schema(self.features)
         stored_names = [field.name for field in delta.schema().fields]
-        if stored_names != table.schema.names:
+        if stored_names != schema.names:
             raise SchemaMismatchError(
-                f"feature group '{self.label}': stored columns {stored_names} "
-                f"differ from {table.schema.names}"
+                f"feature group '{self.label}': stored columns {stored_names} differ from {schema.names}"
             )
-        incoming = table.to_pandas()
-        existing = delta.to_pyarrow_table().cast(table.schema).to_pandas()
-        is_new, is_changed = classify_rows(incoming, existing, self.primary_key)
-        inserted, updated = int(is_new.sum()), int(is_changed.sum())
-        unchanged = len(incoming) - inserted - updated
-        if inserted + updated == 0:
-            return InsertResult(0, 0, unchanged, delta.version())
+        return delta.to_pyarrow_table().cast(schema).to_pandas()
+
+    def _write_changes(self, table: pa.Table, comparison: RowComparison, wait: bool) -> None:
         crash_point("store.upsert.before_commit")
-        if updated == 0:
-            write_deltalake(delta, table.filter(pa.array(is_new)), mode="append")
+        delta = DeltaTable(str(self.table_path))
+        if comparison.updated == 0:
+            write_deltalake(delta, table.filter(pa.array(comparison.is_new)), mode="append")
         else:
-            changes = table.filter(pa.array(is_new | is_changed))
-            predicate = " AND ".join(f't."{k}" = s."{k}"' for k in self.primary_key)
+            changes = table.filter(pa.array(comparison.is_new | comparison.is_changed))
             (
-                delta.merge(changes, predicate=predicate, source_alias="s", target_alias="t")
+                delta.merge(changes, predicate=self._key_predicate(), source_alias="s", target_alias="t")
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute()
             )
         crash_point("store.after_commit")
-        return InsertResult(inserted, updated, unchanged, DeltaTable(str(self.table_path)).version())
+
+    def _delete_rows(self, stored: pd.DataFrame, wait: bool) -> None:
+        crash_point("store.delete.before_commit")
+        schema = arrow_schema([self.get_feature(k) for k in self.primary_key])
+        keys = pa.Table.from_pandas(stored[self.primary_key], schema=schema, preserve_index=False)
+        delta = DeltaTable(str(self.table_path))
+        # One MERGE that deletes the matched rows: one commit, whatever the number of keys
+        # (a DELETE predicate would spell every key out).
+        delta.merge(keys, predicate=self._key_predicate(), source_alias="s", target_alias="t").when_matched_delete().execute()
+        crash_point("store.after_commit")
+
+    def _key_predicate(self) -> str:
+        return " AND ".join(f't."{k}" = s."{k}"' for k in self.primary_key)
 
     def read(self, version: int | None = None) -> pd.DataFrame:
         if not self.exists():

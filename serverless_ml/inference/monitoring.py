@@ -13,11 +13,11 @@ import pandas as pd
 from serverless_ml import defaults
 
 MIN_ROWS_FOR_CLASS_METRICS = 20
-MIN_ROWS_FOR_BATCH_ALERT = 20
 DEFAULT_ROLLING_DAYS = defaults.INFER_ROLLING_DAYS
 DEFAULT_ACCURACY_DROP = defaults.INFER_ACCURACY_DROP
 DEFAULT_DRIFT_P_VALUE = defaults.INFER_DRIFT_P_VALUE
 DEFAULT_DRIFT_SHARE = defaults.INFER_DRIFT_SHARE
+DEFAULT_DRIFT_MIN_EFFECT = defaults.INFER_DRIFT_MIN_EFFECT
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -31,28 +31,25 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def accuracy_of(predictions: pd.DataFrame) -> tuple[float, int]:
-    """Accuracy over rows with a known actual label, and how many there were."""
-    labelled = predictions[predictions["actual"].notna()]
-    if labelled.empty:
-        return math.nan, 0
-    return float((labelled["prediction"] == labelled["actual"]).mean()), len(labelled)
-
-
 @dataclass(frozen=True)
 class AlertRule:
-    """Thresholds of the alert rule (defaults above; configurable per run).
+    """Thresholds of the alert rule (defaults in :mod:`serverless_ml.defaults`).
 
     Attributes:
-        accuracy_drop: Alert when accuracy is more than this below the champion's holdout
-            accuracy.
-        drift_p_value: A feature has drifted when its test's p-value is below this.
-        drift_share: Alert when at least this share of features has drifted.
+        accuracy_drop: Alert when the accuracy is, with 95 % confidence, more than this
+            below the champion's holdout accuracy (the upper end of its Wilson interval
+            is under the holdout accuracy minus this).
+        drift_p_value: A feature has drifted when its Benjamini-Hochberg adjusted
+            p-value (over all features) is below this...
+        drift_min_effect: ...and its effect size is at least this (see
+            :mod:`serverless_ml.inference.drift`).
+        drift_share: Alert when more than this share of features has drifted (0: any).
     """
 
     accuracy_drop: float = DEFAULT_ACCURACY_DROP
     drift_p_value: float = DEFAULT_DRIFT_P_VALUE
     drift_share: float = DEFAULT_DRIFT_SHARE
+    drift_min_effect: float = DEFAULT_DRIFT_MIN_EFFECT
 
 
 @dataclass
@@ -71,33 +68,44 @@ class Alerts:
 def evaluate_alerts(
     rule: AlertRule,
     champion_accuracy: float | None,
-    batch_accuracy: float,
+    batch_correct: int,
     batch_labelled: int,
-    rolling_accuracy: float,
+    rolling_correct: int,
     rolling_labelled: int,
     drift_share: float | None,
     drifted: Sequence[str],
+    drift_window: str = "",
 ) -> Alerts:
-    """The alert rule: accuracy (the batch's when it is big enough, else the rolling
-    window's) below the champion's holdout accuracy minus ``accuracy_drop``; or a share of
-    drifted features at or above ``drift_share``."""
+    """The alert rule.
+
+    Accuracy: the batch's accuracy, or the rolling window's, is below the champion's
+    holdout accuracy minus ``accuracy_drop`` with 95 % confidence: the upper end of its
+    Wilson interval is under that floor. A 10-row batch at 0.60 (interval 0.31-0.83) is
+    noise, not an alert; 100 rows at 0.60 (0.50-0.69) against a floor of 0.73 are.
+    Drift: at least one feature drifted and the share of drifted features is above
+    ``drift_share``.
+    """
     alerts = Alerts()
     if champion_accuracy is not None:
         floor = champion_accuracy - rule.accuracy_drop
-        if batch_labelled >= MIN_ROWS_FOR_BATCH_ALERT:
-            basis, value, rows = "batch", batch_accuracy, batch_labelled
-        else:
-            basis, value, rows = "rolling", rolling_accuracy, rolling_labelled
-        if rows > 0 and not math.isnan(value) and value < floor:
-            alerts.accuracy = True
-            alerts.messages.append(
-                f"accuracy alert: {basis} accuracy {value:.3f} over {rows} rows is below "
-                f"{floor:.3f} (champion holdout {champion_accuracy:.3f} - {rule.accuracy_drop:.2f})"
-            )
-    if drift_share is not None and drift_share >= rule.drift_share and drifted:
+        for basis, correct, rows in (("batch", batch_correct, batch_labelled), ("rolling", rolling_correct, rolling_labelled)):
+            if rows <= 0:
+                continue
+            low, high = wilson_interval(correct, rows)
+            if high < floor:
+                alerts.accuracy = True
+                alerts.messages.append(
+                    f"accuracy alert: {basis} accuracy {correct / rows:.3f} over {rows} rows (95 % interval "
+                    f"{low:.3f}-{high:.3f}) is below {floor:.3f} (champion holdout {champion_accuracy:.3f} "
+                    f"- {rule.accuracy_drop:.2f})"
+                )
+                break
+    if drift_share is not None and drifted and drift_share > rule.drift_share:
         alerts.drift = True
+        where = f" over {drift_window}" if drift_window else ""
         alerts.messages.append(
-            f"drift alert: {len(drifted)} feature(s) drifted ({', '.join(drifted)}), share {drift_share:.2f} >= {rule.drift_share:.2f}"
+            f"drift alert: {len(drifted)} feature(s) drifted{where} ({', '.join(drifted)}), "
+            f"adjusted p < {rule.drift_p_value:g} and effect >= {rule.drift_min_effect:g}"
         )
     return alerts
 

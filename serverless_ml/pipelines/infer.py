@@ -166,7 +166,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
         version=int(info.version), model=model,
         holdout_accuracy=float(holdout) if holdout is not None else None,
         training_keys=training_keys, reference_rows=reference, promoted_at=info.tags.get("promoted_at"),
-        drift_reference=drift_stats.DriftReference(reference, spec) if len(reference) >= drift_stats.MIN_DRIFT_ROWS else None,
+        drift_reference=drift_stats.DriftReference(reference, spec) if len(reference) >= drift_stats.MIN_ROWS else None,
     )
 
 
@@ -281,6 +281,8 @@ class BatchStatistics:
     latest: dict[str, Any]
     alerts: monitoring.Alerts
     notes: list[str]
+    drift_window: str = ""
+    drift_window_rolling: str = ""
 
 
 def _matrix_accuracy(matrix: np.ndarray) -> tuple[float, int]:
@@ -321,8 +323,12 @@ def batch_statistics(
         event_time = np.concatenate([_utc_values(history[EVENT_TIME_COLUMN]), _utc_values(scored[EVENT_TIME_COLUMN])])
         versions = np.concatenate([history["model_version"].to_numpy(dtype=np.int64), scored["model_version"].to_numpy(dtype=np.int64)])
     rolling_start = (as_of_end - pd.Timedelta(days=options.rolling_days)).to_datetime64()
-    in_rolling = (event_time > rolling_start) & (event_time <= as_of_end.to_datetime64())
-    since_promotion = versions == champion.version
+    # Rows up to the end of the as-of date: a row of the next day at midnight is not in it
+    # (the same bound as select_new_rows).
+    in_rolling = (event_time >= rolling_start) & (event_time < as_of_end.to_datetime64())
+    # "Since promotion" ends at the batch too: days added later for earlier dates must
+    # not count rows of later days.
+    since_promotion = (versions == champion.version) & (event_time < as_of_end.to_datetime64())
 
     matrices = {
         "batch": evaluation.confusion_from_codes(batch_actual, batch_predicted, n_classes),
@@ -351,38 +357,56 @@ def batch_statistics(
     for label in ("batch", "rolling"):
         known = int(matrices[label].sum())
         if known >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
-            per_class = evaluation.metrics_from_confusion(matrices[label], classes, prefix=f"{label}_")
+            per_class = evaluation.metrics_from_confusion(matrices[label], classes, prefix=f"{label}_", positive_class=spec.positive_class)
             metrics.update({k: v for k, v in per_class.items() if k != f"{label}_accuracy"})
         else:
             notes.append(f"{label} per-class metrics not computed: {known} labelled rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
 
-    # Drift: the batch itself when it is big enough, else the rolling window's rows.
+    # Drift: the newest days pooled until they are enough, and the rolling window
+    # (drift.drift_windows).
     drift_results: list[drift_stats.FeatureDrift] = []
     reference = champion.reference_rows
-    rolling_count = int(in_rolling.sum())
-    if len(scored) >= drift_stats.MIN_DRIFT_ROWS:
-        if batch_features is not None:
+    all_keys = (np.concatenate([history[spec.primary_key].to_numpy(), scored[spec.primary_key].to_numpy()])
+                if not history.empty else scored[spec.primary_key].to_numpy())
+    event_days = event_time.astype("datetime64[D]")
+    as_of_day = (as_of_end - pd.Timedelta(days=1)).to_datetime64().astype("datetime64[D]")
+    chosen = drift_stats.drift_windows(event_days, as_of_day, lookback_days=options.rolling_days)
+    basis = "none"
+    window_label = rolling_label = ""
+    if chosen is not None and champion.drift_reference is not None:
+        window_keys = pd.unique(all_keys[chosen.recent])
+        batch_keys = scored[spec.primary_key]
+        only_batch = len(window_keys) == len(batch_keys) and bool(batch_keys.isin(window_keys).all())
+        basis = "batch" if only_batch else "window"
+        if batch_features is not None and only_batch:
             current = batch_features
         else:
-            current = features[features[spec.primary_key].isin(scored[spec.primary_key])]
-        basis = "batch"
-    else:
-        rolling_keys = np.concatenate([history[spec.primary_key].to_numpy(), scored[spec.primary_key].to_numpy()]) \
-            if not history.empty else scored[spec.primary_key].to_numpy()
-        current = features[features[spec.primary_key].isin(rolling_keys[in_rolling])]
-        basis = "rolling_window" if len(current) >= drift_stats.MIN_DRIFT_ROWS else "none"
-    if basis != "none" and champion.drift_reference is not None:
-        drift_results = champion.drift_reference.compare(current, options.rule.drift_p_value)
+            current = features[features[spec.primary_key].isin(window_keys)]
+        window_label = _day_range(chosen.recent_first_day, as_of_day)
+        windows = [("recent", current)]
+        if chosen.rolling is not None:
+            rolling_current = features[features[spec.primary_key].isin(pd.unique(all_keys[chosen.rolling]))]
+            windows.append(("rolling", rolling_current))
+            metrics["drift_rows_rolling"] = float(len(rolling_current))
+            rolling_label = _day_range(chosen.rolling_first_day, as_of_day)
+        drift_results = champion.drift_reference.compare_windows(
+            windows, options.rule.drift_p_value, options.rule.drift_min_effect
+        )
         for item in drift_results:
-            metrics[f"drift_p_{item.feature}"] = item.p_value
-            metrics[f"drift_psi_{item.feature}"] = item.psi
+            key = evaluation.metric_key(item.feature)
+            metrics[f"drift_p_{key}"] = item.p_value
+            metrics[f"drift_padj_{key}"] = item.p_adjusted
+            metrics[f"drift_effect_{key}"] = item.effect
+            metrics[f"drift_psi_{key}"] = item.psi
         metrics["drift_share"] = float(np.mean([d.drifted for d in drift_results]))
         metrics["drift_rows"] = float(len(current))
+        metrics["drift_window_days"] = float((as_of_day - chosen.recent_first_day).astype(int) + 1)
     else:
-        basis = "none"
         notes.append(
-            f"drift not computed: {len(scored)} rows in the batch and {rolling_count} in the rolling window, "
-            f"fewer than {drift_stats.MIN_DRIFT_ROWS}"
+            f"drift not computed: {int((event_days > as_of_day - np.timedelta64(options.rolling_days, 'D')).sum())} rows "
+            f"in the last {options.rolling_days} days, fewer than {drift_stats.MIN_ROWS}"
+            if champion.drift_reference is not None else
+            f"drift not computed: the champion's training rows are fewer than {drift_stats.MIN_ROWS}"
         )
     train_labels = reference[spec.label] if reference is not None else pd.Series(dtype=object)
     predicted_counts = np.bincount(batch_predicted[batch_predicted >= 0], minlength=n_classes)
@@ -394,14 +418,19 @@ def batch_statistics(
 
     latest = monitoring.latest_row(scored, spec.primary_key)
     metrics["latest_probability"] = float(latest["probability"])
-    drifted = [d.feature for d in drift_results if d.drifted]
+    drifted = [f"{d.feature} ({d.window})" for d in drift_results if d.drifted]
     alerts = monitoring.evaluate_alerts(
-        options.rule, champion.holdout_accuracy, batch_accuracy, labelled, rolling_accuracy, rolling_rows,
-        metrics.get("drift_share"), drifted,
+        options.rule, champion.holdout_accuracy, int(np.trace(matrices["batch"])), labelled,
+        int(np.trace(matrices["rolling"])), rolling_rows, metrics.get("drift_share"), drifted,
+        f"recent days {window_label}" + (f" or the rolling window {rolling_label}" if rolling_label else ""),
     )
     metrics["alert_accuracy"] = float(alerts.accuracy)
     metrics["alert_drift"] = float(alerts.drift)
-    return BatchStatistics(metrics, tables, drift_results, basis, latest, alerts, notes)
+    return BatchStatistics(metrics, tables, drift_results, basis, latest, alerts, notes, window_label, rolling_label)
+
+
+def _day_range(first: np.datetime64, last: np.datetime64) -> str:
+    return str(first) if first == last else f"{first}..{last}"
 
 
 def _utc_values(series: pd.Series) -> np.ndarray:
@@ -423,6 +452,8 @@ def batch_run_tags(
         "as_of": as_of_label,
         "data_version": str(data_version),
         "drift_basis": stats.drift_basis,
+        "drift_window": stats.drift_window,
+        "drift_window_rolling": stats.drift_window_rolling,
         "alert": "true" if stats.alerts.any else "false",
         "alert_accuracy": str(stats.alerts.accuracy).lower(),
         "alert_drift": str(stats.alerts.drift).lower(),
@@ -461,6 +492,8 @@ def log_batch_run(
         "accuracy_drop": options.rule.accuracy_drop,
         "drift_p_value": options.rule.drift_p_value,
         "drift_share_threshold": options.rule.drift_share,
+        "drift_min_effect": options.rule.drift_min_effect,
+        "drift_window_rows": drift_stats.WINDOW_ROWS,
     }
     client.log_batch(
         run_info.run_id,
@@ -470,7 +503,12 @@ def log_batch_run(
     )
     names = list(spec.class_names) if spec.class_names else None
     files: dict[str, Any] = {f"confusion/{label}.json": table for label, table in stats.tables.items()}
-    files["drift.json"] = {"basis": stats.drift_basis, "features": [vars(d) for d in stats.drift]}
+    files["drift.json"] = {
+        "basis": stats.drift_basis, "window": stats.drift_window, "rows": stats.metrics.get("drift_rows"),
+        "rolling_window": stats.drift_window_rolling, "rolling_rows": stats.metrics.get("drift_rows_rolling"),
+        "p_threshold": options.rule.drift_p_value, "min_effect": options.rule.drift_min_effect,
+        "features": [vars(d) for d in stats.drift],
+    }
     files["latest.json"] = {k: str(v) for k, v in stats.latest.items()}
     # One upload for all of a batch's files, straight to the run's artifact location
     # (``MlflowClient.log_artifacts`` would first fetch the whole run to find it).

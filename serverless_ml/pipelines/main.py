@@ -50,6 +50,9 @@ def steps(options: MainOptions, today: dt.date) -> list[tuple[str, dict[str, str
         ("simulate", {
             **common, "days": str(options.days), "end_date": yesterday.isoformat(), "drift": options.drift,
             "drift_from": str(options.drift_from), "drift_days": str(options.drift_days),
+            # Run again on a later day, the drift episode falls on other dates: the days
+            # simulated before keep their rows, predictions and runs (history).
+            "keep_existing": "true",
         }),
         ("batch_inference", {**common}),
     ]

@@ -10,7 +10,17 @@ For speed the days between two retrains form one segment: their rows are written
 commit, scored in one pass and their predictions upserted in one commit, while each day
 still gets its own run and its own statistics. The segment's runs stay RUNNING until its
 predictions have landed, so a crash leaves runs that the next inference job closes as
-FAILED, and re-running the simulation completes the days without duplicates.
+FAILED, and re-running the simulation completes the days without duplicates. A day's run
+starts and ends at that day's scoring time (the next day, 00:15 UTC), as the daily job's
+would have, so the MLflow UI shows no run lasting months.
+
+Days that already exist are history. Before anything is written, every day's rows are
+compared with the stored ones: the same arguments find them identical (nothing written,
+only unscored rows are scored); other arguments that would change or leave behind rows of
+an existing day stop the simulation in one line naming the first such day, unless
+``replace`` is set. Then those days' rows are rewritten first, the predictions and
+monitoring runs that scored them removed (:mod:`serverless_ml.pipelines.history`), and
+the segments below score them again: each day ends with exactly one live run.
 """
 
 from __future__ import annotations
@@ -24,10 +34,20 @@ from serverless_ml import tracking
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, generate_rows
 from serverless_ml.errors import SmlError
-from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore, to_utc
+from serverless_ml.faults import crash_point
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore, RowsChangedError, to_utc
 from serverless_ml.inference.scoring import score_rows, select_new_rows
 from serverless_ml.locks import job_lock
 from serverless_ml.pipelines.features import existing_feature_group
+from serverless_ml.pipelines.history import (
+    HistoryConflict,
+    ReplaceReport,
+    conflict_from,
+    conflict_message,
+    event_dates,
+    find_conflicts,
+    replace_rows,
+)
 from serverless_ml.pipelines.infer import (
     InferOptions,
     batch_run_tags,
@@ -60,6 +80,8 @@ class SimulateOptions:
     drift_days: int | None = None
     retrain_every: int | None = None
     retrain_trials: int = 10
+    replace: bool = False
+    keep_existing: bool = False
     infer: InferOptions = field(default_factory=lambda: InferOptions(figures=False))
 
     @property
@@ -85,12 +107,18 @@ class SimulateReport:
     runs: int = 0
     retrains: list[str] = field(default_factory=list)
     alert_days: list[str] = field(default_factory=list)
+    replaced: ReplaceReport | None = None
+    kept_days: int = 0
 
     def summary(self, spec: DatasetSpec, options: SimulateOptions) -> str:
         lines = [
             f"{spec.name}: simulated {self.days} days ({options.first_day} .. {options.end_date}), "
             f"{self.rows_added} synthetic rows added, {self.runs} monitoring runs logged",
         ]
+        if self.replaced is not None:
+            lines.append(f"  {self.replaced.summary()}; those days were scored again")
+        if self.kept_days:
+            lines.append(f"  {self.kept_days} day(s) already had other rows and were kept as they are (--keep-existing)")
         lines += [f"  retrain: {line}" for line in self.retrains]
         if self.alert_days:
             shown = ", ".join(self.alert_days[:10]) + (" ..." if len(self.alert_days) > 10 else "")
@@ -99,6 +127,8 @@ class SimulateReport:
 
 
 def check_options(options: SimulateOptions) -> None:
+    if options.replace and options.keep_existing:
+        raise SmlError("--replace and --keep-existing exclude each other: rewrite the existing days, or keep them")
     if not 1 <= options.days <= MAX_DAYS:
         raise SmlError(f"--days must be between 1 and {MAX_DAYS}, got {options.days}")
     if options.retrain_every is not None and options.retrain_every < 1:
@@ -122,22 +152,47 @@ def segments(options: SimulateOptions) -> list[tuple[int, int]]:
 
 
 def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: SimulateOptions) -> SimulateReport:
-    """Replay the days; see the module docstring."""
+    """Replay the days; see the module docstring.
+
+    Raises:
+        HistoryConflict: days that already exist would change and ``options.replace``
+            is not set; nothing is written.
+    """
     check_options(options)
     tracking.configure_tracking(settings)
     group = existing_feature_group(spec, store)
     check_champion_readable(spec, champion_version(spec))  # before anything is written: scoring needs a champion
     stored = group.read()
     real = stored[stored[ORIGIN_COLUMN] == "backfill"]
+    by_day = [generate_rows(real, spec, options.day(i), options.rows, options.seed, options.drift_on(i))
+              for i in range(1, options.days + 1)]
     report = SimulateReport()
+    ways = ("Use other days (--end-date, --days) or another --seed, or --replace to rewrite those days' rows "
+            "and score them again (the predictions and monitoring runs that scored them are removed)")
+    # Every day is checked before the first segment is written.
+    conflicts = find_conflicts(group, stored, pd.concat(by_day, ignore_index=True), spec, options.seed)
+    if len(conflicts) and options.keep_existing:
+        # Those days keep the rows they have (and their predictions and runs): none of
+        # their new rows is written.
+        kept = set(conflicts.days)
+        by_day = [rows[~event_dates(rows[EVENT_TIME_COLUMN]).isin(kept).to_numpy()] for rows in by_day]
+        report.kept_days = len(kept)
+    elif len(conflicts) and not options.replace:
+        raise HistoryConflict(conflict_message(spec, conflicts, options.seed, "simulated", ways))
+    elif len(conflicts):
+        days = set(conflicts.days)
+        rewritten = pd.concat([rows for rows in by_day if set(event_dates(rows[EVENT_TIME_COLUMN])) & days], ignore_index=True)
+        report.replaced = replace_rows(spec, store, settings, group, rewritten, conflicts, "sml simulate")
+        assert report.replaced.written is not None
+        report.rows_added += report.replaced.written.inserted
     for first, last in segments(options):
-        rows = pd.concat(
-            [generate_rows(real, spec, options.day(i), options.rows, options.seed, options.drift_on(i))
-             for i in range(first, last + 1)],
-            ignore_index=True,
-        )
-        written = group.insert(rows, wait=True)
-        report.rows_added += written.inserted
+        rows = pd.concat(by_day[first - 1:last], ignore_index=True)
+        if not rows.empty:  # empty: every day of the segment was kept (--keep-existing)
+            try:
+                written = group.insert(rows, wait=True, on_change="refuse")
+            except RowsChangedError as exc:  # another writer changed these days since the check
+                raise HistoryConflict(conflict_message(spec, conflict_from(exc), options.seed, "simulated", ways)) from None
+            report.rows_added += written.inserted
         report.days += last - first + 1
         replay_batches(spec, store, settings, options, first, last, report)
         if options.retrain_every and last < options.days:
@@ -234,6 +289,9 @@ def replay_batches(
         scored_all = score_rows(ctx.champion.model, pending, spec, ctx.champion.version, segment_end, run_id="")
         history = ctx.history
         batches, run_ids = [], []
+        # A simulated run starts and ends at its batch's time: ended "now" it would last
+        # up to the whole simulated span in the MLflow UI.
+        batch_ms: dict[str, int] = {}
         try:
             for index in range(first, last + 1):
                 day = options.day(index)
@@ -248,10 +306,12 @@ def replay_batches(
                 stats = batch_statistics(spec, batch, history, ctx.features, ctx.champion, day_end, options.infer)
                 # The run is created with its tags: one call fewer per day.
                 tags = batch_run_tags(spec, stats, ctx.champion, day.isoformat(), ctx.data_version)
+                started_ms = int(scored_at.timestamp() * 1000)
                 run = client.create_run(
-                    ctx.experiment_id, start_time=int(scored_at.timestamp() * 1000),
+                    ctx.experiment_id, start_time=started_ms,
                     run_name=f"{spec.name}-batch-{day.isoformat()}", tags={"simulated": "true", **tags},
                 )
+                batch_ms[run.info.run_id] = started_ms
                 run_ids.append(run.info.run_id)
                 batch["run_id"] = stats.latest["run_id"] = run.info.run_id
                 log_batch_run(spec, run.info, stats, ctx.champion, day.isoformat(), day_end, ctx.data_version,
@@ -260,11 +320,12 @@ def replay_batches(
                     report.alert_days.append(day.isoformat())
                 history = pd.concat([history, batch], ignore_index=True) if not history.empty else batch
                 batches.append(batch)
+            crash_point("simulate.after_runs_logged")
             ctx.target.insert(pd.concat(batches, ignore_index=True), wait=True)
         except BaseException:
             for run_id in run_ids:
-                client.set_terminated(run_id, status="FAILED")
+                client.set_terminated(run_id, status="FAILED", end_time=batch_ms[run_id])
             raise
         for run_id in run_ids:
-            client.set_terminated(run_id, status="FINISHED")
+            client.set_terminated(run_id, status="FINISHED", end_time=batch_ms[run_id])
         report.runs += len(run_ids)

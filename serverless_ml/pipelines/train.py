@@ -469,6 +469,8 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
         "rows_holdout": len(prep.y_hold),
         "features": spec.feature_names,
         "numeric_products": spec.numeric_products,
+        # Binary only: the class test_precision, test_recall, test_f1 and test_roc_auc are about.
+        **({"positive_class": spec.positive_class} if spec.positive_class is not None else {}),
     }
 
 
@@ -608,7 +610,10 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         predicted = model.predict(x_hold)
         proba = model.predict_proba(x_hold)
         classes = list(spec.classes)
-        holdout_metrics = evaluation.classification_metrics(y_hold, predicted, proba, classes, prefix="test_")
+        holdout_metrics = evaluation.classification_metrics(
+            y_hold, predicted, proba, classes, prefix="test_",
+            positive_class=spec.positive_class, proba_classes=model.classes_,
+        )
         holdout_metrics["train_accuracy"] = float(model.score(x_train, y_train))
         holdout_metrics["val_accuracy_mean"] = float(np.mean(best_scores))
         holdout_metrics["val_accuracy_std"] = float(np.std(best_scores))

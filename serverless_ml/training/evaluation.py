@@ -43,11 +43,39 @@ def confusion_from_codes(
     return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[Any], prefix: str) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 (binary: the positive, second class; multiclass:
-    macro averages) and per-class precision/recall/F1/support, from a confusion matrix.
-    A ratio with an empty denominator is 0, as scikit-learn's ``zero_division=0``."""
+def positive_index(classes: Sequence[Any], positive_class: Any) -> int | None:
+    """Where the positive class sits in ``classes`` (binary), or ``None`` (multiclass).
+
+    Raises:
+        ValueError: A binary problem without a positive class among ``classes``, or a
+            multiclass problem with one: no caller may fall back on a class's position.
+    """
     labels = list(classes)
+    if len(labels) != 2:
+        if positive_class is not None:
+            raise ValueError(f"positive_class applies to two classes, not {len(labels)} ({positive_class!r} given)")
+        return None
+    if positive_class is None or positive_class not in labels:
+        raise ValueError(f"binary metrics need positive_class, one of {labels}; got {positive_class!r}")
+    return labels.index(positive_class)
+
+
+def metrics_from_confusion(
+    matrix: np.ndarray, classes: Sequence[Any], prefix: str, *, positive_class: Any = None
+) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 (binary: of ``positive_class``; multiclass: macro
+    averages) and per-class precision/recall/F1/support, from a confusion matrix.
+    A ratio with an empty denominator is 0, as scikit-learn's ``zero_division=0``.
+
+    Args:
+        matrix: Counts, rows actual and columns predicted, both in ``classes`` order.
+        classes: The class of each row and column.
+        prefix: Put before every metric name (``test_``, ``batch_``).
+        positive_class: Binary problems: the class precision, recall and F1 are about
+            (the spec's ``positive_class``), required; multiclass problems: ``None``.
+    """
+    labels = list(classes)
+    positive = positive_index(labels, positive_class)
     counts = np.asarray(matrix, dtype=float)
     true_positive = np.diag(counts)
     predicted = counts.sum(axis=0)
@@ -58,8 +86,9 @@ def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[Any], prefix: s
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     total = counts.sum()
     metrics = {f"{prefix}accuracy": float(true_positive.sum() / total) if total else float("nan")}
-    if len(labels) == 2:
-        metrics.update({f"{prefix}precision": float(precision[1]), f"{prefix}recall": float(recall[1]), f"{prefix}f1": float(f1[1])})
+    if positive is not None:
+        metrics.update({f"{prefix}precision": float(precision[positive]), f"{prefix}recall": float(recall[positive]),
+                        f"{prefix}f1": float(f1[positive])})
     else:
         metrics.update({f"{prefix}precision": float(precision.mean()), f"{prefix}recall": float(recall.mean()), f"{prefix}f1": float(f1.mean())})
     for i, label in enumerate(labels):
@@ -72,22 +101,54 @@ def metrics_from_confusion(matrix: np.ndarray, classes: Sequence[Any], prefix: s
 
 
 def classification_metrics(
-    y_true: Sequence[Any], y_pred: Sequence[Any], proba: np.ndarray | None, classes: Sequence[Any], prefix: str
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    proba: np.ndarray | None,
+    classes: Sequence[Any],
+    prefix: str,
+    *,
+    positive_class: Any = None,
+    proba_classes: Sequence[Any] | None = None,
 ) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and ROC AUC, plus per-class precision/recall/F1.
 
-    Binary problems report the positive (second) class's precision/recall/F1 and ROC AUC;
-    multiclass problems report macro averages and one-vs-rest macro ROC AUC.
+    Binary problems report ``positive_class``'s precision/recall/F1 and ROC AUC;
+    multiclass problems report macro averages and one-vs-rest macro ROC AUC. ROC AUC is
+    left out when a class is absent from ``y_true`` or has no probability column.
+
+    Args:
+        y_true, y_pred: Actual and predicted classes.
+        proba: Class probabilities, one column per entry of ``proba_classes``; ``None``
+            for no ROC AUC.
+        classes: The classes, in the order of the per-class metrics (the spec's).
+        prefix: Put before every metric name.
+        positive_class: As for :func:`metrics_from_confusion`.
+        proba_classes: The class of each column of ``proba`` (a fitted model's
+            ``classes_``, which need be neither sorted nor in ``classes`` order);
+            required with ``proba``.
     """
     labels = list(classes)
-    metrics = metrics_from_confusion(confusion_counts(y_true, y_pred, labels), labels, prefix)
-    if proba is not None and len(set(y_true)) == len(labels):
-        if len(labels) == 2:
-            metrics[f"{prefix}roc_auc"] = float(roc_auc_score(np.asarray(y_true) == labels[1], proba[:, 1]))
-        else:
-            metrics[f"{prefix}roc_auc"] = float(
-                roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
-            )
+    metrics = metrics_from_confusion(confusion_counts(y_true, y_pred, labels), labels, prefix, positive_class=positive_class)
+    if proba is None:
+        return metrics
+    if proba_classes is None:
+        raise ValueError("proba needs proba_classes: the class of each of its columns (the model's classes_)")
+    columns = list(proba_classes)
+    scores = np.asarray(proba, dtype=float)
+    if scores.ndim != 2 or scores.shape[1] != len(columns):
+        raise ValueError(f"proba has shape {scores.shape}, expected one column per class of {columns}")
+    truth = np.asarray(y_true)
+    if set(columns) != set(labels) or not set(labels) <= set(truth.tolist()):
+        return metrics
+    if positive_class is not None:
+        metrics[f"{prefix}roc_auc"] = float(roc_auc_score(truth == positive_class, scores[:, columns.index(positive_class)]))
+    else:
+        # scikit-learn wants the labels sorted and the columns in the same order; the macro
+        # mean of the one-vs-rest AUCs does not depend on the order.
+        order = sorted(range(len(columns)), key=columns.__getitem__)
+        metrics[f"{prefix}roc_auc"] = float(roc_auc_score(
+            truth, scores[:, order], multi_class="ovr", average="macro", labels=[columns[i] for i in order]
+        ))
     return metrics
 
 

@@ -120,6 +120,38 @@ def test_a_spec_only_dataset_gets_a_form_and_an_answer_with_its_strings_as_text(
     assert problems.all() == []
 
 
+def test_the_drift_page_explains_the_drift_alert_of_a_chosen_batch(
+    page: Any, site: str, settle: Any, screenshot: Any, world_dates: dict[str, Any]
+) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/drift?dataset=titanic")
+    settle(tab)
+    drift_day = world_dates["day"](world_dates["drift_day"]).isoformat()
+    tab.locator(f"#{ids.DRIFT_RUN}").click()
+    tab.get_by_role("option", name=f"{drift_day} ⚠ drift", exact=True).click()
+    tab.locator(f"#{ids.DRIFT_ALERT}", has_text=f"recent days {drift_day}").wait_for()
+    table = tab.locator(f"#{ids.DRIFT_TABLE}")
+    drifted = table.locator("tbody tr.drifted")
+    assert {drifted.nth(i).locator("td").first.inner_text() for i in range(drifted.count())} >= {"age", "fare"}
+    assert table.locator("tbody tr").first.locator("td").last.inner_text() == "yes"
+    assert f"recent {drift_day} (1 day, {world_dates['titanic_rows']} rows)" in drifted.first.inner_text()
+    assert table.locator("thead").inner_text().split("\t")[:5] == ["Feature", "Window", "Test", "Statistic", "Effect size"]
+    history = tab.locator(f"#{ids.DRIFT_HISTORY_GRAPH}")
+    history.locator(".legend").wait_for()
+    assert "drifted (the rule was met)" in history.locator(".legend").text_content()
+    assert "rule: effect >= 0.1" in history.text_content()
+    screenshot(tab, "titanic-drift-alert")
+    tab.get_by_text("adjusted p-value", exact=True).click()
+    tab.get_by_text("titanic: adjusted p-value per feature").wait_for()
+    ticks = history.locator(".ytick text").all_text_contents()
+    assert ticks[:4] == ["1", "0.1", "0.01", "0.001"]
+    assert all(re.fullmatch(r"1|0\.0*1|1e-\d+", t) for t in ticks), ticks  # not plotly's SI "100n"
+    # The rule's threshold is drawn (a dashed line across the plot, at 0.001).
+    assert history.locator(".shapelayer path").count() >= 1
+    screenshot(tab, "titanic-drift-adjusted-p")
+    assert problems.all() == []
+
+
 def test_choosing_a_dataset_keeps_the_page_and_puts_the_dataset_in_the_url(page: Any, site: str, settle: Any) -> None:
     tab, problems = page
     tab.goto(f"{site}/drift?dataset=titanic")
@@ -128,7 +160,7 @@ def test_choosing_a_dataset_keeps_the_page_and_puts_the_dataset_in_the_url(page:
     tab.get_by_role("option", name="iris", exact=True).click()
     tab.wait_for_url(re.compile(r"/drift\?dataset=iris$"))
     settle(tab)
-    tab.get_by_text("iris: population stability index per feature").wait_for()
+    tab.get_by_text("iris: effect size per feature").wait_for()
     tab.get_by_role("link", name="Models").click()
     tab.wait_for_url(re.compile(r"/models\?dataset=iris$"))
     settle(tab)

@@ -26,6 +26,10 @@ Behaviour modelled (hsfs 5.2.1, Python engine, offline ``DELTA`` feature groups)
   even when no value changes. Column names are lower-cased and timezone-aware
   timestamps stored as naive UTC, as the SDK does before writing. A frame whose columns
   differ from the schema, or with null or repeated keys, is refused.
+- ``remove_rows(delete_df)`` deletes the stored rows that match a row of ``delete_df``
+  on the primary key and the event time (delta-rs ``merge`` with ``when_matched_delete``,
+  the predicate the SDK's ``DeltaEngine._generate_merge_query`` builds): one commit,
+  counted in ``rowsDeleted``. A frame without those columns is refused.
 - Commit ids are epoch milliseconds; ``commit_details`` lists the newest first.
 - Reads return rows in no particular order, timestamps naive (UTC).
 - ``training_data``/``get_batch_data`` filter event time to ``[start_time, end_time)``
@@ -360,7 +364,7 @@ class StandInFeatureGroup:
         self._online_enabled = online_enabled
         self._id: int | None = None
         self._rows = pd.DataFrame()
-        self._commits: list[tuple[int, int, int]] = []  # (commit id, rows inserted, rows updated)
+        self._commits: list[tuple[int, int, int, int]] = []  # (commit id, rows inserted, updated, deleted)
 
     name = property(lambda self: self._name)
     version = property(lambda self: self._version)
@@ -433,8 +437,36 @@ class StandInFeatureGroup:
             kept = self._rows
         frames = [f for f in (kept, df) if not f.empty]
         self._rows = pd.concat(frames, ignore_index=True) if frames else df
-        self._commits.append((self._service.next_commit(), int((~matched).sum()), int(matched.sum())))
+        self._commits.append((self._service.next_commit(), int((~matched).sum()), int(matched.sum()), 0))
         return None, None
+
+    @checked(sdk_feature_group.FeatureGroup)
+    def remove_rows(
+        self, delete_df: pd.DataFrame, write_options: dict[str, Any] | None = None, storage: str | None = None
+    ) -> None:
+        if not isinstance(delete_df, pd.DataFrame):
+            raise FeatureStoreException(f"the stand-in takes pandas frames, got {type(delete_df).__name__}")
+        if storage not in (None, "offline") or self._online_enabled:
+            raise FeatureStoreException(f"not modelled: storage={storage!r} online_enabled={self._online_enabled}")
+        self._require_saved()
+        df = delete_df.copy(deep=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df.columns = [sdk_util._autofix_feature_name(str(c)) for c in df.columns]
+        for column in df.columns:
+            if isinstance(df[column].dtype, pd.DatetimeTZDtype):
+                df[column] = df[column].dt.tz_convert(None)
+        on = [*self._primary_key, *([self._event_time] if self._event_time else [])]
+        missing = [c for c in on if c not in df.columns]
+        if missing:
+            raise FeatureStoreException(f"merge failed: the rows to delete lack {missing}")
+        if self._rows.empty:
+            matched = np.zeros(0, dtype=bool)
+        else:
+            stored = pd.MultiIndex.from_frame(self._rows[on].astype(object))
+            matched = stored.isin(pd.MultiIndex.from_frame(df[on].astype(object)))
+        self._rows = self._rows[~matched].reset_index(drop=True)
+        self._commits.append((self._service.next_commit(), 0, 0, int(matched.sum())))
 
     @checked(sdk_feature_group.FeatureGroup)
     def commit_details(self, wallclock_time: Any = None, limit: int | None = None) -> dict[int, dict[str, Any]]:
@@ -447,9 +479,9 @@ class StandInFeatureGroup:
                 "committedOn": sdk_util._get_hudi_datestr_from_timestamp(commit),
                 "rowsUpdated": updated,
                 "rowsInserted": inserted,
-                "rowsDeleted": 0,
+                "rowsDeleted": deleted,
             }
-            for commit, inserted, updated in commits
+            for commit, inserted, updated, deleted in commits
         }
 
     @checked(sdk_feature_group.FeatureGroup)

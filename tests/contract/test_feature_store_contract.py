@@ -17,6 +17,7 @@ import pytest
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
 from serverless_ml.feature_store import Feature, FeatureGroup, FeatureStore
+from serverless_ml.feature_store.base import RowsChangedError
 
 pytestmark = pytest.mark.contract
 
@@ -100,6 +101,72 @@ def test_changed_rows_are_updated_and_new_ones_inserted(backend) -> None:  # noq
     table = group.read()
     assert table["id"].tolist() == [1, 2, 3, 4] and table["id"].is_unique
     assert table["x"].tolist() == [2.0, 102.0, 4.0, 104.0]
+
+
+def test_an_insert_that_may_not_change_rows_refuses_before_writing_anything(backend) -> None:  # noqa: ANN001
+    group = open_group(backend.open_store())
+    group.insert(frame([1, 2, 3]))
+    version = group.insert(frame([4], day="2024-01-02")).version
+    before = backend.snapshot()
+    changed = frame([2, 3, 5], x=100.0)  # 2 and 3 stored with other values, 5 new
+    with pytest.raises(RowsChangedError) as info:
+        group.insert(changed, on_change="refuse")
+    message = str(info.value)
+    assert "feature group 'things_1': 2 stored row(s) would change, the first id 2 (event time 2024-01-01" in message
+    assert "nothing was written" in message and "\n" not in message
+    assert info.value.changed["id"].tolist() == [2, 3]
+    assert info.value.changed["x"].tolist() == [3.0, 4.0], "the rows as stored"
+    assert backend.snapshot() == before and group.data_version() == version
+    # Identical rows and new rows are what it is for.
+    result = group.insert(frame([5, 1, 2]), on_change="refuse")
+    assert (result.inserted, result.updated, result.unchanged) == (1, 0, 2)
+    with pytest.raises(ValueError, match="on_change"):
+        group.insert(frame([6]), on_change="ignore")
+
+
+def test_compare_says_what_an_insert_would_do_and_writes_nothing(backend) -> None:  # noqa: ANN001
+    empty = backend.snapshot()
+    group = open_group(backend.open_store())
+    assert group.compare(frame([1, 2])).inserted == 2, "a group not created yet"
+    assert not group.exists() and backend.snapshot() == empty
+    group.insert(frame([1, 2, 3]))
+    before = backend.snapshot()
+    comparison = group.compare(frame([3, 1, 7]).assign(x=[4.0, 1.0, 0.0]))  # 3 as stored, 1 changed, 7 new
+    assert (comparison.inserted, comparison.updated, comparison.unchanged) == (1, 1, 1)
+    assert comparison.is_new.tolist() == [False, False, True] and comparison.is_changed.tolist() == [False, True, False]
+    assert comparison.changed["id"].tolist() == [1] and comparison.changed["x"].tolist() == [2.0]
+    assert backend.snapshot() == before
+    with pytest.raises(SchemaMismatchError, match="missing column"):
+        group.compare(frame([1]).drop(columns=["x"]))
+
+
+def test_rows_are_deleted_by_key(backend) -> None:  # noqa: ANN001
+    group = open_group(backend.open_store())
+    group.insert(frame([1, 2, 3]))
+    version = group.insert(frame([4, 5], day="2024-01-02")).version
+    result = group.delete(pd.DataFrame({"id": [4, 2, 99, 2], "x": [0.0] * 4}))  # 99 is not stored; other columns ignored
+    assert result.deleted == 2 and result.version == group.data_version() and result.version > version
+    again = backend.open_store().get_feature_group("things", 1)
+    pd.testing.assert_frame_equal(again.read(), pd.concat([frame([1, 3]), frame([5], day="2024-01-02")], ignore_index=True))
+    before = backend.snapshot()
+    nothing = group.delete(pd.DataFrame({"id": [2, 4, 99]}))
+    assert (nothing.deleted, nothing.version) == (0, result.version) and backend.snapshot() == before
+    assert group.delete(pd.DataFrame({"id": pd.Series([], dtype="int64")})).deleted == 0
+    # A key deleted can be inserted again, as new.
+    assert group.insert(frame([2])).inserted == 1
+    for bad, expected in ((pd.DataFrame({"x": [1.0]}), r"lack column\(s\) 'id'"),
+                          (pd.DataFrame({"id": [1.0, None]}), "has no 'id'"),
+                          (pd.DataFrame({"id": ["one"]}), "not bigint")):
+        with pytest.raises(SchemaMismatchError, match=expected):
+            group.delete(bad)
+    assert group.read()["id"].tolist() == [1, 2, 3, 5]
+
+
+def test_deleting_from_a_group_not_created_yet_writes_nothing(backend) -> None:  # noqa: ANN001
+    before = backend.snapshot()
+    group = open_group(backend.open_store())
+    assert group.delete(pd.DataFrame({"id": [1]})).deleted == 0
+    assert not group.exists() and backend.snapshot() == before
 
 
 def test_versions_increase_with_every_write(backend) -> None:  # noqa: ANN001
@@ -343,3 +410,16 @@ def test_predictions_are_upserted_by_key_and_model_version(backend) -> None:  # 
     unknown = table[(table["id"] == 3) & (table["model_version"] == 1)].iloc[0]
     assert pd.isna(unknown["actual"]) and pd.isna(unknown["correct"]), "a missing label stays missing"
     assert table["correct"].tolist()[:3] == [False, False, True]
+
+
+def test_predictions_are_deleted_by_key_and_model_version(backend) -> None:  # noqa: ANN001
+    store = backend.open_store()
+    group = store.get_or_create_feature_group(
+        "things_predictions", 1, primary_key=["id", "model_version"], event_time="event_time", features=PREDICTIONS
+    )
+    group.insert(predictions([1, 2, 3], model_version=1))
+    group.insert(predictions([2, 3], model_version=2))
+    result = group.delete(pd.DataFrame({"id": [2, 3], "model_version": [1, 2]}))
+    assert result.deleted == 2
+    table = backend.open_store().get_feature_group("things_predictions", 1).read()
+    assert list(zip(table["id"], table["model_version"])) == [(1, 1), (2, 2), (3, 1)]

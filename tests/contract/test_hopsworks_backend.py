@@ -30,6 +30,7 @@ from serverless_ml.feature_store import hopsworks as backend_module
 from serverless_ml.feature_store.hopsworks import HopsworksFeatureStore, open_hopsworks_feature_store
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
+from serverless_ml.pipelines.history import HistoryConflict
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, load_training_rows, train
 from serverless_ml.settings import resolve_settings
@@ -353,6 +354,27 @@ def test_the_loop_runs_on_hopsworks_with_the_local_store_s_training_rows(
     assert predictions[spec.primary_key].is_unique and len(predictions) >= 10
     rerun = infer(spec, hops, settings, dataclasses.replace(InferOptions(figures=False), as_of=dt.date(2024, 3, 2)), noon)
     assert rerun.rows_scored == 0, "a re-run scores nothing new"
+
+    # A scored day is history: other rows for it are refused before anything is sent ...
+    first_day = dt.date(2024, 3, 1)
+    before = standin.snapshot()
+    with pytest.raises(HistoryConflict, match="2024-03-01 already has rows for --seed 0"):
+        add_daily_rows(spec, hops, first_day, n=3, seed=0)
+    assert standin.snapshot() == before
+    # ... and replaced on request: rows rewritten (2 left over deleted by remove_rows), the
+    # run and predictions that scored them removed, the next batch scores the day again.
+    replaced = add_daily_rows(spec, hops, first_day, n=3, seed=0, replace=True, settings=settings)
+    assert replaced.replaced is not None and replaced.replaced.rows == 5 and len(replaced.replaced.runs) == 1
+    rows = hops.get_feature_group("titanic", spec.version).read()
+    day_keys = rows.loc[rows["event_time"].dt.date == first_day, spec.primary_key]
+    assert len(day_keys) == 3
+    assert not hops.get_feature_group(spec.predictions_group, 1).read()[spec.primary_key].isin(day_keys).any()
+    again = infer(spec, hops, settings, InferOptions(figures=False, as_of=first_day), noon)
+    assert again.rows_scored >= 3
+    predictions = hops.get_feature_group(spec.predictions_group, 1).read()
+    assert set(day_keys) <= set(predictions[spec.primary_key]) and predictions[spec.primary_key].is_unique
+    monitoring = mlflow.search_runs(experiment_names=["titanic-monitoring"])
+    assert sorted(monitoring["tags.as_of"]) == ["2024-03-01", "2024-03-02"], "one live run per day"
 
     client = mlflow.MlflowClient()
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)

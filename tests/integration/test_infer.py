@@ -78,7 +78,7 @@ def test_a_month_of_days_gives_one_run_per_day_matching_the_predictions_table(wo
         low, high = wilson_interval(int((batch["prediction"] == batch["actual"]).sum()), 4)
         assert run["metrics.batch_accuracy_ci_low"] == pytest.approx(low)
         as_of_end = pd.Timestamp(run["tags.as_of"], tz="UTC") + pd.Timedelta(days=1)
-        window = predictions[(predictions["event_time"] > as_of_end - pd.Timedelta(days=30)) & (predictions["event_time"] <= as_of_end)]
+        window = predictions[(predictions["event_time"] >= as_of_end - pd.Timedelta(days=30)) & (predictions["event_time"] < as_of_end)]
         window = window[window["scored_at"] <= batch["scored_at"].max()]
         assert run["metrics.rolling_accuracy"] == pytest.approx(float((window["prediction"] == window["actual"]).mean()))
         assert run["metrics.rolling_rows"] == len(window)
@@ -89,7 +89,14 @@ def test_a_month_of_days_gives_one_run_per_day_matching_the_predictions_table(wo
         # A 4-row batch is too small for drift or per-class metrics on its own: the run says so.
         assert "per-class metrics not computed" in run["tags.not_computed"]
     last = runs.sort_values("tags.as_of").iloc[-1]
-    assert last["tags.drift_basis"] == "rolling_window"  # 30 days x 4 rows >= 30
+    # Drift pools the newest days until 30 rows: 8 days of 4 rows, not the whole month.
+    assert last["tags.drift_basis"] == "window"
+    assert last["tags.drift_window"] == f"{_day(days - 8).isoformat()}..{_day(days - 1).isoformat()}"
+    assert last["metrics.drift_rows"] == 32
+    assert last["metrics.drift_window_days"] == 8
+    first_runs = runs.sort_values("tags.as_of").iloc[:7]
+    assert first_runs["metrics.drift_rows"].isna().all(), "under 30 rows in the window: not computed"
+    assert first_runs["tags.not_computed"].str.contains("drift not computed").all()
     assert last["metrics.cumulative_rows"] == 4 * days
     # Synthetic rows are drawn from the real classes' joint distribution: the model does well.
     assert float((predictions["prediction"] == predictions["actual"]).mean()) > 0.7
@@ -290,3 +297,45 @@ def test_probabilities_are_consistent(world) -> None:  # noqa: ANN001
     predictions = _predictions(store)
     assert np.allclose(predictions["proba_0"] + predictions["proba_1"], 1.0)
     assert np.allclose(predictions["probability"], predictions[["proba_0", "proba_1"]].max(axis=1))
+
+
+def test_since_promotion_counts_only_rows_up_to_the_batch_when_earlier_days_come_later(world) -> None:  # noqa: ANN001
+    """A batch for an earlier date scored after a later one: its "since promotion" and
+    rolling figures hold only rows up to its own date."""
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(10), n=12, seed=0)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(10)), _noon(_day(10)))
+    add_daily_rows(SPEC, store, _day(3), n=7, seed=0)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(3)), _noon(_day(10)))
+    runs = _monitoring_runs().set_index("tags.as_of")
+    early, late = runs.loc[_day(3).isoformat()], runs.loc[_day(10).isoformat()]
+    assert late["metrics.cumulative_rows"] == 12
+    assert early["metrics.cumulative_rows"] == 7, "rows of a later day counted in an earlier batch"
+    assert early["metrics.rolling_rows"] == 7
+
+
+def test_a_small_bad_batch_is_not_an_accuracy_alert_but_a_confident_drop_is(world) -> None:  # noqa: ANN001
+    """The accuracy alert needs the whole 95 % interval under the floor (issue 15: a
+    10-row batch at 0.60 alerted against 0.727)."""
+    store, settings = world
+    group = store.get_feature_group("titanic", 1)
+
+    def add_wrong_labels(day: dt.date, n: int, wrong: int) -> None:
+        add_daily_rows(SPEC, store, day, n=n, seed=0)
+        rows = group.read()
+        rows = rows[(rows["origin"] == "synthetic") & (rows["event_time"].dt.date == day)].iloc[:wrong].copy()
+        rows["survived"] = 1 - rows["survived"]
+        group.insert(rows, wait=True)
+
+    add_wrong_labels(_day(0), 10, 4)
+    small = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    floor = small.metrics["champion_holdout_accuracy"] - 0.1
+    assert small.metrics["batch_accuracy"] < floor, "the batch is below the floor..."
+    assert small.metrics["batch_accuracy_ci_high"] >= floor
+    assert not any("accuracy alert" in a for a in small.alerts), "...but 10 rows are not evidence"
+    add_wrong_labels(_day(1), 300, 150)
+    big = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), _noon(_day(1)))
+    assert big.metrics["batch_accuracy_ci_high"] < floor
+    assert any("accuracy alert: batch accuracy" in a for a in big.alerts)
+    run = _monitoring_runs().set_index("tags.as_of").loc[_day(1).isoformat()]
+    assert run["tags.alert_accuracy"] == "true"

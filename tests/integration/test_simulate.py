@@ -150,3 +150,23 @@ def test_simulation_options_are_checked_before_anything_runs() -> None:
         from serverless_ml.pipelines.simulate import check_options
 
         check_options(dataclasses.replace(SimulateOptions(days=3, end_date=END), drift=parse_drift("age+1", SPEC), drift_from=1, drift_days=0))
+
+
+def test_the_demos_drift_episode_raises_drift_alerts_and_clean_days_do_not(world) -> None:  # noqa: ANN001
+    """The demo's episode (30 days of 10 rows, `age+20,fare*3` from day 20 for 5 days)
+    shows drift alerts; the clean days before it none (issue 15: it raised none)."""
+    from serverless_ml.demo import DRIFTS
+
+    store, settings = world
+    options = SimulateOptions(days=30, end_date=END, rows=10, drift=parse_drift(DRIFTS["titanic"], SPEC),
+                              drift_from=20, drift_days=5)
+    simulate(SPEC, store, settings, options)
+    runs = _runs().set_index("tags.as_of").sort_index()
+    day_of = {(options.day(i)).isoformat(): i for i in range(1, 31)}
+    alert_days = sorted(day_of[d] for d in runs.index[runs["tags.alert_drift"] == "true"])
+    assert alert_days, "the drift episode raised no drift alert"
+    assert min(alert_days) in (20, 21, 22), alert_days
+    assert all(day >= 20 for day in alert_days), f"drift alerts on clean days: {alert_days}"
+    first = runs.loc[options.day(min(alert_days)).isoformat()]
+    assert "age" in first["tags.alerts"] or "fare" in first["tags.alerts"]
+    assert first["metrics.drift_effect_age"] >= 0.1 or first["metrics.drift_effect_fare"] >= 0.1

@@ -160,6 +160,15 @@ features:
   alcohol: {type: double, min: 20, max: 16}
 """
 
+# The metrics of two classes are about the positive class: it must be one of them.
+POSITIVE_NOT_A_CLASS = BAD_SPEC.replace("classes: [class_0, class_1]", "classes: [malignant, benign]\npositive_class: Benign").replace(
+    "min: 20", "min: 10"
+)
+POSITIVE_OF_THREE = BAD_SPEC.replace("[class_0, class_1]", "[class_0, class_1, class_2]\npositive_class: class_1").replace(
+    "min: 20", "min: 10"
+)
+
+
 def _env(**values: str) -> Callable[[Workspace], None]:
     """Set environment variables of the case, ``{closed}`` and ``{root}`` filled in."""
 
@@ -207,6 +216,15 @@ def _champion_files_gone(ws: Workspace) -> None:
         db.close()
 
 
+def _daily_rows(day: str, rows: int) -> Callable[[Workspace], None]:
+    """A day of synthetic rows (seed 0) in the case's store."""
+
+    def setup(ws: Workspace) -> None:
+        add_daily_rows(titanic.SPEC, LocalFeatureStore(ws.root / "store"), dt.date.fromisoformat(day), rows, seed=0)
+
+    return setup
+
+
 def _text_file(name: str, uri: str) -> Callable[[Workspace], None]:
     def setup(ws: Workspace) -> None:
         ws.write(name, "not a database\n")
@@ -250,6 +268,14 @@ CASES: dict[str, Case] = {
     "spec file with errors": Case(
         lambda ws: ["features", "--dataset", ws.write("wine.yaml", BAD_SPEC)], ("wine.yaml", "feature 'alcohol' has min 20 greater than max 16")
     ),
+    "spec file with a positive class that is not a class": Case(
+        lambda ws: ["features", "--dataset", ws.write("tumours.yaml", POSITIVE_NOT_A_CLASS)],
+        ("tumours.yaml", "positive_class 'Benign' must be a label listed in classes (malignant, benign)"),
+    ),
+    "train: positive class of three classes": Case(
+        lambda ws: ["train", "--trials", "1", "--dataset", ws.write("wine.yaml", POSITIVE_OF_THREE)],
+        ("wine.yaml", "positive_class applies to two classes only; this spec has 3"),
+    ),
     "bad --date": Case(lambda ws: ["daily", "--date", "2024-02-30"], ("--date '2024-02-30' is not a date", "YYYY-MM-DD")),
     "negative --rows": Case(lambda ws: ["daily", "--date", "2024-02-01", "--rows", "-5"], ("--rows must be between 1 and 10000, got -5",)),
     # A seed above 9999 used to reuse seed % 10000's keys and overwrite those rows.
@@ -269,6 +295,17 @@ CASES: dict[str, Case] = {
     "bad --drift": Case(_args("daily", "--date", "2024-02-01", "--drift", "age*abc"), ("--drift 'age*abc'", "'abc' is not a number")),
     "--drift of an unknown feature": Case(
         _args("daily", "--date", "2024-02-01", "--drift", "height+1"), ("dataset 'titanic' has no feature 'height'",)
+    ),
+    # The good store has 20 rows of seed 0 on 2024-01-15: other arguments for that day used
+    # to overwrite them ("20 updated") while its predictions and runs stayed as they were.
+    "daily: other --rows for an existing day": Case(
+        _args("daily", "--date", "2024-01-15", "--rows", "10"),
+        ("titanic: 2024-01-15 already has rows for --seed 0 that these arguments would change", "nothing was written",
+         "another --date or --seed, or --replace"),
+    ),
+    "daily: other --drift for an existing day": Case(
+        _args("daily", "--date", "2024-01-15", "--rows", "20", "--drift", "fare*2"),
+        ("titanic: 2024-01-15 already has rows for --seed 0 that these arguments would change", "--replace"),
     ),
     # --- train ---------------------------------------------------------------------
     # The feature view used to be written before the storage URL was tried.
@@ -315,6 +352,13 @@ CASES: dict[str, Case] = {
     # The first day's rows used to be written before the model was found missing.
     "simulate: champion's files gone": Case(
         _with(_champion_files_gone, ["simulate", "--days", "2"]), ("champion version 1 of model 'titanic' cannot be loaded",),
+        store="trained",
+    ),
+    # Checked for every day before the first one is written: here the second day exists.
+    "simulate: other --rows over existing days": Case(
+        _with(_daily_rows("2024-03-02", 10), ["simulate", "--days", "2", "--end-date", "2024-03-02", "--rows", "5"]),
+        ("titanic: 2024-03-02 already has rows for --seed 0 that these arguments would change",
+         "other days (--end-date, --days) or another --seed, or --replace"),
         store="trained",
     ),
     # --- schedule (each case must fail at once: a good schedule runs forever) -------

@@ -23,6 +23,14 @@ its imports:
 ``make test`` runs 3 kill points per job (2 named, 1 random); ``make soak``
 (``SML_SOAK=1``) 21 per job (every named point, double crashes, the rest random).
 
+A third kind rewrites history: ``sml simulate --replace`` over three simulated days with
+fewer rows per day, killed at its own points (``replace.after_runs_deleted``,
+``replace.after_predictions_deleted``, ``replace.after_rows_written``; under soak also
+inside the predictions' delete and after the new runs are logged) and run again: the
+re-run must end exactly where a crash-free replace ends (the same rows and predictions,
+one FINISHED run per day with the same metrics), and right after the kill no live
+finished run may lack its predictions (what the site shows stays true).
+
 **After each kill**: every lock the job could hold is free (``flock`` with ``LOCK_NB``);
 every table reads cleanly through the store API and through ``deltalake`` directly (the
 two agree) and holds either the rows it held before the job or exactly the rows of the
@@ -306,6 +314,8 @@ class Lab:
             shutil.copytree(trained / "store", folder / "store")
             copy_database(trained / "mlflow.db", folder / "mlflow.db")
             add_daily_rows(SPEC, LocalFeatureStore(folder / "store"), DAY, n=DAILY_ROWS, seed=3)
+        elif start == "simulated":
+            simulate_history(self.get_fixture("trained_template"), folder)
         self.templates[start] = folder
         return folder
 
@@ -547,3 +557,123 @@ def test_killed_job_leaves_all_or_nothing_and_rerun_matches_crash_free_run(
     assert code == 0, f"the re-run after a kill at {where} failed:\n{out}{err}"
     assert_like_reference(job, folder, before, reference, out, stale, where)
     reliability.add("crash consistency", kill_points=kills)
+
+
+# --- --replace: history rewritten and scored again, killed half-way -------------------------
+
+REPLACE_DAYS = ("2024-03-01", "2024-03-02", "2024-03-03")
+REPLACE_SIMULATION = ("--dataset", "titanic", "--days", "3", "--end-date", REPLACE_DAYS[-1])
+# 3 rows a day instead of 5: 3 rows change and 2 are left over (deleted) on each day.
+REPLACE_JOB = Job(
+    "simulate-replace", ("simulate", *REPLACE_SIMULATION, "--rows", "3", "--replace"), ("titanic", "titanic_predictions"),
+    "simulated", marker="replace.after_runs_deleted", last_write="store.after_commit", named_quick=(), named_soak=(),
+)
+REPLACE_POINTS_QUICK = ("replace.after_runs_deleted", "replace.after_predictions_deleted", "replace.after_rows_written")
+REPLACE_POINTS_SOAK = (*REPLACE_POINTS_QUICK, "store.delete.before_commit", "simulate.after_runs_logged")
+
+
+def simulate_history(trained: Path, folder: Path) -> None:
+    """The trained world with three simulated days of 5 rows each."""
+    import mlflow
+
+    from serverless_ml.pipelines.simulate import SimulateOptions, simulate
+    from serverless_ml.settings import resolve_settings
+
+    shutil.copytree(trained / "store", folder / "store")
+    copy_database(trained / "mlflow.db", folder / "mlflow.db")
+    settings = resolve_settings(store_dir=folder / "store", tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+        try:
+            simulate(SPEC, LocalFeatureStore(folder / "store"), settings,
+                     SimulateOptions(days=3, end_date=dt.date.fromisoformat(REPLACE_DAYS[-1]), rows=5))
+        finally:
+            mlflow.set_tracking_uri(None)
+
+
+@dataclass
+class History:
+    """What the site and the store say about the simulated days."""
+
+    features: pd.DataFrame
+    predictions: pd.DataFrame  # without run_id
+    metrics: dict[str, dict[str, float]]  # the FINISHED run's metrics, by day
+
+
+def read_history(folder: Path) -> History:
+    """The days' state, checked on the way: no run RUNNING; per day exactly one live
+    FINISHED run (others FAILED and tagged ``recovered``); every prediction of a day points
+    at its FINISHED run."""
+    store = LocalFeatureStore(folder / "store")
+    features = store.get_feature_group("titanic", 1).read()
+    predictions = store.get_feature_group("titanic_predictions", 1).read()
+    monitoring = [r for r in read_runs(folder / "mlflow.db") if r.experiment == MONITORING]
+    assert not [r.run_id for r in monitoring if r.status == "RUNNING"]
+    finished: dict[str, Run] = {}
+    for run in monitoring:
+        if run.status == "FINISHED":
+            assert run.tags["as_of"] not in finished, f"two live FINISHED runs for {run.tags['as_of']}"
+            finished[run.tags["as_of"]] = run
+        else:
+            assert run.status == "FAILED" and "recovered" in run.tags, (run.run_id, run.status, run.tags)
+    assert sorted(finished) == list(REPLACE_DAYS)
+    days = predictions["event_time"].dt.date.astype(str)
+    for day, run in finished.items():
+        assert set(predictions.loc[days == day, "run_id"]) == {run.run_id}, day
+    return History(features, predictions.drop(columns=["run_id"]), {day: run.metrics for day, run in finished.items()})
+
+
+def assert_finished_runs_have_their_predictions(folder: Path) -> None:
+    """Right after a kill: a live FINISHED run (what the site shows) still has its
+    predictions, each of them of a row that exists."""
+    store = LocalFeatureStore(folder / "store")
+    predictions = store.get_feature_group("titanic_predictions", 1).read()
+    features = store.get_feature_group("titanic", 1).read()
+    for run in read_runs(folder / "mlflow.db"):
+        if run.experiment == MONITORING and run.status == "FINISHED":
+            own = predictions[predictions["run_id"] == run.run_id]
+            assert len(own) == run.metrics["rows_scored"], f"live run {run.run_id} ({run.tags['as_of']}) lost predictions"
+            assert own[SPEC.primary_key].isin(features[SPEC.primary_key]).all()
+
+
+@pytest.fixture(scope="module")
+def replace_reference(lab: Lab) -> History:
+    """A crash-free `sml simulate --replace` from the simulated world."""
+    folder = lab.root / "reference-simulate-replace"
+    template = lab.template(REPLACE_JOB.start)
+    folder.mkdir()
+    shutil.copytree(template / "store", folder / "store")
+    copy_database(template / "mlflow.db", folder / "mlflow.db")
+    code, out, err = lab.run(REPLACE_JOB, folder)
+    assert code == 0 and "replaced 15 stored row(s) of 3 day(s)" in out, out + err
+    history = read_history(folder)
+    assert len(history.features[history.features["origin"] == "synthetic"]) == 9
+    return history
+
+
+@pytest.mark.parametrize("point", REPLACE_POINTS_SOAK if SOAK else REPLACE_POINTS_QUICK)
+def test_a_killed_replace_is_completed_by_running_it_again(
+    point: str, lab: Lab, replace_reference: History, tmp_path: Path, reliability,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    template = lab.template(REPLACE_JOB.start)
+    folder = tmp_path / "world"
+    folder.mkdir()
+    shutil.copytree(template / "store", folder / "store")
+    copy_database(template / "mlflow.db", folder / "mlflow.db")
+    code, out, err = lab.run(REPLACE_JOB, folder, {CRASH_AT_ENV: point, CRASH_TRACE_ENV: str(folder / "trace.txt")})
+    passed = [name for _, name in parse_trace(folder / "trace.txt")]
+    assert code == -signal.SIGKILL and passed[-1:] == [point], f"exit {code}, points passed {passed}\n{out}{err}"
+    assert_locks_free(folder / "store")
+    assert_finished_runs_have_their_predictions(folder)
+
+    code, out, err = lab.rerun(REPLACE_JOB, folder, monkeypatch, capsys)
+    assert code == 0, f"the re-run after a kill at {point} failed:\n{out}{err}"
+    final = read_history(folder)
+    pd.testing.assert_frame_equal(final.features, replace_reference.features)
+    pd.testing.assert_frame_equal(final.predictions, replace_reference.predictions)
+    assert sorted(final.metrics) == sorted(replace_reference.metrics)
+    for day, metrics in final.metrics.items():
+        assert metrics == pytest.approx(replace_reference.metrics[day], rel=1e-12), day
+    reliability.add("crash consistency", kill_points=1)

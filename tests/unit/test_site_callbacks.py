@@ -20,14 +20,16 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from monitoring_app import create_app, ids
+from monitoring_app import create_app, figures, ids
 from monitoring_app.app import shell, sync_dataset
 from monitoring_app.pages import confusion, data, drift, models, overview, predict, predictions
 from monitoring_app.site import current_site
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.sources import load_source
+from serverless_ml.datasets.synthetic import parse_drift
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import backfill
+from serverless_ml.pipelines.simulate import SimulateOptions, simulate
 from serverless_ml.settings import Settings, resolve_settings
 from dash_text import text_of
 from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
@@ -209,16 +211,160 @@ def test_predictions_are_paged_sorted_and_filtered_on_the_server(call: Call) -> 
 
 
 def test_drift_history_and_the_latest_batch_against_training_rows(call: Call) -> None:
-    history, state = call(drift.show_history, "psi", None, {"dataset": "iris"}, trigger=ids.DRIFT_STAT)
+    page = call(drift.layout, dataset="iris")
+    state = find(page, ids.DRIFT_STATE).data
+    picker = find(page, ids.DRIFT_RUN)
+    assert len(picker.options) == DAYS and picker.value == picker.options[0]["value"]  # the newest run
+    history, state, options, value = call(drift.show_history, None, None, state, picker.value, trigger=ids.DRIFT_STAT)
+    assert options is dash.no_update and value is dash.no_update
     figure = graphs(history)[0]
-    assert [t["name"] for t in figure["data"]] == SPEC.feature_names
+    assert [t["name"] for t in figure["data"]][:len(SPEC.feature_names)] == SPEC.feature_names
+    assert "effect size per feature" in figure["layout"]["title"]["text"]  # the default
     with pytest.raises(dash.exceptions.PreventUpdate):
-        call(drift.show_history, "psi", 1, state, trigger=ids.REFRESH)
-    p_values, _ = call(drift.show_history, "p", None, state, trigger=ids.DRIFT_STAT)
-    assert graphs(p_values)[0]["layout"]["yaxis"]["type"] == "log"
-    distribution = graphs(call(drift.show_distribution, "petal_length", state))[0]
+        call(drift.show_history, "effect", 1, state, picker.value, trigger=ids.REFRESH)
+    adjusted, _, _, _ = call(drift.show_history, "padj", None, state, picker.value, trigger=ids.DRIFT_STAT)
+    assert graphs(adjusted)[0]["layout"]["yaxis"]["type"] == "log"
+    distribution = graphs(call(drift.show_distribution, "petal_length", picker.value, state))[0]
     names = [t["name"] for t in distribution["data"]]
-    assert names[0].startswith("training rows of model v1") and names[1] == f"batch {day(DAYS - 1).isoformat()} ({ROWS} rows)"
+    run = MlflowClient().get_run(picker.value).data
+    assert names[0].startswith("training rows of model v1")
+    assert names[1] == f"recent window {run.tags['drift_window']} ({int(run.metrics['drift_rows'])} rows)"
+
+
+def test_new_runs_join_the_drift_picker_which_follows_the_newest(call: Call, world: tuple[LocalFeatureStore, Settings]) -> None:
+    store, settings = world
+    page = call(drift.layout, dataset="iris")
+    state, latest = find(page, ids.DRIFT_STATE).data, find(page, ids.DRIFT_RUN).value
+    _, state, _, _ = call(drift.show_history, "effect", None, state, latest, trigger=ids.DRIFT_STAT)
+    new_run = add_batch(store, settings, DAYS)
+    _, state, options, value = call(drift.show_history, "effect", 2, state, latest, trigger=ids.REFRESH)
+    assert options[0]["value"] == new_run and value == new_run
+    older = options[-1]["value"]
+    add_batch(store, settings, DAYS + 1)
+    _, _, options, value = call(drift.show_history, "effect", 3, state, older, trigger=ids.REFRESH)
+    assert len(options) == DAYS + 2 and value is dash.no_update  # a run the reader chose stays chosen
+
+
+def test_a_run_logged_before_effect_sizes_is_shown_with_what_it_has(call: Call) -> None:
+    """Runs of the first drift rule: raw p-values and PSI, a drift.json without windows."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("iris-monitoring").experiment_id
+    old = client.create_run(experiment, run_name="old-rule", tags={
+        "as_of": day(DAYS).isoformat(), "model_version": "1", "drift_basis": "batch", "alert": "true",
+        "alert_drift": "true", "alerts": "drift alert: 1 feature(s) drifted (petal_length), share 0.25 >= 0.10",
+        "not_computed": "",
+    })
+    run_id = old.info.run_id
+    p_values = {"sepal_length": 0.5, "sepal_width": 0.2, "petal_length": 1e-5, "petal_width": 0.04}
+    for feature, p_value in p_values.items():
+        client.log_metric(run_id, f"drift_p_{feature}", p_value)
+        client.log_metric(run_id, f"drift_psi_{feature}", 0.3 if feature == "petal_length" else 0.01)
+    client.log_metric(run_id, "drift_rows", 40)
+    client.log_param(run_id, "drift_p_value", "0.001")
+    client.log_dict(run_id, {"basis": "batch", "features": [
+        {"feature": f, "test": "ks", "p_value": p, "psi": 0.01, "drifted": p < 0.001} for f, p in p_values.items()
+    ]}, "drift.json")
+    client.set_terminated(run_id)
+
+    page = call(drift.layout, dataset="iris")
+    assert find(page, ids.DRIFT_RUN).options[0] == {"label": f"{day(DAYS).isoformat()} ⚠ drift", "value": run_id}
+    table = find(page, ids.DRIFT_TABLE)
+    first = table.children[1].children[0]
+    assert [text_of(cell) for cell in first.children] == [
+        "petal_length", "the batch (40 rows)", "Kolmogorov-Smirnov", "n/a", "n/a", "1e-5", "n/a", "0.010", "yes"]
+    assert "test's p-value was below 0.001" in text_of(page)
+    assert find(page, ids.DRIFT_FEATURE).value == "petal_length"  # the table's first feature
+    state = find(page, ids.DRIFT_STATE).data
+    history, _, _, _ = call(drift.show_history, "psi", None, state, run_id, trigger=ids.DRIFT_STAT)
+    marked = graphs(history)[0]["data"][-1]
+    assert marked["name"].startswith("drifted") and marked["x"] == [day(DAYS).isoformat()]  # by the old rule
+    distribution = graphs(call(drift.show_distribution, "petal_length", run_id, state))[0]
+    assert distribution["data"][1]["name"].startswith(f"batch {day(DAYS).isoformat()}")
+
+
+DRIFT_END = IRIS_START + dt.timedelta(days=IRIS_DAYS + 5)
+DRIFT_FROM = 4  # the simulation's fourth day
+
+
+@pytest.fixture(scope="module")
+def iris_drifted_template(iris_monitored_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Iris world plus six simulated days of 30 rows; petal length + 2 from the fourth."""
+    folder = tmp_path_factory.mktemp("iris_drifted")
+    with pytest.MonkeyPatch.context() as patch:
+        store, settings = copy_world(iris_monitored_template, folder, patch)
+        patch.chdir(folder)
+        simulate(SPEC, store, settings, SimulateOptions(
+            days=6, end_date=DRIFT_END, rows=30, drift=parse_drift("petal_length+2", SPEC), drift_from=DRIFT_FROM,
+        ))
+    mlflow.set_tracking_uri(None)
+    return folder
+
+
+@pytest.fixture
+def drifted_call(iris_drifted_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call]:
+    monkeypatch.chdir(tmp_path)
+    _, settings = copy_world(iris_drifted_template, tmp_path, monkeypatch)
+    app = create_app(settings, cache_ttl_s=0.0, clock=lambda: NOW)
+
+    def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with app.server.test_request_context():
+            return fn(*args, **kwargs)
+
+    yield run
+    with app.server.app_context():
+        current_site().data.close()
+    mlflow.set_tracking_uri(None)
+
+
+def test_the_drift_table_explains_an_alert_with_the_runs_numbers(drifted_call: Call) -> None:
+    call = drifted_call
+    runs = mlflow.search_runs(experiment_names=["iris-monitoring"], order_by=["tags.as_of ASC"]).set_index("tags.as_of")
+    drift_from = (DRIFT_END - dt.timedelta(days=6 - DRIFT_FROM)).isoformat()
+    alerted = runs[runs["tags.alert_drift"] == "true"]
+    assert len(alerted) and alerted.index.min() >= drift_from and (runs.loc[runs.index < drift_from, "tags.alert_drift"] == "false").all()
+    as_of = alerted.index.min()
+    run = alerted.loc[as_of]
+    run_id = run["run_id"]
+
+    page = call(drift.layout, dataset="iris")
+    options = find(page, ids.DRIFT_RUN).options
+    assert {o["label"] for o in options if o["label"].endswith("⚠ drift")} == {f"{d} ⚠ drift" for d in alerted.index}
+    state = find(page, ids.DRIFT_STATE).data
+
+    body = call(drift.show_run, run_id, state)
+    assert text_of(find(html_root(body), ids.DRIFT_ALERT)) == run["tags.alerts"].split(" | ")[-1]
+    rows = find(html_root(body), ids.DRIFT_TABLE).children[1].children
+    cells = [text_of(cell) for cell in rows[0].children]
+    metric = {name: run[f"metrics.drift_{name}_petal_length"] for name in ("p", "padj", "effect", "psi")}
+    report = mlflow.artifacts.load_dict(f"runs:/{run_id}/drift.json")
+    window = next(e for e in report["features"] if e["feature"] == "petal_length")["window"]
+    span, window_rows = ((run["tags.drift_window_rolling"], run["metrics.drift_rows_rolling"]) if window == "rolling"
+                         else (run["tags.drift_window"], run["metrics.drift_rows"]))
+    first, _, last = span.partition("..")
+    days = (dt.date.fromisoformat(last or first) - dt.date.fromisoformat(first)).days + 1
+    assert cells[0] == "petal_length" and cells[-1] == "yes" and rows[0].className == "drifted"
+    assert cells[1] == f"{window} {span} ({days} day{'s' if days != 1 else ''}, {int(window_rows)} rows)"
+    assert cells[4].startswith(f"{metric['effect']:.3f}") and "Wasserstein distance / reference std" in cells[4]
+    assert cells[5:8] == [figures.p_value_text(metric["p"]), figures.p_value_text(metric["padj"]), f"{metric['psi']:.3f}"]
+    assert all(text_of(r.children[-1]) == "no" for r in rows[1:])
+
+    explained = call(lambda: drift.explain_run(current_site(), SPEC, run_id))[1]
+    top = explained[0]
+    assert (top.p_value, top.p_adjusted, top.effect, top.psi) == (metric["p"], metric["padj"], metric["effect"], metric["psi"])
+    assert top.p_adjusted < float(run["params.drift_p_value"]) and top.effect >= float(run["params.drift_min_effect"])
+
+    history, _, _, _ = call(drift.show_history, "effect", None, state, run_id, trigger=ids.DRIFT_STAT)
+    figure = graphs(history)[0]
+    marked = figure["data"][-1]
+    assert marked["name"].startswith("drifted") and as_of in marked["x"]
+    assert set(marked["hovertext"]) == {f"petal_length drifted on {d}" for d in marked["x"]}
+    assert figure["layout"]["shapes"][0]["y0"] == float(run["params.drift_min_effect"])
+    adjusted = graphs(call(drift.show_history, "padj", None, state, run_id, trigger=ids.DRIFT_STAT)[0])[0]
+    assert adjusted["layout"]["shapes"][0]["y0"] == float(run["params.drift_p_value"])
+    assert "0.001" in adjusted["layout"]["yaxis"]["ticktext"]
+
+    distribution = graphs(call(drift.show_distribution, "petal_length", run_id, state))[0]
+    assert distribution["data"][1]["name"] == f"{window} window {span} ({int(window_rows)} rows)"
 
 
 # --- Models --------------------------------------------------------------------------------------

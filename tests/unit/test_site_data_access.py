@@ -151,6 +151,27 @@ def test_run_values_reads_only_the_runs_asked_for_and_keeps_them(data: SiteData)
     assert data.stats["values_read"] == 1  # a finished run's values are read once
 
 
+def test_run_params_of_every_run_with_the_rest_reader_agreeing(
+    data: SiteData, world: tuple[LocalFeatureStore, Settings], clock: Clock
+) -> None:
+    keys = ("drift_p_value", "drift_min_effect", "no_such_param")
+    params = data.run_params(MONITORING, keys)
+    naive = mlflow.search_runs(experiment_names=[MONITORING]).set_index("run_id")
+    assert sorted(params.index) == sorted(naive.index)
+    assert list(params.columns) == [f"params.{k}" for k in keys]
+    for key in keys[:2]:
+        assert list(params.loc[naive.index, f"params.{key}"]) == list(naive[f"params.{key}"])
+    assert params["params.no_such_param"].isna().all()
+    experiment_id = data.experiment_id(MONITORING)
+    rest = RestRunReader(MlflowClient(tracking_uri=world[1].tracking_uri)).read_params(experiment_id, keys)
+    pd.testing.assert_frame_equal(rest.sort_index(), params.sort_index())
+    clock.now += 10
+    assert data.run_params(MONITORING, keys) is params and data.stats["params_read"] == 1  # no new run: kept
+    new_run = add_batch(*world, DAYS)
+    clock.now += 10
+    assert new_run in data.run_params(MONITORING, keys).index and data.stats["params_read"] == 2
+
+
 def test_no_monitoring_runs_yet_is_a_message_that_names_the_command(tmp_path: Path, mlflow_template_db: Path) -> None:
     shutil.copyfile(mlflow_template_db, tmp_path / "mlflow.db")
     data = SiteData(resolve_settings(store_dir=tmp_path / "store", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
@@ -241,3 +262,22 @@ def test_reading_every_page_writes_nothing(world: tuple[LocalFeatureStore, Setti
     data.close()
     after = {"db": tree_digest(Path(settings.tracking_uri.removeprefix("sqlite:///"))), "store": tree_digest(settings.store_dir)}
     assert after == before
+
+
+def test_a_replaced_run_is_noticed_although_count_and_times_stay_the_same(
+    data: SiteData, clock: Clock
+) -> None:
+    """`simulate --replace` deletes a day's run and logs a new one at the same simulated
+    time: the active runs' count, latest start and end are unchanged, the deletion is not."""
+    first = data.monitoring_runs(SPEC, ("batch_accuracy",), ("alert",))
+    client = MlflowClient()
+    old_id = first.index[0]
+    old = client.get_run(old_id)
+    client.delete_run(old_id)
+    new = client.create_run(old.info.experiment_id, start_time=old.info.start_time, tags={"as_of": old.data.tags["as_of"]})
+    client.log_metric(new.info.run_id, "batch_accuracy", 0.123, timestamp=old.info.start_time)
+    client.set_terminated(new.info.run_id, "FINISHED", end_time=old.info.end_time)
+    clock.now += 10
+    after = data.monitoring_runs(SPEC, ("batch_accuracy",), ("alert",))
+    assert old_id not in after.index and new.info.run_id in after.index
+    assert after.loc[new.info.run_id, "metrics.batch_accuracy"] == 0.123

@@ -14,13 +14,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from click.testing import CliRunner
+from dash import html
 
 from monitoring_app import analysis, figures, forms, icons, table_query
 from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S
 from monitoring_app.data_access import ModelVersion, assemble_runs, read_only_sql_url, runs_frame, sqlite_path
+from monitoring_app.pages import drift as drift_page
 from serverless_ml.cli import cli
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.spec import parse_spec
+from dash_text import text_of
 
 pytestmark = pytest.mark.unit
 
@@ -120,23 +123,166 @@ def test_accuracy_figure_of_no_runs_says_so() -> None:
     assert "no monitoring runs yet" in figure["layout"]["annotations"][0]["text"]
 
 
-def test_drift_history_shows_psi_or_p_values_per_feature() -> None:
-    runs = monitoring_frame()
+def drift_frame(days: int = 6) -> pd.DataFrame:
+    """Monitoring runs with every per-feature drift metric; age drifts on the last day."""
+    runs = monitoring_frame(days)
     for i, feature in enumerate(TITANIC.feature_names):
-        runs[f"metrics.drift_psi_{feature}"] = 0.01 * i
-        runs[f"metrics.drift_p_{feature}"] = 0.5
-    runs.loc["run5", "metrics.drift_p_age"] = 0.0
+        runs[f"metrics.drift_effect_{feature}"] = 0.01 * i
+        runs[f"metrics.drift_padj_{feature}"] = 0.5
+        runs[f"metrics.drift_p_{feature}"] = 0.2
+        runs[f"metrics.drift_psi_{feature}"] = 0.02 * i
+    last = runs.index[-1]
+    runs.loc[last, ["metrics.drift_effect_age", "metrics.drift_padj_age", "metrics.drift_p_age"]] = [0.8, 0.0, 0.0]
+    return runs
+
+
+def rule_params(runs: pd.DataFrame, p_value: str = "0.001", min_effect: str | None = "0.1") -> pd.DataFrame:
+    params = pd.DataFrame({"params.drift_p_value": p_value}, index=runs.index)
+    if min_effect is not None:
+        params["params.drift_min_effect"] = min_effect
+    return params
+
+
+def test_drift_history_draws_effect_sizes_with_the_rules_minimum_and_marks_drifted_points() -> None:
+    runs = drift_frame()
+    rule = drift_page.rule_frame(runs.index, rule_params(runs))
+    flags = drift_page.drifted_flags(runs, TITANIC, rule)
+    assert flags.to_numpy().sum() == 1 and flags.loc[runs.index[-1], "age"]
+    figure = figures.drift_history_figure(runs, TITANIC, "effect", flags, rule["min_effect"])
+    names = [t["name"] for t in figure["data"]]
+    assert names == [*TITANIC.feature_names, "drifted (the rule was met)"]
+    assert figure["layout"]["title"]["text"] == "titanic: effect size per feature"
+    assert figure["layout"]["shapes"][0]["y0"] == 0.1 and figure["layout"]["annotations"][0]["text"] == "rule: effect >= 0.1"
+    marked = figure["data"][-1]
+    assert marked["x"] == ["2024-03-06"] and marked["y"] == [0.8] and marked["hovertext"] == ["age drifted on 2024-03-06"]
+    json.dumps(figure)
+    go.Figure(figure)
+
+
+def test_drift_history_of_adjusted_p_values_has_a_log_axis_with_readable_ticks() -> None:
+    runs = drift_frame()
+    rule = drift_page.rule_frame(runs.index, rule_params(runs))
+    figure = figures.drift_history_figure(runs, TITANIC, "padj", drift_page.drifted_flags(runs, TITANIC, rule),
+                                          rule["p_threshold"])
+    axis = figure["layout"]["yaxis"]
+    assert axis["type"] == "log" and axis["tickmode"] == "array"
+    assert axis["ticktext"][:5] == ["1", "0.1", "0.01", "0.001", "1e-4"] and axis["ticktext"][-1] == "1e-12"
+    assert not any(re.search(r"[a-zµ]$", t) for t in axis["ticktext"])  # not plotly's SI "100n"
+    assert axis["tickvals"] == [10.0 ** -k for k in range(0, 13)]
+    assert figures.log_ticks(1e-30)[1][:3] == ["1", "0.001", "1e-6"]  # many decades: fewer ticks
+    # On a log axis plotly places shapes in data units, annotations in log10 units.
+    assert figure["layout"]["shapes"][0]["y0"] == 0.001 and figure["layout"]["annotations"][0]["y"] == pytest.approx(-3)
+    assert figure["layout"]["annotations"][0]["text"] == "rule: adjusted p < 0.001"
+    age = next(t for t in figure["data"] if t["name"] == "age")
+    assert age["y"][-1] == figures.P_FLOOR and age["customdata"][-1] == "0"  # a p-value of 0 stays on the axis
+    go.Figure(figure)
+    assert figures.log_ticks(1e-6) == ([1.0, 0.1, 0.01, 0.001, 1e-4, 1e-5, 1e-6], ["1", "0.1", "0.01", "0.001", "1e-4", "1e-5", "1e-6"])
+    assert [figures.p_value_text(v) for v in (0.5, 0.0123, 0.001, 6.27e-4, 7.84e-5, 0.0, float("nan"))] == [
+        "0.5", "0.0123", "0.001", "6.27e-4", "7.84e-5", "0", "n/a"]
+
+
+def test_drift_history_of_psi_keeps_its_reference_line_and_a_changed_rule_is_a_step_line() -> None:
+    runs = drift_frame()
     psi = figures.drift_history_figure(runs, TITANIC, "psi")
-    assert [t["name"] for t in psi["data"]] == TITANIC.feature_names
-    assert psi["layout"]["shapes"][0]["y0"] == 0.2
-    p = figures.drift_history_figure(runs, TITANIC, "p", p_threshold=0.001)
-    assert p["layout"]["yaxis"]["type"] == "log"
-    assert p["layout"]["shapes"][0]["y0"] == pytest.approx(-3)  # log10 of the threshold
-    age = next(t for t in p["data"] if t["name"] == "age")
-    assert min(age["y"]) > 0  # a p-value of 0 stays on the log axis
-    go.Figure(p)
-    not_computed = figures.drift_history_figure(monitoring_frame(), TITANIC, "psi")
-    assert "not computed" in not_computed["layout"]["annotations"][0]["text"]
+    assert psi["layout"]["shapes"][0]["y0"] == 0.2 and "not part of the rule" in psi["layout"]["annotations"][0]["text"]
+    params = rule_params(runs)
+    params.loc[runs.index[3:], "params.drift_min_effect"] = "0.2"
+    rule = drift_page.rule_frame(runs.index, params)
+    changed = figures.drift_history_figure(runs, TITANIC, "effect", None, rule["min_effect"])
+    step = changed["data"][-1]
+    assert step["name"] == "the rule's threshold" and step["y"] == [0.1] * 3 + [0.2] * 3 and step["line"]["shape"] == "hv"
+    assert changed["layout"]["shapes"] == []
+    not_computed = figures.drift_history_figure(monitoring_frame(), TITANIC, "effect")
+    assert "no batch logged the effect size" in not_computed["layout"]["annotations"][0]["text"]
+
+
+def test_many_features_get_distinct_colour_blind_safe_lines() -> None:
+    styles = [(s["color"], s["dash"]) for s in map(figures.feature_style, range(20))]
+    assert len(set(styles)) == 20
+    assert [c for c, _ in styles[:7]] == list(figures.FEATURE_COLOURS) and styles[7] == (figures.FEATURE_COLOURS[0], "dash")
+    figure = figures.drift_history_figure(drift_frame(), TITANIC, "effect")
+    assert len({(t["line"]["color"], t["line"]["dash"]) for t in figure["data"]}) == len(TITANIC.feature_names)
+
+
+def test_old_runs_are_judged_by_their_own_rule() -> None:
+    runs = drift_frame()
+    old = runs.index[0]
+    for feature in TITANIC.feature_names:
+        runs.loc[old, [f"metrics.drift_effect_{feature}", f"metrics.drift_padj_{feature}"]] = np.nan
+    runs.loc[old, "metrics.drift_p_fare"] = 1e-4
+    params = rule_params(runs)
+    params.loc[old, "params.drift_min_effect"] = None
+    flags = drift_page.drifted_flags(runs, TITANIC, drift_page.rule_frame(runs.index, params))
+    assert flags.loc[old, "fare"] and flags.loc[old].sum() == 1  # raw p below the threshold, the rule then
+
+
+DRIFT_REPORT = {
+    "basis": "window", "window": "2024-03-06..2024-03-08", "rows": 36.0, "rolling_window": "2024-03-01..2024-03-08",
+    "rolling_rows": 96.0, "p_threshold": 0.001, "min_effect": 0.1,
+    "features": [
+        {"feature": "sepal_length", "test": "mwu+ks", "statistic": 0.161, "p_value": 0.852, "p_adjusted": 1.0,
+         "effect": 0.283, "effect_name": "wasserstein_std", "psi": 0.793, "drifted": False, "window": "recent"},
+        {"feature": "sepal_width", "test": "mwu+ks+missing", "statistic": 0.2, "p_value": 0.01, "p_adjusted": 0.03,
+         "effect": 0.4, "effect_name": "missing_share", "psi": 0.5, "drifted": False, "window": "rolling"},
+        {"feature": "petal_length", "test": "mwu+ks", "statistic": 0.431, "p_value": 7.84e-05, "p_adjusted": 6.27e-04,
+         "effect": 1.048, "effect_name": "wasserstein_std", "psi": 5.263, "drifted": True, "window": "recent"},
+    ],
+}
+
+
+def test_the_drift_table_puts_drifted_features_first_with_their_window() -> None:
+    run = {"tags.drift_window": "2024-03-06..2024-03-08", "metrics.drift_effect_petal_width": 0.05,
+           "metrics.drift_padj_petal_width": 0.9, "metrics.drift_p_petal_width": 0.8, "metrics.drift_psi_petal_width": 0.1}
+    rows = drift_page.feature_rows(IRIS, DRIFT_REPORT, run, 0.001, 0.1)
+    assert [r.feature for r in rows] == ["petal_length", "sepal_width", "petal_width", "sepal_length"]
+    top = rows[0]
+    assert (top.p_value, top.p_adjusted, top.effect, top.psi, top.drifted) == (7.84e-05, 6.27e-04, 1.048, 5.263, True)
+    assert top.window == "recent 2024-03-06..2024-03-08 (3 days, 36 rows)"
+    assert rows[1].window == "rolling 2024-03-01..2024-03-08 (8 days, 96 rows)"
+    assert rows[2].test is None and rows[2].drifted is False  # from the run's metrics: drift.json lacks it
+    table = drift_page.drift_table(rows)
+    body = table.children[1].children
+    assert body[0].className == "drifted" and body[0].style and not body[1].className
+    assert [text_of(c) for c in body[0].children] == [
+        "petal_length", "recent 2024-03-06..2024-03-08 (3 days, 36 rows)", "Mann-Whitney U + Kolmogorov-Smirnov",
+        "0.431", "1.048 Wasserstein distance / reference std", "7.84e-5", "6.27e-4", "5.263", "yes"]
+    assert "Fisher (missing share)" in text_of(body[1]) and "change of missing share" in text_of(body[1])
+    assert text_of(body[2].children[2]) == "n/a" and text_of(body[2].children[-1]) == "no"
+
+
+def test_an_old_drift_report_shows_what_it_has() -> None:
+    report = {"basis": "rolling_window", "features": [
+        {"feature": "petal_length", "test": "ks", "p_value": 1e-5, "psi": 0.4, "drifted": True},
+        {"feature": "sepal_length", "test": "ks", "p_value": 0.3, "psi": 0.01, "drifted": False},
+    ]}
+    rows = drift_page.feature_rows(IRIS, report, {"metrics.drift_rows": 41.0}, 0.001, None)
+    assert [r.feature for r in rows] == ["petal_length", "sepal_length"]
+    assert rows[0].window == "the rolling window (41 rows)" and rows[0].effect is None and rows[0].p_adjusted is None
+    cells = [text_of(c) for c in drift_page.drift_table(rows).children[1].children[0].children]
+    assert cells == ["petal_length", "the rolling window (41 rows)", "Kolmogorov-Smirnov", "n/a", "n/a", "1e-5", "n/a",
+                     "0.400", "yes"]
+    assert drift_page.feature_rows(IRIS, None, {}) == []  # drift not computed
+
+
+def test_the_drift_summary_and_picker_say_why_as_text() -> None:
+    run = {"tags.as_of": "2024-03-08", "tags.model_version": "1",
+           "tags.alerts": "accuracy alert: low | drift alert: 1 feature(s) drifted (<b>x</b> (recent))",
+           "tags.not_computed": "batch per-class metrics not computed: 12 labelled rows < 20"}
+    rows = drift_page.feature_rows(ODD, {"features": [{"feature": "<img src=x onerror=alert(1)>", "drifted": True}]}, run)
+    parts = drift_page.run_summary(run, rows, 0.001, 0.1)
+    alert = parts[0]
+    assert alert.children[0].children == "drift alert: 1 feature(s) drifted (<b>x</b> (recent))"  # text, not HTML
+    assert "accuracy alert" not in text_of(parts) and "per-class" not in text_of(parts)
+    assert "adjusted p-value (Benjamini-Hochberg over every feature and window) is below 0.001" in text_of(parts)
+    cell = drift_page.drift_table(rows).children[1].children[0].children[0]
+    assert isinstance(cell, html.Td) and cell.children == "<img src=x onerror=alert(1)>"
+    skipped = drift_page.run_summary(
+        {"tags.not_computed": "x | drift not computed: 12 rows in the last 30 days, fewer than 30"}, [], 0.001, 0.1)
+    assert text_of(skipped[0]) == "drift not computed: 12 rows in the last 30 days, fewer than 30"
+    runs = monitoring_frame(3).assign(**{"tags.alert_drift": ["false", "true", "true"]})
+    runs.loc["run2", "tags.as_of"] = "2024-03-02"
+    labels = [o["label"] for o in drift_page.run_options(runs)]
+    assert labels == ["2024-03-02 ⚠ drift (batch-2)", "2024-03-02 ⚠ drift (batch-1)", "2024-03-01"]
 
 
 def test_confusion_figure_writes_counts_and_class_names() -> None:

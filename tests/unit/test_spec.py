@@ -148,6 +148,20 @@ def test_numeric_products_is_off_unless_the_spec_asks() -> None:
     assert get_dataset("titanic").numeric_products is False
 
 
+def test_positive_class_defaults_to_the_second_class_and_is_typed_like_the_classes() -> None:
+    binary = {**_without(_GOOD, "class_names"), "classes": ["malignant", "benign"]}
+    assert parse_spec(binary, "inline").positive_class == "benign"
+    assert parse_spec({**binary, "positive_class": "malignant"}, "inline").positive_class == "malignant"
+    integers = {**binary, "classes": [1, 0]}
+    assert parse_spec(integers, "inline").positive_class == 0
+    explicit = parse_spec({**integers, "positive_class": 1}, "inline").positive_class
+    assert explicit == 1 and type(explicit) is int
+    # YAML reads yes/no as booleans; classes and positive class become the same text.
+    words = parse_spec({**binary, **yaml.safe_load("classes: [yes, no]\npositive_class: yes")}, "inline")
+    assert words.classes == ("True", "False") and words.positive_class == "True"
+    assert parse_spec(_GOOD, "inline").positive_class is None
+
+
 def test_builtin_names_resolve_without_files() -> None:
     assert get_dataset("titanic") is BUILTIN["titanic"]
     assert get_dataset("iris") is BUILTIN["iris"]
@@ -197,6 +211,25 @@ SPEC_ERRORS = {
     "bad source": ({**_GOOD, "source": ["wine.csv"]}, ["'source' must be"]),
     "not a mapping": (["name", "wine"], ["expected a mapping at the top level"]),
     "products not a bool": ({**_GOOD, "numeric_products": "yes"}, ["numeric_products must be true or false"]),
+    "positive class of three classes": (
+        {**_GOOD, "positive_class": "class_1"}, ["positive_class applies to two classes only", "this spec has 3"],
+    ),
+    "positive class not a class": (
+        {**_without(_GOOD, "class_names"), "classes": ["malignant", "benign"], "positive_class": "Benign"},
+        ["positive_class 'Benign' must be a label listed in classes (malignant, benign)"],
+    ),
+    "positive class text for integer classes": (
+        {**_without(_GOOD, "class_names"), "classes": [0, 1], "positive_class": "1"},
+        ["positive_class '1' must be an integer label listed in classes (0, 1)"],
+    ),
+    "positive class a boolean for integer classes": (
+        {**_without(_GOOD, "class_names"), "classes": [0, 1], "positive_class": True},
+        ["positive_class True must be an integer label"],
+    ),
+    "positive class a list": (
+        {**_without(_GOOD, "class_names"), "classes": ["a", "b"], "positive_class": ["a"]},
+        ["positive_class ['a'] must be a label listed in classes (a, b)"],
+    ),
     "products of one number": (
         {**_GOOD, "numeric_products": True, "features": {"alcohol": {"type": "double"}, "color": {"type": "string"}}},
         ["numeric_products needs 2 to 10 numeric features", "the spec has 1"],

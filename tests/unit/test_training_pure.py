@@ -109,14 +109,16 @@ def test_classification_metrics_binary_and_multiclass() -> None:
     y_true = [0, 0, 1, 1, 1]
     y_pred = [0, 1, 1, 1, 0]
     proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
-    metrics = evaluation.classification_metrics(y_true, y_pred, proba, [0, 1], prefix="test_")
+    metrics = evaluation.classification_metrics(y_true, y_pred, proba, [0, 1], prefix="test_",
+                                                positive_class=1, proba_classes=[0, 1])
     assert metrics["test_accuracy"] == pytest.approx(0.6)
     assert metrics["test_precision"] == pytest.approx(2 / 3)
     assert metrics["test_recall"] == pytest.approx(2 / 3)
     assert metrics["test_roc_auc"] == pytest.approx(5 / 6)
     assert metrics["test_support_1"] == 3
     multi = evaluation.classification_metrics(
-        ["a", "b", "c", "c"], ["a", "b", "b", "c"], np.eye(3)[[0, 1, 1, 2]], ["a", "b", "c"], prefix="val_"
+        ["a", "b", "c", "c"], ["a", "b", "b", "c"], np.eye(3)[[0, 1, 1, 2]], ["a", "b", "c"], prefix="val_",
+        proba_classes=["a", "b", "c"],
     )
     assert multi["val_accuracy"] == pytest.approx(0.75)
     assert multi["val_recall_c"] == pytest.approx(0.5)
@@ -159,7 +161,8 @@ def test_confusion_based_metrics_agree_with_scikit_learn(classes: list) -> None:
     rng = np.random.default_rng(4)
     y_true = list(rng.choice(classes, 300))
     y_pred = list(rng.choice(classes, 300))
-    ours = evaluation.classification_metrics(y_true, y_pred, None, classes, prefix="")
+    positive = classes[1] if len(classes) == 2 else None
+    ours = evaluation.classification_metrics(y_true, y_pred, None, classes, prefix="", positive_class=positive)
     assert evaluation.confusion_table(y_true, y_pred, classes)["matrix"] == confusion_matrix(y_true, y_pred, labels=classes).tolist()
     assert ours["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     average = {"average": "binary", "pos_label": classes[1]} if len(classes) == 2 else {"average": "macro"}
@@ -172,7 +175,7 @@ def test_confusion_based_metrics_agree_with_scikit_learn(classes: list) -> None:
 
 
 def test_metrics_of_a_class_never_predicted_are_zero_not_nan() -> None:
-    metrics = evaluation.classification_metrics([0, 1, 1], [1, 1, 1], None, [0, 1], prefix="")
+    metrics = evaluation.classification_metrics([0, 1, 1], [1, 1, 1], None, [0, 1], prefix="", positive_class=1)
     assert metrics["precision_0"] == 0.0 and metrics["recall_0"] == 0.0 and metrics["f1_0"] == 0.0
 
 

@@ -1,0 +1,277 @@
+"""Bundled datasets the project was not tuned to, written as a CSV and a dataset spec.
+
+The drift benchmark and the tests need tabular classification data beyond Iris and
+Titanic, offline. Each name in :data:`BUNDLED` is built from data scikit-learn ships (or
+generates from a fixed seed) and written by :func:`write_dataset` as ``<name>.csv`` next to
+``<name>.yaml``, a spec whose ``source: {path: <name>.csv}`` points at the CSV, so
+``sml features --dataset <folder>/<name>.yaml`` reads it with no other option.
+
+* ``breast_cancer``: Wisconsin diagnostic, 569 rows, 30 ``double`` features (sklearn's
+  names in snake case, e.g. ``mean radius`` -> ``mean_radius``), label ``diagnosis`` in
+  ``[malignant, benign]`` (sklearn's order: its target 0 is malignant, 1 benign).
+* ``wine``: 178 rows, 13 features (``magnesium`` and ``proline`` are whole numbers, so
+  ``bigint``), label ``cultivar`` in ``[class_0, class_1, class_2]``.
+* ``digits_features``: 1,797 handwritten digits reduced to 10 features of each 8x8 image
+  (total ink, ink per quadrant, the ink's centroid and spread per axis, and
+  ``nonzero_pixels``, a ``bigint``); label ``digit``, the integers 0..9.
+* ``mixed_synthetic``: 2,000 rows of ``make_classification`` (seed :data:`SEED`): 6
+  numeric features of which 2 are ~10 % missing (``nullable``), 2 categorical features made
+  by binning informative columns, a ``bigint`` count, label ``outcome`` in
+  ``[negative, positive]``.
+
+Writing is deterministic: the same bytes on every call (with the same scikit-learn and
+NumPy). Rows are numbered 1..N as ``row_id`` (``primary_key: null``).
+
+    from bench.datasets import BUNDLED, write_dataset
+    spec_path = write_dataset("wine", Path("/tmp/data"))   # /tmp/data/wine.yaml
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+BUNDLED = ("breast_cancer", "wine", "digits_features", "mixed_synthetic")
+"""Names :func:`write_dataset` accepts."""
+
+SEED = 20240101
+"""Seed of ``mixed_synthetic`` (generator and missing values)."""
+
+MIXED_ROWS = 2000
+MISSING_SHARE = 0.10
+"""Share of missing values in each of ``mixed_synthetic``'s two nullable features."""
+
+FLOAT_DECIMALS = 6
+"""Derived and generated doubles are rounded so the CSV stays small and exact."""
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    """A dataset's raw frame (features and label, in column order) and its spec document."""
+
+    frame: pd.DataFrame
+    spec: dict[str, Any]
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def _feature(type_: str, description: str = "", **schema: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type_, **{k: v for k, v in schema.items() if v is not None}}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _spec(name: str, description: str, label: str, classes: list[Any], features: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": 1,
+        "description": description,
+        "source": {"path": f"{name}.csv"},
+        "label": label,
+        "classes": classes,
+        "primary_key": None,
+        "features": features,
+    }
+
+
+def _breast_cancer() -> _Dataset:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    names = [_snake_case(n) for n in bunch.feature_names]
+    frame = pd.DataFrame(bunch.data, columns=names)
+    # sklearn's target is 0 = malignant, 1 = benign; target_names keeps that order.
+    frame["diagnosis"] = np.asarray(bunch.target_names)[bunch.target]
+    features = {
+        name: _feature("double", f"sklearn's '{raw}'", min=0)  # measurements of cell nuclei: never negative
+        for name, raw in zip(names, bunch.feature_names, strict=True)
+    }
+    spec = _spec(
+        "breast_cancer",
+        "Breast cancer Wisconsin (diagnostic): cell nuclei measurements from a biopsy image",
+        "diagnosis",
+        [str(c) for c in bunch.target_names],
+        features,
+    )
+    return _Dataset(frame, spec)
+
+
+def _wine() -> _Dataset:
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine()
+    names = [_snake_case(n) for n in bunch.feature_names]
+    frame = pd.DataFrame(bunch.data, columns=names)
+    whole = [n for n in names if (frame[n] % 1 == 0).all()]  # magnesium, proline
+    frame[whole] = frame[whole].astype("int64")
+    frame["cultivar"] = np.asarray(bunch.target_names)[bunch.target]
+    features = {
+        name: _feature("bigint" if name in whole else "double", f"sklearn's '{raw}'", min=0)
+        for name, raw in zip(names, bunch.feature_names, strict=True)
+    }
+    spec = _spec(
+        "wine",
+        "Wine cultivars from chemical analysis (three cultivars of one Italian region)",
+        "cultivar",
+        [str(c) for c in bunch.target_names],
+        features,
+    )
+    return _Dataset(frame, spec)
+
+
+def _digits_features() -> _Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(float)  # (n, 8, 8), intensities 0..16
+    full = 16.0
+    ink = images.sum(axis=(1, 2))
+    rows = np.arange(8.0)[None, :, None]
+    cols = np.arange(8.0)[None, None, :]
+    centroid_row = (images * rows).sum(axis=(1, 2)) / ink
+    centroid_col = (images * cols).sum(axis=(1, 2)) / ink
+    spread_row = np.sqrt((images * (rows - centroid_row[:, None, None]) ** 2).sum(axis=(1, 2)) / ink)
+    spread_col = np.sqrt((images * (cols - centroid_col[:, None, None]) ** 2).sum(axis=(1, 2)) / ink)
+
+    def quadrant(r: slice, c: slice) -> np.ndarray:
+        return images[:, r, c].sum(axis=(1, 2)) / (16 * full)
+
+    top, bottom, left, right = slice(0, 4), slice(4, 8), slice(0, 4), slice(4, 8)
+    frame = pd.DataFrame(
+        {
+            "ink_total": ink / (64 * full),
+            "ink_top_left": quadrant(top, left),
+            "ink_top_right": quadrant(top, right),
+            "ink_bottom_left": quadrant(bottom, left),
+            "ink_bottom_right": quadrant(bottom, right),
+            "centroid_row": centroid_row,
+            "centroid_col": centroid_col,
+            "spread_row": spread_row,
+            "spread_col": spread_col,
+        }
+    ).round(FLOAT_DECIMALS)
+    frame["nonzero_pixels"] = (images > 0).sum(axis=(1, 2)).astype("int64")
+    frame["digit"] = bunch.target.astype("int64")
+    share = "share of the maximum ink (16 per pixel)"
+    features = {
+        "ink_total": _feature("double", f"ink of the whole 8x8 image, {share}", min=0, max=1),
+        "ink_top_left": _feature("double", f"ink of the top-left 4x4 quadrant, {share}", min=0, max=1),
+        "ink_top_right": _feature("double", f"ink of the top-right 4x4 quadrant, {share}", min=0, max=1),
+        "ink_bottom_left": _feature("double", f"ink of the bottom-left 4x4 quadrant, {share}", min=0, max=1),
+        "ink_bottom_right": _feature("double", f"ink of the bottom-right 4x4 quadrant, {share}", min=0, max=1),
+        "centroid_row": _feature("double", "ink-weighted mean row (0 = top, 7 = bottom)", min=0, max=7),
+        "centroid_col": _feature("double", "ink-weighted mean column (0 = left, 7 = right)", min=0, max=7),
+        "spread_row": _feature("double", "ink-weighted standard deviation of the row", min=0, max=3.5),
+        "spread_col": _feature("double", "ink-weighted standard deviation of the column", min=0, max=3.5),
+        "nonzero_pixels": _feature("bigint", "pixels with any ink", min=0, max=64),
+    }
+    spec = _spec(
+        "digits_features",
+        "Handwritten digits (8x8 images) reduced to ink, centroid and spread features",
+        "digit",
+        list(range(10)),
+        features,
+    )
+    return _Dataset(frame, spec)
+
+
+TIERS = ("bronze", "silver", "gold", "platinum")
+REGIONS = ("north", "south", "west")
+
+
+def _mixed_synthetic() -> _Dataset:
+    from sklearn.datasets import make_classification
+
+    # shuffle=False keeps the column order (6 informative, 2 redundant, 1 noise) but also
+    # leaves the rows sorted by cluster and class, so the rows are shuffled here: any run
+    # of rows (a backfill, a window) is then a sample of the whole distribution.
+    x, y = make_classification(
+        n_samples=MIXED_ROWS, n_features=9, n_informative=6, n_redundant=2, n_repeated=0,
+        n_classes=2, shuffle=False, random_state=SEED,
+    )
+    rng = np.random.default_rng(SEED)
+    order = rng.permutation(MIXED_ROWS)
+    x, y = x[order], y[order]
+    frame = pd.DataFrame(
+        {
+            "signal_a": x[:, 0],
+            "signal_b": x[:, 1],
+            "signal_c": x[:, 2],
+            "mix_a": x[:, 6],
+            "mix_b": x[:, 7],
+            "noise": x[:, 8],
+        }
+    ).round(FLOAT_DECIMALS)
+    for column in ("signal_b", "mix_b"):
+        frame.loc[rng.random(MIXED_ROWS) < MISSING_SHARE, column] = np.nan
+    # Categories from quantile bins of two informative columns, so they carry signal.
+    frame["tier"] = pd.qcut(x[:, 3], len(TIERS), labels=list(TIERS)).astype(str)
+    frame["region"] = pd.qcut(x[:, 4], len(REGIONS), labels=list(REGIONS)).astype(str)
+    frame["visits"] = rng.poisson(np.exp(1.0 + 0.5 * np.clip(x[:, 5], -3, 3))).astype("int64")
+    frame["outcome"] = np.where(y == 1, "positive", "negative")
+    features = {
+        "signal_a": _feature("double", "informative"),
+        "signal_b": _feature("double", f"informative; about {MISSING_SHARE:.0%} missing", nullable=True),
+        "signal_c": _feature("double", "informative"),
+        "mix_a": _feature("double", "a linear mix of the informative columns"),
+        "mix_b": _feature("double", f"a linear mix of the informative columns; about {MISSING_SHARE:.0%} missing",
+                          nullable=True),
+        "noise": _feature("double", "unrelated to the label"),
+        "tier": _feature("string", "quartile of an informative column", categories=list(TIERS)),
+        "region": _feature("string", "tercile of an informative column", categories=list(REGIONS)),
+        "visits": _feature("bigint", "Poisson count whose rate grows with an informative column", min=0),
+    }
+    spec = _spec(
+        "mixed_synthetic",
+        f"make_classification (seed {SEED}) with missing values, categories and a count",
+        "outcome",
+        ["negative", "positive"],
+        features,
+    )
+    return _Dataset(frame, spec)
+
+
+_BUILDERS: dict[str, Callable[[], _Dataset]] = {
+    "breast_cancer": _breast_cancer,
+    "wine": _wine,
+    "digits_features": _digits_features,
+    "mixed_synthetic": _mixed_synthetic,
+}
+assert tuple(_BUILDERS) == BUNDLED
+
+
+def write_dataset(name: str, folder: Path) -> Path:
+    """Write ``<name>.csv`` and its spec ``<name>.yaml`` into ``folder``.
+
+    Args:
+        name: One of :data:`BUNDLED`.
+        folder: Created when missing; existing files of that name are replaced.
+
+    Returns:
+        The spec's path (load it with ``serverless_ml.datasets.load_spec_file``).
+
+    Raises:
+        ValueError: ``name`` is not bundled.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown bundled dataset '{name}' (expected one of {', '.join(BUNDLED)})")
+    dataset = _BUILDERS[name]()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / f"{name}.csv"
+    spec_path = folder / f"{name}.yaml"
+    csv_path.write_text(dataset.frame.to_csv(index=False, lineterminator="\n"), encoding="utf-8")
+    header = f"# Written by bench/datasets.py (write_dataset('{name}', ...)); rows are in {name}.csv.\n"
+    body = yaml.safe_dump(dataset.spec, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    spec_path.write_text(header + body, encoding="utf-8")
+    return spec_path
