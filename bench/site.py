@@ -85,6 +85,8 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
     for feature in spec.feature_names:
         shifted = drifting and feature in ("age", "fare")
         metrics[f"drift_p_{feature}"] = float(rng.uniform(0, 1e-4) if shifted else rng.uniform(0.01, 1))
+        metrics[f"drift_padj_{feature}"] = min(1.0, metrics[f"drift_p_{feature}"] * len(spec.feature_names))
+        metrics[f"drift_effect_{feature}"] = float(rng.uniform(0.3, 1.5) if shifted else rng.uniform(0, 0.08))
         metrics[f"drift_psi_{feature}"] = float(rng.uniform(0.3, 1.2) if shifted else rng.uniform(0, 0.1))
         if shifted:
             drifted.append(feature)
@@ -161,7 +163,8 @@ def write_history(tracking_uri: str, days: int, seed: int, first_day: int = 0) -
             metrics.append(row)
         tags += [{"key": k, "value": v, "run_uuid": run_id} for k, v in labels.items()]
         params += [{"key": k, "value": v, "run_uuid": run_id} for k, v in
-                   (("rolling_days", "30"), ("accuracy_drop", "0.1"), ("drift_p_value", "0.001"), ("drift_share_threshold", "0.1"))]
+                   (("rolling_days", "30"), ("accuracy_drop", "0.1"), ("drift_p_value", "0.005"),
+                    ("drift_min_effect", "0.1"), ("drift_share_threshold", "0.0"))]
     engine = sa.create_engine(tracking_uri)
     with engine.begin() as conn:
         conn.execute(sa.insert(SqlRun.__table__), runs)

@@ -200,7 +200,9 @@ def close_stale_runs(experiment_id: str, history: pd.DataFrame) -> list[str]:
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
         status = "FINISHED" if run.info.run_id in landed else "FAILED"
         client.set_tag(run.info.run_id, "recovered", f"closed as {status} by a later job")
-        client.set_terminated(run.info.run_id, status=status)
+        # A simulated day's run ends at its batch's time, as it would have without the crash.
+        end_time = run.info.start_time if run.data.tags.get("simulated") == "true" else None
+        client.set_terminated(run.info.run_id, status=status, end_time=end_time)
         closed.append(run.info.run_id)
     return closed
 

@@ -339,3 +339,20 @@ def test_a_small_bad_batch_is_not_an_accuracy_alert_but_a_confident_drop_is(worl
     assert any("accuracy alert: batch accuracy" in a for a in big.alerts)
     run = _monitoring_runs().set_index("tags.as_of").loc[_day(1).isoformat()]
     assert run["tags.alert_accuracy"] == "true"
+
+
+def test_a_stale_simulated_run_is_closed_at_its_batch_time(world) -> None:  # noqa: ANN001
+    """A simulated run left RUNNING by a crash ends at its batch's time, not "now" (which
+    would make it last months in the MLflow UI); a real job's run ends when it is closed."""
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=4, seed=0)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name(monitoring_experiment("titanic")).experiment_id
+    batch_ms = int(pd.Timestamp("2024-02-02 00:15", tz="UTC").timestamp() * 1000)
+    simulated = client.create_run(experiment_id, start_time=batch_ms, tags={"simulated": "true"}).info.run_id
+    real = client.create_run(experiment_id, start_time=batch_ms).info.run_id
+    closed = infer_module.close_stale_runs(experiment_id, _predictions(store))
+    assert sorted(closed) == sorted([simulated, real])
+    assert client.get_run(simulated).info.end_time == batch_ms
+    assert client.get_run(real).info.end_time > batch_ms + 10**9

@@ -344,6 +344,18 @@ CASES: dict[str, Case] = {
         store="trained",
     ),
     # --- simulate ------------------------------------------------------------------
+    "infer: --drift-min-effect negative": Case(
+        _args("infer", "--drift-min-effect", "-0.1"), ("--drift-min-effect must be between 0 and 100, got -0.1",), store="trained"
+    ),
+    "infer: --drift-min-effect nan": Case(
+        _args("infer", "--drift-min-effect", "nan"), ("--drift-min-effect must be between 0 and 100, got nan",), store="trained"
+    ),
+    "infer: --drift-share 1": Case(_args("infer", "--drift-share", "1"), ("--drift-share must be in [0, 1), got 1.0",), store="trained"),
+    "infer: --drift-p-value 0": Case(_args("infer", "--drift-p-value", "0"), ("--drift-p-value must be between 0 and 1, got 0.0",), store="trained"),
+    "simulate: --replace with --keep-existing": Case(
+        _args("simulate", "--days", "2", "--replace", "--keep-existing"), ("--replace and --keep-existing exclude each other",),
+        store="trained",
+    ),
     "simulate: --days 0": Case(_args("simulate", "--days", "0"), ("--days must be between 1 and 3660, got 0",), store="trained"),
     "simulate: bad --drift": Case(
         _args("simulate", "--days", "3", "--drift", "embarked=Z", "--drift-from", "1"), ("--drift 'embarked=Z'", "'Z' is not one of S, C, Q"),
