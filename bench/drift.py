@@ -426,14 +426,17 @@ def print_table(results: dict[str, Any], with_reference: bool) -> None:
         met = (ours["false_alarm_rate"] or 0) <= FALSE_ALARM_GOAL and (
             "+1std" not in ours or ours["+1std"][f"detected_within_{DETECTION_DAYS}_days"] >= DETECTION_GOAL)
         if with_reference:
+            # A reference that alarms on more than the goal's share of clean days "detects"
+            # a shift by alarming anyway: its power is no bar to clear then.
             ref = entry["reference"]
-            met = met and (ours["false_alarm_rate"] or 0) <= (ref["false_alarm_rate"] or 0) + 1e-12 and (
-                "+1std" not in ours or ours["+1std"][f"detected_within_{DETECTION_DAYS}_days"]
-                >= ref["+1std"][f"detected_within_{DETECTION_DAYS}_days"])
+            ref_alarms = ref["false_alarm_rate"] or 0
+            met = met and (ours["false_alarm_rate"] or 0) <= ref_alarms + 1e-12 and (
+                "+1std" not in ours or ref_alarms > FALSE_ALARM_GOAL
+                or ours["+1std"][f"detected_within_{DETECTION_DAYS}_days"] >= ref["+1std"][f"detected_within_{DETECTION_DAYS}_days"])
         entry["goals_met"] = bool(met)
         goals_met &= met
     print(f"goals (false alarms <= {100 * FALSE_ALARM_GOAL:.0f} %, +1 std within {DETECTION_DAYS} days >= {100 * DETECTION_GOAL:.0f} %"
-          f"{', at least the reference on both' if with_reference else ''}): "
+          f"{', at least the reference on both (its detection counts only where its false alarms are within the goal)' if with_reference else ''}): "
           + ", ".join(f"{n} {'PASS' if e['goals_met'] else 'MISS'}" for n, e in results["datasets"].items()))
     if with_reference:
         r = results["reference"]

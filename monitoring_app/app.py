@@ -23,7 +23,7 @@ from monitoring_app.data_access import DEFAULT_CACHE_TTL_S, SiteData, apply_rest
 from monitoring_app.hardening import harden
 from monitoring_app.pages import PAGES
 from monitoring_app.site import SITE_KEY, Site
-from serverless_ml import defaults
+from serverless_ml import defaults, redaction, tracking
 from serverless_ml.datasets import BUILTIN, DatasetSpec, get_dataset
 from serverless_ml.errors import SpecError
 from serverless_ml.settings import Settings, resolve_settings
@@ -80,6 +80,12 @@ def create_app(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if settings.tracking_uri.startswith(("http://", "https://")):
         apply_rest_client_timeouts()
+    # A tracking database that is down or damaged: an error within seconds, not minutes.
+    tracking.bound_database_retries(settings.tracking_uri)
+    mlflow_ui_url = mlflow_ui_url if mlflow_ui_url is not None else (os.environ.get(ENV_MLFLOW_UI_URL) or None)
+    # The site's log never shows a password of the URIs it was given.
+    redaction.remember(settings.tracking_uri, mlflow_ui_url)
+    redaction.install_log_scrubber()
     specs = _specs(datasets)
     site = Site(
         settings=settings,
@@ -87,7 +93,7 @@ def create_app(
         data=SiteData(settings, ttl_s=cache_ttl_s),
         default_dataset=defaults.DATASET if defaults.DATASET in specs else next(iter(specs)),
         refresh_s=refresh_s,
-        mlflow_ui_url=mlflow_ui_url if mlflow_ui_url is not None else (os.environ.get(ENV_MLFLOW_UI_URL) or None),
+        mlflow_ui_url=mlflow_ui_url,
         clock=clock or (lambda: dt.datetime.now(dt.timezone.utc)),
     )
     app = dash.Dash(

@@ -34,7 +34,7 @@ def problem_notice(exc: BaseException) -> html.Div:
     """The notice for an exception raised while reading data: expected failures in their
     own words, anything else as one line (the traceback goes to the server log only)."""
     if isinstance(exc, TrackingUnavailable):
-        return notice(f"{exc} - check that the tracking server is running and MLFLOW_TRACKING_URI points at it.", "error")
+        return notice(f"{exc} - check that the tracking server or database is running and MLFLOW_TRACKING_URI points at it.", "error")
     if isinstance(exc, NotFoundError):
         return notice(str(exc), "info")
     if isinstance(exc, (SmlError, UnknownDataset)):

@@ -51,6 +51,10 @@ MAX_RUN_VALUES = 100_000
 """Finished runs whose detail values are kept (a few numbers and short strings each)."""
 EXPERIMENT_TTL_S = 300.0
 REST_PAGE_SIZE = 1000
+DATABASE_PROBE_TIMEOUT_S = 2
+DATABASE_PROBE_TTL_S = 30.0
+"""A database tracking store that answered is not probed again for this long (a failed
+read in between says so anyway)."""
 RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
 FINISHED = "FINISHED"
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -556,14 +560,18 @@ class SiteData:
             raise
         except Exception as exc:
             if _is_connection_error(exc):
-                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise TrackingUnavailable(
-                    f"the MLflow tracking store {self.tracking_label} cannot be read ({tracking.redact_uri(reason)})"
-                ) from None
+                reason = tracking.first_line(exc, self.tracking_uri)[:200]
+                raise TrackingUnavailable(f"the MLflow tracking store {self.tracking_label} cannot be read ({reason})") from None
             raise
 
     def check_tracking(self) -> None:
-        """Fail in one line when an HTTP tracking server does not answer (cached briefly)."""
+        """Fail in one line, within seconds, when the tracking store cannot be reached: an
+        HTTP server that does not answer, a database server that refuses or does not
+        answer, a SQLite file that is damaged (an answer is cached briefly). MLflow's own
+        client would retry for minutes, and a page would time out."""
+        if _is_sql_uri(self.tracking_uri):
+            self._check_database()
+            return
         if not self.tracking_uri.startswith(("http://", "https://")):
             return
 
@@ -583,6 +591,30 @@ class SiteData:
             reason = str(exc).rsplit(" cannot be reached ", 1)[-1]
             raise TrackingUnavailable(f"MLflow tracking server {self.tracking_label} cannot be reached {reason}") from None
 
+    def _check_database(self) -> None:
+        uri = self.tracking_uri
+
+        def probe() -> bool:
+            path = sqlite_path(uri)
+            if path is not None:
+                if path.is_file():
+                    tracking.check_sqlite_database(path, "MLflow tracking database")
+                return True
+            dialect = urllib.parse.urlsplit(uri).scheme.split("+")[0]
+            tracking.probe_database(
+                uri, {"connect_timeout": DATABASE_PROBE_TIMEOUT_S} if dialect in ("postgresql", "mysql") else {},
+                invalid=f"MLflow tracking URI {self.tracking_label} is not usable",
+                unreachable=f"MLflow tracking database {self.tracking_label} is unreachable",
+            )
+            return True
+
+        try:
+            self.cached(("reachable",), probe, ttl_s=max(self.ttl_s, DATABASE_PROBE_TTL_S))
+        except SmlError as exc:
+            if isinstance(exc, TrackingUnavailable) or sqlite_path(uri) is not None:
+                raise  # a damaged SQLite file: its own message says what to do
+            raise TrackingUnavailable(str(exc)) from None
+
     @property
     def client(self) -> Any:
         if self._client is None:
@@ -592,6 +624,7 @@ class SiteData:
             if path is not None and not path.is_file():
                 # MlflowClient would create (and migrate) an empty database here.
                 raise NotFoundError(f"no MLflow tracking database at {path} yet: run `sml train` first")
+            self.check_tracking()
             with self._tracking_errors():
                 self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
@@ -620,7 +653,7 @@ class SiteData:
             self.check_tracking()
             _ = self.client, self.reader
         except Exception as exc:  # noqa: BLE001 - the site starts anyway
-            log.warning("tracking store not ready at start-up: %s", exc)
+            log.warning("tracking store not ready at start-up: %s", tracking.first_line(exc, self.tracking_uri))
 
     def close(self) -> None:
         if self._reader is not None:
@@ -719,6 +752,8 @@ class SiteData:
                 for run_id, values in zip(fresh.index, fresh[columns].itertuples(index=False, name=None), strict=True):
                     self._run_values[(str(run_id), metrics, tags)] = known[str(run_id)] = values
         found = {r: v for r, v in known.items() if v is not None}
+        if not found:  # none of them is a finished run of the experiment (a forged id, say)
+            return _empty_runs(metrics, tags)
         frame = pd.DataFrame.from_records(list(found.values()), columns=columns, index=list(found))
         frame.index.name = "run_id"
         for column in _prefixed("metrics", metrics):

@@ -20,9 +20,15 @@ import click
 
 from serverless_ml import defaults
 from serverless_ml.errors import SmlError
+from serverless_ml.redaction import install_log_scrubber, remember, scrub_known
 from serverless_ml.settings import Settings, resolve_settings
 
 log = logging.getLogger("serverless_ml")
+
+SECRET_URI_VARIABLES = (
+    "MLFLOW_TRACKING_URI", "SML_TRACKING_DB_URI", "SML_OPTUNA_STORAGE", "SML_MLFLOW_UI_URL", "MLFLOW_BACKEND_STORE_URI",
+)
+"""Environment variables whose URIs may hold a password."""
 
 
 def parse_date(value: str | None, option: str = "--date") -> dt.date | None:
@@ -70,6 +76,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # No password of the URIs the environment gives is printed or logged by this process
+    # (the commands remember the URIs their options give where they use them).
+    remember(*(os.environ.get(name) for name in SECRET_URI_VARIABLES))
+    install_log_scrubber()
 
 
 @cli.command()
@@ -477,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.main(args=args, prog_name="sml", standalone_mode=False)
     except SmlError as exc:
         if verbose:
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+            click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
+        click.echo(scrub_known(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - click >= 8.2
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
@@ -495,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception:  # noqa: BLE001 - a bug: its traceback, without the passwords it may quote
+        click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

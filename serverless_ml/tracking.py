@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import socket
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from typing import Any
 
 
 from serverless_ml.errors import SmlError
+from serverless_ml.redaction import redact_uri, remember, scrub
 from serverless_ml.settings import Settings
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -42,25 +42,6 @@ def model_name(dataset: str) -> str:
     return dataset
 
 
-_USER_PASSWORD = re.compile(r"(^|/|\s)([^/@:\s]*):([^@\s/]*)@")
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (safe for logs, params and tags)."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        return "<unparsable uri>"
-    if parts.password is None:
-        # A malformed URL (``postgresql//user:pw@host``) has no parsed password but may
-        # still hold one.
-        return _USER_PASSWORD.sub(r"\1\2:***@", uri)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-
-
 def configure_tracking(settings: Settings) -> str:
     """Point MLflow at the settings' tracking URI; create the SQLite folder if needed."""
     import mlflow
@@ -71,6 +52,8 @@ def configure_tracking(settings: Settings) -> str:
     # (one per trial) to stdout, between the commands' own lines.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = settings.tracking_uri
+    remember(uri)
+    bound_database_retries(uri)
     check_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +61,36 @@ def configure_tracking(settings: Settings) -> str:
     check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+DATABASE_CONNECT_ATTEMPTS = 4
+"""How many times MLflow tries to open a database tracking store in this project's
+processes (MLflow's own 10 attempts wait 0.1 * (2**n - 1) s between them: 102 s, plus the
+connection attempts, before the error; these 4 wait 1.1 s)."""
+DATABASE_CONNECT_TIMEOUT_S = 5
+
+
+def bound_database_retries(uri: str | None = None) -> None:
+    """Make a database tracking store that cannot be opened an error within seconds.
+
+    MLflow retries creating its SQLAlchemy engine (``create_sqlalchemy_engine_with_retry``,
+    ``MAX_RETRY_COUNT`` in ``mlflow.store.db.utils``: no environment variable sets it)
+    for about 100 s, whatever the cause: a PostgreSQL server that is down, or a truncated
+    SQLite file. This process (a command, the site, a helper) tries
+    :data:`DATABASE_CONNECT_ATTEMPTS` times; and a PostgreSQL connection attempt gives up
+    after :data:`DATABASE_CONNECT_TIMEOUT_S` (libpq's ``PGCONNECT_TIMEOUT``, unless set)
+    instead of waiting for TCP's own timeout on a host that does not answer. Nothing to
+    do for a ``uri`` that is a tracking server (``http(s)://``): it has its own timeouts.
+    """
+    if uri is not None and uri.startswith(("http://", "https://")):
+        return
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(DATABASE_CONNECT_TIMEOUT_S))
+    try:
+        from mlflow.store.db import utils
+    except ImportError:  # pragma: no cover - MLflow is a dependency
+        return
+    if isinstance(getattr(utils, "MAX_RETRY_COUNT", None), int):
+        utils.MAX_RETRY_COUNT = min(utils.MAX_RETRY_COUNT, DATABASE_CONNECT_ATTEMPTS)
 
 
 _SQLITE_WAL_REGISTERED = False
@@ -158,13 +171,50 @@ def check_tracking_uri(uri: str) -> None:
         if path.is_dir():
             raise SmlError(f"MLflow tracking database {path} is a folder, expected a SQLite database file")
         if path.is_file():
-            try:
-                with path.open("rb") as fh:
-                    head = fh.read(len(SQLITE_HEADER))
-            except OSError as exc:
-                raise SmlError(f"MLflow tracking database {path} cannot be read ({exc.strerror})") from None
-            if head and head != SQLITE_HEADER:
-                raise SmlError(f"MLflow tracking database {path} is not a SQLite database")
+            check_sqlite_database(path, "MLflow tracking database")
+
+
+def check_sqlite_database(path: Path, what: str) -> None:
+    """Refuse, in one line, an existing SQLite file that is not a database or whose schema
+    cannot be read: damaged, or truncated (then the message says so: the file is shorter
+    than its header says). Reads only, through a read-only connection; a database that is
+    merely busy (another process writes) passes."""
+    import sqlite3
+
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        raise SmlError(f"{what} {path} cannot be read ({exc.strerror})") from None
+    if not header:
+        return  # empty: SQLite makes it a new database
+    if header[: len(SQLITE_HEADER)] != SQLITE_HEADER:
+        raise SmlError(f"{what} {path} is not a SQLite database")
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return  # cannot even open it read-only (permissions...): MLflow says why
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        pass  # busy or locked by a writer, or read-only trouble: not damage
+    except sqlite3.DatabaseError as exc:
+        expected = _sqlite_header_size(header)
+        size = path.stat().st_size
+        state = (f"truncated ({size} bytes; its header says {expected})" if expected and size < expected
+                 else f"damaged ({exc})")
+        raise SmlError(f"{what} {path} is {state}: restore it from a backup") from None
+    finally:
+        db.close()
+
+
+def _sqlite_header_size(header: bytes) -> int | None:
+    """The database size a SQLite header records (``None`` when it does not: old
+    writers leave it stale, which the two change counters reveal)."""
+    if len(header) < 100 or header[24:28] != header[92:96]:
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    return (65536 if page_size == 1 else page_size) * int.from_bytes(header[28:32], "big") or None
 
 
 def _check_database_reachable(uri: str, dialect: str, timeout_s: int = 5) -> None:
@@ -204,15 +254,11 @@ def probe_database(
 
 
 def first_line(exc: BaseException, uri: str) -> str:
-    """A driver's message, first line, the URI's password masked in case it is quoted."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
+    """A driver's message, first line, without any piece of the URI's secrets (a driver
+    quotes the URL it could not parse, or the "host" it could not resolve, which holds
+    the password's tail when the password has an unencoded ``@``)."""
+    text = scrub(str(getattr(exc, "orig", None) or exc).strip(), uri)
     line = text.splitlines()[0] if text else type(exc).__name__
-    try:
-        password = urllib.parse.urlsplit(uri).password
-    except ValueError:
-        password = None
-    if password:
-        line = line.replace(password, "***").replace(urllib.parse.unquote(password), "***")
     return line[:300]
 
 
@@ -245,7 +291,7 @@ def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
         import base64
 
         token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_unredirected_header("Authorization", f"Basic {token}")  # not to a host a redirect names
     try:
         with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 (http(s) only)
             return

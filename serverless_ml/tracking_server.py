@@ -21,7 +21,8 @@ from pathlib import Path
 from serverless_ml import defaults
 from serverless_ml.errors import SmlError
 from serverless_ml.settings import DEFAULT_HOME
-from serverless_ml.tracking import probe_database, redact_uri
+from serverless_ml.redaction import remember
+from serverless_ml.tracking import check_sqlite_database, probe_database, redact_uri
 
 ENV_BACKEND_STORE_URI = "SML_TRACKING_DB_URI"
 """Where ``sml tracking-server`` reads the backend store URI when no option gives it."""
@@ -85,6 +86,7 @@ def check_backend_store(uri: str) -> None:
     if not uri:
         raise SmlError(f"no backend store: pass --backend-store-uri or set {ENV_BACKEND_STORE_URI} "
                        "(e.g. postgresql://user:password@127.0.0.1:5432/mlflow)")
+    remember(uri)  # no log line or error of this process shows its password
     scheme = _scheme(uri)
     if scheme not in DATABASE_SCHEMES:
         raise SmlError(f"backend store {redact_uri(uri)} is not a database URI "
@@ -93,6 +95,7 @@ def check_backend_store(uri: str) -> None:
         _check_sqlite_path(uri)
         if not _sqlite_path(uri).exists():
             return  # `mlflow server` creates it; connecting now would create it even if the command fails
+        check_sqlite_database(_sqlite_path(uri), f"backend store {redact_uri(uri)}:")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if scheme == "postgresql" else {}
     probe_database(
         uri, connect_args,
@@ -111,16 +114,16 @@ def _check_sqlite_path(uri: str) -> None:
     """A SQLite backend store must be a file in an existing folder."""
     path = _sqlite_path(uri)
     if not str(path) or str(path) in (".", ":memory:"):
-        raise SmlError(f"backend store {uri} names no database file (e.g. sqlite:////srv/mlflow/mlflow.db)")
+        raise SmlError(f"backend store {redact_uri(uri)} names no database file (e.g. sqlite:////srv/mlflow/mlflow.db)")
     if path.is_dir():
-        raise SmlError(f"backend store {uri}: {path} is a folder, expected a SQLite database file")
+        raise SmlError(f"backend store {redact_uri(uri)}: {path} is a folder, expected a SQLite database file")
     for folder in path.resolve().parents:
         if folder.exists():
             if not folder.is_dir():
-                raise SmlError(f"backend store {uri}: {folder} is a file, not a folder")
+                raise SmlError(f"backend store {redact_uri(uri)}: {folder} is a file, not a folder")
             break
     if not path.resolve().parent.is_dir():
-        raise SmlError(f"backend store {uri}: folder {path.resolve().parent} does not exist")
+        raise SmlError(f"backend store {redact_uri(uri)}: folder {path.resolve().parent} does not exist")
 
 
 def server_command(

@@ -110,8 +110,13 @@ def _serve(records: Any, errors: Any, tracking_uri: str, experiment_id: str, par
     try:
         from mlflow.tracking import MlflowClient
 
-        from serverless_ml.tracking import use_sqlite_wal
+        from serverless_ml.redaction import install_log_scrubber, remember
+        from serverless_ml.tracking import bound_database_retries, use_sqlite_wal
 
+        # A spawned process: the bounds and the log scrubbing of the tuning process again.
+        remember(tracking_uri)
+        install_log_scrubber()
+        bound_database_retries(tracking_uri)
         use_sqlite_wal()
         client = MlflowClient(tracking_uri=tracking_uri)
     except Exception as exc:  # noqa: BLE001 - reported to the tuning process

@@ -12,7 +12,9 @@ Stored rows have the columns ``[primary_key, event_time, *features, label, origi
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,66 @@ FEATURE_TYPES = ("bigint", "double", "string")
 DEFAULT_BACKFILL_EVENT_TIME = "2024-01-01"
 DEFAULT_JITTER = 0.1
 
+PREDICTIONS_SUFFIX = "_predictions"
+"""The dataset's predictions group is ``<name>_predictions``."""
+RESERVED_NAME_SUFFIXES = (PREDICTIONS_SUFFIX,)
+"""A dataset named with one of these would share a feature group the project writes for
+another dataset (``titanic_predictions`` is Titanic's predictions table). The training
+feature view ``<name>_training`` is not here: views are apart from groups, in both stores."""
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""What a stored column's name (key, label, feature) must look like: Hopsworks wants
+identifiers, and the Delta merge predicate names the key column (delta-rs cannot even
+quote a name holding a backtick)."""
+
+STRING_MISSING = ("",)
+"""Text that means "missing" in a ``string`` column by default: only the empty field, so
+``NA``, ``None`` or ``null`` are kept as written."""
+NUMERIC_MISSING = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+"""Text that means "missing" in a ``bigint``/``double`` column by default: the empty field
+and the words pandas' CSV reader took as missing before columns were read as text (so no
+numeric file reads differently); none of them is a number."""
+
+
+def default_missing(type_: str) -> tuple[str, ...]:
+    """The texts that mean "missing" in a column of ``type_`` unless the spec says otherwise."""
+    return NUMERIC_MISSING if type_ in NUMERIC_TYPES else STRING_MISSING
+
+
+def name_problem(kind: str, name: str) -> str | None:
+    """Why ``name`` cannot name a stored column, or ``None``."""
+    if IDENTIFIER.fullmatch(name):
+        return None
+    how = "source_column" if kind == "feature" else f"{{column: NAME, source_column: {name!r}}}"
+    return (f"{kind} {name!r} must start with a letter or underscore and hold only letters, digits and "
+            f"underscores (read a file's column of another name with {how})")
+
+
+def dataset_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a dataset, or ``None``."""
+    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[:1].isalpha() or name != name.lower():
+        return f"name {name!r} must be lower case letters, digits and underscores"
+    for suffix in RESERVED_NAME_SUFFIXES:
+        if name.endswith(suffix):
+            return (f"name {name!r} ends in {suffix!r}, which names the project's own tables "
+                    f"('{name[: -len(suffix)]}{suffix}' holds the predictions of dataset '{name[: -len(suffix)]}'); "
+                    "choose another name")
+    return None
+
+
+def event_time_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the backfill's event time, or ``None``: an ISO date or
+    date-time. A relative time (``now``, ``today``) would give every re-run new rows."""
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return (f"backfill_event_time {value!r} is not a date: give a fixed ISO date such as 2024-01-01 "
+                "(a relative time such as 'now' would rewrite every row on each re-run)")
+    return None
+
 Transform = Callable[[pd.DataFrame], pd.DataFrame]
 
 
@@ -47,6 +109,8 @@ class FeatureSpec:
         categories: Allowed values of a string feature.
         nullable: Whether missing values are allowed (and kept as missing).
         description: Shown in the feature store and on the site.
+        missing_values: The texts of the source that mean "missing" here; ``None``: the
+            spec's ``missing_values``, else :func:`default_missing` of the type.
     """
 
     name: str
@@ -57,6 +121,7 @@ class FeatureSpec:
     categories: tuple[str, ...] | None = None
     nullable: bool = False
     description: str = ""
+    missing_values: tuple[str, ...] | None = None
 
     @property
     def is_numeric(self) -> bool:
@@ -84,6 +149,12 @@ class SyntheticSpec:
 
     jitter: float = DEFAULT_JITTER
     jitter_features: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # NaN passes `< 0` and turns every jittered value into a missing one.
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or not math.isfinite(self.jitter) \
+                or self.jitter < 0:
+            raise SpecError(f"synthetic jitter must be a finite number >= 0, got {self.jitter!r}")
 
 
 @dataclass(frozen=True)
@@ -121,6 +192,8 @@ class DatasetSpec:
             area such as petal length x width. Computed inside the model, so batch
             inference, the predictor and serving pass raw features only.
         spec_path: File the spec was read from (``None`` for built-ins).
+        missing_values: The texts that mean "missing" in every column a feature does not
+            override; ``None``: :func:`default_missing` of each column's type.
     """
 
     name: str
@@ -146,8 +219,17 @@ class DatasetSpec:
     numeric_products: bool = False
     spec_path: Path | None = None
     positive_class: Any = None
+    missing_values: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        # Built-ins pass the checks a spec file's parser makes, named by the dataset.
+        problems = [dataset_name_problem(self.name), event_time_problem(self.backfill_event_time)]
+        problems += [name_problem(kind, name) for kind, name in
+                     (("primary key", self.primary_key), ("label", self.label),
+                      *(("feature", f.name) for f in self.features))]
+        for problem in problems:
+            if problem:
+                raise SpecError(f"dataset '{self.name}': {problem}")
         if len(self.classes) == 2 and self.positive_class is None:
             object.__setattr__(self, "positive_class", self.classes[1])
         if self.positive_class is not None and (len(self.classes) != 2 or self.positive_class not in self.classes):
@@ -164,7 +246,16 @@ class DatasetSpec:
 
     @property
     def predictions_group(self) -> str:
-        return f"{self.name}_predictions"
+        return f"{self.name}{PREDICTIONS_SUFFIX}"
+
+    def missing_for(self, type_: str, feature: FeatureSpec | None = None) -> frozenset[str]:
+        """The texts that mean "missing" in a column of ``type_`` (a feature's own list
+        first, then the spec's, then the type's default)."""
+        if feature is not None and feature.missing_values is not None:
+            return frozenset(feature.missing_values)
+        if self.missing_values is not None:
+            return frozenset(self.missing_values)
+        return frozenset(default_missing(type_))
 
     @property
     def store_columns(self) -> list[str]:
@@ -196,10 +287,41 @@ def _as_tuple(value: Any) -> tuple[Any, ...] | None:
     return None if value is None else tuple(value)
 
 
+_QUOTE_HINT = "YAML reads 01 unquoted as the number 1 and yes as true"
+
+
+def _texts(value: Any, what: str, example: str, allow_empty: bool = False) -> tuple[str, ...]:
+    """A spec's list of texts compared with the file's fields, exactly as written: every
+    item must be a string (quoted in YAML), so ``01`` cannot silently become ``1``.
+
+    Raises:
+        SpecError: without the file's name (the caller adds it).
+    """
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise SpecError(f"{what} must be a {'' if allow_empty else 'non-empty '}list of quoted texts, e.g. {example}")
+    for item in value:
+        if not isinstance(item, str):
+            shown = "null" if item is None else repr(item)
+            raise SpecError(f"{what}: {shown} is not text; quote every item, e.g. {example} ({_QUOTE_HINT})")
+    return tuple(value)
+
+
+def _parse_missing(value: Any, what: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    texts = _texts(value, f"{what}missing_values", '["", "NA", "?"]', allow_empty=True)
+    if len(set(texts)) != len(texts):
+        raise SpecError(f"{what}missing_values lists a text twice")
+    return texts
+
+
 def _parse_feature(name: str, raw: Any, where: str) -> FeatureSpec:
     if not isinstance(raw, Mapping):
         raise SpecError(f"{where}: feature '{name}' must be a mapping with at least 'type'")
-    unknown = set(raw) - {"type", "source_column", "min", "max", "categories", "nullable", "description"}
+    problem = name_problem("feature", name)
+    if problem:
+        raise SpecError(f"{where}: {problem}")
+    unknown = set(raw) - {"type", "source_column", "min", "max", "categories", "nullable", "description", "missing_values"}
     if unknown:
         raise SpecError(f"{where}: feature '{name}' has unknown key(s) {', '.join(sorted(unknown))}")
     type_ = raw.get("type")
@@ -212,8 +334,16 @@ def _parse_feature(name: str, raw: Any, where: str) -> FeatureSpec:
     if low is not None and high is not None and low > high:
         raise SpecError(f"{where}: feature '{name}' has min {low} greater than max {high}")
     categories = raw.get("categories")
-    if categories is not None and (type_ != "string" or not isinstance(categories, list) or not categories):
+    if categories is not None and type_ != "string":
         raise SpecError(f"{where}: feature '{name}': categories must be a non-empty list on a string feature")
+    try:
+        if categories is not None:
+            categories = _texts(categories, f"feature '{name}': categories", '["01", "02"]')
+            if len(set(categories)) != len(categories):
+                raise SpecError(f"feature '{name}': categories list a value twice")
+        missing_values = _parse_missing(raw.get("missing_values"), f"feature '{name}': ")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
     if (low is not None or high is not None) and type_ == "string":
         raise SpecError(f"{where}: feature '{name}': min/max apply to numeric features only")
     nullable = raw.get("nullable", False)
@@ -225,9 +355,10 @@ def _parse_feature(name: str, raw: Any, where: str) -> FeatureSpec:
         source_column=str(raw.get("source_column", name)),
         min=low,
         max=high,
-        categories=tuple(str(c) for c in categories) if categories else None,
+        categories=categories,
         nullable=nullable,
         description=str(raw.get("description", "")),
+        missing_values=missing_values,
     )
 
 
@@ -251,7 +382,7 @@ def generic_transform(
 
 _SPEC_KEYS = {
     "name", "version", "description", "source", "label", "classes", "class_names", "positive_class",
-    "primary_key", "features", "backfill_event_time", "synthetic", "numeric_products",
+    "primary_key", "features", "backfill_event_time", "synthetic", "numeric_products", "missing_values",
 }
 
 
@@ -267,13 +398,29 @@ def _parse_positive_class(raw: Any, classes: Sequence[Any], label_type: str, whe
         value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
         kind = "an integer label"
     else:
-        # The classes of a string label went through str() (YAML reads `yes` as true): so does this.
-        value = str(raw) if isinstance(raw, (str, int, float, bool)) else None
+        # Compared with the file's labels as written: text, not YAML's reading of `yes`.
+        value = raw if isinstance(raw, str) else None
         kind = "a label"
     if value is None or value not in classes:
+        hint = f"; quote it ({_QUOTE_HINT})" if label_type == "string" and isinstance(raw, (int, float, bool)) else ""
         raise SpecError(f"{where}: positive_class {raw!r} must be {kind} listed in classes "
-                        f"({', '.join(map(str, classes))})")
+                        f"({', '.join(map(str, classes))}){hint}")
     return value
+
+
+def _parse_column(raw: Any, what: str, where: str) -> tuple[str, str]:
+    """A column named in the store (``raw`` or ``raw['column']``) and the file's column it
+    is read from (``raw['source_column']``, default the same name)."""
+    if isinstance(raw, Mapping):
+        column, source = raw.get("column"), raw.get("source_column", raw.get("column"))
+    else:
+        column = source = raw
+    if not isinstance(column, str) or not isinstance(source, str) or not column or not source:
+        raise SpecError(f"{where}: {what} must be a column name or {{column: NAME, source_column: FILE_COLUMN}}")
+    problem = name_problem(what, column)
+    if problem:
+        raise SpecError(f"{where}: {problem}")
+    return column, source
 
 # numeric_products adds n(n-1)/2 columns for n numeric features: 45 at this limit.
 MAX_PRODUCT_FEATURES = 10
@@ -290,20 +437,29 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         if key not in data:
             raise SpecError(f"{where}: missing required key '{key}'")
     name = data["name"]
-    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
-        raise SpecError(f"{where}: name {name!r} must be lower case letters, digits and underscores")
+    problem = dataset_name_problem(name)
+    if problem:
+        raise SpecError(f"{where}: {problem}")
     features_raw = data["features"]
     if not isinstance(features_raw, Mapping) or not features_raw:
         raise SpecError(f"{where}: 'features' must be a non-empty mapping of feature name to its schema")
     features = tuple(_parse_feature(str(n), raw, where) for n, raw in features_raw.items())
-    label = str(data["label"])
+    label_raw = data["label"]
+    unknown = set(map(str, label_raw)) - {"column", "source_column"} if isinstance(label_raw, Mapping) else set()
+    if unknown:
+        raise SpecError(f"{where}: label has unknown key(s) {', '.join(sorted(unknown))}")
+    label, label_source = _parse_column(label_raw, "label", where)
     classes = data["classes"]
     if not isinstance(classes, list) or len(classes) < 2:
         raise SpecError(f"{where}: 'classes' must list at least two label values")
     if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
         label_type = "bigint"
     else:
-        label_type, classes = "string", [str(c) for c in classes]
+        label_type = "string"
+        try:
+            classes = list(_texts(classes, "'classes' of a text label", '["yes", "no"]; or only integers: [0, 1]'))
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc}") from None
     if len(set(classes)) != len(classes):
         raise SpecError(f"{where}: 'classes' has duplicates")
     positive_class = _parse_positive_class(data.get("positive_class"), classes, label_type, where)
@@ -315,12 +471,14 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
     if key_raw is None:
         primary_key, key_source = "row_id", None
     elif isinstance(key_raw, Mapping):
-        if "column" not in key_raw or key_raw.get("type", "bigint") not in ("bigint", "string"):
-            raise SpecError(f"{where}: primary_key must be a column name or {{column: NAME, type: bigint|string}}")
-        primary_key = key_source = str(key_raw["column"])
+        if "column" not in key_raw or key_raw.get("type", "bigint") not in ("bigint", "string") \
+                or set(key_raw) - {"column", "type", "source_column"}:
+            raise SpecError(f"{where}: primary_key must be a column name or "
+                            "{column: NAME, type: bigint|string, source_column: FILE_COLUMN}")
+        primary_key, key_source = _parse_column(key_raw, "primary key", where)
         key_type = key_raw.get("type", "bigint")
     else:
-        primary_key = key_source = str(key_raw)
+        primary_key, key_source = _parse_column(key_raw, "primary key", where)
     reserved = {EVENT_TIME_COLUMN, ORIGIN_COLUMN, label, primary_key}
     clash = [f.name for f in features if f.name in reserved]
     if clash:
@@ -340,8 +498,8 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         )
     except (TypeError, ValueError, AttributeError):
         raise SpecError(f"{where}: 'synthetic' must be a mapping with a numeric 'jitter'") from None
-    if synthetic.jitter < 0:
-        raise SpecError(f"{where}: synthetic jitter must be >= 0")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
     for jittered in synthetic.jitter_features or ():
         if jittered not in {f.name for f in features if f.is_numeric}:
             raise SpecError(f"{where}: synthetic jitter feature '{jittered}' is not a numeric feature")
@@ -349,10 +507,13 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SpecError(f"{where}: version must be a positive integer")
     backfill = str(data.get("backfill_event_time", DEFAULT_BACKFILL_EVENT_TIME))
+    problem = event_time_problem(backfill)
+    if problem:
+        raise SpecError(f"{where}: {problem}")
     try:
-        pd.Timestamp(backfill)
-    except ValueError:
-        raise SpecError(f"{where}: backfill_event_time {backfill!r} is not a date") from None
+        missing_values = _parse_missing(data.get("missing_values"), "")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
     numeric_products = data.get("numeric_products", False)
     if not isinstance(numeric_products, bool):
         raise SpecError(f"{where}: numeric_products must be true or false")
@@ -361,7 +522,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         raise SpecError(f"{where}: numeric_products needs 2 to {MAX_PRODUCT_FEATURES} numeric features, "
                         f"the spec has {n_numeric}")
     raw_columns = tuple(dict.fromkeys(
-        ([key_source] if key_source else []) + [f.source_column or f.name for f in features] + [label]
+        ([key_source] if key_source else []) + [f.source_column or f.name for f in features] + [label_source]
     ))
     spec = DatasetSpec(
         name=name,
@@ -369,6 +530,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         description=str(data.get("description", "")),
         source_url=str(source_url) if source_url else None,
         label=label,
+        label_source=label_source if label_source != label else None,
         label_type=label_type,
         classes=tuple(classes),
         positive_class=positive_class,
@@ -383,26 +545,77 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         backfill_event_time=backfill,
         synthetic=synthetic,
         numeric_products=numeric_products,
+        missing_values=missing_values,
     )
     return spec
 
 
-def load_spec_file(path: str | Path) -> DatasetSpec:
-    """Read a dataset spec from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"dataset spec file {path} does not exist")
+MAX_SPEC_FILE_BYTES = 1024 * 1024
+"""A spec file is a page of settings; anything larger is refused before it is parsed."""
+
+
+class _YamlAlias(Exception):
+    def __init__(self, anchor: str, line: int) -> None:
+        super().__init__(anchor, line)
+        self.anchor, self.line = anchor, line
+
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (``*name``, and ``<<: *name`` merges).
+
+    An alias repeats a node without repeating its text, so a few hundred bytes of nested
+    aliases (a "billion laughs") expand to gigabytes once the value is used (a
+    ``description:`` is turned into text). A spec has no need of them.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _YamlAlias(str(event.anchor), event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def _read_spec_text(path: Path) -> str:
+    """The text of a spec file: a regular file (a named pipe would block the read) of at
+    most :data:`MAX_SPEC_FILE_BYTES`, in UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise SpecError(f"dataset spec file {path} does not exist")
+        if not path.is_file():
+            raise SpecError(f"dataset spec file {path} is not a regular file")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_SPEC_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"dataset spec file {path} cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_SPEC_FILE_BYTES:
+        raise SpecError(f"dataset spec file {path} is larger than {MAX_SPEC_FILE_BYTES // 1024} KiB; a spec is a page of settings")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError(f"dataset spec file {path} is not UTF-8 text") from None
+
+
+def load_spec_file(path: str | Path) -> DatasetSpec:
+    """Read a dataset spec from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file of at
+    most :data:`MAX_SPEC_FILE_BYTES`; YAML aliases are refused."""
+    path = Path(path)
+    if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
+        if not path.exists():
+            raise SpecError(f"dataset spec file {path} does not exist")
+        raise SpecError(f"dataset spec file {path}: expected a .yaml, .yml or .toml file")
+    text = _read_spec_text(path)
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
         else:
-            raise SpecError(f"dataset spec file {path}: expected a .yaml, .yml or .toml file")
+            data = yaml.load(text, Loader=_SpecYamlLoader)  # noqa: S506 - a SafeLoader without aliases
+    except _YamlAlias as exc:
+        raise SpecError(
+            f"dataset spec file {path}, line {exc.line}: YAML alias *{exc.anchor} - aliases are not allowed "
+            "in a spec (write the value out)"
+        ) from None
+    except RecursionError:
+        raise SpecError(f"dataset spec file {path} cannot be parsed: values are nested too deeply") from None
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"dataset spec file {path} cannot be parsed: {first}") from None

@@ -155,6 +155,28 @@ def synthetic_keys(spec: DatasetSpec, day: dt.date, seed: int, n: int) -> pd.Ser
     return pd.Series([f"syn-{day:%Y%m%d}-{seed}-{i}" for i in range(n)], dtype=object)
 
 
+def check_generated(rows: pd.DataFrame, spec: DatasetSpec, day: dt.date) -> None:
+    """Generated rows hold no missing value where the schema forbids one and no infinite
+    number: they are written as they are, and a NaN jitter once wrote non-nullable
+    features as null.
+
+    Raises:
+        SmlError: the first feature, label or key at fault; nothing was written.
+    """
+    columns = [(f.name, f.nullable, f.is_numeric) for f in spec.features]
+    columns += [(spec.label, False, spec.label_type == "bigint"), (spec.primary_key, False, spec.primary_key_type == "bigint")]
+    for name, nullable, numeric in columns:
+        values = rows[name]
+        missing = values.isna().to_numpy()
+        if missing.any() and not nullable:
+            raise SmlError(f"{spec.name}: synthetic rows for {day.isoformat()} would hold a missing value in '{name}' "
+                           f"(row {int(np.flatnonzero(missing)[0]) + 1}), which is not nullable; nothing was written "
+                           "(check the spec's synthetic settings and --drift)")
+        if numeric and not np.isfinite(values[~missing].to_numpy(dtype=float)).all():
+            raise SmlError(f"{spec.name}: synthetic rows for {day.isoformat()} would hold an infinite value in '{name}'; "
+                           "nothing was written (check the spec's synthetic settings and --drift)")
+
+
 def generate_rows(
     real: pd.DataFrame,
     spec: DatasetSpec,
@@ -214,4 +236,5 @@ def generate_rows(
     rows[spec.primary_key] = synthetic_keys(spec, day, seed, n)
     rows[EVENT_TIME_COLUMN] = pd.Series(pd.Timestamp(day, tz="UTC"), index=rows.index).astype("datetime64[us, UTC]")
     rows[ORIGIN_COLUMN] = "synthetic"
+    check_generated(rows, spec, day)
     return rows[spec.store_columns]

@@ -2,6 +2,13 @@
 
 Every check raises :class:`DataValidationError` with one line that names the column, the
 row (and file line, for files) and the offending value, before anything is written.
+
+A file's fields arrive as text (see :mod:`serverless_ml.datasets.sources`) and are typed
+here, per the spec: a ``string`` column keeps each field's characters (trimmed of
+surrounding spaces for features and labels; keys exactly), a ``bigint``/``double`` column
+is parsed as numbers. A field is missing when its text is one of the column's missing
+texts (:meth:`DatasetSpec.missing_for`: only the empty field for text, also ``NA``,
+``NaN``, ``null``, ... for numbers, unless the spec lists its own).
 """
 
 from __future__ import annotations
@@ -42,7 +49,55 @@ def _show(value: Any) -> str:
 
 
 def _first(mask: pd.Series) -> int:
-    return int(np.flatnonzero(mask.to_numpy())[0])
+    return int(np.flatnonzero(mask.to_numpy(dtype=bool, na_value=False))[0])
+
+
+def _missing(values: pd.Series, texts: frozenset[str]) -> pd.Series:
+    """Which values are missing: nulls (a frame not read from a file, a derived feature)
+    and the texts that mean "missing" in the column, compared exactly."""
+    missing = values.isna()
+    if texts:
+        missing = missing | values.isin(sorted(texts))
+    return missing.astype(bool)
+
+
+def _exact_float(text: Any, parsed: float) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return parsed
+
+
+def _parse_numbers(values: pd.Series, present: pd.Series) -> pd.Series:
+    """The present values as numbers: NaN (or ``<NA>``) where missing or not a number.
+
+    Texts are read with pandas' number grammar, as its CSV reader did. Whole numbers stay
+    exact (``Int64``, also beside missing values: a float would round 2**53 + 1); other
+    numbers are re-read with Python's correctly rounded ``float``, since pandas' fast
+    parser can miss the nearest double (by up to 1e-12 relative, measured on long and
+    large-exponent decimals).
+    """
+    numbers = pd.to_numeric(values[present], errors="coerce")
+    if pd.api.types.is_signed_integer_dtype(numbers.dtype):
+        return numbers.astype("Int64").reindex(values.index)
+    numbers = numbers.astype(float)
+    texts = values[present]
+    is_text = (texts.map(lambda v: isinstance(v, str)) & numbers.notna()).to_numpy(dtype=bool)
+    if is_text.any():
+        numbers[is_text] = [_exact_float(t, n) for t, n in zip(texts[is_text], numbers[is_text])]
+    return numbers.reindex(values.index)
+
+
+def _show_number(values: pd.Series, numbers: pd.Series, position: int) -> str:
+    """A value of a numeric column in a message: the number it was read as, else its text."""
+    number = numbers.iloc[position]
+    return _show(values.iloc[position]) if pd.isna(number) else _show(number)
+
+
+def _show_written(value: Any) -> str:
+    """A number too large to store, as written (its float reading would be rounded)."""
+    text = str(value).strip()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # A bigint is stored as a signed 64-bit integer; larger magnitudes cannot be stored.
@@ -86,15 +141,15 @@ def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
 def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator) -> pd.Series:
     values = raw[spec.raw_label]
     column = f"'{spec.raw_label}'"
-    missing = values.isna()
+    missing = _missing(values, spec.missing_for(spec.label_type))
     if missing.any():
         raise loc.fail(column, _first(missing), "label is missing")
     if spec.label_type == "bigint":
-        numeric = pd.to_numeric(values, errors="coerce")
+        numeric = _parse_numbers(values, ~missing)
         bad = numeric.isna() | ~numeric.isin(spec.classes)
         if bad.any():
             i = _first(bad)
-            raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}")
+            raise loc.fail(column, i, f"label {_show_number(values, numeric, i)} is not one of {', '.join(map(str, spec.classes))}")
         return numeric.astype("int64")
     text = values.astype(str).str.strip()
     bad = ~text.isin(spec.classes)
@@ -104,25 +159,25 @@ def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator) -> pd.Ser
     return text.astype(object)
 
 
-def _check_feature(values: pd.Series, feature: FeatureSpec, loc: _Locator) -> pd.Series:
+def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, loc: _Locator) -> pd.Series:
     column = feature.display_column
-    present = values.notna()
+    present = ~_missing(values, spec.missing_for(feature.type, feature))
     if feature.is_numeric:
-        numeric = pd.to_numeric(values, errors="coerce")
+        numeric = _parse_numbers(values, present)
         unparsable = present & numeric.isna()
         if unparsable.any():
             i = _first(unparsable)
             what = "a finite number" if _is_infinite_text(values.iloc[i]) else "a number"
             raise loc.fail(column, i, f"{_show(values.iloc[i])} is not {what}")
-        finite = numeric[present]
-        if (~np.isfinite(finite.to_numpy(dtype=float))).any():
-            i = _first(present & ~np.isfinite(numeric.fillna(0).to_numpy(dtype=float)))
-            raise loc.fail(column, i, f"{_show(values.iloc[i])} is not a finite number")
+        infinite = present & ~np.isfinite(numeric.fillna(0).to_numpy(dtype=float))
+        if infinite.any():
+            i = _first(infinite)
+            raise loc.fail(column, i, f"{_show_number(values, numeric, i)} is not a finite number")
         if feature.type == "bigint":
             fractional = present & (numeric.fillna(0) % 1 != 0)
             if fractional.any():
                 i = _first(fractional)
-                raise loc.fail(column, i, f"{_show(values.iloc[i])} is not a whole number")
+                raise loc.fail(column, i, f"{_show_number(values, numeric, i)} is not a whole number")
         low = -math.inf if feature.min is None else feature.min
         high = math.inf if feature.max is None else feature.max
         outside = present & ((numeric < low) | (numeric > high))
@@ -134,13 +189,12 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, loc: _Locator) -> pd
                 allowed = f"is below the allowed minimum {feature.min}"
             else:
                 allowed = f"is outside the allowed range [{feature.min}, {feature.max}]"
-            raise loc.fail(column, i, f"{_show(values.iloc[i])} {allowed}")
+            raise loc.fail(column, i, f"{_show_number(values, numeric, i)} {allowed}")
         if feature.type == "bigint":
             too_large = present & _too_large_for_int64(numeric)
             if too_large.any():
                 i = _first(too_large)
-                raise loc.fail(column, i, f"{_show(values.iloc[i])} is too large for a 64-bit integer")
-        checked = numeric
+                raise loc.fail(column, i, f"{_show_written(values.iloc[i])} is too large for a 64-bit integer")
         if feature.type == "bigint":
             checked = numeric.astype("Int64") if not present.all() else numeric.astype("int64")
         else:
@@ -182,37 +236,39 @@ def build_feature_rows(
     if spec.primary_key_source is not None:
         keys = raw[spec.primary_key_source]
         key_column = f"'{spec.primary_key_source}'"
-        if keys.isna().any():
-            raise loc.fail(key_column, _first(keys.isna()), "primary key is missing")
+        missing = _missing(keys, spec.missing_for(spec.primary_key_type))
+        if missing.any():
+            raise loc.fail(key_column, _first(missing), "primary key is missing")
+        shown = keys
         if spec.primary_key_type == "bigint":
-            numeric = pd.to_numeric(keys, errors="coerce")
+            numeric = _parse_numbers(keys, ~missing)
             bad = numeric.isna() | (numeric.fillna(0) % 1 != 0)
             if bad.any():
                 i = _first(bad)
-                raise loc.fail(key_column, i, f"primary key {_show(keys.iloc[i])} is not a whole number")
+                raise loc.fail(key_column, i, f"primary key {_show_number(keys, numeric, i)} is not a whole number")
             too_large = _too_large_for_int64(numeric)
             if too_large.any():
                 i = _first(too_large)
-                raise loc.fail(key_column, i, f"primary key {_show(keys.iloc[i])} is too large for a 64-bit integer")
+                raise loc.fail(key_column, i, f"primary key {_show_written(keys.iloc[i])} is too large for a 64-bit integer")
             # Compare keys as numbers so that "7" and "7.0" count as the same key.
-            keys = numeric
+            keys = shown = numeric
         duplicated = keys.duplicated()
         if duplicated.any():
             i = _first(duplicated)
             first = _first(keys == keys.iloc[i])
-            raise loc.fail(
-                key_column, i, f"duplicate primary key {_show(raw[spec.primary_key_source].iloc[i])} (first seen in {loc.row(first)})"
-            )
+            raise loc.fail(key_column, i, f"duplicate primary key {_show(shown.iloc[i])} (first seen in {loc.row(first)})")
     rows = spec.transform(raw)
     out = pd.DataFrame(index=rows.index)
     key = rows[spec.primary_key]
     if spec.primary_key_type == "bigint":
-        out[spec.primary_key] = pd.to_numeric(key).astype("int64")
+        # Numbered rows (no key column) or a key column checked above.
+        out[spec.primary_key] = key if spec.primary_key_source is None else _parse_numbers(key, key.notna())
+        out[spec.primary_key] = out[spec.primary_key].astype("int64")
     else:
         out[spec.primary_key] = key.astype(str)
     out[EVENT_TIME_COLUMN] = pd.Series(to_utc(event_time), index=out.index).astype("datetime64[us, UTC]")
     for feature in spec.features:
-        out[feature.name] = _check_feature(rows[feature.name], feature, loc)
+        out[feature.name] = _check_feature(rows[feature.name], feature, spec, loc)
     out[spec.label] = label
     out[ORIGIN_COLUMN] = origin
     return out[spec.store_columns].reset_index(drop=True)

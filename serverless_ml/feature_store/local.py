@@ -223,7 +223,11 @@ class LocalFeatureGroup(FeatureGroup):
         crash_point("store.after_commit")
 
     def _key_predicate(self) -> str:
-        return " AND ".join(f't."{k}" = s."{k}"' for k in self.primary_key)
+        # Quoted SQL identifiers ("" inside), so no key name can change the predicate.
+        # Dataset specs only allow plain identifiers: delta-rs itself cannot merge on a
+        # column whose name holds a backtick.
+        quoted = ['"' + k.replace('"', '""') + '"' for k in self.primary_key]
+        return " AND ".join(f"t.{q} = s.{q}" for q in quoted)
 
     def read(self, version: int | None = None) -> pd.DataFrame:
         if not self.exists():

@@ -104,7 +104,7 @@ def evaluate_alerts(
         alerts.drift = True
         where = f" over {drift_window}" if drift_window else ""
         alerts.messages.append(
-            f"drift alert: {len(drifted)} feature(s) drifted{where} ({', '.join(drifted)}), "
+            f"drift alert: {len(drifted)} feature(s) drifted{where} ({', '.join(drifted)}): "
             f"adjusted p < {rule.drift_p_value:g} and effect >= {rule.drift_min_effect:g}"
         )
     return alerts

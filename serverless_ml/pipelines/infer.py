@@ -420,11 +420,11 @@ def batch_statistics(
 
     latest = monitoring.latest_row(scored, spec.primary_key)
     metrics["latest_probability"] = float(latest["probability"])
-    drifted = [f"{d.feature} ({d.window})" for d in drift_results if d.drifted]
+    where = {"recent": f"recent days {window_label}", "rolling": f"rolling window {rolling_label}"}
+    drifted = [f"{d.feature} on the {where.get(d.window, d.window)}" for d in drift_results if d.drifted]
     alerts = monitoring.evaluate_alerts(
         options.rule, champion.holdout_accuracy, int(np.trace(matrices["batch"])), labelled,
         int(np.trace(matrices["rolling"])), rolling_rows, metrics.get("drift_share"), drifted,
-        f"recent days {window_label}" + (f" or the rolling window {rolling_label}" if rolling_label else ""),
     )
     metrics["alert_accuracy"] = float(alerts.accuracy)
     metrics["alert_drift"] = float(alerts.drift)

@@ -183,6 +183,10 @@ def _worker(args: dict[str, Any]) -> None:
     """A tuning process: loads the shared study and adds trials until the cap is reached."""
     import optuna
 
+    from serverless_ml.redaction import install_log_scrubber, remember
+
+    remember(args["storage"])  # a spawned process: its log lines never show the password either
+    install_log_scrubber()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=args["study_name"], storage=args["storage"],

@@ -22,12 +22,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import http.server
 import io
 import os
 import shutil
 import socket
 import sqlite3
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -132,6 +135,8 @@ class Case:
     store: str = "good"
     # Strings that must appear in no output (passwords).
     absent: tuple[str, ...] = ()
+    # Seconds the command may take at most (cases that used to hang or retry for minutes).
+    seconds: float | None = None
 
 
 def _source(ws: Workspace, name: str) -> list[str]:
@@ -167,6 +172,32 @@ POSITIVE_NOT_A_CLASS = BAD_SPEC.replace("classes: [class_0, class_1]", "classes:
 POSITIVE_OF_THREE = BAD_SPEC.replace("[class_0, class_1]", "[class_0, class_1, class_2]\npositive_class: class_1").replace(
     "min: 20", "min: 10"
 )
+
+# A good spec of the real Titanic CSV; each "spec: ..." case below changes one thing of it
+# into a way the data would have been silently changed (issue 16).
+PASSENGERS_SPEC = """\
+name: passengers
+source: {path: titanic.csv}
+label: Survived
+classes: [0, 1]
+primary_key: {column: PassengerId, type: string}
+features:
+  sex: {type: string, source_column: Sex, categories: [male, female]}
+  fare: {type: double, source_column: Fare, min: 0}
+"""
+
+
+def _spec_with(command: str, old: str, new: str) -> Callable[[Workspace], list[str]]:
+    """``sml <command> --dataset passengers.yaml`` with ``old`` replaced by ``new`` in the spec."""
+    assert old in PASSENGERS_SPEC
+
+    def prepare(ws: Workspace) -> list[str]:
+        ws.write("titanic.csv", ws.titanic_text)
+        spec = ws.write("passengers.yaml", PASSENGERS_SPEC.replace(old, new))
+        extra = ["--date", "2024-02-01"] if command == "daily" else []
+        return [command, "--dataset", spec, *extra]
+
+    return prepare
 
 
 def _env(**values: str) -> Callable[[Workspace], None]:
@@ -233,6 +264,91 @@ def _text_file(name: str, uri: str) -> Callable[[Workspace], None]:
     return setup
 
 
+# --- leaks and hangs (issue 16) -----------------------------------------------------
+
+HEAD, TAIL = "pw-head-1618", "pw-tail-1618"
+"""The two halves of a password written with an unencoded '@' (``sml:HEAD@TAIL@host``):
+libpq takes HEAD as the password and ``TAIL@host`` as the host, and quotes that host."""
+QUERY_PASSWORD = "pw-query-1414"
+"""A password in a URI's query (``?password=...``)."""
+HANG_S = 30.0
+"""These cases used to take minutes (or forever); now a few seconds, 30 on a busy machine."""
+
+
+class _SourceHandler(http.server.BaseHTTPRequestHandler):
+    """``/endless`` (no length, never ends), ``/huge`` (a length of 1 TB), ``/trickle``
+    (a byte every 0.2 s), ``/to-file`` (a redirect to file:///etc/passwd)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path == "/to-file":
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.end_headers()
+            return
+        self.send_response(200)
+        if self.path == "/huge":
+            self.send_header("Content-Length", str(10**12))
+        self.end_headers()
+        try:
+            for _ in range(200 if self.path == "/trickle" else 100_000):
+                self.wfile.write(b"x" if self.path == "/trickle" else b"\0" * 65536)
+                self.wfile.flush()
+                if self.path == "/trickle":
+                    time.sleep(0.2)
+        except OSError:
+            pass  # the command gave up, as it should
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+_SOURCE_SERVER: list[str] = []
+_SOURCE_SERVER_LOCK = threading.Lock()
+
+
+def _served(path: str) -> str:
+    """The URL of ``path`` on a local HTTP server of bad downloads (started once, in a
+    daemon thread of the test process, on a free port of 127.0.0.1)."""
+    with _SOURCE_SERVER_LOCK:
+        if not _SOURCE_SERVER:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SourceHandler)
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            _SOURCE_SERVER.append(f"http://127.0.0.1:{server.server_address[1]}")
+    return _SOURCE_SERVER[0] + path
+
+
+def _download(path: str, **env: str) -> Callable[[Workspace], list[str]]:
+    """``sml features --source`` a URL of the bad-download server, with ``env`` set."""
+
+    def prepare(ws: Workspace) -> list[str]:
+        _env(**env)(ws)
+        return ["features", "--source", _served(path)]
+
+    return prepare
+
+
+def _fifo(ws: Workspace, name: str) -> str:
+    """A named pipe outside the workspace (whose files the test reads, and a pipe would
+    block that read as it blocked the commands)."""
+    folder = ws.root.parent / f"{ws.root.name}-fifo"
+    folder.mkdir(exist_ok=True)
+    os.mkfifo(folder / name)
+    return str(folder / name)
+
+
+def _truncated_copy(ws: Workspace) -> None:
+    """``damaged.db``: the tracking database cut after its first 4 pages, as the tracking URI."""
+    ws.write("damaged.db", ws.tracking_db.read_bytes()[: 4 * 4096])
+    _env(MLFLOW_TRACKING_URI="sqlite:///{root}/damaged.db")(ws)
+
+
+URL_SPEC = BAD_SPEC.replace("source: {path: wine.csv}", "source: {url: 'file:///etc/passwd'}").replace("min: 20", "min: 10")
+ALIAS_BOMB = BAD_SPEC.replace("min: 20", "min: 10") + "description:\n  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"  - &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+)
+
+
 CASES: dict[str, Case] = {
     "missing column": Case(
         lambda ws: _source(ws, ws.titanic_columns("no-age.csv", drop="Age")), ("no-age.csv", "missing column(s) 'Age'")
@@ -259,6 +375,62 @@ CASES: dict[str, Case] = {
     "text in a numeric column": Case(_edit(5, "Age", "abc"), ("column 'Age' (feature 'age'), row 5 (line 6)", "'abc' is not a number")),
     "out of range": Case(_edit(5, "Age", "150"), ("column 'Age' (feature 'age'), row 5", "150.0 is outside the allowed range [0.0, 100.0]")),
     "unknown category": Case(_edit(7, "Embarked", "X"), ("column 'Embarked' (feature 'embarked'), row 7", "'X' is not one of S, C, Q")),
+    # Text columns keep every field as written: NA used to be read as missing and stored
+    # as a null port (the feature is nullable).
+    "NA in a text column is a value": Case(
+        _edit(7, "Embarked", "NA"), ("column 'Embarked' (feature 'embarked'), row 7", "'NA' is not one of S, C, Q")
+    ),
+    # --- spec files that would have changed the data silently (issue 16) -----------
+    # YAML reads 01 as the number 1: the category "01" could never match the file's text.
+    "spec: categories written as numbers": Case(
+        _spec_with("features", "categories: [male, female]", "categories: [01, 02]"),
+        ("passengers.yaml", "feature 'sex': categories: 1 is not text", 'quote every item, e.g. ["01", "02"]'),
+    ),
+    # YAML reads yes/no as booleans: the classes used to become "True"/"False".
+    "spec: text classes written unquoted as booleans": Case(
+        _spec_with("features", "classes: [0, 1]", "classes: [yes, no]"),
+        ("passengers.yaml", "'classes' of a text label: True is not text", "quote every item"),
+    ),
+    "spec: missing_values that are not text": Case(
+        _spec_with("features", "features:", "missing_values: [NA, null]\nfeatures:"),
+        ("passengers.yaml", "missing_values: null is not text", "quote every item"),
+    ),
+    "spec: missing_values not a list": Case(
+        _spec_with("features", "features:", "missing_values: NA\nfeatures:"),
+        ("passengers.yaml", "missing_values must be a list of quoted texts"),
+    ),
+    # A NaN jitter used to pass `jitter >= 0` and write non-nullable features as null.
+    "spec: jitter nan": Case(
+        _spec_with("daily", "features:", "synthetic: {jitter: .nan}\nfeatures:"),
+        ("passengers.yaml", "synthetic jitter must be a finite number >= 0, got nan"),
+    ),
+    "spec: jitter inf": Case(
+        _spec_with("daily", "features:", "synthetic: {jitter: .inf}\nfeatures:"),
+        ("passengers.yaml", "synthetic jitter must be a finite number >= 0, got inf"),
+    ),
+    # Would have upserted its rows into Titanic's predictions table.
+    "spec: name of another dataset's predictions": Case(
+        _spec_with("features", "name: passengers", "name: titanic_predictions"),
+        ("passengers.yaml", "name 'titanic_predictions' ends in '_predictions'", "predictions of dataset 'titanic'"),
+    ),
+    # Every re-run used to give every row a new event time, and the table a new version.
+    "spec: relative backfill time": Case(
+        _spec_with("features", "features:", "backfill_event_time: now\nfeatures:"),
+        ("passengers.yaml", "backfill_event_time 'now' is not a date", "fixed ISO date such as 2024-01-01"),
+    ),
+    # The name was pasted into the Delta merge predicate: every later upsert failed.
+    "spec: key column name with a quote": Case(
+        _spec_with("features", "{column: PassengerId, type: string}", """{column: 'Passenger"Id', type: string}"""),
+        ("passengers.yaml", "primary key 'Passenger\"Id' must start with a letter or underscore", "source_column"),
+    ),
+    "spec: label name with a space": Case(
+        _spec_with("features", "label: Survived", "label: Survived today"),
+        ("passengers.yaml", "label 'Survived today' must start with a letter or underscore"),
+    ),
+    "spec: feature name with a backtick": Case(
+        _spec_with("features", "  fare:", "  fa`re:"),
+        ("passengers.yaml", "feature 'fa`re' must start with a letter or underscore"),
+    ),
     "null in a non-nullable feature": Case(_edit(8, "Sex", ""), ("column 'Sex' (feature 'sex'), row 8", "value is missing and the feature is not nullable")),
     "duplicate primary key": Case(_edit(9, "PassengerId", "3"), ("column 'PassengerId', row 9 (line 10)", "duplicate primary key 3 (first seen in row 3 (line 4))")),
     "enormous primary key": Case(_edit(9, "PassengerId", "9" * 25), ("column 'PassengerId', row 9", "too large for a 64-bit integer")),
@@ -432,6 +604,89 @@ CASES: dict[str, Case] = {
                     "--port", str(ws.closed_port)],
         ("notes.txt is a file, not a folder",),
     ),
+    # --- leaks (issue 16): no piece of a password, wherever the URI puts it ----------
+    "infer: tracking database down, password in the query": Case(
+        _with(_env(MLFLOW_TRACKING_URI=f"postgresql://127.0.0.1:{{closed}}/mlflow?user=sml&password={QUERY_PASSWORD}"), ["infer"]),
+        ("MLflow tracking database postgresql://127.0.0.1:", "?user=sml&password=*** cannot be reached", "Connection refused"),
+        absent=(QUERY_PASSWORD,), seconds=HANG_S,
+    ),
+    # libpq's message used to quote the password's tail: host name "pw-tail-1618@127.0.0.1".
+    "infer: tracking password with an unencoded @": Case(
+        _with(_env(MLFLOW_TRACKING_URI=f"postgresql://sml:{HEAD}@{TAIL}@127.0.0.1:{{closed}}/mlflow"), ["infer"]),
+        ("MLflow tracking database postgresql://sml:***@127.0.0.1:", "cannot be reached"), absent=(HEAD, TAIL), seconds=HANG_S,
+    ),
+    "train: storage password in the query": Case(
+        _args("train", "--trials", "1", "--storage", f"postgresql://127.0.0.1:{{closed}}/optuna?user=sml&PassWord={QUERY_PASSWORD}"),
+        ("cannot open Optuna storage postgresql://127.0.0.1:", "PassWord=***", 'invalid connection option "PassWord"'),
+        absent=(QUERY_PASSWORD,),
+    ),
+    "train: storage password with an unencoded @": Case(
+        _args("train", "--trials", "1", "--storage", f"postgresql://sml:{HEAD}@{TAIL}@127.0.0.1:{{closed}}/optuna"),
+        ("cannot open Optuna storage postgresql://sml:***@127.0.0.1:",), absent=(HEAD, TAIL),
+    ),
+    "tracking-server: backend store password in the query": Case(
+        _args("tracking-server", "--backend-store-uri", f"postgresql://127.0.0.1:{{closed}}/mlflow?user=sml&sslpassword=x&password={QUERY_PASSWORD}",
+              "--port", "{closed}"),
+        ("cannot connect to the backend store postgresql://127.0.0.1:", "sslpassword=***&password=***"), absent=(QUERY_PASSWORD,),
+    ),
+    "features: download URL with a password, server down": Case(
+        _args("features", "--source", f"http://sml:{HEAD}@{TAIL}@127.0.0.1:{{closed}}/titanic.csv?token={QUERY_PASSWORD}"),
+        ("could not download http://sml:***@127.0.0.1:", "token=***", "Connection refused"), absent=(HEAD, TAIL, QUERY_PASSWORD),
+    ),
+    # Used to copy /etc/passwd into the download cache (only --source was limited to http).
+    "features: spec source.url file://": Case(
+        lambda ws: ["features", "--dataset", ws.write("wine.yaml", URL_SPEC)],
+        ("wine.yaml", "source.url file:///etc/passwd must be an http:// or https:// URL"),
+    ),
+    "features: --source file:// URL": Case(
+        _args("features", "--source", "file:///etc/passwd"), ("--source file:///etc/passwd: only http:// and https:// URLs are downloaded",)
+    ),
+    # --- hangs (issue 16): what used to run for minutes, or forever ------------------
+    "features: --source a named pipe": Case(
+        lambda ws: _source(ws, _fifo(ws, "pipe.csv")), ("pipe.csv is a named pipe (FIFO), expected a regular CSV file",), seconds=HANG_S,
+    ),
+    "features: --source /dev/zero": Case(
+        _args("features", "--source", "/dev/zero"), ("source /dev/zero is a device, expected a regular CSV file",), seconds=HANG_S,
+    ),
+    "features: download that never ends": Case(
+        _download("/endless", SML_MAX_DOWNLOAD_BYTES="3000000"),
+        ("could not download", "it has more than 3000000 bytes", "SML_MAX_DOWNLOAD_BYTES"), seconds=HANG_S,
+    ),
+    "features: download over the size limit": Case(
+        _download("/huge"),
+        ("it is 1000000000000 bytes, over the limit of 2147483648 bytes that SML_MAX_DOWNLOAD_BYTES sets",), seconds=HANG_S,
+    ),
+    "features: download slower than its deadline": Case(
+        _download("/trickle", SML_DOWNLOAD_DEADLINE_S="1"),
+        ("not complete after 1 s, the limit SML_DOWNLOAD_DEADLINE_S sets",), seconds=HANG_S,
+    ),
+    "features: download redirected to a local file": Case(
+        _download("/to-file"), ("Redirection to url 'file:///etc/passwd' is not allowed",),
+    ),
+    # A few hundred bytes of nested aliases under description: minutes and gigabytes.
+    "features: spec file with a YAML alias bomb": Case(
+        lambda ws: ["features", "--dataset", ws.write("wine.yaml", ALIAS_BOMB)],
+        ("wine.yaml, line 9: YAML alias *a - aliases are not allowed in a spec",), seconds=HANG_S,
+    ),
+    "features: spec file over 1 MiB": Case(
+        lambda ws: ["features", "--dataset", ws.write("wine.yaml", BAD_SPEC + "#" * 1024 * 1024)],
+        ("wine.yaml is larger than 1024 KiB",), seconds=HANG_S,
+    ),
+    "dashboard: spec file nested too deeply": Case(
+        lambda ws: ["dashboard", "--dataset", ws.write("wine.toml", "a = " + "[" * 50_000 + "]" * 50_000)],
+        ("wine.toml cannot be parsed: values are nested too deeply",),
+    ),
+    "features: spec file that is a named pipe": Case(
+        lambda ws: ["features", "--dataset", _fifo(ws, "wine.yaml")], ("wine.yaml is not a regular file",), seconds=HANG_S,
+    ),
+    # MLflow used to retry the damaged file for 107 s, then print a traceback.
+    "infer: tracking database truncated": Case(
+        _with(_truncated_copy, ["infer"]), ("damaged.db is truncated (16384 bytes; its header says", "restore it from a backup"),
+        seconds=HANG_S,
+    ),
+    "train: tracking database truncated": Case(
+        _with(_truncated_copy, ["train", "--trials", "1"]), ("damaged.db is truncated",), seconds=HANG_S,
+    ),
 }
 
 SLOW_COMMANDS = ("train", "infer", "simulate", "main")
@@ -448,6 +703,7 @@ class Outcome:
     before: dict[str, dict[str, str]] = field(default_factory=dict)
     after: dict[str, dict[str, str]] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 class Outcomes(dict[str, Outcome]):
@@ -557,11 +813,13 @@ def outcomes(
             store = watched if case.store == "file" else watched / "store"
         args = case.prepare(ws)
         before = workspace_state(root, watched, tree_digest)
+        started = time.monotonic()
         try:
             result = tuple(cli_process(args, cwd=root, store_dir=store, data_dir=data_dir, env=ws.env))
         except subprocess.TimeoutExpired as exc:  # e.g. a server that started: this case fails, not all
             result = (-1, _text(exc.stdout), f"{_text(exc.stderr)}\n(killed after {exc.timeout:.0f} s)")
-        return Outcome(*result, before=before, after=workspace_state(root, watched, tree_digest), args=args)
+        seconds = time.monotonic() - started
+        return Outcome(*result, before=before, after=workspace_state(root, watched, tree_digest), args=args, seconds=seconds)
 
     results = Outcomes(run)
     # The slow cases (commands that import scikit-learn and MLflow) first, so that the
@@ -580,6 +838,18 @@ def outcomes(
 def test_the_good_store_is_readable(good_store: Path) -> None:
     table = LocalFeatureStore(good_store).get_feature_group("titanic", 1).read()
     assert len(table) == 891 + 20
+
+
+def test_the_passengers_spec_is_good(tmp_path: Path, data_dir: Path) -> None:
+    """Each "spec: ..." case is refused for its one change, not for a fault of the spec."""
+    from serverless_ml.datasets import load_spec_file
+    from serverless_ml.datasets.validation import build_feature_rows
+
+    shutil.copy(data_dir / "titanic.csv", tmp_path / "titanic.csv")
+    (tmp_path / "passengers.yaml").write_text(PASSENGERS_SPEC, encoding="utf-8")
+    spec = load_spec_file(tmp_path / "passengers.yaml")
+    rows = build_feature_rows(load_source(spec), spec, origin="backfill", event_time=spec.backfill_event_time)
+    assert len(rows) == 891 and rows["PassengerId"].iloc[0] == "1"
 
 
 def test_the_catalogue_covers_every_command(outcomes: Outcomes) -> None:
@@ -611,6 +881,8 @@ def test_bad_input_is_refused(case: str, outcomes: Outcomes) -> None:
     assert outcome.stdout == "", context
     for secret in CASES[case].absent:
         assert secret not in outcome.stdout + outcome.stderr, context
+    if CASES[case].seconds is not None:
+        assert outcome.seconds < CASES[case].seconds, f"took {outcome.seconds:.1f} s\n{context}"
     assert outcome.before["store"], "the watched store existed before the run"
     assert outcome.before["tracking database"], "the tracking database existed before the run"
     for part, before in outcome.before.items():

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 import secrets
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -482,3 +484,115 @@ def search_mlflow(search: Search, client: MlflowClient, downloads: Path) -> dict
             search.look(f"model version {registered.name}/{version.version}",
                         repr((version.source, version.tags, version.description, version.run_link, version.aliases)))
     return counts
+
+
+# --- URI-shaped secrets (issue 16) ----------------------------------------------------------
+
+OVERVIEW_CALLBACK = {
+    "output": "..overview-body.children...overview-state.data..",
+    "outputs": [{"id": "overview-body", "property": "children"}, {"id": "overview-state", "property": "data"}],
+    "inputs": [{"id": "refresh", "property": "n_intervals", "value": None},
+               {"id": "overview-window", "property": "value", "value": 30}],
+    "state": [{"id": "overview-state", "property": "data", "value": None}],
+    "changedPropIds": [],
+}
+
+
+def uri_shapes(markers: Iterator[str], port: int) -> dict[str, str]:
+    """Every way a URI holds a password (each with its own markers), as a PostgreSQL URI
+    to ``port``, where nothing listens."""
+    a, b, c, d, e, f, g = (next(markers) for _ in range(7))
+    encoded = urllib.parse.quote(f"{c}@:/{d}", safe="")
+    return {
+        "user information": f"postgresql://sml:{a}@127.0.0.1:{port}/mlflow",
+        # libpq takes b (before the first '@') as the password and "e@127.0.0.1" as the
+        # host, and quotes that host in its message.
+        "password with an unencoded @": f"postgresql://sml:{b}@{e}@127.0.0.1:{port}/mlflow",
+        "URL-encoded password with @ : /": f"postgresql://sml:{encoded}@127.0.0.1:{port}/mlflow",
+        "password in the query": f"postgresql://127.0.0.1:{port}/mlflow?user=sml&password={f}",
+        "sslpassword in the query": f"postgresql://sml@127.0.0.1:{port}/mlflow?sslpassword={g}&sslmode=disable",
+    }
+
+
+def test_no_password_of_any_uri_shape_is_printed(tmp_path: Path, data_dir: Path, free_port, mlflow_template_db: Path,  # noqa: ANN001
+                                                 reliability) -> None:  # noqa: ANN001
+    """The class of issue 16's leaks: a password in the query, or with an unencoded '@'
+    (whose tail the driver quotes), or URL-encoded, given as the tracking URI (``infer``
+    and the site, its log and its pages), as ``--storage``, as ``--backend-store-uri`` and
+    in a download URL, is never printed, in whole or in part. A planted marker (a source
+    path in an error, the store path in the site's footer) must be found."""
+    from worlds import copy_database
+
+    counter = iter(range(10_000))
+    prefix = secrets.token_hex(4)
+    issued: list[str] = []
+
+    def markers() -> Iterator[str]:
+        while True:
+            issued.append(f"Mk{prefix}-{next(counter):03d}-pw")
+            yield issued[-1]
+
+    closed = free_port()
+    source = markers()
+    shapes = uri_shapes(source, closed)
+    planted = f"planted-marker-{secrets.token_hex(8)}"
+    folder = tmp_path / "lab"
+    (folder / "tmp").mkdir(parents=True)
+    copy_database(mlflow_template_db, folder / "mlflow.db")
+    env = {**os.environ, **NO_NETWORK, "PYTHONPATH": str(REPO_ROOT), "SML_DATA_DIR": str(data_dir),
+           "SML_CACHE_DIR": str(folder / "cache"), "SML_STORE_DIR": str(folder / f"store-{planted}"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "TMPDIR": str(folder / "tmp")}
+    lab = Lab(folder, env)
+
+    runs: list[tuple[str, list[str], dict[str, str]]] = []
+    for shape, uri in shapes.items():
+        runs.append((f"infer, tracking URI: {shape}", ["infer"], {"MLFLOW_TRACKING_URI": uri}))
+        runs.append((f"train --storage: {shape}", ["train", "--trials", "1", "--storage", uri], {}))
+        runs.append((f"tracking-server --backend-store-uri: {shape}",
+                     ["tracking-server", "--backend-store-uri", uri, "--port", str(closed)], {"MLFLOW_TRACKING_URI": ""}))
+    h1, h2, h3 = next(source), next(source), next(source)
+    runs.append(("features --source: URL with a password", [
+        "features", "--source", f"http://sml:{h1}@{h2}@127.0.0.1:{closed}/titanic.csv?access_token={h3}"], {}))
+    runs.append(("features --source: the planted control", ["features", "--source", str(folder / f"{planted}.csv")], {}))
+
+    outputs: list[Output] = []
+    for start in range(0, len(runs), 3):  # three at a time: two cores
+        batch = [(name, lab.start(name, args, extra)) for name, args, extra in runs[start:start + 3]]
+        outputs += [lab.finish(name, process) for name, process in batch]
+    for output in outputs:
+        assert output.returncode not in (0, None), output.describe()
+        assert output.stderr.startswith("error: ") and len(output.stderr.splitlines()) == 1, output.describe()
+
+    # The site, on the worst shape (an unencoded '@' and a query password), with run
+    # links to an MLflow UI whose URL holds a token: its log and a page.
+    s1, s2, s3, s4 = (next(source) for _ in range(4))
+    site_uri = f"postgresql://sml:{s1}@{s2}@127.0.0.1:{closed}/mlflow?sslpassword={s3}"
+    site_port = free_port()
+    site_log = folder / "dashboard.log"
+    site = lab.start("dashboard", ["dashboard", "--port", str(site_port)],
+                     {"MLFLOW_TRACKING_URI": site_uri, "SML_MLFLOW_UI_URL": f"http://127.0.0.1:{closed}/?token={s4}"}, site_log)
+    pages: dict[str, bytes] = {}
+    try:
+        _wait_for(f"http://127.0.0.1:{site_port}/_dash-layout", site, site_log, "sml dashboard")
+        with urllib.request.urlopen(f"http://127.0.0.1:{site_port}/_dash-layout", timeout=30) as response:  # noqa: S310
+            pages["layout"] = response.read()
+        request = urllib.request.Request(f"http://127.0.0.1:{site_port}/_dash-update-component",
+                                         data=json.dumps(OVERVIEW_CALLBACK).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            pages["overview"] = response.read()
+    finally:
+        stop_process_group(site)
+    assert b"is unreachable" in pages["overview"], pages["overview"][:500]
+
+    search = Search({marker: marker for marker in issued} | {"planted": planted})
+    for output in outputs:
+        search.look(f"stdout of sml {output.name}", output.stdout)
+        search.look(f"stderr of sml {output.name}", output.stderr)
+    search.look("the site's log", site_log.read_bytes())
+    for name, body in pages.items():
+        search.look(f"site {name}", body)
+    leaks = {marker: sorted(search.found(marker)) for marker in issued if search.found(marker)}
+    assert not leaks, f"password pieces found: {leaks}"
+    assert "stderr of sml features --source: the planted control" in search.found("planted")
+    assert "site layout" in search.found("planted")
+    reliability.add("secrets", uri_shapes=len(shapes) + 2, commands=len(outputs) + 1, places_searched=search.places)

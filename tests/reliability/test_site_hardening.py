@@ -535,3 +535,65 @@ def test_the_server_logged_no_traceback(server: Server) -> None:
     assert "Traceback" not in log, log[-3000:]
     assert " 500 " not in log, [line for line in log.splitlines() if " 500 " in line][:5]
     assert server.process.poll() is None, "the server is still up"
+
+
+# --- a tracking database that is down or damaged (issue 16, hangs) -----------------------
+
+SITE_START_S = 30.0
+"""Measured: 3-5 s (imports). The site used to wait for MLflow's retries (~108 s) before
+it listened, and then every page timed out after 60 s."""
+PAGE_ANSWER_S = 10.0
+OVERVIEW_CALLBACK = {
+    "output": "..overview-body.children...overview-state.data..",
+    "outputs": [{"id": "overview-body", "property": "children"}, {"id": "overview-state", "property": "data"}],
+    "inputs": [{"id": "refresh", "property": "n_intervals", "value": None},
+               {"id": "overview-window", "property": "value", "value": 30}],
+    "state": [{"id": "overview-state", "property": "data", "value": None}],
+    "changedPropIds": [],
+}
+
+
+@pytest.mark.parametrize("fault", ["PostgreSQL down", "SQLite file truncated"])
+def test_the_site_starts_at_once_and_says_the_tracking_database_cannot_be_used(
+    fault: str, tmp_path: Path, free_port, mlflow_template_db: Path, reliability,  # noqa: ANN001
+) -> None:
+    from serverless_ml.testing import stop_process_group
+
+    if fault == "PostgreSQL down":
+        uri, expected = f"postgresql://sml:pw@127.0.0.1:{free_port()}/mlflow", "MLflow tracking database postgresql://sml:***@"
+        said = "is unreachable"
+    else:
+        copy_database(mlflow_template_db, tmp_path / "mlflow.db")
+        with (tmp_path / "mlflow.db").open("r+b") as fh:
+            fh.truncate(4 * 4096)
+        uri, expected, said = f"sqlite:///{tmp_path / 'mlflow.db'}", f"MLflow tracking database {tmp_path / 'mlflow.db'}", "is truncated"
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SML_STORE_DIR": str(tmp_path / "store"),
+           "SML_CACHE_DIR": str(tmp_path / ".cache"), "no_proxy": "localhost,127.0.0.1", "NO_PROXY": "localhost,127.0.0.1"}
+    log = tmp_path / "dashboard.log"
+    with log.open("wb") as out:
+        started = time.monotonic()
+        process = subprocess.Popen([sys.executable, "-m", "serverless_ml.cli", "dashboard", "--port", str(port)],
+                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while True:
+            assert process.poll() is None, log.read_text(errors="replace")
+            try:
+                if http(f"http://127.0.0.1:{port}/")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+            assert time.monotonic() - started < SITE_START_S, f"not listening after {SITE_START_S} s\n{log.read_text()}"
+        listening_s = time.monotonic() - started
+        asked = time.monotonic()
+        status, _, body = http(f"http://127.0.0.1:{port}{UPDATE}", json.dumps(OVERVIEW_CALLBACK).encode())
+        answered_s = time.monotonic() - asked
+    finally:
+        stop_process_group(process)
+    assert status == 200, body
+    notice = json.loads(body)["response"]["overview-body"]["children"]["props"]["children"]
+    assert expected in notice and said in notice, notice
+    assert answered_s < PAGE_ANSWER_S, f"the page took {answered_s:.1f} s"
+    assert "Traceback" not in log.read_text(errors="replace")
+    print(f"{fault}: listening after {listening_s:.1f} s, the page answered in {answered_s:.2f} s: {notice}")
+    reliability.add("site hardening", cases=1)

@@ -35,6 +35,8 @@ def test_sklearn_copy_matches_the_course_csv(data_dir) -> None:
     from_csv = read_csv_file(data_dir / "iris.csv")
     bundled = iris.load_sklearn_copy()
     assert list(bundled.columns) == list(from_csv.columns) == [*iris.MEASUREMENTS, "variety"]
+    # The file's fields arrive as text (validation types them per the spec).
+    from_csv = from_csv.astype({name: float for name in iris.MEASUREMENTS})
     assert bundled.dtypes.to_dict() == from_csv.dtypes.to_dict()
     assert bundled["variety"].value_counts().to_dict() == from_csv["variety"].value_counts().to_dict()
     # The same 150 flowers in the same order.

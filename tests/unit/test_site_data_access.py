@@ -281,3 +281,9 @@ def test_a_replaced_run_is_noticed_although_count_and_times_stay_the_same(
     after = data.monitoring_runs(SPEC, ("batch_accuracy",), ("alert",))
     assert old_id not in after.index and new.info.run_id in after.index
     assert after.loc[new.info.run_id, "metrics.batch_accuracy"] == 0.123
+
+
+def test_run_values_of_an_unknown_run_is_an_empty_frame(data: SiteData) -> None:
+    """A forged run id (the Drift page's run picker) reads as no run, not a failure."""
+    values = data.run_values(MONITORING, ["not-a-run"], ("batch_accuracy",), ("alert",))
+    assert values.empty and "metrics.batch_accuracy" in values.columns

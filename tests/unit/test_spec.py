@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from serverless_ml.datasets import BUILTIN, get_dataset, load_spec_file
-from serverless_ml.datasets.spec import parse_spec
+from serverless_ml.datasets.spec import SyntheticSpec, parse_spec
 from serverless_ml.errors import SpecError
 
 pytestmark = pytest.mark.unit
@@ -156,10 +157,47 @@ def test_positive_class_defaults_to_the_second_class_and_is_typed_like_the_class
     assert parse_spec(integers, "inline").positive_class == 0
     explicit = parse_spec({**integers, "positive_class": 1}, "inline").positive_class
     assert explicit == 1 and type(explicit) is int
-    # YAML reads yes/no as booleans; classes and positive class become the same text.
-    words = parse_spec({**binary, **yaml.safe_load("classes: [yes, no]\npositive_class: yes")}, "inline")
-    assert words.classes == ("True", "False") and words.positive_class == "True"
+    # Quoted, yes/no are the labels as written.
+    words = parse_spec({**binary, **yaml.safe_load('classes: ["yes", "no"]\npositive_class: "yes"')}, "inline")
+    assert words.classes == ("yes", "no") and words.positive_class == "yes"
     assert parse_spec(_GOOD, "inline").positive_class is None
+
+
+def test_values_compared_with_the_file_are_text_as_written() -> None:
+    spec = parse_spec(yaml.safe_load(
+        'name: codes\nlabel: kind\nclasses: ["007", "7"]\nprimary_key: {column: code, type: string}\n'
+        'missing_values: ["", "?"]\n'
+        'features:\n  grade: {type: string, categories: ["01", "NA"], missing_values: []}\n  n: {type: double}\n'
+    ), "inline")
+    assert spec.classes == ("007", "7") and spec.feature("grade").categories == ("01", "NA")
+    assert spec.missing_for("string", spec.feature("grade")) == frozenset()
+    assert spec.missing_for("double", spec.feature("n")) == frozenset({"", "?"})
+    defaults = parse_spec(_GOOD, "inline")
+    assert defaults.missing_for("string", defaults.feature("color")) == frozenset({""})
+    assert {"", "NA", "N/A", "NaN", "nan", "null", "None"} <= defaults.missing_for("double", defaults.feature("alcohol"))
+
+
+def test_store_names_may_come_from_file_columns_of_other_names() -> None:
+    spec = parse_spec({**_GOOD, "label": {"column": "cultivar", "source_column": "Cultivar name"},
+                       "primary_key": {"column": "sample", "type": "string", "source_column": 'Sample "Id"'}}, "inline")
+    assert (spec.label, spec.raw_label, spec.primary_key, spec.primary_key_source) == (
+        "cultivar", "Cultivar name", "sample", 'Sample "Id"'
+    )
+    assert {"Cultivar name", 'Sample "Id"'} <= set(spec.raw_columns) and "cultivar" not in spec.raw_columns
+
+
+def test_builtins_pass_the_checks_of_spec_files() -> None:
+    """Built-in specs are checked on construction, named by the dataset."""
+    for bad, expected in (
+        ({"name": "titanic_predictions"}, "dataset 'titanic_predictions': name 'titanic_predictions' ends in '_predictions'"),
+        ({"backfill_event_time": "now"}, "dataset 'titanic': backfill_event_time 'now' is not a date"),
+        ({"primary_key": 'passenger"id'}, "dataset 'titanic': primary key 'passenger\"id' must start"),
+    ):
+        with pytest.raises(SpecError) as info:
+            dataclasses.replace(BUILTIN["titanic"], **bad)
+        assert expected in str(info.value)
+    with pytest.raises(SpecError, match="synthetic jitter must be a finite number >= 0, got nan"):
+        SyntheticSpec(jitter=float("nan"))
 
 
 def test_builtin_names_resolve_without_files() -> None:
@@ -203,7 +241,7 @@ SPEC_ERRORS = {
         ["cultivar", "clash"],
     ),
     "reserved column": ({**_GOOD, "features": {**_GOOD["features"], "origin": {"type": "string"}}}, ["origin", "clash"]),
-    "negative jitter": ({**_GOOD, "synthetic": {"jitter": -1}}, ["jitter must be >= 0"]),
+    "negative jitter": ({**_GOOD, "synthetic": {"jitter": -1}}, ["jitter must be a finite number >= 0, got -1.0"]),
     "jitter on a string": ({**_GOOD, "synthetic": {"jitter_features": ["color"]}}, ["'color' is not a numeric feature"]),
     "bad version": ({**_GOOD, "version": 0}, ["version must be a positive integer"]),
     "bad backfill date": ({**_GOOD, "backfill_event_time": "someday"}, ["backfill_event_time 'someday'"]),
@@ -233,6 +271,43 @@ SPEC_ERRORS = {
     "products of one number": (
         {**_GOOD, "numeric_products": True, "features": {"alcohol": {"type": "double"}, "color": {"type": "string"}}},
         ["numeric_products needs 2 to 10 numeric features", "the spec has 1"],
+    ),
+    # Issue 16: nothing a spec says may change the data silently.
+    "categories read by YAML as numbers": (
+        _feature(_GOOD, "color", categories=[1, 2]), ["feature 'color': categories: 1 is not text", 'quote every item, e.g. ["01", "02"]'],
+    ),
+    "categories twice": (_feature(_GOOD, "color", categories=["01", "01"]), ["feature 'color': categories list a value twice"]),
+    "text classes read by YAML as booleans": (
+        {**_without(_GOOD, "class_names"), "classes": [True, False]}, ["'classes' of a text label: True is not text"],
+    ),
+    "mixed classes": ({**_without(_GOOD, "class_names"), "classes": ["a", 1]}, ["'classes' of a text label: 1 is not text"]),
+    "positive class read by YAML as a boolean": (
+        {**_without(_GOOD, "class_names"), "classes": ["yes", "no"], "positive_class": True},
+        ["positive_class True must be a label listed in classes (yes, no); quote it"],
+    ),
+    "missing_values not a list": ({**_GOOD, "missing_values": "NA"}, ["missing_values must be a list of quoted texts"]),
+    "missing_values with null": ({**_GOOD, "missing_values": ["", None]}, ["missing_values: null is not text"]),
+    "missing_values twice": ({**_GOOD, "missing_values": ["?", "?"]}, ["missing_values lists a text twice"]),
+    "feature missing_values with a number": (
+        _feature(_GOOD, "alcohol", missing_values=[-999]), ["feature 'alcohol': missing_values: -999 is not text"],
+    ),
+    "jitter nan": ({**_GOOD, "synthetic": {"jitter": float("nan")}}, ["synthetic jitter must be a finite number >= 0, got nan"]),
+    "jitter inf": ({**_GOOD, "synthetic": {"jitter": float("inf")}}, ["synthetic jitter must be a finite number >= 0, got inf"]),
+    "name of another dataset's predictions": (
+        {**_GOOD, "name": "wine_predictions"}, ["name 'wine_predictions' ends in '_predictions'", "predictions of dataset 'wine'"],
+    ),
+    "relative backfill time": ({**_GOOD, "backfill_event_time": "now"}, ["backfill_event_time 'now' is not a date", "2024-01-01"]),
+    "backfill today": ({**_GOOD, "backfill_event_time": "today"}, ["backfill_event_time 'today' is not a date"]),
+    "key name with a quote": (
+        {**_GOOD, "primary_key": {"column": 'a"b', "type": "string"}},
+        ["primary key 'a\"b' must start with a letter or underscore", "source_column"],
+    ),
+    "key name with a space": ({**_GOOD, "primary_key": "sample id"}, ["primary key 'sample id' must start with a letter"]),
+    "key with an unknown key": ({**_GOOD, "primary_key": {"column": "id", "sourcecolumn": "x"}}, ["primary_key must be"]),
+    "label name with a space": ({**_GOOD, "label": "wine kind"}, ["label 'wine kind' must start with a letter"]),
+    "label mapping with an unknown key": ({**_GOOD, "label": {"column": "kind", "from": "x"}}, ["label has unknown key(s) from"]),
+    "feature name with a backtick": (
+        {**_GOOD, "features": {**_GOOD["features"], "a`b": {"type": "double"}}}, ["feature 'a`b' must start with a letter"],
     ),
     "products of too many numbers": (
         {**_without(_GOOD, "synthetic"), "numeric_products": True,

@@ -22,6 +22,7 @@ from serverless_ml.datasets.spec import SyntheticSpec
 from serverless_ml.datasets.synthetic import (
     MAX_ROWS_PER_DAY,
     MAX_SEED,
+    check_generated,
     generate_rows,
     jitter_locally,
     parse_drift,
@@ -262,3 +263,23 @@ def test_synthetic_keys_never_collide_across_seeds_and_dates() -> None:
     ]
     assert sum(len(k) for k in keys) == len(set().union(*keys)) == 6 * MAX_ROWS_PER_DAY
     assert synthetic_keys(titanic.SPEC, DAY, 12, 3).tolist() == [2024020100120000, 2024020100120001, 2024020100120002]
+
+
+def test_generated_rows_never_hold_a_missing_value_the_schema_forbids(real_titanic: pd.DataFrame) -> None:
+    """The last check before writing: a NaN jitter once wrote non-nullable features as null."""
+    rows = generate_rows(real_titanic, titanic.SPEC, DAY, 50, seed=0)
+    check_generated(rows, titanic.SPEC, DAY)  # good rows pass
+    rows.loc[rows.index[3], "age"] = np.nan  # nullable: fine
+    check_generated(rows, titanic.SPEC, DAY)
+    rows.loc[rows.index[3], "fare"] = np.nan
+    expected = r"titanic: synthetic rows for 2024-02-01 would hold a missing value in 'fare' \(row 4\), which is not nullable"
+    with pytest.raises(SmlError, match=expected + "; nothing was written"):
+        check_generated(rows, titanic.SPEC, DAY)
+    rows.loc[rows.index[3], "fare"] = np.inf
+    with pytest.raises(SmlError, match="would hold an infinite value in 'fare'"):
+        check_generated(rows, titanic.SPEC, DAY)
+    # A jitter that slipped past the spec (NaN) is caught by the generator itself.
+    bad = dataclasses.replace(titanic.SPEC, synthetic=SyntheticSpec(jitter=0.1, jitter_features=("fare",)))
+    object.__setattr__(bad.synthetic, "jitter", float("nan"))
+    with pytest.raises(SmlError, match="would hold a missing value in 'fare'"):
+        generate_rows(real_titanic, bad, DAY, 50, seed=0)
