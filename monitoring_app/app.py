@@ -19,11 +19,11 @@ import dash
 from dash import Input, Output, dcc, html
 
 from monitoring_app import ids
-from monitoring_app.data_access import DEFAULT_CACHE_TTL_S, SiteData, apply_rest_client_timeouts
+from monitoring_app.data_access import DEFAULT_CACHE_TTL_S, SiteData, apply_rest_client_timeouts, sqlite_path
 from monitoring_app.hardening import harden
 from monitoring_app.pages import PAGES
 from monitoring_app.site import SITE_KEY, Site
-from serverless_ml import defaults, redaction, tracking
+from serverless_ml import defaults, redaction, sqlite_exit, tracking
 from serverless_ml.datasets import BUILTIN, DatasetSpec, get_dataset
 from serverless_ml.errors import SpecError
 from serverless_ml.settings import Settings, resolve_settings
@@ -75,6 +75,9 @@ def create_app(
     Returns:
         The Dash app; ``app.server`` is its Flask (WSGI) application. Debug is off.
     """
+    low, high = defaults.SITE_REFRESH_RANGE_S
+    if not low <= refresh_s <= high:  # NaN fails too
+        raise ValueError(f"refresh_s must be between {low:g} and {high:g} seconds, got {refresh_s!r}")
     settings = settings or resolve_settings()
     # Download progress bars would fill the server log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -82,6 +85,11 @@ def create_app(
         apply_rest_client_timeouts()
     # A tracking database that is down or damaged: an error within seconds, not minutes.
     tracking.bound_database_retries(settings.tracking_uri)
+    database = sqlite_path(settings.tracking_uri)
+    if database is not None:
+        # The site holds its connections while it serves: when it stops, the commits it
+        # saw in mlflow.db-wal go into mlflow.db (a copy of the file alone then has them).
+        sqlite_exit.checkpoint_at_exit(database)
     mlflow_ui_url = mlflow_ui_url if mlflow_ui_url is not None else (os.environ.get(ENV_MLFLOW_UI_URL) or None)
     # The site's log never shows a password of the URIs it was given.
     redaction.remember(settings.tracking_uri, mlflow_ui_url)

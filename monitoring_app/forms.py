@@ -55,6 +55,8 @@ def _number(feature: FeatureSpec, raw: Any) -> tuple[Any, str | None]:
         return None, f"{raw!r} is not a number"
     try:
         value = float(raw)
+    except OverflowError:  # an integer beyond float's range (JSON may hold 10**400)
+        return None, f"enter a finite number ({range_text(feature)})"
     except (TypeError, ValueError):
         return None, f"'{str(raw)[:40]}' is not a number"
     if math.isnan(value) or math.isinf(value):

@@ -15,6 +15,7 @@ framing the site into another page (clickjacking) or sending its URLs elsewhere.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import dash
@@ -23,18 +24,28 @@ import flask
 MAX_REQUEST_BYTES = 1024 * 1024
 """The largest request body the site reads (the Predict form sends a few hundred bytes)."""
 
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of lists and objects a callback request may have (the site's own
+requests: under 10). Deeper bodies made Python's JSON reader or Dash recurse until a
+RecursionError, a 500."""
+
+MAX_COUNT = 2**53
+"""The largest click or page count the site takes (every integer up to it is exact as a float)."""
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
 
+_JSON_SYNTAX = re.compile(rb'[\[\]{}"\\]')
+
 _WILDCARDS = ('["ALL"]', '["ALLSMALLER"]')
 _SCALAR = (str, int, float, type(None))
 
 
 def _is_count(value: Any) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_COUNT)
 
 
 def _is_text(value: Any) -> bool:
@@ -73,9 +84,12 @@ def harden(app: dash.Dash) -> None:
         length = flask.request.content_length
         if length is not None and length > MAX_REQUEST_BYTES:
             return _refuse(413, f"request body of {length} bytes is larger than {MAX_REQUEST_BYTES}")
+        raw = flask.request.get_data(cache=True) or b"null"
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            return _refuse(400, f"malformed callback request: the body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            body = json.loads(flask.request.get_data(cache=True) or b"null")
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _refuse(400, "malformed callback request: the body is not JSON")
         try:
             check_callback_request(body, app.callback_map)
@@ -92,6 +106,33 @@ def harden(app: dash.Dash) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` in the JSON text ``raw``, brackets inside
+    strings aside; computed without parsing (so without recursion). Malformed text gives
+    some number: the parser refuses it afterwards."""
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1  # the position of the character a backslash escapes
+    # Only the bytes that matter are looked at: a body is at most MAX_REQUEST_BYTES.
+    for match in _JSON_SYNTAX.finditer(raw):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if char == b"\\":
+                escaped_at = at + 1
+            elif char == b'"':
+                in_string = False
+        elif char == b'"':
+            in_string = True
+        elif char in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def _refuse(status: int, message: str) -> flask.Response:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["bad input", "crash consistency", "concurrency", "idempotency", "secrets", "site hardening"]
+ORDER = ["bad input", "environment faults", "crash consistency", "concurrency", "idempotency", "secrets", "site hardening"]
 
 
 def render(data: dict, when: str) -> str:

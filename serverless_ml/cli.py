@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from serverless_ml import defaults
+from serverless_ml.dates import check_date
 from serverless_ml.errors import SmlError
 from serverless_ml.redaction import install_log_scrubber, remember, scrub_known
 from serverless_ml.settings import Settings, resolve_settings
@@ -32,13 +33,15 @@ SECRET_URI_VARIABLES = (
 
 
 def parse_date(value: str | None, option: str = "--date") -> dt.date | None:
-    """``YYYY-MM-DD`` to a date; empty means unset."""
+    """``YYYY-MM-DD`` to a date in the supported range (:mod:`serverless_ml.dates`);
+    empty means unset."""
     if value is None or not str(value).strip():
         return None
     try:
-        return dt.date.fromisoformat(str(value).strip())
+        day = dt.date.fromisoformat(str(value).strip())
     except ValueError:
         raise SmlError(f"{option} {value!r} is not a date (expected YYYY-MM-DD)") from None
+    return check_date(day, option)
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -80,6 +83,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     # (the commands remember the URIs their options give where they use them).
     remember(*(os.environ.get(name) for name in SECRET_URI_VARIABLES))
     install_log_scrubber()
+    if not verbose:
+        # MLflow logs each database error with its traceback before raising it; the
+        # raised error becomes the one `error:` line (serverless_ml/system_faults.py).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 @cli.command()
@@ -329,7 +336,8 @@ def simulate(
 @click.option("--port", default=0, type=int, help="Port [default: 8050].")
 @click.option("--dataset", "datasets", multiple=True, help="A dataset spec file to show besides the built-ins (repeatable).")
 @click.option("--mlflow-ui-url", default="", envvar="SML_MLFLOW_UI_URL", help="MLflow UI base URL for run links [env SML_MLFLOW_UI_URL].")
-@click.option("--refresh", default=0.0, type=float, help="Seconds between page refreshes [default: 30].")
+@click.option("--refresh", default=defaults.SITE_REFRESH_S, show_default=True, type=float,
+              help=f"Seconds between page refreshes ({defaults.SITE_REFRESH_RANGE_S[0]:g}..{defaults.SITE_REFRESH_RANGE_S[1]:g}).")
 @store_options
 def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: str, refresh: float, settings: Settings) -> None:
     """Serve the monitoring site (debug off). For production, see the README (gunicorn).
@@ -340,8 +348,9 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
     from serverless_ml.datasets import get_dataset
 
     # Every check before the site's (slow) imports: a bad option fails at once.
-    if refresh < 0:
-        raise SmlError(f"--refresh must not be negative, got {refresh}")
+    low, high = defaults.SITE_REFRESH_RANGE_S
+    if not low <= refresh <= high:  # NaN fails too
+        raise SmlError(f"--refresh must be a number of seconds between {low:g} and {high:g}, got {refresh:g}")
     if not 0 <= port <= 65535:
         raise SmlError(f"--port must be between 1 and 65535, got {port}")
     # A store not created yet is fine (the site says there is no data); a file never is.
@@ -353,8 +362,11 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
     from monitoring_app.app import create_app
 
     app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
-                     refresh_s=refresh or defaults.SITE_REFRESH_S, warm_up=True)
+                     refresh_s=refresh, warm_up=True)
     click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
+    from serverless_ml.sqlite_exit import exit_on_sigterm
+
+    exit_on_sigterm()  # SIGTERM stops it as Ctrl-C does: mlflow.db is checkpointed on the way out
     app.run(host=host, port=port, debug=False)
 
 
@@ -483,6 +495,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run ``sml``; turn expected failures into one line and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args
+    from serverless_ml.system_faults import ignore_file_size_signal
+
+    ignore_file_size_signal()
     try:
         cli.main(args=args, prog_name="sml", standalone_mode=False)
     except SmlError as exc:
@@ -505,9 +520,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception:  # noqa: BLE001 - a bug: its traceback, without the passwords it may quote
-        click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
-        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug (its traceback), or a fault of the machine (one line)
+        from serverless_ml.system_faults import describe
+
+        fault = describe(exc)
+        if fault is None or verbose:
+            click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
+        if fault is None:
+            sys.exit(1)
+        click.echo(scrub_known(f"error: {fault}"), err=True)
+        sys.exit(fault.exit_code)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ SCHEDULE_RETRAIN_CRON = "30 0 * * 0"
 SITE_HOST = "127.0.0.1"
 SITE_PORT = 8050
 SITE_REFRESH_S = 30.0
+SITE_REFRESH_RANGE_S = (1.0, 86400.0)
+"""The refresh periods the site accepts (a browser timer of NaN, 0 or 1e308 ms breaks every page)."""
 
 TRACKING_SERVER_HOST = "127.0.0.1"
 TRACKING_SERVER_PORT = 5000

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 
+from serverless_ml import sqlite_exit
 from serverless_ml.errors import SmlError
 from serverless_ml.redaction import redact_uri, remember, scrub
 from serverless_ml.settings import Settings
+from serverless_ml.system_faults import remember_place
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
@@ -56,6 +58,7 @@ def configure_tracking(settings: Settings) -> str:
     bound_database_retries(uri)
     check_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
+        remember_place("MLflow tracking database", uri.removeprefix("sqlite:///").split("?", 1)[0])
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         use_sqlite_wal()
     check_tracking_reachable(uri)
@@ -94,6 +97,10 @@ def bound_database_retries(uri: str | None = None) -> None:
 
 
 _SQLITE_WAL_REGISTERED = False
+SQLITE_BUSY_TIMEOUT_S = 5.0
+"""How long a statement waits for another process's write transaction on a SQLite
+database (tracking, Optuna) before it fails: writers here hold one for milliseconds, so
+waiting longer only delays the message that another process holds the database."""
 
 
 def use_sqlite_wal() -> None:
@@ -116,12 +123,26 @@ def use_sqlite_wal() -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    @event.listens_for(Engine, "before_cursor_execute", retval=True)
+    def _bounded_busy_timeout(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+                              _executemany: bool) -> tuple[str, Any]:
+        # MLflow sets a 20 s busy timeout per session: a database held by another
+        # process's write transaction cost a job 25-30 s and five logged tracebacks. This
+        # process waits SQLITE_BUSY_TIMEOUT_S, then the CLI says in one line which
+        # database is locked (serverless_ml/system_faults.py).
+        if statement.lstrip().upper().startswith("PRAGMA BUSY_TIMEOUT"):
+            return f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)};", parameters
+        return statement, parameters
+
     @event.listens_for(Engine, "connect")
     def _wal(dbapi_connection: Any, _record: Any) -> None:
         if not isinstance(dbapi_connection, sqlite3.Connection):
             return
-        if dbapi_connection.execute("PRAGMA database_list").fetchone()[2] == "":
+        file = dbapi_connection.execute("PRAGMA database_list").fetchone()[2]
+        if file == "":
             return  # in-memory: WAL does not apply
+        sqlite_exit.checkpoint_at_exit(file)  # its -wal file is emptied when this process exits
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         try:
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
@@ -343,7 +364,7 @@ def owner_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
-def _process_alive(pid: int, run_start_ms: int) -> bool:
+def process_alive(pid: int, run_start_ms: int) -> bool:
     """Whether ``pid`` is a live process that started before the run did (a pid reused by a
     younger process does not count, nor a zombie: a killed process nobody reaped yet)."""
     try:
@@ -363,6 +384,9 @@ def _process_alive(pid: int, run_start_ms: int) -> bool:
         return True
 
 
+_process_alive = process_alive  # the name the unit tests know
+
+
 def close_orphaned_runs(experiment_id: str) -> list[str]:
     """End as FAILED the runs of ``experiment_id`` left RUNNING by a killed process of this
     host (``sml.host`` is this machine and ``sml.pid`` is no longer alive). Runs of other
@@ -377,7 +401,7 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
     )
     for run in running:
         pid = run.data.tags.get(PID_TAG, "")
-        if not pid.isdigit() or _process_alive(int(pid), run.info.start_time):
+        if not pid.isdigit() or process_alive(int(pid), run.info.start_time):
             continue
         client.set_tag(run.info.run_id, "recovered", f"closed as FAILED by process {os.getpid()}: its process {pid} had died")
         client.set_terminated(run.info.run_id, status="FAILED")

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from serverless_ml.dates import date_problem
 from serverless_ml.errors import SpecError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature
 
@@ -44,6 +45,11 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """What a stored column's name (key, label, feature) must look like: Hopsworks wants
 identifiers, and the Delta merge predicate names the key column (delta-rs cannot even
 quote a name holding a backtick)."""
+
+DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")
+MAX_DATASET_NAME_LENGTH = 64
+"""A dataset's name becomes folder and lock-file names (``<name>_predictions.lock``, a
+file system allows 255 bytes), experiment and model names: 64 characters leave room."""
 
 STRING_MISSING = ("",)
 """Text that means "missing" in a ``string`` column by default: only the empty field, so
@@ -73,8 +79,11 @@ def name_problem(kind: str, name: str) -> str | None:
 
 def dataset_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a dataset, or ``None``."""
-    if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name[:1].isalpha() or name != name.lower():
-        return f"name {name!r} must be lower case letters, digits and underscores"
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        return f"name {name!r} must be lower case letters, digits and underscores, starting with a letter"
+    if len(name) > MAX_DATASET_NAME_LENGTH:
+        return (f"name {name[:40]!r}... is {len(name)} characters long, longer than {MAX_DATASET_NAME_LENGTH} "
+                "(it names tables, folders, lock files, experiments and models)")
     for suffix in RESERVED_NAME_SUFFIXES:
         if name.endswith(suffix):
             return (f"name {name!r} ends in {suffix!r}, which names the project's own tables "
@@ -87,11 +96,11 @@ def event_time_problem(value: str) -> str | None:
     """Why ``value`` cannot be the backfill's event time, or ``None``: an ISO date or
     date-time. A relative time (``now``, ``today``) would give every re-run new rows."""
     try:
-        dt.datetime.fromisoformat(value)
+        when = dt.datetime.fromisoformat(value)
     except ValueError:
         return (f"backfill_event_time {value!r} is not a date: give a fixed ISO date such as 2024-01-01 "
                 "(a relative time such as 'now' would rewrite every row on each re-run)")
-    return None
+    return date_problem(when.date(), "backfill_event_time")
 
 Transform = Callable[[pd.DataFrame], pd.DataFrame]
 

@@ -22,7 +22,9 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import tempfile
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import SchemaMismatchError as DeltaSchemaMismatchError
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
 from serverless_ml.faults import crash_point
+from serverless_ml.system_faults import OS_FAULTS, os_fault, remember_place
 from serverless_ml.feature_store.base import (
     Feature,
     FeatureGroup,
@@ -74,6 +79,40 @@ def _remove_stale_temporaries(path: Path) -> None:
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         with contextlib.suppress(OSError):
             leftover.unlink()
+
+
+GROUP_METADATA_HINT = "restore it from a backup (it describes the Delta table next to it)"
+VIEW_HINT = "delete it: `sml train` writes it again from the dataset's spec"
+
+
+def _read_json(path: Path, what: str, hint: str) -> dict[str, Any]:
+    """A metadata file of the store as a dict; a file that cannot be read, or is not the
+    JSON object this store wrote, is one SmlError line naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SmlError(f"{what} {path} cannot be read: {OS_FAULTS.get(exc.errno or 0, exc.strerror)}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SmlError(f"{what} {path} is damaged (not JSON: {exc}): {hint}") from None
+    if not isinstance(data, dict):
+        raise SmlError(f"{what} {path} is damaged (not a JSON object): {hint}")
+    return data
+
+
+_DAMAGE_WORDS = re.compile(r"json|delta log|_delta_log|log segment|checkpoint|parquet|parse|invalid table version|not a delta table", re.IGNORECASE)
+"""Words of a delta-rs error about a table's damaged files (its other errors are bugs)."""
+
+
+def _damaged_log_entry(table_path: Path) -> Path | None:
+    """The first Delta log entry under ``table_path`` with a line that is not JSON."""
+    for entry in sorted((table_path / "_delta_log").glob("*.json")):
+        try:
+            for line in entry.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    json.loads(line)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return entry
+    return None
 
 
 def _value_to_json(value: Any) -> Any:
@@ -134,6 +173,61 @@ class LocalFeatureGroup(FeatureGroup):
     def __repr__(self) -> str:
         return f"LocalFeatureGroup({self.name!r}, version={self.version}, path={str(self.table_path)!r})"
 
+    @contextlib.contextmanager
+    def _table_faults(self) -> Iterator[None]:
+        """Turn what delta-rs and the OS raise for a table this process cannot write, or
+        whose files are damaged or gone, into one SmlError line naming the file and what
+        to do (other errors are bugs and keep their traceback)."""
+        try:
+            yield
+        except SmlError:
+            raise
+        except FileNotFoundError as exc:  # delta-rs: "Object at location <file> not found"
+            found = str(exc).split("Object at location ", 1)[-1].split(" not found", 1)[0]
+            missing = found if found != str(exc) else (exc.filename or str(self.table_path))
+            raise SmlError(
+                f"feature group '{self.label}': {missing} of its Delta table is missing: "
+                f"restore the folder {self.table_path} from a backup"
+            ) from None
+        except pa.ArrowInvalid as exc:
+            if "parquet" not in str(exc).lower():
+                raise
+            named = re.search(r"source '([^']+)'", str(exc))
+            part = self.table_path / named.group(1) if named else self.table_path
+            reason = str(exc).split("': ", 1)[-1].splitlines()[0][:120]
+            raise SmlError(
+                f"feature group '{self.label}': data file {part} of its Delta table is damaged "
+                f"({reason}): restore the folder {self.table_path} from a backup"
+            ) from None
+        except Exception as exc:
+            fault = os_fault(exc)
+            if fault is not None:
+                raise SmlError(f"feature store {self._store.root}: {fault[1] or self.table_path}: {OS_FAULTS[fault[0]]}") from None
+            if isinstance(exc, DeltaError) and not isinstance(exc, (CommitFailedError, DeltaSchemaMismatchError)):
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                entry = _damaged_log_entry(self.table_path)
+                if entry is None and not _DAMAGE_WORDS.search(reason):
+                    raise  # not damage: a bug, with its traceback
+                where = f"its Delta log entry {entry}" if entry else f"its Delta table {self.table_path}"
+                raise SmlError(
+                    f"feature group '{self.label}': {where} cannot be read ({reason[:200]}): "
+                    f"restore the folder {self.table_path} from a backup"
+                ) from None
+            raise
+
+    def _open_table(self, version: int | None = None) -> DeltaTable:
+        """The group's Delta table, every data file of it checked to exist: delta-rs
+        otherwise fails mid-read on a deleted file (and may abort the process)."""
+        delta = DeltaTable(str(self.table_path), version=version)
+        for uri in delta.file_uris():
+            path = Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path)) if uri.startswith("file:") else Path(uri)
+            if not path.is_file():
+                raise SmlError(
+                    f"feature group '{self.label}': data file {path} of its Delta table is missing: "
+                    f"restore the folder {self.table_path} from a backup"
+                )
+        return delta
+
     def exists(self) -> bool:
         # Look before asking deltalake: its check creates the table directory (and fails
         # on a path below a file), which a read-only question must not do.
@@ -144,7 +238,8 @@ class LocalFeatureGroup(FeatureGroup):
     def data_version(self) -> int | None:
         if not self.exists():
             return None
-        return DeltaTable(str(self.table_path)).version()
+        with self._table_faults():
+            return DeltaTable(str(self.table_path)).version()
 
     def _metadata(self) -> dict[str, Any]:
         return {
@@ -163,7 +258,7 @@ class LocalFeatureGroup(FeatureGroup):
         except OSError as exc:
             raise SmlError(f"cannot create feature store directory {self._store.root}: {exc.strerror}") from None
         lock_path = self._store.root / f".{self.label}.lock"
-        with open(lock_path, "a") as fh:
+        with self._table_faults(), open(lock_path, "a") as fh:
             # flock is released by the kernel if the holder dies, so a crash never
             # leaves the group locked.
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -188,14 +283,15 @@ class LocalFeatureGroup(FeatureGroup):
 
     def _stored_rows(self, incoming: pd.DataFrame) -> pd.DataFrame:
         # The whole table: one writer holds the lock, and reading it is one Delta scan.
-        delta = DeltaTable(str(self.table_path))
-        schema = arrow_schema(self.features)
-        stored_names = [field.name for field in delta.schema().fields]
-        if stored_names != schema.names:
-            raise SchemaMismatchError(
-                f"feature group '{self.label}': stored columns {stored_names} differ from {schema.names}"
-            )
-        return delta.to_pyarrow_table().cast(schema).to_pandas()
+        with self._table_faults():
+            delta = self._open_table()
+            schema = arrow_schema(self.features)
+            stored_names = [field.name for field in delta.schema().fields]
+            if stored_names != schema.names:
+                raise SchemaMismatchError(
+                    f"feature group '{self.label}': stored columns {stored_names} differ from {schema.names}"
+                )
+            return delta.to_pyarrow_table().cast(schema).to_pandas()
 
     def _write_changes(self, table: pa.Table, comparison: RowComparison, wait: bool) -> None:
         crash_point("store.upsert.before_commit")
@@ -234,15 +330,15 @@ class LocalFeatureGroup(FeatureGroup):
             raise NotFoundError(
                 f"feature group '{self.name}' version {self.version} does not exist in {self._store.root}"
             )
-        try:
-            delta = DeltaTable(str(self.table_path), version=version)
-        except Exception as exc:  # deltalake raises a generic error for a missing version
-            latest = self.data_version()
+        latest = self.data_version()  # a damaged table fails here, in one line
+        if version is not None and not 0 <= version <= (latest or 0):
             raise NotFoundError(
                 f"feature group '{self.name}' version {self.version} has no data version {version} "
                 f"(latest is {latest})"
-            ) from exc
-        df = delta.to_pyarrow_table().cast(arrow_schema(self.features)).to_pandas()
+            )
+        with self._table_faults():
+            delta = self._open_table(version)
+            df = delta.to_pyarrow_table().cast(arrow_schema(self.features)).to_pandas()
         return df.sort_values(self.primary_key, kind="stable").reset_index(drop=True)
 
 
@@ -251,6 +347,7 @@ class LocalFeatureStore(FeatureStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        remember_place("feature store", self.root)
         if self.root.exists() and not self.root.is_dir():
             raise SmlError(f"feature store path {self.root} is a file, expected a directory")
         for parent in self.root.parents:
@@ -266,11 +363,14 @@ class LocalFeatureStore(FeatureStore):
         path = self.root / f"{name}_{version}.json"
         if not path.exists():
             return None
-        meta = json.loads(path.read_text())
-        features = [Feature(f["name"], f["type"], f.get("description", "")) for f in meta["features"]]
-        return LocalFeatureGroup(
-            self, name, version, meta["primary_key"], meta["event_time"], meta["description"], features
-        )
+        meta = _read_json(path, "feature group metadata", GROUP_METADATA_HINT)
+        try:
+            features = [Feature(f["name"], f["type"], f.get("description", "")) for f in meta["features"]]
+            return LocalFeatureGroup(
+                self, name, version, meta["primary_key"], meta["event_time"], meta["description"], features
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise SmlError(f"feature group metadata {path} is damaged (missing or wrong {exc}): {GROUP_METADATA_HINT}") from None
 
     def _open_group(
         self, name: str, version: int, primary_key: Sequence[str], event_time: str | None, description: str,
@@ -301,7 +401,7 @@ class LocalFeatureStore(FeatureStore):
         }
         path = self.root / _VIEWS_DIR / f"{name}_{version}.json"
         if path.exists():
-            stored = json.loads(path.read_text())
+            stored = _read_json(path, "feature view file", VIEW_HINT)
             if {k: stored.get(k) for k in payload if k != "description"} != {
                 k: v for k, v in payload.items() if k != "description"
             }:
@@ -317,7 +417,11 @@ class LocalFeatureStore(FeatureStore):
         path = self.root / _VIEWS_DIR / f"{name}_{version}.json"
         if not path.exists():
             raise NotFoundError(f"feature view '{name}' version {version} does not exist in {self.root}")
-        stored = json.loads(path.read_text())
-        group = self.get_feature_group(stored["feature_group"]["name"], stored["feature_group"]["version"])
-        query = Query(group, stored["features"], _filter_from_dict(stored["filters"]))
-        return FeatureView(name, version, query, stored["labels"])
+        stored = _read_json(path, "feature view file", VIEW_HINT)
+        try:
+            group_name, group_version = stored["feature_group"]["name"], stored["feature_group"]["version"]
+            features, filters, labels = stored["features"], _filter_from_dict(stored["filters"]), stored["labels"]
+        except (KeyError, TypeError, AttributeError, ValueError, AssertionError) as exc:
+            raise SmlError(f"feature view file {path} is damaged (missing or wrong {exc}): {VIEW_HINT}") from None
+        group = self.get_feature_group(group_name, group_version)
+        return FeatureView(name, version, Query(group, features, filters), labels)

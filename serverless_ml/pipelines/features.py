@@ -19,6 +19,7 @@ from serverless_ml.datasets.sources import Source
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, generate_rows
 from serverless_ml.datasets.validation import build_feature_rows
+from serverless_ml.dates import check_date
 from serverless_ml.errors import NotFoundError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, RowsChangedError
 from serverless_ml.pipelines.history import (
@@ -113,6 +114,7 @@ def add_daily_rows(
         HistoryConflict: the day already has rows of this seed that these arguments
             would change or leave behind, and ``replace`` is not set; nothing is written.
     """
+    check_date(day, "--date")
     if replace and settings is None:
         raise ValueError("replace=True needs the settings (tracking URI and store directory)")
     group = existing_feature_group(spec, store)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
+from serverless_ml.dates import check_date
 from serverless_ml.errors import NotFoundError, SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, to_utc
@@ -59,6 +60,10 @@ class InferOptions:
     rule: monitoring.AlertRule = field(default_factory=monitoring.AlertRule)
     fail_on_alert: bool = False
     figures: bool = True
+
+    def __post_init__(self) -> None:
+        if self.as_of is not None:
+            check_date(self.as_of, "--as-of")
 
 
 @dataclass

@@ -33,6 +33,7 @@ import pandas as pd
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, generate_rows
+from serverless_ml.dates import check_date
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore, RowsChangedError, to_utc
@@ -131,6 +132,9 @@ def check_options(options: SimulateOptions) -> None:
         raise SmlError("--replace and --keep-existing exclude each other: rewrite the existing days, or keep them")
     if not 1 <= options.days <= MAX_DAYS:
         raise SmlError(f"--days must be between 1 and {MAX_DAYS}, got {options.days}")
+    check_date(options.end_date, "--end-date")
+    # The first simulated day too: --days back from --end-date must stay in range.
+    check_date(options.first_day, f"the first simulated day (--end-date {options.end_date.isoformat()} minus --days {options.days} + 1)")
     if options.retrain_every is not None and options.retrain_every < 1:
         raise SmlError(f"--retrain-every must be >= 1, got {options.retrain_every}")
     if options.drift and options.drift_from is None:

@@ -34,6 +34,7 @@ from serverless_ml.errors import DataValidationError, SmlError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore
 from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.settings import Settings
+from serverless_ml.system_faults import remember_place
 from serverless_ml.training import evaluation, promotion, search
 from serverless_ml.training.model import (
     SKOPS_TRUSTED_TYPES,
@@ -210,12 +211,12 @@ def _close_callbacks(callbacks: list[Any]) -> None:
 
 
 def _with_trial_attrs(objective: Any, attrs: dict[str, Any] | None) -> Any:
-    """``objective`` that first stamps ``attrs`` on the trial (e.g. which worker ran it)."""
-    if not attrs:
-        return objective
+    """``objective`` that first stamps on the trial the process running it
+    (:func:`search.stamp_owner`) and ``attrs`` (e.g. which worker ran it)."""
 
     def stamped(trial: Any) -> float:
-        for key, value in attrs.items():
+        search.stamp_owner(trial)
+        for key, value in (attrs or {}).items():
             trial.set_user_attr(key, value)
         return objective(trial)
 
@@ -433,6 +434,8 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     for frame in (x_train, x_hold, y_train, y_hold, keys_train, keys_hold):
         frame.reset_index(drop=True, inplace=True)
     storage = options.storage or tracking.default_optuna_storage(uri, settings.store_dir.parent)
+    if storage.startswith("sqlite:///"):
+        remember_place("Optuna study database", storage.removeprefix("sqlite:///").split("?", 1)[0])
     study_name = options.study_name or default_study_name(spec, data_version, options)
     if options.trials == 0:
         study = _existing_study(storage, study_name, options.seed)
@@ -442,6 +445,8 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(spec.name))
     for run_id in tracking.close_orphaned_runs(experiment_id):
         print(f"closed run {run_id}: left RUNNING by a training process of this machine that was killed")
+    for number in search.fail_orphaned_trials(study):
+        print(f"failed trial {number} of study {study_name}: left RUNNING by a training process of this machine that was killed")
     return _Prepared(
         x_train=x_train, x_hold=x_hold, y_train=y_train, y_hold=y_hold, keys_train=keys_train,
         keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,

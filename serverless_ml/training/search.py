@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -174,6 +175,48 @@ def make_objective(
 def _keep_scores(trial: optuna.Trial, val: list[float], train: list[float]) -> None:
     trial.set_user_attr("val_scores", val)
     trial.set_user_attr("train_scores", train)
+
+
+def stamp_owner(trial: optuna.Trial) -> None:
+    """Record on ``trial`` the host and process running it (the names of the MLflow owner
+    tags), so that a later job can tell a trial whose process was killed from one still
+    at work: see :func:`fail_orphaned_trials`."""
+    from serverless_ml import tracking
+
+    for key, value in tracking.owner_tags().items():
+        trial.set_user_attr(key, value)
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the trials of ``study`` left RUNNING by a killed process of this machine
+    (the trial names this host and a process that is gone), as :func:`tracking.close_orphaned_runs`
+    does for their MLflow runs. Trials of other machines (a shared study) and of live
+    processes are left alone. Returns the numbers of the trials it failed.
+
+    Optuna's heartbeat (``RDBStorage(heartbeat_interval=..., grace_period=...)`` and
+    ``fail_stale_trials``) would also do it, but only after a grace period (a job started
+    at once would still see the trial RUNNING) and at the cost of a write per interval per
+    worker on a shared SQLite file; a dead process of this machine is known at once.
+    """
+    import socket
+
+    from serverless_ml import tracking
+
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = str(trial.user_attrs.get(tracking.PID_TAG, ""))
+        if trial.user_attrs.get(tracking.HOST_TAG) != host or not pid.isdigit():
+            continue
+        started_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else 0
+        if tracking.process_alive(int(pid), started_ms):
+            continue
+        # Optuna has no public call to end another process's trial: the storage's own.
+        storage = study._storage  # noqa: SLF001
+        storage.set_trial_user_attr(trial._trial_id, "recovered", f"failed by process {os.getpid()}: its process {pid} had died")  # noqa: SLF001
+        if storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):  # noqa: SLF001
+            failed.append(trial.number)
+    return failed
 
 
 def make_sampler(seed: int) -> optuna.samplers.TPESampler:

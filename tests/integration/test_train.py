@@ -21,6 +21,7 @@ from serverless_ml.pipelines.features import backfill
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import resolve_settings
 from serverless_ml.tracking import training_experiment
+from serverless_ml.training import search
 from serverless_ml.training.model import as_model_input
 
 pytestmark = pytest.mark.integration
@@ -288,7 +289,8 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
 
     env = {**os.environ, "SML_STORE_DIR": str(titanic_store.root), "MLFLOW_TRACKING_URI": tracking_uri}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serverless_ml.cli", "train", "--dataset", "titanic", "--trials", "200", "--folds", "3", "--quiet"],
+        [sys.executable, "-m", "serverless_ml.cli", "train", "--dataset", "titanic", "--trials", "200", "--folds", "3",
+         "--seed", str(FAST.seed), "--quiet"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -318,6 +320,15 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
     assert killed, "the killed job left no RUNNING run: the test did not test anything"
     live = client.create_run(experiment_id, tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}).info.run_id
     remote = client.create_run(experiment_id, tags={HOST_TAG: "another-machine", PID_TAG: "1"}).info.run_id
+    # Its Optuna trial stayed RUNNING too (issue 16); a live process's and another machine's are left alone.
+    study = _the_study(tmp_path, tracking_uri)
+    killed_trials = [t.number for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))]
+    assert killed_trials, "the killed job left no RUNNING trial: the test did not test anything"
+    live_trial = study.ask()
+    search.stamp_owner(live_trial)
+    remote_trial = study.ask()
+    remote_trial.set_user_attr(HOST_TAG, "another-machine")
+    remote_trial.set_user_attr(PID_TAG, "1")
 
     train(get_dataset("titanic"), titanic_store, _settings(titanic_store, tracking_uri),
           dataclasses.replace(FAST, trials=1, promote="never"))
@@ -328,6 +339,20 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
     assert client.get_run(live).info.status == "RUNNING"
     assert client.get_run(remote).info.status == "RUNNING"
     assert len(client.search_runs([experiment_id], "attributes.status = 'RUNNING'")) == 2
+    trials = {t.number: t for t in _the_study(tmp_path, tracking_uri).get_trials()}
+    for number in killed_trials:
+        assert trials[number].state == optuna.trial.TrialState.FAIL and "recovered" in trials[number].user_attrs, number
+    assert trials[live_trial.number].state == optuna.trial.TrialState.RUNNING
+    assert trials[remote_trial.number].state == optuna.trial.TrialState.RUNNING
+
+
+def _the_study(tmp_path: Path, tracking_uri: str) -> optuna.Study:
+    """The one Optuna study in the default storage next to the tracking database."""
+    from serverless_ml.tracking import default_optuna_storage
+
+    storage = default_optuna_storage(tracking_uri, tmp_path)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
 def _children(pid: int) -> list[int]:

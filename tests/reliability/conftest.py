@@ -36,6 +36,7 @@ SECTIONS = {
     "test_idempotency": "idempotency",
     "test_secrets": "secrets",
     "test_site_hardening": "site hardening",
+    "test_environment_faults": "environment faults",
 }
 
 SOAK = os.environ.get("SML_SOAK", "") == "1"

@@ -448,6 +448,19 @@ CASES: dict[str, Case] = {
         lambda ws: ["train", "--trials", "1", "--dataset", ws.write("wine.yaml", POSITIVE_OF_THREE)],
         ("wine.yaml", "positive_class applies to two classes only; this spec has 3"),
     ),
+    # Far dates (issue 16): accepted, then OverflowError half-way through a job (simulate
+    # after writing two days). One range for every date, checked before anything is written.
+    "far --date": Case(_args("daily", "--date", "9999-12-31"), ("--date 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)",)),
+    "ancient --date": Case(_args("daily", "--date", "0001-01-01"), ("--date 0001-01-01 is outside the supported dates",)),
+    "spec: far backfill time": Case(
+        _spec_with("features", "features:", "backfill_event_time: '9999-12-31'\nfeatures:"),
+        ("passengers.yaml", "backfill_event_time 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)"),
+    ),
+    # A name of 245-300 characters: "File name too long" and an empty lock file left behind.
+    "spec: name too long": Case(
+        _spec_with("features", "name: passengers", "name: " + "p" * 260),
+        ("passengers.yaml", "is 260 characters long, longer than 64"),
+    ),
     "bad --date": Case(lambda ws: ["daily", "--date", "2024-02-30"], ("--date '2024-02-30' is not a date", "YYYY-MM-DD")),
     "negative --rows": Case(lambda ws: ["daily", "--date", "2024-02-01", "--rows", "-5"], ("--rows must be between 1 and 10000, got -5",)),
     # A seed above 9999 used to reuse seed % 10000's keys and overwrite those rows.
@@ -495,6 +508,19 @@ CASES: dict[str, Case] = {
     # --- infer ---------------------------------------------------------------------
     "infer: no champion": Case(_args("infer"), ("model 'titanic' has no champion", "sml train --dataset titanic")),
     "infer: bad --as-of": Case(_args("infer", "--as-of", "2024-13-01"), ("--as-of '2024-13-01' is not a date",), store="trained"),
+    "infer: far --as-of": Case(
+        _args("infer", "--as-of", "9999-12-31"), ("--as-of 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)",),
+        store="trained",
+    ),
+    "simulate: far --end-date": Case(
+        _args("simulate", "--days", "2", "--end-date", "9999-12-31"), ("--end-date 9999-12-31 is outside the supported dates",),
+        store="trained",
+    ),
+    "simulate: first day before the supported dates": Case(
+        _args("simulate", "--days", "2", "--end-date", "1970-01-01"),
+        ("the first simulated day", "1969-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)"),
+        store="trained",
+    ),
     "infer: champion's files gone": Case(
         _with(_champion_files_gone, ["infer"]), ("champion version 1 of model 'titanic' cannot be loaded",), store="trained"
     ),
@@ -565,6 +591,13 @@ CASES: dict[str, Case] = {
         ("MLflow tracking database postgresql://sml:***@127.0.0.1:", "cannot be reached", "Connection refused"), absent=(PASSWORD,),
     ),
     # --- dashboard (each case must fail at once: a good site serves forever) --------
+    # The site used to start and then answer every page with a 500.
+    **{
+        f"dashboard: --refresh {value}": Case(
+            _args("dashboard", "--refresh", value), (f"--refresh must be a number of seconds between 1 and 86400, got {shown}",)
+        )
+        for value, shown in (("nan", "nan"), ("1e308", "1e+308"), ("-5", "-5"), ("0", "0"))
+    },
     "dashboard: spec file missing": Case(_args("dashboard", "--dataset", "wine.yaml"), ("dataset spec file wine.yaml does not exist",)),
     "dashboard: spec file with errors": Case(
         lambda ws: ["dashboard", "--dataset", ws.write("wine.yaml", BAD_SPEC)], ("wine.yaml", "feature 'alcohol' has min 20 greater than max 16")

@@ -24,6 +24,9 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,7 +44,7 @@ import pytest
 import yaml
 
 from monitoring_app import create_app, ids
-from monitoring_app.hardening import MAX_REQUEST_BYTES
+from monitoring_app.hardening import MAX_JSON_DEPTH, MAX_REQUEST_BYTES
 from monitoring_app.pages import predict
 from serverless_ml import defaults
 from serverless_ml.datasets import get_dataset
@@ -332,6 +335,9 @@ PREDICTOR_CASES: dict[str, tuple[Any, Any, tuple[str, str, str]]] = {
     "valid": ([5, "blue"], STATE, ("The champion (version 1) says", "", "")),
     "huge number": ([1e308, "blue"], STATE, ("1 value(s) outside the schema", "1e+308 is outside the allowed range (0 to 10)", "")),
     "number beyond float": (["9" * 400, "blue"], STATE, ("outside the schema", "enter a finite number (0 to 10)", "")),
+    # An integer beyond float's range (JSON may hold one) used to be a 500 with a traceback.
+    "integer beyond float": ([10**400, "blue"], STATE, ("outside the schema", "enter a finite number (0 to 10)", "")),
+    "negative integer beyond float": ([-(10**400), "blue"], STATE, ("outside the schema", "enter a finite number (0 to 10)", "")),
     "100 kB string for a number": (["x" * 100_000, "blue"], STATE, ("outside the schema", "is not a number", "")),
     "100 kB string for a category": ([5, "x" * 100_000], STATE, ("outside the schema", "", "longer than 200 characters")),
     "unknown category": ([5, "green"], STATE, ("outside the schema", "", "'green' is not one of")),
@@ -405,6 +411,7 @@ HTTP_VALUES = {
     # values -> (status, text in the answer)
     "huge number": ([1e308, "blue"], (200, "1e+308 is outside the allowed range (0 to 10)")),
     "100 kB string": ([5, "x" * 100_000], (200, "longer than 200 characters")),
+    "integer beyond float": ([10**400, "blue"], (200, "enter a finite number (0 to 10)")),
     "unknown category": ([5, "green"], (200, "is not one of")),
     "a field missing": ([5], (200, "the form does not match the dataset")),
     "an object for a value": ([{"a": 1}, "blue"], (400, "the value of value must be text or a number")),
@@ -434,7 +441,22 @@ def _malformed_bodies() -> dict[str, tuple[Any, int, str]]:
         "changedPropIds not a list": ({**good, "changedPropIds": 5}, 400, "'changedPropIds' must be a list of strings"),
         "deeply nested": ({**good, "changedPropIds": [[[[[["x"]]]]]]}, 400, "'changedPropIds' must be a list of strings"),
         "oversized body": (predict_body([5, "x" * (2 * MAX_REQUEST_BYTES)]), 413, "larger than"),
+        # Python's JSON reader (or Dash after it) used to recurse into a 500 with a traceback.
+        "nested 100000 deep": (b'{"output": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+                               f"nested deeper than {MAX_JSON_DEPTH} levels"),
+        "nested 40 deep in the store's data": (predict_body([5, "blue"], state=_nested(40)), 400,
+                                               f"nested deeper than {MAX_JSON_DEPTH} levels"),
+        "brackets inside strings are not nesting": (predict_body([5, "[{" * 1000]), 200, "longer than 200 characters"),
+        "a click count beyond float": ({**good, "inputs": [{"id": ids.PREDICT_SUBMIT, "property": "n_clicks", "value": 10**400}]},
+                                       400, "the value of n_clicks must be a whole number"),
     }
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"dataset": "evil"}
+    for _ in range(depth):
+        value = {"dataset": "evil", "inner": value}
+    return value
 
 
 def test_prediction_requests_with_bad_values_get_messages_or_4xx(server: Server, reliability) -> None:  # noqa: ANN001
@@ -596,4 +618,82 @@ def test_the_site_starts_at_once_and_says_the_tracking_database_cannot_be_used(
     assert answered_s < PAGE_ANSWER_S, f"the page took {answered_s:.1f} s"
     assert "Traceback" not in log.read_text(errors="replace")
     print(f"{fault}: listening after {listening_s:.1f} s, the page answered in {answered_s:.2f} s: {notice}")
+    reliability.add("site hardening", cases=1)
+
+
+# --- stopping cleanly ---------------------------------------------------------------------
+
+
+def _run_count(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM runs").fetchone()[0])
+    except sqlite3.OperationalError:  # no such table: the file alone holds no schema yet
+        return 0
+    finally:
+        db.close()
+
+
+def _runs_in_the_file_alone(path: Path, scratch: Path) -> int:
+    """The runs a plain copy of ``path`` (without its ``-wal`` file) holds."""
+    copy = scratch / f"copy-{time.monotonic_ns()}.db"
+    shutil.copyfile(path, copy)
+    return _run_count(copy)
+
+
+def _database_with_its_runs_in_the_wal(source: Path, target: Path) -> None:
+    """``target``: a copy of ``source`` whose every page is still in ``target-wal``, as a
+    process that stopped without closing its connections leaves it."""
+    script = (
+        "import os, sqlite3, sys\n"
+        "src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])\n"
+        "dst.execute('PRAGMA journal_mode=WAL'); dst.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "src.backup(dst)\n"
+        "os._exit(0)\n"  # no close, no checkpoint
+    )
+    subprocess.run([sys.executable, "-c", script, str(source), str(target)], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_site_leaves_the_tracking_database_in_one_file(
+    stop: signal.Signals, evil_world: EvilWorld, free_port, tmp_path: Path, reliability,  # noqa: ANN001
+) -> None:
+    """Ctrl-C (or SIGTERM) of `sml dashboard` used to leave mlflow.db-wal: a copy of
+    mlflow.db alone then held 0 runs. The site checkpoints the database on its way out."""
+    database = tmp_path / "mlflow.db"
+    _database_with_its_runs_in_the_wal(evil_world.folder / "mlflow.db", database)
+    runs = _run_count(evil_world.folder / "mlflow.db")
+    assert runs > 0 and Path(f"{database}-wal").stat().st_size > 0
+    assert _runs_in_the_file_alone(database, tmp_path) == 0, "the runs are not in the -wal file only: the test tests nothing"
+    port = free_port()
+    env = {**os.environ, "SML_STORE_DIR": str(evil_world.folder / "store"), "MLFLOW_TRACKING_URI": f"sqlite:///{database}",
+           "SML_CACHE_DIR": str(tmp_path / ".cache"), "no_proxy": "localhost,127.0.0.1", "NO_PROXY": "localhost,127.0.0.1"}
+    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serverless_ml.cli", "dashboard", "--dataset", str(evil_world.spec_path), "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=err,
+        )
+    site = Server(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            assert process.poll() is None, site.log()
+            try:
+                if http(site.url + "/monitoring?dataset=evil")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, site.log()
+            time.sleep(0.5)
+        process.send_signal(stop)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in site.log(), site.log()
+    wal = Path(f"{database}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, f"{wal} holds {wal.stat().st_size} bytes"
+    assert _runs_in_the_file_alone(database, tmp_path) == runs
     reliability.add("site hardening", cases=1)

@@ -575,3 +575,30 @@ def test_sml_dashboard_serves_on_this_machine_only_with_debug_off(
     assert list(site.datasets) == ["iris", "titanic", "odd"] and site.refresh_s == 5
     assert f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/" in result.output
     assert list(tmp_path.iterdir()) == [spec]  # starting the site created no database or store
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    import json
+
+    from monitoring_app.hardening import json_depth
+
+    cases = {
+        json.dumps({"a": [1, {"b": "[[[[{{"}]}): 3,
+        json.dumps({"x": 'a\\"[b', "y": "\\"}): 1,
+        json.dumps([[[[]]]]): 4,
+        json.dumps("plain [text"): 0,
+    }
+    for text, depth in cases.items():
+        assert json_depth(text.encode()) == depth, text
+    assert json_depth(b"[" * 100_000) == 100_000  # no recursion, however deep
+
+
+def test_an_integer_beyond_float_gets_the_fields_message() -> None:
+    from monitoring_app.forms import validate_form
+    from serverless_ml.datasets import get_dataset
+
+    spec = get_dataset("iris")
+    values = {f.name: 1.0 for f in spec.features}
+    values[spec.features[0].name] = 10**400
+    result = validate_form(spec, values)
+    assert not result.ok and "enter a finite number" in result.errors[spec.features[0].name]
