@@ -84,49 +84,38 @@ def _spec(name: str, description: str, label: str, classes: list[Any], features:
     }
 
 
+def _measurements(bunch: Any, name: str, description: str, label: str, whole_numbers: bool) -> _Dataset:
+    """A scikit-learn bunch of non-negative measurements as a frame and spec: feature names
+    in snake case, the label as ``target_names`` (in sklearn's order), and with
+    ``whole_numbers`` the columns holding only whole numbers as ``bigint``."""
+    names = [_snake_case(n) for n in bunch.feature_names]
+    frame = pd.DataFrame(bunch.data, columns=names)
+    whole = [n for n in names if (frame[n] % 1 == 0).all()] if whole_numbers else []
+    frame[whole] = frame[whole].astype("int64")
+    frame[label] = np.asarray(bunch.target_names)[bunch.target]
+    features = {
+        # Measurements (of cell nuclei, of chemistry): never negative.
+        feature: _feature("bigint" if feature in whole else "double", f"sklearn's '{raw}'", min=0)
+        for feature, raw in zip(names, bunch.feature_names, strict=True)
+    }
+    return _Dataset(frame, _spec(name, description, label, [str(c) for c in bunch.target_names], features))
+
+
 def _breast_cancer() -> _Dataset:
     from sklearn.datasets import load_breast_cancer
 
-    bunch = load_breast_cancer()
-    names = [_snake_case(n) for n in bunch.feature_names]
-    frame = pd.DataFrame(bunch.data, columns=names)
     # sklearn's target is 0 = malignant, 1 = benign; target_names keeps that order.
-    frame["diagnosis"] = np.asarray(bunch.target_names)[bunch.target]
-    features = {
-        name: _feature("double", f"sklearn's '{raw}'", min=0)  # measurements of cell nuclei: never negative
-        for name, raw in zip(names, bunch.feature_names, strict=True)
-    }
-    spec = _spec(
-        "breast_cancer",
-        "Breast cancer Wisconsin (diagnostic): cell nuclei measurements from a biopsy image",
-        "diagnosis",
-        [str(c) for c in bunch.target_names],
-        features,
-    )
-    return _Dataset(frame, spec)
+    return _measurements(load_breast_cancer(), "breast_cancer",
+                         "Breast cancer Wisconsin (diagnostic): cell nuclei measurements from a biopsy image",
+                         "diagnosis", whole_numbers=False)
 
 
 def _wine() -> _Dataset:
     from sklearn.datasets import load_wine
 
-    bunch = load_wine()
-    names = [_snake_case(n) for n in bunch.feature_names]
-    frame = pd.DataFrame(bunch.data, columns=names)
-    whole = [n for n in names if (frame[n] % 1 == 0).all()]  # magnesium, proline
-    frame[whole] = frame[whole].astype("int64")
-    frame["cultivar"] = np.asarray(bunch.target_names)[bunch.target]
-    features = {
-        name: _feature("bigint" if name in whole else "double", f"sklearn's '{raw}'", min=0)
-        for name, raw in zip(names, bunch.feature_names, strict=True)
-    }
-    spec = _spec(
-        "wine",
-        "Wine cultivars from chemical analysis (three cultivars of one Italian region)",
-        "cultivar",
-        [str(c) for c in bunch.target_names],
-        features,
-    )
-    return _Dataset(frame, spec)
+    # magnesium and proline are whole numbers: bigint.
+    return _measurements(load_wine(), "wine", "Wine cultivars from chemical analysis (three cultivars of one Italian region)",
+                         "cultivar", whole_numbers=True)
 
 
 def _digits_features() -> _Dataset:

@@ -1,11 +1,24 @@
 """What a reader sees in a Dash component tree, for tests that call layouts and callbacks
-directly: ``from dash_text import text_of``."""
+directly: ``from dash_text import text_of``; and a Dash callback request for tests that post
+one to a running site (``OVERVIEW_CALLBACK``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import dash
+
+
+# The Overview's first callback as a browser sends it (reliability tests post it to a
+# running site).
+OVERVIEW_CALLBACK = {
+    "output": "..overview-body.children...overview-state.data..",
+    "outputs": [{"id": "overview-body", "property": "children"}, {"id": "overview-state", "property": "data"}],
+    "inputs": [{"id": "refresh", "property": "n_intervals", "value": None},
+               {"id": "overview-window", "property": "value", "value": 30}],
+    "state": [{"id": "overview-state", "property": "data", "value": None}],
+    "changedPropIds": [],
+}
 
 
 def text_of(component: Any) -> str:

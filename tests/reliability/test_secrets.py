@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 
 from serverless_ml.testing import stop_process_group
+from dash_text import OVERVIEW_CALLBACK
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -488,14 +489,6 @@ def search_mlflow(search: Search, client: MlflowClient, downloads: Path) -> dict
 
 # --- URI-shaped secrets (issue 16) ----------------------------------------------------------
 
-OVERVIEW_CALLBACK = {
-    "output": "..overview-body.children...overview-state.data..",
-    "outputs": [{"id": "overview-body", "property": "children"}, {"id": "overview-state", "property": "data"}],
-    "inputs": [{"id": "refresh", "property": "n_intervals", "value": None},
-               {"id": "overview-window", "property": "value", "value": 30}],
-    "state": [{"id": "overview-state", "property": "data", "value": None}],
-    "changedPropIds": [],
-}
 
 
 def uri_shapes(markers: Iterator[str], port: int) -> dict[str, str]:

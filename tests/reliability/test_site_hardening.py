@@ -54,7 +54,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
-from dash_text import text_of
+from dash_text import OVERVIEW_CALLBACK, text_of
 from worlds import copy_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -565,14 +565,6 @@ SITE_START_S = 30.0
 """Measured: 3-5 s (imports). The site used to wait for MLflow's retries (~108 s) before
 it listened, and then every page timed out after 60 s."""
 PAGE_ANSWER_S = 10.0
-OVERVIEW_CALLBACK = {
-    "output": "..overview-body.children...overview-state.data..",
-    "outputs": [{"id": "overview-body", "property": "children"}, {"id": "overview-state", "property": "data"}],
-    "inputs": [{"id": "refresh", "property": "n_intervals", "value": None},
-               {"id": "overview-window", "property": "value", "value": 30}],
-    "state": [{"id": "overview-state", "property": "data", "value": None}],
-    "changedPropIds": [],
-}
 
 
 @pytest.mark.parametrize("fault", ["PostgreSQL down", "SQLite file truncated"])
