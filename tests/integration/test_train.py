@@ -298,10 +298,12 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
     try:
         while time.monotonic() < deadline:
             experiment = client.get_experiment_by_name(training_experiment("titanic"))
-            if experiment is not None and len(client.search_runs([experiment.experiment_id])) >= 3:
-                break  # the parent and at least two trials
+            # The parent and at least two trials logged, and a trial at work in the study
+            # (under load the job may sit between two trials, waiting for its logging helper).
+            if experiment is not None and len(client.search_runs([experiment.experiment_id])) >= 3 and _running_trials(tmp_path, tracking_uri):
+                break
             assert proc.poll() is None, "the training job ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("the training job logged no trials within 180 s")
     finally:
@@ -344,6 +346,21 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
         assert trials[number].state == optuna.trial.TrialState.FAIL and "recovered" in trials[number].user_attrs, number
     assert trials[live_trial.number].state == optuna.trial.TrialState.RUNNING
     assert trials[remote_trial.number].state == optuna.trial.TrialState.RUNNING
+
+
+def _running_trials(tmp_path: Path, tracking_uri: str) -> list[int]:
+    """The numbers of the RUNNING trials of the one study (none while it does not exist)."""
+    from serverless_ml.tracking import default_optuna_storage
+
+    storage = default_optuna_storage(tracking_uri, tmp_path)
+    try:
+        summaries = optuna.get_all_study_summaries(storage)
+    except Exception:  # noqa: BLE001 - the storage is being created by the job
+        return []
+    if len(summaries) != 1:
+        return []
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+    return [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
 
 
 def _the_study(tmp_path: Path, tracking_uri: str) -> optuna.Study:
