@@ -71,6 +71,19 @@ FIRST_COMMIT_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 COMMIT_INTERVAL_MS = 1_000
 
 
+
+def _as_sdk_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` as the SDK takes it in: column names auto-fixed as the SDK
+    does, timezone-aware times made naive (UTC)."""
+    df = frame.copy(deep=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df.columns = [sdk_util._autofix_feature_name(str(c)) for c in df.columns]
+    for column in df.columns:
+        if isinstance(df[column].dtype, pd.DatetimeTZDtype):
+            df[column] = df[column].dt.tz_convert(None)
+    return df
+
 class StandInSignatureError(AssertionError):
     """The backend called an SDK method with arguments the real SDK does not accept."""
 
@@ -409,13 +422,7 @@ class StandInFeatureGroup:
             raise FeatureStoreException(f"the stand-in takes pandas frames, got {type(features).__name__}")
         if operation not in ("insert", "upsert") or overwrite or storage not in (None, "offline"):
             raise FeatureStoreException(f"not modelled: operation={operation!r} overwrite={overwrite} storage={storage!r}")
-        df = features.copy(deep=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            df.columns = [sdk_util._autofix_feature_name(str(c)) for c in df.columns]
-        for column in df.columns:
-            if isinstance(df[column].dtype, pd.DatetimeTZDtype):
-                df[column] = df[column].dt.tz_convert(None)
+        df = _as_sdk_frame(features)
         if self._id is None:
             self._save(df)
         names = [f.name for f in self._features]
@@ -449,13 +456,7 @@ class StandInFeatureGroup:
         if storage not in (None, "offline") or self._online_enabled:
             raise FeatureStoreException(f"not modelled: storage={storage!r} online_enabled={self._online_enabled}")
         self._require_saved()
-        df = delete_df.copy(deep=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            df.columns = [sdk_util._autofix_feature_name(str(c)) for c in df.columns]
-        for column in df.columns:
-            if isinstance(df[column].dtype, pd.DatetimeTZDtype):
-                df[column] = df[column].dt.tz_convert(None)
+        df = _as_sdk_frame(delete_df)
         on = [*self._primary_key, *([self._event_time] if self._event_time else [])]
         missing = [c for c in on if c not in df.columns]
         if missing:

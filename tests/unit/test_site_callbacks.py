@@ -64,7 +64,11 @@ Call = Callable[..., Any]
 @pytest.fixture
 def call(world: tuple[LocalFeatureStore, Settings]) -> Iterator[Call]:
     """``call(fn, *args)`` runs a layout or callback inside the app's request context."""
-    app = create_app(world[1], cache_ttl_s=0.0, clock=lambda: NOW, mlflow_ui_url="http://mlflow.example:5000")
+    yield from _calls_into(create_app(world[1], cache_ttl_s=0.0, clock=lambda: NOW, mlflow_ui_url="http://mlflow.example:5000"))
+
+
+def _calls_into(app: Any) -> Iterator[Call]:
+    """``call(fn, *args)`` inside ``app``'s request context; the site's reader closed after."""
 
     def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with app.server.test_request_context():
@@ -304,15 +308,7 @@ def iris_drifted_template(iris_monitored_template: Path, tmp_path_factory: pytes
 def drifted_call(iris_drifted_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call]:
     monkeypatch.chdir(tmp_path)
     _, settings = copy_world(iris_drifted_template, tmp_path, monkeypatch)
-    app = create_app(settings, cache_ttl_s=0.0, clock=lambda: NOW)
-
-    def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        with app.server.test_request_context():
-            return fn(*args, **kwargs)
-
-    yield run
-    with app.server.app_context():
-        current_site().data.close()
+    yield from _calls_into(create_app(settings, cache_ttl_s=0.0, clock=lambda: NOW))
     mlflow.set_tracking_uri(None)
 
 
