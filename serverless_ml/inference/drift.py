@@ -63,8 +63,6 @@ PSI_BINS = 10
 MIN_EXPECTED = 5.0
 _EPS = 1e-4
 MISSING = "<missing>"
-# Kept for readers of older code and runs: the minimum a drift statistic needs.
-MIN_DRIFT_ROWS = MIN_ROWS
 
 
 @dataclass(frozen=True)
@@ -261,13 +259,22 @@ def _compare_numeric(ref: _NumericReference, values: pd.Series) -> _Result:
     return _Result(test, statistic, p_value, effect, effect_name, value)
 
 
+def _count_table(reference: dict[object, int], current: dict[object, int]) -> np.ndarray:
+    """The 2 x k table of counts (reference, current) over the categories of either side."""
+    categories = sorted(set(reference) | set(current), key=str)
+    return np.array([[reference.get(c, 0) for c in categories], [current.get(c, 0) for c in categories]], dtype=float)
+
+
 def pooled_table(reference: dict[object, int], current: dict[object, int]) -> np.ndarray:
     """The 2 x k table (reference, current) over the categories of either side, with the
     categories whose expected count in the current sample is under :data:`MIN_EXPECTED`
     pooled into one column, together with the next-rarest categories until that column's
     expected count reaches it (Cochran's rule for the chi-squared approximation)."""
-    categories = sorted(set(reference) | set(current), key=str)
-    table = np.array([[reference.get(c, 0) for c in categories], [current.get(c, 0) for c in categories]], dtype=float)
+    return _pool_rare(_count_table(reference, current))
+
+
+def _pool_rare(table: np.ndarray) -> np.ndarray:
+    """:func:`pooled_table` of a table of counts."""
     table = table[:, table.sum(axis=0) > 0]
     if table.size == 0 or table[1].sum() == 0:
         return table
@@ -283,10 +290,8 @@ def pooled_table(reference: dict[object, int], current: dict[object, int]) -> np
 
 
 def _compare_categorical(ref: _CategoricalReference, values: pd.Series) -> _Result:
-    current = _categorical_counts(values)
-    categories = sorted(set(ref.counts) | set(current), key=str)
-    full = np.array([[ref.counts.get(c, 0) for c in categories], [current.get(c, 0) for c in categories]], dtype=float)
-    table = pooled_table(ref.counts, current)
+    full = _count_table(ref.counts, _categorical_counts(values))
+    table = _pool_rare(full)
     if table.shape[1] < 2 or table[1].sum() == 0 or table[0].sum() == 0:
         statistic, p_value = 0.0, 1.0
     else:
@@ -302,6 +307,13 @@ def feature_drift(
 ) -> list[FeatureDrift]:
     """Drift of every feature of ``spec`` (``current`` should have >= MIN_ROWS rows)."""
     return DriftReference(reference, spec).compare(current, p_threshold, min_effect)
+
+
+def in_lookback(event_days: np.ndarray, as_of_day: np.datetime64, lookback_days: int) -> np.ndarray:
+    """Which rows fall on the ``lookback_days`` days ending with ``as_of_day`` (a mask)."""
+    as_of_day = np.datetime64(as_of_day, "D")
+    days = np.asarray(event_days, dtype="datetime64[D]")
+    return (days >= as_of_day - np.timedelta64(lookback_days - 1, "D")) & (days <= as_of_day)
 
 
 def window_start(
@@ -323,8 +335,7 @@ def window_start(
     """
     as_of_day = np.datetime64(as_of_day, "D")
     event_days = np.asarray(event_days, dtype="datetime64[D]")
-    first_allowed = as_of_day - np.timedelta64(lookback_days - 1, "D")
-    eligible = event_days[(event_days <= as_of_day) & (event_days >= first_allowed)]
+    eligible = event_days[in_lookback(event_days, as_of_day, lookback_days)]
     if eligible.size < max(min_rows, 1):
         return None
     days, counts = np.unique(eligible, return_counts=True)
@@ -353,7 +364,7 @@ def drift_windows(event_days: np.ndarray, as_of_day: np.datetime64, lookback_day
     if first is None:
         return None
     recent = (event_days >= first) & (event_days <= as_of_day)
-    lookback = (event_days >= as_of_day - np.timedelta64(lookback_days - 1, "D")) & (event_days <= as_of_day)
+    lookback = in_lookback(event_days, as_of_day, lookback_days)
     if int(lookback.sum()) > int(recent.sum()):
         return Windows(recent, first, lookback, event_days[lookback].min())
     return Windows(recent, first, None, None)

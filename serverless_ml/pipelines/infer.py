@@ -410,7 +410,7 @@ def batch_statistics(
         metrics["drift_window_days"] = float((as_of_day - chosen.recent_first_day).astype(int) + 1)
     else:
         notes.append(
-            f"drift not computed: {int((event_days > as_of_day - np.timedelta64(options.rolling_days, 'D')).sum())} rows "
+            f"drift not computed: {int(drift_stats.in_lookback(event_days, as_of_day, options.rolling_days).sum())} rows "
             f"in the last {options.rolling_days} days, fewer than {drift_stats.MIN_ROWS}"
             if champion.drift_reference is not None else
             f"drift not computed: the champion's training rows are fewer than {drift_stats.MIN_ROWS}"
