@@ -163,7 +163,7 @@ def write_history(tracking_uri: str, days: int, seed: int, first_day: int = 0) -
             metrics.append(row)
         tags += [{"key": k, "value": v, "run_uuid": run_id} for k, v in labels.items()]
         params += [{"key": k, "value": v, "run_uuid": run_id} for k, v in
-                   (("rolling_days", "30"), ("accuracy_drop", "0.1"), ("drift_p_value", "0.005"),
+                   (("rolling_days", "30"), ("accuracy_drop", "0.1"), ("drift_p_value", "0.01"),
                     ("drift_min_effect", "0.1"), ("drift_share_threshold", "0.0"))]
     engine = sa.create_engine(tracking_uri)
     with engine.begin() as conn:

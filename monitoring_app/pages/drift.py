@@ -307,7 +307,7 @@ def rule_text(p_threshold: float | None, min_effect: float | None, adjusted: boo
     if not adjusted:
         return f"Rule of this run: a feature drifted when its test's p-value was below {p_threshold:g}."
     effect = f" and its effect size is at least {min_effect:g}" if min_effect is not None else ""
-    return (f"Rule: a feature drifted when its adjusted p-value (Benjamini-Hochberg over every feature and window) "
+    return (f"Rule: a feature drifted when its adjusted p-value (Benjamini-Hochberg over every feature and window, the recent window weighted 3:1) "
             f"is below {p_threshold:g}{effect}.")
 
 

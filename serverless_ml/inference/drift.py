@@ -24,8 +24,17 @@ it was not tuned to; the figures are in bench/results/drift.json):
   expected count in the window is under 5 pooled into one, so rare categories cannot make
   a p-value from a handful of rows.
 - **Many features.** The p-values of all features in both windows are adjusted together
-  by Benjamini-Hochberg; a feature drifted when its adjusted p-value is below the rule's ``drift_p_value`` *and*
-  its effect size is at least the rule's ``drift_min_effect``.
+  by a *weighted* Benjamini-Hochberg procedure (Genovese, Roeder and Wasserman, 2006:
+  the p-values are divided by weights that average 1, which keeps the false discovery
+  rate at the nominal level). The recent window weighs :data:`WINDOW_WEIGHTS` ``recent``
+  (1.5) and the rolling window ``rolling`` (0.5): a fresh shift must be found within days
+  and the recent window holds only a few of them, while a shift that persists gives the
+  rolling window every later day to show it. A feature drifted when its adjusted p-value
+  is below the rule's ``drift_p_value`` *and* its effect size is at least the rule's
+  ``drift_min_effect``. The default ``drift_p_value`` (0.01) and the weights were chosen
+  on ``python -m bench drift`` (40 simulations per dataset and kind, 10 rows a day): the
+  smallest level whose +1 std shifts are found within 3 days in at least 95 % of the
+  episodes of every dataset, at under 1 % false alarms per clean day.
 - **Effect size.** Numeric: the Wasserstein (earth mover's) distance between the two
   samples divided by the reference's standard deviation (how far, in standard deviations,
   the mass moved), or the change of the missing share when that is larger. Categorical:
@@ -58,6 +67,9 @@ MIN_ROWS = 30
 """Fewest rows a drift window may hold: below, drift is "not computed"."""
 WINDOW_ROWS = 30
 """The newest days are pooled until the window holds at least this many rows."""
+WINDOW_WEIGHTS = {"recent": 1.5, "rolling": 0.5}
+"""Weights of the weighted Benjamini-Hochberg adjustment per window (normalised to average
+1 over the tests of a batch: a window judged alone weighs 1). Other labels weigh 1."""
 MAX_DRIFT_ROWS = 100_000
 PSI_BINS = 10
 MIN_EXPECTED = 5.0
@@ -76,7 +88,8 @@ class FeatureDrift:
         statistic: The test statistic behind the smallest p-value (KS's D, the
             Mann-Whitney effect ``|2*AUC - 1|``, or chi-squared).
         p_value: The feature's p-value (Bonferroni over its tests).
-        p_adjusted: Benjamini-Hochberg adjusted over all features.
+        p_adjusted: Benjamini-Hochberg adjusted over all features and windows (weighted
+            by window, see :data:`WINDOW_WEIGHTS`).
         effect: Effect size (see the module docstring).
         effect_name: ``"wasserstein_std"``, ``"missing_share"`` or ``"total_variation"``.
         psi: Population stability index (logged, not used by the rule).
@@ -105,11 +118,20 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (step-up, monotone, capped at 1)."""
+def benjamini_hochberg(p_values: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (step-up, monotone, capped at 1).
+
+    With ``weights`` (positive, normalised here to average 1), the weighted procedure of
+    Genovese, Roeder and Wasserman (2006): the procedure runs on ``p / weight``, so a test
+    with weight 1.5 is judged at 1.5 times the level and one with 0.5 at half of it."""
     p = np.asarray(p_values, dtype=float)
     if p.size == 0:
         return p
+    if weights is not None:
+        w = np.asarray(weights, dtype=float)
+        if w.shape != p.shape or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError("weights must be positive, one per p-value")
+        p = p / (w / w.mean())
     order = np.argsort(p)
     ranked = p[order] * p.size / np.arange(1, p.size + 1)
     adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
@@ -188,8 +210,9 @@ class DriftReference:
     ) -> list[FeatureDrift]:
         """Drift of every feature over one or more windows (e.g. the recent days and the
         whole rolling window): the p-values of every (window, feature) pair are adjusted
-        together (Benjamini-Hochberg), and each feature reports the window where it
-        drifted, or else the one closest to it (smallest adjusted p-value).
+        together (Benjamini-Hochberg, weighted by :data:`WINDOW_WEIGHTS`), and each
+        feature reports the window where it drifted, or else the one closest to it
+        (smallest adjusted p-value).
 
         A window larger than :data:`MAX_DRIFT_ROWS` is replaced by a seeded sample.
         """
@@ -203,7 +226,9 @@ class DriftReference:
                     raw.append((label, feature, _compare_numeric(self._numeric[feature.name], column)))
                 else:
                     raw.append((label, feature, _compare_categorical(self._categorical[feature.name], column)))
-        adjusted = benjamini_hochberg([r.p_value for _, _, r in raw])
+        adjusted = benjamini_hochberg(
+            [r.p_value for _, _, r in raw], [WINDOW_WEIGHTS.get(label, 1.0) for label, _, _ in raw]
+        )
         best: dict[str, FeatureDrift] = {}
         for (label, feature, r), p_adj in zip(raw, adjusted, strict=True):
             item = FeatureDrift(

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from bench.datasets import write_dataset
+from serverless_ml import defaults
 from serverless_ml.datasets import DatasetSpec, get_dataset
 from serverless_ml.datasets.synthetic import parse_drift
 from serverless_ml.pipelines.simulate import SimulateOptions, simulate
@@ -82,4 +83,4 @@ def test_a_one_std_shift_is_found_within_three_days(trained, tmp_path: Path, mon
     assert min(drift_days) <= SHIFT_FROM + 2, f"first drift alert on day {min(drift_days)}"
     first = runs.loc[options.day(min(drift_days)).isoformat()]
     assert feature in first["tags.alerts"]
-    assert first[f"metrics.drift_padj_{feature}"] < 0.005 and first[f"metrics.drift_effect_{feature}"] >= 0.1
+    assert first[f"metrics.drift_padj_{feature}"] < defaults.INFER_DRIFT_P_VALUE and first[f"metrics.drift_effect_{feature}"] >= 0.1

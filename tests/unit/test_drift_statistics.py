@@ -45,6 +45,35 @@ def test_benjamini_hochberg_matches_scipy() -> None:
     assert drift.benjamini_hochberg([]).size == 0
 
 
+def test_weighted_benjamini_hochberg_divides_by_weights_averaging_one() -> None:
+    """Weights are normalised to average 1: equal weights change nothing, and the
+    recent/rolling weights judge a recent p-value at 1.5 times the level of a plain BH."""
+    p = np.random.default_rng(2).uniform(size=20) ** 3
+    assert np.allclose(drift.benjamini_hochberg(p, [7.0] * 20), drift.benjamini_hochberg(p))
+    weights = [1.5] * 10 + [0.5] * 10
+    assert np.allclose(drift.benjamini_hochberg(p, weights), stats.false_discovery_control(np.minimum(p / np.array(weights), 1.0)))
+    assert np.allclose(drift.benjamini_hochberg(p, [3.0] * 10 + [1.0] * 10), drift.benjamini_hochberg(p, weights))
+    with pytest.raises(ValueError):
+        drift.benjamini_hochberg(p, [0.0] * 20)
+    with pytest.raises(ValueError):
+        drift.benjamini_hochberg(p, [1.0] * 19)
+
+
+def test_window_weights_favour_the_recent_window_and_a_lone_window_weighs_one() -> None:
+    """The same shifted rows get a smaller adjusted p-value judged as the recent window
+    than as the rolling window; a window judged alone gets the plain BH."""
+    rng = np.random.default_rng(4)
+    ref = drift.DriftReference(frame(rng, 600), SPEC)
+    shifted, clean = frame(rng, 30, shift=1.2), frame(rng, 300)
+    as_recent = {r.feature: r for r in ref.compare_windows([("recent", shifted), ("rolling", clean)], 0.01)}
+    as_rolling = {r.feature: r for r in ref.compare_windows([("recent", clean), ("rolling", shifted)], 0.01)}
+    assert as_recent["x"].window == "recent" and as_rolling["x"].window == "rolling"
+    assert as_recent["x"].p_value == pytest.approx(as_rolling["x"].p_value)
+    assert as_recent["x"].p_adjusted < as_rolling["x"].p_adjusted
+    alone = ref.compare_windows([("recent", shifted)], 0.01)
+    assert np.allclose([r.p_adjusted for r in alone], drift.benjamini_hochberg([r.p_value for r in alone]))
+
+
 def test_no_drift_keeps_its_false_alarm_rate() -> None:
     """Under no drift the per-feature p-values are close to valid (the chi-squared
     approximation on 30 rows is a little liberal at 0.05, not at the rule's levels)."""

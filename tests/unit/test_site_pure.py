@@ -273,7 +273,7 @@ def test_the_drift_summary_and_picker_say_why_as_text() -> None:
     alert = parts[0]
     assert alert.children[0].children == "drift alert: 1 feature(s) drifted (<b>x</b> (recent))"  # text, not HTML
     assert "accuracy alert" not in text_of(parts) and "per-class" not in text_of(parts)
-    assert "adjusted p-value (Benjamini-Hochberg over every feature and window) is below 0.001" in text_of(parts)
+    assert "adjusted p-value (Benjamini-Hochberg over every feature and window, the recent window weighted 3:1) is below 0.001" in text_of(parts)
     cell = drift_page.drift_table(rows).children[1].children[0].children[0]
     assert isinstance(cell, html.Td) and cell.children == "<img src=x onerror=alert(1)>"
     skipped = drift_page.run_summary(
