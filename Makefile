@@ -18,49 +18,51 @@ DEMO_ARGS ?=
 
 .PHONY: help venv system-deps demo test test-fast soak bench clean tracking-server
 
-help:
-	@echo "make demo   - set up .venv and run the main job on the embedded feature store"
-	@echo "make test   - set up .venv and run the whole test suite"
-	@echo "make soak   - the reliability suite's long variants; rewrites docs/reliability.md"
-	@echo "make bench  - side-by-side benchmarks (prints ratios)"
+# `make help` lists every target with the text after its `##` (a unit test checks that
+# each .PHONY target has one).
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "error: serverless-ml needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1 | head -1). Run: make PYTHON=python3.11 ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) ## create .venv and install the project with its test extras (about 1.5 GB)
 
-demo: $(STAMP)
+demo: $(STAMP) ## the main job for Iris and Titanic, then the monitoring site (DEMO_ARGS=--no-site: batch part only)
 	SML_STORE_DIR=$(DEMO_HOME)/feature_store $(BIN)/python -m serverless_ml.demo $(DEMO_ARGS)
 
-system-deps:
+system-deps: ## Debian packages the tests need (Chromium, PostgreSQL) when missing; needs root
 	scripts/install-system-deps.sh
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps ## the whole test suite (installs the Debian packages first)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) ## the tests not marked slow (no system packages installed)
 	$(BIN)/python -m pytest -m "not slow"
 
 # The reliability suite's long variants (more kill points and concurrency rounds);
 # rewrites docs/reliability.md from the figures the tests record, pass or fail.
-soak: $(STAMP) system-deps
+soak: $(STAMP) system-deps ## the reliability suite's long variants; rewrites docs/reliability.md
 	rm -f test-output/reliability.json
 	SML_SOAK=1 $(BIN)/python -m pytest tests/reliability; status=$$?; \
 		$(BIN)/python scripts/reliability_table.py && exit $$status
 
-bench: $(STAMP)
+bench: $(STAMP) ## side-by-side benchmarks against references (prints ratios)
 	$(BIN)/python -m bench
 
 # An MLflow tracking server on PostgreSQL, http://127.0.0.1:5000 (README, "Scaling out"):
 # on the database SML_TRACKING_DB_URI names, else on a private PostgreSQL cluster in
 # $(DEMO_HOME)/postgres, created on first use and left running.
-tracking-server: $(STAMP)
+tracking-server: $(STAMP) ## an MLflow tracking server on PostgreSQL, http://127.0.0.1:5000
 	@test -n "$$SML_TRACKING_DB_URI" || scripts/local-postgres.sh start $(DEMO_HOME)/postgres
 	@SML_TRACKING_DB_URI="$${SML_TRACKING_DB_URI:-$$(scripts/local-postgres.sh uri $(DEMO_HOME)/postgres mlflow)}" \
 		$(BIN)/sml tracking-server --artifacts-destination $(DEMO_HOME)/mlartifacts
 
-clean:
+clean: ## remove .venv, sml_data, test caches and test-output
 	rm -rf $(VENV) sml_data .pytest_cache test-output

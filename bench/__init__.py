@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("backfill", "train", "inference", "simulate", "site", "tracking_server", "drift")
+BENCHMARKS = ("backfill", "train", "inference", "simulate", "site", "tracking_server", "drift", "startup")
 """Benchmark modules, run in this order by ``python -m bench``."""
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -58,7 +58,7 @@ def run(rows: int, data_dir: Path) -> dict[str, Any]:
         del frame
 
         started = time.perf_counter()
-        champion.model.predict(x)
+        champion.load_model().predict(x)
         bare = time.perf_counter() - started
         del x
 

@@ -63,8 +63,9 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
                 window: list[tuple[int, int]]) -> tuple[dict[str, float], dict[str, str]]:
     """One batch's metrics and tags, shaped like those batch inference logs."""
     from serverless_ml.inference.monitoring import wilson_interval
-    from serverless_ml.training.evaluation import metric_key
+    from serverless_ml.training.evaluation import class_metric_keys
 
+    keys = class_metric_keys(spec.classes, spec.class_names)
     drifting = (day % 400) in range(200, 230)
     p = 0.68 if drifting else 0.82
     rows = ROWS_PER_DAY
@@ -94,13 +95,13 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
     for prefix in ("batch", "rolling"):
         for name in ("precision", "recall", "f1"):
             metrics[f"{prefix}_{name}"] = float(rng.uniform(0.6, 0.9))
-            for cls in spec.classes:
-                metrics[f"{prefix}_{name}_{metric_key(cls)}"] = float(rng.uniform(0.6, 0.9))
-        for cls in spec.classes:
-            metrics[f"{prefix}_support_{metric_key(cls)}"] = float(rng.integers(1, rows))
-    for cls in spec.classes:
-        metrics[f"predicted_share_{metric_key(cls)}"] = 0.5
-        metrics[f"training_share_{metric_key(cls)}"] = 0.5
+            for key in keys:
+                metrics[f"{prefix}_{name}_{key}"] = float(rng.uniform(0.6, 0.9))
+        for key in keys:
+            metrics[f"{prefix}_support_{key}"] = float(rng.integers(1, rows))
+    for key in keys:
+        metrics[f"predicted_share_{key}"] = 0.5
+        metrics[f"training_share_{key}"] = 0.5
     accuracy_alert = rolling_correct / rolling_rows < holdout - 0.1
     drift_alert = bool(drifted)
     metrics["alert_accuracy"], metrics["alert_drift"] = float(accuracy_alert), float(drift_alert)

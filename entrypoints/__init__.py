@@ -36,12 +36,18 @@ def _missing_module_hint(module: str) -> str:
 
 
 def run(command: str) -> None:
-    """Run ``sml COMMAND ARGS...`` with this process's arguments."""
+    """Run ``sml COMMAND ARGS...`` with this process's arguments.
+
+    MLproject parameters stay typed values (``replace: {type: string, default: "false"}``,
+    passed as ``--replace {replace}``): the on/off switches, flags in ``sml``
+    (``--replace``, ``--no-fail-on-alert``), are translated from true/false, and an empty
+    value leaves the default.
+    """
     args = [command, *sys.argv[1:]]
     try:
         from serverless_ml.cli import main
 
-        main(args)
+        main(args, strict_switches=True)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing in {"serverless_ml", "entrypoints"} or "--verbose" in args or "-v" in args:

@@ -6,7 +6,6 @@ one row per monitoring run, ``metrics.<key>`` and ``tags.<key>`` columns and ``a
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +51,8 @@ def class_label(value: Any, spec: DatasetSpec) -> str:
 
 @dataclass(frozen=True)
 class Headline:
-    """The Overview's numbers."""
+    """The Overview's numbers: counts over the chosen time window (``window_days``; ``None``:
+    every batch), the latest batch and the champion over the whole history."""
 
     batches: int
     rows_scored: int
@@ -60,34 +60,140 @@ class Headline:
     champion_version: int | None
     champion_holdout: float | None
     days_since_retrain: int | None
+    champion_since: str | None
     alerts_latest: bool
     alert_batches: int
+    accuracy_alert_batches: int = 0
+    drift_alert_batches: int = 0
+    window_days: int | None = None
 
 
-def headline(runs: pd.DataFrame, champion: Any | None, now: dt.datetime) -> Headline:
-    """Rows scored, batches, the latest batch date, the champion and days since it was trained.
+def champion_since(runs: pd.DataFrame, version: Any) -> pd.Timestamp | None:
+    """The first batch date of the newest unbroken stretch of batches scored by model
+    ``version``, which must have scored the latest batch (``None`` otherwise: say, a
+    champion promoted after the latest batch, or runs that do not name their model)."""
+    if runs.empty or "tags.model_version" not in runs or version is None:
+        return None
+    versions = runs["tags.model_version"].astype(object).to_numpy()
+    scored = np.array([str(v) == str(version) for v in versions], dtype=bool)
+    if not scored[-1]:
+        return None
+    others = np.flatnonzero(~scored)
+    start = int(others[-1]) + 1 if len(others) else 0
+    return pd.Timestamp(runs["as_of"].iloc[start])
+
+
+def headline(runs: pd.DataFrame, champion: Any | None, window_days: int | None = None) -> Headline:
+    """Rows scored, batches and alerts within ``window_days`` of the latest batch; the
+    latest batch date; the champion and the days since it was trained.
+
+    Days since the retrain are counted in the data's time, not the wall clock's: from the
+    first batch the champion scored to the latest batch (a simulated history of years
+    run in a minute then shows years). A champion that has not scored a batch yet (or
+    whose batches do not say which model scored them) has 0 days.
 
     Args:
-        runs: Monitoring runs (may be empty).
+        runs: Monitoring runs, oldest batch first (may be empty).
         champion: The champion :class:`~monitoring_app.data_access.ModelVersion`, if any.
-        now: The current time (timezone-aware).
+        window_days: The time window of the counts (``None``: every batch).
     """
-    rows = runs["metrics.rows_scored"].fillna(0).sum() if "metrics.rows_scored" in runs else 0
+    shown = within_window(runs, window_days)
+    rows = shown["metrics.rows_scored"].fillna(0).sum() if "metrics.rows_scored" in shown else 0
     latest = runs.iloc[-1] if not runs.empty else None
-    alerts = runs["tags.alert"].eq("true") if "tags.alert" in runs else pd.Series(dtype=bool)
-    days = None
+    kinds = alert_kinds(shown)
+    days, since = None, None
     if champion is not None:
-        days = max(0, (now - champion.created).days)
+        start = champion_since(runs, champion.version)
+        days = 0 if start is None else max(0, int((runs["as_of"].iloc[-1] - start).days))
+        since = None if start is None else f"{start:%Y-%m-%d}"
+    latest_alert = alert_kinds(runs.iloc[-1:]) if latest is not None else kinds.iloc[0:0]
     return Headline(
-        batches=len(runs),
+        batches=len(shown),
         rows_scored=int(rows),
         latest_batch=str(latest["tags.as_of"]) if latest is not None else "-",
         champion_version=champion.version if champion is not None else None,
         champion_holdout=champion.holdout_accuracy if champion is not None else None,
         days_since_retrain=days,
-        alerts_latest=bool(alerts.iloc[-1]) if len(alerts) else False,
-        alert_batches=int(alerts.sum()),
+        champion_since=since,
+        alerts_latest=bool(latest_alert.any(axis=None)) if len(latest_alert) else False,
+        alert_batches=int(kinds.any(axis=1).sum()),
+        accuracy_alert_batches=int(kinds["accuracy"].sum()),
+        drift_alert_batches=int(kinds["drift"].sum()),
+        window_days=window_days,
     )
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+ALERT_KINDS = ("accuracy", "drift")
+"""The alerts a monitoring run raises; its ``alerts`` tag holds their messages, each
+starting with ``<kind> alert``, joined with `` | ``."""
+
+
+def alert_messages(text: Any) -> list[str]:
+    """The messages of an ``alerts`` tag."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    return [m.strip() for m in str(text).split(" | ") if m.strip()]
+
+
+def message_kind(message: str) -> str:
+    """``accuracy``, ``drift`` or ``other``: what an alert message is about."""
+    return next((kind for kind in ALERT_KINDS if message.startswith(f"{kind} alert")), "other")
+
+
+def alert_kinds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run, whether it raised an accuracy alert and a drift alert (columns
+    ``accuracy``, ``drift``): from its ``alert_accuracy``/``alert_drift`` tags, or, for runs
+    without them, from its ``alert`` tag and the kind of its messages (an alert whose
+    messages were not read counts as an accuracy alert: the first rule had only that)."""
+    out = pd.DataFrame(False, index=runs.index, columns=list(ALERT_KINDS))
+    if runs.empty:
+        return out
+    alert = runs["tags.alert"].eq("true") if "tags.alert" in runs else pd.Series(False, index=runs.index)
+    messages = runs["tags.alerts"] if "tags.alerts" in runs else pd.Series(None, index=runs.index, dtype=object)
+    for kind in ALERT_KINDS:
+        tag = runs[f"tags.alert_{kind}"] if f"tags.alert_{kind}" in runs else pd.Series(None, index=runs.index, dtype=object)
+        flag = tag.eq("true").to_numpy(dtype=bool)
+        untagged = (tag.isna() & alert).to_numpy(dtype=bool)  # only these need their messages read
+        if untagged.any():
+            flag[untagged] = [any(message_kind(m) == kind for m in alert_messages(t)) for t in messages[untagged]]
+        out[kind] = flag
+    unexplained = alert & ~out.any(axis=1)
+    out.loc[unexplained, "accuracy"] = True
+    return out
+
+
+@dataclass(frozen=True)
+class AlertItem:
+    """One alert of one batch, as the Overview lists it."""
+
+    as_of: str
+    kind: str
+    message: str
+
+
+def alert_list(runs: pd.DataFrame, limit: int | None = None) -> list[AlertItem]:
+    """The alerts of ``runs``, newest batch first: each message of a run's ``alerts`` tag,
+    or one line naming the alert when the run wrote no message (``limit``: at most that
+    many)."""
+    if runs.empty:
+        return []
+    kinds = alert_kinds(runs)
+    alerted = runs[kinds.any(axis=1)]
+    messages = alerted["tags.alerts"] if "tags.alerts" in alerted else pd.Series(None, index=alerted.index, dtype=object)
+    out: list[AlertItem] = []
+    for run_id in alerted.index[::-1]:
+        day = str(alerted.at[run_id, "tags.as_of"])
+        found = alert_messages(messages.get(run_id))
+        if found:
+            out += [AlertItem(day, message_kind(m), m) for m in found]
+        else:
+            out += [AlertItem(day, kind, f"{kind} alert (the run wrote no message)")
+                    for kind in ALERT_KINDS if kinds.at[run_id, kind]]
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+    return out
 
 
 @dataclass(frozen=True)
@@ -239,3 +345,134 @@ def select_origin(rows: pd.DataFrame, which: str) -> pd.DataFrame:
     if which == "synthetic":
         return rows[rows[ORIGIN_COLUMN] != "backfill"]
     return rows
+
+
+# --- data quality over time (the Overview) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a model saw in training: the range of each numeric feature and the values of
+    each text feature (missing values aside)."""
+
+    low: dict[str, float]
+    high: dict[str, float]
+    values: dict[str, frozenset[str]]
+
+
+def reference_profile(rows: pd.DataFrame, spec: DatasetSpec) -> Profile:
+    """The :class:`Profile` of ``rows`` (say, a model's training rows)."""
+    low, high, values = {}, {}, {}
+    for feature in spec.features:
+        present = rows[feature.name].dropna()
+        if feature.is_numeric:
+            numbers = pd.to_numeric(present, errors="coerce").dropna().astype(float)
+            low[feature.name] = float(numbers.min()) if len(numbers) else math.nan
+            high[feature.name] = float(numbers.max()) if len(numbers) else math.nan
+        else:
+            values[feature.name] = frozenset(present.astype(str).unique().tolist())
+    return Profile(low, high, values)
+
+
+QUALITY_COLUMNS = ("rows", "missing_share", "out_of_range_share", "unseen_categories", "missing_detail",
+                   "out_of_range_detail", "unseen_detail")
+MAX_DETAIL_ITEMS = 4
+
+
+def _detail(counts: pd.DataFrame, total: pd.Series | None = None) -> pd.Series:
+    """Per row of ``counts`` (runs x features): the features with a count, largest first,
+    as ``age 20%, fare 5%`` (shares of ``total``) or ``age 3`` (counts)."""
+    values = counts.to_numpy(dtype=float)
+    names = list(counts.columns)
+    totals = total.reindex(counts.index).to_numpy(dtype=float) if total is not None else None
+    # Largest first, ties in feature order (a stable sort of the negated counts).
+    order = np.argsort(-values, axis=1, kind="stable")
+    out = []
+    for i in range(len(values)):
+        parts = []
+        for j in order[i]:
+            value = values[i, j]
+            if not value > 0:
+                break
+            if len(parts) == MAX_DETAIL_ITEMS:
+                parts.append("...")
+                break
+            parts.append(f"{names[j]} {value / totals[i]:.0%}" if totals is not None and totals[i] else f"{names[j]} {int(value)}")
+        out.append(", ".join(parts))
+    return pd.Series(out, index=counts.index, dtype=object)
+
+
+def data_quality(
+    predictions: pd.DataFrame, rows: pd.DataFrame, spec: DatasetSpec, profiles: dict[str, Profile], default: Profile
+) -> pd.DataFrame:
+    """Per monitoring run (the ``run_id`` of its predictions): how many rows it scored and how
+    their features compare with what its model was trained on.
+
+    Args:
+        predictions: The predictions group (``<key>``, ``model_version``, ``run_id``).
+        rows: The feature group (``<key>`` and the features).
+        spec: The dataset.
+        profiles: Model version (as text) -> the :class:`Profile` of its training rows.
+        default: The profile of a version without one (the real rows, say).
+
+    Returns:
+        Indexed by run id, the :data:`QUALITY_COLUMNS`: ``rows``; ``missing_share``, the
+        share of the batch's feature values that are missing; ``out_of_range_share``, the
+        share of its numeric values outside the range the model's training rows span;
+        ``unseen_categories``, how many distinct values of text features its training
+        rows never had; and per figure the features behind it, as text.
+    """
+    key = spec.primary_key
+    names = list(spec.feature_names)
+    if predictions.empty:
+        return pd.DataFrame(columns=list(QUALITY_COLUMNS), index=pd.Index([], name="run_id"))
+    features = rows.drop_duplicates(key, keep="last").set_index(key)[names]
+    values = features.reindex(predictions[key].to_numpy()).reset_index(drop=True)
+    run = pd.Series(predictions["run_id"].astype(str).to_numpy(), name="run_id")
+    version = pd.Series(predictions["model_version"].astype(str).to_numpy())
+    codes, uniques = pd.factorize(version)  # rows of each model version by integer comparisons
+    chosen = {v: profiles.get(v, default) for v in uniques}
+    counts = run.value_counts(sort=False)
+
+    missing = values.isna()
+    out_of_range = pd.DataFrame(False, index=values.index, columns=names)
+    numeric_present = pd.DataFrame(False, index=values.index, columns=names)
+    unseen_pairs = []
+    for feature in spec.features:
+        column = values[feature.name]
+        if feature.is_numeric:
+            numbers = pd.to_numeric(column, errors="coerce").astype(float)
+            low = version.map({v: p.low.get(feature.name, math.nan) for v, p in chosen.items()}).astype(float)
+            high = version.map({v: p.high.get(feature.name, math.nan) for v, p in chosen.items()}).astype(float)
+            out_of_range[feature.name] = (numbers < low) | (numbers > high)
+            numeric_present[feature.name] = numbers.notna()
+        else:
+            text = column.astype(object).where(column.notna(), None)
+            seen = np.zeros(len(values), dtype=bool)
+            for k, (v, profile) in enumerate(chosen.items()):
+                mine = codes == k
+                known = sorted(profile.values.get(feature.name, frozenset()))
+                seen[mine] = text[mine].astype(str).isin(known).to_numpy(dtype=bool)
+            unseen = column.notna() & ~seen
+            if unseen.any():
+                unseen_pairs.append(pd.DataFrame({"run_id": run[unseen], "value": feature.name + "=" + text[unseen].astype(str)}))
+    by_run = run.to_numpy()
+    missing_counts = missing.groupby(by_run).sum()
+    range_counts = out_of_range.groupby(by_run).sum()
+    numeric_counts = numeric_present.groupby(by_run).sum().sum(axis=1)
+    out = pd.DataFrame(index=pd.Index(counts.index, name="run_id"))
+    out["rows"] = counts.astype(int)
+    out["missing_share"] = missing_counts.sum(axis=1) / (counts * max(len(names), 1))
+    out["out_of_range_share"] = (range_counts.sum(axis=1) / numeric_counts.where(numeric_counts > 0)).fillna(0.0)
+    if unseen_pairs:
+        pairs = pd.concat(unseen_pairs).drop_duplicates()
+        grouped = pairs.groupby("run_id")["value"]
+        out["unseen_categories"] = grouped.size().reindex(out.index, fill_value=0).astype(int)
+        listed = grouped.apply(lambda v: ", ".join(sorted(v)[:MAX_DETAIL_ITEMS]) + (", ..." if len(v) > MAX_DETAIL_ITEMS else ""))
+        out["unseen_detail"] = listed.reindex(out.index).fillna("")
+    else:
+        out["unseen_categories"] = 0
+        out["unseen_detail"] = ""
+    out["missing_detail"] = _detail(missing_counts, counts).reindex(out.index).fillna("")
+    out["out_of_range_detail"] = _detail(range_counts).reindex(out.index).fillna("")
+    return out[list(QUALITY_COLUMNS)]

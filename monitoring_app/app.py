@@ -68,7 +68,8 @@ def create_app(
             ``$SML_MLFLOW_UI_URL``; none: no links).
         refresh_s: Seconds between the pages' refreshes.
         cache_ttl_s: Seconds a value read from MLflow or the store is reused unchecked.
-        clock: The current time (for "days since retrain"; default: now, UTC).
+        clock: The current time (default: now, UTC). "Days since retrain" does not use it:
+            it is counted in batch dates.
         warm_up: Import MLflow and open the tracking store now rather than on the first
             request (seconds of start-up; a failure is logged, not raised).
 
@@ -128,6 +129,10 @@ def create_app(
         Input(ids.URL, "search"),
         Input(ids.DATASET, "value"),
     )(sync_dataset)
+    app.callback(
+        *[Output(ids.nav(module.__name__.rsplit(".", 1)[-1]), "className") for module in PAGES],
+        Input(ids.URL, "pathname"),
+    )(highlight_nav)
     if warm_up:
         site.data.warm_up()
     return app
@@ -194,6 +199,16 @@ def sync_dataset(search: str | None, picked: str | None, trigger: str | None = N
     return dash.no_update, (dataset if known else None), *hrefs
 
 
+NAV_CLASS = "nav-link"
+NAV_ACTIVE_CLASS = "nav-link nav-link-active"
+
+
+def highlight_nav(pathname: str | None) -> list[str]:
+    """The navigation links' classes: the link of the page shown is marked as active."""
+    path = "/" + (pathname if isinstance(pathname, str) else "").strip("/")
+    return [NAV_ACTIVE_CLASS if module.PATH == path else NAV_CLASS for module in PAGES]
+
+
 INDEX = """<!DOCTYPE html>
 <html lang="en">
     <head>
@@ -224,6 +239,8 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, san
 .nav { display: flex; flex-wrap: wrap; gap: 4px; border-bottom: 1px solid #e5e7eb; padding-bottom: 8px; }
 .nav-link { padding: 6px 10px; border-radius: 6px; color: #1f2937; text-decoration: none; }
 .nav-link:hover { background: #e5e7eb; }
+.nav-link-active { background: #dbeafe; color: #1e3a8a; font-weight: 600; box-shadow: inset 0 -2px 0 #1d4ed8; }
+.nav-link-active:hover { background: #bfdbfe; }
 .main { padding-top: 8px; min-height: 60vh; }
 .page h2 { margin: 8px 0 12px; font-size: 1.4rem; }
 .page h3 { margin: 16px 0 8px; font-size: 1.1rem; }
@@ -238,6 +255,21 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, san
 .card-detail, .muted { color: #6b7280; font-size: 0.9rem; }
 .row { display: flex; gap: 12px; flex-wrap: wrap; align-items: flex-start; }
 .graph-main { flex: 3 1 600px; min-width: 0; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; }
+.graph-half { flex: 1 1 480px; min-width: 0; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; }
+.graph-wide { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; }
+.alerts { margin: 10px 0 4px; }
+.alerts h3 { margin: 4px 0 6px; }
+.alert-list { list-style: none; margin: 0; padding: 0; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px;
+              max-height: 320px; overflow-y: auto; }
+.alert-list li { display: flex; gap: 10px; align-items: baseline; padding: 6px 10px; border-top: 1px solid #f3f4f6;
+                 font-size: 0.9rem; }
+.alert-list li:first-child { border-top: 0; }
+.alert-date { font-variant-numeric: tabular-nums; color: #374151; white-space: nowrap; }
+.alert-kind { border-radius: 10px; padding: 0 8px; font-size: 0.8rem; font-weight: 600; white-space: nowrap; }
+.alert-kind-accuracy { background: #fee2e2; color: #991b1b; }
+.alert-kind-drift { background: #fef3c7; color: #92400e; }
+.alert-kind-other { background: #e5e7eb; color: #374151; }
+.export { display: flex; align-items: center; gap: 12px; margin: 8px 0; }
 .graph-third { flex: 1 1 340px; min-width: 0; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; }
 .side { flex: 1 1 260px; }
 .latest { flex: 1 1 260px; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 12px; }

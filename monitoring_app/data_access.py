@@ -69,6 +69,51 @@ def dataset_option(spec: DatasetSpec) -> str:
     return str(spec.spec_path) if spec.spec_path is not None else spec.name
 
 
+# --- per-class metrics -------------------------------------------------------------------------
+# A run logs a figure of each class as ``<stem>_<class>`` (``rolling_recall_survived``,
+# ``predicted_share_Setosa``). Runs logged before class names were used in metric names
+# wrote the class code instead (``rolling_recall_1``). Every per-class metric the site
+# reads goes through these two functions, which know both forms.
+
+
+def class_metric_names(spec: DatasetSpec, stem: str) -> dict[Any, tuple[str, ...]]:
+    """Per class of ``spec`` (its values, in order): the metric names a run may have logged
+    ``stem`` of that class under, the class name's form first, then the class code's
+    (one name when the class has no separate name)."""
+    from serverless_ml.training.evaluation import class_metric_keys as name_keys, metric_key
+
+    out: dict[Any, tuple[str, ...]] = {}
+    for cls, key in zip(spec.classes, name_keys(spec.classes, spec.class_names), strict=True):
+        out[cls] = tuple(dict.fromkeys((f"{stem}_{key}", f"{stem}_{metric_key(cls)}")))
+    return out
+
+
+def class_metric_keys(spec: DatasetSpec, *stems: str) -> tuple[str, ...]:
+    """Every metric name :func:`class_metric` may read for ``stems``: what a page asks the
+    tracking store for."""
+    return tuple(dict.fromkeys(n for stem in stems for names in class_metric_names(spec, stem).values() for n in names))
+
+
+def class_metric(runs: pd.DataFrame, spec: DatasetSpec, stem: str) -> pd.DataFrame:
+    """``stem`` of each class per run: one column per class (the spec's class values, in
+    order), indexed like ``runs``. A run's value under the class name is taken where it
+    logged one, else its value under the class code; NaN where it logged neither.
+
+    Args:
+        runs: Runs with ``metrics.<name>`` columns (from :func:`class_metric_keys`).
+        spec: The dataset (its classes and class names).
+        stem: The metric without its class (``rolling_precision``, ``predicted_share``).
+    """
+    columns = {}
+    for cls, names in class_metric_names(spec, stem).items():
+        value = pd.Series(float("nan"), index=runs.index)
+        for name in names:
+            if f"metrics.{name}" in runs:
+                value = value.fillna(runs[f"metrics.{name}"].astype(float))
+        columns[cls] = value
+    return pd.DataFrame(columns, index=runs.index, columns=list(spec.classes))
+
+
 def _is_sql_uri(uri: str) -> bool:
     scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0]
     return scheme in _SQL_SCHEMES

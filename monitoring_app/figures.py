@@ -24,6 +24,7 @@ from serverless_ml.training.evaluation import metric_key
 
 COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 ALERT_COLOUR = "#dc2626"
+QUALITY_COLOURS = ("#0072B2", "#009E73", "#D55E00", "#CC79A7")
 REFERENCE_COLOUR = "#6b7280"
 MAX_VERSION_ANNOTATIONS = 40
 HISTOGRAM_BINS = 30
@@ -152,21 +153,7 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
             "line": {"color": REFERENCE_COLOUR, "dash": "dash", "shape": "hv", "width": 1.5},
             "hovertemplate": "%{x}<br>champion holdout accuracy %{y:.3f}<extra></extra>",
         })
-    if "tags.alert" in runs:
-        alerted = runs[runs["tags.alert"] == "true"]
-        if not alerted.empty:
-            y = alerted["metrics.batch_accuracy"].fillna(alerted["metrics.rolling_accuracy"]).fillna(0.0)
-            messages = alerted["tags.alerts"] if "tags.alerts" in alerted else pd.Series("", index=alerted.index)
-            dates = _dates(alerted)
-            hover = [
-                f"{day}<br>" + ("<br>".join(plot_text(m) for m in str(text).split(" | ") if m) or "alert")
-                for day, text in zip(dates, messages.fillna(""), strict=True)
-            ]
-            traces.append({
-                "type": "scatter", "x": dates, "y": _rounded(y.to_numpy(dtype=float)), "mode": "markers", "name": "alert",
-                "marker": {"symbol": "x", "size": 11, "color": ALERT_COLOUR, "line": {"width": 1}},
-                "hovertext": hover, "hoverinfo": "text",
-            })
+    traces += alert_traces(runs)
     changes = analysis.version_changes(runs).tail(MAX_VERSION_ANNOTATIONS)
     shapes, annotations = [], []
     for when, version in zip(_dates(changes), changes["model_version"], strict=True):
@@ -177,9 +164,182 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
     layout = _layout_dict(f"{plot_text(spec.name)}: accuracy over time", revision=spec.name, height=420)
     layout.update(
         shapes=shapes, annotations=annotations,
-        yaxis={"title": {"text": "accuracy"}, "range": [-0.02, 1.05], "tickformat": ".0%"},
+        yaxis={"title": {"text": "accuracy"}, "range": [-0.02, DRIFT_ALERT_Y + 0.05], "tickformat": ".0%",
+               "tickvals": [0, 0.2, 0.4, 0.6, 0.8, 1.0]},
         xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
+        hoverdistance=40,
     )
+    return {"data": traces, "layout": layout}
+
+
+DRIFT_ALERT_COLOUR = "#b45309"
+DRIFT_ALERT_Y = 1.04
+"""Drift alerts sit in a row above the accuracy (an accuracy of 1 stays below them), so a
+batch with both alerts shows both markers."""
+
+
+def alert_traces(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Markers of the batches with an accuracy alert (a red cross on the batch's accuracy)
+    and with a drift alert (an amber triangle in a row above the chart), each with its
+    messages on hover. The Overview lists the same messages under the chart."""
+    kinds = analysis.alert_kinds(runs)
+    messages = runs["tags.alerts"] if "tags.alerts" in runs else pd.Series(None, index=runs.index, dtype=object)
+    traces = []
+    for kind, colour, symbol in (("accuracy", ALERT_COLOUR, "x"), ("drift", DRIFT_ALERT_COLOUR, "triangle-down")):
+        alerted = runs[kinds[kind]]
+        if alerted.empty:
+            continue
+        dates = _dates(alerted)
+        if kind == "accuracy":
+            y = alerted["metrics.batch_accuracy"].fillna(alerted["metrics.rolling_accuracy"]).fillna(0.0)
+            y_values = _rounded(y.to_numpy(dtype=float))
+        else:
+            y_values = [DRIFT_ALERT_Y] * len(alerted)
+        hover = []
+        for day, run_id in zip(dates, alerted.index, strict=True):
+            mine = [m for m in analysis.alert_messages(messages.get(run_id)) if analysis.message_kind(m) == kind]
+            hover.append(f"{day}<br>" + ("<br>".join(plot_text(m) for m in mine) or f"{kind} alert"))
+        traces.append({
+            "type": "scatter", "x": dates, "y": y_values, "mode": "markers", "name": f"{kind} alert",
+            "marker": {"symbol": symbol, "size": 12, "color": colour, "line": {"width": 1, "color": colour}},
+            "hovertext": hover, "hoverinfo": "text", "cliponaxis": False,
+        })
+    return traces
+
+
+def _class_traces(
+    values: pd.DataFrame, x: list[str], spec: DatasetSpec, what: str, style: dict[str, Any], mode: str = "lines+markers"
+) -> list[dict[str, Any]]:
+    """One line per class of ``values`` (runs x classes), in the class's colour."""
+    traces = []
+    for cls in spec.classes:
+        if cls not in values or values[cls].isna().all():
+            continue
+        name = plot_text(analysis.class_label(cls, spec))
+        traces.append({
+            "type": "scatter", "x": x, "y": _rounded(values[cls].to_numpy(dtype=float)), "mode": mode,
+            "name": f"{name} {what}", "legendgroup": name, "connectgaps": False,
+            "line": {"color": class_colour(spec, cls), "width": 2, **style}, "marker": {"size": 4},
+            "hovertemplate": f"%{{x}}<br>{name} {what} %{{y:.3f}}<extra></extra>",
+        })
+    return traces
+
+
+def class_metrics_figure(
+    runs: pd.DataFrame, precision: pd.DataFrame, recall: pd.DataFrame, spec: DatasetSpec, window: str,
+    min_rows: int,
+) -> dict[str, Any]:
+    """Precision (solid) and recall (dashed) of each class over batch dates, one colour a
+    class. A plain figure dict (see :func:`accuracy_figure`).
+
+    Args:
+        runs: Monitoring runs (for their dates).
+        precision: Per run (rows, like ``runs``) and class (columns): the precision.
+        recall: The same for recall.
+        spec: The dataset (class names and colours).
+        window: Which rows the figures are over (``rolling window``), for the title.
+        min_rows: The labelled rows a run needs before it logs them (said when none did).
+    """
+    title = f"precision and recall per class ({plot_text(window)})"
+    if runs.empty:
+        return empty_figure("no monitoring runs yet", title).to_plotly_json()
+    x = _dates(runs)
+    traces = (_class_traces(precision, x, spec, "precision", {"dash": "solid"})
+              + _class_traces(recall, x, spec, "recall", {"dash": "dash"}))
+    if not traces:
+        return empty_figure(f"no batch had per-class figures: a run logs them from {min_rows} labelled rows "
+                            f"in the {window}", title).to_plotly_json()
+    layout = _layout_dict(title, revision=spec.name, height=360)
+    layout.update(
+        yaxis={"title": {"text": "precision / recall"}, "range": [-0.02, 1.02], "tickformat": ".0%"},
+        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
+        hovermode="x unified",
+    )
+    return {"data": traces, "layout": layout}
+
+
+def class_share_figure(
+    runs: pd.DataFrame, predicted: pd.DataFrame, training: pd.DataFrame, spec: DatasetSpec
+) -> dict[str, Any]:
+    """Each class's share of a batch's predictions over batch dates (solid), against its
+    share of the model's training rows (dashed steps, in the same colour). A plain figure
+    dict (see :func:`accuracy_figure`)."""
+    title = "predicted class shares against training"
+    if runs.empty:
+        return empty_figure("no monitoring runs yet", title).to_plotly_json()
+    x = _dates(runs)
+    traces = (_class_traces(predicted, x, spec, "predicted", {"dash": "solid"})
+              + _class_traces(training, x, spec, "in training", {"dash": "dash", "shape": "hv", "width": 1.5}, "lines"))
+    if not traces:
+        return empty_figure("no batch logged its class shares", title).to_plotly_json()
+    layout = _layout_dict(title, revision=spec.name, height=360)
+    layout.update(
+        yaxis={"title": {"text": "share of rows"}, "range": [-0.02, 1.02], "tickformat": ".0%"},
+        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
+        hovermode="x unified",
+    )
+    return {"data": traces, "layout": layout}
+
+
+QUALITY_PANELS = (
+    ("rows", "rows", "rows per batch", "bar", None),
+    ("missing_share", "missing", "share of feature values missing", "lines+markers", "missing_detail"),
+    ("out_of_range_share", "out of range", "share of numeric values outside the training range", "lines+markers",
+     "out_of_range_detail"),
+    ("unseen_categories", "unseen", "categories the training rows never had", "bar", "unseen_detail"),
+)
+"""The data-quality panels, top to bottom: column, axis title, what it is, how drawn, the
+column naming the features behind it."""
+
+
+def data_quality_figure(runs: pd.DataFrame, quality: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    """Data quality over batch dates, in four panels sharing the date axis: rows per batch,
+    missing share, share outside the training range, unseen categories (hover names the
+    features). A plain figure dict (see :func:`accuracy_figure`).
+
+    Args:
+        runs: Monitoring runs (their dates).
+        quality: :func:`monitoring_app.analysis.data_quality` (runs without predictions
+            are gaps).
+        spec: The dataset.
+    """
+    title = "data quality per batch"
+    if runs.empty:
+        return empty_figure("no monitoring runs yet", title).to_plotly_json()
+    shown = quality.reindex(runs.index)
+    x = _dates(runs)
+    gap = 0.06
+    height = (1 - gap * (len(QUALITY_PANELS) - 1)) / len(QUALITY_PANELS)
+    traces: list[dict[str, Any]] = []
+    layout = _layout_dict(f"{plot_text(spec.name)}: {title}", revision=spec.name, height=560)
+    layout.update(showlegend=False, hovermode="x unified",
+                  xaxis={"title": {"text": "batch date"}, "type": "date", "anchor": f"y{len(QUALITY_PANELS)}",
+                         **_date_ticks(runs["as_of"])})
+    for i, (column, axis_title, about, kind, detail) in enumerate(QUALITY_PANELS):
+        axis = "y" if i == 0 else f"y{i + 1}"
+        values = shown[column].to_numpy(dtype=float)
+        is_share = column.endswith("_share")
+        trace: dict[str, Any] = {
+            "type": "bar" if kind == "bar" else "scatter", "x": x, "y": _rounded(values), "yaxis": axis, "xaxis": "x",
+            "name": about, "marker": {"color": QUALITY_COLOURS[i]},
+            "hovertemplate": f"{about}: %{{y:{'.1%' if is_share else ',.0f'}}}"
+            + ("%{customdata}" if detail else "") + "<extra></extra>",
+        }
+        if kind != "bar":
+            trace.update(mode=kind, line={"color": QUALITY_COLOURS[i], "width": 1.5}, marker={"size": 4, "color": QUALITY_COLOURS[i]})
+        if detail:
+            trace["customdata"] = [f" ({plot_text(t)})" if isinstance(t, str) and t else "" for t in shown[detail].tolist()]
+        traces.append(trace)
+        top = 1 - i * (height + gap)
+        finite = values[np.isfinite(values)]
+        peak = float(finite.max()) if len(finite) else 0.0
+        axis_range = [0, max(peak * 1.15, 0.05)] if is_share else [0, max(peak * 1.15, 1)]
+        layout["yaxis" if i == 0 else f"yaxis{i + 1}"] = {
+            "domain": [max(0.0, top - height), top], "anchor": "x", "title": {"text": axis_title},
+            "range": axis_range, "tickformat": ".0%" if is_share else ",d", "nticks": 4,
+            # Counts are whole: a short count axis gets one tick per unit, not 0, 0.5 (shown "1"), 1.
+            **({"dtick": 1} if not is_share and axis_range[1] <= 5 else {}),
+        }
     return {"data": traces, "layout": layout}
 
 
@@ -393,8 +553,9 @@ def drift_history_figure(
 def distribution_figure(
     reference: pd.Series, current: pd.Series, feature: FeatureSpec, reference_label: str, current_label: str
 ) -> go.Figure:
-    """One feature's distribution in the latest batch against the training rows, as shares
-    (a histogram over the same bins, or bars per category; missing values as their own bar)."""
+    """One feature's distribution in a window (a batch, the recent or the rolling drift
+    window) against the training rows, as shares of each side's rows (a histogram over the
+    same bins, or bars per category; missing values as their own bar)."""
     title = f"{plot_text(feature.name)}: {plot_text(current_label)} against {plot_text(reference_label)}"
     if reference.empty and current.empty:
         return empty_figure("no rows to compare", title)
@@ -443,7 +604,11 @@ def distribution_figure(
                 marker={"color": colour}, hovertemplate="%{x}: %{y:.1%}<extra></extra>",
             ))
         figure.update_xaxes(title=plot_text(feature.name), type="category")
-    figure.update_yaxes(title="share of rows", tickformat=".0%")
+    # The whole of the tallest bar, whatever the shares (a batch of 10 rows has bars of 10 %
+    # steps): an explicit range, with room above it.
+    peak = max((float(np.nanmax(np.asarray(t.y, dtype=float))) for t in figure.data if t.y is not None and len(t.y)),
+               default=0.0)
+    figure.update_yaxes(title="share of rows", tickformat=".0%", range=[0, min(1.0, peak) * 1.1 + 0.01])
     return figure
 
 

@@ -61,6 +61,7 @@ PROPERTY_CHECKS: dict[str, tuple[str, Any]] = {
     "page_size": ("a whole number", _is_count),
     "data": ("an object", lambda v: v is None or isinstance(v, dict)),
     "search": ("text", _is_text),
+    "pathname": ("text", _is_text),
     "filter_query": ("text", _is_text),
     "value": ("text or a number", lambda v: isinstance(v, _SCALAR)),
     "sort_by": ("a list of objects", lambda v: v is None or (isinstance(v, list) and all(isinstance(i, dict) for i in v))),

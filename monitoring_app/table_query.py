@@ -108,6 +108,32 @@ def apply_sort(frame: pd.DataFrame, sort_by: Sequence[dict[str, str]] | None) ->
     )
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet runs a cell that starts with one of these as a formula."""
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(...)``), with a ``'``
+    in front, so it opens as the text it is; numbers (``-1``) are kept as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def to_csv(frame: pd.DataFrame, text_columns: Sequence[str] = ("key", "prediction", "actual")) -> str:
+    """The rows of ``frame`` as CSV text (a header of its column names, ``\n`` line ends),
+    text cells a spreadsheet would run as a formula guarded with a leading ``'``."""
+    out = frame.copy()
+    for column in text_columns:
+        if column in out:
+            out[column] = out[column].map(_spreadsheet_safe)
+    return out.to_csv(index=False, lineterminator="\n")
+
+
 def page_of(frame: pd.DataFrame, page_current: int | None, page_size: int | None) -> tuple[pd.DataFrame, int]:
     """The requested page and the number of pages (at least 1)."""
     size = max(1, int(page_size or PAGE_SIZE))

@@ -21,6 +21,7 @@ import click
 from serverless_ml import defaults
 from serverless_ml.dates import check_date
 from serverless_ml.errors import SmlError
+from serverless_ml.progress import is_terminal
 from serverless_ml.redaction import install_log_scrubber, remember, scrub_known
 from serverless_ml.settings import Settings, resolve_settings
 
@@ -68,28 +69,138 @@ def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
-@click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
-    """serverless-ml: feature store, tuned model, daily batch predictions, monitoring."""
-    ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # No password of the URIs the environment gives is printed or logged by this process
-    # (the commands remember the URIs their options give where they use them).
-    remember(*(os.environ.get(name) for name in SECRET_URI_VARIABLES))
-    install_log_scrubber()
-    if not verbose:
+VERBOSE_HELP = "Show tracebacks, debug logs and MLflow's own messages [env SML_VERBOSE]."
+QUIET_HELP = "No progress bars or progress lines (results and errors are still printed) [env SML_QUIET]."
+
+
+def output_settings(ctx: click.Context | None = None) -> dict[str, bool]:
+    """``{"verbose": ..., "quiet": ...}``: the output options given before or after the
+    sub-command (or in ``SML_VERBOSE``/``SML_QUIET``)."""
+    root = (ctx or click.get_current_context()).find_root()
+    root.ensure_object(dict)
+    return root.obj.setdefault("output", {"verbose": False, "quiet": False})
+
+
+def _output_option_given(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        settings = output_settings(ctx)
+        settings[str(param.name)] = True
+        configure_output(**settings)
+    return value
+
+
+def output_options(*, with_env: bool) -> list[click.Option]:
+    """``--verbose/-v`` and ``--quiet/-q``: the group's (which read the environment too),
+    and a copy on every sub-command, so either place works (``sml -v infer``, ``sml infer -v``)."""
+    return [
+        click.Option(["--verbose", "-v"], is_flag=True, expose_value=False, is_eager=True, callback=_output_option_given,
+                     envvar="SML_VERBOSE" if with_env else None, help=VERBOSE_HELP),
+        click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, is_eager=True, callback=_output_option_given,
+                     envvar="SML_QUIET" if with_env else None, help=QUIET_HELP),
+    ]
+
+
+class SmlGroup(click.Group):
+    """The ``sml`` group: every sub-command also takes the output options."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.extend(output_options(with_env=False))
+        super().add_command(cmd, name)
+
+
+MLFLOW_NOTES = ("Successfully registered model ", "Registered model ", "Created version ")
+"""Lines MLflow prints (not logs) when a model version is registered: each job's summary
+says what it registered, so they show only under ``--verbose``."""
+
+
+_MLFLOW_LEVEL_SET_HERE = False
+
+
+def configure_output(verbose: bool, quiet: bool) -> None:
+    """Logging for ``--verbose``: debug logs and MLflow's INFO messages; otherwise warnings
+    only. MLflow sets its loggers up when it is imported (later, and only by the commands
+    that need it), from ``MLFLOW_LOGGING_LEVEL``, which also reaches the processes a
+    command starts. (``quiet`` is read where progress is shown: :func:`progress_for`.)"""
+    global _MLFLOW_LEVEL_SET_HERE
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        if _MLFLOW_LEVEL_SET_HERE:  # before a sub-command's --verbose was seen
+            os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
+            _MLFLOW_LEVEL_SET_HERE = False
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.NOTSET)
+        if "mlflow" in sys.modules:
+            logging.getLogger("mlflow").setLevel(logging.INFO)
+    else:
+        # MLflow's INFO lines ("=== Created directory ... for downloading remote URIs",
+        # "=== Running command ...") are noise to a user; a user's own setting wins.
+        if "mlflow" in sys.modules:  # imported already (sml run in-process by a test)
+            logging.getLogger("mlflow").setLevel(os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"))
+        elif "MLFLOW_LOGGING_LEVEL" not in os.environ:
+            os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+            _MLFLOW_LEVEL_SET_HERE = True
         # MLflow logs each database error with its traceback before raising it; the
         # raised error becomes the one `error:` line (serverless_ml/system_faults.py).
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
-@cli.command()
+def hide_mlflow_notes() -> None:
+    """Drop MLflow's registration notes (:data:`MLFLOW_NOTES`) from its message stream
+    unless ``--verbose`` (call where MLflow is imported anyway: it is not, at start-up)."""
+    if output_settings()["verbose"]:
+        return
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    if getattr(stream, "sml_filtered", False):
+        return
+    write = stream.write
+    dropped = {"newline": False}
+
+    def filtered(text: str) -> None:
+        if text.startswith(MLFLOW_NOTES):
+            dropped["newline"] = True  # print() writes the line's "\n" in a second call
+            return
+        if dropped["newline"] and text == "\n":
+            dropped["newline"] = False
+            return
+        dropped["newline"] = False
+        write(text)
+
+    stream.write = filtered
+    stream.sml_filtered = True
+
+
+def progress_for(title: str, total: int) -> Any:
+    """A :class:`serverless_ml.progress.Progress` on stderr for this command: a bar on a
+    terminal, a line per step otherwise, nothing under ``--quiet``."""
+    from serverless_ml.progress import Progress
+
+    return Progress(title, total, quiet=output_settings()["quiet"])
+
+
+@click.group(cls=SmlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(None, "--version", message="sml (serverless-ml) %(version)s", package_name="serverless-ml",
+                      help="Print the version and exit.")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """serverless-ml: feature store, tuned model, daily batch predictions, monitoring.
+
+    --verbose and --quiet go before or after the command (`sml -q simulate`, `sml simulate -q`).
+    """
+    settings = output_settings(ctx)
+    configure_output(**settings)
+    # No password of the URIs the environment gives is printed or logged by this process
+    # (the commands remember the URIs their options give where they use them).
+    remember(*(os.environ.get(name) for name in SECRET_URI_VARIABLES))
+    install_log_scrubber()
+
+
+for _option in output_options(with_env=True):
+    cli.params.append(_option)
+
+
+@cli.command(short_help="Validate a dataset's source and backfill its feature group.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--source", default="", help="CSV path or URL [default: $SML_DATA_DIR/<dataset>.csv, then the built-in copy or public URL].")
 @store_options
@@ -111,15 +222,15 @@ def features(dataset: str, source: str, settings: Settings) -> None:
     click.echo(report.summary())
 
 
-@cli.command()
+@cli.command(short_help="Add one day of synthetic labelled rows to the feature group.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--date", "date_", default="", help="Event date YYYY-MM-DD [default: today, UTC].")
 @click.option("--rows", default=defaults.DAILY_ROWS, show_default=True, type=int, help="Rows to generate (1..10000).")
 @click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Random seed (>= 0).")
 @click.option("--drift", default="", help="Shift features, e.g. 'age+15,fare*2,embarked=Q'.")
-@click.option("--replace", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+@click.option("--replace", is_flag=True,
               help="Rewrite the day's rows when they exist with other values; removes the predictions and "
-                   "monitoring runs that scored them (true/false).")
+                   "monitoring runs that scored them.")
 @store_options
 def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: bool, settings: Settings) -> None:
     """Add synthetic labelled rows for one day to the dataset's feature group.
@@ -144,7 +255,7 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
     click.echo(f"{day.isoformat()}: {report.summary()}")
 
 
-@cli.command()
+@cli.command(short_help="Tune a random forest with Optuna, log it to MLflow, register and promote it.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="New Optuna trials to run.")
 @click.option("--timeout", default=0.0, type=float, help="Stop starting trials after this many seconds (0: no limit).")
@@ -156,9 +267,9 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
               help="Optuna storage URL [env SML_OPTUNA_STORAGE, better for a password than the command line; "
                    "default: sqlite optuna.db next to the tracking database].")
 @click.option("--study-name", default="", help="Optuna study to create or resume [default: from dataset, data version and seed].")
-@click.option("--include-synthetic", type=click.BOOL, default=False, help="Also train on synthetic rows (true/false).")
+@click.option("--include-synthetic/--no-include-synthetic", default=False, show_default=True,
+              help="Also train on synthetic rows (the daily and simulated ones).")
 @click.option("--promote", default=defaults.TRAIN_PROMOTE, show_default=True, type=click.Choice(["if-better", "always", "never"]), help="Promotion rule.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--workers-only", is_flag=True, help="Only add trials to the shared study (--storage, --study-name); "
               "register nothing. Refit afterwards with --trials 0.")
 @click.option("--worker-id", type=int, default=None, help="With --workers-only: a number per worker for reproducible, "
@@ -166,7 +277,7 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
 @store_options
 def train(
     dataset: str, trials: int, timeout: float, seed: int, holdout: float, folds: int, workers: int,
-    storage: str, study_name: str, include_synthetic: bool, promote: str, quiet: bool,
+    storage: str, study_name: str, include_synthetic: bool, promote: str,
     workers_only: bool, worker_id: int | None, settings: Settings,
 ) -> None:
     """Tune a random forest with Optuna, log every trial to MLflow, register and promote.
@@ -192,16 +303,19 @@ def train(
         # `mlflow run` passes an empty --storage, which hides the variable from click.
         storage=_blank_to_none(storage) or _blank_to_none(os.environ.get("SML_OPTUNA_STORAGE")),
         study_name=_blank_to_none(study_name),
-        include_synthetic=include_synthetic, promote=promote, workers=workers, quiet=quiet,
+        include_synthetic=include_synthetic, promote=promote, workers=workers,
+        # Optuna's own bar on a terminal only: in a log file it is a line per redraw.
+        quiet=output_settings()["quiet"] or not is_terminal(sys.stderr),
         workers_only=workers_only, worker_id=worker_id,
     )
     spec = get_dataset(dataset)
+    hide_mlflow_notes()
     job = tune_as_worker if workers_only else run_training
     report = job(spec, open_feature_store(settings), settings, options)
     click.echo(report.summary())
 
 
-@cli.command()
+@cli.command(short_help="Score the rows the champion has not seen; log the batch as a monitoring run.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--as-of", default="", help="Score rows up to the end of this date, YYYY-MM-DD [default: now].")
 @click.option("--rolling-days", default=defaults.INFER_ROLLING_DAYS, show_default=True, type=int, help="Days in the rolling accuracy window.")
@@ -209,8 +323,10 @@ def train(
 @click.option("--drift-p-value", default=defaults.INFER_DRIFT_P_VALUE, show_default=True, type=float, help="A feature has drifted when its p-value, adjusted over all features (Benjamini-Hochberg), is below this...")
 @click.option("--drift-min-effect", default=defaults.INFER_DRIFT_MIN_EFFECT, show_default=True, type=float, help="...and its effect size (Wasserstein distance in standard deviations; total variation for categories) is at least this.")
 @click.option("--drift-share", default=defaults.INFER_DRIFT_SHARE, show_default=True, type=float, help="Alert when more than this share of features drifted (0: any drifted feature).")
-@click.option("--fail-on-alert", type=click.BOOL, default=False, is_flag=False, flag_value=True, help="Exit 3 when an alert fires (for schedulers).")
-@click.option("--figures/--no-figures", default=True, show_default=True, help="Also log confusion matrices as PNG figures.")
+@click.option("--fail-on-alert/--no-fail-on-alert", default=False, show_default=True,
+              help="Exit 3 when an alert fires (for schedulers), after the batch is logged.")
+@click.option("--figures/--no-figures", default=defaults.LOG_FIGURES, show_default=True,
+              help="Also log confusion matrices as PNG figures (the tables are logged either way).")
 @store_options
 def infer(
     dataset: str, as_of: str, rolling_days: int, accuracy_drop: float, drift_p_value: float,
@@ -225,7 +341,7 @@ def infer(
     from serverless_ml.datasets import get_dataset
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.inference.monitoring import AlertRule
-    from serverless_ml.pipelines.infer import InferOptions
+    from serverless_ml.pipelines.infer import AlertRaised, InferOptions
     from serverless_ml.pipelines.infer import infer as run_inference
 
     if not 0 <= accuracy_drop <= 1:
@@ -240,14 +356,18 @@ def infer(
         as_of=parse_date(as_of, "--as-of"), rolling_days=rolling_days,
         rule=AlertRule(accuracy_drop=accuracy_drop, drift_p_value=drift_p_value, drift_share=drift_share,
                        drift_min_effect=drift_min_effect),
-        fail_on_alert=fail_on_alert, figures=figures,
+        # The exit code is this command's: its summary is printed first, and the alerts once.
+        fail_on_alert=False, figures=figures,
     )
     spec = get_dataset(dataset)
     report = run_inference(spec, open_feature_store(settings), settings, options, dt.datetime.now(dt.timezone.utc))
     click.echo(report.summary())
+    if fail_on_alert and report.alerts:
+        raise AlertRaised(f"{spec.name} {report.as_of}: {len(report.alerts)} alert(s), listed above "
+                          f"(--fail-on-alert; monitoring run {report.run_id})")
 
 
-@cli.command("tracking-server", context_settings={"ignore_unknown_options": True})
+@cli.command("tracking-server", short_help="Run `mlflow server` on a database, with proxied artifacts.", context_settings={"ignore_unknown_options": True})
 @click.option("--backend-store-uri", envvar="SML_TRACKING_DB_URI", default="", show_envvar=True,
               help="Database of runs and the registry, e.g. postgresql://user:password@host:5432/mlflow "
                    "(prefer the environment variable: options are visible in `ps`).")
@@ -279,7 +399,7 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
     server.exec_server(command)
 
 
-@cli.command()
+@cli.command(short_help="Replay past days: synthetic rows, scored batches, monitoring runs, retrains.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--days", default=defaults.SIMULATE_DAYS, show_default=True, type=int, help="Past days to replay.")
 @click.option("--end-date", default="", help="Last simulated day, YYYY-MM-DD [default: yesterday, UTC].")
@@ -290,11 +410,10 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
 @click.option("--drift-days", default=0, type=int, help="Length of the drift episode in days [default: to the end].")
 @click.option("--retrain-every", default=0, type=int, help="Retrain every K days (0: never).")
 @click.option("--retrain-trials", default=defaults.SIMULATE_RETRAIN_TRIALS, show_default=True, type=int, help="Optuna trials per retrain.")
-@click.option("--figures/--no-figures", default=False, show_default=True, help="Also log confusion matrices as PNG figures.")
-@click.option("--replace", type=click.BOOL, default=False, is_flag=False, flag_value=True,
-              help="Rewrite days that exist with other rows, and score them again (true/false).")
-@click.option("--keep-existing", type=click.BOOL, default=False, is_flag=False, flag_value=True,
-              help="Keep days that exist with other rows as they are; simulate only the others (true/false).")
+@click.option("--figures/--no-figures", default=defaults.LOG_FIGURES, show_default=True,
+              help="Also log confusion matrices as PNG figures (the tables are logged either way).")
+@click.option("--replace", is_flag=True, help="Rewrite days that exist with other rows, and score them again.")
+@click.option("--keep-existing", is_flag=True, help="Keep days that exist with other rows as they are; simulate only the others.")
 @store_options
 def simulate(
     dataset: str, days: int, end_date: str, rows: int, seed: int, drift: str, drift_from: int,
@@ -327,11 +446,15 @@ def simulate(
         drift_from=drift_from or None, drift_days=drift_days or None, retrain_every=retrain_every or None,
         retrain_trials=retrain_trials, replace=replace, keep_existing=keep_existing, infer=InferOptions(figures=figures),
     )
-    report = run_simulation(spec, open_feature_store(settings), settings, options)
+    store = open_feature_store(settings)
+    if retrain_every:
+        hide_mlflow_notes()
+    with progress_for(f"{spec.name} simulate", days) as progress:
+        report = run_simulation(spec, store, settings, options, progress=progress)
     click.echo(report.summary(spec, options))
 
 
-@cli.command()
+@cli.command(short_help="Serve the monitoring site (debug off).")
 @click.option("--host", default="", help="Address to bind [default: 127.0.0.1, this machine only].")
 @click.option("--port", default=0, type=int, help="Port [default: 8050].")
 @click.option("--dataset", "datasets", multiple=True, help="A dataset spec file to show besides the built-ins (repeatable).")
@@ -363,7 +486,12 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
 
     app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
                      refresh_s=refresh, warm_up=True)
+    from monitoring_app.serving import quiet_development_server
+
+    # One line with the URL; werkzeug's request lines and start-up message only under --verbose.
+    quiet_development_server(app, level=min(logging.getLogger().level, logging.WARNING), colour=sys.stderr.isatty())
     click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
+    click.echo("(Flask's development server, for this machine: in production serve it with gunicorn, see the README)")
     from serverless_ml.sqlite_exit import exit_on_sigterm
 
     exit_on_sigterm()  # SIGTERM stops it as Ctrl-C does: mlflow.db is checkpointed on the way out
@@ -396,7 +524,7 @@ def check_can_listen(host: str, port: int) -> None:
             raise SmlError(f"cannot serve the site on {host}:{port}: {hint}") from None
 
 
-@cli.command("main")
+@cli.command("main", short_help="The whole loop for one dataset, as MLflow project runs under one `main` run.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="Optuna trials of the train step.")
 @click.option("--days", default=defaults.SIMULATE_DAYS, show_default=True, type=int, help="Days the simulate step replays.")
@@ -405,11 +533,18 @@ def check_can_listen(host: str, port: int) -> None:
 @click.option("--drift-days", default=0, type=int, help="Length of the drift episode in days.")
 @click.option("--store-dir", default="", help="Local feature store directory [env SML_STORE_DIR].")
 def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: int, drift_days: int, store_dir: str) -> None:
-    """The whole loop for one dataset: features, train, simulate, batch_inference, each an
-    `mlflow run` of this project's entry point nested under one `main` run."""
+    """The whole loop for one dataset: features, train, simulate (up to yesterday), daily
+    (today's rows) and batch_inference (today's batch), each an `mlflow run` of this
+    project's entry point nested under one `main` run.
+
+    Logs the main run and the steps' runs (<dataset>-<step>-<date>) in experiment
+    <dataset>-pipeline; prints a line as each step starts (each step prints its own
+    progress and result), then a summary: the champion, the batches and alerts of the
+    days covered, and the commands that show them.
+    """
     from serverless_ml.datasets import get_dataset
     from serverless_ml.datasets.synthetic import parse_drift
-    from serverless_ml.pipelines.main import MainOptions, run_main
+    from serverless_ml.pipelines.main import MainOptions, run_main, summarize, where_to_look
     from serverless_ml.pipelines.simulate import SimulateOptions
     from serverless_ml.pipelines.simulate import check_options as check_simulate_options
     from serverless_ml.settings import resolve_settings
@@ -426,13 +561,26 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
     ))
     settings = resolve_settings(store_dir=_blank_to_none(store_dir))
     refuse_store_file(settings)
-    configure_tracking(settings)
+    uri = configure_tracking(settings)
     options = MainOptions(dataset, trials, days, drift, drift_from, drift_days, store_dir)
-    for entry_point, run_id in run_main(options, today):
-        click.echo(f"{entry_point}: run {run_id} finished")
+    quiet = output_settings()["quiet"]
+    # The steps are `sml` processes too: they inherit --verbose and --quiet.
+    for name, given in (("SML_VERBOSE", output_settings()["verbose"]), ("SML_QUIET", quiet)):
+        if given:
+            os.environ[name] = "1"
+
+    def show_step(done: int, total: int, entry_point: str) -> None:
+        # A line per step, terminal or not: the steps draw their own bars in between.
+        if not quiet and done < total:
+            click.echo(f"==> {spec.name} {done + 1}/{total}: {entry_point}", err=True)
+
+    look = where_to_look(uri, _blank_to_none(store_dir))
+    report = run_main(options, today, progress=show_step)
+    summary = summarize(options, report, today, look)
+    click.echo("\n".join(summary.lines()))
 
 
-@cli.command()
+@cli.command(short_help="Run daily, infer and retraining on cron schedules (UTC), unattended.")
 @click.option("--dataset", "datasets", multiple=True, default=[defaults.DATASET], show_default=True, help="Dataset to run (repeatable).")
 @click.option("--daily-cron", default=defaults.SCHEDULE_DAILY_CRON, show_default=True, help="When `daily` runs (cron, UTC).")
 @click.option("--infer-cron", default=defaults.SCHEDULE_INFER_CRON, show_default=True, help="When `infer` runs (cron, UTC).")
@@ -476,6 +624,7 @@ def schedule(
         get_dataset(name)
     logging.getLogger("serverless_ml").setLevel(logging.INFO)
     configure_tracking(settings)
+    hide_mlflow_notes()  # retraining registers versions: the job's log line says which
 
     def clock() -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
@@ -491,16 +640,78 @@ def schedule(
         click.echo(f"stopped by {stop}", err=True)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run ``sml``; turn expected failures into one line and a non-zero exit."""
+SWITCHES = {
+    "--include-synthetic": "--no-include-synthetic",
+    "--fail-on-alert": "--no-fail-on-alert",
+    "--replace": None,
+    "--keep-existing": None,
+}
+"""On/off switches that took a value before they became flags (``--fail-on-alert true``),
+with their off form (``None``: off is the default, the switch left out)."""
+TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def switch_values_to_flags(args: Sequence[str], *, strict: bool = False) -> list[str]:
+    """``--fail-on-alert true`` -> ``--fail-on-alert``, ``--fail-on-alert false`` ->
+    ``--no-fail-on-alert`` (also ``--switch=value``), for each of :data:`SWITCHES`.
+
+    The old form keeps working in crontabs and scripts written for it. ``strict`` (the
+    MLproject entry points, which always pass a value): the value must be a true/false
+    word or empty (unset), else one ``error:`` line naming it.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":  # what follows is another program's (`sml tracking-server -- ...`)
+            return out + list(args[i:])
+        name, equals, value = token.partition("=")
+        following = args[i + 1] if i + 1 < len(args) else None
+        # Commands take no arguments: a word after a switch can only be meant as its value.
+        if name in SWITCHES and not equals and following is not None and (strict or not following.startswith("-")):
+            value, equals, i = following, "=", i + 1
+        if name in SWITCHES and equals:
+            word = value.strip().lower()
+            if word in TRUE_WORDS:
+                out.append(name)
+            elif word in FALSE_WORDS:
+                off = SWITCHES[name]
+                out += [off] if off else []
+            elif strict and not word:
+                pass  # an empty MLproject value: the switch's default
+            elif strict:
+                parameter = name.removeprefix("--").replace("-", "_")
+                raise SmlError(f"{name} (MLproject parameter {parameter}) takes true or false, got {value!r}")
+            else:
+                off = f" or {SWITCHES[name]}" if SWITCHES[name] else ""
+                raise SmlError(f"{name} is a switch: write {name}{off}, without a value (got {value!r})")
+        else:
+            out.append(token)
+        i += 1
+    return out
+
+
+def _verbose_requested(args: Sequence[str]) -> bool:
+    return "--verbose" in args or "-v" in args or os.environ.get("SML_VERBOSE", "").strip().lower() in TRUE_WORDS
+
+
+def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) -> None:
+    """Run ``sml``; turn expected failures into one line and a non-zero exit.
+
+    ``strict_switches``: the MLproject entry points' form of the on/off switches
+    (:func:`switch_values_to_flags`).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args or "-v" in args
+    verbose = _verbose_requested(args)
     from serverless_ml.system_faults import ignore_file_size_signal
 
     ignore_file_size_signal()
     try:
+        args = switch_values_to_flags(args, strict=strict_switches)
         cli.main(args=args, prog_name="sml", standalone_mode=False)
     except SmlError as exc:
+        verbose = verbose or _verbose_requested(())
         if verbose:
             click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
         click.echo(scrub_known(f"error: {exc}"), err=True)
@@ -524,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from serverless_ml.system_faults import describe
 
         fault = describe(exc)
-        if fault is None or verbose:
+        if fault is None or verbose or _verbose_requested(()):
             click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
         if fault is None:
             sys.exit(1)

@@ -23,6 +23,10 @@ INFER_ACCURACY_DROP = 0.10
 INFER_DRIFT_P_VALUE = 0.01
 INFER_DRIFT_SHARE = 0.0
 INFER_DRIFT_MIN_EFFECT = 0.1
+# `sml infer` and `sml simulate --figures/--no-figures`: PNGs of the confusion matrices next to
+# their JSON tables, so every monitoring run looks the same in the MLflow UI whichever
+# command logged it (the site draws the JSON tables itself).
+LOG_FIGURES = True
 
 SIMULATE_DAYS = 30
 SIMULATE_ROWS = 10

@@ -1,11 +1,12 @@
 """The demo behind ``make demo``: the whole story for Iris and Titanic.
 
 For each dataset, the MLproject's ``main`` job (``sml main``): backfill the feature store,
-tune and register a model, simulate 30 days of daily batches with a drift episode, and
-score today's batch, every step an MLflow run. Then it prints where to look: the
-monitoring site's URL and the MLflow UI command, and starts the site (unless
-``--no-site``). Reads the same settings as ``sml`` (``SML_STORE_DIR``, ``SML_DATA_DIR``,
-``MLFLOW_TRACKING_URI``).
+tune and register a model, simulate the 30 days up to yesterday (a batch a day, with a
+drift episode), add today's rows and score today's batch, every step an MLflow run. Then
+it prints where to look (the feature store, the tracking database, the MLflow UI
+command) and starts the monitoring site, which prints its URL (``--no-site``: stop
+after the batch part). Reads the same settings as ``sml`` (``SML_STORE_DIR``,
+``SML_DATA_DIR``, ``MLFLOW_TRACKING_URI``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def run_demo(datasets: list[str], trials: int, days: int, settings: Settings, pa
     started = time.monotonic()
     prepare_databases(settings)
     for dataset in datasets:
-        print(f"=== {dataset}: features -> train ({trials} trials) -> simulate {days} days -> infer", flush=True)
+        print(f"=== {dataset}: features -> train ({trials} trials) -> simulate {days} days up to yesterday "
+              "-> today's rows -> score today's batch", flush=True)
     failed: list[str] = []
 
     def start(dataset: str) -> tuple[str, subprocess.Popen[str], threading.Thread]:
@@ -93,10 +95,10 @@ def run_demo(datasets: list[str], trials: int, days: int, settings: Settings, pa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="iris,titanic")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--port", type=int, default=8050)
-    parser.add_argument("--no-site", action="store_true", help="Stop after the batch part.")
+    parser.add_argument("--trials", type=int, default=20, help="Optuna trials of each training (default: %(default)s).")
+    parser.add_argument("--days", type=int, default=30, help="Days simulated up to yesterday (default: %(default)s).")
+    parser.add_argument("--port", type=int, default=8050, help="The monitoring site's port (default: %(default)s).")
+    parser.add_argument("--no-site", action="store_true", help="Stop after the batch part (today's batch scored).")
     parser.add_argument("--sequential", action="store_true", help="One dataset after the other (default: together).")
     args = parser.parse_args(argv)
     settings = resolve_settings()
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"feature store:   {settings.store_dir}")
     print(f"MLflow tracking: {settings.tracking_uri}")
     print(f"MLflow UI:       .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
-    print(f"monitoring site: http://127.0.0.1:{args.port}/")
     if args.no_site:
+        print(f"monitoring site: .venv/bin/sml dashboard --port {args.port}")
         return
     from serverless_ml.cli import cli
 

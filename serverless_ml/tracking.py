@@ -66,6 +66,67 @@ def configure_tracking(settings: Settings) -> str:
     return uri
 
 
+ARTIFACTS_DIRNAME = "mlruns"
+"""The folder next to a SQLite tracking database that holds its experiments' artifacts
+(MLflow's own default name: ``mlflow.db`` and ``mlruns/`` side by side, as MLflow lays
+them out when both are in the working directory)."""
+
+
+def sqlite_database_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI, absolute (``None`` for another store or
+    an in-memory database)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    raw = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if not raw or raw == ":memory:":
+        return None
+    return Path(raw).expanduser().resolve()
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where this project puts the artifacts of the experiments it creates in the tracking
+    store ``uri``: :data:`ARTIFACTS_DIRNAME` next to a SQLite database, whatever the
+    working directory. ``None`` leaves the choice to MLflow: a tracking server
+    (``http(s)://``) stores them in its own (proxied) artifact store.
+
+    Why: MLflow's default is ``./mlruns`` of the process that creates an experiment;
+    under ``mlflow run`` that is the code checkout, which a re-clone or ``git clean -X``
+    empties while the database still points at the files. (A database used directly
+    through ``postgresql://`` and the like keeps MLflow's default: use a tracking
+    server to share artifacts.)
+    """
+    database = sqlite_database_path(uri)
+    return None if database is None else database.parent / ARTIFACTS_DIRNAME
+
+
+def experiment_artifact_location(name: str, uri: str) -> str | None:
+    """The artifact location of a new experiment ``name`` (``<root>/<name>``, see
+    :func:`artifact_root`), or ``None`` for the store's own default."""
+    root = artifact_root(uri)
+    if root is None:
+        return None
+    folder = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".") or "experiment"
+    return str(root / folder)
+
+
+def init_sqlite_database(uri: str) -> None:
+    """Create a new SQLite tracking database with its artifact root next to it, so that
+    MLflow's ``Default`` experiment (made with the database) keeps its artifacts there too
+    rather than in the working directory. Nothing to do for an existing database (its
+    experiments keep the locations they were created with) or another store.
+
+    Called just before a job's first MLflow call (which would create the database with
+    MLflow's defaults), not by :func:`configure_tracking`: a command refused on bad input
+    after configuring tracking must not leave a new database behind."""
+    database = sqlite_database_path(uri)
+    if database is None or (database.exists() and database.stat().st_size > 0):
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    # The engine is MLflow's cached one for this URI: the client that follows reuses it.
+    SqlAlchemyStore(uri, str(artifact_root(uri)))
+
+
 DATABASE_CONNECT_ATTEMPTS = 4
 """How many times MLflow tries to open a database tracking store in this project's
 processes (MLflow's own 10 attempts wait 0.1 * (2**n - 1) s between them: 102 s, plus the
@@ -410,8 +471,12 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
 
 
 def get_or_create_experiment(name: str) -> str:
+    """The id of experiment ``name``, created if needed with its artifacts next to a SQLite
+    tracking database (:func:`experiment_artifact_location`), whatever the working
+    directory. An existing experiment keeps the location it was created with."""
     import mlflow
 
+    init_sqlite_database(mlflow.get_tracking_uri())
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -420,7 +485,7 @@ def get_or_create_experiment(name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.create_experiment(name)
+        return mlflow.create_experiment(name, artifact_location=experiment_artifact_location(name, mlflow.get_tracking_uri()))
     except MlflowException:
         # Workers started together (on several machines) race to create it: one wins.
         experiment = mlflow.get_experiment_by_name(name)
@@ -472,3 +537,106 @@ def log_figure(figure: Any, artifact_file: str, run_id: str | None = None) -> No
             mlflow.MlflowClient().log_figure(run_id, figure, artifact_file)
     finally:
         plt.close(figure)
+
+
+# --- lineage: dataset inputs ---------------------------------------------------------------
+
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+"""MLflow's input tag for what a run did with a dataset (``training``, ``testing``, ...)."""
+FEATURE_GROUP_SOURCE_TYPE = "feature_group"
+"""The ``source_type`` of the datasets this project logs: a feature group (the source JSON
+names the store, the group and version, and the data version read)."""
+DIGEST_LENGTH = 16
+"""Hex digits of a logged dataset digest (MLflow keeps at most 36)."""
+_MLFLOW_TYPES = {"bigint": "long", "double": "double", "string": "string", "boolean": "boolean", "timestamp": "datetime"}
+
+
+def rows_digest(frame: Any) -> str:
+    """A digest of a frame's rows, values and column names (the same rows in the same
+    order give the same digest in any process; pandas' row hashing, not CSV text)."""
+    import hashlib
+
+    import pandas as pd
+
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(hashed.tobytes())
+    return digest.hexdigest()[:DIGEST_LENGTH]
+
+
+def feature_group_source(
+    store: Any, group: Any, data_version: int | None, *, view_name: str | None = None, view_version: int | None = None
+) -> dict[str, Any]:
+    """Where a logged dataset comes from: the store's backend, the feature group and its
+    version, the data version read (a Delta table version for the local store, the
+    latest commit's time in ms on Hopsworks) and, for the local store, the table's path
+    (``deltalake.DeltaTable(path, version=...)`` reads the same rows again)."""
+    backend = type(store).__name__.removesuffix("FeatureStore").lower() or type(store).__name__
+    source: dict[str, Any] = {"feature_store": backend, "feature_group": group.name, "feature_group_version": group.version}
+    if view_name is not None:
+        source.update(feature_view=view_name, feature_view_version=view_version)
+    source["data_version"] = data_version
+    if data_version is not None:
+        sequential = getattr(getattr(store, "capabilities", None), "sequential_versions", True)
+        source["data_version_is"] = "Delta table version" if sequential else "time of the latest commit (ms since 1970)"
+    path = getattr(group, "table_path", None)
+    if path is not None:
+        source["path"] = str(path)
+    return source
+
+
+def dataset_input(
+    name: str,
+    source: Mapping[str, Any],
+    rows: int,
+    columns: list[tuple[str, str, bool]],
+    digest: str,
+    context: str,
+    tags: Mapping[str, str] | None = None,
+) -> Any:
+    """An ``mlflow.entities.DatasetInput`` of ``rows`` rows with ``columns`` (name,
+    feature-store type, required) from ``source`` (:func:`feature_group_source`), used as
+    ``context``. Built from the spec's types, not inferred from the data, so a batch of a
+    million rows costs nothing to describe."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    colspec = [{"type": _MLFLOW_TYPES.get(kind, "string"), "name": column, "required": required}
+               for column, kind, required in columns]
+    dataset = Dataset(
+        name=name, digest=digest, source_type=FEATURE_GROUP_SOURCE_TYPE,
+        source=json.dumps(dict(source), default=str),
+        schema=json.dumps({"mlflow_colspec": colspec}),
+        profile=json.dumps({"num_rows": rows, "num_elements": rows * len(columns)}),
+    )
+    input_tags = [InputTag(DATASET_CONTEXT_TAG, context), *(InputTag(k, str(v)) for k, v in (tags or {}).items())]
+    return DatasetInput(dataset, tags=input_tags)
+
+
+def spec_columns(spec: Any, columns: list[str]) -> list[tuple[str, str, bool]]:
+    """``columns`` of a dataset spec's feature group as (name, type, required) triples."""
+    types = {feature.name: feature.type for feature in spec.store_schema()}
+    nullable = {feature.name for feature in spec.features if feature.nullable}
+    return [(column, types.get(column, "string"), column not in nullable) for column in columns]
+
+
+def logged_model_id(version: Any) -> str | None:
+    """The logged model behind a registered model version (``mlflow.entities.model_registry.
+    ModelVersion``): its ``model_id``, or the id its ``models:/m-...`` source names (the SQL
+    registry of MLflow 3.17 leaves ``model_id`` empty); ``None`` for a version registered
+    from a run's artifact path (``runs:/...``, as MLflow 2 did)."""
+    if getattr(version, "model_id", None):
+        return str(version.model_id)
+    source = str(getattr(version, "source", "") or "")
+    candidate = source.removeprefix("models:/")
+    if source.startswith("models:/") and candidate.startswith("m-") and "/" not in candidate and "@" not in candidate:
+        return candidate
+    return None
+
+
+def log_inputs(run_id: str, datasets: list[Any], model_ids: list[str] | None = None) -> None:
+    """Log dataset inputs (:func:`dataset_input`) and the logged models a run used, in one call."""
+    from mlflow.entities import LoggedModelInput
+    from mlflow.tracking import MlflowClient
+
+    models = [LoggedModelInput(model_id) for model_id in (model_ids or []) if model_id]
+    MlflowClient().log_inputs(run_id, datasets=datasets or None, models=models or None)

@@ -90,9 +90,19 @@ def log_trial(client: Any, experiment_id: str, parent_run_id: str, dataset: str,
     params = [Param(k, param_value(v)) for k, v in record["params"].items()]
     pruned = RunTag("pruned", str(record["state"] == "PRUNED").lower())
     client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[pruned])
-    status = "FINISHED" if record["state"] in ("COMPLETE", "PRUNED") else "FAILED"
-    client.set_terminated(run.info.run_id, status=status, end_time=record["end_ms"] or now)
+    client.set_terminated(run.info.run_id, status=run_status(record["state"]), end_time=record["end_ms"] or now)
     return run.info.run_id
+
+
+TRIAL_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
+"""The MLflow status a trial's run ends with, by Optuna state: a pruned trial (stopped by
+the median pruner after a fold, not failed) ends KILLED, so the MLflow UI tells it from a
+completed one at a glance (its tag ``trial_state`` says PRUNED); any other state FAILED."""
+
+
+def run_status(state: str) -> str:
+    """The MLflow run status of a trial in Optuna state ``state`` (:data:`TRIAL_RUN_STATUS`)."""
+    return TRIAL_RUN_STATUS.get(state, "FAILED")
 
 
 def _one_line(exc: BaseException, tracking_uri: str) -> str:

@@ -1,6 +1,6 @@
 """Drift: why a batch raised (or did not raise) a drift alert, per-feature drift over time,
-and one feature's distribution in the window it was judged on against the rows the model
-was trained on.
+and one feature's distribution in a window of the chosen run (the window it was judged on,
+the batch, the recent or the rolling window) against the rows the model was trained on.
 
 Reads the monitoring runs' per-feature drift metrics (``drift_effect_<f>``,
 ``drift_padj_<f>``, ``drift_p_<f>``, ``drift_psi_<f>``), tags (``alert_drift``, ``alerts``,
@@ -62,6 +62,15 @@ TABLE_COLUMNS = ("Feature", "Window", "Test", "Statistic", "Effect size", "p-val
 NA = "n/a"
 ALERT_STYLE = {"background": "#fffbeb", "border": "1px solid #fcd34d", "color": "#92400e"}
 DRIFTED_ROW_STYLE = {"background": "#fef3c7", "fontWeight": 600}
+WINDOW_OPTIONS = [
+    {"label": "the window it was judged on", "value": "judged"},
+    {"label": "the batch", "value": "batch"},
+    {"label": "the recent window", "value": "recent"},
+    {"label": "the rolling window", "value": "rolling"},
+]
+"""What the distribution chart compares with the training rows: the rows of the chosen
+run's batch, or of one of the windows its drift was judged on (see ``serverless_ml.inference.drift``)."""
+DEFAULT_WINDOW = "judged"
 
 
 def register(app: dash.Dash) -> None:
@@ -86,6 +95,7 @@ def register(app: dash.Dash) -> None:
         Output(ids.DRIFT_DISTRIBUTION, "children"),
         Input(ids.DRIFT_FEATURE, "value"),
         Input(ids.DRIFT_RUN, "value"),
+        Input(ids.DRIFT_WINDOW, "value"),
         State(ids.DRIFT_STATE, "data"),
     )(show_distribution)
 
@@ -417,6 +427,8 @@ def layout(dataset: str | None = None, feature: str | None = None, run: str | No
         dcc.Loading(html.Div(id=ids.DRIFT_HISTORY), type="dot"),
         html.H3("Distribution"),
         feature_picker(ids.DRIFT_FEATURE, spec, picked),
+        control("Rows compared with the training rows", dcc.RadioItems(
+            id=ids.DRIFT_WINDOW, options=WINDOW_OPTIONS, value=DEFAULT_WINDOW, inline=True)),
         dcc.Loading(html.Div(id=ids.DRIFT_DISTRIBUTION), type="dot"),
         state_id=ids.DRIFT_STATE, state=state,
     )
@@ -473,11 +485,12 @@ def show_run(run: str | None, state: dict[str, Any] | None) -> Any:
 
 
 def window_rows(
-    site: Site, spec: DatasetSpec, run_id: str | None, feature: str
+    site: Site, spec: DatasetSpec, run_id: str | None, feature: str, window: str = DEFAULT_WINDOW
 ) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
-    """The rows ``feature``'s drift was judged on in run ``run_id`` (default: the newest)
-    - its window's days, or the batch for runs without windows - and the training rows of
-    the run's model, with labels."""
+    """The rows of run ``run_id`` (default: the newest) that ``window`` names - the batch it
+    scored, its recent or rolling drift window, or (``judged``) the window ``feature``'s
+    drift was judged on - and the training rows of the run's model, with labels. A window
+    the run did not have is replaced by the next one that it had, and the label says so."""
     if not run_id:
         run_id = str(monitoring_history(site, spec).index[-1])
     run = run_values(site, spec, run_id)
@@ -485,21 +498,31 @@ def window_rows(
         raise dash.exceptions.PreventUpdate
     report = site.data.run_json(run_id, DRIFT_ARTIFACT)
     report = report if isinstance(report, Mapping) else {}
-    entry = next((e for e in report.get("features") or [] if isinstance(e, Mapping) and e.get("feature") == feature), {})
-    rolling = entry.get("window") == "rolling"
-    span = str(report.get("rolling_window" if rolling else "window") or
-               run.get("tags.drift_window_rolling" if rolling else "tags.drift_window") or "")
+    spans = {
+        "recent": str(report.get("window") or run.get("tags.drift_window") or ""),
+        "rolling": str(report.get("rolling_window") or run.get("tags.drift_window_rolling") or ""),
+    }
+    note = ""
+    if window not in ("batch", "recent", "rolling"):
+        entry = next((e for e in report.get("features") or [] if isinstance(e, Mapping) and e.get("feature") == feature), {})
+        window = "rolling" if entry.get("window") == "rolling" else "recent"
+        if day_span(spans["recent"]) is None:  # runs before windows were judged on their batch
+            window = "batch"
+    if window == "rolling" and day_span(spans["rolling"]) is None and day_span(spans["recent"]) is not None:
+        window, note = "recent", " (the run's rolling window had no more days than its recent window)"
+    if window != "batch" and day_span(spans[window]) is None:
+        window, note = "batch", f" (the run has no {window} window)"
     rows = site.data.feature_rows(spec)
     predictions = site.data.predictions(spec)
-    days = day_span(span)
-    if days is not None:
+    days = day_span(spans[window]) if window != "batch" else None
+    if days is None:
+        keys = predictions.loc[predictions["run_id"] == run_id, spec.primary_key]
+        current_label = f"batch {run.get('tags.as_of')}{note}"
+    else:
         event_day = pd.to_datetime(predictions["event_time"], utc=True).dt.tz_convert(None).dt.normalize()
         inside = (event_day >= pd.Timestamp(days[0])) & (event_day <= pd.Timestamp(days[1]))
         keys = predictions.loc[inside, spec.primary_key]
-        current_label = f"{'rolling' if rolling else 'recent'} window {span}"
-    else:
-        keys = predictions.loc[predictions["run_id"] == run_id, spec.primary_key]
-        current_label = f"batch {run.get('tags.as_of')}"
+        current_label = f"{window} window {spans[window]}{note}"
     current = rows[rows[spec.primary_key].isin(keys)]
     version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(run.get("tags.model_version"))), None)
     train_keys = site.data.training_keys(spec, version.training_run_id) if version and version.training_run_id else None
@@ -512,14 +535,17 @@ def window_rows(
     return reference, reference_label, current, current_label
 
 
-def show_distribution(feature: str | None, run: str | None, state: dict[str, Any] | None) -> Any:
-    """One feature: the rows of the window it was judged on in the chosen run, against the
-    training rows of the run's model."""
+def show_distribution(
+    feature: str | None, run: str | None, window: str | None, state: dict[str, Any] | None
+) -> Any:
+    """One feature: the rows of the chosen window of the chosen run (by default the window
+    the feature was judged on), against the training rows of the run's model."""
 
     def draw(site: Site, spec: DatasetSpec) -> Any:
         if not feature or feature not in spec.feature_names:
             raise dash.exceptions.PreventUpdate
-        reference, reference_label, current, current_label = window_rows(site, spec, run, feature)
+        chosen = window if window in {o["value"] for o in WINDOW_OPTIONS} else DEFAULT_WINDOW
+        reference, reference_label, current, current_label = window_rows(site, spec, run, feature, chosen)
         figure = figures.distribution_figure(reference[feature], current[feature], spec.feature(feature),
                                              reference_label, current_label)
         return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DRIFT_DISTRIBUTION_GRAPH)

@@ -1,8 +1,13 @@
-"""Overview: accuracy over time with its references, the latest prediction, headline numbers.
+"""Overview: accuracy over time with its references and alerts, the latest prediction,
+headline numbers, per-class precision and recall, predicted class shares against training,
+and data quality per batch.
 
-Reads the dataset's monitoring runs (only the metrics and tags below) and the registry's
-champion. The layout renders the page at once; the refresh callback re-renders it only
-when a run was added or finished, or the champion changed.
+Reads the dataset's monitoring runs (only the metrics and tags below; per-class metrics
+through :func:`monitoring_app.data_access.class_metric`), the registry's champion, and for
+data quality the predictions group, the feature group and the training keys of each model
+version (``training/keys.parquet``; the real rows for a version without them). The layout
+renders the page at once; the refresh callback re-renders it only when a run was added or
+finished, or the champion changed, or the time window was changed.
 """
 
 from __future__ import annotations
@@ -10,15 +15,19 @@ from __future__ import annotations
 from typing import Any
 
 import dash
+import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import analysis, figures, ids
 from monitoring_app.components import (
     GRAPH_CONFIG, card, class_badge, control, fmt, guarded, page, page_dataset, register_page, token, triggered_id,
 )
+from monitoring_app.data_access import class_metric, class_metric_keys
 from monitoring_app.site import Site
 from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.feature_store.base import ORIGIN_COLUMN
+from serverless_ml.inference.monitoring import MIN_ROWS_FOR_CLASS_METRICS
 
 PATH = "/"
 TITLE = "Overview"
@@ -26,13 +35,16 @@ METRICS = (
     "rows_scored", "rows_labelled", "batch_accuracy", "batch_accuracy_ci_low", "batch_accuracy_ci_high",
     "rolling_accuracy", "champion_holdout_accuracy",
 )
-TAGS = ("model_version", "alert")
+CLASS_STEMS = ("rolling_precision", "rolling_recall", "predicted_share", "training_share")
+"""Per-class metrics of a monitoring run that the page shows (one metric per class)."""
+TAGS = ("model_version", "alert", "alert_accuracy", "alert_drift")
 # Read only for the runs that show them: the latest batch, and the batches with an alert.
 DETAIL_METRICS = ("latest_probability",)
 DETAIL_TAGS = ("alerts", "latest_key", "latest_prediction", "latest_actual")
 WINDOW_OPTIONS = [{"label": label, "value": value} for label, value in
                   (("30 days", "30d"), ("90 days", "90d"), ("1 year", "1y"), ("all", "all"))]
 DEFAULT_WINDOW = "all"
+MAX_ALERTS_LISTED = 20
 
 
 def register(app: dash.Dash) -> None:
@@ -67,13 +79,18 @@ def layout(dataset: str | None = None, **_: Any) -> html.Div:
     )
 
 
+def metrics(spec: DatasetSpec) -> tuple[str, ...]:
+    """The metrics the page reads of every run: :data:`METRICS` and the per-class ones."""
+    return (*METRICS, *class_metric_keys(spec, *CLASS_STEMS))
+
+
 def render(site: Site, spec: DatasetSpec, window: str) -> tuple[Any, dict[str, Any]]:
     """The page's body for ``window`` and the state it was drawn from."""
     state: dict[str, Any] = {"dataset": spec.name, "signature": None, "window": window}
 
     def draw() -> Any:
         state["signature"] = signature(site, spec)
-        runs = with_details(site, spec, site.data.monitoring_runs(spec, METRICS, TAGS))
+        runs = with_details(site, spec, site.data.monitoring_runs(spec, metrics(spec), TAGS))
         champion = site.data.champion(spec)
         return body(spec, runs, champion, window, site)
 
@@ -88,10 +105,18 @@ def with_details(site: Site, spec: DatasetSpec, runs: Any) -> Any:
     return runs.join(details[columns])
 
 
-def body(spec: DatasetSpec, runs: Any, champion: Any, window: str, site: Site) -> list[Any]:
-    numbers = analysis.headline(runs, champion, site.now())
+def window_days(window: Any) -> int | None:
+    """Days of a window option (``None``: every batch; so is anything that is not one)."""
+    return analysis.WINDOWS.get(window) if isinstance(window, str) else None
+
+
+def body(spec: DatasetSpec, runs: pd.DataFrame, champion: Any, window: str, site: Site) -> list[Any]:
+    days = window_days(window)
+    numbers = analysis.headline(runs, champion, days)
     latest = analysis.latest_prediction(runs, spec)
-    shown = analysis.within_window(runs, analysis.WINDOWS.get(window))
+    shown = analysis.within_window(runs, days)
+    precision, recall = (class_metric(shown, spec, stem) for stem in ("rolling_precision", "rolling_recall"))
+    predicted, training = (class_metric(shown, spec, stem) for stem in ("predicted_share", "training_share"))
     return [
         html.Div(headline_cards(numbers), className="cards", id=ids.OVERVIEW_HEADLINE),
         html.Div([
@@ -99,21 +124,100 @@ def body(spec: DatasetSpec, runs: Any, champion: Any, window: str, site: Site) -
                       className="graph-main"),
             latest_card(spec, latest),
         ], className="row"),
+        alert_panel(shown, days),
+        html.H3("Per class"),
+        html.Div([
+            dcc.Graph(id=ids.OVERVIEW_CLASS_METRICS, config=GRAPH_CONFIG, className="graph-half",
+                      figure=figures.class_metrics_figure(shown, precision, recall, spec, "rolling window",
+                                                          MIN_ROWS_FOR_CLASS_METRICS)),
+            dcc.Graph(id=ids.OVERVIEW_CLASS_SHARES, config=GRAPH_CONFIG, className="graph-half",
+                      figure=figures.class_share_figure(shown, predicted, training, spec)),
+        ], className="row"),
+        html.H3("Data quality"),
+        guarded(lambda: quality_section(site, spec, shown)),
     ]
+
+
+def window_text(days: int | None) -> str:
+    return "" if days is None else f", last {days} days"
 
 
 def headline_cards(numbers: analysis.Headline) -> list[html.Div]:
     champion = "none" if numbers.champion_version is None else f"version {numbers.champion_version}"
     holdout = None if numbers.champion_holdout is None else f"holdout accuracy {fmt(numbers.champion_holdout)}"
     days = "-" if numbers.days_since_retrain is None else str(numbers.days_since_retrain)
+    if numbers.champion_version is None:
+        since = None
+    elif numbers.champion_since:
+        since = f"in batch dates: v{numbers.champion_version} has scored since {numbers.champion_since}"
+    else:
+        since = f"in batch dates: v{numbers.champion_version} has not scored a batch yet"
     alert = "alert in the latest batch" if numbers.alerts_latest else "no alert in the latest batch"
+    span = window_text(numbers.window_days)
+    kinds = f"{numbers.accuracy_alert_batches:,} accuracy, {numbers.drift_alert_batches:,} drift"
     return [
-        card("rows scored", f"{numbers.rows_scored:,}", f"in {numbers.batches:,} batches", card_id=ids.HEADLINE_ROWS),
+        card(f"rows scored{span}", f"{numbers.rows_scored:,}", f"in {numbers.batches:,} batches", card_id=ids.HEADLINE_ROWS),
         card("latest batch", numbers.latest_batch, alert, card_id=ids.HEADLINE_LATEST),
         card("current champion", champion, holdout, card_id=ids.HEADLINE_CHAMPION),
-        card("days since retrain", days, None, card_id=ids.HEADLINE_RETRAIN),
-        card("batches with an alert", f"{numbers.alert_batches:,}", None, card_id=ids.HEADLINE_ALERTS),
+        card("days since retrain", days, since, card_id=ids.HEADLINE_RETRAIN),
+        card(f"batches with an alert{span}", f"{numbers.alert_batches:,}", kinds, card_id=ids.HEADLINE_ALERTS),
     ]
+
+
+def alert_panel(runs: pd.DataFrame, days: int | None) -> html.Div:
+    """The alerts of the batches shown, newest first, each with its message (the markers'
+    hover text, readable without hovering)."""
+    items = analysis.alert_list(runs)
+    if not items:
+        text = "No alert." if days is None else f"No alert in the last {days} days."
+        return html.Div(text, className="muted alerts", id=ids.OVERVIEW_ALERTS)
+    listed = []
+    for item in items[:MAX_ALERTS_LISTED]:
+        text = item.message
+        prefix = f"{item.kind} alert"
+        if text.startswith(prefix):
+            text = text[len(prefix):].lstrip(": ") or text
+        listed.append(html.Li([
+            html.Span(item.as_of, className="alert-date"),
+            html.Span(prefix, className=f"alert-kind alert-kind-{item.kind}"),
+            html.Span(text, className="alert-text"),
+        ]))
+    more = len(items) - MAX_ALERTS_LISTED
+    return html.Div([
+        html.H3(f"Alerts{window_text(days)} (newest first)"),
+        html.Ul(listed, className="alert-list"),
+        *([html.Div(f"and {more:,} older alert(s) in this window", className="muted")] if more > 0 else []),
+    ], className="alerts", id=ids.OVERVIEW_ALERTS)
+
+
+def quality_frame(site: Site, spec: DatasetSpec) -> pd.DataFrame:
+    """:func:`monitoring_app.analysis.data_quality` of every batch, each against the
+    training rows of the model that scored it; computed once per version of the
+    predictions, the feature rows and the registered versions."""
+    predictions = site.data.predictions(spec)
+    rows = site.data.feature_rows(spec)
+    versions = site.data.model_versions(spec)
+
+    def compute() -> tuple[Any, Any, pd.DataFrame]:
+        real = analysis.reference_profile(rows[rows[ORIGIN_COLUMN] == "backfill"], spec)
+        profiles = {}
+        for version in versions:
+            keys = site.data.training_keys(spec, version.training_run_id) if version.training_run_id else None
+            if keys is not None and len(keys):
+                profiles[str(version.version)] = analysis.reference_profile(rows[rows[spec.primary_key].isin(keys)], spec)
+        return predictions, rows, analysis.data_quality(predictions, rows, spec, profiles, real)
+
+    # The cached triple holds the frames: their ids are not reused while it is kept.
+    _, _, quality = site.data.cached(("quality", spec.name), compute,
+                                     signature=lambda: (id(predictions), id(rows), tuple(v.version for v in versions)))
+    return quality
+
+
+def quality_section(site: Site, spec: DatasetSpec, runs: pd.DataFrame) -> Any:
+    """The data-quality chart of the batches shown."""
+    quality = quality_frame(site, spec)
+    return dcc.Graph(id=ids.OVERVIEW_QUALITY, config=GRAPH_CONFIG, className="graph-wide",
+                     figure=figures.data_quality_figure(runs, quality, spec))
 
 
 def latest_card(spec: DatasetSpec, latest: analysis.LatestPrediction | None) -> html.Div:
@@ -141,7 +245,7 @@ def refresh_overview(
     site, spec, problem = page_dataset(state.get("dataset"))
     if spec is None:
         return problem, dash.no_update
-    window = window or DEFAULT_WINDOW
+    window = window if isinstance(window, str) and window in analysis.WINDOWS else DEFAULT_WINDOW
     if (trigger or triggered_id()) == ids.REFRESH and window == state.get("window"):
         current = guarded(lambda: signature(site, spec))
         if isinstance(current, str) and current == state.get("signature"):

@@ -1,8 +1,10 @@
 """Predictions: the recent predictions table (key, event time, prediction, probability,
-actual, correct), sorted, filtered and paged on the server.
+actual, correct), sorted, filtered and paged on the server, and its filtered rows as a CSV
+download.
 
 Reads the feature group ``<dataset>_predictions`` (cached until its data version moves);
-only the page asked for goes to the browser.
+only the page asked for goes to the browser (or, for the download, every row the filter
+keeps, in the table's order).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import dash
 import pandas as pd
-from dash import Input, Output, State, dash_table, html
+from dash import Input, Output, State, dash_table, dcc, html
 
 from monitoring_app import ids, table_query
 from monitoring_app.components import page, page_dataset, problem_notice, register_page
@@ -44,6 +46,14 @@ def register(app: dash.Dash) -> None:
         Input(ids.REFRESH, "n_intervals"),
         State(ids.PREDICTIONS_STATE, "data"),
     )(page_predictions)
+    app.callback(
+        Output(ids.PREDICTIONS_DOWNLOAD, "data"),
+        Input(ids.PREDICTIONS_EXPORT, "n_clicks"),
+        State(ids.PREDICTIONS_TABLE, "sort_by"),
+        State(ids.PREDICTIONS_TABLE, "filter_query"),
+        State(ids.PREDICTIONS_STATE, "data"),
+        prevent_initial_call=True,
+    )(export_predictions)
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
@@ -65,7 +75,13 @@ def layout(dataset: str | None = None, **_: Any) -> html.Div:
         "Click headers to sort (shift-click: several).",
         className="muted",
     )
-    return page(TITLE, hint, html.Div(id=ids.PREDICTIONS_NOTICE), table,
+    export = html.Div([
+        html.Button("Download CSV", id=ids.PREDICTIONS_EXPORT, n_clicks=0, className="button"),
+        html.Span("every row the filter keeps, in the table's order (a text cell starting with = + - @ gets a ' "
+                  "in front, so a spreadsheet does not run it)", className="muted"),
+        dcc.Download(id=ids.PREDICTIONS_DOWNLOAD),
+    ], className="export")
+    return page(TITLE, hint, export, html.Div(id=ids.PREDICTIONS_NOTICE), table,
                 state_id=ids.PREDICTIONS_STATE, state={"dataset": spec.name})
 
 
@@ -78,6 +94,19 @@ def displayed(site: Site, spec: DatasetSpec) -> pd.DataFrame:
         signature=lambda: id(predictions),  # the cached pair holds the frame: its id is not reused
     )
     return frame
+
+
+def filtered(
+    site: Site, spec: DatasetSpec, sort_by: list[dict[str, str]] | None, filter_query: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every row of the table and those the filter keeps, sorted as asked.
+
+    Raises:
+        table_query.FilterError: the filter cannot be applied.
+    """
+    frame = displayed(site, spec)
+    terms = table_query.parse_filter(filter_query, list(frame.columns), table_query.NUMERIC_COLUMNS)
+    return frame, table_query.apply_sort(table_query.apply_filter(frame, terms), sort_by)
 
 
 def page_predictions(
@@ -93,14 +122,30 @@ def page_predictions(
     if spec is None:
         return [], 1, problem
     try:
-        frame = displayed(site, spec)
-    except Exception as exc:  # noqa: BLE001 - shown as a notice
-        return [], 1, problem_notice(exc)
-    try:
-        terms = table_query.parse_filter(filter_query, list(frame.columns), table_query.NUMERIC_COLUMNS)
+        frame, shown = filtered(site, spec, sort_by, filter_query)
     except table_query.FilterError as exc:
         return [], 1, html.Div(f"filter not applied: {exc}", className="notice notice-error", role="alert")
-    shown = table_query.apply_sort(table_query.apply_filter(frame, terms), sort_by)
+    except Exception as exc:  # noqa: BLE001 - shown as a notice
+        return [], 1, problem_notice(exc)
     rows, pages = table_query.page_of(shown, page_current, page_size)
     summary = html.Div(f"{len(shown):,} of {len(frame):,} predictions", className="muted", id=ids.PREDICTIONS_COUNT)
     return rows.to_dict("records"), pages, summary
+
+
+def export_predictions(
+    n_clicks: int | None, sort_by: list[dict[str, str]] | None, filter_query: str | None, state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The rows the table's filter keeps, in its order, as ``<dataset>-predictions.csv``.
+    Nothing is sent when the filter cannot be applied or the rows cannot be read: the
+    table says why in its notice."""
+    if not n_clicks:
+        raise dash.exceptions.PreventUpdate
+    site, spec, _ = page_dataset((state or {}).get("dataset"))
+    if spec is None:
+        raise dash.exceptions.PreventUpdate
+    try:
+        _, shown = filtered(site, spec, sort_by, filter_query)
+    except Exception:  # noqa: BLE001 - the table's notice says what failed
+        raise dash.exceptions.PreventUpdate from None
+    return {"content": table_query.to_csv(shown), "filename": f"{spec.name}-predictions.csv", "type": "text/csv",
+            "base64": False}

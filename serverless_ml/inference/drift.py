@@ -59,7 +59,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
 
@@ -244,11 +243,15 @@ class DriftReference:
 def _wasserstein_std(reference: np.ndarray, current: np.ndarray, std: float) -> float:
     """Wasserstein distance in reference standard deviations (a constant reference: in
     units of its value's magnitude, at least 1)."""
+    from scipy import stats
+
     distance = float(stats.wasserstein_distance(reference, current))
     return distance / (std if std > 0 else max(abs(float(reference[0])), 1.0))
 
 
 def _compare_numeric(ref: _NumericReference, values: pd.Series) -> _Result:
+    from scipy import stats
+
     numbers = values.astype(float).to_numpy()
     present = numbers[~np.isnan(numbers)]
     missing = int(numbers.size - present.size)
@@ -315,6 +318,8 @@ def _pool_rare(table: np.ndarray) -> np.ndarray:
 
 
 def _compare_categorical(ref: _CategoricalReference, values: pd.Series) -> _Result:
+    from scipy import stats
+
     full = _count_table(ref.counts, _categorical_counts(values))
     table = _pool_rare(full)
     if table.shape[1] < 2 or table[1].sum() == 0 or table[0].sum() == 0:

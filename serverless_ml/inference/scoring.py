@@ -12,7 +12,6 @@ import pandas as pd
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature
 from serverless_ml.training.evaluation import metric_key
-from serverless_ml.training.model import as_model_input
 
 PREDICTIONS_VERSION = 1
 CHUNK_ROWS = 100_000
@@ -70,6 +69,8 @@ def score_rows(
 
     The prediction and the actual label always come from the same row.
     """
+    from serverless_ml.training.model import as_model_input
+
     classes = list(model.classes_)
     missing = [c for c in spec.classes if c not in classes]
     if missing:

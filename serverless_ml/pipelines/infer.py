@@ -6,7 +6,8 @@ training run (its training keys and data version, for drift). Writes: the featur
 ``<dataset>_predictions`` (key: the row's key and the model version). Logs: one run in
 experiment ``<dataset>-monitoring`` per batch: accuracy (batch, rolling window, since
 promotion), per-class metrics, confusion matrices (JSON and PNG), drift per feature,
-predicted class shares, the latest scored row, and alerts as tags.
+predicted class shares, the latest scored row, and alerts as tags; the batch's rows as its
+dataset input and the champion's logged model as its model input.
 
 Order: the run is logged completely before the predictions are upserted, and the run is
 marked FINISHED only after the upsert. A crash in between leaves a RUNNING run that the
@@ -95,7 +96,7 @@ class InferReport:
             f"  drift share {_fmt(m.get('drift_share'))}; monitoring run {self.run_id}",
         ]
         lines += [f"  note: {note}" for note in self.notes]
-        lines += [f"  ALERT {message}" for message in self.alerts]
+        # The alerts are printed once, by raise_alerts (with the dataset and date).
         return "\n".join(lines)
 
 
@@ -114,6 +115,25 @@ class Champion:
     reference_rows: pd.DataFrame | None
     promoted_at: str | None
     drift_reference: drift_stats.DriftReference | None = None
+    model_id: str | None = None
+    """The logged model behind the version (MLflow 3; ``None`` for a version registered
+    from a run's artifact path), which each monitoring run names as its model input."""
+    model_uri: str = ""
+
+    def load_model(self) -> Any:
+        """The model itself, loaded at the first call (``model`` until then is ``None``): a
+        job with nothing to score does not pay for its files, scikit-learn and skops
+        (seconds of a no-op ``sml infer``, measured by ``python -m bench startup``)."""
+        if self.model is None:
+            import mlflow
+
+            try:
+                self.model = mlflow.sklearn.load_model(self.model_uri)
+            except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
+                name = self.model_uri.removeprefix("models:/").split("/")[0]
+                raise SmlError(f"champion version {self.version} of model '{name}' cannot be loaded: "
+                               f"{str(exc).splitlines()[0][:200]}") from None
+        return self.model
 
 
 def champion_version(spec: DatasetSpec) -> Any:
@@ -122,6 +142,7 @@ def champion_version(spec: DatasetSpec) -> Any:
     from mlflow.exceptions import MlflowException
 
     name = tracking.model_name(spec.name)
+    tracking.init_sqlite_database(mlflow.get_tracking_uri())  # this read would create a new database
     try:
         return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -136,7 +157,8 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
     name = tracking.model_name(spec.name)
     info = champion_version(spec)
     try:
-        model = mlflow.sklearn.load_model(f"models:/{name}/{info.version}")
+        # The model's MLmodel file only: the model is loaded when there is something to
+        # score (Champion.load_model).
         signature = mlflow.models.get_model_info(f"models:/{name}/{info.version}").signature
     except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
         raise SmlError(f"champion version {info.version} of model '{name}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from None
@@ -168,10 +190,11 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
     if reference is None or reference.empty:
         reference = current[current[ORIGIN_COLUMN] == "backfill"]
     return Champion(
-        version=int(info.version), model=model,
+        version=int(info.version), model=None,
         holdout_accuracy=float(holdout) if holdout is not None else None,
         training_keys=training_keys, reference_rows=reference, promoted_at=info.tags.get("promoted_at"),
         drift_reference=drift_stats.DriftReference(reference, spec) if len(reference) >= drift_stats.MIN_ROWS else None,
+        model_id=tracking.logged_model_id(info), model_uri=f"models:/{name}/{info.version}",
     )
 
 
@@ -223,6 +246,8 @@ class InferContext:
     history: pd.DataFrame
     champion: Champion
     experiment_id: str
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where the batches come from (:func:`tracking.feature_group_source`)."""
 
 
 def load_context(spec: DatasetSpec, store: FeatureStore) -> InferContext:
@@ -237,7 +262,8 @@ def load_context(spec: DatasetSpec, store: FeatureStore) -> InferContext:
     target = predictions_group(spec, store)
     history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])
     experiment_id = tracking.get_or_create_experiment(tracking.monitoring_experiment(spec.name))
-    return InferContext(group, target, data_version, features, history, champion, experiment_id)
+    source = tracking.feature_group_source(store, group, data_version)
+    return InferContext(group, target, data_version, features, history, champion, experiment_id, source)
 
 
 def infer(
@@ -256,14 +282,16 @@ def infer(
         report = InferReport(spec.name, ctx.champion.version, as_of_label, len(new), notes=notes)
         if new.empty:
             return report
+        model = ctx.champion.load_model()  # before the run: a model that cannot load logs nothing
         with tracking.job_run(ctx.experiment_id, f"{spec.name}-batch-{as_of_label}") as run:
             report.run_id = run.info.run_id
             crash_point("infer.after_run_created")
-            scored = score_rows(ctx.champion.model, new, spec, ctx.champion.version, to_utc(now), run.info.run_id)
+            scored = score_rows(model, new, spec, ctx.champion.version, to_utc(now), run.info.run_id)
             stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end, options, new)
             report.metrics, report.alerts = stats.metrics, stats.alerts.messages
             report.notes += stats.notes
-            log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options)
+            log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options,
+                          batch_rows=new, source=ctx.source)
             crash_point("infer.after_run_logged")
             ctx.target.insert(scored, wait=True)
             crash_point("infer.after_upsert")
@@ -316,6 +344,7 @@ def batch_statistics(
     classes = list(spec.classes)
     n_classes = len(classes)
     lookup = pd.Index(classes)
+    class_keys = evaluation.class_metric_keys(classes, spec.class_names)
     notes: list[str] = []
 
     batch_actual = evaluation.class_codes(scored["actual"], lookup)
@@ -364,7 +393,8 @@ def batch_statistics(
     for label in ("batch", "rolling"):
         known = int(matrices[label].sum())
         if known >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
-            per_class = evaluation.metrics_from_confusion(matrices[label], classes, prefix=f"{label}_", positive_class=spec.positive_class)
+            per_class = evaluation.metrics_from_confusion(matrices[label], classes, prefix=f"{label}_",
+                                                          positive_class=spec.positive_class, class_keys=class_keys)
             metrics.update({k: v for k, v in per_class.items() if k != f"{label}_accuracy"})
         else:
             notes.append(f"{label} per-class metrics not computed: {known} labelled rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
@@ -418,8 +448,7 @@ def batch_statistics(
     train_labels = reference[spec.label] if reference is not None else pd.Series(dtype=object)
     predicted_counts = np.bincount(batch_predicted[batch_predicted >= 0], minlength=n_classes)
     training_shares = drift_stats.class_shares(train_labels, classes)
-    for i, cls in enumerate(classes):
-        key = evaluation.metric_key(cls)
+    for i, (cls, key) in enumerate(zip(classes, class_keys, strict=True)):
         metrics[f"predicted_share_{key}"] = float(predicted_counts[i]) / max(len(scored), 1)
         metrics[f"training_share_{key}"] = training_shares[cls]
 
@@ -456,6 +485,7 @@ def batch_run_tags(
     return {
         "dataset": spec.name,
         "model_version": str(champion.version),
+        "model_uri": champion.model_uri,
         "as_of": as_of_label,
         "data_version": str(data_version),
         "drift_basis": stats.drift_basis,
@@ -474,6 +504,22 @@ def batch_run_tags(
     }
 
 
+BATCH_INPUT_CONTEXT = "inference"
+"""The dataset-input context of a batch on its monitoring run."""
+
+
+def batch_input(spec: DatasetSpec, rows: pd.DataFrame, source: dict[str, Any], as_of_label: str) -> Any:
+    """A batch's feature rows (key, event time, features, label, origin) as a dataset
+    input of its monitoring run: the feature group and data version they were read from
+    and a digest of the rows."""
+    columns = [c for c in spec.store_columns if c in rows.columns]
+    frame = rows[columns].sort_values(spec.primary_key, kind="stable").reset_index(drop=True)
+    return tracking.dataset_input(
+        spec.name, source, len(frame), tracking.spec_columns(spec, columns), tracking.rows_digest(frame),
+        BATCH_INPUT_CONTEXT, tags={"as_of": as_of_label},
+    )
+
+
 def log_batch_run(
     spec: DatasetSpec,
     run_info: Any,
@@ -484,10 +530,15 @@ def log_batch_run(
     data_version: int | None,
     options: InferOptions,
     tags_logged: bool = False,
+    *,
+    batch_rows: pd.DataFrame | None = None,
+    source: dict[str, Any] | None = None,
 ) -> None:
     """Log a batch's statistics on the run ``run_info`` (an ``mlflow.entities.RunInfo``):
     metrics, params and (unless ``tags_logged``) tags in one batch call, timestamped at
-    the as-of date; then the JSON tables and figures in one upload."""
+    the as-of date; the batch's feature rows ``batch_rows`` as the run's dataset input
+    (from ``source``) and the champion's logged model as its model input, in one call;
+    then the JSON tables and figures in one upload."""
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
@@ -508,6 +559,9 @@ def log_batch_run(
         params=[Param(k, str(v)) for k, v in params.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
+    if batch_rows is not None:
+        tracking.log_inputs(run_info.run_id, [batch_input(spec, batch_rows, source or {}, as_of_label)],
+                            [champion.model_id] if champion.model_id else None)
     names = list(spec.class_names) if spec.class_names else None
     files: dict[str, Any] = {f"confusion/{label}.json": table for label, table in stats.tables.items()}
     files["drift.json"] = {

@@ -59,6 +59,7 @@ from serverless_ml.pipelines.infer import (
     log_batch_run,
 )
 from serverless_ml.pipelines.train import TrainOptions, train
+from serverless_ml.progress import ProgressCallback
 from serverless_ml.settings import Settings
 
 MAX_DAYS = 3660
@@ -155,14 +156,26 @@ def segments(options: SimulateOptions) -> list[tuple[int, int]]:
     return [(start, min(start + step - 1, options.days)) for start in range(1, options.days + 1, step)]
 
 
-def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: SimulateOptions) -> SimulateReport:
+def simulate(
+    spec: DatasetSpec, store: FeatureStore, settings: Settings, options: SimulateOptions,
+    progress: ProgressCallback | None = None,
+) -> SimulateReport:
     """Replay the days; see the module docstring.
+
+    ``progress(done, total, label)`` is called when a segment's rows are written (``done``
+    the days before it), after each day is scored (``done`` that day's number) and when
+    a retrain starts and ends.
 
     Raises:
         HistoryConflict: days that already exist would change and ``options.replace``
             is not set; nothing is written.
     """
     check_options(options)
+
+    def tick(done: int, total: int, label: str) -> None:
+        if progress is not None:
+            progress(done, total, label)
+
     tracking.configure_tracking(settings)
     group = existing_feature_group(spec, store)
     check_champion_readable(spec, champion_version(spec))  # before anything is written: scoring needs a champion
@@ -197,8 +210,9 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
             except RowsChangedError as exc:  # another writer changed these days since the check
                 raise HistoryConflict(conflict_message(spec, conflict_from(exc), options.seed, "simulated", ways)) from None
             report.rows_added += written.inserted
+        tick(first - 1, options.days, f"rows of {_span(options, first, last)} written")
         report.days += last - first + 1
-        replay_batches(spec, store, settings, options, first, last, report)
+        replay_batches(spec, store, settings, options, first, last, report, tick)
         if options.retrain_every and last < options.days:
             key = retrain_key(options, last)
             done = previous_retrain(spec, key)
@@ -206,6 +220,7 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
                 report.retrains.append(f"after {options.day(last)}: done by an earlier run of this simulation "
                                        f"(version {done}), not repeated")
                 continue
+            tick(last, options.days, f"retraining after {options.day(last)} ({options.retrain_trials} trials)")
             result = train(spec, store, settings, TrainOptions(
                 trials=options.retrain_trials, seed=options.seed, folds=3, include_synthetic=True, quiet=True,
             ))
@@ -215,7 +230,12 @@ def simulate(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
                 f"{result.holdout_metrics['test_accuracy']:.3f}, "
                 f"{'promoted' if result.decision.promote else 'not promoted'}"
             )
+            tick(last, options.days, f"retrained: {report.retrains[-1]}")
     return report
+
+
+def _span(options: SimulateOptions, first: int, last: int) -> str:
+    return options.day(first).isoformat() if first == last else f"{options.day(first)}..{options.day(last)}"
 
 
 def check_champion_readable(spec: DatasetSpec, version: object) -> None:
@@ -278,9 +298,15 @@ def replay_batches(
     first: int,
     last: int,
     report: SimulateReport,
+    progress: ProgressCallback | None = None,
 ) -> None:
-    """Score and log days ``first..last`` as one segment (one prediction upsert)."""
+    """Score and log days ``first..last`` as one segment (one prediction upsert); call
+    ``progress`` after each day (see :func:`simulate`)."""
     import mlflow
+
+    def tick(index: int, label: str) -> None:
+        if progress is not None:
+            progress(index, options.days, f"{options.day(index)}: {label}")
 
     client = mlflow.MlflowClient()
     with job_lock(settings.store_dir, f"infer-{spec.name}"):
@@ -289,8 +315,9 @@ def replay_batches(
         segment_end = to_utc(options.day(last) + dt.timedelta(days=1))
         pending = select_new_rows(ctx.features, spec, ctx.history[spec.primary_key], ctx.champion.training_keys, segment_end)
         if pending.empty:
+            tick(last, f"nothing new to score from {options.day(first)}")
             return
-        scored_all = score_rows(ctx.champion.model, pending, spec, ctx.champion.version, segment_end, run_id="")
+        scored_all = score_rows(ctx.champion.load_model(), pending, spec, ctx.champion.version, segment_end, run_id="")
         history = ctx.history
         batches, run_ids = [], []
         # A simulated run starts and ends at its batch's time: ended "now" it would last
@@ -304,6 +331,7 @@ def replay_batches(
                 batch = scored_all[taken].copy()
                 scored_all = scored_all[~taken]
                 if batch.empty:
+                    tick(index, "nothing new to score")
                     continue
                 scored_at = to_utc(dt.datetime.combine(day + dt.timedelta(days=1), SCORED_AT))
                 batch["scored_at"] = scored_at
@@ -319,9 +347,11 @@ def replay_batches(
                 run_ids.append(run.info.run_id)
                 batch["run_id"] = stats.latest["run_id"] = run.info.run_id
                 log_batch_run(spec, run.info, stats, ctx.champion, day.isoformat(), day_end, ctx.data_version,
-                              options.infer, tags_logged=True)
+                              options.infer, tags_logged=True, source=ctx.source,
+                              batch_rows=pending[pending[spec.primary_key].isin(batch[spec.primary_key])])
                 if stats.alerts.any:
                     report.alert_days.append(day.isoformat())
+                tick(index, f"{len(batch)} rows scored" + (", with an alert" if stats.alerts.any else ""))
                 history = pd.concat([history, batch], ignore_index=True) if not history.empty else batch
                 batches.append(batch)
             crash_point("simulate.after_runs_logged")

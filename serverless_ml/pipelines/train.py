@@ -3,10 +3,13 @@ the refitted best pipeline and promote it by the rule in :mod:`..training.promot
 
 Reads: the feature view ``<dataset>_training`` (by default only ``backfill`` rows).
 Logs: a parent run in experiment ``<dataset>-training`` (params: search space, seed, data
-version, row counts; metrics: CV and holdout scores, baseline; artifacts: confusion matrix
-as JSON and PNG, feature importances, training row keys, the model) and one nested run
-per trial. Registers: model ``<dataset>`` with alias ``challenger``, and ``champion`` when
-promoted.
+version, row counts and the best trial's hyper-parameters; dataset inputs: the training
+and holdout rows with their feature view, data version and digest; metrics: CV and
+holdout scores, per class by class name, baseline; artifacts: confusion matrix as JSON
+and PNG, feature importances, training row keys; the logged model
+``<dataset>-random-forest``) and one nested run per trial (a pruned one ends KILLED).
+Registers: model ``<dataset>`` (described when it has no description) with a described
+version, alias ``challenger``, and ``champion`` when promoted.
 
 Across machines (:func:`tune_as_worker`, ``sml train --workers-only``): every worker adds
 trials to one shared Optuna study (PostgreSQL) under its own parent run in the same
@@ -154,6 +157,13 @@ def load_training_rows(
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series, int | None]:
     """Features, labels and primary keys of the training rows, and the data version read."""
     group, view = training_view(spec, store)
+    return read_training_rows(spec, group, view, include_synthetic)
+
+
+def read_training_rows(
+    spec: DatasetSpec, group: Any, view: Any, include_synthetic: bool
+) -> tuple[pd.DataFrame, pd.Series, pd.Series, int | None]:
+    """:func:`load_training_rows` from the group and view :func:`training_view` opened."""
     data_version = group.data_version()
     only_real = None if include_synthetic else (group.get_feature(ORIGIN_COLUMN) == "backfill")
     x, y = view.training_data(extra_filter=only_real, version=data_version)
@@ -362,6 +372,8 @@ class _Prepared:
     study_name: str
     study: Any
     experiment_id: str
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where the rows came from (:func:`tracking.feature_group_source`)."""
 
 
 def study_rows_fingerprint(spec: DatasetSpec, keys: pd.Series, x: pd.DataFrame, y: pd.Series,
@@ -426,7 +438,8 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     uri = tracking.configure_tracking(settings)
     if options.storage:
         search.check_storage(options.storage)
-    x, y, keys, data_version = load_training_rows(spec, store, options.include_synthetic)
+    group, view = training_view(spec, store)
+    x, y, keys, data_version = read_training_rows(spec, group, view, options.include_synthetic)
     check_training_rows(spec, y, options.holdout, options.folds)
     x_train, x_hold, y_train, y_hold, keys_train, keys_hold = train_test_split(
         x, y, keys, test_size=options.holdout, stratify=y, random_state=options.seed
@@ -451,7 +464,28 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         x_train=x_train, x_hold=x_hold, y_train=y_train, y_hold=y_hold, keys_train=keys_train,
         keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,
         storage=storage, study_name=study_name, study=study, experiment_id=experiment_id,
+        source=tracking.feature_group_source(store, group, data_version, view_name=view.name, view_version=view.version),
     )
+
+
+def _log_training_inputs(run_id: str, spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> None:
+    """Log the training and holdout rows as the run's dataset inputs (contexts
+    ``training`` and ``testing``): the feature view and group they were read from, the
+    data version, and a digest of each split's keys, features and labels."""
+    from serverless_ml import tracking
+
+    columns = tracking.spec_columns(spec, [spec.primary_key, *spec.feature_names, spec.label])
+    name = prep.source.get("feature_view") or spec.name
+    rows = "real and synthetic rows" if options.include_synthetic else "real rows only"
+    inputs = []
+    for context, split, keys, x, y in (("training", "train", prep.keys_train, prep.x_train, prep.y_train),
+                                       ("testing", "holdout", prep.keys_hold, prep.x_hold, prep.y_hold)):
+        frame = pd.concat([keys.rename(spec.primary_key), x, y.rename(spec.label)], axis=1)
+        inputs.append(tracking.dataset_input(
+            name, prep.source, len(frame), columns, tracking.rows_digest(frame), context,
+            tags={"split": split, "rows": rows, "seed": str(options.seed)},
+        ))
+    tracking.log_inputs(run_id, inputs)
 
 
 def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> dict[str, Any]:
@@ -533,6 +567,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
             "worker_id": options.worker_id,
             "sampler_seed": sampler_seed,
         })
+        _log_training_inputs(run_id, spec, prep, options)
         _log_baseline(run_id, prep, options)
         logger = TrialLogger(prep.tracking_uri, prep.experiment_id, run_id, spec.name)
         study, _ = tune(
@@ -595,6 +630,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
             tracking.NOTE_TAG: note,
         })
         tracking.log_params_batch(run_id, _run_params(spec, prep, options))
+        _log_training_inputs(run_id, spec, prep, options)
         mlflow.log_dict(search.search_space_description(), "search_space.json")
         baseline_test = _log_baseline(run_id, prep, options)
 
@@ -622,6 +658,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         holdout_metrics = evaluation.classification_metrics(
             y_hold, predicted, proba, classes, prefix="test_",
             positive_class=spec.positive_class, proba_classes=model.classes_,
+            class_keys=evaluation.class_metric_keys(classes, spec.class_names),
         )
         holdout_metrics["train_accuracy"] = float(model.score(x_train, y_train))
         holdout_metrics["val_accuracy_mean"] = float(np.mean(best_scores))
@@ -647,13 +684,20 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
             mlflow.log_artifact(str(keys_path), artifact_path="training")
 
         mlflow.set_tags({"best_trial_number": str(best.number), "best_trial_value": f"{best.value:.6f}"})
+        # The chosen hyper-parameters as params too (named as in the trials' runs), so
+        # retrains compare side by side in the runs table.
+        tracking.log_params_batch(run_id, best_params(best.params, _run_params(spec, prep, options)))
         champion_accuracy, champion_note = champion_holdout_accuracy(name, x_hold, y_hold)
         decision = promotion.decide_promotion(holdout_metrics["test_accuracy"], champion_accuracy, options.promote)
         if champion_note and champion_accuracy is None and options.promote == "if-better":
             decision = promotion.PromotionDecision(decision.promote, champion_note)
 
-        version = log_and_register(model, x_train, name)
+        version = log_and_register(model, x_train, name, logged_model_name(spec.name), params=dict(best.params),
+                                   tags={"dataset": spec.name, "data_version": str(data_version), "training_run_id": run_id})
         client = mlflow.MlflowClient()
+        describe_registered_model(client, name, spec)
+        client.update_model_version(name, version, description=version_description(
+            spec, prep, options, best.number, holdout_metrics, baseline_test, run_id))
         client.set_registered_model_alias(name, promotion.CHALLENGER, version)
         client.set_model_version_tag(name, version, "holdout_accuracy", f"{holdout_metrics['test_accuracy']:.6f}")
         client.set_model_version_tag(name, version, "training_run_id", run_id)
@@ -689,8 +733,61 @@ def model_requirements() -> list[str]:
     return [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "skops", "pandas", "numpy", "scipy")]
 
 
-def log_and_register(model: Any, x_train: pd.DataFrame, name: str) -> str:
-    """Log the pipeline with a signature and input example; register it under ``name``."""
+LOGGED_MODEL_SUFFIX = "-random-forest"
+
+
+def logged_model_name(dataset: str) -> str:
+    """The name of a dataset's logged models (``titanic-random-forest``) in the runs and
+    models views. Loading goes through the registry (``models:/<dataset>/<version>``),
+    never through this name, so versions logged under an older name still load."""
+    return f"{dataset}{LOGGED_MODEL_SUFFIX}"
+
+
+def best_params(params: dict[str, Any], run_params: dict[str, Any]) -> dict[str, Any]:
+    """The best trial's hyper-parameters as run params; a name the run already uses for
+    something else (none today) gets a ``best_`` prefix rather than a conflicting value."""
+    return {(f"best_{key}" if key in run_params else key): value for key, value in params.items()}
+
+
+def describe_registered_model(client: Any, name: str, spec: DatasetSpec) -> None:
+    """Give the registered model a description when it has none (one a user wrote in the
+    MLflow UI stays as it is)."""
+    current = client.get_registered_model(name).description
+    if current:
+        return
+    target = f"{spec.label} ({', '.join(spec.class_name(c) for c in spec.classes)})"
+    client.update_registered_model(name, description=(
+        f"scikit-learn pipeline predicting {target} of the {spec.name} dataset"
+        f"{f' ({spec.description})' if spec.description else ''} from its raw features "
+        f"({', '.join(spec.feature_names)}): median imputation with missing-value indicators, one-hot "
+        f"encoding, then a random forest tuned by Optuna. Trained by `sml train --dataset {spec.name}`; "
+        "alias `champion` is the version batch inference and the site use, `challenger` the latest trained."
+    ))
+
+
+def version_description(
+    spec: DatasetSpec, prep: _Prepared, options: TrainOptions, trial: int,
+    metrics: dict[str, float], baseline: float, run_id: str,
+) -> str:
+    """What a registered version is: the data it was trained on, its holdout accuracy."""
+    source = prep.source
+    rows = "real and synthetic rows" if options.include_synthetic else "real rows only"
+    return (
+        f"Random forest of Optuna trial #{trial} (study {prep.study_name}), refitted on {len(prep.y_train)} rows "
+        f"of feature view {source.get('feature_view')} v{source.get('feature_view_version')} "
+        f"(feature group {spec.name} v{spec.version}, data version {prep.data_version}, {rows}). "
+        f"Holdout accuracy {metrics['test_accuracy']:.4f} on {len(prep.y_hold)} rows "
+        f"(majority-class baseline {baseline:.4f}); CV accuracy {metrics['val_accuracy_mean']:.4f}. "
+        f"Training run {run_id}."
+    )
+
+
+def log_and_register(
+    model: Any, x_train: pd.DataFrame, name: str, logged_name: str | None = None, *,
+    params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+) -> str:
+    """Log the pipeline with a signature and input example as ``logged_name`` (default:
+    :func:`logged_model_name` of ``name``); register it under ``name``."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -701,7 +798,8 @@ def log_and_register(model: Any, x_train: pd.DataFrame, name: str) -> str:
         warnings.simplefilter("ignore", category=UserWarning)
         signature = infer_signature(example, model.predict(example))
     info = mlflow.sklearn.log_model(
-        model, name="model", signature=signature, input_example=example,
+        model, name=logged_name or logged_model_name(name), signature=signature, input_example=example,
+        params=params, tags=tags,
         registered_model_name=name, skops_trusted_types=SKOPS_TRUSTED_TYPES,
         # Stated, not inferred: inference loads the model in a subprocess (~10 s).
         pip_requirements=model_requirements(),

@@ -7,13 +7,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.dummy import DummyClassifier
-from sklearn.metrics import roc_auc_score
 
 
 def metric_key(value: Any) -> str:
     """A class value as it may appear in an MLflow metric name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(value))
+
+
+def class_metric_keys(classes: Sequence[Any], class_names: Sequence[str] | None = None) -> list[str]:
+    """The name each class has in per-class metric names (``test_f1_<key>``,
+    ``batch_recall_<key>``, ``predicted_share_<key>``): its name (a spec's
+    ``class_names``, else the class value) with every character MLflow does not allow in
+    a metric name made ``_`` (:func:`metric_key`). The one place writers and readers of
+    those metrics get the names from.
+
+    Keys are unique: a name that is empty once cleaned takes the class value's key, and a
+    key an earlier class already has gets the class value appended (``a_b-1``), then a
+    counter (``a_b-1-2``), so no class's metrics overwrite another's.
+    """
+    labels = list(classes)
+    names = list(class_names) if class_names is not None else [str(label) for label in labels]
+    if len(names) != len(labels):
+        raise ValueError(f"{len(names)} class names for {len(labels)} classes")
+    keys: list[str] = []
+    for label, name in zip(labels, names, strict=True):
+        key = metric_key(name) or metric_key(label) or "class"
+        if key in keys:
+            key = f"{key}-{metric_key(label)}"
+        candidate, counter = key, 1
+        while candidate in keys:
+            counter += 1
+            candidate = f"{key}-{counter}"
+        keys.append(candidate)
+    return keys
 
 
 def confusion_counts(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> np.ndarray:
@@ -61,7 +87,8 @@ def positive_index(classes: Sequence[Any], positive_class: Any) -> int | None:
 
 
 def metrics_from_confusion(
-    matrix: np.ndarray, classes: Sequence[Any], prefix: str, *, positive_class: Any = None
+    matrix: np.ndarray, classes: Sequence[Any], prefix: str, *, positive_class: Any = None,
+    class_keys: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Accuracy, precision, recall and F1 (binary: of ``positive_class``; multiclass: macro
     averages) and per-class precision/recall/F1/support, from a confusion matrix.
@@ -73,8 +100,13 @@ def metrics_from_confusion(
         prefix: Put before every metric name (``test_``, ``batch_``).
         positive_class: Binary problems: the class precision, recall and F1 are about
             (the spec's ``positive_class``), required; multiclass problems: ``None``.
+        class_keys: Each class's name in the per-class metric names
+            (:func:`class_metric_keys`); default: the class values'.
     """
     labels = list(classes)
+    keys = list(class_keys) if class_keys is not None else class_metric_keys(labels)
+    if len(keys) != len(labels):
+        raise ValueError(f"{len(keys)} class keys for {len(labels)} classes")
     positive = positive_index(labels, positive_class)
     counts = np.asarray(matrix, dtype=float)
     true_positive = np.diag(counts)
@@ -91,8 +123,7 @@ def metrics_from_confusion(
                         f"{prefix}f1": float(f1[positive])})
     else:
         metrics.update({f"{prefix}precision": float(precision.mean()), f"{prefix}recall": float(recall.mean()), f"{prefix}f1": float(f1.mean())})
-    for i, label in enumerate(labels):
-        key = metric_key(label)
+    for i, key in enumerate(keys):
         metrics[f"{prefix}precision_{key}"] = float(precision[i])
         metrics[f"{prefix}recall_{key}"] = float(recall[i])
         metrics[f"{prefix}f1_{key}"] = float(f1[i])
@@ -109,6 +140,7 @@ def classification_metrics(
     *,
     positive_class: Any = None,
     proba_classes: Sequence[Any] | None = None,
+    class_keys: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and ROC AUC, plus per-class precision/recall/F1.
 
@@ -126,9 +158,13 @@ def classification_metrics(
         proba_classes: The class of each column of ``proba`` (a fitted model's
             ``classes_``, which need be neither sorted nor in ``classes`` order);
             required with ``proba``.
+        class_keys: As for :func:`metrics_from_confusion`.
     """
+    from sklearn.metrics import roc_auc_score
+
     labels = list(classes)
-    metrics = metrics_from_confusion(confusion_counts(y_true, y_pred, labels), labels, prefix, positive_class=positive_class)
+    metrics = metrics_from_confusion(confusion_counts(y_true, y_pred, labels), labels, prefix,
+                                     positive_class=positive_class, class_keys=class_keys)
     if proba is None:
         return metrics
     if proba_classes is None:
@@ -174,6 +210,8 @@ def _plain(value: Any) -> Any:
 
 def baseline_accuracy(y_train: pd.Series, y_eval: pd.Series) -> float:
     """Accuracy of always predicting the training set's majority class."""
+    from sklearn.dummy import DummyClassifier
+
     dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y_train), 1)), y_train)
     return float(dummy.score(np.zeros((len(y_eval), 1)), y_eval))
 

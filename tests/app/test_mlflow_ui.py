@@ -109,3 +109,26 @@ def test_the_registered_model_shows_its_champion(page: Any, mlflow_ui: str, scre
     assert "champion" in row.inner_text()
     assert "champion" not in tab.locator("tr, [role=row]", has_text="Version 1").inner_text()
     screenshot(tab, "mlflow-ui-registered-model")
+
+
+def test_the_training_run_shows_its_datasets_and_chosen_hyperparameters(
+    page: Any, mlflow_ui: str, site_world: Any, screenshot: Any
+) -> None:
+    """Lineage as the UI shows it: the rows the run trained and was tested on (feature
+    view and digest), the best trial's hyper-parameters among the params, and per-class
+    metrics by class name."""
+    tab, _ = page
+    client = mlflow.MlflowClient(tracking_uri=site_world.tracking_uri)
+    version = client.get_model_version_by_alias("titanic", "champion")
+    run = client.get_run(version.tags["training_run_id"])
+    digests = [item.dataset.digest for item in run.inputs.dataset_inputs]
+    assert len(digests) == 2
+    tab.goto(f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+    tab.get_by_text("titanic_training").first.wait_for(timeout=60_000)
+    body = tab.locator("body").inner_text()
+    assert any(digest in body for digest in digests), "no dataset digest on the run page"
+    # Names as whole cells of the params and metrics tables (the search_space param's JSON
+    # also mentions the hyper-parameters, but never as a cell of its own).
+    for name in ("n_estimators", "max_depth", "test_f1_survived", "test_f1_died"):
+        assert tab.get_by_text(name, exact=True).count() >= 1, name
+    screenshot(tab, "mlflow-ui-training-run-datasets")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from monitoring_app import create_app, ids
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.browser
 
 # page path -> (file name, what must be on it once it has loaded, plots it draws)
 PAGES = {
-    "/": ("overview", "Latest prediction", 1),
+    "/": ("overview", "Latest prediction", 4),
     "/confusion": ("confusion", "since promotion", 3),
     "/predictions": ("predictions", "Type in a column's filter cell", 0),
     "/drift": ("drift", "per feature", 2),
@@ -65,8 +66,99 @@ def test_the_overview_marks_alerts_and_the_retrain(page: Any, site: str, settle:
     assert "version 2" in tab.locator(f"#{ids.HEADLINE_CHAMPION}").inner_text()
     assert "model v2" in tab.locator(".js-plotly-plot").first.text_content()
     legend = tab.locator(".js-plotly-plot .legend").first.text_content()
-    assert "alert" in legend and "champion holdout accuracy" in legend
+    assert "drift alert" in legend and "champion holdout accuracy" in legend
+    # The drift alert's message is on the page, not only in a hover box.
+    drift_day = world_dates["day"](world_dates["drift_day"]).isoformat()
+    alerts = tab.locator(f"#{ids.OVERVIEW_ALERTS}")
+    drift_item = alerts.locator("li", has_text=drift_day).filter(has=tab.locator(".alert-kind-drift"))
+    assert drift_item.count() == 1 and {"age", "fare"} <= set(re.findall(r"[a-z_]+", drift_item.inner_text()))
+    assert drift_item.is_visible()
+    # Days since retrain in batch dates: version 2 scored from the retrain day to the last day.
+    retrain = world_dates["day"](world_dates["retrain_day"])
+    days = world_dates["titanic_days"] - 1 - world_dates["retrain_day"]
+    assert tab.locator(f"#{ids.HEADLINE_RETRAIN}").inner_text().split("\n")[:3] == [
+        "DAYS SINCE RETRAIN", str(days), f"in batch dates: v2 has scored since {retrain.isoformat()}"]
     assert tab.locator(f"#{ids.OVERVIEW_LATEST} img").count() == 2  # predicted and actual, drawn by the site
+    assert problems.all() == []
+
+
+def test_the_overview_shows_per_class_figures_and_data_quality(page: Any, site: str, settle: Any, screenshot: Any) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/?dataset=titanic")
+    settle(tab)
+    for graph in (ids.OVERVIEW_CLASS_METRICS, ids.OVERVIEW_CLASS_SHARES, ids.OVERVIEW_QUALITY):
+        tab.locator(f"#{graph} .main-svg").first.wait_for()
+    per_class = tab.locator(f"#{ids.OVERVIEW_CLASS_METRICS} .legend").text_content()
+    assert all(f"{c} {m}" in per_class for c in ("died", "survived") for m in ("precision", "recall"))
+    shares = tab.locator(f"#{ids.OVERVIEW_CLASS_SHARES} .legend").text_content()
+    assert all(f"{c} {m}" in shares for c in ("died", "survived") for m in ("predicted", "in training"))
+    quality = tab.locator(f"#{ids.OVERVIEW_QUALITY}")
+    titles = quality.locator(".g-ytitle, [class^='g-y'][class$='title']").all_text_contents()
+    assert titles == ["rows", "missing", "out of range", "unseen"], titles
+    # Six batches of 30 rows: one bar each in the rows panel.
+    assert quality.locator(".barlayer .point").count() >= 6
+    screenshot(tab, "titanic-overview-full")
+    assert problems.all() == []
+
+
+def test_the_time_window_drives_the_cards(page: Any, site: str, settle: Any, world_dates: dict[str, Any]) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/?dataset=titanic")
+    settle(tab)
+    rows = tab.locator(f"#{ids.HEADLINE_ROWS}")
+    assert rows.locator(".card-label").inner_text().lower() == "rows scored"
+    tab.get_by_text("30 days", exact=True).click()
+    tab.locator(f"#{ids.HEADLINE_ROWS}", has_text="last 30 days").wait_for()
+    assert f"in {world_dates['titanic_days']} batches" in rows.inner_text()  # all six are within 30 days
+    assert "last 30 days" in tab.locator(f"#{ids.HEADLINE_ALERTS}").inner_text().lower()
+    tab.get_by_text("all", exact=True).click()
+    tab.wait_for_function("id => !document.getElementById(id).textContent.includes('last 30 days')", arg=ids.HEADLINE_ROWS)
+    assert problems.all() == []
+
+
+def test_the_navigation_highlights_the_page_shown(page: Any, site: str, settle: Any) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/drift?dataset=titanic")
+    settle(tab)
+    active = tab.locator(".nav-link-active")
+    active.first.wait_for()
+    assert active.all_inner_texts() == ["Drift"]
+    tab.get_by_role("link", name="Models").click()
+    tab.wait_for_url(re.compile(r"/models\?dataset=titanic$"))
+    tab.locator(".nav-link-active", has_text="Models").wait_for()
+    assert active.all_inner_texts() == ["Models"]
+    background = tab.locator(".nav-link-active").evaluate("e => getComputedStyle(e).backgroundColor")
+    other = tab.get_by_role("link", name="Drift").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert background != other  # the mark is visible, not just a class name
+    assert problems.all() == []
+
+
+def test_the_filtered_predictions_download_as_csv(page: Any, site: str, settle: Any, tmp_path: Any) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/predictions?dataset=titanic")
+    settle(tab)
+    count = tab.locator(f"#{ids.PREDICTIONS_COUNT}")
+    count.wait_for()
+    total = int(count.inner_text().split(" of ")[1].split()[0].replace(",", ""))
+    prediction_filter = tab.locator("th.dash-filter[data-dash-column='prediction'] input[type='text']")
+    prediction_filter.fill("survived")
+    prediction_filter.press("Enter")
+    tab.locator(f"#{ids.PREDICTIONS_COUNT}", has_text=re.compile(r"^\d[\d,]* of ")).wait_for()
+    tab.wait_for_function(
+        "([id, total]) => { const t = document.getElementById(id).textContent; return !t.startsWith(total + ' of '); }",
+        arg=[ids.PREDICTIONS_COUNT, f"{total:,}"],
+    )
+    kept = int(count.inner_text().split(" of ")[0].replace(",", ""))
+    assert 0 < kept < total
+    with tab.expect_download() as info:
+        tab.get_by_role("button", name="Download CSV").click()
+    download = info.value
+    assert download.suggested_filename == "titanic-predictions.csv"
+    path = tmp_path / "predictions.csv"
+    download.save_as(path)
+    table = pd.read_csv(path)
+    assert len(table) == kept and set(table["prediction"]) == {"survived"}
+    assert list(table.columns) == ["key", "event_time", "prediction", "probability", "actual", "correct", "model_version"]
     assert problems.all() == []
 
 
@@ -149,6 +241,37 @@ def test_the_drift_page_explains_the_drift_alert_of_a_chosen_batch(
     # The rule's threshold is drawn (a dashed line across the plot, at 0.001).
     assert history.locator(".shapelayer path").count() >= 1
     screenshot(tab, "titanic-drift-adjusted-p")
+    assert problems.all() == []
+
+
+TALLEST_BAR = """id => {
+    const plot = document.querySelector('#' + id + ' .js-plotly-plot') || document.getElementById(id);
+    const tallest = Math.max(...plot._fullData.flatMap(t => Array.from(t.y || [])));
+    return [tallest, plot._fullLayout.yaxis.range[1], plot._fullLayout.title.text];
+}"""
+
+
+def test_the_drift_distribution_compares_the_window_chosen(
+    page: Any, site: str, settle: Any, screenshot: Any, world_dates: dict[str, Any]
+) -> None:
+    tab, problems = page
+    drift_day = world_dates["day"](world_dates["drift_day"]).isoformat()
+    tab.goto(f"{site}/drift?dataset=titanic&feature=fare")
+    settle(tab)
+    tab.locator(f"#{ids.DRIFT_RUN}").click()
+    tab.get_by_role("option", name=f"{drift_day} ⚠ drift", exact=True).click()
+    graph = tab.locator(f"#{ids.DRIFT_DISTRIBUTION_GRAPH}")
+    graph.locator(".gtitle", has_text=f"recent window {drift_day}").wait_for()  # judged on its recent window
+    seen = {}
+    for label, expected in (("the batch", f"fare: batch {drift_day}"), ("the rolling window", "fare: rolling window"),
+                            ("the recent window", f"fare: recent window {drift_day}")):
+        tab.get_by_text(label, exact=True).click()
+        graph.locator(".gtitle", has_text=expected).wait_for()
+        tallest, top, title = tab.evaluate(TALLEST_BAR, ids.DRIFT_DISTRIBUTION_GRAPH)
+        assert 0 < tallest < top, (label, tallest, top)  # the tallest bar is drawn whole
+        seen[label] = title
+    assert "rolling window 2024-03-01.." in seen["the rolling window"]  # older days than the recent window
+    screenshot(tab, "titanic-drift-rolling-window")
     assert problems.all() == []
 
 

@@ -181,7 +181,7 @@ def test_figures_are_logged_next_to_the_tables(world) -> None:  # noqa: ANN001
     run = MlflowClient().get_run(report.run_id)
     assert run.data.tags["latest_key"] and run.data.tags["latest_actual"] in {"0", "1"}
     assert 0.5 <= run.data.metrics["latest_probability"] <= 1.0
-    assert set(run.data.metrics) >= {"batch_precision_1", "batch_recall_0", "predicted_share_1", "training_share_1"}
+    assert set(run.data.metrics) >= {"batch_precision_survived", "batch_recall_died", "predicted_share_survived", "training_share_survived"}
 
 
 def test_a_run_left_running_by_a_crash_is_closed_by_the_next_job(world) -> None:  # noqa: ANN001

@@ -34,7 +34,7 @@ from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import resolve_settings
 from serverless_ml.tracking import monitoring_experiment
-from serverless_ml.training.evaluation import metric_key
+from serverless_ml.training.evaluation import class_metric_keys
 from serverless_ml.training.model import as_model_input
 
 pytestmark = pytest.mark.integration
@@ -48,12 +48,13 @@ class Dataset(NamedTuple):
     classes: list[Any]
     positive_class: Any  # None: not in the spec file
     expected_positive: Any  # what the metrics must be about (None: multiclass)
+    class_names: list[str] | None = None  # per-class metrics are named by these when set
 
 
 DATASETS = {
     # Sorted, benign comes first: the model's probability column 1 is malignant.
     "strings, default positive": Dataset(["malignant", "benign"], None, "benign"),
-    "integers, first class positive": Dataset([1, 0], 1, 1),
+    "integers, first class positive": Dataset([1, 0], 1, 1, ["sick", "healthy"]),
     "7 integers": Dataset([6, 2, 0, 5, 1, 4, 3], None, None),
 }
 
@@ -75,6 +76,8 @@ def _spec_file(folder: Path, dataset: Dataset) -> Path:
     }
     if dataset.positive_class is not None:
         spec["positive_class"] = dataset.positive_class
+    if dataset.class_names is not None:
+        spec["class_names"] = dataset.class_names
     path = folder / "exact.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -82,9 +85,10 @@ def _spec_file(folder: Path, dataset: Dataset) -> Path:
 
 def _reference(
     y_true: np.ndarray, y_pred: np.ndarray, classes: list[Any], positive: Any,
-    proba: np.ndarray | None = None, proba_classes: list[Any] | None = None,
+    proba: np.ndarray | None = None, proba_classes: list[Any] | None = None, class_names: list[str] | None = None,
 ) -> dict[str, float]:
-    """scikit-learn's numbers, named as the project logs them (without the prefix)."""
+    """scikit-learn's numbers, named as the project logs them (without the prefix; a class
+    by its name when ``class_names`` are given)."""
     out = {"accuracy": accuracy_score(y_true, y_pred)}
     if positive is not None:
         average: dict[str, Any] = {"average": "binary", "pos_label": positive}
@@ -92,9 +96,9 @@ def _reference(
         average = {"average": "macro", "labels": classes}
     out["precision"], out["recall"], out["f1"], _ = precision_recall_fscore_support(y_true, y_pred, zero_division=0, **average)
     each = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
-    for i, label in enumerate(classes):
+    for i, key in enumerate(class_metric_keys(classes, class_names)):
         for name, values in zip(("precision", "recall", "f1", "support"), each, strict=True):
-            out[f"{name}_{metric_key(label)}"] = float(values[i])
+            out[f"{name}_{key}"] = float(values[i])
     if proba is not None and proba_classes is not None:
         if positive is not None:
             fpr, tpr, _ = roc_curve(y_true, proba[:, proba_classes.index(positive)], pos_label=positive)
@@ -156,7 +160,10 @@ def test_logged_and_shown_metrics_equal_scikit_learn(
     x_hold, y_hold = as_model_input(holdout, spec), holdout[spec.label].to_numpy()
     proba_classes = list(model.classes_)
     assert proba_classes == sorted(classes) != classes, "the spec's order and predict_proba's must differ"
-    expected = _reference(y_hold, model.predict(x_hold), classes, positive, model.predict_proba(x_hold), proba_classes)
+    names = list(spec.class_names) if spec.class_names else None
+    assert names == dataset.class_names
+    expected = _reference(y_hold, model.predict(x_hold), classes, positive, model.predict_proba(x_hold), proba_classes,
+                          names)
     assert 0.6 < expected["roc_auc"] < 0.995, "an inverted or swapped score column must show"
     _assert_logged(run.data.metrics, expected, "test_")
     if positive is None:
@@ -189,5 +196,6 @@ def test_logged_and_shown_metrics_equal_scikit_learn(
         assert len(batch) == ROWS_PER_DAY
         rolling = predictions[predictions["run_id"].isin(runs["run_id"].iloc[:number])]
         for prefix, scored in (("batch_", batch), ("rolling_", rolling)):
-            expected = _reference(scored["actual"].to_numpy(), scored["prediction"].to_numpy(), classes, positive)
+            expected = _reference(scored["actual"].to_numpy(), scored["prediction"].to_numpy(), classes, positive,
+                                  class_names=names)
             _assert_logged(logged, expected, prefix)

@@ -1,9 +1,11 @@
 """The demo (`make demo`'s batch part): the `main` job for Iris and Titanic at once, from a
 shell whose PATH does not hold the project's virtualenv, on a tracking database that does
-not exist yet. Every step is a nested MLflow project run that succeeds."""
+not exist yet. Every step is a nested MLflow project run that succeeds, and the last one
+scores today's batch."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -34,6 +36,9 @@ def test_demo_runs_main_for_both_datasets_with_every_step_nested(tmp_path: Path,
     # Each dataset's output is prefixed, so the interleaved lines stay readable.
     assert "[iris] " in proc.stdout and "[titanic] " in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert "nothing new to score" not in proc.stdout
+    # --no-site: no site is started, so no site URL is printed.
+    assert "http://" not in proc.stdout + proc.stderr, proc.stdout
 
     client = MlflowClient(tracking_uri=tracking_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -42,11 +47,17 @@ def test_demo_runs_main_for_both_datasets_with_every_step_nested(tmp_path: Path,
         assert len(parent) == 1 and parent[0].info.status == "FINISHED", dataset
         steps = {r.data.tags.get("mlflow.project.entryPoint"): r for r in runs
                  if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
-        assert set(steps) == {"features", "train", "simulate", "batch_inference"}, dataset
+        assert set(steps) == {"features", "train", "simulate", "daily", "batch_inference"}, dataset
         assert {r.info.status for r in steps.values()} == {"FINISHED"}, dataset
         batches = [r for r in runs if r.data.tags.get("dataset") == dataset and "as_of" in r.data.tags]
-        assert len(batches) == DAYS, dataset
+        # The simulated days up to yesterday, then today's batch: the daily step's rows.
+        today = dt.datetime.now(dt.timezone.utc).date()
+        dates = sorted(r.data.tags["as_of"] for r in batches)
+        assert dates == [(today - dt.timedelta(days=n)).isoformat() for n in range(DAYS, -1, -1)], dataset
         assert {r.info.status for r in batches} == {"FINISHED"}, dataset
+        todays = next(r for r in batches if r.data.tags["as_of"] == today.isoformat())
+        assert todays.data.metrics["rows_scored"] == 10, dataset
+        assert todays.data.tags["sml.project_run_id"] == steps["batch_inference"].info.run_id, dataset
         assert int(client.get_model_version_by_alias(dataset, "champion").version) == 1
 
 

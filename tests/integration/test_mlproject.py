@@ -1,7 +1,9 @@
 """``mlflow run`` on the MLproject, as the README runs it: ``mlflow run . -e ENTRY ...``.
 
 Each test gets its own tracking database (``tracking_uri`` from conftest) and feature
-store, and reads the course's CSVs from ``data_dir``; nothing lands in the checkout.
+store, and reads the course's CSVs from ``data_dir``; nothing lands in the checkout (the
+entry points that log artifacts run from a copy of the project, which must stay clean:
+artifacts go next to the tracking database, whatever the working directory).
 
 * ``--env-manager local`` runs the entry point with the ``python`` first on ``PATH``: the
   project's virtualenv here, whose ``bin`` the tests put first, as ``. .venv/bin/activate``
@@ -72,13 +74,33 @@ def run_env(
     return env
 
 
-def mlflow_run(entry_point: str, *params: str, env_manager: str, env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """``mlflow run . -e ENTRY_POINT -P ... --env-manager ENV_MANAGER`` from the checkout."""
+def mlflow_run(
+    entry_point: str, *params: str, env_manager: str, env: Mapping[str, str], timeout: float, cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess[str]:
+    """``mlflow run . -e ENTRY_POINT -P ... --env-manager ENV_MANAGER`` from the checkout
+    (or ``cwd``, a copy of its project files)."""
     args = [str(VENV_BIN / "mlflow"), "run", ".", "-e", entry_point]
     for param in params:
         args += ["-P", param]
     args += ["--env-manager", env_manager]
-    return subprocess.run(args, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout)
+
+
+def copy_project(target: Path) -> Path:
+    """The files ``mlflow run .`` needs (MLproject, conda.yaml, entrypoints/), copied to
+    ``target``: a checkout whose every file the test can list afterwards. (The library
+    itself is imported from the virtualenv's install.)"""
+    import shutil
+
+    target.mkdir()
+    for name in ("MLproject", "conda.yaml"):
+        shutil.copy2(REPO_ROOT / name, target / name)
+    shutil.copytree(REPO_ROOT / "entrypoints", target / "entrypoints", ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if "__pycache__" not in path.parts}
 
 
 def explain(proc: subprocess.CompletedProcess[str]) -> str:
@@ -249,18 +271,24 @@ def test_train_and_batch_inference_entry_points_log_their_own_runs_linked_to_the
     tmp_path: Path, tracking_uri: str, data_dir: Path
 ) -> None:
     """The job's runs go to their own experiments (not into the project run, whose
-    entry-point params would clash with the job's) and both are linked by tags."""
+    entry-point params would clash with the job's) and both are linked by tags. Run from
+    a checkout with the tracking database elsewhere, the experiments keep their
+    artifacts (the model, the evaluation, the batch's tables) next to the database, and
+    the checkout gains no ``mlruns/`` or ``mlartifacts/``."""
     from mlflow import MlflowClient
 
     env = run_env(tmp_path, tracking_uri, data_dir, network=False)
+    checkout = copy_project(tmp_path / "checkout")
+    before = files_under(checkout)
     for entry_point, params in (
         ("features", ["dataset=iris"]),
         ("daily", ["dataset=iris", "date=2024-01-05", "rows=12"]),
         ("train", ["dataset=iris", "trials=2", "folds=3"]),
         ("batch_inference", ["dataset=iris", "as_of=2024-01-05"]),
     ):
-        proc = mlflow_run(entry_point, *params, env_manager="local", env=env, timeout=LOCAL_RUN_TIMEOUT_S)
+        proc = mlflow_run(entry_point, *params, env_manager="local", env=env, timeout=LOCAL_RUN_TIMEOUT_S, cwd=checkout)
         assert proc.returncode == 0, explain(proc)
+    assert files_under(checkout) == before
     client = MlflowClient(tracking_uri=tracking_uri)
     runs = project_runs(tracking_uri)
     project = {r.data.tags["mlflow.project.entryPoint"]: r for r in runs if "mlflow.project.entryPoint" in r.data.tags}
@@ -273,3 +301,15 @@ def test_train_and_batch_inference_entry_points_log_their_own_runs_linked_to_the
     assert client.get_model_version_by_alias("iris", "champion").version in (1, "1")
     monitoring = [r for r in runs if r.data.tags.get("as_of") == "2024-01-05"]
     assert len(monitoring) == 1 and monitoring[0].data.metrics["rows_scored"] == 12
+
+    # The artifacts are next to the database (tmp_path/mlflow.db), one folder per experiment.
+    database_dir = Path(tracking_uri.removeprefix("sqlite:///")).parent
+    assert database_dir != checkout
+    for experiment in ("iris-training", "iris-monitoring"):
+        assert client.get_experiment_by_name(experiment).artifact_location == str(database_dir / "mlruns" / experiment)
+    training = client.get_run(project["train"].data.tags["sml.job_run_id"])
+    assert (database_dir / "mlruns" / "iris-training" / training.info.run_id / "artifacts" / "training" / "keys.parquet").is_file()
+    model_files = {p.name for p in (database_dir / "mlruns" / "iris-training" / "models").rglob("*")}
+    assert {"MLmodel", "model.skops"} <= model_files
+    batch = database_dir / "mlruns" / "iris-monitoring" / monitoring[0].info.run_id / "artifacts"
+    assert (batch / "drift.json").is_file() and (batch / "confusion" / "batch.json").is_file()

@@ -66,7 +66,7 @@ def test_simulate_matches_day_by_day_inference(world, trained_template, tmp_path
               dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 15), tzinfo=dt.timezone.utc))
     daily = _runs().set_index("tags.as_of").sort_index()
     for column in ("metrics.batch_accuracy", "metrics.rolling_accuracy", "metrics.cumulative_accuracy",
-                   "metrics.rows_scored", "metrics.predicted_share_1"):
+                   "metrics.rows_scored", "metrics.predicted_share_survived"):
         assert simulated[column].tolist() == pytest.approx(daily[column].tolist()), column
 
 

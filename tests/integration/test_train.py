@@ -82,7 +82,7 @@ def test_every_trial_is_a_nested_run_and_the_parent_has_the_evaluation(
     assert parent["status"] == "FINISHED"
     assert parent["tags.best_trial_number"] == str(report.best_trial)
     for key in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc",
-                "val_accuracy_mean", "val_accuracy_std", "baseline_test_accuracy", "test_precision_1"):
+                "val_accuracy_mean", "val_accuracy_std", "baseline_test_accuracy", "test_precision_survived"):
         assert not np.isnan(parent[f"metrics.{key}"]), key
     assert parent["metrics.test_accuracy"] > parent["metrics.baseline_test_accuracy"]
     assert parent["params.data_version"] == "0"

@@ -237,6 +237,19 @@ def test_the_dashboard_binds_this_machine_only_with_debug_off(server: Server, re
     reliability.add("site hardening", cases=3)
 
 
+def test_the_dashboard_log_has_the_url_once_no_request_lines_and_no_colour_codes(server: Server) -> None:
+    """Its output is a file here, not a terminal: werkzeug would colour its warning and log
+    a line per request (each page's scripts and styles), Dash and werkzeug repeat the URL."""
+    for path in ("/", "/_dash-layout", "/_dash-dependencies", "/no/such/page"):
+        assert http(server.url + path)[0] in (200, 404), path
+    time.sleep(0.5)  # the server writes its log line after the answer
+    log = server.log()
+    assert log.count(f"127.0.0.1:{server.port}") == 1, log
+    assert '"GET /' not in log and "Dash is running" not in log, log
+    assert "\x1b[" not in log, log
+    assert "development server" in log and "gunicorn" in log, log
+
+
 def test_create_app_has_debug_off(evil_world: EvilWorld) -> None:
     app = create_app(evil_world.settings)
     assert app.server.debug is False

@@ -9,6 +9,7 @@ checks for new data).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from typing import Any
 
 import dash
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -123,9 +126,58 @@ def test_overview_shows_the_headline_the_latest_prediction_and_the_history(call:
                                       [getattr(i, "src", "") for i in _all(latest)])
     figure = graphs(page)[0]
     assert figure["data"][0]["x"] == [day(i).isoformat() for i in range(DAYS)]
-    registered = MlflowClient().get_model_version("iris", "1").creation_timestamp / 1000
-    days = (NOW - dt.datetime.fromtimestamp(registered, tz=dt.timezone.utc)).days
-    assert text_of(find(page, ids.HEADLINE_RETRAIN)) == f"days since retrain {max(days, 0)}"
+    # In batch dates (the wall clock, NOW, is weeks later): v1 scored every batch.
+    assert text_of(find(page, ids.HEADLINE_RETRAIN)) == (
+        f"days since retrain {DAYS - 1} in batch dates: v1 has scored since {day(0).isoformat()}")
+    assert text_of(find(page, ids.OVERVIEW_ALERTS)) == "No alert."
+
+
+def logged_runs() -> Any:
+    return mlflow.search_runs(experiment_names=["iris-monitoring"], order_by=["tags.as_of ASC"])
+
+
+def test_overview_draws_the_logged_per_class_figures_and_class_shares(call: Call) -> None:
+    page = call(overview.layout, dataset="iris")
+    runs = logged_runs()
+    classes = list(SPEC.classes)
+    per_class = find(page, ids.OVERVIEW_CLASS_METRICS).figure
+    names = [t["name"] for t in per_class["data"]]
+    assert names == [f"{c} precision" for c in classes] + [f"{c} recall" for c in classes]
+    for trace, (cls, what) in zip(per_class["data"], [(c, "precision") for c in classes] + [(c, "recall") for c in classes],
+                                  strict=True):
+        logged = runs.get(f"metrics.rolling_{what}_{cls}")
+        assert logged is not None and logged.notna().any()  # the rolling window reached 20 labelled rows
+        assert trace["y"] == [None if v != v else pytest.approx(v, abs=1e-4) for v in logged]
+    shares = find(page, ids.OVERVIEW_CLASS_SHARES).figure
+    assert [t["name"] for t in shares["data"]] == [f"{c} predicted" for c in classes] + [f"{c} in training" for c in classes]
+    for trace, cls in zip(shares["data"], classes + classes, strict=True):
+        kind = "predicted" if trace["name"].endswith("predicted") else "training"
+        assert trace["y"] == [pytest.approx(v, abs=1e-4) for v in runs[f"metrics.{kind}_share_{cls}"]]
+    assert sum(t["y"][-1] for t in shares["data"][:len(classes)]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_overview_shows_data_quality_per_batch_from_the_stores(call: Call, world: tuple[LocalFeatureStore, Settings]) -> None:
+    store, _ = world
+    page = call(overview.layout, dataset="iris")
+    quality = find(page, ids.OVERVIEW_QUALITY).figure
+    rows, missing, out_of_range, unseen = quality["data"]
+    assert rows["y"] == [ROWS] * DAYS and rows["x"] == [day(i).isoformat() for i in range(DAYS)]
+    assert missing["y"] == [0.0] * DAYS  # Iris rows have every value
+    assert unseen["y"] == [0] * DAYS  # and no text feature
+    # Out of the training range: counted here from the stores and the training run's keys.
+    runs = logged_runs()
+    features = store.get_feature_group("iris", SPEC.version).read().set_index(SPEC.primary_key)
+    predictions = store.get_feature_group(SPEC.predictions_group, 1).read()
+    version = MlflowClient().get_model_version("iris", "1")
+    local = MlflowClient().download_artifacts(version.run_id, "training/keys.parquet", str(Path.cwd()))
+    trained = pd.read_parquet(local)
+    training = features.loc[trained.loc[trained["split"] == "train", SPEC.primary_key]]
+    expected = []
+    for run_id in runs["run_id"]:
+        batch = features.loc[predictions.loc[predictions["run_id"] == run_id, SPEC.primary_key]][SPEC.feature_names]
+        outside = (batch < training[SPEC.feature_names].min()) | (batch > training[SPEC.feature_names].max())
+        expected.append(outside.to_numpy().sum() / batch.size)
+    assert out_of_range["y"] == [pytest.approx(v, abs=1e-4) for v in expected]
 
 
 def html_root(children: Any) -> Any:
@@ -154,11 +206,50 @@ def test_a_refresh_tick_redraws_only_when_a_run_arrived(call: Call, world: tuple
     assert f"in {DAYS + 1} batches" in text_of(body)
 
 
-def test_the_time_window_narrows_the_chart_not_the_headline(call: Call) -> None:
+def test_the_time_window_narrows_the_charts_and_the_counts(call: Call, world: tuple[LocalFeatureStore, Settings]) -> None:
+    store, settings = world
+    far = DAYS + 40  # a batch 40 days after the others: the last 30 days hold only it
+    add_batch(store, settings, far)
     state = find(call(overview.layout, dataset="iris"), ids.OVERVIEW_STATE).data
     body, _ = call(overview.refresh_overview, None, "30d", state, trigger=ids.OVERVIEW_WINDOW)
-    assert len(graphs(body)[0]["data"][0]["x"]) == DAYS  # all within 30 days of the latest batch
-    assert f"in {DAYS} batches" in text_of(body)
+    accuracy, per_class, shares, quality = graphs(body)
+    assert [f["data"][0]["x"] for f in (accuracy, shares, quality)] == [[day(far).isoformat()]] * 3
+    # Its rolling window (7 days) holds its 12 rows only: too few for per-class figures.
+    assert per_class["data"] == [] and "from 20 labelled rows" in per_class["layout"]["annotations"][0]["text"]
+    rows = text_of(find(html_root(body), ids.HEADLINE_ROWS))
+    assert rows == f"rows scored, last 30 days {ROWS:,} in 1 batches"
+    assert text_of(find(html_root(body), ids.HEADLINE_ALERTS)).startswith("batches with an alert, last 30 days")
+    assert text_of(find(html_root(body), ids.OVERVIEW_ALERTS)) == "No alert in the last 30 days."
+    # The latest batch and the days since retrain are the whole history's.
+    assert day(far).isoformat() in text_of(find(html_root(body), ids.HEADLINE_LATEST))
+    assert text_of(find(html_root(body), ids.HEADLINE_RETRAIN)).startswith(f"days since retrain {far} ")
+    body, _ = call(overview.refresh_overview, None, "all", state, trigger=ids.OVERVIEW_WINDOW)
+    assert text_of(find(html_root(body), ids.HEADLINE_ROWS)) == f"rows scored {(DAYS + 1) * ROWS:,} in {DAYS + 1} batches"
+    assert len(graphs(body)[0]["data"][0]["x"]) == DAYS + 1
+
+
+def test_alerts_are_listed_under_the_chart_with_their_messages(call: Call) -> None:
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("iris-monitoring").experiment_id
+    messages = {"accuracy": "accuracy alert: rolling accuracy 0.500 over 40 rows is below <b>0.800</b>",
+                "drift": "drift alert: 1 feature(s) drifted (petal_length on the recent days 2024-03-04)"}
+    alerted = client.create_run(experiment, run_name="alerted", tags={
+        "as_of": day(DAYS).isoformat(), "model_version": "1", "alert": "true", "alert_accuracy": "true",
+        "alert_drift": "true", "alerts": " | ".join(messages.values()), "latest_key": "1", "latest_prediction": "Setosa",
+        "latest_actual": "Setosa"})
+    client.log_metric(alerted.info.run_id, "batch_accuracy", 0.5)
+    client.set_terminated(alerted.info.run_id)
+    page = call(overview.layout, dataset="iris")
+    listed = find(page, ids.OVERVIEW_ALERTS)
+    items = listed.children[1].children
+    assert [text_of(i) for i in items] == [
+        f"{day(DAYS).isoformat()} accuracy alert rolling accuracy 0.500 over 40 rows is below <b>0.800</b>",
+        f"{day(DAYS).isoformat()} drift alert 1 feature(s) drifted (petal_length on the recent days 2024-03-04)"]
+    assert [i.children[1].className for i in items] == ["alert-kind alert-kind-accuracy", "alert-kind alert-kind-drift"]
+    accuracy, drift_marker = (next(t for t in graphs(page)[0]["data"] if t["name"] == f"{k} alert") for k in ("accuracy", "drift"))
+    assert accuracy["x"] == drift_marker["x"] == [day(DAYS).isoformat()] and accuracy["y"] == [0.5]
+    assert "&lt;b&gt;0.800&lt;/b&gt;" in accuracy["hovertext"][0]
+    assert "1 accuracy, 1 drift" in text_of(find(page, ids.HEADLINE_ALERTS))
 
 
 # --- Confusion matrices ---------------------------------------------------------------------------
@@ -211,6 +302,25 @@ def test_predictions_are_paged_sorted_and_filtered_on_the_server(call: Call) -> 
     assert rows == [] and "filter not applied: 'lots' is not a number" in text_of(message)
 
 
+def test_the_filtered_predictions_download_as_csv(call: Call) -> None:
+    state = {"dataset": "iris"}
+    order = [{"column_id": "probability", "direction": "asc"}]
+    query = "{prediction} contains Versicolor"
+    _, _, summary = call(predictions.page_predictions, 0, 5, order, query, None, state)
+    kept = int(text_of(summary).split(" of ")[0].replace(",", ""))
+    download = call(predictions.export_predictions, 1, order, query, state)
+    assert download["filename"] == "iris-predictions.csv" and download["type"] == "text/csv" and not download["base64"]
+    table = pd.read_csv(io.StringIO(download["content"]))
+    assert list(table.columns) == ["key", "event_time", "prediction", "probability", "actual", "correct", "model_version"]
+    assert 0 < len(table) == kept < DAYS * ROWS  # every row the filter keeps, not one page
+    assert set(table["prediction"]) == {"Versicolor"} and table["probability"].is_monotonic_increasing
+    everything = pd.read_csv(io.StringIO(call(predictions.export_predictions, 2, [], "", state)["content"]))
+    assert len(everything) == DAYS * ROWS
+    for clicks, query, dataset in ((0, "", "iris"), (1, "{probability} > lots", "iris"), (1, "", "<nope>")):
+        with pytest.raises(dash.exceptions.PreventUpdate):  # nothing to send; the table says why
+            call(predictions.export_predictions, clicks, [], query, {"dataset": dataset})
+
+
 # --- Drift ---------------------------------------------------------------------------------------
 
 
@@ -228,11 +338,13 @@ def test_drift_history_and_the_latest_batch_against_training_rows(call: Call) ->
         call(drift.show_history, "effect", 1, state, picker.value, trigger=ids.REFRESH)
     adjusted, _, _, _ = call(drift.show_history, "padj", None, state, picker.value, trigger=ids.DRIFT_STAT)
     assert graphs(adjusted)[0]["layout"]["yaxis"]["type"] == "log"
-    distribution = graphs(call(drift.show_distribution, "petal_length", picker.value, state))[0]
+    distribution = graphs(call(drift.show_distribution, "petal_length", picker.value, "judged", state))[0]
     names = [t["name"] for t in distribution["data"]]
     run = MlflowClient().get_run(picker.value).data
     assert names[0].startswith("training rows of model v1")
     assert names[1] == f"recent window {run.tags['drift_window']} ({int(run.metrics['drift_rows'])} rows)"
+    batch = graphs(call(drift.show_distribution, "petal_length", picker.value, "batch", state))[0]
+    assert batch["data"][1]["name"] == f"batch {day(DAYS - 1).isoformat()} ({ROWS} rows)"
 
 
 def test_new_runs_join_the_drift_picker_which_follows_the_newest(call: Call, world: tuple[LocalFeatureStore, Settings]) -> None:
@@ -282,8 +394,10 @@ def test_a_run_logged_before_effect_sizes_is_shown_with_what_it_has(call: Call) 
     history, _, _, _ = call(drift.show_history, "psi", None, state, run_id, trigger=ids.DRIFT_STAT)
     marked = graphs(history)[0]["data"][-1]
     assert marked["name"].startswith("drifted") and marked["x"] == [day(DAYS).isoformat()]  # by the old rule
-    distribution = graphs(call(drift.show_distribution, "petal_length", run_id, state))[0]
-    assert distribution["data"][1]["name"].startswith(f"batch {day(DAYS).isoformat()}")
+    distribution = graphs(call(drift.show_distribution, "petal_length", run_id, None, state))[0]
+    assert distribution["data"][1]["name"] == f"batch {day(DAYS).isoformat()} (0 rows)"  # judged on its batch
+    rolling = graphs(call(drift.show_distribution, "petal_length", run_id, "rolling", state))[0]
+    assert rolling["data"][1]["name"] == f"batch {day(DAYS).isoformat()} (the run has no rolling window) (0 rows)"
 
 
 DRIFT_END = IRIS_START + dt.timedelta(days=IRIS_DAYS + 5)
@@ -359,8 +473,20 @@ def test_the_drift_table_explains_an_alert_with_the_runs_numbers(drifted_call: C
     assert adjusted["layout"]["shapes"][0]["y0"] == float(run["params.drift_p_value"])
     assert "0.001" in adjusted["layout"]["yaxis"]["ticktext"]
 
-    distribution = graphs(call(drift.show_distribution, "petal_length", run_id, state))[0]
+    distribution = graphs(call(drift.show_distribution, "petal_length", run_id, "judged", state))[0]
     assert distribution["data"][1]["name"] == f"{window} window {span} ({int(window_rows)} rows)"
+    # The other windows of the run: the rows the site finds for them are those the run counted.
+    shown = {w: graphs(call(drift.show_distribution, "petal_length", run_id, w, state))[0]["data"][1]["name"]
+             for w in ("batch", "recent", "rolling")}
+    assert shown["batch"] == f"batch {as_of} ({int(run['metrics.rows_scored'])} rows)"
+    assert shown["recent"] == f"recent window {run['tags.drift_window']} ({int(run['metrics.drift_rows'])} rows)"
+    assert run["tags.drift_window_rolling"]  # six days of 30 rows and three of 12: a longer rolling window
+    assert shown["rolling"] == (f"rolling window {run['tags.drift_window_rolling']} "
+                                f"({int(run['metrics.drift_rows_rolling'])} rows)")
+    for shown_window in ("batch", "rolling"):
+        figure = call(drift.show_distribution, "petal_length", run_id, shown_window, state).figure  # a go.Figure
+        tallest = max(float(np.max(t.y)) for t in figure.data)
+        assert 0 < tallest < figure.layout.yaxis.range[1]
 
 
 # --- Models --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 import re
 from pathlib import Path
@@ -18,7 +19,11 @@ from dash import html
 
 from monitoring_app import analysis, figures, forms, icons, table_query
 from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S
-from monitoring_app.data_access import ModelVersion, assemble_runs, read_only_sql_url, runs_frame, sqlite_path
+from monitoring_app.app import highlight_nav
+from monitoring_app.data_access import (
+    ModelVersion, assemble_runs, class_metric, class_metric_keys, class_metric_names, read_only_sql_url, runs_frame,
+    sqlite_path,
+)
 from monitoring_app.pages import drift as drift_page
 from serverless_ml.cli import cli
 from serverless_ml.datasets import get_dataset
@@ -105,13 +110,18 @@ def test_accuracy_figure_draws_batches_rolling_reference_alerts_and_version_chan
     runs = monitoring_frame()
     figure = figures.accuracy_figure(runs, TITANIC)
     names = [trace["name"] for trace in figure["data"]]
-    assert names == ["batch accuracy", "rolling accuracy", "champion holdout accuracy", "alert"]
+    assert names == ["batch accuracy", "rolling accuracy", "champion holdout accuracy", "accuracy alert", "drift alert"]
     batch = figure["data"][0]
     assert batch["x"] == list(runs["as_of_text"]) and batch["y"][0] == pytest.approx(0.9)
     assert batch["error_y"]["array"][0] == pytest.approx(0.05) and batch["error_y"]["arrayminus"][0] == pytest.approx(0.1)
-    alert = figure["data"][3]
-    assert alert["x"] == ["2024-03-04"]
-    assert "&lt;b&gt;low&lt;/b&gt;" in alert["hovertext"][0] and "<b>low</b>" not in alert["hovertext"][0]
+    accuracy, drift = figure["data"][3], figure["data"][4]
+    assert accuracy["x"] == drift["x"] == ["2024-03-04"]
+    assert accuracy["y"] == [pytest.approx(runs["metrics.batch_accuracy"].iloc[3], abs=1e-4)]  # on the batch's accuracy
+    assert drift["y"] == [figures.DRIFT_ALERT_Y] and figure["layout"]["yaxis"]["range"][1] > figures.DRIFT_ALERT_Y
+    assert (accuracy["marker"]["symbol"], drift["marker"]["symbol"]) == ("x", "triangle-down")
+    assert accuracy["marker"]["color"] != drift["marker"]["color"]
+    assert "&lt;b&gt;low&lt;/b&gt;" in accuracy["hovertext"][0] and "<b>low</b>" not in accuracy["hovertext"][0]
+    assert "drift alert" not in accuracy["hovertext"][0] and "drift alert: age" in drift["hovertext"][0]
     assert [a["text"] for a in figure["layout"]["annotations"]] == ["model v2"]
     assert figure["layout"]["shapes"][0]["x0"] == "2024-03-05"
     json.dumps(figure)  # plain JSON, as dcc.Graph receives it
@@ -318,6 +328,44 @@ def test_distribution_figure_bins_numbers_and_bars_categories_and_small_integers
     assert list(sex["data"][0]["x"]) == ["male", "female"]
 
 
+@pytest.mark.parametrize("current", [
+    pd.Series([3.0] * 9 + [4.0]),  # a 10-row batch: 90 % in one bin
+    pd.Series([1.0, 2.0] * 5),  # 10 % steps
+    pd.Series([7.0] * 4),  # every row in one bin: 100 %
+])
+def test_the_distribution_chart_shows_its_tallest_bar_whole(current: pd.Series) -> None:
+    references = {"age": pd.Series(np.linspace(0, 10, 200)), "pclass": pd.Series([1, 2, 3, 4, 5, 6, 7] * 30)}
+    for feature, reference in references.items():
+        values = current.astype(int) if feature == "pclass" else current
+        figure = as_dict(figures.distribution_figure(reference, values, TITANIC.feature(feature), "training", "batch"))
+        tallest = max(max(t["y"]) for t in figure["data"])
+        low, high = figure["layout"]["yaxis"]["range"]
+        assert low == 0 and tallest < high <= 1.2, (feature, tallest, high)
+
+
+def test_the_csv_export_keeps_rows_as_shown_and_defuses_formulas() -> None:
+    frame = pd.DataFrame({"key": ["=HYPERLINK(\"http://x\")", "-1", "@sum", "plain, with comma"],
+                          "prediction": ["died", "+cmd", "survived", "died"], "probability": [0.9, -0.5, 0.25, 1.0],
+                          "actual": ["", "died", "survived", "died"]})
+    text = table_query.to_csv(frame)
+    assert text.splitlines()[0] == "key,prediction,probability,actual" and text.endswith("\n")
+    back = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    assert back["key"].tolist() == ["'=HYPERLINK(\"http://x\")", "-1", "'@sum", "plain, with comma"]
+    assert back["prediction"].tolist() == ["died", "'+cmd", "survived", "died"]
+    assert back["probability"].tolist() == ["0.9", "-0.5", "0.25", "1.0"]  # numbers stay numbers
+    assert frame["key"].iloc[0] == "=HYPERLINK(\"http://x\")"  # the table itself is not changed
+
+
+def test_the_navigation_marks_the_page_shown() -> None:
+    names = ["overview", "confusion", "predictions", "drift", "models", "data", "predict"]
+    for path, active in (("/", "overview"), ("/drift", "drift"), ("/drift/", "drift"), ("/predict", "predict"),
+                         (None, "overview")):
+        classes = dict(zip(names, highlight_nav(path), strict=True))
+        assert classes.pop(active) == "nav-link nav-link-active", path
+        assert set(classes.values()) == {"nav-link"}, path
+    assert set(highlight_nav("/nowhere")) == {"nav-link"}
+
+
 def test_tuning_figure_shows_each_trial_and_the_best_so_far() -> None:
     trials = pd.DataFrame({"trial_number": [0, 1, 2, 3], "state": ["COMPLETE"] * 4,
                            "val_accuracy_mean": [0.7, 0.8, 0.75, 0.85], "run_id": list("abcd")})
@@ -346,16 +394,167 @@ def test_correlation_and_probability_figures() -> None:
 # --- page computations ---------------------------------------------------------------------------
 
 
-def test_headline_counts_rows_batches_alerts_and_days_since_retrain() -> None:
-    runs = monitoring_frame(alert_on=(3, 5))
-    champion = ModelVersion("titanic", 2, ("champion",), dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc), "r",
-                            {"holdout_accuracy": "0.8324"})
-    numbers = analysis.headline(runs, champion, dt.datetime(2024, 3, 11, 12, tzinfo=dt.timezone.utc))
+def champion_version(version: int) -> ModelVersion:
+    # Registered "now" (wall clock): days since retrain must not depend on it.
+    return ModelVersion("titanic", version, ("champion",), dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), "r",
+                        {"holdout_accuracy": "0.8324"})
+
+
+def test_headline_counts_rows_batches_alerts_and_days_since_retrain_in_batch_dates() -> None:
+    runs = monitoring_frame(alert_on=(3, 5))  # version 1 from 2024-03-01, version 2 from 2024-03-05
+    numbers = analysis.headline(runs, champion_version(2))
     assert (numbers.rows_scored, numbers.batches, numbers.latest_batch) == (60, 6, "2024-03-06")
-    assert (numbers.champion_version, numbers.champion_holdout, numbers.days_since_retrain) == (2, 0.8324, 10)
+    assert (numbers.champion_version, numbers.champion_holdout) == (2, 0.8324)
+    assert (numbers.days_since_retrain, numbers.champion_since) == (1, "2024-03-05")  # 03-05 to 03-06
     assert numbers.alerts_latest and numbers.alert_batches == 2
-    empty = analysis.headline(runs.iloc[0:0], None, dt.datetime(2024, 3, 11, tzinfo=dt.timezone.utc))
+    assert (numbers.accuracy_alert_batches, numbers.drift_alert_batches) == (2, 2)
+    # A champion promoted after the latest batch has scored nothing yet; v1 came back on 03-04.
+    assert (analysis.headline(runs, champion_version(3)).days_since_retrain,
+            analysis.headline(runs, champion_version(3)).champion_since) == (0, None)
+    back = monitoring_frame(version_from={0: "1", 2: "2", 4: "1"})
+    assert analysis.headline(back, champion_version(1)).champion_since == "2024-03-05"
+    empty = analysis.headline(runs.iloc[0:0], None)
     assert (empty.rows_scored, empty.champion_version, empty.days_since_retrain) == (0, None, None)
+
+
+def test_the_headline_counts_follow_the_time_window() -> None:
+    runs = monitoring_frame(days=100, alert_on=(10, 80, 95), version_from={0: "1", 90: "2"})
+    runs["tags.alerts"] = ["drift alert: age" if i == 95 else ("accuracy alert: x" if i in (10, 80) else "")
+                           for i in range(100)]
+    last30 = analysis.headline(runs, champion_version(2), 30)
+    assert (last30.batches, last30.rows_scored, last30.window_days) == (30, 300, 30)
+    assert (last30.alert_batches, last30.accuracy_alert_batches, last30.drift_alert_batches) == (2, 1, 1)
+    assert last30.latest_batch == "2024-06-08" and last30.days_since_retrain == 9  # the whole history's
+    every = analysis.headline(runs, champion_version(2), None)
+    assert (every.batches, every.rows_scored, every.alert_batches) == (100, 1000, 3)
+
+
+def test_alerts_are_told_apart_by_their_tags_or_their_messages() -> None:
+    runs = monitoring_frame(days=5, alert_on=(1, 2, 3, 4))
+    runs["tags.alerts"] = [None, "accuracy alert: <b>low</b> | drift alert: age", "drift alert: fare", None, None]
+    runs["tags.alert_accuracy"] = [None, None, None, "true", "false"]
+    runs["tags.alert_drift"] = [None, None, None, "false", "true"]
+    kinds = analysis.alert_kinds(runs)
+    assert kinds.to_dict("list") == {"accuracy": [False, True, False, True, False],
+                                     "drift": [False, True, True, False, True]}
+    items = analysis.alert_list(runs)
+    assert [(i.as_of, i.kind) for i in items] == [
+        ("2024-03-05", "drift"), ("2024-03-04", "accuracy"), ("2024-03-03", "drift"), ("2024-03-02", "accuracy"),
+        ("2024-03-02", "drift")]
+    assert items[0].message == "drift alert (the run wrote no message)" and items[3].message == "accuracy alert: <b>low</b>"
+    assert len(analysis.alert_list(runs, limit=2)) == 2
+    old = monitoring_frame(days=2, alert_on=(1,)).drop(columns=["tags.alerts"])  # alert messages not read
+    assert analysis.alert_kinds(old).loc["run1"].to_dict() == {"accuracy": True, "drift": False}
+
+
+# --- per-class metrics (both metric-name forms) -------------------------------------------------
+
+
+def test_per_class_metrics_are_read_under_class_names_and_under_class_codes() -> None:
+    assert class_metric_names(TITANIC, "rolling_recall") == {0: ("rolling_recall_died", "rolling_recall_0"),
+                                                            1: ("rolling_recall_survived", "rolling_recall_1")}
+    assert class_metric_names(IRIS, "predicted_share")["Setosa"] == ("predicted_share_Setosa",)  # no separate names
+    assert class_metric_keys(TITANIC, "a", "b") == ("a_died", "a_0", "a_survived", "a_1", "b_died", "b_0", "b_survived", "b_1")
+    runs = monitoring_frame(days=3)
+    runs["metrics.rolling_recall_0"] = [0.5, 0.6, np.nan]  # runs logged with class codes
+    runs["metrics.rolling_recall_1"] = [0.7, np.nan, np.nan]
+    runs["metrics.rolling_recall_died"] = [np.nan, np.nan, 0.9]  # and with class names
+    runs["metrics.rolling_recall_survived"] = [np.nan, 0.8, 0.4]
+    recall = class_metric(runs, TITANIC, "rolling_recall")
+    assert list(recall.columns) == [0, 1] and list(recall.index) == list(runs.index)
+    assert recall[0].tolist() == [0.5, 0.6, 0.9] and recall[1].tolist() == [0.7, 0.8, 0.4]
+    assert class_metric(runs, TITANIC, "rolling_precision").isna().all().all()  # logged by neither name
+
+
+def test_class_figures_draw_each_class_in_its_colour_against_training() -> None:
+    runs = monitoring_frame(days=4)
+    precision = pd.DataFrame({0: [np.nan, 0.8, 0.7, 0.75], 1: [np.nan, 0.6, 0.65, 0.5]}, index=runs.index)
+    recall = pd.DataFrame({0: [np.nan, 0.9, 0.85, 0.8], 1: [np.nan, 0.4, 0.45, 0.42]}, index=runs.index)
+    figure = figures.class_metrics_figure(runs, precision, recall, TITANIC, "rolling window", 20)
+    assert [t["name"] for t in figure["data"]] == ["died precision", "survived precision", "died recall", "survived recall"]
+    assert figure["data"][0]["y"] == [None, 0.8, 0.7, 0.75] and figure["data"][3]["y"] == [None, 0.4, 0.45, 0.42]
+    assert [t["line"]["dash"] for t in figure["data"]] == ["solid", "solid", "dash", "dash"]
+    assert figure["data"][0]["line"]["color"] == figure["data"][2]["line"]["color"] != figure["data"][1]["line"]["color"]
+    assert figure["layout"]["title"]["text"] == "precision and recall per class (rolling window)"
+    go.Figure(figure)
+    none = figures.class_metrics_figure(runs, precision * np.nan, recall * np.nan, TITANIC, "rolling window", 20)
+    assert "from 20 labelled rows in the rolling window" in none["layout"]["annotations"][0]["text"]
+    predicted = pd.DataFrame({0: [0.6, 0.7, 0.5, 0.9], 1: [0.4, 0.3, 0.5, 0.1]}, index=runs.index)
+    training = pd.DataFrame({0: 0.62, 1: 0.38}, index=runs.index)
+    shares = figures.class_share_figure(runs, predicted, training, TITANIC)
+    assert [t["name"] for t in shares["data"]] == ["died predicted", "survived predicted", "died in training",
+                                                    "survived in training"]
+    assert shares["data"][3]["y"] == [0.38] * 4 and shares["data"][3]["line"]["dash"] == "dash"
+    assert shares["data"][1]["line"]["color"] == shares["data"][3]["line"]["color"]
+    go.Figure(shares)
+    odd = figures.class_share_figure(runs, pd.DataFrame({"<b>bold</b>": 0.5}, index=runs.index),
+                                     pd.DataFrame(index=runs.index), ODD)
+    assert odd["data"][0]["name"] == "&lt;b&gt;bold&lt;/b&gt; predicted"
+
+
+# --- data quality -----------------------------------------------------------------------------------
+
+
+def quality_world() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, analysis.Profile], analysis.Profile]:
+    """Titanic-shaped rows: training rows 1-4; batch a (keys 5-6, model 1), batch b (keys
+    7-9, model 2, trained on rows 1-2 only)."""
+    rows = pd.DataFrame({
+        "passenger_id": list(range(1, 10)),
+        "pclass": [1, 2, 3, 3, 1, 3, 2, 2, 1],
+        "sex": ["male", "female", "male", "female", "male", "female", "female", "male", "male"],
+        "age": [20.0, 30.0, 40.0, 50.0, 60.0, np.nan, 35.0, 10.0, np.nan],
+        "sibsp": 0, "parch": 0,
+        "fare": [10.0, 20.0, 30.0, 40.0, 15.0, 100.0, 25.0, 12.0, 18.0],
+        "embarked": ["S", "C", "S", "S", "Q", "S", "S", "C", None],
+        "title": ["Mr", "Mrs", "Mr", "Miss", "Mr", "Mrs", "Miss", "Master", "Mr"],
+        "family_size": 1,
+    })
+    predictions = pd.DataFrame({"passenger_id": [5, 6, 7, 8, 9], "model_version": [1, 1, 2, 2, 2],
+                                "run_id": ["a", "a", "b", "b", "b"]})
+    profiles = {"1": analysis.reference_profile(rows.iloc[0:4], TITANIC),
+                "2": analysis.reference_profile(rows.iloc[0:2], TITANIC)}
+    return rows, predictions, profiles, analysis.reference_profile(rows.iloc[0:4], TITANIC)
+
+
+def test_data_quality_per_batch_against_the_training_rows_of_its_model() -> None:
+    rows, predictions, profiles, default = quality_world()
+    quality = analysis.data_quality(predictions, rows, TITANIC, profiles, default)
+    assert list(quality.columns) == list(analysis.QUALITY_COLUMNS) and list(quality.index) == ["a", "b"]
+    assert quality["rows"].tolist() == [2, 3]
+    # a: 1 of 2 x 9 values missing (age of 6); b: age of 9 and embarked of 9, of 3 x 9.
+    assert quality["missing_share"].tolist() == pytest.approx([1 / 18, 2 / 27])
+    assert quality.at["a", "missing_detail"] == "age 50%" and quality.at["b", "missing_detail"] == "age 33%, embarked 33%"
+    # a, against rows 1-4: age 60 (> 50) and fare 100 (> 40), of 11 numeric values present (6 features x 2, age of 6 missing).
+    # b, against rows 1-2: pclass 1 of 9 is in [1, 2]; age 35 (> 30) and 10 (< 20); fare 25 (> 20), 12 and 18 in [10, 20].
+    assert quality["out_of_range_share"].tolist() == pytest.approx([2 / 11, 3 / 17])
+    assert quality.at["a", "out_of_range_detail"] == "age 1, fare 1" and quality.at["b", "out_of_range_detail"] == "age 2, fare 1"
+    # a: embarked Q is new to rows 1-4. b: rows 1-2 had neither Miss nor Master.
+    assert quality["unseen_categories"].tolist() == [1, 2]
+    assert quality.at["a", "unseen_detail"] == "embarked=Q" and quality.at["b", "unseen_detail"] == "title=Master, title=Miss"
+    # A model without a profile of its own is compared with the default (rows 1-4).
+    fallback = analysis.data_quality(predictions, rows, TITANIC, {}, default)
+    assert fallback.at["b", "unseen_categories"] == 1 and fallback.at["b", "unseen_detail"] == "title=Master"
+    empty = analysis.data_quality(predictions.iloc[0:0], rows, TITANIC, profiles, default)
+    assert empty.empty and list(empty.columns) == list(analysis.QUALITY_COLUMNS)
+
+
+def test_the_data_quality_figure_has_four_panels_on_one_date_axis() -> None:
+    rows, predictions, profiles, default = quality_world()
+    runs = monitoring_frame(days=3).rename(index={"run0": "a", "run1": "b", "run2": "c"})  # c: no predictions
+    quality = analysis.data_quality(predictions, rows, TITANIC, profiles, default)
+    figure = figures.data_quality_figure(runs, quality, TITANIC)
+    assert [t["yaxis"] for t in figure["data"]] == ["y", "y2", "y3", "y4"] and {t["xaxis"] for t in figure["data"]} == {"x"}
+    assert [figure["layout"][a]["title"]["text"] for a in ("yaxis", "yaxis2", "yaxis3", "yaxis4")] == [
+        "rows", "missing", "out of range", "unseen"]
+    domains = [figure["layout"][a]["domain"] for a in ("yaxis", "yaxis2", "yaxis3", "yaxis4")]
+    assert all(low < high for low, high in domains) and all(a[0] > b[1] for a, b in zip(domains, domains[1:]))  # stacked
+    assert figure["data"][0]["y"] == [2, 3, None] and figure["data"][3]["y"] == [1, 2, None]
+    assert figure["data"][1]["y"] == [pytest.approx(1 / 18, abs=1e-4), pytest.approx(2 / 27, abs=1e-4), None]
+    assert figure["data"][3]["customdata"][1] == " (title=Master, title=Miss)"
+    assert figure["layout"]["yaxis2"]["tickformat"] == ".0%" and figure["layout"]["yaxis2"]["range"][1] >= 2 / 27
+    assert figure["layout"]["yaxis4"]["dtick"] == 1  # whole counts: no tick at 0.5
+    go.Figure(figure)
+    json.dumps(figure)
 
 
 def test_latest_prediction_reads_the_latest_runs_tags_as_classes() -> None:
