@@ -7,6 +7,7 @@ exit non-zero; ``--verbose`` adds the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -284,7 +285,8 @@ def train(
 
     Reads the feature view <dataset>_training; logs a parent run with one nested run per
     trial in experiment <dataset>-training; registers model <dataset> with alias
-    'challenger', and 'champion' when its holdout accuracy is at least the champion's.
+    'challenger', and 'champion' when its accuracy is at least the champion's on the
+    holdout rows the champion did not train on.
 
     Across machines: run `--workers-only` on each (same --storage and --study-name), then
     once `--trials 0` to refit the study's best trial and register it.
@@ -548,7 +550,7 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
     from serverless_ml.pipelines.simulate import SimulateOptions
     from serverless_ml.pipelines.simulate import check_options as check_simulate_options
     from serverless_ml.settings import resolve_settings
-    from serverless_ml.tracking import configure_tracking
+    from serverless_ml.tracking import configure_tracking, sqlite_database_path
 
     if trials < 1:
         raise SmlError(f"--trials must be >= 1, got {trials}")
@@ -560,9 +562,23 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
         drift_from=drift_from or None, drift_days=drift_days or None,
     ))
     settings = resolve_settings(store_dir=_blank_to_none(store_dir))
+    # The steps run in the project's folder: a relative SQLite database would be another
+    # file there (MLflow hands its tracking URI to the steps as it is).
+    database = sqlite_database_path(settings.tracking_uri)
+    if database is not None:
+        query = settings.tracking_uri.split("?", 1)[1] if "?" in settings.tracking_uri else ""
+        settings = dataclasses.replace(settings, tracking_uri=f"sqlite:///{database}" + (f"?{query}" if query else ""))
     refuse_store_file(settings)
     uri = configure_tracking(settings)
-    options = MainOptions(dataset, trials, days, drift, drift_from, drift_days, store_dir)
+    # The steps run in the project's folder: every path they are given is absolute (a
+    # relative spec file, store or SQLite database would be looked up there).
+    spec_file = str(spec.spec_path) if spec.spec_path is not None else None
+    options = MainOptions(spec_file or spec.name, trials, days, drift, drift_from, drift_days, str(settings.store_dir), spec.name)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    if os.environ.get("SML_DATA_DIR") and settings.data_dir is not None:
+        os.environ["SML_DATA_DIR"] = str(settings.data_dir)
+    if os.environ.get("SML_STORE_DIR"):
+        os.environ["SML_STORE_DIR"] = str(settings.store_dir)
     quiet = output_settings()["quiet"]
     # The steps are `sml` processes too: they inherit --verbose and --quiet.
     for name, given in (("SML_VERBOSE", output_settings()["verbose"]), ("SML_QUIET", quiet)):
@@ -574,7 +590,7 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
         if not quiet and done < total:
             click.echo(f"==> {spec.name} {done + 1}/{total}: {entry_point}", err=True)
 
-    look = where_to_look(uri, _blank_to_none(store_dir))
+    look = where_to_look(uri, _blank_to_none(store_dir), spec_file)
     report = run_main(options, today, progress=show_step)
     summary = summarize(options, report, today, look)
     click.echo("\n".join(summary.lines()))

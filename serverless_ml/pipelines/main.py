@@ -28,6 +28,10 @@ from serverless_ml.progress import ProgressCallback
 
 @dataclass(frozen=True)
 class MainOptions:
+    """``dataset`` is what the steps are given (a built-in's name or a spec file's absolute
+    path: the steps run in the project's folder, not the caller's); ``name`` is the
+    dataset's name (the spec's ``name``), which names the runs, experiments and model."""
+
     dataset: str
     trials: int
     days: int
@@ -35,6 +39,11 @@ class MainOptions:
     drift_from: int = 0
     drift_days: int = 0
     store_dir: str = ""
+    name: str = ""
+
+    @property
+    def dataset_name(self) -> str:
+        return self.name or self.dataset
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -115,9 +124,9 @@ def run_main(options: MainOptions, today: dt.date, progress: ProgressCallback | 
     # Inside `mlflow run . -e main` the main run is that project run (MLFLOW_RUN_ID), in
     # the experiment its caller chose; otherwise it is a new run in the dataset's own.
     inside_project_run = bool(os.environ.get("MLFLOW_RUN_ID"))
-    experiment_id = None if inside_project_run else tracking.get_or_create_experiment(pipeline_experiment(options.dataset))
-    with mlflow.start_run(run_name=f"{options.dataset}-main", experiment_id=experiment_id) as parent:
-        mlflow.set_tag("dataset", options.dataset)
+    experiment_id = None if inside_project_run else tracking.get_or_create_experiment(pipeline_experiment(options.dataset_name))
+    with mlflow.start_run(run_name=f"{options.dataset_name}-main", experiment_id=experiment_id) as parent:
+        mlflow.set_tag("dataset", options.dataset_name)
         report = MainReport(parent.info.run_id, parent.info.experiment_id)
         for number, (entry_point, parameters) in enumerate(plan):
             if progress is not None:
@@ -126,7 +135,7 @@ def run_main(options: MainOptions, today: dt.date, progress: ProgressCallback | 
             try:
                 submitted = mlflow.projects.run(
                     str(project), entry_point=entry_point, parameters=parameters, env_manager="local",
-                    experiment_id=parent.info.experiment_id, run_name=step_run_name(options.dataset, entry_point, today),
+                    experiment_id=parent.info.experiment_id, run_name=step_run_name(options.dataset_name, entry_point, today),
                 )
             except ExecutionException as exc:
                 raise SmlError(f"step '{entry_point}' failed: {str(exc).splitlines()[0]}") from None
@@ -192,8 +201,8 @@ def summarize(options: MainOptions, report: MainReport, today: dt.date, look: li
     client = mlflow.MlflowClient()
     experiment = client.get_experiment(report.experiment_id).name
     first_day = today - dt.timedelta(days=options.days)
-    summary = MainSummary(options.dataset, report, experiment, first_day, today)
-    name = tracking.model_name(options.dataset)
+    summary = MainSummary(options.dataset_name, report, experiment, first_day, today)
+    name = tracking.model_name(options.dataset_name)
     try:
         champion = client.get_model_version_by_alias(name, "champion")
     except Exception:  # noqa: BLE001 - no champion: the summary says so
@@ -202,7 +211,7 @@ def summarize(options: MainOptions, report: MainReport, today: dt.date, look: li
         summary.champion_version = str(champion.version)
         holdout = champion.tags.get("holdout_accuracy")
         summary.holdout_accuracy = float(holdout) if holdout not in (None, "") else None
-    monitoring = client.get_experiment_by_name(tracking.monitoring_experiment(options.dataset))
+    monitoring = client.get_experiment_by_name(tracking.monitoring_experiment(options.dataset_name))
     if monitoring is not None:
         # A simulated day's run starts at its scoring time (the next day, 00:15 UTC).
         since_ms = int(dt.datetime.combine(first_day, dt.time(), dt.timezone.utc).timestamp() * 1000)
@@ -230,7 +239,7 @@ def _all_runs(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
             return runs
 
 
-def where_to_look(tracking_uri: str, store_dir: str | None = None) -> list[tuple[str, str]]:
+def where_to_look(tracking_uri: str, store_dir: str | None = None, spec_file: str | None = None) -> list[tuple[str, str]]:
     """The commands that show what ``main`` made: the monitoring site and the MLflow UI
     (a tracking server is its own UI). No password is shown. Call it before
     :func:`run_main`, which puts this interpreter's ``bin`` first on ``PATH``: ``mlflow``
@@ -240,7 +249,8 @@ def where_to_look(tracking_uri: str, store_dir: str | None = None) -> list[tuple
 
     from serverless_ml.redaction import redact_uri
 
-    site = "sml dashboard" + (f" --store-dir {shlex.quote(store_dir)}" if store_dir else "")
+    site = ("sml dashboard" + (f" --store-dir {shlex.quote(store_dir)}" if store_dir else "")
+            + (f" --dataset {shlex.quote(spec_file)}" if spec_file else ""))
     if tracking_uri.startswith(("http://", "https://")):
         return [("monitoring site", site), ("MLflow UI", redact_uri(tracking_uri))]
     mlflow_bin = Path(sys.executable).parent / "mlflow"

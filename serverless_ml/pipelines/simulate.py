@@ -210,7 +210,7 @@ def simulate(
             except RowsChangedError as exc:  # another writer changed these days since the check
                 raise HistoryConflict(conflict_message(spec, conflict_from(exc), options.seed, "simulated", ways)) from None
             report.rows_added += written.inserted
-        tick(first - 1, options.days, f"rows of {_span(options, first, last)} written")
+        tick(first - 1, options.days, f"days scored; rows of {_span(options, first, last)} written")
         report.days += last - first + 1
         replay_batches(spec, store, settings, options, first, last, report, tick)
         if options.retrain_every and last < options.days:

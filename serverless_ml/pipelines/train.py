@@ -315,8 +315,40 @@ def default_study_name(spec: DatasetSpec, data_version: int | None, options: Tra
     return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}-space{search.search_space_fingerprint(spec)}"
 
 
-def champion_holdout_accuracy(name: str, x: pd.DataFrame, y: pd.Series) -> tuple[float | None, str | None]:
-    """The current champion re-scored on these rows, or ``None`` (and why)."""
+@dataclass(frozen=True)
+class ChampionComparison:
+    """The current champion against the challenger on the holdout rows the champion was
+    not trained on (a row it learned from would flatter it: the holdout is drawn anew from
+    the rows of each training, so part of it may be the champion's training rows)."""
+
+    champion_accuracy: float | None
+    challenger_accuracy: float | None
+    rows: int
+    note: str | None
+
+
+def champion_training_keys(client: Any, version: Any, primary_key: str) -> pd.Series | None:
+    """The keys of the rows ``version`` was trained on (its training run's
+    ``training/keys.parquet``), or ``None`` when it has none (registered elsewhere)."""
+    import mlflow
+
+    run_id = version.tags.get("training_run_id") or version.run_id
+    if not run_id:
+        return None
+    try:
+        keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{TRAINING_KEYS_ARTIFACT}"))
+        return keys.loc[keys["split"] == "train", primary_key]
+    except Exception:  # noqa: BLE001 - a model registered elsewhere has no keys artifact
+        return None
+
+
+def compare_with_champion(
+    name: str, challenger: Any, x: pd.DataFrame, y: pd.Series, keys: pd.Series, primary_key: str
+) -> ChampionComparison:
+    """Score the champion and ``challenger`` on the holdout rows (``x``, ``y``, ``keys``)
+    the champion was not trained on; the champion's accuracy is ``None`` (and ``note``
+    says why) when there is no champion, it cannot score these rows, or every holdout row
+    was one of its training rows."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -324,12 +356,22 @@ def champion_holdout_accuracy(name: str, x: pd.DataFrame, y: pd.Series) -> tuple
     try:
         version = client.get_model_version_by_alias(name, promotion.CHAMPION)
     except MlflowException:
-        return None, "no champion"
+        return ChampionComparison(None, None, len(y), "no champion")
+    seen = champion_training_keys(client, version, primary_key)
+    unseen = np.ones(len(y), dtype=bool) if seen is None else ~keys.isin(seen).to_numpy()
+    rows = int(unseen.sum())
+    if rows == 0:
+        return ChampionComparison(None, None, 0, (
+            f"champion version {version.version} was trained on every holdout row: no fair comparison; "
+            "kept (retrain when new rows have arrived, or use --promote always)"))
     try:
         model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-        return float(model.score(x, y)), None
+        champion_accuracy = float(model.score(x[unseen], y[unseen]))
     except Exception as exc:  # noqa: BLE001 - a champion that cannot score is reported, not fatal
-        return None, f"champion version {version.version} cannot score these rows: {str(exc).splitlines()[0][:200]}"
+        return ChampionComparison(None, None, rows, (
+            f"champion version {version.version} cannot score these rows: {str(exc).splitlines()[0][:200]}"))
+    note = None if seen is not None else f"champion version {version.version} has no training keys: compared on every holdout row"
+    return ChampionComparison(champion_accuracy, float(challenger.score(x[unseen], y[unseen])), rows, note)
 
 
 def check_options(options: TrainOptions) -> None:
@@ -687,10 +729,17 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         # The chosen hyper-parameters as params too (named as in the trials' runs), so
         # retrains compare side by side in the runs table.
         tracking.log_params_batch(run_id, best_params(best.params, _run_params(spec, prep, options)))
-        champion_accuracy, champion_note = champion_holdout_accuracy(name, x_hold, y_hold)
-        decision = promotion.decide_promotion(holdout_metrics["test_accuracy"], champion_accuracy, options.promote)
-        if champion_note and champion_accuracy is None and options.promote == "if-better":
-            decision = promotion.PromotionDecision(decision.promote, champion_note)
+        comparison = compare_with_champion(name, model, x_hold, y_hold, keys_hold, spec.primary_key)
+        champion_accuracy = comparison.champion_accuracy
+        if comparison.rows == 0 and options.promote == "if-better":
+            decision = promotion.PromotionDecision(False, comparison.note or "no fair comparison")
+        else:
+            challenger_accuracy = (comparison.challenger_accuracy if comparison.challenger_accuracy is not None
+                                   else holdout_metrics["test_accuracy"])
+            decision = promotion.decide_promotion(challenger_accuracy, champion_accuracy, options.promote,
+                                                  rows=comparison.rows if champion_accuracy is not None else None)
+            if comparison.note and champion_accuracy is None and options.promote == "if-better":
+                decision = promotion.PromotionDecision(decision.promote, comparison.note)
 
         version = log_and_register(model, x_train, name, logged_model_name(spec.name), params=dict(best.params),
                                    tags={"dataset": spec.name, "data_version": str(data_version), "training_run_id": run_id})
@@ -708,6 +757,9 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         decision_metrics = {"promoted": float(decision.promote)}
         if champion_accuracy is not None:
             decision_metrics["champion_test_accuracy"] = champion_accuracy
+            decision_metrics["champion_comparison_rows"] = float(comparison.rows)
+            if comparison.challenger_accuracy is not None:
+                decision_metrics["challenger_comparison_accuracy"] = comparison.challenger_accuracy
         tracking.log_metrics_batch(run_id, decision_metrics)
         mlflow.set_tags({
             "promotion_decision": "promoted" if decision.promote else "not promoted",
@@ -760,7 +812,8 @@ def describe_registered_model(client: Any, name: str, spec: DatasetSpec) -> None
         f"scikit-learn pipeline predicting {target} of the {spec.name} dataset"
         f"{f' ({spec.description})' if spec.description else ''} from its raw features "
         f"({', '.join(spec.feature_names)}): median imputation with missing-value indicators, one-hot "
-        f"encoding, then a random forest tuned by Optuna. Trained by `sml train --dataset {spec.name}`; "
+        f"encoding, then a random forest tuned by Optuna. Trained by `sml train --dataset "
+        f"{spec.spec_path if spec.spec_path is not None else spec.name}`; "
         "alias `champion` is the version batch inference and the site use, `challenger` the latest trained."
     ))
 

@@ -40,7 +40,7 @@ def test_simulate_prints_a_line_per_day_in_a_log_and_nothing_under_quiet(world, 
     assert code == 0, err
     days = [(END - dt.timedelta(days=2 - i)).isoformat() for i in range(3)]
     assert err.splitlines() == [
-        f"titanic simulate: 0/3 rows of {days[0]}..{days[-1]} written",
+        f"titanic simulate: 0/3 days scored; rows of {days[0]}..{days[-1]} written",
         *(f"titanic simulate: {i}/3 {day}: 4 rows scored" for i, day in enumerate(days, start=1)),
     ]
     assert out.startswith("titanic: simulated 3 days")
@@ -103,43 +103,57 @@ def test_an_alert_is_printed_once_and_fail_on_alert_exits_3_after_the_summary(wo
 
 
 def test_main_names_its_runs_keeps_them_with_the_dataset_and_ends_with_a_summary(
-    run_cli, store_dir: Path, tracking_uri: str  # noqa: ANN001
+    run_cli, tmp_path: Path  # noqa: ANN001
 ) -> None:
-    days = 3
-    code, out, err = run_cli("main", "--dataset", "iris", "--trials", "2", "--days", str(days))
-    assert code == 0, (out[-3000:], err[-3000:])
+    """A dataset the project was not built for, named as a new user would: a spec file by a
+    relative path, a relative store and a relative SQLite database. The steps run in the
+    project's folder, so every path reaches them absolute; runs, experiment, model and
+    summary are named by the spec's name, not its path."""
+    from bench.datasets import write_dataset
+
+    write_dataset("wine", tmp_path / "data")
+    days, name = 3, "wine"
+    tracking_uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
+    code, out, err = run_cli("main", "--dataset", "data/wine.yaml", "--trials", "2", "--days", str(days),
+                             "--store-dir", "store", store_dir=None, env={"MLFLOW_TRACKING_URI": "sqlite:///db/mlflow.db"})
+    assert code == 0, (out, err)
+    assert (tmp_path / "store").is_dir() and (tmp_path / "db" / "mlflow.db").is_file()
     today = dt.datetime.now(dt.timezone.utc).date()
     entry_points = ["features", "train", "simulate", "daily", "batch_inference"]
 
     # A line per step (each step prints its own progress in between), and no MLflow noise.
     steps = [line for line in err.splitlines() if line.startswith("==> ")]
-    assert steps == [f"==> iris {i}/5: {name}" for i, name in enumerate(entry_points, start=1)]
-    assert f"iris simulate: {days}/{days} {today - dt.timedelta(days=1)}: 10 rows scored" in err
+    assert steps == [f"==> {name} {i}/5: {step}" for i, step in enumerate(entry_points, start=1)]
+    assert f"{name} simulate: {days}/{days} {today - dt.timedelta(days=1)}: 10 rows scored" in err
     assert not [line for line in (out + err).splitlines() if any(noise in line for noise in MLFLOW_NOISE)]
     assert "Traceback" not in err
 
     # The runs: the main run and one per step, named and in the dataset's experiment.
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name("iris-pipeline")
+    experiment = client.get_experiment_by_name(f"{name}-pipeline")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("mlflow.runName") == "iris-main"]
+    (parent,) = [r for r in runs if r.data.tags.get("mlflow.runName") == f"{name}-main"]
+    assert parent.data.tags["dataset"] == name
     children = {r.data.tags["mlflow.project.entryPoint"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == set(entry_points)
-    for name, run in children.items():
-        assert run.info.run_name == f"iris-{name}-{today.isoformat()}"
+    for step, run in children.items():
+        assert run.info.run_name == f"{name}-{step}-{today.isoformat()}"
         assert run.info.status == "FINISHED"
+        assert run.data.params["dataset"] == str((tmp_path / "data" / "wine.yaml").resolve())
     assert not client.search_runs(["0"]), "runs in the Default experiment"
 
     # The summary: one screen, what was made and where to look.
-    summary = out[out.index("iris: main finished in"):].splitlines()
+    summary = out[out.index(f"{name}: main finished in"):].splitlines()
     assert len(summary) <= 12, summary
-    champion = client.get_model_version_by_alias("iris", "champion")
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert f"`sml train --dataset {(tmp_path / 'data' / 'wine.yaml').resolve()}`" in client.get_registered_model(name).description
     holdout = float(champion.tags["holdout_accuracy"])
     assert f"  champion:  version {champion.version}, holdout accuracy {holdout:.3f}" in summary
     batches = next(line for line in summary if line.startswith("  batches:"))
     assert batches.startswith(f"  batches:   {days + 1} monitoring run(s) from {today - dt.timedelta(days=days)} to {today}")
     assert any(line.startswith("  alerts:") for line in summary)
-    assert any("monitoring site" in line and "sml dashboard" in line for line in summary)
+    spec_file = str((tmp_path / "data" / "wine.yaml").resolve())
+    assert any("monitoring site" in line and "sml dashboard" in line and f"--dataset {spec_file}" in line for line in summary)
     database = tracking_uri.removeprefix("sqlite:///")
     assert any("MLflow UI" in line and f"ui --backend-store-uri sqlite:///{database}" in line for line in summary)

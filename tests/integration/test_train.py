@@ -134,6 +134,36 @@ def test_if_better_compares_with_the_champion_rescored_on_the_same_rows(
     assert str(MlflowClient().get_model_version_by_alias("titanic", "champion").version) == "2"
 
 
+def test_the_champion_is_compared_only_on_holdout_rows_it_did_not_train_on(
+    titanic_store: LocalFeatureStore, tracking_uri: str
+) -> None:
+    """Another seed draws another holdout, part of which the champion trained on: both
+    models are scored on the rest only (the champion would be flattered by rows it learned)."""
+    spec = get_dataset("titanic")
+    settings = _settings(titanic_store, tracking_uri)
+    first = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=1))
+    second = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=1, seed=8))
+    client = MlflowClient()
+
+    def keys(run_id: str) -> pd.DataFrame:
+        return pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/training/keys.parquet"))
+
+    seen = set(keys(first.run_id).query("split == 'train'")[spec.primary_key])
+    holdout = keys(second.run_id).query("split == 'holdout'")[spec.primary_key]
+    unseen = [k for k in holdout if k not in seen]
+    assert 0 < len(unseen) < len(holdout)  # the new holdout overlaps the champion's training rows
+    rows = titanic_store.get_feature_group(spec.name, spec.version).read().set_index(spec.primary_key).loc[unseen]
+    x, y = as_model_input(rows.reset_index(), spec), rows[spec.label]
+    champion = mlflow.sklearn.load_model("models:/titanic/1")
+    challenger = mlflow.sklearn.load_model("models:/titanic/2")
+    metrics = client.get_run(second.run_id).data.metrics
+    assert metrics["champion_comparison_rows"] == len(unseen)
+    assert metrics["champion_test_accuracy"] == pytest.approx(champion.score(x, y))
+    assert metrics["challenger_comparison_accuracy"] == pytest.approx(challenger.score(x, y))
+    assert f"on {len(unseen)} holdout rows the champion did not train on" in second.decision.reason
+    assert second.decision.promote == (challenger.score(x, y) >= champion.score(x, y))
+
+
 def test_a_resumed_study_continues_its_trial_count(titanic_store: LocalFeatureStore, tracking_uri: str) -> None:
     spec = get_dataset("titanic")
     settings = _settings(titanic_store, tracking_uri)
