@@ -313,7 +313,12 @@ def train(
     spec = get_dataset(dataset)
     hide_mlflow_notes()
     job = tune_as_worker if workers_only else run_training
-    report = job(spec, open_feature_store(settings), settings, options)
+    store = open_feature_store(settings)
+    if is_terminal(sys.stderr):  # Optuna's bar
+        report = job(spec, store, settings, options)
+    else:  # a line per trial in a log (nothing under --quiet)
+        with progress_for(f"{spec.name} train", trials) as progress:
+            report = job(spec, store, settings, dataclasses.replace(options, progress=progress))
     click.echo(report.summary())
 
 

@@ -37,6 +37,7 @@ from serverless_ml.errors import DataValidationError, SmlError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore
 from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.settings import Settings
+from serverless_ml.progress import ProgressCallback
 from serverless_ml.system_faults import remember_place
 from serverless_ml.training import evaluation, promotion, search
 from serverless_ml.training.model import (
@@ -74,6 +75,9 @@ class TrainOptions:
     quiet: bool = False
     workers_only: bool = False
     worker_id: int | None = None
+    progress: ProgressCallback | None = field(default=None, compare=False, repr=False)
+    """Called as ``progress(done, total, label)`` after each trial this process ran (the
+    ``sml`` command's line per trial in a log; on a terminal Optuna's bar is shown instead)."""
 
 
 @dataclass
@@ -212,6 +216,22 @@ def _worker(args: dict[str, Any]) -> None:
         _close_callbacks(callbacks)
 
 
+class _TrialProgress:
+    """An Optuna callback reporting each trial this process finished to a progress callback."""
+
+    def __init__(self, progress: ProgressCallback, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        self.done += 1
+        value = f", CV accuracy {trial.value:.4f}" if trial.value is not None else ""
+        try:
+            best = f" (best {study.best_value:.4f}, trial {study.best_trial.number})"
+        except ValueError:  # no trial completed yet
+            best = ""
+        self.progress(self.done, self.total, f"trial {trial.number} {trial.state.name.lower()}{value}{best}")
+
+
 def _close_callbacks(callbacks: list[Any]) -> None:
     """Let callbacks that log in the background (``TrialLogger``, ``TrialSink``) finish."""
     for callback in callbacks:
@@ -266,7 +286,9 @@ def tune(
     """
     import optuna
 
-    callbacks = [logger] if logger is not None else []
+    callbacks: list[Any] = [logger] if logger is not None else []
+    if options.progress is not None:
+        callbacks.append(_TrialProgress(options.progress, options.trials))
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         base_seed = options.seed if sampler_seed is None else sampler_seed

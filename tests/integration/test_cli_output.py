@@ -53,6 +53,21 @@ def test_simulate_prints_a_line_per_day_in_a_log_and_nothing_under_quiet(world, 
     assert (code, err) == (0, ""), err
 
 
+def test_train_prints_a_line_per_trial_in_a_log_and_nothing_under_quiet(world, run_cli) -> None:  # noqa: ANN001
+    store, _ = world
+    code, out, err = run_cli("train", "--dataset", "titanic", "--trials", "2", "--seed", "3", "--promote", "never",
+                             store_dir=store.root)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("titanic train: ")]
+    assert [line.split(" trial ")[0] for line in lines] == ["titanic train: 1/2", "titanic train: 2/2"], err
+    assert all(" complete, CV accuracy 0." in line or " pruned" in line for line in lines), lines
+    assert "best trial #" in out and not [line for line in err.splitlines() if "%|" in line]  # no Optuna bar
+    code, out, err = run_cli("train", "--dataset", "titanic", "--trials", "1", "--seed", "4", "--promote", "never", "-q",
+                             store_dir=store.root)
+    assert code == 0, err
+    assert "titanic train:" not in err and "best trial #" in out
+
+
 def test_simulate_draws_one_bar_on_a_terminal(world, tmp_path: Path, data_dir: Path) -> None:  # noqa: ANN001
     """stderr on a pseudo-terminal: one bar redrawn in place, no line per day."""
     store, _ = world
