@@ -678,6 +678,9 @@ def test_a_stopped_site_leaves_the_tracking_database_in_one_file(
         process = subprocess.Popen(
             [sys.executable, "-m", "serverless_ml.cli", "dashboard", "--dataset", str(evil_world.spec_path), "--port", str(port)],
             cwd=tmp_path, env=env, stdout=out, stderr=err,
+            # As from a terminal: a suite started in the background (`make test &`) runs
+            # with SIGINT ignored, which its children inherit, and Ctrl-C would do nothing.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     site = Server(f"http://127.0.0.1:{port}", port, process, stdout, stderr)
     try:
