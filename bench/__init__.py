@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where each benchmark writes ``<name>.json``."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed_run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Run ``command`` once: its wall-clock seconds, its CPU seconds (the child's user +
+    system time) and the completed process (text stdout and stderr)."""
+    import resource
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:

@@ -28,14 +28,13 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import REPO_ROOT, resolve_data_dir, write_results
+from bench import REPO_ROOT, resolve_data_dir, timed_run, write_results
 
 GOAL_S = 3.0
 DAY = dt.date(2024, 2, 1)
@@ -76,16 +75,8 @@ def _commands(code: Path | None) -> dict[str, list[str]]:
 
 
 def _time(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str, int]:
-    """Wall-clock and CPU seconds (the child's user + system time) of one run of
-    ``command``, its stdout and its exit code."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    """Wall-clock and CPU seconds of one run of ``command``, its output and its exit code."""
+    wall, cpu, proc = timed_run(command, env, cwd)
     return wall, cpu, proc.stdout + proc.stderr, proc.returncode
 
 

@@ -41,7 +41,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import write_results
+from bench import timed_run, write_results
 from serverless_ml import defaults
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.sources import load_source
@@ -475,8 +474,6 @@ def sml_command() -> list[str]:
 
 def measure_wall(trials: int | None) -> dict[str, Any]:
     """``sml train --dataset titanic`` twice in a subprocess on temporary folders."""
-    import resource
-
     command = [*sml_command(), "train", "--dataset", "titanic"]
     if trials is not None:
         command += ["--trials", str(trials)]
@@ -488,12 +485,7 @@ def measure_wall(trials: int | None) -> dict[str, Any]:
                "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
         for label in ("fresh database", "re-run"):
             log(f"wall: {' '.join(command[len(sml_command()):])} ({label}) ...")
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.perf_counter()
-            done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=False)
-            wall = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            wall, cpu, done = timed_run(command, env, folder)
             if done.returncode != 0:
                 raise RuntimeError(f"sml train failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
             runs.append({"run": label, "wall_s": wall, "cpu_s": cpu, "stdout": done.stdout.strip(),

@@ -249,13 +249,7 @@ def class_metrics_figure(
     if not traces:
         return empty_figure(f"no batch had per-class figures: a run logs them from {min_rows} labelled rows "
                             f"in the {window}", title).to_plotly_json()
-    layout = _layout_dict(title, revision=spec.name, height=360)
-    layout.update(
-        yaxis={"title": {"text": "precision / recall"}, "range": [-0.02, 1.02], "tickformat": ".0%"},
-        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
-        hovermode="x unified",
-    )
-    return {"data": traces, "layout": layout}
+    return _share_over_time(traces, title, "precision / recall", runs, spec)
 
 
 def class_share_figure(
@@ -272,9 +266,14 @@ def class_share_figure(
               + _class_traces(training, x, spec, "in training", {"dash": "dash", "shape": "hv", "width": 1.5}, "lines"))
     if not traces:
         return empty_figure("no batch logged its class shares", title).to_plotly_json()
+    return _share_over_time(traces, title, "share of rows", runs, spec)
+
+
+def _share_over_time(traces: list[Any], title: str, y_title: str, runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    """A figure dict of shares (0-100 %) over batch dates, one hover box per date."""
     layout = _layout_dict(title, revision=spec.name, height=360)
     layout.update(
-        yaxis={"title": {"text": "share of rows"}, "range": [-0.02, 1.02], "tickformat": ".0%"},
+        yaxis={"title": {"text": y_title}, "range": [-0.02, 1.02], "tickformat": ".0%"},
         xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
         hovermode="x unified",
     )
