@@ -470,6 +470,20 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
     return closed
 
 
+TRAINING_KEYS_ARTIFACT = "training/keys.parquet"
+"""The artifact of a training run listing each row's key and its ``split`` (``train`` or
+``holdout``)."""
+
+
+def training_keys(run_id: str) -> Any:
+    """The ``training/keys.parquet`` table of training run ``run_id`` (a DataFrame of the
+    key column and ``split``); raises when the run has none (a model registered elsewhere)."""
+    import mlflow
+    import pandas as pd
+
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{TRAINING_KEYS_ARTIFACT}"))
+
+
 def get_or_create_experiment(name: str) -> str:
     """The id of experiment ``name``, created if needed with its artifacts next to a SQLite
     tracking database (:func:`experiment_artifact_location`), whatever the working

@@ -174,7 +174,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
     run_id = info.tags.get("training_run_id") or info.run_id
     if run_id:
         try:
-            keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/training/keys.parquet"))
+            keys = tracking.training_keys(run_id)
             training_keys = pd.Index(keys[spec.primary_key])
             data_version = client.get_run(run_id).data.params.get("data_version")
             source = current

@@ -49,7 +49,6 @@ from serverless_ml.training.model import (
 from serverless_ml.trial_logging import TrialLogger
 
 TRAINING_VIEW_VERSION = 1
-TRAINING_KEYS_ARTIFACT = "training/keys.parquet"
 MIN_ROWS = 20
 ROLE_TAG = "sml.role"
 WORKER_RUN_ATTR = "worker_run_id"
@@ -349,16 +348,16 @@ class ChampionComparison:
     note: str | None
 
 
-def champion_training_keys(client: Any, version: Any, primary_key: str) -> pd.Series | None:
+def champion_training_keys(version: Any, primary_key: str) -> pd.Series | None:
     """The keys of the rows ``version`` was trained on (its training run's
     ``training/keys.parquet``), or ``None`` when it has none (registered elsewhere)."""
-    import mlflow
+    from serverless_ml import tracking
 
     run_id = version.tags.get("training_run_id") or version.run_id
     if not run_id:
         return None
     try:
-        keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{TRAINING_KEYS_ARTIFACT}"))
+        keys = tracking.training_keys(run_id)
         return keys.loc[keys["split"] == "train", primary_key]
     except Exception:  # noqa: BLE001 - a model registered elsewhere has no keys artifact
         return None
@@ -379,7 +378,7 @@ def compare_with_champion(
         version = client.get_model_version_by_alias(name, promotion.CHAMPION)
     except MlflowException:
         return ChampionComparison(None, None, len(y), "no champion")
-    seen = champion_training_keys(client, version, primary_key)
+    seen = champion_training_keys(version, primary_key)
     unseen = np.ones(len(y), dtype=bool) if seen is None else ~keys.isin(seen).to_numpy()
     rows = int(unseen.sum())
     if rows == 0:
