@@ -1017,7 +1017,7 @@ class SiteData:
         def load() -> pd.Series | None:
             with self._tracking_errors(), tempfile.TemporaryDirectory() as tmp:
                 try:
-                    local = self.client.download_artifacts(training_run_id, "training/keys.parquet", tmp)
+                    local = self.client.download_artifacts(training_run_id, tracking.TRAINING_KEYS_ARTIFACT, tmp)
                 except Exception as exc:  # noqa: BLE001 - a model registered elsewhere has no keys
                     if _is_connection_error(exc):
                         raise
