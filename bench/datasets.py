@@ -18,6 +18,15 @@ generates from a fixed seed) and written by :func:`write_dataset` as ``<name>.cs
   numeric features of which 2 are ~10 % missing (``nullable``), 2 categorical features made
   by binning informative columns, a ``bigint`` count, label ``outcome`` in
   ``[negative, positive]``.
+* ``graded_synthetic``: 6,500 rows, 12 features, 7 classes of very unequal sizes, a
+  stand-in for the wine-quality CSV (6,497 rows, 11 measurements and a colour, quality
+  grades 3..9) that default training once refused: ``make_classification`` (seed
+  :data:`SEED`) with wine quality's class sizes (:data:`GRADE_ROWS`: grade 9 has 5 rows),
+  11 ``double`` features and ``batch`` (``red``/``white``, binned from an informative
+  column); label ``grade``, the integers 3..9.
+* ``rare_synthetic``: 20,000 rows of ``make_classification`` (seed :data:`SEED`), 10
+  ``double`` features, label ``kind`` in ``[common, frequent, rare]`` where ``rare`` has
+  :data:`RARE_ROWS` rows (0.2 %).
 
 Writing is deterministic: the same bytes on every call (with the same scikit-learn and
 NumPy). Rows are numbered 1..N as ``row_id`` (``primary_key: null``).
@@ -38,7 +47,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-BUNDLED = ("breast_cancer", "wine", "digits_features", "mixed_synthetic")
+BUNDLED = ("breast_cancer", "wine", "digits_features", "mixed_synthetic", "graded_synthetic", "rare_synthetic")
 """Names :func:`write_dataset` accepts."""
 
 SEED = 20240101
@@ -47,6 +56,14 @@ SEED = 20240101
 MIXED_ROWS = 2000
 MISSING_SHARE = 0.10
 """Share of missing values in each of ``mixed_synthetic``'s two nullable features."""
+
+GRADE_ROWS = {3: 30, 4: 216, 5: 2138, 6: 2839, 7: 1079, 8: 193, 9: 5}
+"""Rows per grade of ``graded_synthetic``: wine quality's (red and white together), grade 6
+given the three rows that make 6,500."""
+
+RARE_ROWS = 40
+"""Rows of the ``rare`` class of ``rare_synthetic`` (of 20,000)."""
+RARE_SYNTHETIC_ROWS = {"common": 12_000, "frequent": 20_000 - 12_000 - RARE_ROWS, "rare": RARE_ROWS}
 
 FLOAT_DECIMALS = 6
 """Derived and generated doubles are rounded so the CSV stays small and exact."""
@@ -230,11 +247,91 @@ def _mixed_synthetic() -> _Dataset:
     return _Dataset(frame, spec)
 
 
+def _exact_class_rows(
+    x: np.ndarray, y: np.ndarray, rows: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly ``rows[k]`` rows of class ``k`` (``make_classification`` only approximates
+    its ``weights``), in a random order: any run of rows is a sample of the whole."""
+    keep = np.concatenate([rng.permutation(np.flatnonzero(y == k))[:n] for k, n in enumerate(rows)])
+    if len(keep) != sum(rows):
+        raise AssertionError("make_classification made too few rows of a class")
+    keep = rng.permutation(keep)
+    return x[keep], y[keep]
+
+
+def _generated(n_features: int, rows: list[int], **make: Any) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """``make_classification`` rows with exactly ``rows[k]`` rows of class ``k``."""
+    from sklearn.datasets import make_classification
+
+    total = sum(rows)
+    # Enough of every class to draw from: weights a little above the wanted shares.
+    weights = [max(n / total, 0.002) * 1.3 for n in rows]
+    weights = [w / sum(weights) for w in weights]
+    x, y = make_classification(
+        n_samples=int(total * 1.5), n_features=n_features, n_classes=len(rows), weights=weights,
+        shuffle=False, random_state=SEED, **make,
+    )
+    rng = np.random.default_rng(SEED)
+    x, y = _exact_class_rows(x, y, rows, rng)
+    return x, y, rng
+
+
+def _graded_synthetic() -> _Dataset:
+    grades = list(GRADE_ROWS)
+    # 11 columns: 6 informative, 3 redundant (mixes), 2 noise; one more informative column
+    # becomes the categorical `batch`. Clusters overlap (class_sep) and 20 % of the labels
+    # are relabelled at random, so that, as on wine quality, a default forest is right about
+    # 7 times in 10.
+    x, y, rng = _generated(12, list(GRADE_ROWS.values()), n_informative=7, n_redundant=3, n_repeated=0,
+                           n_clusters_per_class=2, class_sep=0.7, flip_y=0.2)
+    names = [f"measure_{i:02d}" for i in range(1, 12)]
+    columns = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]  # column 6 (informative) becomes `batch`
+    frame = pd.DataFrame(x[:, columns], columns=names).round(FLOAT_DECIMALS)
+    frame["batch"] = np.where(x[:, 6] > np.median(x[:, 6]), "white", "red")
+    frame["grade"] = np.asarray(grades, dtype="int64")[y]
+    features: dict[str, Any] = {
+        name: _feature("double", "informative" if i < 6 else ("a linear mix of informative columns" if i < 9 else "noise"))
+        for i, name in enumerate(names)
+    }
+    features["batch"] = _feature("string", "red or white: half of an informative column", categories=["red", "white"])
+    spec = _spec(
+        "graded_synthetic",
+        f"make_classification (seed {SEED}) with wine quality's 6,500 rows, 12 features and 7 unequal grades",
+        "grade",
+        grades,
+        features,
+    )
+    return _Dataset(frame, spec)
+
+
+def _rare_synthetic() -> _Dataset:
+    kinds = list(RARE_SYNTHETIC_ROWS)
+    x, y, _ = _generated(10, list(RARE_SYNTHETIC_ROWS.values()), n_informative=5, n_redundant=2, n_repeated=0,
+                         n_clusters_per_class=2, class_sep=1.0, flip_y=0.01)
+    names = [f"x{i:02d}" for i in range(1, 11)]
+    frame = pd.DataFrame(x, columns=names).round(FLOAT_DECIMALS)
+    frame["kind"] = np.asarray(kinds)[y]
+    features = {
+        name: _feature("double", "informative" if i < 5 else ("a linear mix of informative columns" if i < 7 else "noise"))
+        for i, name in enumerate(names)
+    }
+    spec = _spec(
+        "rare_synthetic",
+        f"make_classification (seed {SEED}), 20,000 rows with a rare class of {RARE_ROWS} rows",
+        "kind",
+        kinds,
+        features,
+    )
+    return _Dataset(frame, spec)
+
+
 _BUILDERS: dict[str, Callable[[], _Dataset]] = {
     "breast_cancer": _breast_cancer,
     "wine": _wine,
     "digits_features": _digits_features,
     "mixed_synthetic": _mixed_synthetic,
+    "graded_synthetic": _graded_synthetic,
+    "rare_synthetic": _rare_synthetic,
 }
 assert tuple(_BUILDERS) == BUNDLED
 

@@ -22,20 +22,31 @@
   backfilled store and a temporary tracking database: the first run on a fresh database
   (migration, no champion, new study), the second a re-run on the same folders (the
   study resumes, the champion is re-scored). Goal: each <= 60 s.
+* ``datasets``: for Titanic, Iris, the datasets bundled with scikit-learn (breast cancer,
+  wine cultivars, digits) and two ``make_classification`` sets (6,500 rows, 12 features,
+  7 unequal classes, one of 5 rows; 20,000 rows with a rare class), written as CSV with a
+  spec drafted from it (``sml spec draft``; Titanic and Iris use their built-in specs):
+  default ``sml train`` as a subprocess on a fresh store and tracking database (its wall
+  time), then the pipeline it registered (cloned: same steps and params, unfitted), scikit-
+  learn's default ``RandomForestClassifier`` and default ``HistGradientBoostingClassifier``
+  (both after the same preparation step) scored by 5x5 repeated stratified k-fold on all
+  real rows, the same folds for all three. Goals: ours >= max(RF, HGB) - 0.005 on every
+  dataset; Titanic >= 0.83, Iris >= 0.95; the 6,500-row set's ``sml train`` <= 120 s.
 
 Wall times are also given as CPU seconds: the machine is shared, and the ratio of two CPU
 times moves less with other people's load. The CSVs are read as ``sml features`` reads
 them (``$SML_DATA_DIR``, which ``make bench`` sets). Prints every figure with its goal and
 PASS/MISS; writes the same to ``bench/results/train.json``.
 
-    python -m bench train [--only quality,grid,overhead,wall] [--trials N] [--repeats 5]
-                          [--other-seeds 1,2,3]
+    python -m bench train [--only quality,grid,overhead,wall,datasets] [--trials N] [--repeats 5]
+                          [--other-seeds 1,2,3] [--datasets titanic,iris,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -64,14 +75,15 @@ from serverless_ml.pipelines.train import (
     TrainOptions,
     check_training_rows,
     load_training_rows,
+    resolved_options,
     tune,
 )
 from serverless_ml.settings import resolve_settings
 from serverless_ml.testing import create_tracking_database
-from serverless_ml.training import search
+from serverless_ml.training import search, split
 from serverless_ml.training.model import build_pipeline
 
-SECTIONS = ("quality", "grid", "overhead", "wall")
+SECTIONS = ("quality", "grid", "overhead", "wall", "datasets")
 
 QUALITY_GOALS = {"titanic": 0.83, "iris": 0.95}
 """Smallest acceptable mean accuracy of the chosen pipeline under 5x5 repeated CV."""
@@ -81,8 +93,16 @@ OVERHEAD_GOAL = 0.05
 """Largest acceptable median overhead of MLflow logging on the search."""
 WALL_GOAL_S = 60.0
 """Largest acceptable wall time of the default ``sml train --dataset titanic``."""
+DATASETS = ("titanic", "iris", "breast_cancer", "wine", "digits_features", "graded_synthetic", "rare_synthetic")
+"""The datasets section's datasets: built-in specs, else written by ``bench.datasets``."""
+REFERENCE_MARGIN = 0.005
+"""Ours may be at most this far below the better of default RF and default HGB."""
+LARGE_WALL_DATASET = "graded_synthetic"
+LARGE_WALL_GOAL_S = 120.0
+"""Largest acceptable wall time of the default ``sml train`` on the 6,500-row set."""
 
 REPEATED_CV = {"n_splits": 5, "n_repeats": 5, "random_state": 0}
+NO_BUDGET_S = 86400.0
 DEFAULT_MAX_TRIALS = 100
 DEFAULT_REPEATS = 5
 
@@ -138,6 +158,8 @@ class RealRows:
     x_train: pd.DataFrame
     y_train: pd.Series
     data_version: int | None
+    options: TrainOptions
+    """The options ``sml train`` would tune with (folds, holdout and time budget resolved)."""
 
 
 def default_options(trials: int, seed: int = defaults.TRAIN_SEED) -> TrainOptions:
@@ -158,15 +180,14 @@ def backfill_store(spec: DatasetSpec, store_dir: Path) -> LocalFeatureStore:
 
 def load_real_rows(dataset: str, options: TrainOptions) -> RealRows:
     """Backfill a temporary store, read its real rows and split them as ``sml train`` does."""
-    from sklearn.model_selection import train_test_split
-
     spec = get_dataset(dataset)
     with tempfile.TemporaryDirectory(prefix="sml-bench-train-store-") as tmp:
         store = backfill_store(spec, Path(tmp) / "feature_store")
         x, y, keys, data_version = load_training_rows(spec, store, options.include_synthetic)
-    check_training_rows(spec, y, options.holdout, options.folds)
-    x_train, _, y_train, _ = train_test_split(x, y, test_size=options.holdout, stratify=y, random_state=options.seed)
-    return RealRows(spec, x, y, x_train.reset_index(drop=True), y_train.reset_index(drop=True), data_version)
+    plan = check_training_rows(spec, y, options.holdout, options.folds)
+    train_idx, _ = split.split_holdout(y, plan, options.seed)
+    return RealRows(spec, x, y, x.iloc[train_idx].reset_index(drop=True), y.iloc[train_idx].reset_index(drop=True),
+                    data_version, resolved_options(options, plan))
 
 
 class TrialClock:
@@ -225,6 +246,7 @@ def _chosen_pipeline_quality(dataset: str, trials: int, seed: int) -> dict[str, 
 
     options = default_options(trials, seed)
     rows = load_real_rows(dataset, options)
+    options = rows.options
     log(f"quality/{dataset}: seed {seed}, tuning {trials} trials on {len(rows.y_train)} of {len(rows.y)} real rows ...")
     clock = Clock().start()
     all_trials = run_search(rows.x_train, rows.y_train, rows.spec, options)
@@ -301,7 +323,7 @@ def measure_grid(trials: int, max_trials: int) -> dict[str, Any]:
 
     seed = defaults.TRAIN_SEED
     rows = load_real_rows("titanic", default_options(trials))
-    folds = search.cv_folds(rows.y, defaults.TRAIN_FOLDS, seed)
+    folds = search.cv_folds(rows.y, defaults.TRAIN_AUTO_FOLDS, seed)
     x_lab = lab_features(rows.x)
     n_configs = int(np.prod([len(v) for v in LAB_GRID.values()]))
 
@@ -322,7 +344,8 @@ def measure_grid(trials: int, max_trials: int) -> dict[str, Any]:
     log(f"grid: ours, up to {cap} trials (default budget {trials}), stops once it reaches {grid_best:.4f} ...")
     clock = Clock().start()
     recorder = TrialClock(clock, target=grid_best, min_trials=trials)
-    run_search(rows.x, rows.y, rows.spec, default_options(cap, seed), recorder)
+    # No time budget here: the section measures when ours reaches the grid's best, if ever.
+    run_search(rows.x, rows.y, rows.spec, dataclasses.replace(default_options(cap, seed), timeout=NO_BUDGET_S), recorder)
     ours_wall, ours_cpu = clock.wall, clock.cpu
     reached = recorder.first_reaching(grid_best)
     within_budget = reached is not None and reached["number"] < trials
@@ -391,7 +414,8 @@ def _search_with_logging(rows: RealRows, options: TrainOptions, tracking_uri: st
         mlflow.set_tags({"dataset": rows.spec.name, "study_name": "bench"})
         tracking.log_params_batch(run_id, {
             "dataset": rows.spec.name, "seed": options.seed, "trials": options.trials,
-            "search_space": search.search_space_description(), "features": rows.spec.feature_names,
+            "search_space": search.search_space_description(search.search_space_for(rows.spec, rows.y_train)),
+            "features": rows.spec.feature_names,
         })
         logger = TimedCallback(TrialLogger(tracking_uri, experiment_id, run_id, rows.spec.name))
         set_up_s = clock.wall
@@ -417,8 +441,8 @@ def measure_overhead(trials: int, repeats: int) -> dict[str, Any]:
     """Our search with and without MLflow logging, order alternated."""
     import mlflow  # noqa: F401 - imported before timing: a one-off cost of the process
 
-    options = default_options(trials)
-    rows = load_real_rows("titanic", options)
+    rows = load_real_rows("titanic", default_options(trials))
+    options = rows.options
     runs: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
     with tempfile.TemporaryDirectory(prefix="sml-bench-train-mlflow-") as tmp:
         folder = Path(tmp)
@@ -495,6 +519,116 @@ def measure_wall(trials: int | None) -> dict[str, Any]:
             "goal_s": WALL_GOAL_S, "pass": all(r["pass"] for r in runs)}
 
 
+# ---------------------------------------------------------------------------- datasets
+
+
+def dataset_spec_path(name: str, folder: Path) -> str:
+    """The ``--dataset`` argument for ``name``: a built-in's name, else the path of a spec
+    drafted (``sml spec draft``) from the CSV ``bench.datasets`` writes into ``folder``."""
+    from serverless_ml.datasets import BUILTIN
+
+    if name in BUILTIN:
+        return name
+    from bench.datasets import write_dataset
+    from serverless_ml.datasets import load_spec_file
+    from serverless_ml.datasets.draft import draft_spec
+
+    written = load_spec_file(write_dataset(name, folder))
+    drafted = draft_spec(folder / f"{name}.csv", written.label, name=name, spec_dir=folder)
+    path = folder / f"{name}.drafted.yaml"
+    path.write_text(drafted.text, encoding="utf-8")
+    return str(path)
+
+
+def _repeated_cv(model: Any, x: pd.DataFrame, y: pd.Series) -> list[float]:
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        scores = cross_val_score(model, x, y, cv=RepeatedStratifiedKFold(**REPEATED_CV), scoring="accuracy", n_jobs=1)
+    return [float(v) for v in scores]
+
+
+def _reference_models(spec: DatasetSpec, seed: int) -> dict[str, Any]:
+    """scikit-learn's default forest and default gradient boosting after our preparation
+    step (imputation, one-hot: neither takes raw text)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    forest = build_pipeline(spec, {}, seed, n_jobs=search.forest_jobs(1))  # RandomForestClassifier() defaults
+    prepare = build_pipeline(spec, {}, seed).named_steps["prepare"]
+    boosting = Pipeline([("prepare", prepare), ("boosting", HistGradientBoostingClassifier(random_state=seed))])
+    return {"default_rf": forest, "default_hgb": boosting}
+
+
+def measure_dataset(name: str, folder: Path) -> dict[str, Any]:
+    """Default ``sml train`` on ``name`` (wall time), then ours, default RF and default HGB
+    under the same 5x5 repeated stratified CV of all real rows."""
+    import mlflow
+    from sklearn.base import clone
+
+    from serverless_ml import tracking
+
+    dataset = dataset_spec_path(name, folder / "data")
+    spec = get_dataset(dataset)
+    work = folder / name
+    store = backfill_store(spec, work / "feature_store")
+    x, y, _, _ = load_training_rows(spec, store, False)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    env = {**os.environ, "SML_STORE_DIR": str(work / "feature_store"), "MLFLOW_TRACKING_URI": uri}
+    command = [*sml_command(), "train", "--dataset", dataset]
+    log(f"datasets/{name}: {len(y)} rows, `sml train --dataset {Path(dataset).name}` ...")
+    wall, cpu, done = timed_run(command, env, work)
+    if done.returncode != 0:
+        raise RuntimeError(f"sml train --dataset {dataset} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    log(f"  {wall:.1f} s")
+    mlflow.set_tracking_uri(uri)
+    chosen = mlflow.sklearn.load_model(f"models:/{tracking.model_name(spec.name)}/1")
+    ours = clone(chosen).set_params(forest__n_jobs=search.forest_jobs(1))  # same results, both cores
+    forest = chosen.named_steps["forest"]
+    params = {"family": type(forest).__name__,
+              **{k: v for k, v in forest.get_params().items() if k in search.DEFAULT_FOREST}}
+    models = {"ours": ours, **_reference_models(spec, defaults.TRAIN_SEED)}
+    scores: dict[str, Any] = {}
+    for label, model in models.items():
+        clock = Clock().start()
+        values = _repeated_cv(model, x, y)
+        scores[label] = {"accuracy_mean": float(np.mean(values)), "accuracy_std": float(np.std(values)),
+                         "scores": values, "cv_wall_s": clock.wall}
+        log(f"  {label}: {scores[label]['accuracy_mean']:.4f} ({clock.wall:.1f} s)")
+    best_reference = max(scores["default_rf"]["accuracy_mean"], scores["default_hgb"]["accuracy_mean"])
+    ours_mean = scores["ours"]["accuracy_mean"]
+    goals: dict[str, dict[str, Any]] = {
+        "vs_reference": {"goal": f">= max(RF, HGB) - {REFERENCE_MARGIN}", "target": best_reference - REFERENCE_MARGIN,
+                         "pass": ours_mean >= best_reference - REFERENCE_MARGIN - 1e-12},
+    }
+    if name in QUALITY_GOALS:
+        goals["quality"] = {"goal": f">= {QUALITY_GOALS[name]:.2f}", "target": QUALITY_GOALS[name],
+                            "pass": ours_mean >= QUALITY_GOALS[name]}
+    if name == LARGE_WALL_DATASET:
+        goals["wall"] = {"goal": f"sml train <= {LARGE_WALL_GOAL_S:.0f} s", "target": LARGE_WALL_GOAL_S,
+                         "pass": wall <= LARGE_WALL_GOAL_S}
+    split_line = next((line for line in done.stdout.splitlines() if line.startswith("split:")), "")
+    return {
+        "dataset": name, "spec": "built-in" if dataset == name else "drafted from the CSV",
+        "rows": len(y), "features": len(spec.feature_names), "classes": len(spec.classes),
+        "smallest_class_rows": int(y.value_counts().min()),
+        "sml_train": {"command": f"sml train --dataset {Path(dataset).name}", "wall_s": wall, "cpu_s": cpu,
+                      "split": split_line, "stdout": done.stdout.strip()},
+        "chosen_params": params, "scores": scores, "best_reference": best_reference, "goals": goals,
+        "pass": all(g["pass"] for g in goals.values()),
+    }
+
+
+def measure_datasets(names: tuple[str, ...]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="sml-bench-train-datasets-") as tmp:
+        for name in names:
+            results[name] = measure_dataset(name, Path(tmp))
+    return {"datasets": results, "repeated_cv": REPEATED_CV, "margin": REFERENCE_MARGIN,
+            "pass": all(r["pass"] for r in results.values())}
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -564,6 +698,8 @@ def report(results: dict[str, Any]) -> str:
             f"   goal <= {v['goal']:.0%}  {_verdict(v['median_logging_share'] <= v['goal'])}"
         )
         lines.append(f"     same best value with and without logging: {v['same_best_value']}")
+    if "datasets" in results:
+        lines.extend(_datasets_table(results["datasets"]))
     if "wall" in results:
         w = results["wall"]
         lines.append(f"  4. end-to-end `{w['command']}`")
@@ -571,6 +707,23 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"     {r['run']:<15} {r['wall_s']:6.1f} s wall ({r['cpu_s']:.1f} s CPU)"
                          f"   goal <= {r['goal_s']:.0f} s  {_verdict(r['pass'])}")
     return "\n".join(lines)
+
+
+def _datasets_table(section: dict[str, Any]) -> list[str]:
+    lines = ["  5. datasets: default `sml train`; its chosen pipeline (ours), default RF and default HGB under the same",
+             f"     5x5 repeated stratified CV of all rows; goal ours >= max(RF, HGB) - {section['margin']}",
+             f"     {'dataset':<17} {'rows':>6} {'feat':>4} {'cls':>3} {'min':>4}  {'ours':>6} {'RF':>6} {'HGB':>6}"
+             f"  {'ours-best':>9} {'goal':<5} {'train s':>7}  other goals"]
+    for name, r in section["datasets"].items():
+        s = r["scores"]
+        ours, rf, hgb = (s[k]["accuracy_mean"] for k in ("ours", "default_rf", "default_hgb"))
+        others = "; ".join(f"{g['goal']} {_verdict(g['pass'])}" for key, g in r["goals"].items() if key != "vs_reference")
+        lines.append(
+            f"     {name:<17} {r['rows']:>6} {r['features']:>4} {r['classes']:>3} {r['smallest_class_rows']:>4}  "
+            f"{ours:.4f} {rf:.4f} {hgb:.4f}  {ours - r['best_reference']:+9.4f} {_verdict(r['goals']['vs_reference']['pass']):<5} "
+            f"{r['sml_train']['wall_s']:7.1f}  {others}"
+        )
+    return lines
 
 
 def _versions() -> dict[str, str]:
@@ -585,7 +738,7 @@ def _load() -> str:
 
 
 def run(only: tuple[str, ...], trials: int, repeats: int, max_trials: int, trials_overridden: bool,
-        other_seeds: tuple[int, ...] = ()) -> dict[str, Any]:
+        other_seeds: tuple[int, ...] = (), datasets: tuple[str, ...] = DATASETS) -> dict[str, Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -599,6 +752,8 @@ def run(only: tuple[str, ...], trials: int, repeats: int, max_trials: int, trial
         results["overhead"] = measure_overhead(trials, repeats)
     if "wall" in only:
         results["wall"] = measure_wall(trials if trials_overridden else None)
+    if "datasets" in only:
+        results["datasets"] = measure_datasets(datasets)
     results.update({
         "load_average_end": _load(), "versions": _versions(),
         "machine": {"platform": platform.platform(),
@@ -614,6 +769,14 @@ def _sections(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown) or '(none)'}; expected {','.join(SECTIONS)}")
     return tuple(s for s in SECTIONS if s in names)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in names if s not in DATASETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown dataset(s) {', '.join(unknown) or '(none)'}; expected {','.join(DATASETS)}")
+    return names
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -635,11 +798,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="overhead: repetitions, order alternated (default: %(default)s)")
     parser.add_argument("--other-seeds", type=_seeds, default=(),
                         help="quality: also tune with these seeds (comma-separated) and report each and the mean")
+    parser.add_argument("--datasets", type=_names, default=DATASETS,
+                        help=f"datasets: which ones (comma-separated; default: {','.join(DATASETS)})")
     args = parser.parse_args(argv)
     trials = args.trials if args.trials is not None else defaults.TRAIN_TRIALS
     if trials < 1 or args.repeats < 1:
         parser.error("--trials and --repeats must be >= 1")
-    results = run(args.only, trials, args.repeats, args.max_trials, args.trials is not None, args.other_seeds)
+    results = run(args.only, trials, args.repeats, args.max_trials, args.trials is not None, args.other_seeds,
+                  args.datasets)
     print(report(results))
     write_results("train", results)
     return 0

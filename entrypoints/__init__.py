@@ -35,15 +35,65 @@ def _missing_module_hint(module: str) -> str:
     )
 
 
+PATH_OPTIONS = ("--dataset", "--source")
+"""Options whose value may be a file path the user typed relative to where they ran
+``mlflow run`` (a spec file, a source CSV)."""
+
+
+def caller_dir() -> Path | None:
+    """The working directory of the process that started this entry point's MLflow run
+    (``mlflow run``, or ``sml main``): MLflow runs the command through ``bash -c`` in the
+    project directory, and bash resets ``PWD`` to it, so only that process knows where the
+    user was. It is the nearest ancestor whose environment (as it started) lacks this
+    run's ``MLFLOW_RUN_ID``, which MLflow sets for the command only. ``None`` outside an
+    MLflow run or where ``/proc`` does not show it (then paths stay relative to the
+    project directory)."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    marker = f"MLFLOW_RUN_ID={run_id}".encode()
+    pid = os.getppid()
+    for _ in range(6):  # python <- bash (<- an activation shell) <- mlflow
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        if marker not in environ:
+            return cwd
+        if parent <= 1:
+            return None
+        pid = parent
+    return None
+
+
+def resolve_typed_paths(args: list[str], caller: Path | None) -> list[str]:
+    """``args`` with each relative path value of :data:`PATH_OPTIONS` that names a file in
+    ``caller`` (the directory ``mlflow run`` ran from) made absolute; other values (a
+    built-in dataset's name, a path found only in the project directory) unchanged."""
+    if caller is None:
+        return args
+    out = list(args)
+    for index, arg in enumerate(out[:-1]):
+        value = out[index + 1]
+        if arg in PATH_OPTIONS and value and not Path(value).is_absolute() and (caller / value).is_file():
+            out[index + 1] = str(caller / value)
+    return out
+
+
 def run(command: str) -> None:
     """Run ``sml COMMAND ARGS...`` with this process's arguments.
 
     MLproject parameters stay typed values (``replace: {type: string, default: "false"}``,
     passed as ``--replace {replace}``): the on/off switches, flags in ``sml``
     (``--replace``, ``--no-fail-on-alert``), are translated from true/false, and an empty
-    value leaves the default.
+    value leaves the default. A relative spec or source path is read from the directory
+    ``mlflow run`` was started in when the file is there (:func:`resolve_typed_paths`),
+    else from the project directory.
     """
-    args = [command, *sys.argv[1:]]
+    args = [command, *resolve_typed_paths(sys.argv[1:], caller_dir())]
     try:
         from serverless_ml.cli import main
 

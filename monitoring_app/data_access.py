@@ -39,7 +39,7 @@ from serverless_ml import tracking
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.errors import NotFoundError, SmlError
 from serverless_ml.feature_store import FeatureGroup, FeatureStore, open_feature_store
-from serverless_ml.inference.scoring import PREDICTIONS_VERSION
+from serverless_ml.inference.scoring import predictions_version
 from serverless_ml.settings import Settings
 from serverless_ml.training.promotion import CHALLENGER, CHAMPION
 
@@ -1006,7 +1006,7 @@ class SiteData:
     def predictions(self, spec: DatasetSpec) -> pd.DataFrame:
         """Every prediction of the dataset's champions, next to the actual labels."""
         return self._group_rows(
-            spec.predictions_group, PREDICTIONS_VERSION,
+            spec.predictions_group, predictions_version(spec),
             f"no predictions for {spec.name} yet: run `sml infer --dataset {dataset_option(spec)}` "
             "(after `sml features` and `sml train`)",
         )

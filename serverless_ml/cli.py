@@ -223,6 +223,58 @@ def features(dataset: str, source: str, settings: Settings) -> None:
     click.echo(report.summary())
 
 
+@cli.group("spec", cls=SmlGroup, short_help="Dataset spec files: draft one from a CSV.")
+def spec_group() -> None:
+    """Dataset spec files (see README.md, 'Spec reference')."""
+
+
+@spec_group.command("draft", short_help="Write a commented dataset spec for a CSV, guessed from its values.")
+@click.argument("csv_path", metavar="CSV")
+@click.option("--label", required=True, help="The CSV column holding the class.")
+@click.option("--name", default=None, help="Dataset name [default: the CSV's file name in snake case].")
+@click.option("--key", default=None, help="The CSV column holding a unique key [default: detected; else rows are numbered].")
+@click.option("--output", default=None, help="Write the spec to this new .yaml file; source.path is relative to it when the CSV "
+              "is in its folder [default: stdout, with the CSV's absolute path].")
+def spec_draft(csv_path: str, label: str, name: str | None, key: str | None, output: str | None) -> None:
+    """Draft a dataset spec (YAML) for CSV, ready for `sml features --dataset FILE`.
+
+    Reads CSV; writes the spec to stdout (or --output FILE, never over an existing file).
+    Types, missing values, ranges (with a margin), categories, the key and the label's
+    classes are guessed from the values, each guess explained in a comment; columns left
+    out are listed as warnings, which are repeated on stderr.
+    """
+    from pathlib import Path
+
+    from serverless_ml.datasets.draft import draft_spec
+
+    target = Path(output) if output else None
+    if target is not None:
+        if target.suffix.lower() not in (".yaml", ".yml"):
+            raise SmlError(f"--output {output}: expected a .yaml or .yml file name")
+        if target.exists() or target.is_symlink():
+            raise SmlError(f"--output {output} exists; remove it or choose another file (a draft never overwrites)")
+        if not target.parent.is_dir():
+            raise SmlError(f"--output {output}: folder {target.parent} does not exist")
+    draft = draft_spec(csv_path, label, name=name, key=key, spec_dir=target.parent if target is not None else None)
+    if target is None:
+        click.echo(draft.text, nl=False)
+    else:
+        try:
+            fh = target.open("x", encoding="utf-8")  # "x": fails rather than replace a file made meanwhile
+        except OSError as exc:
+            raise SmlError(f"--output {output} cannot be created ({exc.strerror})") from None
+        try:
+            with fh:
+                fh.write(draft.text)
+        except OSError as exc:
+            target.unlink(missing_ok=True)  # the file this command created: nothing half-written stays
+            raise SmlError(f"--output {output} cannot be written ({exc.strerror})") from None
+        count = len(draft.warnings)
+        click.echo(f"wrote {target} ({count} warning{'' if count == 1 else 's'}; see stderr and the file's comments)")
+    for warning in draft.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 @cli.command(short_help="Add one day of synthetic labelled rows to the feature group.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--date", "date_", default="", help="Event date YYYY-MM-DD [default: today, UTC].")
@@ -259,10 +311,10 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
 @cli.command(short_help="Tune a random forest with Optuna, log it to MLflow, register and promote it.")
 @click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
 @click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="New Optuna trials to run.")
-@click.option("--timeout", default=0.0, type=float, help="Stop starting trials after this many seconds (0: no limit).")
+@click.option("--timeout", default=0.0, type=float, help=f"Stop starting trials after this many seconds (0: a budget of {defaults.TRAIN_TIME_BUDGET_S:.0f} s).")
 @click.option("--seed", default=defaults.TRAIN_SEED, show_default=True, type=int, help="Seed of the split, the folds, the sampler and the forest.")
-@click.option("--holdout", default=defaults.TRAIN_HOLDOUT, show_default=True, type=float, help="Share of rows held out from tuning.")
-@click.option("--folds", default=defaults.TRAIN_FOLDS, show_default=True, type=int, help="Cross-validation folds per trial.")
+@click.option("--holdout", default=defaults.TRAIN_HOLDOUT, show_default=True, type=float, help=f"Share of rows held out from tuning (0: {defaults.TRAIN_AUTO_HOLDOUT:.0%}, at least one row of each class).")
+@click.option("--folds", default=defaults.TRAIN_FOLDS, show_default=True, type=int, help=f"Cross-validation folds per trial (0: {defaults.TRAIN_AUTO_FOLDS}, fewer when a class has fewer training rows).")
 @click.option("--workers", default=defaults.TRAIN_WORKERS, show_default=True, type=int, help="Tuning processes sharing the study.")
 @click.option("--storage", default="", envvar="SML_OPTUNA_STORAGE",
               help="Optuna storage URL [env SML_OPTUNA_STORAGE, better for a password than the command line; "
@@ -285,8 +337,10 @@ def train(
 
     Reads the feature view <dataset>_training; logs a parent run with one nested run per
     trial in experiment <dataset>-training; registers model <dataset> with alias
-    'challenger', and 'champion' when its accuracy is at least the champion's on the
-    holdout rows the champion did not train on.
+    'challenger', and 'champion' when its accuracy is above the champion's on the
+    holdout rows the champion did not train on (a tie keeps the champion). When the
+    champion (or challenger) was trained on the same rows, seed and search, nothing is
+    trained or registered and it is kept (--promote always registers anew).
 
     Across machines: run `--workers-only` on each (same --storage and --study-name), then
     once `--trials 0` to refit the study's best trial and register it.

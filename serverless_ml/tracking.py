@@ -652,5 +652,23 @@ def log_inputs(run_id: str, datasets: list[Any], model_ids: list[str] | None = N
     from mlflow.entities import LoggedModelInput
     from mlflow.tracking import MlflowClient
 
+    from mlflow.exceptions import MlflowException
+
     models = [LoggedModelInput(model_id) for model_id in (model_ids or []) if model_id]
-    MlflowClient().log_inputs(run_id, datasets=datasets or None, models=models or None)
+    client = MlflowClient()
+    for attempt in range(_LOG_INPUTS_ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=datasets or None, models=models or None)
+            return
+        except MlflowException as exc:
+            # Two runs logging the same new dataset at once (the workers of a shared study
+            # log the same rows): both insert it and one loses the race on the store's
+            # unique key. The call is one transaction, so nothing of it was written; on
+            # the next attempt the dataset exists and is only linked to this run.
+            text = str(exc).lower()
+            if attempt + 1 == _LOG_INPUTS_ATTEMPTS or not ("unique constraint" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+_LOG_INPUTS_ATTEMPTS = 3

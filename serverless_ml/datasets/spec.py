@@ -229,6 +229,17 @@ class DatasetSpec:
     spec_path: Path | None = None
     positive_class: Any = None
     missing_values: tuple[str, ...] | None = None
+    typed_path: str | None = field(default=None, compare=False)
+    """The spec file's path as the user typed it (``None`` for built-ins)."""
+
+    @property
+    def dataset_arg(self) -> str:
+        """What ``--dataset`` takes to name this dataset again, for hints such as "run `sml
+        features --dataset <it>` first": the spec path as typed (quoted for a shell when it
+        must be), or the built-in's name."""
+        import shlex
+
+        return shlex.quote(self.typed_path) if self.typed_path else self.name
 
     def __post_init__(self) -> None:
         # Built-ins pass the checks a spec file's parser makes, named by the dataset.
@@ -607,6 +618,7 @@ def _read_spec_text(path: Path) -> str:
 def load_spec_file(path: str | Path) -> DatasetSpec:
     """Read a dataset spec from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file of at
     most :data:`MAX_SPEC_FILE_BYTES`; YAML aliases are refused."""
+    typed = str(path)
     path = Path(path)
     if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
         if not path.exists():
@@ -628,4 +640,4 @@ def load_spec_file(path: str | Path) -> DatasetSpec:
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"dataset spec file {path} cannot be parsed: {first}") from None
-    return dataclasses.replace(parse_spec(data, str(path)), spec_path=path.resolve())
+    return dataclasses.replace(parse_spec(data, str(path)), spec_path=path.resolve(), typed_path=typed)

@@ -200,7 +200,7 @@ def generate_rows(
     if not 0 <= seed <= MAX_SEED:
         raise SmlError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
     if real.empty:
-        raise SmlError(f"dataset '{spec.name}' has no real rows to learn from; run `sml features --dataset {spec.name}` first")
+        raise SmlError(f"dataset '{spec.name}' has no real rows to learn from; run `sml features --dataset {spec.dataset_arg}` first")
     rng = np.random.default_rng([seed, day.toordinal()])
     present = [c for c in spec.classes if (real[spec.label] == c).any()]
     prior = real[spec.label].value_counts(normalize=True).reindex(present).to_numpy()

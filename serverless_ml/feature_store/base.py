@@ -655,6 +655,33 @@ class FeatureView:
         return df.drop(columns=[c for c in self.labels if c in df.columns])
 
 
+def schema_differences(stored: Sequence[tuple[str, str]], wanted: Sequence[tuple[str, str]]) -> str:
+    """The columns in which two schemas (``(name, type)`` pairs) differ, in one line:
+    ``added w (double); removed z (double); type changed x: double -> string`` (or the
+    order, when only that differs)."""
+    old, new = dict(stored), dict(wanted)
+    parts = []
+    added = [f"{n} ({t})" for n, t in new.items() if n not in old]
+    removed = [f"{n} ({t})" for n, t in old.items() if n not in new]
+    changed = [f"{n}: {old[n]} -> {t}" for n, t in new.items() if n in old and old[n] != t]
+    for what, names in (("added", added), ("removed", removed), ("type changed", changed)):
+        if names:
+            parts.append(f"{what} {', '.join(names)}")
+    return "; ".join(parts) or f"column order {[n for n, _ in stored]} stored, {[n for n, _ in wanted]} asked for"
+
+
+class SchemaChangedError(SchemaMismatchError):
+    """A stored feature group has another key, event time or columns than asked for: its
+    rows cannot take the new ones, a new version of the group is needed."""
+
+    def __init__(self, name: str, version: int, differences: str) -> None:
+        self.group, self.version, self.differences = name, version, differences
+        super().__init__(
+            f"feature group '{name}' version {version} is stored with another schema ({differences}); "
+            f"a new version ({version + 1}) is needed"
+        )
+
+
 class FeatureStore(abc.ABC):
     """Creates and finds feature groups and feature views.
 
@@ -680,7 +707,7 @@ class FeatureStore(abc.ABC):
         """The group ``name``/``version``; created (empty) on its first insert.
 
         Raises:
-            SchemaMismatchError: the group exists with another primary key, event time or
+            SchemaChangedError: the group exists with another primary key, event time or
                 schema (``features``, when given); a new version is needed.
         """
         found, stored = self._open_group(name, version, primary_key, event_time, description, features)
@@ -691,19 +718,18 @@ class FeatureStore(abc.ABC):
             else set(found.primary_key) == set(primary_key)
         )
         if not same_key or found.event_time != event_time:
-            raise SchemaMismatchError(
-                f"feature group '{name}' version {version} exists with primary key "
-                f"{found.primary_key} and event time {found.event_time!r}; create a new version"
-            )
+            differences = []
+            if not same_key:
+                differences.append(f"primary key {found.primary_key} stored, {list(primary_key)} asked for")
+            if found.event_time != event_time:
+                differences.append(f"event time {found.event_time!r} stored, {event_time!r} asked for")
+            raise SchemaChangedError(name, version, "; ".join(differences))
         if features is not None:
             stored_schema = [(f.name, f.type) for f in found.features]
             wanted = [(f.name, f.type) for f in features]
             same_schema = stored_schema == wanted if self.keeps_schema_order else set(stored_schema) == set(wanted)
             if not same_schema:
-                raise SchemaMismatchError(
-                    f"feature group '{name}' version {version} exists with schema {stored_schema}, "
-                    f"not {wanted}; create a new version"
-                )
+                raise SchemaChangedError(name, version, schema_differences(stored_schema, wanted))
             if not self.keeps_schema_order:
                 found.features, found.primary_key = list(features), list(primary_key)
         return found

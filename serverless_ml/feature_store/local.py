@@ -402,12 +402,11 @@ class LocalFeatureStore(FeatureStore):
         path = self.root / _VIEWS_DIR / f"{name}_{version}.json"
         if path.exists():
             stored = _read_json(path, "feature view file", VIEW_HINT)
-            if {k: stored.get(k) for k in payload if k != "description"} != {
-                k: v for k, v in payload.items() if k != "description"
-            }:
+            differ = [k for k in payload if k != "description" and stored.get(k) != payload[k]]
+            if differ:
                 raise SchemaMismatchError(
-                    f"feature view '{name}' version {version} exists with a different query or labels; "
-                    "create a new version"
+                    f"feature view '{name}' version {version} is stored with other {', '.join(differ)} "
+                    f"than asked for; a new version ({version + 1}) is needed"
                 )
         else:
             _atomic_write_json(path, payload)

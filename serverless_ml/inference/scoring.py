@@ -13,7 +13,14 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature
 from serverless_ml.training.evaluation import metric_key
 
-PREDICTIONS_VERSION = 1
+
+def predictions_version(spec: DatasetSpec) -> int:
+    """Version of ``<dataset>_predictions``: the feature group's own version. A bumped
+    ``version:`` (a changed schema) starts a new predictions table, since its rows have
+    other columns; the old version's table stays as history."""
+    return spec.version
+
+
 CHUNK_ROWS = 100_000
 
 

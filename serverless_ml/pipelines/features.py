@@ -20,8 +20,8 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, generate_rows
 from serverless_ml.datasets.validation import build_feature_rows
 from serverless_ml.dates import check_date
-from serverless_ml.errors import NotFoundError
-from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, RowsChangedError
+from serverless_ml.errors import NotFoundError, SchemaMismatchError
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, RowsChangedError, SchemaChangedError
 from serverless_ml.pipelines.history import (
     HistoryConflict,
     ReplaceReport,
@@ -57,15 +57,34 @@ class WriteReport:
 
 
 def feature_group_for(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
-    """The dataset's feature group (created on its first insert)."""
-    return store.get_or_create_feature_group(
-        name=spec.name,
-        version=spec.version,
-        primary_key=[spec.primary_key],
-        event_time=EVENT_TIME_COLUMN,
-        description=spec.description,
-        features=spec.store_schema(),
-    )
+    """The dataset's feature group (created on its first insert).
+
+    Raises:
+        SchemaMismatchError: the group of this version is stored with another schema; the
+            message names the columns that differ and the ``version:`` to give the spec.
+    """
+    try:
+        return store.get_or_create_feature_group(
+            name=spec.name,
+            version=spec.version,
+            primary_key=[spec.primary_key],
+            event_time=EVENT_TIME_COLUMN,
+            description=spec.description,
+            features=spec.store_schema(),
+        )
+    except SchemaChangedError as exc:
+        raise SchemaMismatchError(schema_change_message(spec, exc)) from None
+
+
+def schema_change_message(spec: DatasetSpec, exc: SchemaChangedError) -> str:
+    """One line: the columns in which the stored group differs from the spec, and how to
+    get a new group (the rows of the old one stay where they are)."""
+    where = f"stored feature group '{exc.group}' version {exc.version} has another schema than "
+    if spec.typed_path is None:
+        return (f"{where}the built-in dataset '{spec.name}' ({exc.differences}): "
+                "use another --store-dir for this version of sml")
+    return (f"{where}the spec {spec.dataset_arg} ({exc.differences}): "
+            f"bump `version:` in {spec.dataset_arg} to {exc.version + 1}")
 
 
 def existing_feature_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
@@ -73,7 +92,7 @@ def existing_feature_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGro
     group = feature_group_for(spec, store)
     if not group.exists():
         raise NotFoundError(
-            f"feature group '{spec.name}' version {spec.version} is empty; run `sml features --dataset {spec.name}` first"
+            f"feature group '{spec.name}' version {spec.version} is empty; run `sml features --dataset {spec.dataset_arg}` first"
         )
     return group
 
@@ -123,7 +142,7 @@ def add_daily_rows(
     rows = generate_rows(real, spec, day, n, seed, drift)
     conflicts = find_conflicts(group, stored, rows, spec, seed)
     ways = (f"Use another --date or --seed, or --replace to rewrite the day's rows (the predictions and monitoring "
-            f"runs that scored them are removed, for `sml infer --dataset {spec.name}` to score the day again)")
+            f"runs that scored them are removed, for `sml infer --dataset {spec.dataset_arg}` to score the day again)")
     if len(conflicts) and not replace:
         raise HistoryConflict(conflict_message(spec, conflicts, seed, "", ways))
     if len(conflicts):

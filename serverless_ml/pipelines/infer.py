@@ -36,7 +36,7 @@ from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, to_utc
 from serverless_ml.inference import drift as drift_stats
 from serverless_ml.inference import monitoring
-from serverless_ml.inference.scoring import PREDICTIONS_VERSION, predictions_schema, score_rows, select_new_rows
+from serverless_ml.inference.scoring import predictions_schema, predictions_version, score_rows, select_new_rows
 from serverless_ml.locks import job_lock
 from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.settings import Settings
@@ -146,7 +146,7 @@ def champion_version(spec: DatasetSpec) -> Any:
     try:
         return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        raise NotFoundError(f"model '{name}' has no champion; run `sml train --dataset {spec.name}` first") from None
+        raise NotFoundError(f"model '{name}' has no champion; run `sml train --dataset {spec.dataset_arg}` first") from None
 
 
 def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame) -> Champion:
@@ -166,7 +166,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
     if expected is not None and expected != spec.feature_names:
         raise SmlError(
             f"champion version {info.version} of model '{name}' expects columns {expected}, "
-            f"but feature group '{spec.name}' has {spec.feature_names}; retrain with `sml train --dataset {spec.name}`"
+            f"but feature group '{spec.name}' has {spec.feature_names}; retrain with `sml train --dataset {spec.dataset_arg}`"
         )
     holdout = info.tags.get("holdout_accuracy")
     training_keys = pd.Index([])
@@ -209,7 +209,7 @@ def _as_of_bounds(as_of: dt.date | None, now: dt.datetime) -> tuple[pd.Timestamp
 def predictions_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
     return store.get_or_create_feature_group(
         name=spec.predictions_group,
-        version=PREDICTIONS_VERSION,
+        version=predictions_version(spec),
         primary_key=[spec.primary_key, "model_version"],
         event_time=EVENT_TIME_COLUMN,
         description=f"predictions of the {spec.name} champion, next to the actual labels",
@@ -257,7 +257,7 @@ def load_context(spec: DatasetSpec, store: FeatureStore) -> InferContext:
     data_version = group.data_version()
     features = group.read(version=data_version)
     if features.empty:
-        raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.name}` first")
+        raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.dataset_arg}` first")
     champion = load_champion(spec, group, features)
     target = predictions_group(spec, store)
     history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])

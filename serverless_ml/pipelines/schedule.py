@@ -221,7 +221,7 @@ def pipeline_jobs(
 
         def retrain(slot: dt.datetime, spec: Any = spec) -> str:
             report = train(spec, store, settings, TrainOptions(trials=retrain_trials, seed=seed, include_synthetic=True, quiet=True))
-            return report.summary().splitlines()[-2]
+            return report.outcome()
 
         jobs += [
             Job("daily", name, Cron.parse(crons["daily"]), daily),

@@ -222,14 +222,18 @@ def simulate(
                 continue
             tick(last, options.days, f"retraining after {options.day(last)} ({options.retrain_trials} trials)")
             result = train(spec, store, settings, TrainOptions(
-                trials=options.retrain_trials, seed=options.seed, folds=3, include_synthetic=True, quiet=True,
+                trials=options.retrain_trials, seed=options.seed, folds=0, auto_folds=3, include_synthetic=True,
+                quiet=True,
             ))
-            mark_retrain(result.run_id, key)
-            report.retrains.append(
-                f"after {options.day(last)}: version {result.model_version}, holdout accuracy "
-                f"{result.holdout_metrics['test_accuracy']:.3f}, "
-                f"{'promoted' if result.decision.promote else 'not promoted'}"
-            )
+            if result.kept:  # its run belongs to an earlier training: not tagged as this retrain
+                report.retrains.append(f"after {options.day(last)}: {result.decision.reason}")
+            else:
+                mark_retrain(result.run_id, key)
+                report.retrains.append(
+                    f"after {options.day(last)}: version {result.model_version}, holdout accuracy "
+                    f"{result.holdout_metrics['test_accuracy']:.3f}, "
+                    f"{'promoted' if result.decision.promote else 'not promoted'}"
+                )
             tick(last, options.days, f"retrained: {report.retrains[-1]}")
     return report
 

@@ -19,6 +19,7 @@ final ``train`` with ``trials=0`` refits the study's best trial and registers it
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import multiprocessing
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serverless_ml import defaults
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.errors import DataValidationError, SmlError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore
@@ -39,6 +41,7 @@ from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.settings import Settings
 from serverless_ml.progress import ProgressCallback
 from serverless_ml.system_faults import remember_place
+from serverless_ml.datasets import split
 from serverless_ml.training import evaluation, promotion, search
 from serverless_ml.training.model import (
     SKOPS_TRUSTED_TYPES,
@@ -48,7 +51,6 @@ from serverless_ml.training.model import (
 )
 from serverless_ml.trial_logging import TrialLogger
 
-TRAINING_VIEW_VERSION = 1
 MIN_ROWS = 20
 ROLE_TAG = "sml.role"
 WORKER_RUN_ATTR = "worker_run_id"
@@ -64,8 +66,13 @@ class TrainOptions:
     trials: int
     seed: int
     timeout: float | None = None
-    holdout: float = 0.2
-    folds: int = 5
+    """Stop starting trials after this many seconds; ``None``: :data:`defaults.TRAIN_TIME_BUDGET_S`."""
+    holdout: float = defaults.TRAIN_HOLDOUT
+    """Holdout share; 0: :data:`defaults.TRAIN_AUTO_HOLDOUT`, at least one row of each class."""
+    folds: int = defaults.TRAIN_FOLDS
+    """CV folds; 0: :data:`defaults.TRAIN_AUTO_FOLDS`, fewer when a class has fewer training rows."""
+    auto_folds: int = defaults.TRAIN_AUTO_FOLDS
+    """With ``folds`` 0: the most folds to choose (a quick retrain asks for fewer)."""
     storage: str | None = None
     study_name: str | None = None
     include_synthetic: bool = False
@@ -99,19 +106,34 @@ class TrainReport:
     decision: promotion.PromotionDecision
     data_version: int | None
     rows: dict[str, int] = field(default_factory=dict)
+    kept: bool = False
+    """Nothing was trained: ``model_version`` (the champion or challenger) had been trained
+    on the same rows, seed and search (:func:`same_training_version`); ``run_id`` is its
+    training run and ``decision.reason`` says so."""
+    split: str = ""
+    """The holdout and folds chosen (:meth:`split.SplitPlan.describe`)."""
+
+    def outcome(self) -> str:
+        """One line: the version registered and whether it was promoted, or the version kept."""
+        if self.kept:
+            return self.decision.reason
+        return (f"registered version {self.model_version} as challenger; "
+                f"{'promoted to champion' if self.decision.promote else 'not promoted'} ({self.decision.reason})")
 
     def summary(self) -> str:
+        if self.kept:
+            return self.outcome()
         holdout = self.holdout_metrics.get("test_accuracy", float("nan"))
         champion = "none" if self.champion_accuracy is None else f"{self.champion_accuracy:.4f}"
         params = ", ".join(f"{k}={v}" for k, v in self.best_params.items())
         lines = [
             f"study {self.study_name}: {self.trials_this_run} trials this run, {self.trials_total} in the study",
+            *([self.split] if self.split else []),
             f"best trial #{self.best_trial}: CV accuracy {self.cv_mean:.4f} +/- {self.cv_std:.4f}",
             f"  {params}",
             f"holdout ({self.rows.get('holdout', 0)} rows): accuracy {holdout:.4f}, "
             f"majority baseline {self.baseline_accuracy:.4f}, champion {champion}",
-            f"registered version {self.model_version} as challenger; "
-            f"{'promoted to champion' if self.decision.promote else 'not promoted'} ({self.decision.reason})",
+            self.outcome(),
             f"MLflow run {self.run_id} (experiment {self.experiment_id}), data version {self.data_version}",
         ]
         return "\n".join(lines)
@@ -145,11 +167,13 @@ class WorkerReport:
 
 
 def training_view(spec: DatasetSpec, store: FeatureStore):  # noqa: ANN201 - FeatureView
-    """The dataset's training feature view: its features and label."""
+    """The dataset's training feature view ``<dataset>_training``: its features and label.
+    Its version is the feature group's: a spec whose ``version:`` is bumped for a new
+    schema gets a new view too (the view of the old group stays as it was)."""
     group = existing_feature_group(spec, store)
     query = group.select([spec.primary_key, *spec.feature_names, spec.label, ORIGIN_COLUMN])
     view = store.get_or_create_feature_view(
-        f"{spec.name}_training", TRAINING_VIEW_VERSION, query, labels=[spec.label],
+        f"{spec.name}_training", spec.version, query, labels=[spec.label],
         description=f"features and label of {spec.name} for training",
     )
     return group, view
@@ -174,8 +198,10 @@ def read_training_rows(
     return as_model_input(x, spec).reset_index(drop=True), y[spec.label].reset_index(drop=True), keys, data_version
 
 
-def check_training_rows(spec: DatasetSpec, y: pd.Series, holdout: float, folds: int) -> None:
-    """Enough rows, at least two classes, and every class in both splits and every fold."""
+def check_training_rows(spec: DatasetSpec, y: pd.Series, holdout: float, folds: int,
+                        auto_folds: int = defaults.TRAIN_AUTO_FOLDS) -> split.SplitPlan:
+    """Enough rows, at least two classes, and every class in both splits and every fold:
+    the split that does it (``holdout``/``folds`` 0: adapted to the smallest class)."""
     if len(y) < MIN_ROWS:
         raise DataValidationError(f"dataset '{spec.name}' has {len(y)} training rows; need at least {MIN_ROWS}")
     counts = y.value_counts()
@@ -183,14 +209,8 @@ def check_training_rows(spec: DatasetSpec, y: pd.Series, holdout: float, folds: 
         raise DataValidationError(
             f"dataset '{spec.name}': training rows have a single class ({counts.index[0]}); need at least two"
         )
-    needed = int(np.ceil(folds / (1 - holdout))) + 1
-    for cls in spec.classes:
-        have = int(counts.get(cls, 0))
-        if have < needed:
-            raise DataValidationError(
-                f"dataset '{spec.name}': class {cls!r} has {have} training rows; need at least {needed} "
-                f"for a {holdout:.0%} holdout and {folds}-fold CV"
-            )
+    return split.plan_split({cls: int(counts.get(cls, 0)) for cls in spec.classes}, holdout, folds, spec.name,
+                            auto_folds)
 
 
 def _worker(args: dict[str, Any]) -> None:
@@ -207,7 +227,7 @@ def _worker(args: dict[str, Any]) -> None:
         sampler=search.make_sampler(args["sampler_seed"]), pruner=search.make_pruner(),
     )
     callbacks = [args["trial_sink"]] if args.get("trial_sink") is not None else []
-    objective = search.make_objective(args["spec"], args["x"], args["y"], args["folds"], args["seed"])
+    objective = search.make_objective(args["spec"], args["x"], args["y"], args["folds"], args["seed"], args["space"])
     objective = _with_trial_attrs(objective, args.get("trial_attrs"))
     try:
         search.run_trials(study, objective, args["n_trials"], args["timeout"], callbacks, total_cap=args["total_cap"])
@@ -297,7 +317,10 @@ def tune(
             per_process, cap = search.trial_cap(options.trials, options.workers), None
         else:
             per_process, cap = options.trials, before + options.trials
-        folds = search.cv_folds(y, options.folds, options.seed)
+        search.enqueue_default_forest(study)
+        space = search.search_space_for(spec, y)
+        timeout = defaults.TRAIN_TIME_BUDGET_S if options.timeout is None else options.timeout
+        folds = search.cv_folds(y, options.folds or defaults.TRAIN_AUTO_FOLDS, options.seed)
         processes = []
         sink = next((c.sink() for c in callbacks if hasattr(c, "sink")), None)
         if options.workers > 1:
@@ -306,17 +329,19 @@ def tune(
                 args = {
                     "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
                     "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
-                    "n_trials": per_process, "timeout": options.timeout, "total_cap": cap,
+                    "n_trials": per_process, "timeout": timeout, "total_cap": cap, "space": space,
                     "dataset": spec.name, "trial_attrs": trial_attrs,
                     "trial_sink": sink,
                 }
                 process = context.Process(target=_worker, args=(args,), daemon=True)
                 process.start()
                 processes.append(process)
-        objective = _with_trial_attrs(search.make_objective(spec, x, y, folds, options.seed), trial_attrs)
+        objective = search.make_objective(spec, x, y, folds, options.seed, space,
+                                          n_jobs=search.forest_jobs(options.workers, len(y)))
+        objective = _with_trial_attrs(objective, trial_attrs)
         try:
             search.run_trials(
-                study, objective, per_process, options.timeout, callbacks, total_cap=cap,
+                study, objective, per_process, timeout, callbacks, total_cap=cap,
                 show_progress_bar=not options.quiet,
             )
         finally:
@@ -330,10 +355,13 @@ def tune(
         _close_callbacks(callbacks)
 
 
-def default_study_name(spec: DatasetSpec, data_version: int | None, options: TrainOptions) -> str:
-    """Same data, seed and row selection -> same study, so an interrupted job resumes."""
+def default_study_name(spec: DatasetSpec, data_version: int | None, options: TrainOptions,
+                       space: dict[str, Any]) -> str:
+    """Same data, seed, row selection and search space -> same study, so an interrupted
+    job resumes."""
     rows = "all" if options.include_synthetic else "real"
-    return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}-space{search.search_space_fingerprint(spec)}"
+    fingerprint = search.search_space_fingerprint(space, spec)
+    return f"{spec.name}-v{spec.version}-data{data_version}-{rows}-seed{options.seed}-space{fingerprint}"
 
 
 @dataclass(frozen=True)
@@ -406,10 +434,12 @@ def check_options(options: TrainOptions) -> None:
                        "name the same study")
     if options.worker_id is not None and options.worker_id < 0:
         raise SmlError(f"--worker-id must be >= 0, got {options.worker_id}")
-    if not 0.05 <= options.holdout <= 0.5:
-        raise SmlError(f"--holdout must be between 0.05 and 0.5, got {options.holdout}")
-    if not 2 <= options.folds <= 20:
-        raise SmlError(f"--folds must be between 2 and 20, got {options.folds}")
+    if options.holdout != 0 and not 0.05 <= options.holdout <= 0.5:
+        raise SmlError(f"--holdout must be between 0.05 and 0.5 (or 0: {defaults.TRAIN_AUTO_HOLDOUT}, "
+                       f"at least one row of each class), got {options.holdout}")
+    if options.folds != 0 and not 2 <= options.folds <= 20:
+        raise SmlError(f"--folds must be between 2 and 20 (or 0: {defaults.TRAIN_AUTO_FOLDS}, fewer when a class "
+                       f"has fewer training rows), got {options.folds}")
     if options.workers < 1:
         raise SmlError(f"--workers must be >= 1, got {options.workers}")
     if options.timeout is not None and options.timeout <= 0:
@@ -437,15 +467,23 @@ class _Prepared:
     experiment_id: str
     source: dict[str, Any] = field(default_factory=dict)
     """Where the rows came from (:func:`tracking.feature_group_source`)."""
+    plan: split.SplitPlan | None = None
+    """The holdout and folds chosen (adapted to the smallest class unless given)."""
+    space: dict[str, Any] = field(default_factory=dict)
+    """The search space derived from the training rows (:func:`search.search_space_for`)."""
+    options: TrainOptions | None = None
+    """The job's options with the folds, holdout share and time budget resolved."""
 
 
 def study_rows_fingerprint(spec: DatasetSpec, keys: pd.Series, x: pd.DataFrame, y: pd.Series,
-                           options: TrainOptions) -> dict[str, str]:
+                           options: TrainOptions, space: dict[str, Any] | None = None) -> dict[str, str]:
     """What a study's trials were scored on: the training rows (keys, features, labels),
-    the seed of the split and folds, the number of folds and the search space."""
+    the seed of the split and folds, the number of folds (resolved) and the search space
+    (default: the one derived from these rows)."""
     rows = pd.concat([keys.reset_index(drop=True), x.reset_index(drop=True), y.reset_index(drop=True)], axis=1)
     digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
-    values = (spec.name, digest, str(options.seed), str(options.folds), search.search_space_fingerprint(spec))
+    space = search.search_space_for(spec, y) if space is None else space
+    values = (spec.name, digest, str(options.seed), str(options.folds), search.search_space_fingerprint(space, spec))
     return dict(zip(STUDY_ROWS_ATTRS, values, strict=True))
 
 
@@ -491,7 +529,6 @@ def _existing_study(storage: str, study_name: str, seed: int) -> Any:
 def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> _Prepared:
     """Everything that can fail on bad input fails here, before any run is started."""
     import optuna
-    from sklearn.model_selection import train_test_split
 
     from serverless_ml import tracking
 
@@ -503,21 +540,25 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         search.check_storage(options.storage)
     group, view = training_view(spec, store)
     x, y, keys, data_version = read_training_rows(spec, group, view, options.include_synthetic)
-    check_training_rows(spec, y, options.holdout, options.folds)
-    x_train, x_hold, y_train, y_hold, keys_train, keys_hold = train_test_split(
-        x, y, keys, test_size=options.holdout, stratify=y, random_state=options.seed
+    plan = check_training_rows(spec, y, options.holdout, options.folds, options.auto_folds)
+    options = resolved_options(options, plan)
+    train_idx, hold_idx = split.split_holdout(y, plan, options.seed)
+    x_train, x_hold, y_train, y_hold, keys_train, keys_hold = (
+        frame.iloc[idx].reset_index(drop=True)
+        for frame, idx in ((x, train_idx), (x, hold_idx), (y, train_idx), (y, hold_idx), (keys, train_idx), (keys, hold_idx))
     )
-    for frame in (x_train, x_hold, y_train, y_hold, keys_train, keys_hold):
-        frame.reset_index(drop=True, inplace=True)
+    space = search.search_space_for(spec, y_train)
+    if plan.adapted:
+        print(plan.describe())
     storage = options.storage or tracking.default_optuna_storage(uri, settings.store_dir.parent)
     if storage.startswith("sqlite:///"):
         remember_place("Optuna study database", storage.removeprefix("sqlite:///").split("?", 1)[0])
-    study_name = options.study_name or default_study_name(spec, data_version, options)
+    study_name = options.study_name or default_study_name(spec, data_version, options, space)
     if options.trials == 0:
         study = _existing_study(storage, study_name, options.seed)
     else:
         study = search.open_study(storage, study_name, options.seed)  # fails fast on a bad storage URL
-    check_study_rows(study, study_rows_fingerprint(spec, keys_train, x_train, y_train, options))
+    check_study_rows(study, study_rows_fingerprint(spec, keys_train, x_train, y_train, options, space))
     experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(spec.name))
     for run_id in tracking.close_orphaned_runs(experiment_id):
         print(f"closed run {run_id}: left RUNNING by a training process of this machine that was killed")
@@ -528,7 +569,14 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,
         storage=storage, study_name=study_name, study=study, experiment_id=experiment_id,
         source=tracking.feature_group_source(store, group, data_version, view_name=view.name, view_version=view.version),
+        plan=plan, space=space, options=options,
     )
+
+
+def resolved_options(options: TrainOptions, plan: split.SplitPlan) -> TrainOptions:
+    """``options`` with the folds and holdout share of ``plan`` and the time budget filled in."""
+    timeout = defaults.TRAIN_TIME_BUDGET_S if options.timeout is None else options.timeout
+    return dataclasses.replace(options, folds=plan.folds, holdout=plan.holdout, timeout=timeout)
 
 
 def _log_training_inputs(run_id: str, spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> None:
@@ -564,12 +612,14 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
         "timeout_s": options.timeout,
         "cv_folds": options.folds,
         "holdout_fraction": options.holdout,
+        **({"split": prep.plan.describe(), "cv_folds_auto": prep.plan.folds_auto,
+            "holdout_auto": prep.plan.holdout_auto} if prep.plan is not None else {}),
         "include_synthetic": options.include_synthetic,
         "workers": options.workers,
         "promote_mode": options.promote,
         "study_name": prep.study_name,
         "optuna_storage": redact_uri(prep.storage),
-        "search_space": search.search_space_description(),
+        "search_space": search.search_space_description(prep.space),
         "rows_total": prep.rows_total,
         "rows_train": len(prep.y_train),
         "rows_holdout": len(prep.y_hold),
@@ -608,6 +658,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
     if not options.workers_only:
         raise SmlError("tune_as_worker needs options.workers_only")
     prep = _prepare(spec, store, settings, options)
+    options = prep.options or options  # the folds, holdout and time budget chosen
     sampler_seed = worker_sampler_seed(options.seed, options.worker_id)
     started = dt.datetime.now(dt.timezone.utc)
     run_name = f"{spec.name}-worker-{started:%Y%m%d-%H%M%S}-{sampler_seed}"
@@ -647,9 +698,93 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
             mlflow.set_tags({"best_trial_number": str(best.number), "best_trial_value": f"{best.value:.6f}"})
         tracking.log_metrics_batch(run_id, metrics)
     return WorkerReport(
-        run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.name, study_name=prep.study_name,
+        run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.dataset_arg, study_name=prep.study_name,
         sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=len(trials),
         best_trial=None if best is None else best.number, best_value=None if best is None else float(best.value),
+    )
+
+
+def training_fingerprint(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> str:
+    """:func:`promotion.training_fingerprint` of what :func:`train` would train from: the
+    training and holdout rows (digests of keys, features and labels, so a new data version
+    with the same rows matches), the feature group version and features, the seed, folds,
+    holdout, trials, time budget, workers, study name given, search space and this
+    package's version. A refit (``trials == 0``) adds the study's finished trials, which
+    workers may have added to since."""
+    from serverless_ml import __version__, tracking
+
+    holdout = pd.concat([prep.keys_hold.rename(spec.primary_key), prep.x_hold, prep.y_hold.rename(spec.label)], axis=1)
+    parts: dict[str, Any] = {
+        **study_rows_fingerprint(spec, prep.keys_train, prep.x_train, prep.y_train, options, prep.space),
+        "holdout_rows_sha256": tracking.rows_digest(holdout),
+        "feature_group_version": spec.version,
+        "features": spec.feature_names,
+        "numeric_products": spec.numeric_products,
+        "classes": list(spec.classes),
+        "trials": options.trials,
+        "timeout": options.timeout,
+        "holdout": options.holdout,
+        "include_synthetic": options.include_synthetic,
+        "workers": options.workers,
+        "study_name": options.study_name,
+        "sml_version": __version__,
+    }
+    if options.trials == 0:
+        finished = search.finished_trials(prep.study)
+        parts["study"] = prep.study_name
+        parts["study_finished_trials"] = sorted(t.number for t in finished)
+    return promotion.training_fingerprint(parts)
+
+
+def same_training_version(name: str, fingerprint: str) -> tuple[str, Any] | None:
+    """The alias (``champion``, else ``challenger``) and version of model ``name`` whose
+    training had ``fingerprint``, or ``None``: training again would register its twin."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    for alias in (promotion.CHAMPION, promotion.CHALLENGER):
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except MlflowException:  # no such model or alias
+            continue
+        if version.tags.get(promotion.TRAINING_FINGERPRINT_TAG) == fingerprint:
+            return alias, version
+    return None
+
+
+def kept_report(alias: str, version: Any, prep: _Prepared) -> TrainReport:
+    """The :class:`TrainReport` of a version given back instead of training its twin,
+    read from its training run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    run_id = version.tags.get("training_run_id") or version.run_id or ""
+    try:
+        run = client.get_run(run_id)
+        metrics, tags, experiment_id = run.data.metrics, run.data.tags, run.info.experiment_id
+    except MlflowException:  # its run was deleted: the version's own tags remain
+        metrics, tags, experiment_id = {}, {}, prep.experiment_id
+    try:
+        best_params = dict(client.get_logged_model(version.model_id).params) if version.model_id else {}
+    except MlflowException:
+        best_params = {}
+    holdout = {k: v for k, v in metrics.items() if k.startswith(("test_", "train_", "val_"))}
+    if "test_accuracy" not in holdout and version.tags.get("holdout_accuracy"):
+        holdout["test_accuracy"] = float(version.tags["holdout_accuracy"])
+    return TrainReport(
+        run_id=run_id, experiment_id=experiment_id, study_name=tags.get("study_name", prep.study_name),
+        trials_total=len(prep.study.get_trials(deepcopy=False)), trials_this_run=0,
+        best_trial=int(tags.get("best_trial_number", -1)), best_params=best_params,
+        cv_mean=float(metrics.get("val_accuracy_mean", float("nan"))),
+        cv_std=float(metrics.get("val_accuracy_std", float("nan"))),
+        holdout_metrics=holdout, baseline_accuracy=float(metrics.get("baseline_test_accuracy", float("nan"))),
+        model_version=str(version.version), champion_accuracy=None,
+        decision=promotion.PromotionDecision(False, promotion.same_training_message(alias, version.version)),
+        data_version=prep.data_version,
+        rows={"total": prep.rows_total, "train": len(prep.y_train), "holdout": len(prep.y_hold)},
+        kept=True,
     )
 
 
@@ -659,6 +794,10 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     With ``options.trials == 0`` nothing is tuned: the best trial of the existing study
     (e.g. one that ``--workers-only`` processes filled) is refitted, registered and
     promoted, and the parent run is tagged ``sml.role=refit`` with the workers' run ids.
+
+    When the champion (or else the challenger) was trained from the same rows, seed and
+    search (:func:`training_fingerprint`), nothing is tuned, logged or registered: it is
+    given back (``report.kept``) unless ``options.promote == "always"``.
     """
     import mlflow
     import optuna
@@ -669,11 +808,17 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     if options.workers_only:
         raise SmlError("train() registers a model; use tune_as_worker() for --workers-only")
     prep = _prepare(spec, store, settings, options)
+    options = prep.options or options  # the folds, holdout and time budget chosen
+    name = tracking.model_name(spec.name)
+    fingerprint = training_fingerprint(spec, prep, options)
+    # Before any run starts: a rerun on unchanged data leaves no run and no version.
+    same = same_training_version(name, fingerprint) if options.promote != "always" else None
+    if same is not None:
+        return kept_report(*same, prep)
     x_train, x_hold, y_train, y_hold = prep.x_train, prep.x_hold, prep.y_train, prep.y_hold
     keys_train, keys_hold, data_version = prep.keys_train, prep.keys_hold, prep.data_version
     uri, storage, study_name, experiment_id = prep.tracking_uri, prep.storage, prep.study_name, prep.experiment_id
     refit_only = options.trials == 0
-    name = tracking.model_name(spec.name)
     started = dt.datetime.now(dt.timezone.utc)
     run_name = f"{spec.name}-{'refit' if refit_only else 'tune'}-{started:%Y%m%d-%H%M%S}"
 
@@ -691,10 +836,11 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
             "study_name": study_name,
             ROLE_TAG: "refit" if refit_only else "tune",
             tracking.NOTE_TAG: note,
+            promotion.TRAINING_FINGERPRINT_TAG: fingerprint,
         })
         tracking.log_params_batch(run_id, _run_params(spec, prep, options))
         _log_training_inputs(run_id, spec, prep, options)
-        mlflow.log_dict(search.search_space_description(), "search_space.json")
+        mlflow.log_dict(search.search_space_description(prep.space), "search_space.json")
         baseline_test = _log_baseline(run_id, prep, options)
 
         if refit_only:
@@ -772,6 +918,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         client.set_model_version_tag(name, version, "holdout_accuracy", f"{holdout_metrics['test_accuracy']:.6f}")
         client.set_model_version_tag(name, version, "training_run_id", run_id)
         client.set_model_version_tag(name, version, "data_version", str(data_version))
+        client.set_model_version_tag(name, version, promotion.TRAINING_FINGERPRINT_TAG, fingerprint)
         if decision.promote:
             client.set_registered_model_alias(name, promotion.CHAMPION, version)
             client.set_model_version_tag(name, version, "promoted_at", dt.datetime.now(dt.timezone.utc).isoformat())
@@ -796,6 +943,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         holdout_metrics=holdout_metrics, baseline_accuracy=baseline_test, model_version=str(version),
         champion_accuracy=champion_accuracy, decision=decision, data_version=data_version,
         rows={"total": prep.rows_total, "train": len(y_train), "holdout": len(y_hold)},
+        split=prep.plan.describe() if prep.plan is not None else "",
     )
 
 
@@ -833,7 +981,7 @@ def describe_registered_model(client: Any, name: str, spec: DatasetSpec) -> None
         f"scikit-learn pipeline predicting {target} of the {spec.name} dataset"
         f"{f' ({spec.description})' if spec.description else ''} from its raw features "
         f"({', '.join(spec.feature_names)}): median imputation with missing-value indicators, one-hot "
-        f"encoding, then a random forest tuned by Optuna. Trained by `sml train --dataset "
+        f"encoding, then a random forest (or extra trees) tuned by Optuna. Trained by `sml train --dataset "
         f"{spec.spec_path if spec.spec_path is not None else spec.name}`; "
         "alias `champion` is the version batch inference and the site use, `challenger` the latest trained."
     ))
@@ -847,7 +995,7 @@ def version_description(
     source = prep.source
     rows = "real and synthetic rows" if options.include_synthetic else "real rows only"
     return (
-        f"Random forest of Optuna trial #{trial} (study {prep.study_name}), refitted on {len(prep.y_train)} rows "
+        f"Forest of Optuna trial #{trial} (study {prep.study_name}), refitted on {len(prep.y_train)} rows "
         f"of feature view {source.get('feature_view')} v{source.get('feature_view_version')} "
         f"(feature group {spec.name} v{spec.version}, data version {prep.data_version}, {rows}). "
         f"Holdout accuracy {metrics['test_accuracy']:.4f} on {len(prep.y_hold)} rows "

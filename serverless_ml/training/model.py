@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
@@ -24,6 +24,11 @@ from serverless_ml.datasets.spec import DatasetSpec
 SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 
 
+FOREST_FAMILIES: dict[str, type] = {"random_forest": RandomForestClassifier, "extra_trees": ExtraTreesClassifier}
+"""The forests the search may choose (param ``family``; default ``random_forest``): extra
+trees draw split thresholds at random, which on some datasets generalises better."""
+
+
 def numeric_features(spec: DatasetSpec) -> list[str]:
     return [f.name for f in spec.features if f.is_numeric]
 
@@ -33,7 +38,8 @@ def categorical_features(spec: DatasetSpec) -> list[str]:
 
 
 def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs: int = 1) -> Pipeline:
-    """Imputation and one-hot encoding, then a random forest with ``params``.
+    """Imputation and one-hot encoding, then a forest with ``params``: a random forest, or
+    extra trees with ``params["family"] == "extra_trees"`` (:data:`FOREST_FAMILIES`).
 
     Numeric features: median imputation with a missing-value indicator (a missing age is
     information); with the spec's ``numeric_products``, also the pairwise products of the
@@ -59,7 +65,9 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs:
         )
         # A missing category (None or NaN) is encoded as all zeros: unknown to every column.
         transformers.append(("categorical", encoder, categorical))
-    forest = RandomForestClassifier(random_state=seed, n_jobs=n_jobs, **params)
+    knobs = dict(params)
+    family = FOREST_FAMILIES[knobs.pop("family", "random_forest")]
+    forest = family(random_state=seed, n_jobs=n_jobs, **knobs)
     return Pipeline(
         [("prepare", ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)), ("forest", forest)]
     )

@@ -1,12 +1,19 @@
-"""The promotion rule: when a newly registered version becomes ``champion``."""
+"""The promotion rule: when a newly registered version becomes ``champion``, and when a
+training job registers nothing because an existing version was trained the same way."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 PROMOTE_MODES = ("if-better", "always", "never")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+TRAINING_FINGERPRINT_TAG = "sml.training_fingerprint"
+"""Tag of a training run and of the version it registered: :func:`training_fingerprint`
+of what it was trained from."""
 
 
 @dataclass(frozen=True)
@@ -20,8 +27,9 @@ class PromotionDecision:
 def decide_promotion(
     challenger_accuracy: float, champion_accuracy: float | None, mode: str = "if-better", rows: int | None = None
 ) -> PromotionDecision:
-    """Promote when there is no champion, or the challenger's holdout accuracy is at least
-    the champion's on the same holdout rows; ``always``/``never`` override the rule.
+    """Promote when there is no champion, or the challenger's holdout accuracy is above
+    the champion's on the same holdout rows (a tie keeps the champion: an equal model is
+    no reason to move inference); ``always``/``never`` override the rule.
 
     Args:
         challenger_accuracy: The new version's accuracy on the compared rows.
@@ -40,10 +48,30 @@ def decide_promotion(
         return PromotionDecision(False, "forced (--promote never)")
     if champion_accuracy is None:
         return PromotionDecision(True, "no champion yet")
-    if challenger_accuracy >= champion_accuracy:
+    if challenger_accuracy > champion_accuracy:
         return PromotionDecision(
-            True, f"holdout accuracy {challenger_accuracy:.4f} >= champion's {champion_accuracy:.4f}{on}"
+            True, f"holdout accuracy {challenger_accuracy:.4f} > champion's {champion_accuracy:.4f}{on}"
         )
+    if challenger_accuracy == champion_accuracy:
+        return PromotionDecision(False, (
+            f"holdout accuracy {challenger_accuracy:.4f} = champion's {champion_accuracy:.4f}{on}: "
+            "a tie keeps the champion (--promote always promotes anyway)"
+        ))
     return PromotionDecision(
         False, f"holdout accuracy {challenger_accuracy:.4f} < champion's {champion_accuracy:.4f}{on}"
     )
+
+
+def training_fingerprint(parts: Mapping[str, object]) -> str:
+    """A digest of what a training job trains from (its rows' digests, seed, folds,
+    holdout, trials, search space and options): two jobs with the same fingerprint
+    register the same model."""
+    text = json.dumps({str(k): str(v) for k, v in parts.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def same_training_message(alias: str, version: str | int) -> str:
+    """What ``sml train`` says when ``alias`` (version ``version``) was trained the same way
+    and is given back instead of registering an identical version."""
+    return (f"{alias} version {version} was trained on the same data, seed and search: kept; "
+            "use --promote always to register anew")

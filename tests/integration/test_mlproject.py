@@ -171,6 +171,30 @@ def test_local_features_then_daily(tmp_path: Path, tracking_uri: str, data_dir: 
     assert rows["origin"].value_counts().to_dict() == {"backfill": 891, "synthetic": 10}
 
 
+def test_local_relative_spec_path_is_read_from_the_caller_s_directory(
+    tmp_path: Path, tracking_uri: str, data_dir: Path
+) -> None:
+    """``mlflow run <project> -e features -P dataset=specs/mine.yaml`` from another
+    directory: MLflow runs the entry point in the project directory, the spec is read from
+    the directory the user ran it from."""
+    caller = tmp_path / "caller"
+    (caller / "specs").mkdir(parents=True)
+    (caller / "specs" / "mine.csv").write_text("id,x,kind\n" + "".join(f"{i},{i / 10},{'ab'[i % 2]}\n" for i in range(30)))
+    (caller / "specs" / "mine.yaml").write_text(
+        "name: mine\nsource: {path: mine.csv}\nlabel: kind\nprimary_key: id\nclasses: [a, b]\n"
+        "features:\n  x: {type: double}\n")
+    assert not (REPO_ROOT / "specs" / "mine.yaml").exists()
+    env = run_env(tmp_path, tracking_uri, data_dir, network=False)
+    args = [str(VENV_BIN / "mlflow"), "run", str(REPO_ROOT), "-e", "features", "-P", "dataset=specs/mine.yaml",
+            "--env-manager", "local"]
+    proc = subprocess.run(args, cwd=caller, env=env, capture_output=True, text=True, timeout=LOCAL_RUN_TIMEOUT_S)
+    assert proc.returncode == 0, explain(proc)
+    assert f"source: {caller / 'specs' / 'mine.csv'}" in proc.stdout
+    assert "mine: 30 rows in, 30 inserted" in proc.stdout
+    (run,) = project_runs(tracking_uri)
+    check_run(run, entry_point="features", status="FINISHED", env="local", params={"dataset": "specs/mine.yaml"})
+
+
 def test_local_bad_int_parameter_fails_in_one_line(tmp_path: Path, tracking_uri: str, data_dir: Path) -> None:
     """MLflow passes ``rows=abc`` through unchecked; click refuses it, and the run FAILED."""
     env = run_env(tmp_path, tracking_uri, data_dir, network=False)

@@ -1,5 +1,5 @@
 """The catalogue of bad input: every ``sml`` command (features, daily, train, infer,
-simulate, schedule, dashboard, main, tracking-server) run in a subprocess with bad files,
+simulate, schedule, dashboard, main, tracking-server, spec draft) run in a subprocess with bad files,
 options, URIs or settings.
 
 Each case has its own workspace: a store that already holds a good Titanic backfill (and
@@ -720,12 +720,26 @@ CASES: dict[str, Case] = {
     "train: tracking database truncated": Case(
         _with(_truncated_copy, ["train", "--trials", "1"]), ("damaged.db is truncated",), seconds=HANG_S,
     ),
+    # --- spec draft ----------------------------------------------------------------
+    "spec draft: label not in the CSV": Case(
+        lambda ws: ["spec", "draft", ws.write("t.csv", ws.titanic_text), "--label", "survived"],
+        ("--label 'survived': t.csv has no such column (did you mean 'Survived'?)",),
+    ),
+    "spec draft: label of one class": Case(
+        lambda ws: ["spec", "draft", ws.write("one.csv", "x,y\n1,a\n2,a\n3,a\n"), "--label", "y"],
+        ("--label 'y': one.csv has 1 class ('a') in that column; a classifier needs at least two",),
+    ),
+    "spec draft: --output exists": Case(
+        lambda ws: ["spec", "draft", ws.write("t.csv", ws.titanic_text), "--label", "Survived", "--output",
+                    ws.write("t.yaml", "kept: true\n")],
+        ("--output t.yaml exists; remove it or choose another file",),
+    ),
 }
 
 SLOW_COMMANDS = ("train", "infer", "simulate", "main")
 """Cases named "<command>: ..." of these commands import scikit-learn and MLflow (4-9 s of CPU)."""
 
-COMMANDS = ("features", "daily", "train", "infer", "simulate", "schedule", "dashboard", "main", "tracking-server")
+COMMANDS = ("features", "daily", "train", "infer", "simulate", "schedule", "dashboard", "main", "tracking-server", "spec")
 
 
 @dataclass

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.datasets import BUNDLED, MIXED_ROWS, write_dataset
+from bench.datasets import BUNDLED, GRADE_ROWS, MIXED_ROWS, RARE_SYNTHETIC_ROWS, write_dataset
 from serverless_ml.datasets import load_spec_file
 from serverless_ml.datasets.sources import load_source
 from serverless_ml.datasets.validation import build_feature_rows
 
 pytestmark = pytest.mark.unit
 
-ROWS = {"breast_cancer": 569, "wine": 178, "digits_features": 1797, "mixed_synthetic": MIXED_ROWS}
+ROWS = {"breast_cancer": 569, "wine": 178, "digits_features": 1797, "mixed_synthetic": MIXED_ROWS,
+        "graded_synthetic": 6500, "rare_synthetic": 20_000}
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -52,3 +53,13 @@ def test_writing_is_deterministic(tmp_path: Path) -> None:
 def test_an_unknown_name_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown bundled dataset 'iris' .*breast_cancer"):
         write_dataset("iris", tmp_path)
+
+
+@pytest.mark.parametrize(("name", "counts", "features"), [
+    ("graded_synthetic", GRADE_ROWS, 12), ("rare_synthetic", RARE_SYNTHETIC_ROWS, 10),
+])
+def test_generated_sets_have_exactly_their_class_sizes(tmp_path: Path, name: str, counts: dict, features: int) -> None:
+    spec = load_spec_file(write_dataset(name, tmp_path))
+    rows = build_feature_rows(load_source(spec), spec, "backfill", spec.backfill_event_time)
+    assert rows[spec.label].value_counts().to_dict() == counts
+    assert len(spec.features) == features and list(spec.classes) == list(counts)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.unit
     [
         (0.85, 0.80, "if-better", True),  # better
         (0.75, 0.80, "if-better", False),  # worse
-        (0.80, 0.80, "if-better", True),  # equal: "at least" the champion's
+        (0.80, 0.80, "if-better", False),  # a tie keeps the champion
+        (0.80, 0.80, "always", True),  # unless forced
         (0.50, None, "if-better", True),  # no champion
         (0.50, 0.90, "always", True),  # forced
         (0.99, 0.10, "never", False),  # forced
@@ -32,6 +33,22 @@ def test_promotion_rule(challenger: float, champion: float | None, mode: str, pr
     decision = promotion.decide_promotion(challenger, champion, mode)
     assert decision.promote is promote
     assert decision.reason
+
+
+def test_a_tie_says_it_keeps_the_champion_and_how_to_promote_anyway() -> None:
+    decision = promotion.decide_promotion(0.8, 0.8, rows=120)
+    assert not decision.promote
+    assert decision.reason == ("holdout accuracy 0.8000 = champion's 0.8000 on 120 holdout rows the champion did not "
+                               "train on: a tie keeps the champion (--promote always promotes anyway)")
+
+
+def test_training_fingerprint_depends_on_every_part_and_not_on_their_order() -> None:
+    parts = {"rows_sha256": "ab12", "seed": 42, "folds": 5, "trials": 30}
+    same = promotion.training_fingerprint(dict(reversed(list(parts.items()))))
+    assert promotion.training_fingerprint(parts) == same
+    for key, other in (("rows_sha256", "ab13"), ("seed", 43), ("folds", 3), ("trials", 31)):
+        assert promotion.training_fingerprint({**parts, key: other}) != same, key
+    assert promotion.training_fingerprint({**parts, "timeout": None}) != same
 
 
 def test_promotion_rejects_unknown_mode() -> None:
@@ -55,11 +72,13 @@ def _rows(name: str, n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.Seri
     return frame, y
 
 
+@pytest.mark.parametrize("family", ["random_forest", "extra_trees"])
 @pytest.mark.parametrize("name", ["titanic", "iris"])
-def test_trusted_types_are_exactly_what_a_fitted_pipeline_needs(name: str) -> None:
+def test_trusted_types_are_exactly_what_a_fitted_pipeline_needs(name: str, family: str) -> None:
     spec = get_dataset(name)
     x, y = _rows(name)
-    model = build_pipeline(spec, {"n_estimators": 5, "max_depth": 3}, seed=0).fit(as_model_input(x, spec), y)
+    params = {"family": family, "n_estimators": 5, "max_depth": 3}
+    model = build_pipeline(spec, params, seed=0).fit(as_model_input(x, spec), y)
     assert sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model))) == sorted(SKOPS_TRUSTED_TYPES)
 
 
@@ -135,15 +154,73 @@ def test_baseline_is_the_majority_class() -> None:
     assert evaluation.baseline_accuracy(pd.Series([1, 1, 0]), pd.Series([1, 0, 0, 0])) == pytest.approx(0.25)
 
 
-def test_search_space_suggestions_stay_inside_the_declared_space() -> None:
+SHAPES = [(96, 10, 3), (712, 12, 2), (1437, 10, 10), (5200, 13, 7), (16_000, 10, 3)]
+"""(training rows, encoded columns, classes) of Iris, Titanic, digits, the 6,500-row and the 20,000-row bench sets."""
+
+
+@pytest.mark.parametrize(("rows", "features", "classes"), SHAPES)
+def test_search_space_suggestions_stay_inside_the_derived_space(rows: int, features: int, classes: int) -> None:
+    space = search.derive_search_space(rows, features, classes)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
-        params = search.suggest_params(study.ask())
-        for name, space in search.SEARCH_SPACE.items():
-            if space["type"] == "int":
-                assert space["low"] <= params[name] <= space["high"]
+        params = search.suggest_params(study.ask(), space)
+        assert set(params) == set(space)
+        for name, dimension in space.items():
+            if dimension["type"] == "int":
+                assert dimension["low"] <= params[name] <= dimension["high"]
             else:
-                assert params[name] in space["choices"]
+                assert params[name] in dimension["choices"]
+
+
+@pytest.mark.parametrize(("rows", "features", "classes"), SHAPES)
+def test_every_derived_space_holds_scikit_learns_default_forest(rows: int, features: int, classes: int) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    spec = get_dataset("titanic")
+    space = search.derive_search_space(rows, features, classes)
+    for params, reference in ((search.DEFAULT_FOREST, RandomForestClassifier()),
+                              (search.DEFAULT_EXTRA_TREES, ExtraTreesClassifier())):
+        forest = build_pipeline(spec, params, seed=0).named_steps["forest"]
+        assert type(forest) is type(reference)
+        knobs = {name: value for name, value in params.items() if name != "family"}
+        assert knobs == {name: reference.get_params()[name] for name in knobs}
+        assert set(space) == set(params)
+        for name, value in params.items():
+            dimension = space[name]
+            if dimension["type"] == "int":
+                assert dimension["low"] <= value <= dimension["high"], name
+            else:
+                assert value in dimension["choices"], name
+
+
+def test_the_space_grows_with_the_data() -> None:
+    small, large = search.derive_search_space(96, 10, 3), search.derive_search_space(16_000, 10, 3)
+    assert None in small["max_depth"]["choices"] and None in large["max_depth"]["choices"]
+    assert max(d for d in large["max_depth"]["choices"] if d) > max(d for d in small["max_depth"]["choices"] if d)
+    assert large["min_samples_leaf"]["high"] > small["min_samples_leaf"]["high"]
+    # Leaves relative to the rows of a class: more classes on the same rows, smaller leaves.
+    assert (search.derive_search_space(5200, 13, 7)["min_samples_leaf"]["high"]
+            < search.derive_search_space(5200, 13, 2)["min_samples_leaf"]["high"])
+    # max_features: no two choices that draw the same number of columns.
+    for features in (4, 10, 30, 200):
+        choices = search.derive_search_space(712, features, 2)["max_features"]["choices"]
+        drawn = [search._columns_drawn(c, features) for c in choices]  # noqa: SLF001
+        assert len(drawn) == len(set(drawn)) and "sqrt" in choices
+
+
+def test_the_default_forests_are_a_new_studys_first_trials_and_are_queued_once() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = search.derive_search_space(712, 12, 2)
+    study = optuna.create_study(direction="maximize", sampler=search.make_sampler(0))
+    search.enqueue_default_forest(study)
+    study.optimize(lambda t: float(len(search.suggest_params(t, space))), n_trials=3)
+    assert study.trials[0].params == search.DEFAULT_FOREST
+    assert study.trials[1].params == search.DEFAULT_EXTRA_TREES
+    assert study.trials[2].params not in (search.DEFAULT_FOREST, search.DEFAULT_EXTRA_TREES)
+    search.enqueue_default_forest(study)  # a resumed study already has them
+    study.optimize(lambda t: float(len(search.suggest_params(t, space))), n_trials=1)
+    params = [t.params for t in study.trials]
+    assert params.count(search.DEFAULT_FOREST) == 1 and params.count(search.DEFAULT_EXTRA_TREES) == 1
 
 
 def test_cv_folds_are_stratified_and_seeded() -> None:
@@ -220,7 +297,8 @@ def test_the_objective_scores_exactly_as_fitting_the_whole_pipeline_per_fold(nam
     for i, feature in enumerate(spec.features):
         x.loc[x.index[i::5], feature.name] = np.nan if feature.is_numeric else None
     folds = search.cv_folds(y, 4, seed=3)
-    objective = search.make_objective(spec, x, y, folds, seed=3, score_train=True)
+    space = search.search_space_for(spec, y)
+    objective = search.make_objective(spec, x, y, folds, seed=3, space=space, n_jobs=2, score_train=True)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=3)
@@ -236,10 +314,14 @@ def test_the_objective_scores_exactly_as_fitting_the_whole_pipeline_per_fold(nam
         assert trial.value == pytest.approx(np.mean(expected_val))
 
 
-def test_numeric_products_change_the_study_fingerprint() -> None:
-    """A study scored without the products (an older sml) is not resumed with them."""
+def test_numeric_products_and_the_derived_space_change_the_study_fingerprint() -> None:
+    """A study scored without the products (an older sml) or over another space (other
+    rows) is not resumed."""
     iris, titanic = get_dataset("iris"), get_dataset("titanic")
-    assert search.search_space_fingerprint(titanic) == search.search_space_fingerprint()
-    assert search.search_space_fingerprint(iris) != search.search_space_fingerprint()
+    space = search.derive_search_space(712, 12, 2)
+    assert search.search_space_fingerprint(space, titanic) == search.search_space_fingerprint(space)
+    assert search.search_space_fingerprint(space, iris) != search.search_space_fingerprint(space)
     plain_iris = dataclasses.replace(iris, numeric_products=False)
-    assert search.search_space_fingerprint(plain_iris) == search.search_space_fingerprint()
+    assert search.search_space_fingerprint(space, plain_iris) == search.search_space_fingerprint(space)
+    other = search.derive_search_space(7120, 12, 2)
+    assert other != space and search.search_space_fingerprint(other) != search.search_space_fingerprint(space)
