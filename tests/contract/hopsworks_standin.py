@@ -16,26 +16,57 @@ source and documentation describe it, and they are strict about how they are cal
 - **Only what the backend uses exists**; a test checks that every public attribute of
   the stand-in classes exists on the real class too.
 
-Behaviour modelled (hsfs 5.2.1, Python engine, offline ``DELTA`` feature groups):
+Behaviour modelled (hsfs 5.2.1, Python engine, offline ``DELTA`` feature groups; the
+SDK file each point comes from is named):
 
-- ``get_or_create_feature_group`` is lazy: the group is created (gets an id) by its
-  first ``insert``; ``get_feature_group``/``get_feature_view`` return ``None`` when
-  missing.
-- ``insert(df, operation="upsert")`` merges by primary key (delta-rs ``merge`` with
-  ``when_matched_update_all``/``when_not_matched_insert_all``): one commit per insert,
-  even when no value changes. Column names are lower-cased and timezone-aware
-  timestamps stored as naive UTC, as the SDK does before writing. A frame whose columns
-  differ from the schema, or with null or repeated keys, is refused.
+- ``get_or_create_feature_group`` is lazy: the group is registered (gets an id) by its
+  first ``insert``, which then writes the rows: two steps
+  (``hsfs/core/feature_group_engine.py`` ``_insert``: ``_save_feature_group_metadata``,
+  then the engine's ``_save_dataframe``). The registration prints "Feature Group created
+  successfully, explore it at ...". If the write fails, the group stays registered with
+  no data: ``commit_details`` is empty and a read fails. With a declared schema the
+  registration itself also writes an empty table with delta-rs, whatever ``stream`` is
+  (``_save_empty_table``); without one the SDK infers the schema from the frame through
+  its Arrow types (an all-missing object column has none). ``delete()`` removes a group.
+  ``get_feature_group``/``get_feature_view`` return ``None`` when missing.
+- **The write path** (``hsfs/engine/python.py`` ``_save_dataframe``): a group created
+  with ``stream=False`` (the SDK's default for ``DELTA``) is written directly with
+  delta-rs; with :attr:`StandInService.direct_writes_fail` set (a client outside a
+  cluster without datanode/namenode load balancers) that write raises the SDK's
+  ``FeatureStoreException("Failed to write to delta table in external cluster ...")``
+  (``hsfs/core/delta_engine.py`` ``_setup_delta_rs``), and so does ``remove_rows``,
+  which deletes with delta-rs for every ``DELTA`` group. A ``stream=True`` group is
+  written through Kafka and its materialization job: the rows land when the job has
+  run, which ``insert(wait=True)`` waits for; with ``wait=False`` they land only when
+  :meth:`StandInService.run_materialization_jobs` is called.
+- ``insert(df, operation="upsert")`` merges on the primary key **and the event time**
+  (``DeltaEngine._generate_merge_query``: "add event time to primary key for upserts"):
+  a stored key that comes in with another event time is stored a second time. One
+  commit per insert, even when no value changes. Column names are lower-cased and
+  timezone-aware timestamps stored as naive UTC, as the SDK does before writing. A frame
+  whose columns differ from the schema, or with null or repeated keys, is refused.
 - ``remove_rows(delete_df)`` deletes the stored rows that match a row of ``delete_df``
   on the primary key and the event time (delta-rs ``merge`` with ``when_matched_delete``,
-  the predicate the SDK's ``DeltaEngine._generate_merge_query`` builds): one commit,
-  counted in ``rowsDeleted``. A frame without those columns is refused.
+  the same predicate): one commit, counted in ``rowsDeleted``. A frame without those
+  columns is refused.
 - Commit ids are epoch milliseconds; ``commit_details`` lists the newest first.
-- Reads return rows in no particular order, timestamps naive (UTC).
+- **Reads** return rows in no particular order, with the dtypes an Arrow Flight read
+  gives pandas: ``bigint`` as int64, or float64 when the column has a gap; ``boolean``
+  as bool, or object when it has a gap; timestamps naive (UTC) microseconds. Every read
+  prints "Finished: Reading data from Hopsworks, ..." (``hopsworks_common/util.py``
+  ``_run_with_loading_animation``).
 - ``training_data``/``get_batch_data`` filter event time to ``[start_time, end_time)``
   (the SDK converts the bounds with ``util._convert_event_time_to_timestamp``), apply
   the view's filter and ``extra_filter``, and add the primary key and event time columns
-  when asked. ``training_data`` returns ``(X, y)``.
+  when asked: **under their fully qualified names** ``<project>_<group>_<version>_<col>``
+  when the view's query does not select them (``hsfs/core/feature_view_engine.py``
+  ``_get_primary_keys_from_query``/``_get_eventtimes_from_query``; built here with the
+  SDK's own ``_generate_fully_qualified_feature_name``). ``training_data`` returns
+  ``(X, y)`` and warns "Incremented version to ..." (``hsfs/feature_view.py``).
+- **Failures**: :meth:`StandInService.fail_next` makes the next call of a method raise
+  a given exception, for the types the SDK and its engines raise (``RestAPIError``,
+  ``FeatureStoreException``, ``ValueError``, ``NotImplementedError``, ``KeyError``,
+  delta-rs ``CommitFailedError``).
 
 What it cannot show: how the real service behaves beyond this model (types it returns,
 latency, errors). The README says how to run the same commands against a real project.
@@ -59,6 +90,7 @@ from hopsworks_common.client.exceptions import FeatureStoreException
 from hsfs import feature_group as sdk_feature_group
 from hsfs import feature_store as sdk_feature_store
 from hsfs import feature_view as sdk_feature_view
+from hopsworks_common.util import VersionWarning
 from hsfs import util as sdk_util
 from hsfs.constructor import query as sdk_query
 from hsfs.constructor.filter import Filter as SdkFilter
@@ -83,6 +115,29 @@ def _as_sdk_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if isinstance(df[column].dtype, pd.DatetimeTZDtype):
             df[column] = df[column].dt.tz_convert(None)
     return df
+
+def _as_read(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """Rows as an Arrow Flight read hands them to pandas (``pa.Table.to_pandas()``): a
+    ``bigint`` with a gap becomes float64, a ``boolean`` with a gap object, timestamps
+    naive microseconds; and the "Finished: Reading data" line the SDK prints."""
+    print("\rFinished: Reading data from Hopsworks, using Hopsworks Feature Query Service (0.12s) ")
+    out = {}
+    for column in df.columns:
+        series = df[column].reset_index(drop=True)
+        type_ = types.get(column, "string")
+        gap = bool(series.isna().any())
+        if type_ == "bigint":
+            out[column] = series.astype("float64") if gap else series.astype("int64")
+        elif type_ == "double":
+            out[column] = series.astype("float64")
+        elif type_ == "boolean":
+            out[column] = series.astype(object).where(series.notna(), None) if gap else series.astype(bool)
+        elif type_ == "timestamp":
+            out[column] = pd.to_datetime(series).astype("datetime64[us]")
+        else:
+            out[column] = series.astype(object).where(series.notna(), None)
+    return pd.DataFrame(out, columns=list(df.columns))
+
 
 class StandInSignatureError(AssertionError):
     """The backend called an SDK method with arguments the real SDK does not accept."""
@@ -116,7 +171,11 @@ def checked(real_class: type) -> Callable[[Callable[..., Any]], Callable[..., An
             if real is None or not callable(real):
                 raise StandInSignatureError(f"{where} does not exist in the installed SDK")
             _bind(real, where, (self, *args), kwargs)
-            self._service.calls.append((f"{real_class.__qualname__}.{name}", args, kwargs))
+            qualified = f"{real_class.__qualname__}.{name}"
+            self._service.calls.append((qualified, args, kwargs))
+            fault = self._service.faults.pop(qualified, None)
+            if fault is not None:
+                raise fault
             return method(self, *args, **kwargs)
 
         wrapper.real_class = real_class  # type: ignore[attr-defined]
@@ -127,7 +186,11 @@ def checked(real_class: type) -> Callable[[Callable[..., Any]], Callable[..., An
 
 # Offline type of a pandas column, as hsfs infers it when a group has no declared schema.
 def _infer_type(series: pd.Series) -> str:
+    """As ``hsfs/engine/python.py`` ``_parse_schema_feature_group``: through the Arrow type
+    of the column, so an all-missing object column (Arrow ``null``) has no type."""
     dtype = series.dtype
+    if dtype == object and series.isna().all():
+        raise FeatureStoreException(f"Feature '{series.name}': dtype 'null' not supported")
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
     if pd.api.types.is_integer_dtype(dtype):
@@ -222,6 +285,12 @@ class StandInService:
     def __init__(self, project: str = "sml_contract", seed: int = 0) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.logins: list[dict[str, Any]] = []
+        self.direct_writes_fail = False
+        """A client outside the cluster without its datanode/namenode load balancers:
+        every delta-rs write (insert into a non-streaming group, ``remove_rows``) fails."""
+        self.faults: dict[str, BaseException] = {}
+        self.pending_jobs: list[tuple[StandInFeatureGroup, pd.DataFrame, str]] = []
+        self.jobs_run = 0
         self.project = StandInProject(self, project)
         self.feature_store = StandInFeatureStore(self, f"{project}_featurestore", project)
         self._clock = FIRST_COMMIT_MS
@@ -234,6 +303,19 @@ class StandInService:
         self.logins.append(dict(kwargs))
         print(f"\nLogged in to project, explore it here https://stand-in/p/{self.project.name}")
         return self.project
+
+    def fail_next(self, method: str, exc: BaseException) -> None:
+        """Make the next call of ``method`` (``"FeatureGroup.insert"``, ...) raise ``exc``
+        after its arguments were checked, as the SDK does when the service or an engine
+        fails."""
+        self.faults[method] = exc
+
+    def run_materialization_jobs(self) -> None:
+        """Run the materialization jobs of rows sent to streaming groups without waiting."""
+        pending, self.pending_jobs = self.pending_jobs, []
+        for group, df, operation in pending:
+            group._merge(df, operation)
+            self.jobs_run += 1
 
     def next_commit(self) -> int:
         self._clock += COMMIT_INTERVAL_MS
@@ -303,6 +385,8 @@ class StandInFeatureStore:
         primary_key: list[str] | None = None,
         event_time: str | None = None,
         features: list[SdkFeature] | None = None,
+        statistics_config: Any = None,
+        stream: bool | None = False,
         **_: Any,
     ) -> StandInFeatureGroup:
         found = self._groups.get((name, version))
@@ -314,14 +398,21 @@ class StandInFeatureStore:
             raise FeatureStoreException(f"primary_key must be a list, got {type(primary_key).__name__}")
         if features is not None and not all(isinstance(f, SdkFeature) for f in features):
             raise FeatureStoreException("features must be hsfs.feature.Feature objects")
+        # FeatureGroup.statistics_config: None means a default StatisticsConfig(), enabled.
+        statistics = statistics_config if isinstance(statistics_config, bool) else True
         return StandInFeatureGroup(
             self._service, self, name, version, description or "", primary_key or [], event_time,
             list(features or []), time_travel_format or "DELTA", online_enabled=bool(online_enabled),
+            stream=bool(stream), statistics_enabled=statistics,
         )
 
     @checked(sdk_feature_store.FeatureStore)
     def get_feature_group(self, name: str, version: int | None = None) -> StandInFeatureGroup | None:
         return self._groups.get((name, version or 1))
+
+    @checked(sdk_feature_store.FeatureStore)
+    def get_feature_view(self, name: str, version: int | None = None) -> StandInFeatureView | None:
+        return self._views.get((name, version or 1))
 
     @checked(sdk_feature_store.FeatureStore)
     def get_or_create_feature_view(
@@ -344,7 +435,7 @@ class StandInFeatureStore:
         for label in labels or []:
             if label not in names:
                 raise FeatureStoreException(f"label '{label}' is not a feature of the query")
-        view = StandInFeatureView(self._service, name, version, query, list(labels or []), description or "")
+        view = StandInFeatureView(self._service, self, name, version, query, list(labels or []), description or "")
         self._views[(name, version)] = view
         return view
 
@@ -364,6 +455,8 @@ class StandInFeatureGroup:
         features: list[SdkFeature],
         time_travel_format: str,
         online_enabled: bool,
+        stream: bool = False,
+        statistics_enabled: bool = True,
     ) -> None:
         self._service = service
         self._store = store
@@ -375,7 +468,10 @@ class StandInFeatureGroup:
         self._features = features
         self._time_travel_format = time_travel_format
         self._online_enabled = online_enabled
+        self._stream = stream
+        self._statistics_enabled = statistics_enabled
         self._id: int | None = None
+        self._written = False  # the Delta table exists (a write has succeeded)
         self._rows = pd.DataFrame()
         self._commits: list[tuple[int, int, int, int]] = []  # (commit id, rows inserted, updated, deleted)
 
@@ -387,6 +483,11 @@ class StandInFeatureGroup:
     event_time = property(lambda self: self._event_time)
     features = property(lambda self: list(self._features))
     time_travel_format = property(lambda self: self._time_travel_format)
+    stream = property(lambda self: self._stream)
+    statistics_config = property(lambda self: {"enabled": self._statistics_enabled})
+
+    def _get_project_name(self) -> str:
+        return sdk_util._strip_feature_store_suffix(self._store.name)
 
     def _types(self) -> dict[str, str]:
         return {f.name: f.type for f in self._features}
@@ -395,8 +496,27 @@ class StandInFeatureGroup:
         if self._id is None:
             raise FeatureStoreException(f"feature group '{self._name}' version {self._version} is not saved yet")
 
+    def _require_table(self) -> None:
+        self._require_saved()
+        if not self._written:
+            raise FeatureStoreException(
+                f"Could not read data using Hopsworks Query Service: feature group '{self._name}' "
+                f"version {self._version} has no table"
+            )
+
+    def _direct_write(self, what: str) -> None:
+        if self._service.direct_writes_fail:
+            raise FeatureStoreException(
+                "Failed to write to delta table in external cluster. Make sure datanode load balancer has been "
+                f"setup on the cluster. ({what})"
+            )
+
     def _save(self, df: pd.DataFrame) -> None:
-        if not self._features:
+        """``_save_feature_group_metadata``: register the group; with a declared schema,
+        then write an empty table with delta-rs (``_save_empty_table``, whatever
+        ``stream`` is), which fails from outside the cluster without load balancers."""
+        declared = bool(self._features)
+        if not declared:
             self._features = [SdkFeature(name=str(c), type=_infer_type(df[c])) for c in df.columns]
         names = [f.name for f in self._features]
         for key in [*self._primary_key, *([self._event_time] if self._event_time else [])]:
@@ -405,6 +525,10 @@ class StandInFeatureGroup:
         self._id = self._service.next_id()
         self._rows = pd.DataFrame({f.name: pd.Series(dtype=object) for f in self._features})
         self._store._groups[(self._name, self._version)] = self
+        if declared:
+            self._direct_write("empty table")
+            self._written = True  # an empty table: reads work, there is no commit yet
+        print(f"Feature Group created successfully, explore it at \nhttps://stand-in/p/fg/{self._id}")
 
     @checked(sdk_feature_group.FeatureGroup)
     def insert(
@@ -424,7 +548,7 @@ class StandInFeatureGroup:
             raise FeatureStoreException(f"not modelled: operation={operation!r} overwrite={overwrite} storage={storage!r}")
         df = _as_sdk_frame(features)
         if self._id is None:
-            self._save(df)
+            self._save(df)  # registered first: a failing write below leaves it without data
         names = [f.name for f in self._features]
         if sorted(df.columns) != sorted(names):
             raise FeatureStoreException(f"dataframe columns {sorted(df.columns)} do not match the schema {sorted(names)}")
@@ -432,20 +556,32 @@ class StandInFeatureGroup:
         if keys.isna().any().any() or keys.duplicated().any():
             raise FeatureStoreException("merge failed: null or repeated primary key in the source rows")
         df = df[names]
+        if self._stream:
+            self._service.pending_jobs.append((self, df, operation))
+            if wait:
+                self._service.run_materialization_jobs()
+            return None, None
+        self._direct_write("insert")
+        self._merge(df, operation)
+        return None, None
+
+    def _merge(self, df: pd.DataFrame, operation: str) -> None:
+        """delta-rs ``merge`` on primary key and event time, update all / insert all."""
+        on = [*self._primary_key, *([self._event_time] if self._event_time else [])]
         if self._rows.empty:
             matched = np.zeros(len(df), dtype=bool)
             kept = self._rows
         else:
-            stored_keys = pd.MultiIndex.from_frame(self._rows[self._primary_key].astype(object))
-            new_keys = pd.MultiIndex.from_frame(df[self._primary_key].astype(object))
+            stored_keys = pd.MultiIndex.from_frame(self._rows[on].astype(object))
+            new_keys = pd.MultiIndex.from_frame(df[on].astype(object))
             matched = new_keys.isin(stored_keys)
             kept = self._rows[~stored_keys.isin(new_keys)]
         if operation == "insert":
             kept = self._rows
         frames = [f for f in (kept, df) if not f.empty]
         self._rows = pd.concat(frames, ignore_index=True) if frames else df
+        self._written = True
         self._commits.append((self._service.next_commit(), int((~matched).sum()), int(matched.sum()), 0))
-        return None, None
 
     @checked(sdk_feature_group.FeatureGroup)
     def remove_rows(
@@ -455,7 +591,8 @@ class StandInFeatureGroup:
             raise FeatureStoreException(f"the stand-in takes pandas frames, got {type(delete_df).__name__}")
         if storage not in (None, "offline") or self._online_enabled:
             raise FeatureStoreException(f"not modelled: storage={storage!r} online_enabled={self._online_enabled}")
-        self._require_saved()
+        self._require_table()
+        self._direct_write("remove_rows")
         df = _as_sdk_frame(delete_df)
         on = [*self._primary_key, *([self._event_time] if self._event_time else [])]
         missing = [c for c in on if c not in df.columns]
@@ -484,6 +621,17 @@ class StandInFeatureGroup:
             }
             for commit, inserted, updated, deleted in commits
         }
+
+    @checked(sdk_feature_group.FeatureGroup)
+    def delete(self, force: bool = False, delete_feature_views: bool = False) -> None:
+        self._require_saved()
+        views = [key for key, view in self._store._views.items() if view.query._group is self]
+        if views and not delete_feature_views:
+            raise FeatureStoreException(f"feature group '{self._name}' has feature views {views}")
+        for key in views:
+            del self._store._views[key]
+        del self._store._groups[(self._name, self._version)]
+        self._id = None
 
     @checked(sdk_feature_group.FeatureGroup)
     def get_feature(self, name: str) -> SdkFeature | None:
@@ -561,18 +709,21 @@ class StandInQuery:
     ) -> pd.DataFrame:
         if online or dataframe_type not in ("default", "pandas"):
             raise FeatureStoreException(f"not modelled: online={online} dataframe_type={dataframe_type!r}")
+        self._group._require_table()
         df = self._frame()
         df = df[_window_mask(df, self._group.event_time, start_time, end_time).to_numpy()]
-        return self._service.shuffled(df[[f.name for f in self._features]])
+        return _as_read(self._service.shuffled(df[[f.name for f in self._features]]), self._group._types())
 
 
 class StandInFeatureView:
     """``hsfs.feature_view.FeatureView`` over one feature group's query."""
 
     def __init__(
-        self, service: StandInService, name: str, version: int, query: StandInQuery, labels: list[str], description: str
+        self, service: StandInService, store: StandInFeatureStore, name: str, version: int, query: StandInQuery,
+        labels: list[str], description: str,
     ) -> None:
         self._service = service
+        self._store = store
         self._name = name
         self._version = version
         self._query = query
@@ -590,15 +741,25 @@ class StandInFeatureView:
         self, start_time: Any, end_time: Any, extra_filter: Any, primary_key: bool | None, event_time: bool | None, with_label: bool
     ) -> pd.DataFrame:
         group = self._query._group
+        group._require_table()
         df = self._query._frame(extra_filter)
         df = df[_window_mask(df, group.event_time, start_time, end_time).to_numpy()]
-        columns = [f.name for f in self._query.features if with_label or f.name not in self._labels]
-        # Keys and event time come last, so that callers cannot rely on column order.
-        if primary_key:
-            columns += [k for k in group.primary_key if k not in columns]
-        if event_time and group.event_time and group.event_time not in columns:
-            columns.append(group.event_time)
-        return self._service.shuffled(df[columns])
+        selected = [f.name for f in self._query.features]
+        columns = [name for name in selected if with_label or name not in self._labels]
+        # Keys and event time come last, so that callers cannot rely on column order, and
+        # under their fully qualified names when the query does not select them.
+        extra = [*(group.primary_key if primary_key else []), *([group.event_time] if event_time and group.event_time else [])]
+        renames = {}
+        for name in extra:
+            if name not in selected and name not in columns:
+                columns.append(name)
+                renames[name] = sdk_util._generate_fully_qualified_feature_name(group, name)
+        out = _as_read(self._service.shuffled(df[columns]), group._types())
+        return out.rename(columns=renames)
+
+    @checked(sdk_feature_view.FeatureView)
+    def delete(self) -> None:
+        del self._store._views[(self._name, self._version)]
 
     @checked(sdk_feature_view.FeatureView)
     def training_data(
@@ -619,6 +780,7 @@ class StandInFeatureView:
         if dataframe_type not in ("default", "pandas"):
             raise FeatureStoreException(f"not modelled: dataframe_type={dataframe_type!r}")
         self.training_dataset_versions += 1  # each call records a training dataset version
+        warnings.warn(f"Incremented version to `{self.training_dataset_versions}`.", VersionWarning, stacklevel=1)
         df = self._rows(start_time, end_time, extra_filter, primary_key, event_time, with_label=True)
         x = df.drop(columns=self._labels)
         return x, (df[self._labels] if self._labels else None)

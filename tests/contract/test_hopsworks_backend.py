@@ -1,7 +1,7 @@
 """What only the Hopsworks backend has: logging in, keeping the key out of sight, sending
 only changed rows, and the stand-in's own strictness (so the contract suite's Hopsworks
-half means something). The whole loop (features, training, batch inference) also runs
-on it, with the same training rows as on the local store.
+half means something). The whole loop (features, daily rows, training, batch inference,
+simulation) also runs on it and on the local store, with the same results.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import datetime as dt
 import inspect
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.history import HistoryConflict
 from serverless_ml.pipelines.infer import InferOptions, infer
+from serverless_ml.pipelines.simulate import SimulateOptions, simulate
 from serverless_ml.pipelines.train import TrainOptions, load_training_rows, train
 from serverless_ml.settings import resolve_settings
 
@@ -315,43 +317,88 @@ def fresh_mlflow() -> object:
     mlflow.set_tracking_uri(None)
 
 
+def _tracking_copy(template: Path, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _run_loop(spec, store, source, settings, noon_of) -> dict[str, object]:  # noqa: ANN001
+    """features, daily, train, infer (two days) and simulate (two days) on ``store``;
+    what they produced, without run ids and clock times."""
+    features = backfill(spec, store, source)
+    daily = add_daily_rows(spec, store, dt.date(2024, 2, 1), n=20, seed=3)
+    report = train(spec, store, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
+    scored = []
+    for day in (dt.date(2024, 3, 1), dt.date(2024, 3, 2)):
+        add_daily_rows(spec, store, day, n=5, seed=0)
+        result = infer(spec, store, settings, InferOptions(figures=False, as_of=day), noon_of(day))
+        scored.append((result.rows_scored, result.model_version, result.metrics))
+    simulated = simulate(spec, store, settings, SimulateOptions(days=2, end_date=dt.date(2024, 3, 5), rows=4))
+    predictions = store.get_feature_group(spec.predictions_group, 1).read()
+    return {
+        "written": [(r.inserted, r.updated, r.unchanged) for r in (features, daily)],
+        "training": (report.best_params, report.holdout_metrics, report.cv_mean, report.model_version, report.decision.promote),
+        "scored": scored,
+        "simulated": (simulated.days, simulated.rows_added, simulated.runs, simulated.alert_days),
+        "features": store.get_feature_group("titanic", spec.version).read(),
+        "predictions": predictions.drop(columns=["run_id", "scored_at"]),
+    }
+
+
 @pytest.mark.integration
-def test_the_loop_runs_on_hopsworks_with_the_local_store_s_training_rows(
-    standin: StandInService, tmp_path: Path, data_dir: Path, tracking_uri: str,
+def test_the_loop_runs_on_hopsworks_with_the_local_store_s_results(
+    standin: StandInService, tmp_path: Path, data_dir: Path, tracking_uri: str, mlflow_template_db: Path,
     monkeypatch: pytest.MonkeyPatch, fresh_mlflow: object,
 ) -> None:
-    """Backfill, daily rows, training and two days of batch inference, on the stand-in;
-    the training rows are those the local store gives for the same input, and the key
-    (in the environment all along) is in no MLflow param or tag."""
+    """Backfill, daily rows, training, two days of batch inference and two simulated
+    days, on the stand-in and on the local store, each with its own tracking database:
+    the same training rows, model, scores, predictions and stored rows; and the same again
+    on a stand-in whose direct Delta writes fail (a client outside the cluster). Then, on the
+    stand-in: replacing a scored day, and the key (in the environment all along) in no
+    MLflow param or tag."""
     for name, value in credentials().items():
         monkeypatch.setenv(name, value)
     spec = get_dataset("titanic")
     source = load_source(spec, None, data_dir)
     hops = open_hopsworks_feature_store(login=standin.login)
     local = LocalFeatureStore(tmp_path / "local")
-    for store in (hops, local):
-        backfill(spec, store, source)
-        add_daily_rows(spec, store, dt.date(2024, 2, 1), n=20, seed=3)
+    def noon_of(day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc)
+
+    local_settings = resolve_settings(
+        store_dir=tmp_path / "local_state", tracking_uri=_tracking_copy(mlflow_template_db, tmp_path / "local_mlflow"),
+        feature_store="local",
+    )
+    on_local = _run_loop(spec, local, source, local_settings, noon_of)
+    settings = resolve_settings(store_dir=tmp_path / "hops_state", tracking_uri=tracking_uri, feature_store="hopsworks")
+    on_hops = _run_loop(spec, hops, source, settings, noon_of)
+    # From outside a cluster without load balancers to its storage: every group goes
+    # through Kafka and its materialization job (the loop deletes nothing).
+    outside = StandInService(project="sml_outside")
+    outside.direct_writes_fail = True
+    outside_settings = resolve_settings(
+        store_dir=tmp_path / "outside_state",
+        tracking_uri=_tracking_copy(mlflow_template_db, tmp_path / "outside_mlflow"), feature_store="hopsworks",
+    )
+    on_outside = _run_loop(spec, HopsworksFeatureStore(outside.feature_store), source, outside_settings, noon_of)
+    assert all(group.stream for group in outside.feature_store._groups.values()) and outside.jobs_run > 5
+    for run in (on_hops, on_outside):
+        for key in ("written", "training", "scored", "simulated"):
+            assert run[key] == on_local[key], key
+        pd.testing.assert_frame_equal(run["features"], on_local["features"])
+        pd.testing.assert_frame_equal(run["predictions"], on_local["predictions"])
+    assert on_hops["training"][-1], "the first model is promoted"
+    assert on_hops["simulated"][0] == 2 and on_hops["simulated"][1] == 8
     for include_synthetic in (False, True):
         x_h, y_h, keys_h, _ = load_training_rows(spec, hops, include_synthetic)
         x_l, y_l, keys_l, _ = load_training_rows(spec, local, include_synthetic)
         pd.testing.assert_frame_equal(x_h, x_l)
         pd.testing.assert_series_equal(y_h, y_l)
         pd.testing.assert_series_equal(keys_h, keys_l)
-    pd.testing.assert_frame_equal(
-        hops.get_feature_group("titanic", spec.version).read(), local.get_feature_group("titanic", spec.version).read()
-    )
-
-    settings = resolve_settings(store_dir=tmp_path / "hops_state", tracking_uri=tracking_uri, feature_store="hopsworks")
-    report = train(spec, hops, settings, TrainOptions(trials=2, seed=1, folds=3, quiet=True))
-    assert report.decision.promote
-    for day in (dt.date(2024, 3, 1), dt.date(2024, 3, 2)):
-        add_daily_rows(spec, hops, day, n=5, seed=0)
-        noon = dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc)
-        scored = infer(spec, hops, settings, InferOptions(figures=False, as_of=day), noon)
-        assert scored.rows_scored >= 5
     predictions = hops.get_feature_group(spec.predictions_group, 1).read()
-    assert predictions[spec.primary_key].is_unique and len(predictions) >= 10
+    assert predictions[spec.primary_key].is_unique and len(predictions) >= 18
+    noon = noon_of(dt.date(2024, 3, 2))
     rerun = infer(spec, hops, settings, dataclasses.replace(InferOptions(figures=False), as_of=dt.date(2024, 3, 2)), noon)
     assert rerun.rows_scored == 0, "a re-run scores nothing new"
 
@@ -374,7 +421,9 @@ def test_the_loop_runs_on_hopsworks_with_the_local_store_s_training_rows(
     predictions = hops.get_feature_group(spec.predictions_group, 1).read()
     assert set(day_keys) <= set(predictions[spec.primary_key]) and predictions[spec.primary_key].is_unique
     monitoring = mlflow.search_runs(experiment_names=["titanic-monitoring"])
-    assert sorted(monitoring["tags.as_of"]) == ["2024-03-01", "2024-03-02"], "one live run per day"
+    assert sorted(monitoring["tags.as_of"]) == ["2024-03-01", "2024-03-02", "2024-03-04", "2024-03-05"], (
+        "one run per day scored"
+    )
 
     client = mlflow.MlflowClient()
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
