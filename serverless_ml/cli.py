@@ -270,7 +270,8 @@ def spec_draft(csv_path: str, label: str, name: str | None, key: str | None, out
             target.unlink(missing_ok=True)  # the file this command created: nothing half-written stays
             raise SmlError(f"--output {output} cannot be written ({exc.strerror})") from None
         count = len(draft.warnings)
-        click.echo(f"wrote {target} ({count} warning{'' if count == 1 else 's'}; see stderr and the file's comments)")
+        seen = f" ({count} warning{'' if count == 1 else 's'}; see stderr and the file's comments)" if count else ""
+        click.echo(f"wrote {target}{seen}")
     for warning in draft.warnings:
         click.echo(f"warning: {warning}", err=True)
 

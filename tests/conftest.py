@@ -105,6 +105,18 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_remembered_secrets() -> Iterator[None]:
+    """The secrets a test's commands remembered (``redaction.remember``: pieces of a URL's
+    password, some as short as ``x``) are forgotten after it: another test's message that
+    happens to contain such a piece would otherwise come out masked."""
+    from serverless_ml import redaction
+
+    saved = list(redaction._KNOWN)
+    yield
+    redaction._KNOWN[:] = saved
+
+
 def cli_env(store_dir: Path | None, data_dir: Path, cache_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a CLI subprocess: the test's store, data and tracking URI
     (when the test set one), no network."""

@@ -375,14 +375,17 @@ def _dataset_name(csv_path: Path, name: str | None) -> str:
 
 
 def _column_problem(raw: pd.DataFrame, column: str, option: str, csv_path: Path) -> str | None:
+    from serverless_ml.datasets.sources import other_delimiter_hint
+
     if column in raw.columns:
         return None
     columns = [str(c) for c in raw.columns]
     lower = {c.lower(): c for c in columns}
     close = [lower[c] for c in difflib.get_close_matches(column.lower(), list(lower), n=1, cutoff=0.6)]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
-        hint = " (the file seems to use another delimiter than ',')"
+    delimiter = other_delimiter_hint(columns, csv_path)
+    if delimiter is not None:
+        hint = f" ({delimiter})"
     shown = ", ".join(map(repr, columns[:12])) + (", ..." if len(columns) > 12 else "")
     return f"{option} {column!r}: {csv_path} has no such column{hint}; its columns are {shown}"
 

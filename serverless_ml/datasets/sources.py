@@ -18,9 +18,11 @@ import csv
 import hashlib
 import http.client
 import io
+import json
 import math
 import os
 import re
+import shlex
 import stat
 import tempfile
 import time
@@ -29,6 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -169,6 +172,37 @@ def read_csv_file(path: Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "'|'"}
+"""Delimiters a header read as one column may hold, and their names in messages."""
+
+
+def other_delimiter(header: list[Any]) -> str | None:
+    """The delimiter a CSV seems to use instead of ``,``: its header read as one column
+    holds ``;``, a tab or ``|`` (the most frequent of them); else ``None``."""
+    if len(header) != 1:
+        return None
+    name = str(header[0])
+    found = [sep for sep in OTHER_DELIMITERS if sep in name]
+    return max(found, key=name.count) if found else None
+
+
+def other_delimiter_hint(header: list[Any], location: str | Path) -> str | None:
+    """What to do with a CSV that uses another delimiter than ``,`` (``None`` when its
+    header does not look like one): sml reads comma-separated files only, so convert it.
+    The command keeps every field as written (``dtype=str``: ``007`` stays ``007``)."""
+    sep = other_delimiter(header)
+    if sep is None:
+        return None
+    said = f"the file seems to be {OTHER_DELIMITERS[sep]}-separated; sml reads comma-separated files only"
+    source = str(location)
+    if _url_scheme(source) is not None:
+        return f"{said}: save it as CSV with commas and use that file"
+    target = str(Path(source).with_name(f"{Path(source).stem}_commas.csv"))
+    code = (f"import pandas as pd; pd.read_csv({json.dumps(source, ensure_ascii=False)}, sep={json.dumps(sep)}, "
+            f"dtype=str, keep_default_na=False).to_csv({json.dumps(target, ensure_ascii=False)}, index=False)")
+    return f"{said}: convert it, e.g. `python -c {shlex.quote(code)}`, and use {target} (or save it as CSV with commas)"
+
+
 def _check_header_names(text: str, path: Path) -> None:
     """No column named twice: pandas would rename the second one (``Age.1``) and the
     dataset would silently read the first."""
@@ -192,7 +226,7 @@ def _check_field_counts(text: str, path: Path) -> None:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
-        if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+        if other_delimiter(header) is not None:
             # Another delimiter than ','; the column check says so, naming the columns.
             return
         for record in reader:

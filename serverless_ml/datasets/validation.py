@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serverless_ml.datasets.sources import Source
+from serverless_ml.datasets.sources import Source, other_delimiter_hint
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec, FeatureSpec
 from serverless_ml.errors import DataValidationError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, to_utc
@@ -127,11 +127,14 @@ def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
         return
     hints = []
     for column in missing:
+        # The file's name is the one to write in the spec (its `source_column`).
         close = difflib.get_close_matches(column, [str(c) for c in raw.columns], n=1, cutoff=0.75)
         if close:
-            hints.append(f"'{close[0]}' looks like a misspelling of '{column}'")
-    if len(raw.columns) == 1 and any(sep in str(raw.columns[0]) for sep in (";", "\t", "|")):
-        hints.append("the file seems to use another delimiter than ','")
+            hints.append(f"did you mean {close[0]!r}?" if len(missing) == 1
+                         else f"for {column!r} did you mean {close[0]!r}?")
+    delimiter = other_delimiter_hint(list(raw.columns), where)
+    if delimiter is not None:
+        hints.append(delimiter)
     hint = f" ({'; '.join(hints)})" if hints else ""
     raise DataValidationError(
         f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; expected {', '.join(spec.raw_columns)}"

@@ -333,19 +333,43 @@ def _row_hashes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return pd.util.hash_pandas_object(df[list(columns)], index=False)
 
 
+def _aligned_dtypes(incoming: pd.DataFrame, existing: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two frames with each of ``columns`` in one dtype, so equal values hash equal.
+
+    Arrow gives one column type two pandas forms: a ``bigint`` column is ``int64`` without
+    a missing value and ``float64`` with one, a boolean ``bool`` or ``object``. Ten new
+    rows without a gap compared with stored rows that have one would otherwise all look
+    changed. Such a column is compared as nullable integers (``Int64``: exact, a float
+    form holds whole numbers only), else as nullable floats.
+    """
+    incoming, existing = incoming.copy(deep=False), existing.copy(deep=False)
+    for column in columns:
+        if incoming[column].dtype == existing[column].dtype:
+            continue
+        for target in ("Int64", "Float64"):
+            try:
+                incoming[column], existing[column] = incoming[column].astype(target), existing[column].astype(target)
+                break
+            except (TypeError, ValueError):
+                continue
+    return incoming, existing
+
+
 def classify_rows(
     incoming: pd.DataFrame, existing: pd.DataFrame, primary_key: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which incoming rows are new (key not stored) and which change a stored row.
 
-    Both frames must have the same columns and dtypes (read them from Arrow tables of the
-    same schema); missing values compare equal to themselves.
+    Both frames must have the same columns, read from Arrow tables of the same schema (a
+    column's pandas dtype may differ with its missing values: :func:`_aligned_dtypes`);
+    missing values compare equal to themselves.
 
     Returns:
         ``(is_new, is_changed)``: boolean arrays aligned with ``incoming``'s rows.
     """
     keys = list(primary_key)
     values = [c for c in incoming.columns if c not in keys]
+    incoming, existing = _aligned_dtypes(incoming, existing, values)
     incoming_keys = incoming[keys].assign(_hash=_row_hashes(incoming, values).to_numpy())
     existing_keys = existing[keys].assign(_old=_row_hashes(existing, values).to_numpy())
     joined = incoming_keys.merge(existing_keys, on=keys, how="left", indicator=True)

@@ -166,7 +166,8 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame)
     if expected is not None and expected != spec.feature_names:
         raise SmlError(
             f"champion version {info.version} of model '{name}' expects columns {expected}, "
-            f"but feature group '{spec.name}' has {spec.feature_names}; retrain with `sml train --dataset {spec.dataset_arg}`"
+            f"but feature group '{spec.name}' has {spec.feature_names}; train and promote a model of these columns: "
+            f"`sml train --dataset {spec.dataset_arg} --promote always`"
         )
     holdout = info.tags.get("holdout_accuracy")
     training_keys = pd.Index([])
@@ -406,7 +407,8 @@ def batch_statistics(
     all_keys = (np.concatenate([history[spec.primary_key].to_numpy(), scored[spec.primary_key].to_numpy()])
                 if not history.empty else scored[spec.primary_key].to_numpy())
     event_days = event_time.astype("datetime64[D]")
-    as_of_day = (as_of_end - pd.Timedelta(days=1)).to_datetime64().astype("datetime64[D]")
+    # The last day the batch covers: the as-of date, or today for a batch scored up to now.
+    as_of_day = (as_of_end - pd.Timedelta(microseconds=1)).to_datetime64().astype("datetime64[D]")
     chosen = drift_stats.drift_windows(event_days, as_of_day, lookback_days=options.rolling_days)
     basis = "none"
     window_label = rolling_label = ""

@@ -152,6 +152,7 @@ class WorkerReport:
     trials_total: int
     best_trial: int | None
     best_value: float | None
+    split: str = ""
 
     def summary(self) -> str:
         best = ("no completed trial yet" if self.best_trial is None
@@ -159,6 +160,7 @@ class WorkerReport:
         return "\n".join([
             f"study {self.study_name}: this worker added {self.trials_this_worker} trials, "
             f"{self.trials_total} in the study (sampler seed {self.sampler_seed})",
+            *([self.split] if self.split else []),
             best,
             f"MLflow run {self.run_id} (experiment {self.experiment_id}); nothing registered",
             "when every worker is done, refit and register once: "
@@ -548,8 +550,6 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         for frame, idx in ((x, train_idx), (x, hold_idx), (y, train_idx), (y, hold_idx), (keys, train_idx), (keys, hold_idx))
     )
     space = search.search_space_for(spec, y_train)
-    if plan.adapted:
-        print(plan.describe())
     storage = options.storage or tracking.default_optuna_storage(uri, settings.store_dir.parent)
     if storage.startswith("sqlite:///"):
         remember_place("Optuna study database", storage.removeprefix("sqlite:///").split("?", 1)[0])
@@ -701,6 +701,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.dataset_arg, study_name=prep.study_name,
         sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=len(trials),
         best_trial=None if best is None else best.number, best_value=None if best is None else float(best.value),
+        split=prep.plan.describe() if prep.plan is not None else "",
     )
 
 
@@ -1015,8 +1016,8 @@ def log_and_register(
 
     example = x_train.head(5)
     with warnings.catch_warnings():
-        # Integer features are non-nullable by the dataset schema, so MLflow's hint about
-        # integer columns with missing values does not apply.
+        # A nullable integer feature is a float column here (as_model_input), so MLflow's
+        # hint about integer columns with missing values does not apply.
         warnings.simplefilter("ignore", category=UserWarning)
         signature = infer_signature(example, model.predict(example))
     info = mlflow.sklearn.log_model(

@@ -100,11 +100,15 @@ def _raw_name(encoded: str, spec: DatasetSpec) -> str:
 
 
 def as_model_input(frame: Any, spec: DatasetSpec) -> Any:
-    """Raw feature columns in spec order, missing categoricals as ``None``."""
+    """Raw feature columns in spec order, missing categoricals as ``None``; ``double`` and
+    nullable ``bigint`` features as floats (a whole-number column with a gap can only be a
+    float column in pandas, so the model's signature says ``double`` for it, and a served
+    row with the value missing is accepted)."""
     x = frame[spec.feature_names].copy()
     for name in categorical_features(spec):
         x[name] = x[name].astype(object).where(x[name].notna(), None)
     for name in numeric_features(spec):
-        if spec.feature(name).type == "double":
+        feature = spec.feature(name)
+        if feature.type == "double" or feature.nullable:
             x[name] = x[name].astype(np.float64)
     return x

@@ -29,3 +29,56 @@ def test_a_drafted_spec_backfills_and_trains(run_cli, tracking_uri: str, tmp_pat
     code, out, err = run_cli("train", "--dataset", "data/drafted_wine.yaml", "--trials", "2", "--folds", "2", "-q")
     assert code == 0, err
     assert "best trial #" in out
+
+
+MESSY = """Customer ID,Body mass (g),flipper-length.mm,2nd reading,Größe,zip,Approved?,Plan
+{rows}"""
+
+
+def _messy_csv(path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    lines = []
+    for i in range(120):
+        mass = "" if i % 17 == 0 else str(int(rng.integers(3000, 5000)))
+        reading = f"{rng.normal(0.6, 0.2):.3f}"
+        size = f"{rng.normal(1.75, 0.1):.2f}"
+        zip_code = ("02134", "02135", "10001")[i % 3]
+        plan = ("basic", "premium", "")[i % 3] if i % 5 else "basic"
+        approved = "Yes" if (mass and int(mass) > 4000) or float(reading) > 0.8 else "No"
+        lines.append(f"C{i:04d},{mass},{180 + i % 20},{reading},{size},{zip_code},{approved},{plan}")
+    path.write_text(MESSY.format(rows="\n".join(lines)) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("dataset", ["messy", "breast_cancer", "digits_features", "mixed_synthetic"])
+def test_drafted_specs_load_unedited_and_train(dataset: str, tracking_uri: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Messy names, a Yes/No label, an id key, zip codes with leading zeros and gaps (a CSV
+    written here), and three of scikit-learn's bundled sets: drafted, backfilled, trained."""
+    from serverless_ml import cli
+    from serverless_ml.datasets.spec import load_spec_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    if dataset == "messy":
+        _messy_csv(data / "messy.csv")
+        label = "Approved?"
+    else:
+        write_dataset(dataset, data)
+        label = {"breast_cancer": "diagnosis", "digits_features": "digit", "mixed_synthetic": "outcome"}[dataset]
+    draft = draft_spec(data / f"{dataset}.csv", label, name=f"drafted_{dataset}", spec_dir=data)
+    (data / "drafted.yaml").write_text(draft.text, encoding="utf-8")
+    spec = load_spec_file(data / "drafted.yaml")
+    if dataset == "messy":
+        assert spec.primary_key == "customer_id" and spec.classes == ("No", "Yes") and spec.positive_class == "Yes"
+        assert spec.feature("zip").categories == ("02134", "02135", "10001")
+        assert spec.feature("body_mass_g").nullable
+    monkeypatch.setenv("SML_STORE_DIR", str(tmp_path / "store"))
+    for args in (("features",), ("train", "--trials", "1", "--folds", "2", "-q")):
+        capsys.readouterr()
+        try:
+            cli.main([*args[:1], "--dataset", str(data / "drafted.yaml"), *args[1:]])
+        except SystemExit as exc:
+            assert not exc.code, capsys.readouterr().err
+    assert "registered version 1 as challenger; promoted to champion" in capsys.readouterr().out

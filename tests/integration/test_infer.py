@@ -356,3 +356,16 @@ def test_a_stale_simulated_run_is_closed_at_its_batch_time(world) -> None:  # no
     assert sorted(closed) == sorted([simulated, real])
     assert client.get_run(simulated).info.end_time == batch_ms
     assert client.get_run(real).info.end_time > batch_ms + 10**9
+
+
+def test_a_batch_scored_up_to_now_counts_today_s_rows_in_its_drift_window(world) -> None:  # noqa: ANN001
+    """Without --as-of the batch runs up to now: its drift window ends today, not
+    yesterday (rows dated today were once left out: "0 rows in the last 30 days")."""
+    store, settings = world
+    today = _day(5)
+    add_daily_rows(SPEC, store, today, n=60, seed=0, drift=parse_drift("age+30,fare*4", SPEC))
+    report = infer(SPEC, store, settings, QUIET, _noon(today))
+    assert report.rows_scored == 60
+    assert report.metrics["drift_rows"] == 60
+    assert any("age" in a for a in report.alerts)
+    assert not any("drift not computed" in n for n in report.notes)

@@ -45,12 +45,17 @@ def test_a_class_of_three_rows_trains_with_adapted_folds_and_two_rows_are_refuse
     assert code == 0, err
     chosen = ("split: holdout 13 rows (20% of each class, at least 1) [default], "
               "2-fold CV [default 5 lowered: class 'rare' has 2 training rows]")
-    assert out.count(chosen) == 2  # when chosen, and in the summary
+    assert out.count("split: ") == 1 and out.count(chosen) == 1  # in the summary only
     client = MlflowClient(tracking_uri=tracking_uri)
     run = client.search_runs([client.get_experiment_by_name("rare-training").experiment_id],
                              "tags.`sml.role` = 'tune'")[0]
     assert (run.data.params["cv_folds"], run.data.params["cv_folds_auto"], run.data.params["split"]) == ("2", "true", chosen)
     assert run.data.metrics["test_support_rare"] == 1
+    # The same run again trains nothing: one line, no split.
+    code, out, err = run_cli("train", "--dataset", str(spec_path), "--trials", "2", "--quiet",
+                             env={"MLFLOW_TRACKING_URI": tracking_uri})
+    assert (code, out) == (0, "champion version 1 was trained on the same data, seed and search: kept; "
+                              "use --promote always to register anew\n"), err
 
     spec_path = _rare_class_spec(bad_dir, 2)
     other_store = tmp_path / "store2"

@@ -328,6 +328,10 @@ def _write(tmp_path: Path, rows: list[list[str]]) -> Path:
     ("ragged", ["ragged.csv", "--label", "y"], "ragged.csv is not well-formed CSV"),
     ("good", ["good.csv", "--label", "y", "--key", "reading"], "--key 'reading': good.csv has '0' in rows 1 and 4"),
     ("good", ["good.csv", "--label", "y", "--output", "good.yaml"], "--output good.yaml exists"),
+    # Checked before drafting: the warnings this CSV gets are not printed either.
+    ("constant", ["constant.csv", "--label", "y", "--output", "good.yaml"], "--output good.yaml exists"),
+    ("semi", ["semi.csv", "--label", "y"], "--label 'y': semi.csv has no such column (the file seems to be "
+     "semicolon-separated; sml reads comma-separated files only: convert it, e.g. `python -c "),
     ("good", ["good.csv", "--label", "y", "--output", "spec.json"], "expected a .yaml or .yml file name"),
     ("good", ["good.csv", "--label", "y", "--output", "nofolder/spec.yaml"], "folder nofolder does not exist"),
 ])
@@ -338,6 +342,8 @@ def test_errors_are_one_line_and_write_nothing(tmp_path: Path, monkeypatch: pyte
         "good": _csv([["reading", "y"]] + [[str(i % 3), "ab"[i % 2]] for i in range(20)]),
         "one_class": _csv([["x", "y"]] + [[str(i), "a"] for i in range(20)]),
         "ragged": "x,y\n1,a\n2,b,3\n",
+        "constant": _csv([["c", "reading", "y"]] + [["k", str(i % 3), "ab"[i % 2]] for i in range(20)]),
+        "semi": "x;y\n1;a\n2;b\n",
     }
     if setup == "latin1":
         (tmp_path / "latin1.csv").write_bytes("x,y\nGr\u00f6\u00dfe,a\n".encode("latin-1"))
@@ -370,6 +376,17 @@ def test_the_cli_writes_a_spec_that_loads_from_stdout_or_output(tmp_path: Path, 
     spec = load_spec_file(tmp_path / "data" / "x.yaml")
     assert spec.name == "churn" and spec.source_path == "x.csv"
     assert len(build_feature_rows(load_source(spec), spec, "backfill", spec.backfill_event_time)) == 20
+
+
+def test_output_says_how_many_warnings_only_when_there_are_any(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              sml: Callable[..., tuple[int, str, str]]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "none.csv").write_text(_csv([["reading", "y"]] + [[str(i % 3), "ab"[i % 2]] for i in range(20)]))
+    (tmp_path / "one.csv").write_text(_csv([["c", "reading", "y"]] + [["k", str(i % 3), "ab"[i % 2]] for i in range(20)]))
+    assert sml("spec", "draft", "none.csv", "--label", "y", "--output", "none.yaml") == (0, "wrote none.yaml\n", "")
+    code, out, err = sml("spec", "draft", "one.csv", "--label", "y", "--output", "one.yaml")
+    assert (code, out) == (0, "wrote one.yaml (1 warning; see stderr and the file's comments)\n"), err
+    assert err == "warning: column 'c' left out: constant: one value ('k') in 20 rows\n"
 
 
 BUNDLED_LABELS = {"breast_cancer": "diagnosis", "wine": "cultivar", "digits_features": "digit", "mixed_synthetic": "outcome"}

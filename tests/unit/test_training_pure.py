@@ -325,3 +325,22 @@ def test_numeric_products_and_the_derived_space_change_the_study_fingerprint() -
     assert search.search_space_fingerprint(space, plain_iris) == search.search_space_fingerprint(space)
     other = search.derive_search_space(7120, 12, 2)
     assert other != space and search.search_space_fingerprint(other) != search.search_space_fingerprint(space)
+
+
+def test_a_nullable_bigint_feature_is_a_double_in_the_model_input_and_signature() -> None:
+    """Rows without a gap are int64 in pandas, rows with one float64: the model's input is
+    float either way, so its signature accepts a served row whose value is missing."""
+    from mlflow.models import infer_signature
+
+    from serverless_ml.datasets.spec import parse_spec
+
+    spec = parse_spec({"name": "gaps", "label": "y", "classes": [0, 1], "features": {
+        "score": {"type": "bigint", "nullable": True}, "count": {"type": "bigint"}}}, "test")
+    no_gap = pd.DataFrame({"score": np.array([5, 7, 9, 11]), "count": np.array([1, 2, 3, 4])})
+    x = as_model_input(no_gap, spec)
+    assert x.dtypes.astype(str).to_dict() == {"score": "float64", "count": "int64"}
+    model = build_pipeline(spec, {"n_estimators": 5}, seed=0).fit(x, [0, 1, 0, 1])
+    inputs = {c.name: c.type.name for c in infer_signature(x, model.predict(x)).inputs.inputs}
+    assert inputs == {"score": "double", "count": "long"}
+    with_gap = as_model_input(no_gap.assign(score=[5.0, np.nan, 9.0, 11.0]), spec)
+    assert len(model.predict(with_gap)) == 4

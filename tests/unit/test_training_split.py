@@ -80,3 +80,15 @@ def test_the_holdout_is_stratified_seeded_and_about_the_share_asked() -> None:
     assert list(first[1]) != list(split.split_holdout(y, plan, seed=4)[1])
     held = y.iloc[first[1]].value_counts()
     assert held.to_dict() == {"a": 140, "b": 58, "c": 2}
+
+
+def test_a_workers_summary_says_its_split_once() -> None:
+    """A worker prints no split line of its own while it starts: its summary holds it."""
+    from serverless_ml.pipelines.train import WorkerReport
+
+    y = _labels({"Setosa": 3, "Versicolor": 40, "Virginica": 40})
+    line = check_training_rows(IRIS, y, defaults.TRAIN_HOLDOUT, defaults.TRAIN_FOLDS).describe()
+    report = WorkerReport(run_id="r", experiment_id="1", dataset="iris", study_name="s", sampler_seed=43,
+                          trials_this_worker=2, trials_total=4, best_trial=None, best_value=None, split=line)
+    lines = report.summary().splitlines()
+    assert lines[1] == line and sum(l.startswith("split: ") for l in lines) == 1

@@ -3,6 +3,9 @@ catalogue in tests/integration/test_bad_input.py covers the same paths end to en
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +175,40 @@ def test_renamed_columns_are_named_both_ways(tmp_path: Path) -> None:
     data["features"]["alcohol"] = {"type": "double", "min": 5, "source_column": "Alcohol %"}
     path.write_text("Alcohol %,y\n12,a\n-1,b\n")
     assert "row 2 (line 3): -1 is below the allowed minimum 5" in _refused(path, parse_spec(data, "things.yaml"))
+
+
+def test_a_misspelled_column_names_the_files_name_as_the_one_meant(tmp_path: Path) -> None:
+    """The spec says ``Approved``, the file ``Approved?``: the file's name is the one to
+    write in the spec, so the message offers it (not the other way round)."""
+    data = yaml.safe_load("name: loans\nlabel: {column: approved, source_column: Approved}\nclasses: ['0', '1']\n"
+                          "features:\n  income: {type: double}\n")
+    spec = parse_spec(data, "loans.yaml")
+    path = tmp_path / "loans.csv"
+    path.write_text("income,Approved?\n12,1\n25,0\n")
+    message = _refused(path, spec)
+    assert "missing column(s) 'Approved' (did you mean 'Approved?'?)" in message, message
+    assert "misspelling" not in message
+    path.write_text("incme,Approved?\n12,1\n25,0\n")  # two: each hint says which column it is for
+    message = _refused(path, spec)
+    assert "(for 'income' did you mean 'incme'?; for 'Approved' did you mean 'Approved?'?)" in message, message
+
+
+@pytest.mark.parametrize(("sep", "said"), [(";", "semicolon"), ("\t", "tab"), ("|", "'|'")])
+def test_another_delimiter_is_refused_with_a_command_that_converts_it(tmp_path: Path, sep: str, said: str) -> None:
+    """``sml features`` reads comma-separated files only; the error's command converts the
+    file, and the converted file passes with every field as written."""
+    path = _iris_file(tmp_path, "5.1;3.5;1.4;0.2;Setosa\n7.0;3.2;4.7;1.4;Versicolor\n".replace(";", sep),
+                      header=IRIS_HEADER.replace(",", sep), name="semi colon.csv")
+    message = _refused(path, iris.SPEC)
+    assert f"the file seems to be {said}-separated; sml reads comma-separated files only: convert it, e.g. `" in message
+    command = message.split("`")[1]
+    converted = tmp_path / "semi colon_commas.csv"
+    assert f"and use {converted} (or save it as CSV with commas)" in message
+    done = subprocess.run(["bash", "-c", command.replace("python ", f"{shlex.quote(sys.executable)} ", 1)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert converted.read_text().splitlines()[0] == IRIS_HEADER.strip()
+    assert _build(converted)["variety"].tolist() == ["Setosa", "Versicolor"]
 
 
 def test_titanic_rows_name_the_raw_column(tmp_path: Path, data_dir: Path) -> None:
