@@ -16,7 +16,7 @@ export SML_DATA_DIR ?= $(abspath $(SHARED_DATA))
 DEMO_HOME ?= sml_data
 DEMO_ARGS ?=
 
-.PHONY: help venv system-deps demo test test-fast soak bench clean tracking-server
+.PHONY: help venv system-deps demo lint test test-fast soak bench clean tracking-server
 
 # `make help` lists every target with the text after its `##` (a unit test checks that
 # each .PHONY target has one).
@@ -40,7 +40,14 @@ demo: $(STAMP) ## the main job for Iris and Titanic, then the monitoring site (D
 system-deps: ## Debian packages the tests need (Chromium, PostgreSQL) when missing; needs root
 	scripts/install-system-deps.sh
 
-test: $(STAMP) system-deps ## the whole test suite (installs the Debian packages first)
+# The rules, and why each is on, are in pyproject.toml ([tool.ruff.lint]). bench/.venv-reference
+# is left out (the benchmarks' reference environment).
+LINT_PATHS := serverless_ml monitoring_app entrypoints $(wildcard bench/*.py) tests
+
+lint: $(STAMP) ## ruff's bug-finding rules over the code, the tests and the benchmarks (make test runs it first)
+	$(BIN)/ruff check --no-cache $(LINT_PATHS)
+
+test: $(STAMP) lint system-deps ## lint, then the whole test suite (installs the Debian packages first)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## the tests not marked slow (no system packages installed)

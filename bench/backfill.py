@@ -128,7 +128,7 @@ def run(rows: int = DEFAULT_ROWS, repeats: int = DEFAULT_REPEATS, seed: int = DE
         with tempfile.TemporaryDirectory(prefix="sml-bench-backfill-") as tmp:
             root = Path(tmp)
 
-            def ours() -> None:
+            def ours(root: Path = root) -> None:
                 seconds, result = _timed(lambda: _feature_group(root / "store").insert(df))
                 assert result.inserted == rows and result.written == rows, result
                 timings["first_backfill"].append(seconds)
@@ -140,7 +140,7 @@ def run(rows: int = DEFAULT_ROWS, repeats: int = DEFAULT_REPEATS, seed: int = DE
                 timings["re_backfill"].append(seconds)
                 sizes["store_bytes"] = _tree_bytes(root / "store")
 
-            def reference() -> None:
+            def reference(root: Path = root) -> None:
                 path = root / "reference.parquet"
                 seconds, _ = _timed(lambda: pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path))
                 timings["parquet"].append(seconds)

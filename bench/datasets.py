@@ -282,7 +282,7 @@ def _graded_synthetic() -> _Dataset:
     # becomes the categorical `batch`. Clusters overlap (class_sep) and 20 % of the labels
     # are relabelled at random, so that, as on wine quality, a default forest is right about
     # 7 times in 10.
-    x, y, rng = _generated(12, list(GRADE_ROWS.values()), n_informative=7, n_redundant=3, n_repeated=0,
+    x, y, _rng = _generated(12, list(GRADE_ROWS.values()), n_informative=7, n_redundant=3, n_repeated=0,
                            n_clusters_per_class=2, class_sep=0.7, flip_y=0.2)
     names = [f"measure_{i:02d}" for i in range(1, 12)]
     columns = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]  # column 6 (informative) becomes `batch`

@@ -416,7 +416,7 @@ def print_table(results: dict[str, Any], with_reference: bool) -> None:
             for kind in ("+1std", "+0.5std", "share+20"):
                 k = summary.get(kind)
                 if k is None:
-                    cells += ["n/a", "n/a"] if kind != "+1std" else ["n/a", "n/a"]
+                    cells += ["n/a", "n/a"]
                     continue
                 cells.append(_pct(k[f"detected_within_{DETECTION_DAYS}_days"]))
                 cells.append(f"{k['median_delay_days']:.0f} d" if kind == "+1std" and k["median_delay_days"] is not None else

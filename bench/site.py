@@ -319,26 +319,29 @@ def run(days: int, calls: int, naive_repeats: int, seed: int) -> dict[str, Any]:
                 inputs = {f"{ids.REFRESH}.n_intervals": i + 1, f"{ids.OVERVIEW_WINDOW}.value": "all"}
                 states = {f"{ids.OVERVIEW_STATE}.data": overview_state}
                 clock.advance(30.0)
-                t, response = _timed(lambda: client.callback(overview_output, inputs, states, [f"{ids.REFRESH}.n_intervals"]))
+                t, response = _timed(lambda inputs=inputs, states=states: client.callback(overview_output, inputs, states,
+                                                                                     [f"{ids.REFRESH}.n_intervals"]))
                 assert response.status_code == 204, "an unchanged refresh must not redraw"
                 timings["refresh_unchanged"].append(t)
                 cpu["refresh_unchanged"].append(CPU[-1])
 
                 write_history(uri, 1, seed, first_day=days + i)  # a new batch arrives (untimed)
                 clock.advance(30.0)
-                t, response = _timed(lambda: client.callback(overview_output, inputs, states, [f"{ids.REFRESH}.n_intervals"]))
+                t, response = _timed(lambda inputs=inputs, states=states: client.callback(overview_output, inputs, states,
+                                                                                     [f"{ids.REFRESH}.n_intervals"]))
                 assert response.status_code == 200
                 overview_state = response.get_json()["response"][ids.OVERVIEW_STATE]["data"]
                 timings["refresh_new_run"].append(t)
                 cpu["refresh_new_run"].append(CPU[-1])
 
                 window_inputs = {**inputs, f"{ids.OVERVIEW_WINDOW}.value": windows[i % len(windows)]}
-                t, _ = _timed(lambda: client.callback(overview_output, window_inputs, states, [f"{ids.OVERVIEW_WINDOW}.value"]))
+                t, _ = _timed(lambda window_inputs=window_inputs, states=states: client.callback(
+                    overview_output, window_inputs, states, [f"{ids.OVERVIEW_WINDOW}.value"]))
                 timings["window"].append(t)
                 cpu["window"].append(CPU[-1])
 
                 picked = ("iris", "titanic")[i % 2]
-                t, _ = _timed(lambda: client.callback(sync, {f"{ids.URL}.search": search, f"{ids.DATASET}.value": picked},
+                t, _ = _timed(lambda picked=picked: client.callback(sync, {f"{ids.URL}.search": search, f"{ids.DATASET}.value": picked},
                                                       changed=[f"{ids.DATASET}.value"]))
                 timings["dataset_picker"].append(t)
                 cpu["dataset_picker"].append(CPU[-1])

@@ -151,7 +151,7 @@ def run(repeats: int = DEFAULT_REPEATS, trials: int = DEFAULT_TRIALS) -> dict[st
                 with tempfile.TemporaryDirectory(prefix="sml-bench-local-") as tmp:
                     timings["local"].append(run_pipeline(Path(tmp), f"sqlite:///{Path(tmp) / 'mlflow.db'}", trials, None))
 
-            def server() -> None:
+            def server(rep: int = rep) -> None:
                 backend = postgres.database(f"mlflow_{rep}")
                 storage = postgres.database(f"optuna_{rep}")
                 with tempfile.TemporaryDirectory(prefix="sml-bench-server-") as tmp:

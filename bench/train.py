@@ -80,7 +80,8 @@ from serverless_ml.pipelines.train import (
 )
 from serverless_ml.settings import resolve_settings
 from serverless_ml.testing import create_tracking_database
-from serverless_ml.training import search, split
+from serverless_ml.datasets import split
+from serverless_ml.training import search
 from serverless_ml.training.model import build_pipeline
 
 SECTIONS = ("quality", "grid", "overhead", "wall", "datasets")
@@ -183,7 +184,7 @@ def load_real_rows(dataset: str, options: TrainOptions) -> RealRows:
     spec = get_dataset(dataset)
     with tempfile.TemporaryDirectory(prefix="sml-bench-train-store-") as tmp:
         store = backfill_store(spec, Path(tmp) / "feature_store")
-        x, y, keys, data_version = load_training_rows(spec, store, options.include_synthetic)
+        x, y, _keys, data_version = load_training_rows(spec, store, options.include_synthetic)
     plan = check_training_rows(spec, y, options.holdout, options.folds)
     train_idx, _ = split.split_holdout(y, plan, options.seed)
     return RealRows(spec, x, y, x.iloc[train_idx].reset_index(drop=True), y.iloc[train_idx].reset_index(drop=True),

@@ -449,7 +449,7 @@ def data_quality(
         else:
             text = column.astype(object).where(column.notna(), None)
             seen = np.zeros(len(values), dtype=bool)
-            for k, (v, profile) in enumerate(chosen.items()):
+            for k, profile in enumerate(chosen.values()):
                 mine = codes == k
                 known = sorted(profile.values.get(feature.name, frozenset()))
                 seen[mine] = text[mine].astype(str).isin(known).to_numpy(dtype=bool)

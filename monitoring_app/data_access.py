@@ -241,7 +241,7 @@ class RunReader(abc.ABC):
     def signature(self, experiment_id: str) -> Hashable:
         """A cheap value that changes when runs of the experiment are added or finish."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default, not abstract: readers without connections keep it
         """Let go of connections (nothing to do unless the reader holds some)."""
 
 

@@ -612,7 +612,7 @@ def _render(
     out += _comment_lines(f"Dataset spec drafted by `sml spec draft` from {_shown(csv_path.name, 80)} ({rows} rows, "
                           f"{n_columns} columns).")
     out += _comment_lines("Every choice is a guess from the data, explained in a comment: review it, then "
-                          f"`sml features --dataset <this file>`. The keys are described in README.md, 'Spec reference'.")
+                          "`sml features --dataset <this file>`. The keys are described in README.md, 'Spec reference'.")
     if warnings:
         out.append("#")
         out.append("# Warnings:")

@@ -84,7 +84,7 @@ def _parse_numbers(values: pd.Series, present: pd.Series) -> pd.Series:
     texts = values[present]
     is_text = (texts.map(lambda v: isinstance(v, str)) & numbers.notna()).to_numpy(dtype=bool)
     if is_text.any():
-        numbers[is_text] = [_exact_float(t, n) for t, n in zip(texts[is_text], numbers[is_text])]
+        numbers[is_text] = [_exact_float(t, n) for t, n in zip(texts[is_text], numbers[is_text], strict=True)]
     return numbers.reindex(values.index)
 
 

@@ -528,7 +528,7 @@ class FeatureGroup(abc.ABC):
 
     # What a backend provides to the methods above.
 
-    def _check_feature_names(self) -> None:
+    def _check_feature_names(self) -> None:  # noqa: B027 - optional hook: no-op unless a backend has limits
         """Refuse feature names the backend would change (checked before any write)."""
 
     @abc.abstractmethod
@@ -789,7 +789,7 @@ class FeatureStore(abc.ABC):
             query.feature_group.get_feature(label)
         return self._open_view(name, version, query, list(labels), description)
 
-    def _check_view_query(self, name: str, query: Query) -> None:
+    def _check_view_query(self, name: str, query: Query) -> None:  # noqa: B027 - optional hook: no-op unless a backend has limits
         """Refuse a query the backend cannot make a view of (checked first)."""
 
     @abc.abstractmethod

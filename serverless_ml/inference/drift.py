@@ -278,7 +278,7 @@ def _compare_numeric(ref: _NumericReference, values: pd.Series) -> _Result:
         if share_change > effect:
             effect, effect_name = share_change, "missing_share"
     if tests:
-        name, statistic, p_min = min(tests, key=lambda t: t[2])
+        _name, statistic, p_min = min(tests, key=lambda t: t[2])
         p_value = min(1.0, p_min * len(tests))
     else:
         statistic, p_value = 0.0, 1.0
@@ -309,7 +309,7 @@ def _pool_rare(table: np.ndarray) -> np.ndarray:
     expected = table.sum(axis=0) * table[1].sum() / table.sum()
     order = np.argsort(expected, kind="stable")
     pooled = 0
-    while pooled < len(order) and (expected[order[pooled]] < MIN_EXPECTED or 0 < pooled and expected[order[:pooled]].sum() < MIN_EXPECTED):
+    while pooled < len(order) and (expected[order[pooled]] < MIN_EXPECTED or (0 < pooled and expected[order[:pooled]].sum() < MIN_EXPECTED)):
         pooled += 1
     if pooled == 0:
         return table

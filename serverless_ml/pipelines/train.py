@@ -589,12 +589,12 @@ def _log_training_inputs(run_id: str, spec: DatasetSpec, prep: _Prepared, option
     name = prep.source.get("feature_view") or spec.name
     rows = "real and synthetic rows" if options.include_synthetic else "real rows only"
     inputs = []
-    for context, split, keys, x, y in (("training", "train", prep.keys_train, prep.x_train, prep.y_train),
-                                       ("testing", "holdout", prep.keys_hold, prep.x_hold, prep.y_hold)):
+    for context, split_name, keys, x, y in (("training", "train", prep.keys_train, prep.x_train, prep.y_train),
+                                            ("testing", "holdout", prep.keys_hold, prep.x_hold, prep.y_hold)):
         frame = pd.concat([keys.rename(spec.primary_key), x, y.rename(spec.label)], axis=1)
         inputs.append(tracking.dataset_input(
             name, prep.source, len(frame), columns, tracking.rows_digest(frame), context,
-            tags={"split": split, "rows": rows, "seed": str(options.seed)},
+            tags={"split": split_name, "rows": rows, "seed": str(options.seed)},
         ))
     tracking.log_inputs(run_id, inputs)
 

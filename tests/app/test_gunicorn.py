@@ -56,7 +56,7 @@ def test_the_site_runs_behind_gunicorn_as_the_readme_says(
     page: Any, site_world: Any, settle: Any, screenshot: Any, tmp_path: Path
 ) -> None:
     tab, problems = page
-    exported, command = readme_command()
+    _exported, command = readme_command()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -189,7 +189,7 @@ def _infer_type(series: pd.Series) -> str:
     """As ``hsfs/engine/python.py`` ``_parse_schema_feature_group``: through the Arrow type
     of the column, so an all-missing object column (Arrow ``null``) has no type."""
     dtype = series.dtype
-    if dtype == object and series.isna().all():
+    if pd.api.types.is_object_dtype(dtype) and series.isna().all():
         raise FeatureStoreException(f"Feature '{series.name}': dtype 'null' not supported")
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"

@@ -404,7 +404,7 @@ def test_predictions_are_upserted_by_key_and_model_version(backend) -> None:  # 
     result = group.insert(predictions([1], model_version=1, prediction=0, actual=[1]))
     assert (result.inserted, result.updated, result.unchanged) == (0, 1, 0)
     table = backend.open_store().get_feature_group("things_predictions", 1).read()
-    assert list(zip(table["id"], table["model_version"])) == [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2)]
+    assert list(zip(table["id"], table["model_version"], strict=True)) == [(1, 1), (2, 1), (2, 2), (3, 1), (3, 2)]
     assert table["prediction"].tolist() == [0, 1, 1, 1, 1]
     assert table.loc[2, "run_id"] == "run-2"
     unknown = table[(table["id"] == 3) & (table["model_version"] == 1)].iloc[0]
@@ -422,4 +422,4 @@ def test_predictions_are_deleted_by_key_and_model_version(backend) -> None:  # n
     result = group.delete(pd.DataFrame({"id": [2, 3], "model_version": [1, 2]}))
     assert result.deleted == 2
     table = backend.open_store().get_feature_group("things_predictions", 1).read()
-    assert list(zip(table["id"], table["model_version"])) == [(1, 1), (2, 2), (3, 1)]
+    assert list(zip(table["id"], table["model_version"], strict=True)) == [(1, 1), (2, 2), (3, 1)]

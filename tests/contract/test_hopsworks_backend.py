@@ -92,7 +92,7 @@ def _bad_calls(service: StandInService):  # noqa: ANN202
 def test_the_standin_refuses_arguments_the_real_sdk_refuses(standin: StandInService, case: str) -> None:
     call = _bad_calls(standin)[case]
     calls_before = len(standin.calls)
-    with pytest.raises(StandInSignatureError, match="hopsworks|hsfs"):
+    with pytest.raises(StandInSignatureError, match=r"hopsworks|hsfs"):
         call()
     assert len(standin.calls) == calls_before, "a refused call does nothing"
 

@@ -173,7 +173,7 @@ def test_half_created_group_is_created_again_by_the_next_run(
     with pytest.raises(FeatureStoreException):
         raw_group(standin).insert(frame([1, 2]))  # an earlier run, cut short
     standin.direct_writes_fail = False
-    with pytest.raises(NotFoundError, match="registered but never written .a first insert failed."):
+    with pytest.raises(NotFoundError, match=r"registered but never written .a first insert failed."):
         HopsworksFeatureStore(standin.feature_store).get_feature_group("things", 1)
     caplog.set_level(logging.WARNING)
     group = open_group(HopsworksFeatureStore(standin.feature_store))
@@ -321,15 +321,15 @@ def test_sdk_errors_become_one_line_naming_the_step(standin: StandInService, ste
 def test_sdk_errors_opening_groups_and_views(standin: StandInService) -> None:
     store = HopsworksFeatureStore(standin.feature_store)
     standin.fail_next("FeatureStore.get_or_create_feature_group", ValueError("bad name"))
-    with pytest.raises(SmlError, match="^Hopsworks: cannot get or create feature group 'things' version 1: ValueError: bad name$"):
+    with pytest.raises(SmlError, match=r"^Hopsworks: cannot get or create feature group 'things' version 1: ValueError: bad name$"):
         open_group(store)
     group = open_group(store)
     group.insert(frame([1]))
     standin.fail_next("FeatureGroup.select_all", KeyError("id"))
-    with pytest.raises(SmlError, match="^Hopsworks: cannot select from feature group 'things' version 1: KeyError: 'id'$"):
+    with pytest.raises(SmlError, match=r"^Hopsworks: cannot select from feature group 'things' version 1: KeyError: 'id'$"):
         group.read()
     standin.fail_next("FeatureStore.get_or_create_feature_view", NotImplementedError("spine"))
-    with pytest.raises(SmlError, match="feature view 'v' version 1: NotImplementedError: spine$"):
+    with pytest.raises(SmlError, match=r"feature view 'v' version 1: NotImplementedError: spine$"):
         store.get_or_create_feature_view("v", 1, group.select_all(), labels=["label"])
 
 

@@ -22,7 +22,7 @@ DAY = "2024-02-01"
 def _summary(stdout: str) -> dict[str, int]:
     match = re.search(r"(\d+) rows in, (\d+) inserted, (\d+) updated, (\d+) unchanged; table version (\d+)", stdout)
     assert match, stdout
-    return dict(zip(["rows", "inserted", "updated", "unchanged", "version"], map(int, match.groups())))
+    return dict(zip(["rows", "inserted", "updated", "unchanged", "version"], map(int, match.groups()), strict=True))
 
 
 def _ok(result) -> str:

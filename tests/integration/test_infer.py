@@ -75,7 +75,7 @@ def test_a_month_of_days_gives_one_run_per_day_matching_the_predictions_table(wo
         assert len(batch) == 4
         accuracy = float((batch["prediction"] == batch["actual"]).mean())
         assert run["metrics.batch_accuracy"] == pytest.approx(accuracy)
-        low, high = wilson_interval(int((batch["prediction"] == batch["actual"]).sum()), 4)
+        low, _high = wilson_interval(int((batch["prediction"] == batch["actual"]).sum()), 4)
         assert run["metrics.batch_accuracy_ci_low"] == pytest.approx(low)
         as_of_end = pd.Timestamp(run["tags.as_of"], tz="UTC") + pd.Timedelta(days=1)
         window = predictions[(predictions["event_time"] >= as_of_end - pd.Timedelta(days=30)) & (predictions["event_time"] < as_of_end)]

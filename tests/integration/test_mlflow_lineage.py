@@ -96,7 +96,7 @@ def test_a_relative_database_resolves_against_the_working_directory_and_a_server
 
 def test_the_training_run_logs_its_rows_as_dataset_inputs_with_source_version_and_digest(world) -> None:  # noqa: ANN001
     store, _ = world
-    client, version, run = _champion_training_run()
+    _client, _version, run = _champion_training_run()
     inputs = _inputs(run)
     assert set(inputs) == {"training", "testing"}
     keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/training/keys.parquet"))
@@ -126,7 +126,7 @@ def test_the_training_run_logs_its_rows_as_dataset_inputs_with_source_version_an
 
 
 def test_the_training_run_has_the_chosen_hyperparameters_as_params_and_class_named_metrics(world) -> None:  # noqa: ANN001
-    client, version, run = _champion_training_run()
+    client, _version, run = _champion_training_run()
     best = run.data.tags["best_trial_number"]
     (trial,) = client.search_runs(
         [run.info.experiment_id],

@@ -46,7 +46,7 @@ def test_a_signal_mid_job_stops_the_scheduler_cleanly(world, tmp_path, sig) -> N
             assert time.monotonic() < deadline, "the retraining run never started"
             time.sleep(0.5)
         process.send_signal(sig)
-        out, err = process.communicate(timeout=60)
+        _out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()

@@ -95,7 +95,7 @@ def test_time_travel_reads_old_versions(store_dir: Path) -> None:
     assert group.read(version=1)["id"].tolist() == [1, 2, 3]
     assert group.read(version=2)["x"].tolist() == [51.0, 3.0, 4.0]
     assert group.read()["x"].tolist() == [51.0, 3.0, 4.0]
-    with pytest.raises(NotFoundError, match="no data version 7 .latest is 2."):
+    with pytest.raises(NotFoundError, match=r"no data version 7 .latest is 2."):
         group.read(version=7)
 
 

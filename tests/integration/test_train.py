@@ -285,7 +285,7 @@ def test_bad_training_input_fails_cleanly(
     if case not in ("unknown_dataset", "no_features_yet"):
         spec = get_dataset(dataset)
         backfill(spec, LocalFeatureStore(store_dir), load_source(spec, None, data_dir))
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         "train", "--dataset", dataset, "--trials", "2", "--folds", "3", "--quiet", *extra,
         env={"MLFLOW_TRACKING_URI": tracking_uri},
     )

@@ -345,7 +345,7 @@ def _truncated_copy(ws: Workspace) -> None:
 
 URL_SPEC = BAD_SPEC.replace("source: {path: wine.csv}", "source: {url: 'file:///etc/passwd'}").replace("min: 20", "min: 10")
 ALIAS_BOMB = BAD_SPEC.replace("min: 20", "min: 10") + "description:\n  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
-    f"  - &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+    f"  - &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
 )
 
 

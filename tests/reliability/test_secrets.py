@@ -242,7 +242,7 @@ def capture_pages(browser: Any, base: str, pages: Iterable[str], label: str,
             tab = context.new_page()
             tab.set_default_timeout(60_000)
             responses: list = []
-            tab.on("response", lambda r: responses.append(r) if r.url.startswith(base) else None)
+            tab.on("response", lambda r, responses=responses: responses.append(r) if r.url.startswith(base) else None)
             tab.on("pageerror", lambda e, page=page: log_problem(f"{page}: {e}"))
             tab.goto(f"{base}{page}")
             _settle(tab)

@@ -51,7 +51,7 @@ def test_writing_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_an_unknown_name_is_refused_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown bundled dataset 'iris' .*breast_cancer"):
+    with pytest.raises(ValueError, match=r"unknown bundled dataset 'iris' .*breast_cancer"):
         write_dataset("iris", tmp_path)
 
 

@@ -153,7 +153,7 @@ def test_wilson_based_accuracy_alert() -> None:
     rule = AlertRule(accuracy_drop=0.1)
     # The case: 6 of 10 right against a holdout of 0.827 (floor 0.727) is noise.
     assert not evaluate_alerts(rule, 0.827, 6, 10, 6, 10, None, []).accuracy
-    low, high = wilson_interval(60, 100)
+    _low, high = wilson_interval(60, 100)
     assert high < 0.727
     alerts = evaluate_alerts(rule, 0.827, 60, 100, 60, 100, None, [])
     assert alerts.accuracy and "95 % interval" in alerts.messages[0]

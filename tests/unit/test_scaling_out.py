@@ -70,7 +70,7 @@ def test_the_job_runner_stays_on_when_asked_for(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("port", "workers"), [(0, 1), (70000, 1), (5000, 0)])
 def test_bad_port_or_workers_are_refused(port: int, workers: int, tmp_path: Path) -> None:
-    with pytest.raises(SmlError, match="--port|--workers"):
+    with pytest.raises(SmlError, match=r"--port|--workers"):
         server_command("sqlite:///x.db", str(tmp_path), port=port, workers=workers)
 
 

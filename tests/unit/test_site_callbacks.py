@@ -511,7 +511,7 @@ def test_a_new_version_appears_on_refresh(call: Call) -> None:
     client = MlflowClient()
     source = client.get_model_version("iris", "1")
     client.create_model_version("iris", source.source, run_id=source.run_id)
-    table, options, _ = call(models.refresh_versions, 2, state)
+    _table, options, _ = call(models.refresh_versions, 2, state)
     assert [o["value"] for o in options] == [2, 1]
 
 
@@ -555,7 +555,7 @@ def test_predict_without_a_champion_says_what_to_run(tmp_path: Path, mlflow_temp
     app = create_app(resolve_settings(store_dir=store.root, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     with app.server.test_request_context():
         assert "no champion for iris yet" in text_of(predict.layout(dataset="iris"))
-        result, messages = predict.predict(1, [5.1, 3.5, 1.4, 0.2], {"dataset": "iris"})
+        result, _messages = predict.predict(1, [5.1, 3.5, 1.4, 0.2], {"dataset": "iris"})
         assert "has no champion yet: run `sml train --dataset iris` first" in text_of(result)
         assert "no monitoring runs for iris yet: run `sml infer --dataset iris`" in text_of(overview.layout(dataset="iris"))
 

@@ -187,7 +187,7 @@ def test_no_monitoring_runs_yet_is_a_message_that_names_the_command(tmp_path: Pa
 
 def test_a_missing_tracking_database_is_not_created(tmp_path: Path) -> None:
     data = SiteData(resolve_settings(store_dir=tmp_path / "store", tracking_uri=f"sqlite:///{tmp_path / 'none.db'}"))
-    with pytest.raises(NotFoundError, match="no MLflow tracking database at .*none.db yet"):
+    with pytest.raises(NotFoundError, match=r"no MLflow tracking database at .*none.db yet"):
         data.monitoring_runs(SPEC)
     assert not (tmp_path / "none.db").exists()
 

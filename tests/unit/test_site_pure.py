@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+import itertools
 import json
 import re
 from pathlib import Path
@@ -547,7 +548,7 @@ def test_the_data_quality_figure_has_four_panels_on_one_date_axis() -> None:
     assert [figure["layout"][a]["title"]["text"] for a in ("yaxis", "yaxis2", "yaxis3", "yaxis4")] == [
         "rows", "missing", "out of range", "unseen"]
     domains = [figure["layout"][a]["domain"] for a in ("yaxis", "yaxis2", "yaxis3", "yaxis4")]
-    assert all(low < high for low, high in domains) and all(a[0] > b[1] for a, b in zip(domains, domains[1:]))  # stacked
+    assert all(low < high for low, high in domains) and all(a[0] > b[1] for a, b in itertools.pairwise(domains))  # stacked
     assert figure["data"][0]["y"] == [2, 3, None] and figure["data"][3]["y"] == [1, 2, None]
     assert figure["data"][1]["y"] == [pytest.approx(1 / 18, abs=1e-4), pytest.approx(2 / 27, abs=1e-4), None]
     assert figure["data"][3]["customdata"][1] == " (title=Master, title=Miss)"

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -29,7 +30,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     ``/trickle`` (a byte every 0.2 s); ``/to-file`` (a redirect to file:///etc/passwd)."""
 
     csv = b""
-    seen_auth: list[str | None] = []
+    seen_auth: ClassVar[list[str | None]] = []  # shared by every request's handler
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.split("?")[0]
@@ -153,7 +154,7 @@ features:
 """
 
 ALIAS_BOMB = SPEC + "description:\n  - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
-    f"  - &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+    f"  - &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
 )
 
 

@@ -360,7 +360,7 @@ def test_spec_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_and_missing_spec_file(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="unknown dataset 'wine'.*built-in: iris, titanic"):
+    with pytest.raises(SpecError, match=r"unknown dataset 'wine'.*built-in: iris, titanic"):
         get_dataset("wine")
     with pytest.raises(SpecError, match="does not exist"):
         get_dataset(str(tmp_path / "wine.yaml"))

@@ -88,7 +88,7 @@ MESSY = [
 
 
 def test_messy_names_become_snake_case_features_read_through_source_column(tmp_path: Path) -> None:
-    draft, spec, rows = _drafted(tmp_path, _csv(MESSY), "Churn?")
+    _draft, spec, rows = _drafted(tmp_path, _csv(MESSY), "Churn?")
     sources = {f.name: f.source_column for f in spec.features}
     assert sources == {
         "body_mass_g": "Body mass (g)", "flipper_length_mm": "flipper-length.mm", "col_2nd_reading": "2nd reading",
@@ -133,7 +133,7 @@ def test_the_positive_class_is_the_rarer_one_unless_one_is_named_like_a_positive
 
 
 def test_an_id_column_is_detected_as_the_key(tmp_path: Path) -> None:
-    draft, spec, rows = _drafted(tmp_path, _csv(MESSY), "Churn?")
+    _draft, spec, rows = _drafted(tmp_path, _csv(MESSY), "Churn?")
     assert (spec.primary_key, spec.primary_key_source, spec.primary_key_type) == ("customer_id", "Customer ID", "string")
     assert "customer_id" not in spec.feature_names and rows["customer_id"].iloc[0] == "C-000"
     # Whole numbers named like an id, and an unnamed counter down the file.
@@ -205,7 +205,7 @@ def test_ranges_have_a_margin_and_pass_rows_a_little_outside_the_seen_range(tmp_
     rows = [["age", "count", "temp", "y"]] + [
         [str(v), str(3 + (7 * i) % 18), f"{-20.5 + 3 * i:.1f}", "ab"[i % 2]] for i, v in enumerate(values * 3)
     ]
-    draft, spec, _ = _drafted(tmp_path, _csv(rows), "y")
+    _draft, spec, _ = _drafted(tmp_path, _csv(rows), "y")
     age, count, temp = spec.feature("age"), spec.feature("count"), spec.feature("temp")
     assert age.min == 0 and age.max >= 80 + RANGE_MARGIN * (80 - 0.42)  # never negative: not below 0
     assert count.type == "bigint" and isinstance(count.min, int) and isinstance(count.max, int)
@@ -239,7 +239,7 @@ def test_names_that_yaml_reads_as_other_values_are_quoted_keys(tmp_path: Path) -
 def test_odd_characters_in_names_and_values_stay_inside_comments_and_quotes(tmp_path: Path) -> None:
     weird = "line\nbreak\x85nel\u2028ls"
     rows = [[weird, "y"]] + [[f"{weird}{i % 2}", "ab"[i % 3 == 0]] for i in range(20)]
-    draft, spec, table = _drafted(tmp_path, _csv(rows), "y")
+    _draft, spec, table = _drafted(tmp_path, _csv(rows), "y")
     (feature,) = spec.features
     assert feature.source_column == weird and set(feature.categories or ()) == {f"{weird}0", f"{weird}1"}
     assert set(table[feature.name]) == {f"{weird}0", f"{weird}1"}

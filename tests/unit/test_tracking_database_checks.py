@@ -85,6 +85,6 @@ def test_mlflow_gives_up_on_a_damaged_database_within_seconds(tmp_path: Path, ml
     _truncate(path, 4096)
     tracking.use_sqlite_wal()  # as every process of the project: connecting reads the file
     started = time.monotonic()
-    with pytest.raises(Exception, match="malformed|not a database"):
+    with pytest.raises(Exception, match=r"malformed|not a database"):
         utils.create_sqlalchemy_engine_with_retry(f"sqlite:///{path}")
     assert time.monotonic() - started < 10

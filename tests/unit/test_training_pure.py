@@ -244,7 +244,7 @@ def test_confusion_based_metrics_agree_with_scikit_learn(classes: list) -> None:
     assert ours["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     average = {"average": "binary", "pos_label": classes[1]} if len(classes) == 2 else {"average": "macro"}
     assert ours["f1"] == pytest.approx(f1_score(y_true, y_pred, **average))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    precision, recall, _f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     for i, label in enumerate(classes):
         assert ours[f"precision_{label}"] == pytest.approx(precision[i])
         assert ours[f"recall_{label}"] == pytest.approx(recall[i])

@@ -91,4 +91,4 @@ def test_a_workers_summary_says_its_split_once() -> None:
     report = WorkerReport(run_id="r", experiment_id="1", dataset="iris", study_name="s", sampler_seed=43,
                           trials_this_worker=2, trials_total=4, best_trial=None, best_value=None, split=line)
     lines = report.summary().splitlines()
-    assert lines[1] == line and sum(l.startswith("split: ") for l in lines) == 1
+    assert lines[1] == line and sum(text.startswith("split: ") for text in lines) == 1
