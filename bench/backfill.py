@@ -98,14 +98,12 @@ def _timed(fn: Callable[[], T]) -> tuple[float, T]:
 
 
 def _feature_group(root: Path) -> LocalFeatureGroup:
-    return LocalFeatureStore(root).get_or_create_feature_group(
-        name=SPEC.name,
-        version=SPEC.version,
-        primary_key=[SPEC.primary_key],
-        event_time=EVENT_TIME_COLUMN,
-        description=SPEC.description,
-        features=SPEC.store_schema(),
-    )
+    """The group exactly as ``sml features`` opens it."""
+    from serverless_ml.pipelines.features import feature_group_for
+
+    group = feature_group_for(SPEC, LocalFeatureStore(root))
+    assert isinstance(group, LocalFeatureGroup)
+    return group
 
 
 def _tree_bytes(path: Path) -> int:
