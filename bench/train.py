@@ -758,7 +758,7 @@ def run(only: tuple[str, ...], trials: int, repeats: int, max_trials: int, trial
     results.update({
         "load_average_end": _load(), "versions": _versions(),
         "machine": {"platform": platform.platform(),
-                    "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()},
+                    "cpus": search.available_cpus()},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     return results

@@ -467,14 +467,16 @@ class _Prepared:
     study_name: str
     study: Any
     experiment_id: str
+    plan: split.SplitPlan
+    """The holdout and folds chosen (adapted to the smallest class unless given)."""
+    space: dict[str, Any]
+    """The search space derived from the training rows (:func:`search.search_space_for`)."""
+    options: TrainOptions
+    """The job's options with the folds, holdout share and time budget resolved."""
+    rows_fingerprint: dict[str, str]
+    """:func:`study_rows_fingerprint` of the training rows (checked against the study)."""
     source: dict[str, Any] = field(default_factory=dict)
     """Where the rows came from (:func:`tracking.feature_group_source`)."""
-    plan: split.SplitPlan | None = None
-    """The holdout and folds chosen (adapted to the smallest class unless given)."""
-    space: dict[str, Any] = field(default_factory=dict)
-    """The search space derived from the training rows (:func:`search.search_space_for`)."""
-    options: TrainOptions | None = None
-    """The job's options with the folds, holdout share and time budget resolved."""
 
 
 def study_rows_fingerprint(spec: DatasetSpec, keys: pd.Series, x: pd.DataFrame, y: pd.Series,
@@ -558,7 +560,8 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         study = _existing_study(storage, study_name, options.seed)
     else:
         study = search.open_study(storage, study_name, options.seed)  # fails fast on a bad storage URL
-    check_study_rows(study, study_rows_fingerprint(spec, keys_train, x_train, y_train, options, space))
+    rows_fingerprint = study_rows_fingerprint(spec, keys_train, x_train, y_train, options, space)
+    check_study_rows(study, rows_fingerprint)
     experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(spec.name))
     for run_id in tracking.close_orphaned_runs(experiment_id):
         print(f"closed run {run_id}: left RUNNING by a training process of this machine that was killed")
@@ -569,7 +572,7 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,
         storage=storage, study_name=study_name, study=study, experiment_id=experiment_id,
         source=tracking.feature_group_source(store, group, data_version, view_name=view.name, view_version=view.version),
-        plan=plan, space=space, options=options,
+        plan=plan, space=space, options=options, rows_fingerprint=rows_fingerprint,
     )
 
 
@@ -612,8 +615,9 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
         "timeout_s": options.timeout,
         "cv_folds": options.folds,
         "holdout_fraction": options.holdout,
-        **({"split": prep.plan.describe(), "cv_folds_auto": prep.plan.folds_auto,
-            "holdout_auto": prep.plan.holdout_auto} if prep.plan is not None else {}),
+        "split": prep.plan.describe(),
+        "cv_folds_auto": prep.plan.folds_auto,
+        "holdout_auto": prep.plan.holdout_auto,
         "include_synthetic": options.include_synthetic,
         "workers": options.workers,
         "promote_mode": options.promote,
@@ -658,7 +662,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
     if not options.workers_only:
         raise SmlError("tune_as_worker needs options.workers_only")
     prep = _prepare(spec, store, settings, options)
-    options = prep.options or options  # the folds, holdout and time budget chosen
+    options = prep.options  # the folds, holdout and time budget chosen
     sampler_seed = worker_sampler_seed(options.seed, options.worker_id)
     started = dt.datetime.now(dt.timezone.utc)
     run_name = f"{spec.name}-worker-{started:%Y%m%d-%H%M%S}-{sampler_seed}"
@@ -701,7 +705,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.dataset_arg, study_name=prep.study_name,
         sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=len(trials),
         best_trial=None if best is None else best.number, best_value=None if best is None else float(best.value),
-        split=prep.plan.describe() if prep.plan is not None else "",
+        split=prep.plan.describe(),
     )
 
 
@@ -716,7 +720,7 @@ def training_fingerprint(spec: DatasetSpec, prep: _Prepared, options: TrainOptio
 
     holdout = pd.concat([prep.keys_hold.rename(spec.primary_key), prep.x_hold, prep.y_hold.rename(spec.label)], axis=1)
     parts: dict[str, Any] = {
-        **study_rows_fingerprint(spec, prep.keys_train, prep.x_train, prep.y_train, options, prep.space),
+        **prep.rows_fingerprint,
         "holdout_rows_sha256": tracking.rows_digest(holdout),
         "feature_group_version": spec.version,
         "features": spec.feature_names,
@@ -809,7 +813,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     if options.workers_only:
         raise SmlError("train() registers a model; use tune_as_worker() for --workers-only")
     prep = _prepare(spec, store, settings, options)
-    options = prep.options or options  # the folds, holdout and time budget chosen
+    options = prep.options  # the folds, holdout and time budget chosen
     name = tracking.model_name(spec.name)
     fingerprint = training_fingerprint(spec, prep, options)
     # Before any run starts: a rerun on unchanged data leaves no run and no version.
@@ -944,7 +948,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         holdout_metrics=holdout_metrics, baseline_accuracy=baseline_test, model_version=str(version),
         champion_accuracy=champion_accuracy, decision=decision, data_version=data_version,
         rows={"total": prep.rows_total, "train": len(y_train), "holdout": len(y_hold)},
-        split=prep.plan.describe() if prep.plan is not None else "",
+        split=prep.plan.describe(),
     )
 
 

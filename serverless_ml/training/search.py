@@ -169,8 +169,12 @@ def forest_jobs(workers: int, rows: int = PARALLEL_ROWS) -> int:
     forest's trees fit in parallel threads; results do not depend on their number)."""
     if rows < PARALLEL_ROWS:
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // max(workers, 1))
+    return max(1, available_cpus() // max(workers, 1))
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
