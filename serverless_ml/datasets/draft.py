@@ -46,10 +46,10 @@ import yaml
 
 from serverless_ml import defaults
 from serverless_ml.datasets.spec import (
-    DATASET_NAME,
     DEFAULT_BACKFILL_EVENT_TIME,
     DEFAULT_JITTER,
     EVENT_TIME_COLUMN,
+    IDENTIFIER,
     MAX_DATASET_NAME_LENGTH,
     MAX_PRODUCT_FEATURES,
     NUMERIC_MISSING,
@@ -112,7 +112,7 @@ def _key(name: str) -> str:
         plain = yaml.safe_load(name) == name
     except yaml.YAMLError:
         plain = False
-    return name if plain and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else _quoted(name)
+    return name if plain and IDENTIFIER.fullmatch(name) else _quoted(name)
 
 
 def _shown(text: str, limit: int = 40) -> str:
@@ -229,9 +229,8 @@ def _key_type(info: _Column) -> str | None:
     if (values == "").any():
         return None
     if info.type == "bigint" and bool(info.present.all()) and info.numbers is not None:
-        if info.numbers.is_unique and int(info.numbers.abs().max()) <= _INT64_MAX:
-            return "bigint"
-        return None
+        # (a column read as bigint already holds int64 values only)
+        return "bigint" if info.numbers.is_unique else None
     if info.type == "string" and values.is_unique:
         return "string"
     return None
@@ -369,7 +368,7 @@ def _dataset_name(csv_path: Path, name: str | None) -> str:
         derived = derived[: MAX_DATASET_NAME_LENGTH - len("_data")] + "_data"
     if derived in BUILTIN:
         derived = f"{derived}_csv"
-    if not DATASET_NAME.fullmatch(derived) or dataset_name_problem(derived):
+    if dataset_name_problem(derived):
         raise SpecError(f"cannot derive a dataset name from {csv_path.name!r}; give one with --name")
     return derived
 
@@ -489,7 +488,9 @@ def draft_spec(
         warnings.append(f"label {_shown(label)} is missing in {unlabelled} of {rows} rows (first: row {first + 1}, "
                         f"line {first + 2}): `sml features` refuses a row without a label; remove those rows")
     label_texts = label_info.values[labelled].str.strip()
-    counts = {c: int((label_texts.map(int) if label_type == "bigint" else label_texts).eq(c).sum()) for c in classes}
+    parsed = label_texts.map(int) if label_type == "bigint" else label_texts
+    seen = parsed.value_counts()
+    counts = {c: int(seen.get(c, 0)) for c in classes}
     needed = rows_needed_per_class(folds, holdout)
     rare = [c for c in classes if counts[c] < needed]
     if rare:
@@ -524,7 +525,7 @@ def draft_spec(
         candidates.sort(key=lambda c: (not _is_id_name(c.column), c.position))
         if candidates:
             key_info = candidates[0]
-            key_type = _key_type(key_info) or "string"
+            key_type = _key_type(key_info)  # a candidate has one (_looks_like_key)
             why = "named like an id" if _is_id_name(key_info.column) else (
                 "increasing down the file" if key_type == "bigint" else "codes holding digits")
             key_reason = f"detected: unique, never missing, {why}"
