@@ -520,6 +520,7 @@ class FeatureGroup(abc.ABC):
             return RowComparison(np.ones(n, dtype=bool), np.zeros(n, dtype=bool), pd.DataFrame(columns=table.schema.names))
         incoming = table.to_pandas()
         stored = self._stored_rows(incoming)
+        self._check_stored_rows(stored)
         is_new, is_changed = classify_rows(incoming, stored, self.primary_key)
         changed_keys = incoming.loc[is_changed, self.primary_key]
         changed = stored.merge(changed_keys, on=self.primary_key, how="inner")
@@ -530,6 +531,9 @@ class FeatureGroup(abc.ABC):
 
     def _check_feature_names(self) -> None:  # noqa: B027 - optional hook: no-op unless a backend has limits
         """Refuse feature names the backend would change (checked before any write)."""
+
+    def _check_stored_rows(self, stored: pd.DataFrame) -> None:  # noqa: B027 - optional hook, as above
+        """Refuse stored rows that cannot be compared by key (checked before any write)."""
 
     @abc.abstractmethod
     def _writing(self) -> contextlib.AbstractContextManager[None]:

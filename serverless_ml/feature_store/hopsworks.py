@@ -382,7 +382,6 @@ class HopsworksFeatureGroup(FeatureGroup):
     def __init__(self, store: HopsworksFeatureStore, handle: Any, *definition: Any) -> None:
         super().__init__(store, *definition)
         self._handle = handle
-        self._comparing = False
 
     def __repr__(self) -> str:
         return (
@@ -470,12 +469,9 @@ class HopsworksFeatureGroup(FeatureGroup):
         if len(values) <= KEY_FILTER_MAX_KEYS:
             with _sdk_errors(f"select from feature group '{self.name}' version {self.version}"):
                 sdk_query = sdk_query.filter(self._to_sdk_filter(Filter(first, "isin", tuple(values.tolist()))))
-        stored = self._read_query(sdk_query)[[f.name for f in self.features]]
-        if self._comparing:
-            self._refuse_repeated_keys(stored)
-        return stored
+        return self._read_query(sdk_query)[[f.name for f in self.features]]
 
-    def _refuse_repeated_keys(self, stored: pd.DataFrame) -> None:
+    def _check_stored_rows(self, stored: pd.DataFrame) -> None:
         """Rows compared by key need one stored row per key; the SDK's merge on key and
         event time can have left two (see the module docstring)."""
         repeated = stored.duplicated(self.primary_key, keep=False)
@@ -489,13 +485,6 @@ class HopsworksFeatureGroup(FeatureGroup):
             "(Hopsworks merges on primary key and event time, and an earlier write changed an event time); "
             "delete those keys and insert their rows again"
         )
-
-    def _compare(self, table: pa.Table) -> RowComparison:
-        self._comparing = True
-        try:
-            return super()._compare(table)
-        finally:
-            self._comparing = False
 
     def _check_feature_names(self) -> None:
         _check_names(self.label, [f.name for f in self.features])
