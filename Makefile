@@ -41,13 +41,15 @@ system-deps: ## Debian packages the tests need (Chromium, PostgreSQL) when missi
 	scripts/install-system-deps.sh
 
 # The rules, and why each is on, are in pyproject.toml ([tool.ruff.lint]). bench/.venv-reference
-# is left out (the benchmarks' reference environment).
+# is left out (the benchmarks' reference environment). mypy reads its paths and strictness
+# from pyproject.toml ([tool.mypy]: serverless_ml and monitoring_app).
 LINT_PATHS := serverless_ml monitoring_app entrypoints $(wildcard bench/*.py) tests
 
-lint: $(STAMP) ## ruff's bug-finding rules over the code, the tests and the benchmarks (make test runs it first)
+lint: $(STAMP) ## ruff's bug-finding rules over the code, tests and benchmarks, then mypy over the library and site (make test runs it first)
 	$(BIN)/ruff check --no-cache $(LINT_PATHS)
+	$(BIN)/mypy
 
-test: $(STAMP) lint system-deps ## lint, then the whole test suite (installs the Debian packages first)
+test: $(STAMP) lint system-deps ## lint, then the whole test suite on every CPU (installs the Debian packages first)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## the tests not marked slow (no system packages installed)
@@ -71,5 +73,5 @@ tracking-server: $(STAMP) ## an MLflow tracking server on PostgreSQL, http://127
 	@SML_TRACKING_DB_URI="$${SML_TRACKING_DB_URI:-$$(scripts/local-postgres.sh uri $(DEMO_HOME)/postgres mlflow)}" \
 		$(BIN)/sml tracking-server --artifacts-destination $(DEMO_HOME)/mlartifacts
 
-clean: ## remove .venv, sml_data, test caches and test-output
-	rm -rf $(VENV) sml_data .pytest_cache test-output
+clean: ## remove .venv, sml_data, test and type-check caches and test-output
+	rm -rf $(VENV) sml_data .pytest_cache .mypy_cache test-output

@@ -99,7 +99,7 @@ def _timed(fn: Callable[[], T]) -> tuple[float, T]:
 
 def _feature_group(root: Path) -> LocalFeatureGroup:
     """The group exactly as ``sml features`` opens it."""
-    from serverless_ml.pipelines.features import feature_group_for
+    from serverless_ml.datasets.groups import feature_group_for
 
     group = feature_group_for(SPEC, LocalFeatureStore(root))
     assert isinstance(group, LocalFeatureGroup)

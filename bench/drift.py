@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from bench import resolve_data_dir, write_results
+from bench.reference_drift import ReferenceJob, run_reference, write_jobs
 
 FALSE_ALARM_GOAL = 0.01
 DETECTION_GOAL = 0.95
@@ -297,6 +297,9 @@ def clean_simulate(names: list[str], folder: Path, days: int, trials: int) -> di
     import mlflow
 
     from bench.datasets import BUNDLED, write_dataset
+    from serverless_ml import registry
+
+    drift_share = registry.metric_column(registry.DRIFT_SHARE_METRIC)
 
     sml = str(Path(sys.executable).with_name("sml"))
     out: dict[str, Any] = {}
@@ -312,14 +315,14 @@ def clean_simulate(names: list[str], folder: Path, days: int, trials: int) -> di
             if done.returncode != 0:
                 raise SystemExit(f"error: sml {command[0]} on {name} failed: {done.stderr.strip().splitlines()[-1:]}")
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        runs = mlflow.search_runs(experiment_names=[f"{Path(dataset).stem}-monitoring"])
+        runs = mlflow.search_runs(experiment_names=[registry.monitoring_experiment(Path(dataset).stem)])
         mlflow.set_tracking_uri(None)
         out[name] = {
             "days": len(runs),
-            "drift_alert_days": int((runs["tags.alert_drift"] == "true").sum()),
-            "accuracy_alert_days": int((runs["tags.alert_accuracy"] == "true").sum()),
-            "drift_computed_days": int(runs["metrics.drift_share"].notna().sum()) if "metrics.drift_share" in runs else 0,
-            "alerts": sorted({m for m in runs["tags.alerts"] if m}),
+            "drift_alert_days": int((runs[registry.tag_column(registry.ALERT_DRIFT)] == "true").sum()),
+            "accuracy_alert_days": int((runs[registry.tag_column(registry.ALERT_ACCURACY)] == "true").sum()),
+            "drift_computed_days": (int(runs[drift_share].notna().sum()) if drift_share in runs else 0),
+            "alerts": sorted({m for m in runs[registry.tag_column(registry.ALERTS_TAG)] if m}),
             "seconds": time.perf_counter() - started,
         }
         print(f"{name}: clean simulate of {days} days: {out[name]['drift_alert_days']} drift and "
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = load_scenarios(names, folder / "data")
         all_episodes: dict[str, list[Episode]] = {}
         counter = [0]
-        job_list: list[dict[str, Any]] = []
+        job_list: list[ReferenceJob] = []
         for scenario in scenarios:
             plan = episodes_for(scenario, args.sims)
             episodes, seconds, windows = run_ours(scenario, plan, args.days, args.rows, jobs, counter)
@@ -365,13 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                 kinds = {f.name: ("numeric" if f.is_numeric else "categorical") for f in scenario.spec.features}
                 for e in episodes:
                     for window_id in (w for ids in e.window_ids.values() for w in ids):
-                        job_list.append({"id": window_id, "reference": f"{scenario.name}-reference.parquet",
-                                         "current": f"windows/{window_id}.parquet", "columns": kinds})
+                        job_list.append(ReferenceJob(id=window_id, reference=f"{scenario.name}-reference.parquet",
+                                                     current=f"windows/{window_id}.parquet", columns=kinds))
             print(f"{scenario.name}: {windows} windows, ours {1000 * seconds / max(windows, 1):.1f} ms per window", flush=True)
         if jobs is not None:
-            from bench.reference_drift import run_reference
-
-            (jobs / "jobs.json").write_text(json.dumps(job_list))
+            write_jobs(jobs, job_list)
             t0 = time.perf_counter()
             reference = run_reference(jobs)
             seconds = time.perf_counter() - t0

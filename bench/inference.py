@@ -53,7 +53,7 @@ def run(rows: int, data_dir: Path) -> dict[str, Any]:
         frame["origin"] = "live"
         group = store.get_feature_group("titanic", 1)
         group.insert(frame)
-        champion = load_champion(spec, group, group.read())
+        champion = load_champion(spec, group, group.read(), mlflow.MlflowClient(tracking_uri=settings.tracking_uri))
         x = as_model_input(frame, spec)
         del frame
 

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from bench import write_results
+from serverless_ml import registry
 
 DEFAULT_DAYS = 3650
 DEFAULT_CALLS = 40
@@ -75,23 +76,24 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
     rolling_correct, rolling_rows = sum(c for c, _ in window), sum(n for _, n in window)
     low, high = wilson_interval(correct, rows)
     metrics: dict[str, float] = {
-        "rows_scored": rows, "rows_labelled": rows, "batch_accuracy": correct / rows,
-        "batch_accuracy_ci_low": low, "batch_accuracy_ci_high": high,
-        "rolling_rows": rolling_rows, "rolling_accuracy": rolling_correct / rolling_rows,
-        "cumulative_rows": rows * (day % RETRAIN_EVERY_DAYS + 1), "cumulative_accuracy": p + rng.normal(0, 0.01),
-        "champion_holdout_accuracy": holdout, "latest_probability": float(rng.uniform(0.5, 1.0)),
-        "drift_rows": rolling_rows, "drift_share": 0.0,
+        registry.ROWS_SCORED_METRIC: rows, registry.ROWS_LABELLED_METRIC: rows, registry.BATCH_ACCURACY_METRIC: correct / rows,
+        registry.BATCH_ACCURACY_CI_LOW_METRIC: low, registry.BATCH_ACCURACY_CI_HIGH_METRIC: high,
+        registry.ROLLING_ROWS_METRIC: rolling_rows, registry.ROLLING_ACCURACY_METRIC: rolling_correct / rolling_rows,
+        registry.CUMULATIVE_ROWS_METRIC: rows * (day % RETRAIN_EVERY_DAYS + 1), registry.CUMULATIVE_ACCURACY_METRIC: p + rng.normal(0, 0.01),
+        registry.CHAMPION_HOLDOUT_ACCURACY_METRIC: holdout, registry.LATEST_PROBABILITY_METRIC: float(rng.uniform(0.5, 1.0)),
+        registry.DRIFT_ROWS_METRIC: rolling_rows, registry.DRIFT_SHARE_METRIC: 0.0,
     }
     drifted = []
     for feature in spec.feature_names:
         shifted = drifting and feature in ("age", "fare")
-        metrics[f"drift_p_{feature}"] = float(rng.uniform(0, 1e-4) if shifted else rng.uniform(0.01, 1))
-        metrics[f"drift_padj_{feature}"] = min(1.0, metrics[f"drift_p_{feature}"] * len(spec.feature_names))
-        metrics[f"drift_effect_{feature}"] = float(rng.uniform(0.3, 1.5) if shifted else rng.uniform(0, 0.08))
-        metrics[f"drift_psi_{feature}"] = float(rng.uniform(0.3, 1.2) if shifted else rng.uniform(0, 0.1))
+        p_value = float(rng.uniform(0, 1e-4) if shifted else rng.uniform(0.01, 1))
+        metrics[registry.DRIFT_P_PREFIX + feature] = p_value
+        metrics[registry.DRIFT_PADJ_PREFIX + feature] = min(1.0, p_value * len(spec.feature_names))
+        metrics[registry.DRIFT_EFFECT_PREFIX + feature] = float(rng.uniform(0.3, 1.5) if shifted else rng.uniform(0, 0.08))
+        metrics[registry.DRIFT_PSI_PREFIX + feature] = float(rng.uniform(0.3, 1.2) if shifted else rng.uniform(0, 0.1))
         if shifted:
             drifted.append(feature)
-    metrics["drift_share"] = len(drifted) / len(spec.feature_names)
+    metrics[registry.DRIFT_SHARE_METRIC] = len(drifted) / len(spec.feature_names)
     for prefix in ("batch", "rolling"):
         for name in ("precision", "recall", "f1"):
             metrics[f"{prefix}_{name}"] = float(rng.uniform(0.6, 0.9))
@@ -100,11 +102,11 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
         for key in keys:
             metrics[f"{prefix}_support_{key}"] = float(rng.integers(1, rows))
     for key in keys:
-        metrics[f"predicted_share_{key}"] = 0.5
-        metrics[f"training_share_{key}"] = 0.5
+        metrics[registry.class_metric(registry.PREDICTED_SHARE_STEM, key)] = 0.5
+        metrics[registry.class_metric(registry.TRAINING_SHARE_STEM, key)] = 0.5
     accuracy_alert = rolling_correct / rolling_rows < holdout - 0.1
     drift_alert = bool(drifted)
-    metrics["alert_accuracy"], metrics["alert_drift"] = float(accuracy_alert), float(drift_alert)
+    metrics[registry.ALERT_ACCURACY], metrics[registry.ALERT_DRIFT] = float(accuracy_alert), float(drift_alert)
     alerts = []
     if accuracy_alert:
         alerts.append(f"accuracy alert: rolling accuracy {rolling_correct / rolling_rows:.3f} is below {holdout - 0.1:.3f}")
@@ -113,11 +115,12 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
     as_of = (START + dt.timedelta(days=day)).isoformat()
     prediction, actual = int(rng.integers(0, 2)), int(rng.integers(0, 2))
     tags = {
-        "dataset": spec.name, "model_version": str(version), "as_of": as_of, "data_version": str(day + 1),
-        "drift_basis": "batch", "alert": str(accuracy_alert or drift_alert).lower(),
-        "alert_accuracy": str(accuracy_alert).lower(), "alert_drift": str(drift_alert).lower(),
-        "alerts": " | ".join(alerts), "not_computed": "", "latest_key": f"{as_of.replace('-', '')}{rows - 1:08d}",
-        "latest_prediction": str(prediction), "latest_actual": str(actual),
+        "dataset": spec.name, "model_version": str(version), registry.AS_OF_TAG: as_of, "data_version": str(day + 1),
+        registry.DRIFT_BASIS_TAG: "batch", registry.ALERT_TAG: str(accuracy_alert or drift_alert).lower(),
+        registry.ALERT_ACCURACY: str(accuracy_alert).lower(), registry.ALERT_DRIFT: str(drift_alert).lower(),
+        registry.ALERTS_TAG: registry.MESSAGE_SEPARATOR.join(alerts), registry.NOT_COMPUTED_TAG: "",
+        registry.LATEST_KEY_TAG: f"{as_of.replace('-', '')}{rows - 1:08d}",
+        registry.LATEST_PREDICTION_TAG: str(prediction), registry.LATEST_ACTUAL_TAG: str(actual),
         "mlflow.runName": f"{spec.name}-batch-{as_of}", "mlflow.user": "bench", "mlflow.source.type": "LOCAL",
         "mlflow.source.name": "bench/site.py",
         "mlflow.note.content": f"Batch of {rows} {spec.name} rows up to {as_of}, scored by champion version {version}.",
@@ -164,8 +167,8 @@ def write_history(tracking_uri: str, days: int, seed: int, first_day: int = 0) -
             metrics.append(row)
         tags += [{"key": k, "value": v, "run_uuid": run_id} for k, v in labels.items()]
         params += [{"key": k, "value": v, "run_uuid": run_id} for k, v in
-                   (("rolling_days", "30"), ("accuracy_drop", "0.1"), ("drift_p_value", "0.01"),
-                    ("drift_min_effect", "0.1"), ("drift_share_threshold", "0.0"))]
+                   ((registry.ROLLING_DAYS_PARAM, "30"), (registry.ACCURACY_DROP_PARAM, "0.1"), (registry.DRIFT_P_VALUE_PARAM, "0.01"),
+                    (registry.DRIFT_MIN_EFFECT_PARAM, "0.1"), (registry.DRIFT_SHARE_THRESHOLD_PARAM, "0.0"))]
     engine = sa.create_engine(tracking_uri)
     with engine.begin() as conn:
         conn.execute(sa.insert(SqlRun.__table__), runs)
@@ -185,8 +188,8 @@ def register_versions(tracking_uri: str, versions: int) -> None:
     client.create_registered_model("titanic")
     for version in range(1, versions + 1):
         client.create_model_version("titanic", source=f"file:///nonexistent/model-{version}")
-        client.set_model_version_tag("titanic", str(version), "holdout_accuracy", f"{0.82 + 0.003 * (version % 5):.6f}")
-    client.set_registered_model_alias("titanic", "champion", str(versions))
+        client.set_model_version_tag("titanic", str(version), registry.HOLDOUT_ACCURACY_TAG, f"{0.82 + 0.003 * (version % 5):.6f}")
+    client.set_registered_model_alias("titanic", registry.CHAMPION, str(versions))
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -311,7 +314,7 @@ def run(days: int, calls: int, naive_repeats: int, seed: int) -> dict[str, Any]:
             # cache's time-to-live: the site's clock is moved past it before each tick.
             data = app.server.config["SML_SITE"].data
             clock = FakeClock()
-            data._monotonic = clock
+            data.cache.monotonic = clock
             timings: dict[str, list[float]] = {"refresh_unchanged": [], "refresh_new_run": [], "window": [], "dataset_picker": []}
             cpu: dict[str, list[float]] = {name: [] for name in timings}
             windows = ["30d", "90d", "1y", "all"]

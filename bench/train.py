@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from bench import timed_run, write_results
-from serverless_ml import defaults
+from serverless_ml import defaults, registry
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.sources import load_source
 from serverless_ml.datasets.spec import DatasetSpec
@@ -340,13 +340,14 @@ def measure_grid(trials: int, max_trials: int) -> dict[str, Any]:
     grid_best = float(grid.best_score_)
     log(f"grid: best {grid_best:.4f} in {grid_wall:.1f} s")
 
-    # Ours: tune() on the same rows derives its folds with the same call, so they are these folds.
+    # Ours: tune() on the same rows with the same number of folds derives them with the same call: these folds.
     cap = max(max_trials, trials)
     log(f"grid: ours, up to {cap} trials (default budget {trials}), stops once it reaches {grid_best:.4f} ...")
     clock = Clock().start()
     recorder = TrialClock(clock, target=grid_best, min_trials=trials)
     # No time budget here: the section measures when ours reaches the grid's best, if ever.
-    run_search(rows.x, rows.y, rows.spec, dataclasses.replace(default_options(cap, seed), timeout=NO_BUDGET_S), recorder)
+    run_search(rows.x, rows.y, rows.spec,
+               dataclasses.replace(default_options(cap, seed), folds=defaults.TRAIN_AUTO_FOLDS, timeout=NO_BUDGET_S), recorder)
     ours_wall, ours_cpu = clock.wall, clock.cpu
     reached = recorder.first_reaching(grid_best)
     within_budget = reached is not None and reached["number"] < trials
@@ -403,16 +404,16 @@ def _search_with_logging(rows: RealRows, options: TrainOptions, tracking_uri: st
     """The parent run and the TrialLogger around our search, as ``train`` opens them."""
     import mlflow
 
-    from serverless_ml import tracking
+    from serverless_ml import registry, tracking
     from serverless_ml.trial_logging import TrialLogger
 
     clock = Clock().start()
     mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(rows.spec.name))
+    experiment_id = tracking.get_or_create_experiment(registry.training_experiment(rows.spec.name))
     parent = mlflow.start_run(experiment_id=experiment_id, run_name="bench-overhead")
     try:
         run_id = parent.info.run_id
-        mlflow.set_tags({"dataset": rows.spec.name, "study_name": "bench"})
+        mlflow.set_tags({"dataset": rows.spec.name, registry.STUDY_NAME_TAG: "bench"})
         tracking.log_params_batch(run_id, {
             "dataset": rows.spec.name, "seed": options.seed, "trials": options.trials,
             "search_space": search.search_space_description(search.search_space_for(rows.spec, rows.y_train)),
@@ -568,8 +569,6 @@ def measure_dataset(name: str, folder: Path) -> dict[str, Any]:
     import mlflow
     from sklearn.base import clone
 
-    from serverless_ml import tracking
-
     dataset = dataset_spec_path(name, folder / "data")
     spec = get_dataset(dataset)
     work = folder / name
@@ -584,7 +583,7 @@ def measure_dataset(name: str, folder: Path) -> dict[str, Any]:
         raise RuntimeError(f"sml train --dataset {dataset} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     log(f"  {wall:.1f} s")
     mlflow.set_tracking_uri(uri)
-    chosen = mlflow.sklearn.load_model(f"models:/{tracking.model_name(spec.name)}/1")
+    chosen = registry.load_version_model(registry.model_name(spec.name), 1)
     ours = clone(chosen).set_params(forest__n_jobs=search.forest_jobs(1))  # same results, both cores
     forest = chosen.named_steps["forest"]
     params = {"family": type(forest).__name__,

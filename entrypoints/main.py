@@ -1,7 +1,7 @@
 """MLproject entry point `main`: `sml main` with the entry point's parameters.
 
-Click validates every parameter (MLflow does not check int or float types) and a bad
-one exits non-zero with a one-line error.
+Click checks each parameter's type and the job's options its value, as for `sml` itself
+(MLflow checks neither int nor float types); a bad one exits non-zero with a one-line error.
 """
 
 from __future__ import annotations

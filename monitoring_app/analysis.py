@@ -13,21 +13,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
-from serverless_ml.feature_store.base import ORIGIN_COLUMN
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, LIVE_ORIGIN, ORIGIN_COLUMN, SYNTHETIC_ORIGIN
 
 WINDOWS = {"30d": 30, "90d": 90, "1y": 365, "all": None}
 """Time windows of the Overview chart: label -> days (``None``: everything)."""
 
-ORIGIN_LABELS = {"backfill": "real", "synthetic": "synthetic", "live": "live"}
+ORIGIN_LABELS = {BACKFILL_ORIGIN: "real", SYNTHETIC_ORIGIN: "synthetic", LIVE_ORIGIN: "live"}
+
+# Columns of a runs frame (``SiteData.monitoring_runs``); the batch date parsed from the
+# ``as_of`` tag is the column named after the tag.
+_ROWS_SCORED = registry.metric_column(registry.ROWS_SCORED_METRIC)
+_ALERT = registry.tag_column(registry.ALERT_TAG)
+_ALERTS = registry.tag_column(registry.ALERTS_TAG)
+_ALERT_TAGS = {"accuracy": registry.tag_column(registry.ALERT_ACCURACY), "drift": registry.tag_column(registry.ALERT_DRIFT)}
 
 
 def within_window(runs: pd.DataFrame, days: int | None) -> pd.DataFrame:
     """Runs whose batch date is within ``days`` of the newest batch (all when ``None``)."""
     if days is None or runs.empty:
         return runs
-    end = runs["as_of"].max()
-    return runs[runs["as_of"] > end - pd.Timedelta(days=days)]
+    end = runs[registry.AS_OF_TAG].max()
+    return runs[runs[registry.AS_OF_TAG] > end - pd.Timedelta(days=days)]
 
 
 def parse_class(value: Any, spec: DatasetSpec) -> Any | None:
@@ -80,7 +88,7 @@ def champion_since(runs: pd.DataFrame, version: Any) -> pd.Timestamp | None:
         return None
     others = np.flatnonzero(~scored)
     start = int(others[-1]) + 1 if len(others) else 0
-    return pd.Timestamp(runs["as_of"].iloc[start])
+    return pd.Timestamp(runs[registry.AS_OF_TAG].iloc[start])
 
 
 def headline(runs: pd.DataFrame, champion: Any | None, window_days: int | None = None) -> Headline:
@@ -98,19 +106,19 @@ def headline(runs: pd.DataFrame, champion: Any | None, window_days: int | None =
         window_days: The time window of the counts (``None``: every batch).
     """
     shown = within_window(runs, window_days)
-    rows = shown["metrics.rows_scored"].fillna(0).sum() if "metrics.rows_scored" in shown else 0
+    rows = shown[_ROWS_SCORED].fillna(0).sum() if _ROWS_SCORED in shown else 0
     latest = runs.iloc[-1] if not runs.empty else None
     kinds = alert_kinds(shown)
     days, since = None, None
     if champion is not None:
         start = champion_since(runs, champion.version)
-        days = 0 if start is None else max(0, int((runs["as_of"].iloc[-1] - start).days))
+        days = 0 if start is None else max(0, int((runs[registry.AS_OF_TAG].iloc[-1] - start).days))
         since = None if start is None else f"{start:%Y-%m-%d}"
     latest_alert = alert_kinds(runs.iloc[-1:]) if latest is not None else kinds.iloc[0:0]
     return Headline(
         batches=len(shown),
         rows_scored=int(rows),
-        latest_batch=str(latest["tags.as_of"]) if latest is not None else "-",
+        latest_batch=str(latest[registry.tag_column(registry.AS_OF_TAG)]) if latest is not None else "-",
         champion_version=champion.version if champion is not None else None,
         champion_holdout=champion.holdout_accuracy if champion is not None else None,
         days_since_retrain=days,
@@ -134,7 +142,7 @@ def alert_messages(text: Any) -> list[str]:
     """The messages of an ``alerts`` tag."""
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return []
-    return [m.strip() for m in str(text).split(" | ") if m.strip()]
+    return [m.strip() for m in str(text).split(registry.MESSAGE_SEPARATOR) if m.strip()]
 
 
 def message_kind(message: str) -> str:
@@ -150,10 +158,11 @@ def alert_kinds(runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(False, index=runs.index, columns=list(ALERT_KINDS))
     if runs.empty:
         return out
-    alert = runs["tags.alert"].eq("true") if "tags.alert" in runs else pd.Series(False, index=runs.index)
-    messages = runs["tags.alerts"] if "tags.alerts" in runs else pd.Series(None, index=runs.index, dtype=object)
+    alert = runs[_ALERT].eq("true") if _ALERT in runs else pd.Series(False, index=runs.index)
+    messages = runs[_ALERTS] if _ALERTS in runs else pd.Series(None, index=runs.index, dtype=object)
     for kind in ALERT_KINDS:
-        tag = runs[f"tags.alert_{kind}"] if f"tags.alert_{kind}" in runs else pd.Series(None, index=runs.index, dtype=object)
+        column = _ALERT_TAGS[kind]
+        tag = runs[column] if column in runs else pd.Series(None, index=runs.index, dtype=object)
         flag = tag.eq("true").to_numpy(dtype=bool)
         untagged = (tag.isna() & alert).to_numpy(dtype=bool)  # only these need their messages read
         if untagged.any():
@@ -181,10 +190,10 @@ def alert_list(runs: pd.DataFrame, limit: int | None = None) -> list[AlertItem]:
         return []
     kinds = alert_kinds(runs)
     alerted = runs[kinds.any(axis=1)]
-    messages = alerted["tags.alerts"] if "tags.alerts" in alerted else pd.Series(None, index=alerted.index, dtype=object)
+    messages = alerted[_ALERTS] if _ALERTS in alerted else pd.Series(None, index=alerted.index, dtype=object)
     out: list[AlertItem] = []
     for run_id in alerted.index[::-1]:
-        day = str(alerted.at[run_id, "tags.as_of"])
+        day = str(alerted.at[run_id, registry.tag_column(registry.AS_OF_TAG)])
         found = alert_messages(messages.get(run_id))
         if found:
             out += [AlertItem(day, message_kind(m), m) for m in found]
@@ -219,12 +228,12 @@ def latest_prediction(runs: pd.DataFrame, spec: DatasetSpec) -> LatestPrediction
     if runs.empty:
         return None
     last = runs.iloc[-1]
-    probability = last.get("metrics.latest_probability")
+    probability = last.get(registry.metric_column(registry.LATEST_PROBABILITY_METRIC))
     return LatestPrediction(
-        as_of=str(last.get("tags.as_of")),
-        key=str(last.get("tags.latest_key")),
-        prediction=parse_class(last.get("tags.latest_prediction"), spec),
-        actual=parse_class(last.get("tags.latest_actual"), spec),
+        as_of=str(last.get(registry.tag_column(registry.AS_OF_TAG))),
+        key=str(last.get(registry.tag_column(registry.LATEST_KEY_TAG))),
+        prediction=parse_class(last.get(registry.tag_column(registry.LATEST_PREDICTION_TAG)), spec),
+        actual=parse_class(last.get(registry.tag_column(registry.LATEST_ACTUAL_TAG)), spec),
         probability=None if probability is None or pd.isna(probability) else float(probability),
         model_version=last.get("tags.model_version"),
     )
@@ -234,10 +243,10 @@ def version_changes(runs: pd.DataFrame) -> pd.DataFrame:
     """The batches where the model version differs from the batch before (``as_of``,
     ``model_version``); the first batch is not a change."""
     if runs.empty or "tags.model_version" not in runs:
-        return pd.DataFrame(columns=["as_of", "model_version"])
+        return pd.DataFrame(columns=[registry.AS_OF_TAG, "model_version"])
     versions = runs["tags.model_version"]
     changed = versions.ne(versions.shift()) & versions.shift().notna()
-    return pd.DataFrame({"as_of": runs.loc[changed, "as_of"], "model_version": versions[changed]})
+    return pd.DataFrame({registry.AS_OF_TAG: runs.loc[changed, registry.AS_OF_TAG], "model_version": versions[changed]})
 
 
 # --- the Data page --------------------------------------------------------------------------
@@ -250,8 +259,8 @@ def origin_label(origin: str) -> str:
 def feature_summary(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """Per feature: type, schema, missing values among real and synthetic rows, and a
     short description of the values (range and mean, or the most common categories)."""
-    real = rows[rows[ORIGIN_COLUMN] == "backfill"]
-    synthetic = rows[rows[ORIGIN_COLUMN] != "backfill"]
+    real = rows[rows[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
+    synthetic = rows[rows[ORIGIN_COLUMN] != BACKFILL_ORIGIN]
     out = []
     for feature in spec.features:
         column = rows[feature.name]
@@ -341,9 +350,9 @@ def _corr(a: pd.Series, b: pd.Series) -> float:
 def select_origin(rows: pd.DataFrame, which: str) -> pd.DataFrame:
     """``real`` (backfill), ``synthetic`` (synthetic and live) or ``all`` rows."""
     if which == "real":
-        return rows[rows[ORIGIN_COLUMN] == "backfill"]
+        return rows[rows[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
     if which == "synthetic":
-        return rows[rows[ORIGIN_COLUMN] != "backfill"]
+        return rows[rows[ORIGIN_COLUMN] != BACKFILL_ORIGIN]
     return rows
 
 
@@ -389,7 +398,7 @@ def _detail(counts: pd.DataFrame, total: pd.Series | None = None) -> pd.Series:
     order = np.argsort(-values, axis=1, kind="stable")
     out = []
     for i in range(len(values)):
-        parts = []
+        parts: list[str] = []
         for j in order[i]:
             value = values[i, j]
             if not value > 0:

@@ -19,10 +19,14 @@ import dash
 from dash import Input, Output, dcc, html
 
 from monitoring_app import ids
-from monitoring_app.data_access import DEFAULT_CACHE_TTL_S, SiteData, apply_rest_client_timeouts, sqlite_path
+from monitoring_app.cache import DEFAULT_CACHE_TTL_S
+from monitoring_app.data_access import SiteData
 from monitoring_app.hardening import harden
+from monitoring_app.options import SiteOptions
 from monitoring_app.pages import PAGES
+from monitoring_app.run_readers import sqlite_path
 from monitoring_app.site import SITE_KEY, Site
+from monitoring_app.tracking_access import apply_rest_client_timeouts
 from serverless_ml import defaults, redaction, sqlite_exit, tracking
 from serverless_ml.datasets import BUILTIN, DatasetSpec, get_dataset
 from serverless_ml.errors import SpecError
@@ -76,9 +80,7 @@ def create_app(
     Returns:
         The Dash app; ``app.server`` is its Flask (WSGI) application. Debug is off.
     """
-    low, high = defaults.SITE_REFRESH_RANGE_S
-    if not low <= refresh_s <= high:  # NaN fails too
-        raise ValueError(f"refresh_s must be between {low:g} and {high:g} seconds, got {refresh_s!r}")
+    SiteOptions(refresh_s=refresh_s)  # a bad period fails in one line, as `sml dashboard --refresh` does
     settings = settings or resolve_settings()
     # Download progress bars would fill the server log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -112,7 +114,8 @@ def create_app(
         assets_folder=str(Path(__file__).parent / "assets"),
         include_assets_files=False,
         title=TITLE,
-        update_title=None,
+        # None: the tab's title stays put during callbacks (documented; dash annotates it `str`)
+        update_title=None,  # type: ignore[arg-type]
         suppress_callback_exceptions=True,  # pages come and go; their ids live in monitoring_app.ids
         serve_locally=True,
     )
@@ -189,7 +192,7 @@ def sync_dataset(search: str | None, picked: str | None, trigger: str | None = N
 
     site = current_site()
     params = urllib.parse.parse_qs((search or "").lstrip("?"))
-    in_url = (params.get("dataset") or [None])[0]
+    in_url = params["dataset"][0] if params.get("dataset") else None
     if (trigger or triggered_id()) == ids.DATASET and picked and picked != in_url:
         return ("?" + urllib.parse.urlencode({"dataset": picked}), dash.no_update,
                 *[nav_href(m.PATH, picked) for m in PAGES])

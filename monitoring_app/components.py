@@ -7,21 +7,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import dash
 from dash import dcc, html
 
 from monitoring_app import analysis
-from monitoring_app.data_access import TrackingUnavailable
+from monitoring_app.tracking_access import TrackingUnavailable
 from monitoring_app.icons import class_icon_uri
 from monitoring_app.site import Site, UnknownDataset, current_site
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.errors import NotFoundError, SmlError
 
 log = logging.getLogger(__name__)
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "responsive": True}
 
 
 def notice(message: str, kind: str = "info") -> html.Div:
@@ -62,7 +62,7 @@ def triggered_id() -> Any:
         return None
 
 
-def token(value: Hashable) -> str:
+def token(value: object) -> str:
     """A signature as a string that survives a round trip through a ``dcc.Store``."""
     return json.dumps(value, default=str)
 
@@ -172,7 +172,8 @@ def card(label: str, value: Any, detail: str | None = None, card_id: str | None 
     children = [html.Div(label, className="card-label"), html.Div(value, className="card-value")]
     if detail:
         children.append(html.Div(detail, className="card-detail"))
-    return html.Div(children, className="card", **({"id": card_id} if card_id else {}))
+    attributes: dict[str, Any] = {"id": card_id} if card_id else {}
+    return html.Div(children, className="card", **attributes)
 
 
 def class_badge(spec: DatasetSpec, value: Any, size: int = 40) -> html.Span:
@@ -193,7 +194,8 @@ def simple_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], table_i
     body = html.Tbody([
         html.Tr([html.Td(_cell(row.get(c))) for c in columns]) for row in rows
     ])
-    return html.Table([head, body], className="table", **({"id": table_id} if table_id else {}))
+    attributes: dict[str, Any] = {"id": table_id} if table_id else {}
+    return html.Table([head, body], className="table", **attributes)
 
 
 def _cell(value: Any) -> Any:

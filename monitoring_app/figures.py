@@ -19,8 +19,18 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from monitoring_app import analysis
+from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
 from serverless_ml.training.evaluation import metric_key
+
+# Columns of a runs frame (``SiteData.monitoring_runs``).
+_BATCH_ACCURACY = registry.metric_column(registry.BATCH_ACCURACY_METRIC)
+_BATCH_CI_LOW = registry.metric_column(registry.BATCH_ACCURACY_CI_LOW_METRIC)
+_BATCH_CI_HIGH = registry.metric_column(registry.BATCH_ACCURACY_CI_HIGH_METRIC)
+_ROWS_LABELLED = registry.metric_column(registry.ROWS_LABELLED_METRIC)
+_ROLLING_ACCURACY = registry.metric_column(registry.ROLLING_ACCURACY_METRIC)
+_CHAMPION_HOLDOUT = registry.metric_column(registry.CHAMPION_HOLDOUT_ACCURACY_METRIC)
+_ALERTS = registry.tag_column(registry.ALERTS_TAG)
 
 COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 ALERT_COLOUR = "#dc2626"
@@ -61,7 +71,7 @@ def _dates(runs: pd.DataFrame) -> list[str]:
     the runs frame's ``as_of_text`` when it has one."""
     if "as_of_text" in runs:
         return runs["as_of_text"].tolist()
-    return list(np.datetime_as_string(pd.to_datetime(runs["as_of"]).to_numpy(dtype="datetime64[ns]"), unit="D"))
+    return list(np.datetime_as_string(pd.to_datetime(runs[registry.AS_OF_TAG]).to_numpy(dtype="datetime64[ns]"), unit="D"))
 
 
 def _rounded(values: np.ndarray) -> list[float | None]:
@@ -127,28 +137,28 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
     if runs.empty:
         return empty_figure("no monitoring runs yet", "Accuracy over time").to_plotly_json()
     x = _dates(runs)
-    batch = runs["metrics.batch_accuracy"].to_numpy(dtype=float)
+    batch = runs[_BATCH_ACCURACY].to_numpy(dtype=float)
     batch_trace: dict[str, Any] = {
         "type": "scatter", "x": x, "y": _rounded(batch), "mode": "markers", "name": "batch accuracy",
         "marker": {"size": 5, "color": COLOURS[0]},
         "hovertemplate": "%{x}<br>batch accuracy %{y:.3f}<extra></extra>",
     }
-    if "metrics.batch_accuracy_ci_low" in runs and "metrics.batch_accuracy_ci_high" in runs:
-        low = runs["metrics.batch_accuracy_ci_low"].to_numpy(dtype=float)
-        high = runs["metrics.batch_accuracy_ci_high"].to_numpy(dtype=float)
+    if _BATCH_CI_LOW in runs and _BATCH_CI_HIGH in runs:
+        low = runs[_BATCH_CI_LOW].to_numpy(dtype=float)
+        high = runs[_BATCH_CI_HIGH].to_numpy(dtype=float)
         batch_trace["error_y"] = {"type": "data", "array": _rounded(high - batch), "arrayminus": _rounded(batch - low),
                                   "visible": True, "thickness": 1, "width": 0, "color": "rgba(37,99,235,0.25)"}
-    if "metrics.rows_labelled" in runs:
-        batch_trace["customdata"] = runs["metrics.rows_labelled"].fillna(0).to_numpy(dtype=int).tolist()
+    if _ROWS_LABELLED in runs:
+        batch_trace["customdata"] = runs[_ROWS_LABELLED].fillna(0).to_numpy(dtype=int).tolist()
         batch_trace["hovertemplate"] = "%{x}<br>batch accuracy %{y:.3f}<br>%{customdata} labelled rows<extra></extra>"
     traces = [batch_trace, {
-        "type": "scatter", "x": x, "y": _rounded(runs["metrics.rolling_accuracy"].to_numpy(dtype=float)),
+        "type": "scatter", "x": x, "y": _rounded(runs[_ROLLING_ACCURACY].to_numpy(dtype=float)),
         "mode": "lines", "name": "rolling accuracy", "line": {"color": COLOURS[1], "width": 2},
         "hovertemplate": "%{x}<br>rolling accuracy %{y:.3f}<extra></extra>",
     }]
-    if "metrics.champion_holdout_accuracy" in runs:
+    if _CHAMPION_HOLDOUT in runs:
         traces.append({
-            "type": "scatter", "x": x, "y": _rounded(runs["metrics.champion_holdout_accuracy"].to_numpy(dtype=float)),
+            "type": "scatter", "x": x, "y": _rounded(runs[_CHAMPION_HOLDOUT].to_numpy(dtype=float)),
             "mode": "lines", "name": "champion holdout accuracy",
             "line": {"color": REFERENCE_COLOUR, "dash": "dash", "shape": "hv", "width": 1.5},
             "hovertemplate": "%{x}<br>champion holdout accuracy %{y:.3f}<extra></extra>",
@@ -166,7 +176,7 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
         shapes=shapes, annotations=annotations,
         yaxis={"title": {"text": "accuracy"}, "range": [-0.02, DRIFT_ALERT_Y + 0.05], "tickformat": ".0%",
                "tickvals": [0, 0.2, 0.4, 0.6, 0.8, 1.0]},
-        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
+        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs[registry.AS_OF_TAG])},
         hoverdistance=40,
     )
     return {"data": traces, "layout": layout}
@@ -183,7 +193,7 @@ def alert_traces(runs: pd.DataFrame) -> list[dict[str, Any]]:
     and with a drift alert (an amber triangle in a row above the chart), each with its
     messages on hover. The Overview lists the same messages under the chart."""
     kinds = analysis.alert_kinds(runs)
-    messages = runs["tags.alerts"] if "tags.alerts" in runs else pd.Series(None, index=runs.index, dtype=object)
+    messages = runs[_ALERTS] if _ALERTS in runs else pd.Series(None, index=runs.index, dtype=object)
     traces = []
     for kind, colour, symbol in (("accuracy", ALERT_COLOUR, "x"), ("drift", DRIFT_ALERT_COLOUR, "triangle-down")):
         alerted = runs[kinds[kind]]
@@ -191,7 +201,7 @@ def alert_traces(runs: pd.DataFrame) -> list[dict[str, Any]]:
             continue
         dates = _dates(alerted)
         if kind == "accuracy":
-            y = alerted["metrics.batch_accuracy"].fillna(alerted["metrics.rolling_accuracy"]).fillna(0.0)
+            y = alerted[_BATCH_ACCURACY].fillna(alerted[_ROLLING_ACCURACY]).fillna(0.0)
             y_values = _rounded(y.to_numpy(dtype=float))
         else:
             y_values = [DRIFT_ALERT_Y] * len(alerted)
@@ -274,7 +284,7 @@ def _share_over_time(traces: list[Any], title: str, y_title: str, runs: pd.DataF
     layout = _layout_dict(title, revision=spec.name, height=360)
     layout.update(
         yaxis={"title": {"text": y_title}, "range": [-0.02, 1.02], "tickformat": ".0%"},
-        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])},
+        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs[registry.AS_OF_TAG])},
         hovermode="x unified",
     )
     return {"data": traces, "layout": layout}
@@ -313,7 +323,7 @@ def data_quality_figure(runs: pd.DataFrame, quality: pd.DataFrame, spec: Dataset
     layout = _layout_dict(f"{plot_text(spec.name)}: {title}", revision=spec.name, height=560)
     layout.update(showlegend=False, hovermode="x unified",
                   xaxis={"title": {"text": "batch date"}, "type": "date", "anchor": f"y{len(QUALITY_PANELS)}",
-                         **_date_ticks(runs["as_of"])})
+                         **_date_ticks(runs[registry.AS_OF_TAG])})
     for i, (column, axis_title, about, kind, detail) in enumerate(QUALITY_PANELS):
         axis = "y" if i == 0 else f"y{i + 1}"
         values = shown[column].to_numpy(dtype=float)
@@ -380,9 +390,9 @@ class DriftStat:
 
 
 DRIFT_STATS = {
-    "effect": DriftStat("effect size", "drift_effect_", "effect size (higher: more drift)"),
-    "padj": DriftStat("adjusted p-value", "drift_padj_", "adjusted p-value (lower: more drift)", log=True),
-    "psi": DriftStat("population stability index", "drift_psi_", "PSI (higher: more drift)"),
+    "effect": DriftStat("effect size", registry.DRIFT_EFFECT_PREFIX, "effect size (higher: more drift)"),
+    "padj": DriftStat("adjusted p-value", registry.DRIFT_PADJ_PREFIX, "adjusted p-value (lower: more drift)", log=True),
+    "psi": DriftStat("population stability index", registry.DRIFT_PSI_PREFIX, "PSI (higher: more drift)"),
 }
 DEFAULT_DRIFT_STAT = "effect"
 FEATURE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000")
@@ -545,7 +555,7 @@ def drift_history_figure(
         layout["yaxis"] = {"title": {"text": info.axis}, "rangemode": "tozero"}
     layout["shapes"] = shapes
     layout["annotations"] = annotations
-    layout["xaxis"] = {"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs["as_of"])}
+    layout["xaxis"] = {"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs[registry.AS_OF_TAG])}
     return {"data": traces, "layout": layout}
 
 
@@ -616,17 +626,17 @@ def distribution_figure(
 
 def tuning_figure(trials: pd.DataFrame, title: str) -> go.Figure:
     """Mean CV accuracy of each trial and the best so far (the search's progress)."""
-    scored = trials.dropna(subset=["val_accuracy_mean"])
+    scored = trials.dropna(subset=[registry.CV_ACCURACY_METRIC])
     if scored.empty:
         return empty_figure("no trials recorded for this training run", title)
     figure = go.Figure(layout=_base(title, height=360))
     figure.add_trace(go.Scatter(
-        x=scored["trial_number"], y=scored["val_accuracy_mean"], mode="markers", name="trial",
+        x=scored[registry.TRIAL_NUMBER_TAG], y=scored[registry.CV_ACCURACY_METRIC], mode="markers", name="trial",
         marker={"size": 7, "color": COLOURS[0]}, customdata=scored["state"],
         hovertemplate="trial %{x}<br>mean CV accuracy %{y:.4f}<br>%{customdata}<extra></extra>",
     ))
     figure.add_trace(go.Scatter(
-        x=scored["trial_number"], y=scored["val_accuracy_mean"].cummax(), mode="lines", name="best so far",
+        x=scored[registry.TRIAL_NUMBER_TAG], y=scored[registry.CV_ACCURACY_METRIC].cummax(), mode="lines", name="best so far",
         line={"color": COLOURS[1], "shape": "hv", "width": 2},
         hovertemplate="after trial %{x}: best %{y:.4f}<extra></extra>",
     ))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
-from serverless_ml.feature_store.base import ORIGIN_COLUMN
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN
 from serverless_ml.training.model import as_model_input
 
 MISSING = "__missing__"
@@ -127,7 +127,7 @@ def default_values(spec: DatasetSpec, rows: pd.DataFrame | None) -> dict[str, An
     there are any, else the middle of the range and the first category."""
     real = None
     if rows is not None and not rows.empty:
-        real = rows[rows[ORIGIN_COLUMN] == "backfill"] if ORIGIN_COLUMN in rows else rows
+        real = rows[rows[ORIGIN_COLUMN] == BACKFILL_ORIGIN] if ORIGIN_COLUMN in rows else rows
         if real.empty:
             real = rows
     out: dict[str, Any] = {}

@@ -74,7 +74,7 @@ class MalformedCallback(ValueError):
 
 def harden(app: dash.Dash) -> None:
     """Size limit, callback-request checks and security headers on ``app``'s server."""
-    server = app.server
+    server: flask.Flask = app.server
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     update_path = f"{app.config.routes_pathname_prefix}_dash-update-component"
 

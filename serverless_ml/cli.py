@@ -57,7 +57,7 @@ def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option(
         "--feature-store",
         default=defaults.FEATURE_STORE,
-        type=click.Choice(["local", "hopsworks"], case_sensitive=False),
+        type=click.Choice(defaults.FEATURE_STORES, case_sensitive=False),
         envvar="SML_FEATURE_STORE",
         show_default=True,
         help="Feature store backend [env SML_FEATURE_STORE].",
@@ -68,6 +68,20 @@ def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(*args, settings=settings, **kwargs)
 
     return wrapper
+
+
+DATASET_HELP = "Built-in dataset name or path of a .yaml/.toml spec."
+
+
+def dataset_option(
+    text: str = DATASET_HELP, *, multiple: bool = False, default: Any = defaults.DATASET,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--dataset`` option of every command that takes a dataset (a built-in's name or
+    a spec file's path), with help ``text``: one dataset, ``dataset`` (default
+    :data:`defaults.DATASET`), or with ``multiple`` a repeatable one, ``datasets``."""
+    if multiple:
+        return click.option("--dataset", "datasets", multiple=True, default=default, show_default=bool(default), help=text)
+    return click.option("--dataset", default=default, show_default=True, help=text)
 
 
 VERBOSE_HELP = "Show tracebacks, debug logs and MLflow's own messages [env SML_VERBOSE]."
@@ -152,7 +166,9 @@ def hide_mlflow_notes() -> None:
         return
     from mlflow.utils import logging_utils
 
-    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    # Any: its `write` method is replaced and a marker attribute added below (a patch of
+    # MLflow's object, which its type does not allow).
+    stream: Any = logging_utils.MLFLOW_LOGGING_STREAM
     if getattr(stream, "sml_filtered", False):
         return
     write = stream.write
@@ -202,7 +218,7 @@ for _option in output_options(with_env=True):
 
 
 @cli.command(short_help="Validate a dataset's source and backfill its feature group.")
-@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@dataset_option()
 @click.option("--source", default="", help="CSV path or URL [default: $SML_DATA_DIR/<dataset>.csv, then the built-in copy or public URL].")
 @store_options
 def features(dataset: str, source: str, settings: Settings) -> None:
@@ -277,10 +293,10 @@ def spec_draft(csv_path: str, label: str, name: str | None, key: str | None, out
 
 
 @cli.command(short_help="Add one day of synthetic labelled rows to the feature group.")
-@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@dataset_option()
 @click.option("--date", "date_", default="", help="Event date YYYY-MM-DD [default: today, UTC].")
 @click.option("--rows", default=defaults.DAILY_ROWS, show_default=True, type=int, help="Rows to generate (1..10000).")
-@click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Random seed (>= 0).")
+@click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Random seed (0..9999).")
 @click.option("--drift", default="", help="Shift features, e.g. 'age+15,fare*2,embarked=Q'.")
 @click.option("--replace", is_flag=True,
               help="Rewrite the day's rows when they exist with other values; removes the predictions and "
@@ -294,15 +310,11 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
     --drift for a date and seed that have rows are refused unless --replace is given.
     """
     from serverless_ml.datasets import get_dataset
-    from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, parse_drift
+    from serverless_ml.datasets.synthetic import parse_drift
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.pipelines.features import add_daily_rows
 
     day = parse_date(date_) or dt.datetime.now(dt.timezone.utc).date()
-    if not 1 <= rows <= MAX_ROWS_PER_DAY:
-        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
-    if seed < 0:
-        raise SmlError(f"--seed must be >= 0, got {seed}")
     spec = get_dataset(dataset)
     shifts = parse_drift(drift, spec)
     report = add_daily_rows(spec, open_feature_store(settings), day, rows, seed, shifts, replace=replace, settings=settings)
@@ -310,7 +322,7 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
 
 
 @cli.command(short_help="Tune a random forest with Optuna, log it to MLflow, register and promote it.")
-@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@dataset_option()
 @click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="New Optuna trials to run.")
 @click.option("--timeout", default=0.0, type=float, help=f"Stop starting trials after this many seconds (0: a budget of {defaults.TRAIN_TIME_BUDGET_S:.0f} s).")
 @click.option("--seed", default=defaults.TRAIN_SEED, show_default=True, type=int, help="Seed of the split, the folds, the sampler and the forest.")
@@ -319,11 +331,11 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
 @click.option("--workers", default=defaults.TRAIN_WORKERS, show_default=True, type=int, help="Tuning processes sharing the study.")
 @click.option("--storage", default="", envvar="SML_OPTUNA_STORAGE",
               help="Optuna storage URL [env SML_OPTUNA_STORAGE, better for a password than the command line; "
-                   "default: sqlite optuna.db next to the tracking database].")
+                   "default: sqlite optuna.db in SML_STATE_DIR if set, else next to the tracking database].")
 @click.option("--study-name", default="", help="Optuna study to create or resume [default: from dataset, data version and seed].")
 @click.option("--include-synthetic/--no-include-synthetic", default=False, show_default=True,
               help="Also train on synthetic rows (the daily and simulated ones).")
-@click.option("--promote", default=defaults.TRAIN_PROMOTE, show_default=True, type=click.Choice(["if-better", "always", "never"]), help="Promotion rule.")
+@click.option("--promote", default=defaults.TRAIN_PROMOTE, show_default=True, type=click.Choice(defaults.TRAIN_PROMOTE_MODES), help="Promotion rule.")
 @click.option("--workers-only", is_flag=True, help="Only add trials to the shared study (--storage, --study-name); "
               "register nothing. Refit afterwards with --trials 0.")
 @click.option("--worker-id", type=int, default=None, help="With --workers-only: a number per worker for reproducible, "
@@ -350,11 +362,8 @@ def train(
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.pipelines.train import TrainOptions, tune_as_worker
     from serverless_ml.pipelines.train import train as run_training
+    from serverless_ml.tracking import configure_tracking
 
-    if seed < 0:
-        raise SmlError(f"--seed must be >= 0, got {seed}")
-    if worker_id is not None and not workers_only:
-        raise SmlError("--worker-id needs --workers-only")
     options = TrainOptions(
         trials=trials, seed=seed, timeout=timeout or None, holdout=holdout, folds=folds,
         # `mlflow run` passes an empty --storage, which hides the variable from click.
@@ -369,16 +378,17 @@ def train(
     hide_mlflow_notes()
     job = tune_as_worker if workers_only else run_training
     store = open_feature_store(settings)
+    tracker = configure_tracking(settings)
     if is_terminal(sys.stderr):  # Optuna's bar
-        report = job(spec, store, settings, options)
+        report = job(spec, store, settings, options, tracker)
     else:  # a line per trial in a log (nothing under --quiet)
         with progress_for(f"{spec.name} train", trials) as progress:
-            report = job(spec, store, settings, dataclasses.replace(options, progress=progress))
+            report = job(spec, store, settings, dataclasses.replace(options, progress=progress), tracker)
     click.echo(report.summary())
 
 
 @cli.command(short_help="Score the rows the champion has not seen; log the batch as a monitoring run.")
-@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@dataset_option()
 @click.option("--as-of", default="", help="Score rows up to the end of this date, YYYY-MM-DD [default: now].")
 @click.option("--rolling-days", default=defaults.INFER_ROLLING_DAYS, show_default=True, type=int, help="Days in the rolling accuracy window.")
 @click.option("--accuracy-drop", default=defaults.INFER_ACCURACY_DROP, show_default=True, type=float, help="Alert when accuracy is this far below the champion's holdout accuracy.")
@@ -405,15 +415,8 @@ def infer(
     from serverless_ml.inference.monitoring import AlertRule
     from serverless_ml.pipelines.infer import AlertRaised, InferOptions
     from serverless_ml.pipelines.infer import infer as run_inference
+    from serverless_ml.tracking import configure_tracking
 
-    if not 0 <= accuracy_drop <= 1:
-        raise SmlError(f"--accuracy-drop must be between 0 and 1, got {accuracy_drop}")
-    if not 0 < drift_p_value < 1:
-        raise SmlError(f"--drift-p-value must be between 0 and 1, got {drift_p_value}")
-    if not 0 <= drift_share < 1:
-        raise SmlError(f"--drift-share must be in [0, 1), got {drift_share}")
-    if not 0 <= drift_min_effect < 100:
-        raise SmlError(f"--drift-min-effect must be between 0 and 100, got {drift_min_effect}")
     options = InferOptions(
         as_of=parse_date(as_of, "--as-of"), rolling_days=rolling_days,
         rule=AlertRule(accuracy_drop=accuracy_drop, drift_p_value=drift_p_value, drift_share=drift_share,
@@ -422,7 +425,9 @@ def infer(
         fail_on_alert=False, figures=figures,
     )
     spec = get_dataset(dataset)
-    report = run_inference(spec, open_feature_store(settings), settings, options, dt.datetime.now(dt.timezone.utc))
+    store = open_feature_store(settings)
+    now = dt.datetime.now(dt.timezone.utc)
+    report = run_inference(spec, store, settings, options, now, configure_tracking(settings))
     click.echo(report.summary())
     if fail_on_alert and report.alerts:
         raise AlertRaised(f"{spec.name} {report.as_of}: {len(report.alerts)} alert(s), listed above "
@@ -462,7 +467,7 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
 
 
 @cli.command(short_help="Replay past days: synthetic rows, scored batches, monitoring runs, retrains.")
-@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@dataset_option()
 @click.option("--days", default=defaults.SIMULATE_DAYS, show_default=True, type=int, help="Past days to replay.")
 @click.option("--end-date", default="", help="Last simulated day, YYYY-MM-DD [default: yesterday, UTC].")
 @click.option("--rows", default=defaults.SIMULATE_ROWS, show_default=True, type=int, help="Synthetic rows per day.")
@@ -491,16 +496,13 @@ def simulate(
     --keep-existing (they stay as they are; `sml main` uses it).
     """
     from serverless_ml.datasets import get_dataset
-    from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, parse_drift
+    from serverless_ml.datasets.synthetic import parse_drift
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.pipelines.infer import InferOptions
     from serverless_ml.pipelines.simulate import SimulateOptions
     from serverless_ml.pipelines.simulate import simulate as run_simulation
+    from serverless_ml.tracking import configure_tracking
 
-    if not 1 <= rows <= MAX_ROWS_PER_DAY:
-        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
-    if not 0 <= seed <= 9999:
-        raise SmlError(f"--seed must be between 0 and 9999, got {seed}")
     last = parse_date(end_date, "--end-date") or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
     spec = get_dataset(dataset)
     options = SimulateOptions(
@@ -509,17 +511,18 @@ def simulate(
         retrain_trials=retrain_trials, replace=replace, keep_existing=keep_existing, infer=InferOptions(figures=figures),
     )
     store = open_feature_store(settings)
+    tracker = configure_tracking(settings)
     if retrain_every:
         hide_mlflow_notes()
     with progress_for(f"{spec.name} simulate", days) as progress:
-        report = run_simulation(spec, store, settings, options, progress=progress)
+        report = run_simulation(spec, store, settings, options, progress=progress, tracker=tracker)
     click.echo(report.summary(spec, options))
 
 
 @cli.command(short_help="Serve the monitoring site (debug off).")
 @click.option("--host", default="", help="Address to bind [default: 127.0.0.1, this machine only].")
 @click.option("--port", default=0, type=int, help="Port [default: 8050].")
-@click.option("--dataset", "datasets", multiple=True, help="A dataset spec file to show besides the built-ins (repeatable).")
+@dataset_option("A dataset spec file to show besides the built-ins (repeatable).", multiple=True, default=())
 @click.option("--mlflow-ui-url", default="", envvar="SML_MLFLOW_UI_URL", help="MLflow UI base URL for run links [env SML_MLFLOW_UI_URL].")
 @click.option("--refresh", default=defaults.SITE_REFRESH_S, show_default=True, type=float,
               help=f"Seconds between page refreshes ({defaults.SITE_REFRESH_RANGE_S[0]:g}..{defaults.SITE_REFRESH_RANGE_S[1]:g}).")
@@ -530,34 +533,30 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
     Reads the monitoring, training and registry data at MLFLOW_TRACKING_URI and the
     feature store; writes nothing.
     """
+    from monitoring_app.options import SiteOptions
     from serverless_ml.datasets import get_dataset
 
     # Every check before the site's (slow) imports: a bad option fails at once.
-    low, high = defaults.SITE_REFRESH_RANGE_S
-    if not low <= refresh <= high:  # NaN fails too
-        raise SmlError(f"--refresh must be a number of seconds between {low:g} and {high:g}, got {refresh:g}")
-    if not 0 <= port <= 65535:
-        raise SmlError(f"--port must be between 1 and 65535, got {port}")
+    options = SiteOptions(host=host or defaults.SITE_HOST, port=port or defaults.SITE_PORT, refresh_s=refresh)
     # A store not created yet is fine (the site says there is no data); a file never is.
     refuse_store_file(settings)
     for name in datasets:
         get_dataset(name)
-    host, port = host or defaults.SITE_HOST, port or defaults.SITE_PORT
-    check_can_listen(host, port)
+    check_can_listen(options.host, options.port)
     from monitoring_app.app import create_app
 
     app = create_app(settings, datasets=list(datasets), mlflow_ui_url=_blank_to_none(mlflow_ui_url),
-                     refresh_s=refresh, warm_up=True)
+                     refresh_s=options.refresh_s, warm_up=True)
     from monitoring_app.serving import quiet_development_server
 
     # One line with the URL; werkzeug's request lines and start-up message only under --verbose.
     quiet_development_server(app, level=min(logging.getLogger().level, logging.WARNING), colour=sys.stderr.isatty())
-    click.echo(f"monitoring site on http://{host}:{port}/ (Ctrl-C stops it)")
+    click.echo(f"monitoring site on http://{options.host}:{options.port}/ (Ctrl-C stops it)")
     click.echo("(Flask's development server, for this machine: in production serve it with gunicorn, see the README)")
     from serverless_ml.sqlite_exit import exit_on_sigterm
 
     exit_on_sigterm()  # SIGTERM stops it as Ctrl-C does: mlflow.db is checkpointed on the way out
-    app.run(host=host, port=port, debug=False)
+    app.run(host=options.host, port=options.port, debug=False)
 
 
 def refuse_store_file(settings: Settings) -> None:
@@ -587,7 +586,7 @@ def check_can_listen(host: str, port: int) -> None:
 
 
 @cli.command("main", short_help="The whole loop for one dataset, as MLflow project runs under one `main` run.")
-@click.option("--dataset", default=defaults.DATASET, show_default=True, help="Built-in dataset name or path of a .yaml/.toml spec.")
+@dataset_option()
 @click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="Optuna trials of the train step.")
 @click.option("--days", default=defaults.SIMULATE_DAYS, show_default=True, type=int, help="Days the simulate step replays.")
 @click.option("--drift", default="", help="Drift episode's shifts, e.g. 'age+15,fare*2'.")
@@ -608,19 +607,17 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
     from serverless_ml.datasets.synthetic import parse_drift
     from serverless_ml.pipelines.main import MainOptions, run_main, summarize, where_to_look
     from serverless_ml.pipelines.simulate import SimulateOptions
-    from serverless_ml.pipelines.simulate import check_options as check_simulate_options
     from serverless_ml.settings import resolve_settings
     from serverless_ml.tracking import configure_tracking, sqlite_database_path
 
-    if trials < 1:
-        raise SmlError(f"--trials must be >= 1, got {trials}")
     # Every step's input is checked now, before any run is started or any step has written.
+    options = MainOptions(dataset, trials, days, drift, drift_from, drift_days)
     spec = get_dataset(dataset)
     today = dt.datetime.now(dt.timezone.utc).date()
-    check_simulate_options(SimulateOptions(
+    SimulateOptions(
         days=days, end_date=today - dt.timedelta(days=1), drift=parse_drift(drift, spec),
         drift_from=drift_from or None, drift_days=drift_days or None,
-    ))
+    )
     settings = resolve_settings(store_dir=_blank_to_none(store_dir))
     # The steps run in the project's folder: a relative SQLite database would be another
     # file there (MLflow hands its tracking URI to the steps as it is).
@@ -629,16 +626,19 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
         query = settings.tracking_uri.split("?", 1)[1] if "?" in settings.tracking_uri else ""
         settings = dataclasses.replace(settings, tracking_uri=f"sqlite:///{database}" + (f"?{query}" if query else ""))
     refuse_store_file(settings)
-    uri = configure_tracking(settings)
+    tracker = configure_tracking(settings)
+    uri = tracker.uri
     # The steps run in the project's folder: every path they are given is absolute (a
     # relative spec file, store or SQLite database would be looked up there).
     spec_file = str(spec.spec_path) if spec.spec_path is not None else None
-    options = MainOptions(spec_file or spec.name, trials, days, drift, drift_from, drift_days, str(settings.store_dir), spec.name)
+    options = dataclasses.replace(options, dataset=spec_file or spec.name, store_dir=str(settings.store_dir), name=spec.name)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     if os.environ.get("SML_DATA_DIR") and settings.data_dir is not None:
         os.environ["SML_DATA_DIR"] = str(settings.data_dir)
     if os.environ.get("SML_STORE_DIR"):
         os.environ["SML_STORE_DIR"] = str(settings.store_dir)
+    if os.environ.get("SML_STATE_DIR"):
+        os.environ["SML_STATE_DIR"] = str(settings.state_dir)
     quiet = output_settings()["quiet"]
     # The steps are `sml` processes too: they inherit --verbose and --quiet.
     for name, given in (("SML_VERBOSE", output_settings()["verbose"]), ("SML_QUIET", quiet)):
@@ -652,12 +652,12 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
 
     look = where_to_look(uri, _blank_to_none(store_dir), spec_file)
     report = run_main(options, today, progress=show_step)
-    summary = summarize(options, report, today, look)
+    summary = summarize(options, report, today, look, tracker.client)
     click.echo("\n".join(summary.lines()))
 
 
 @cli.command(short_help="Run daily, infer and retraining on cron schedules (UTC), unattended.")
-@click.option("--dataset", "datasets", multiple=True, default=[defaults.DATASET], show_default=True, help="Dataset to run (repeatable).")
+@dataset_option("Dataset to run (repeatable).", multiple=True, default=[defaults.DATASET])
 @click.option("--daily-cron", default=defaults.SCHEDULE_DAILY_CRON, show_default=True, help="When `daily` runs (cron, UTC).")
 @click.option("--infer-cron", default=defaults.SCHEDULE_INFER_CRON, show_default=True, help="When `infer` runs (cron, UTC).")
 @click.option("--retrain-cron", default=defaults.SCHEDULE_RETRAIN_CRON, show_default=True, help="When retraining runs (cron, UTC).")
@@ -665,7 +665,7 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
 @click.option("--seed", default=defaults.DAILY_SEED, show_default=True, type=int, help="Seed of daily rows and retraining.")
 @click.option("--retrain-trials", default=defaults.SIMULATE_RETRAIN_TRIALS, show_default=True, type=int, help="Optuna trials per retrain.")
 @click.option("--catch-up", is_flag=True, help="First run the slots missed while the scheduler was down, in order.")
-@click.option("--run-now", multiple=True, type=click.Choice(["daily", "infer", "retrain"]), help="Also run this job once at start.")
+@click.option("--run-now", multiple=True, type=click.Choice(defaults.SCHEDULE_JOBS), help="Also run this job once at start.")
 @store_options
 def schedule(
     datasets: tuple[str, ...], daily_cron: str, infer_cron: str, retrain_cron: str, rows: int, seed: int,
@@ -679,35 +679,21 @@ def schedule(
     import time
 
     from serverless_ml.datasets import get_dataset
-    from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY
-    from serverless_ml.pipelines.schedule import Scheduler, Shutdown, pipeline_jobs, stop_on_signals
+    from serverless_ml.pipelines.schedule import ScheduleOptions, Scheduler, Shutdown, pipeline_jobs, stop_on_signals
     from serverless_ml.tracking import configure_tracking
 
-    if not 1 <= rows <= MAX_ROWS_PER_DAY:
-        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
-    if not 0 <= seed <= 9999:
-        raise SmlError(f"--seed must be between 0 and 9999, got {seed}")
-    if retrain_trials < 1:
-        raise SmlError(f"--retrain-trials must be >= 1, got {retrain_trials}")
-    from serverless_ml.cron import Cron
-
-    for option, expression in (("--daily-cron", daily_cron), ("--infer-cron", infer_cron), ("--retrain-cron", retrain_cron)):
-        try:
-            Cron.parse(expression)
-        except SmlError as exc:
-            raise SmlError(f"{option}: {exc}") from None
+    options = ScheduleOptions(daily_cron, infer_cron, retrain_cron, rows=rows, seed=seed, retrain_trials=retrain_trials)
     for name in datasets:
         get_dataset(name)
     logging.getLogger("serverless_ml").setLevel(logging.INFO)
-    configure_tracking(settings)
+    tracker = configure_tracking(settings)  # once: every job the scheduler runs uses it
     hide_mlflow_notes()  # retraining registers versions: the job's log line says which
 
     def clock() -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
 
-    crons = {"daily": daily_cron, "infer": infer_cron, "retrain": retrain_cron}
-    jobs = pipeline_jobs(list(datasets), settings, crons, rows, seed, retrain_trials, clock)
-    scheduler = Scheduler(jobs, settings.store_dir, clock, time.sleep)
+    jobs = pipeline_jobs(list(datasets), settings, options, clock, tracker)
+    scheduler = Scheduler(jobs, settings.state_dir, clock, time.sleep)
     click.echo(f"scheduling {', '.join(datasets)}: daily '{daily_cron}', infer '{infer_cron}', retrain '{retrain_cron}' (UTC); Ctrl-C to stop")
     try:
         with stop_on_signals():

@@ -10,6 +10,8 @@ DATASET = "titanic"
 DAILY_ROWS = 10
 DAILY_SEED = 0
 FEATURE_STORE = "local"
+FEATURE_STORES = ("local", "hopsworks")
+"""The feature store backends (``--feature-store`` choices)."""
 
 TRAIN_TRIALS = 30
 TRAIN_SEED = 42
@@ -27,6 +29,8 @@ TRAIN_AUTO_FOLDS = 5
 TRAIN_TIME_BUDGET_S = 60.0
 TRAIN_WORKERS = 1
 TRAIN_PROMOTE = "if-better"
+TRAIN_PROMOTE_MODES = ("if-better", "always", "never")
+"""``--promote`` choices (:mod:`serverless_ml.training.promotion` applies them)."""
 
 INFER_ROLLING_DAYS = 30
 INFER_ACCURACY_DROP = 0.10
@@ -45,6 +49,8 @@ SIMULATE_RETRAIN_TRIALS = 10
 SCHEDULE_DAILY_CRON = "5 0 * * *"
 SCHEDULE_INFER_CRON = "15 0 * * *"
 SCHEDULE_RETRAIN_CRON = "30 0 * * 0"
+SCHEDULE_JOBS = ("daily", "infer", "retrain")
+"""The scheduler's jobs (``--run-now`` choices), in the order a slot runs them."""
 
 # sml dashboard: this machine only, by default.
 SITE_HOST = "127.0.0.1"

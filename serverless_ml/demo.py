@@ -17,9 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from serverless_ml.settings import Settings, resolve_settings
+
+if TYPE_CHECKING:
+    from serverless_ml.tracking import Tracking
 
 # A drift episode per dataset: what the site's Drift page and alerts show.
 DRIFTS = {"iris": "petal_length+1.5,petal_width+0.6", "titanic": "age+20,fare*3"}
@@ -35,17 +38,13 @@ def main_command(dataset: str, trials: int, days: int) -> list[str]:
     ]
 
 
-def prepare_databases(settings: Settings) -> None:
+def prepare_databases(settings: Settings, tracker: Tracking) -> None:
     """Create the tracking database's and the Optuna storage's tables once, before the
     datasets' jobs start together (two processes migrating one new SQLite file race)."""
-    import mlflow
     import optuna
 
-    from serverless_ml import tracking
-
-    uri = tracking.configure_tracking(settings)
-    mlflow.MlflowClient(uri).search_experiments()
-    storage = tracking.default_optuna_storage(uri, settings.store_dir.parent)
+    tracker.client.search_experiments()
+    storage = settings.optuna_storage
     if storage.startswith("sqlite:///"):
         optuna.storages.RDBStorage(storage)
 
@@ -58,8 +57,10 @@ def _relay(prefix: str, stream: IO[str]) -> None:
 def run_demo(datasets: list[str], trials: int, days: int, settings: Settings, parallel: bool = True) -> float:
     """Run ``sml main`` for each dataset (at the same time: one dataset's jobs are mostly
     one process, and these machines have two cores); return the wall time in seconds."""
+    from serverless_ml import tracking
+
     started = time.monotonic()
-    prepare_databases(settings)
+    prepare_databases(settings, tracking.configure_tracking(settings))
     for dataset in datasets:
         print(f"=== {dataset}: features -> train ({trials} trials) -> simulate {days} days up to yesterday "
               "-> today's rows -> score today's batch", flush=True)

@@ -1,4 +1,5 @@
-"""Process locks for jobs: one instance of a job per store at a time.
+"""Process locks for jobs: one instance of a job per state directory (``Settings.state_dir``,
+by default the feature store's folder) at a time.
 
 ``flock`` locks are released by the kernel when their holder dies, so a crashed job never
 leaves a stale lock behind.
@@ -21,10 +22,10 @@ class LockBusy(SmlError):
 
 
 @contextlib.contextmanager
-def job_lock(store_dir: Path, name: str, wait: bool = True) -> Iterator[None]:
-    """Hold the lock ``name`` under ``store_dir``; with ``wait=False`` raise
-    :class:`LockBusy` at once when another process holds it."""
-    folder = store_dir / LOCKS_DIRNAME
+def job_lock(state_dir: Path, name: str, wait: bool = True) -> Iterator[None]:
+    """Hold the lock ``name`` in ``state_dir``'s :data:`LOCKS_DIRNAME` folder; with
+    ``wait=False`` raise :class:`LockBusy` at once when another process holds it."""
+    folder = state_dir / LOCKS_DIRNAME
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.lock", "a") as fh:
         try:

@@ -10,7 +10,6 @@ writes to stderr, so stdout keeps only what the command produced (its summary).
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
@@ -44,7 +43,6 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.use_bar = is_terminal(self.stream) if bar is None else bar
         self.done = 0
-        self.started = time.monotonic()
         self._bar: Any = None
 
     def __enter__(self) -> Progress:
@@ -96,7 +94,3 @@ class Progress:
         if self._bar is not None:
             bar, self._bar = self._bar, None
             bar.__exit__(None, None, None)
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started

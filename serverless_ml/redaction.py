@@ -74,8 +74,9 @@ def _split(uri: str) -> _Parts:
     head = match.group(0) if match else ""
     body, hashmark, fragment = uri[len(head):].partition("#")
     body, question, query = body.partition("?")
-    userinfo, at, rest = body.rpartition("@")
-    if not at or "/" in userinfo.partition(":")[0]:
+    before_at, at, rest = body.rpartition("@")
+    userinfo: str | None = before_at
+    if not at or "/" in before_at.partition(":")[0]:
         # No '@', or an '@' in the path (a user name holds no '/').
         userinfo, rest = None, body
     return _Parts(head, userinfo, rest, query if question else None, fragment if hashmark else None)

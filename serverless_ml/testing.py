@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def create_tracking_database(path: Path) -> Path:
@@ -47,7 +48,7 @@ def copy_database(source: Path, target: Path) -> None:
         dst.close()
 
 
-def stop_process_group(process: subprocess.Popen, timeout_s: float = 30, kill_timeout_s: float = 10) -> None:
+def stop_process_group(process: subprocess.Popen[Any], timeout_s: float = 30, kill_timeout_s: float = 10) -> None:
     """Stop ``process``, started with ``start_new_session=True``, and the rest of its process
     group (a server and its workers): SIGTERM, and SIGKILL if it has not exited within
     ``timeout_s``; then wait up to ``kill_timeout_s`` more.

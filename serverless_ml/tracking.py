@@ -1,12 +1,17 @@
-"""MLflow set-up, experiment names, job runs and logging helpers (trials: trial_logging).
+"""MLflow set-up, job runs and logging helpers (trials: trial_logging; experiment, model,
+tag and artifact names: registry).
 
 Nothing happens on import: :func:`configure_tracking` sets the tracking URI for the
-process (``MLFLOW_TRACKING_URI`` wins over the default SQLite database).
+process (``MLFLOW_TRACKING_URI`` wins over the default SQLite database) and returns a
+:class:`Tracking`, the client the jobs are given. It is called once per process, by the
+entry (a CLI command, the demo, the site, ``sml schedule``); a job called directly without
+one configures it through :func:`tracking_for`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -15,15 +20,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 from serverless_ml import sqlite_exit
 from serverless_ml.errors import SmlError
-from serverless_ml.redaction import redact_uri, remember, scrub
+# redact_uri is also tracking's API (`tracking.redact_uri(uri)`), hence the explicit re-export.
+from serverless_ml.redaction import redact_uri as redact_uri
+from serverless_ml.redaction import remember, scrub
 from serverless_ml.settings import Settings
 from serverless_ml.system_faults import remember_place
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
@@ -31,21 +42,36 @@ RUN_NAME_TAG = "mlflow.runName"
 MAX_PARAM_LENGTH = 6000
 
 
-def training_experiment(dataset: str) -> str:
-    return f"{dataset}-training"
+@dataclass(frozen=True)
+class Tracking:
+    """The configured tracking store of this process: what the jobs read and write through.
+
+    Attributes:
+        uri: The tracking URI (as the settings give it; secrets included, never printed:
+            :func:`redact_uri`).
+    """
+
+    uri: str
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        """An ``MlflowClient`` bound to :attr:`uri` (not to MLflow's process-global URI),
+        made at its first use: making one opens the store, which creates a new SQLite
+        database (here with its artifact root next to it, :func:`init_sqlite_database`),
+        and a command refused on bad input before that leaves none behind."""
+        import mlflow
+
+        init_sqlite_database(self.uri)
+        return mlflow.MlflowClient(tracking_uri=self.uri)
 
 
-def monitoring_experiment(dataset: str) -> str:
-    return f"{dataset}-monitoring"
+def configure_tracking(settings: Settings) -> Tracking:
+    """Point MLflow at the settings' tracking URI; create the SQLite folder if needed.
 
-
-def model_name(dataset: str) -> str:
-    """The registered model name of a dataset's model."""
-    return dataset
-
-
-def configure_tracking(settings: Settings) -> str:
-    """Point MLflow at the settings' tracking URI; create the SQLite folder if needed."""
+    Call it once per process, at the entry, and pass the result down. It also sets
+    MLflow's process-global URI, which MLflow's fluent API (``mlflow.start_run``,
+    ``log_model``, ``search_runs``) reads.
+    """
     import mlflow
 
     # Download progress bars would interleave with the commands' own output.
@@ -63,7 +89,24 @@ def configure_tracking(settings: Settings) -> str:
         use_sqlite_wal()
     check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    return uri
+    return Tracking(uri)
+
+
+def tracking_for(settings: Settings, given: Tracking | None) -> Tracking:
+    """``given``, the tracking an entry configured; else :func:`configure_tracking`
+    (a job called directly: a test, a benchmark, a notebook). A job that calls another
+    passes its own on, so one process configures tracking once."""
+    return given if given is not None else configure_tracking(settings)
+
+
+def _client(client: MlflowClient | None) -> MlflowClient:
+    """``client``, else one on MLflow's process-global URI (the helpers below are also
+    called from inside a job's run, whose callers do not all pass theirs yet)."""
+    if client is not None:
+        return client
+    import mlflow
+
+    return mlflow.MlflowClient()
 
 
 ARTIFACTS_DIRNAME = "mlruns"
@@ -355,10 +398,22 @@ def _tracking_schemes() -> set[str]:
         return set()
 
 
+class TrackingServerUnreachable(SmlError):
+    """An HTTP tracking server did not answer; :attr:`reason` says how (``HTTP 503``,
+    ``[Errno 111] Connection refused``), so a caller can word its own message."""
+
+    def __init__(self, uri: str, reason: object) -> None:
+        self.reason = str(reason)
+        super().__init__(f"MLflow tracking server {redact_uri(uri)} cannot be reached ({self.reason})")
+
+
 def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, in one line, when an HTTP tracking server does not answer.
 
     MLflow's own client retries for minutes before it gives up.
+
+    Raises:
+        TrackingServerUnreachable: the server refused, timed out or answered 5xx.
     """
     if not uri.startswith(("http://", "https://")):
         return
@@ -383,18 +438,11 @@ def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
         reason: Any = f"HTTP {exc.code}"
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-    raise SmlError(f"MLflow tracking server {redact_uri(uri)} cannot be reached ({reason})")
-
-
-def default_optuna_storage(tracking_uri: str, settings_home: Path) -> str:
-    """SQLite next to the tracking database (or in the project home for a server)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}"
-    return f"sqlite:///{settings_home.resolve() / 'optuna.db'}"
+    raise TrackingServerUnreachable(uri, reason)
 
 
 @contextlib.contextmanager
-def job_run(experiment_id: str, run_name: str) -> Iterator[Any]:
+def job_run(experiment_id: str, run_name: str, client: MlflowClient | None = None) -> Iterator[Any]:
     """Start a job's own run in ``experiment_id``, ended FAILED if the job raises.
 
     Under ``mlflow run`` the project run's id is in ``MLFLOW_RUN_ID`` and MLflow's fluent
@@ -408,7 +456,7 @@ def job_run(experiment_id: str, run_name: str) -> Iterator[Any]:
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=owner_tags()) as run:
             if project_run_id:
                 mlflow.set_tag("sml.project_run_id", project_run_id)
-                mlflow.MlflowClient().set_tag(project_run_id, "sml.job_run_id", run.info.run_id)
+                _client(client).set_tag(project_run_id, "sml.job_run_id", run.info.run_id)
             yield run
     finally:
         if project_run_id is not None:
@@ -417,6 +465,9 @@ def job_run(experiment_id: str, run_name: str) -> Iterator[Any]:
 
 HOST_TAG = "sml.host"
 PID_TAG = "sml.pid"
+RECOVERED_TAG = "recovered"
+"""Tag of a run (and user attribute of an Optuna trial) that a later job ended because its
+process had died: who ended it, and how."""
 
 
 def owner_tags() -> dict[str, str]:
@@ -448,13 +499,11 @@ def process_alive(pid: int, run_start_ms: int) -> bool:
 _process_alive = process_alive  # the name the unit tests know
 
 
-def close_orphaned_runs(experiment_id: str) -> list[str]:
+def close_orphaned_runs(experiment_id: str, client: MlflowClient | None = None) -> list[str]:
     """End as FAILED the runs of ``experiment_id`` left RUNNING by a killed process of this
     host (``sml.host`` is this machine and ``sml.pid`` is no longer alive). Runs of other
     machines (shared studies) and of live processes are left alone. Returns their ids."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
+    client = _client(client)
     host = socket.gethostname()
     closed = []
     running = client.search_runs(
@@ -464,24 +513,10 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
         pid = run.data.tags.get(PID_TAG, "")
         if not pid.isdigit() or process_alive(int(pid), run.info.start_time):
             continue
-        client.set_tag(run.info.run_id, "recovered", f"closed as FAILED by process {os.getpid()}: its process {pid} had died")
+        client.set_tag(run.info.run_id, RECOVERED_TAG, f"closed as FAILED by process {os.getpid()}: its process {pid} had died")
         client.set_terminated(run.info.run_id, status="FAILED")
         closed.append(run.info.run_id)
     return closed
-
-
-TRAINING_KEYS_ARTIFACT = "training/keys.parquet"
-"""The artifact of a training run listing each row's key and its ``split`` (``train`` or
-``holdout``)."""
-
-
-def training_keys(run_id: str) -> Any:
-    """The ``training/keys.parquet`` table of training run ``run_id`` (a DataFrame of the
-    key column and ``split``); raises when the run has none (a model registered elsewhere)."""
-    import mlflow
-    import pandas as pd
-
-    return pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{TRAINING_KEYS_ARTIFACT}"))
 
 
 def get_or_create_experiment(name: str) -> str:
@@ -513,21 +548,20 @@ def param_value(value: Any) -> str:
     return text[:MAX_PARAM_LENGTH]
 
 
-def log_params_batch(run_id: str, params: Mapping[str, Any]) -> None:
+def log_params_batch(run_id: str, params: Mapping[str, Any], client: MlflowClient | None = None) -> None:
     """Log many params in one call."""
     from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
 
-    MlflowClient().log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+    _client(client).log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
 
-def log_metrics_batch(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+def log_metrics_batch(run_id: str, metrics: Mapping[str, float], step: int = 0,
+                      client: MlflowClient | None = None) -> None:
     """Log many metrics in one call."""
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    _client(client).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
 def upload_artifacts(run_info: Any, local_dir: str | Path, artifact_path: str | None = None) -> None:
@@ -539,7 +573,7 @@ def upload_artifacts(run_info: Any, local_dir: str | Path, artifact_path: str | 
     get_artifact_repository(run_info.artifact_uri).log_artifacts(str(local_dir), artifact_path)
 
 
-def log_figure(figure: Any, artifact_file: str, run_id: str | None = None) -> None:
+def log_figure(figure: Any, artifact_file: str, run_id: str | None = None, client: MlflowClient | None = None) -> None:
     """Log a matplotlib figure to ``run_id`` (default: the active run) and free it."""
     import matplotlib.pyplot as plt
     import mlflow
@@ -548,7 +582,7 @@ def log_figure(figure: Any, artifact_file: str, run_id: str | None = None) -> No
         if run_id is None:
             mlflow.log_figure(figure, artifact_file)
         else:
-            mlflow.MlflowClient().log_figure(run_id, figure, artifact_file)
+            _client(client).log_figure(run_id, figure, artifact_file)
     finally:
         plt.close(figure)
 
@@ -647,15 +681,14 @@ def logged_model_id(version: Any) -> str | None:
     return None
 
 
-def log_inputs(run_id: str, datasets: list[Any], model_ids: list[str] | None = None) -> None:
+def log_inputs(run_id: str, datasets: list[Any], model_ids: list[str] | None = None,
+               client: MlflowClient | None = None) -> None:
     """Log dataset inputs (:func:`dataset_input`) and the logged models a run used, in one call."""
     from mlflow.entities import LoggedModelInput
-    from mlflow.tracking import MlflowClient
-
     from mlflow.exceptions import MlflowException
 
     models = [LoggedModelInput(model_id) for model_id in (model_ids or []) if model_id]
-    client = MlflowClient()
+    client = _client(client)
     for attempt in range(_LOG_INPUTS_ATTEMPTS):
         try:
             client.log_inputs(run_id, datasets=datasets or None, models=models or None)

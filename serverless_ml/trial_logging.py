@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+from serverless_ml import registry
 from serverless_ml.errors import SmlError
 
 # How often the helper checks that the tuning process is alive while no trial arrives.
@@ -36,7 +37,7 @@ PARENT_CHECK_S = 0.5
 def trial_record(study_name: str, trial: Any) -> dict[str, Any]:
     """What the helper needs of a finished ``optuna.trial.FrozenTrial``, as plain data."""
     return {
-        "study_name": study_name,
+        registry.STUDY_NAME_TAG: study_name,
         "number": trial.number,
         "state": trial.state.name,
         "params": dict(trial.params),
@@ -67,9 +68,9 @@ def log_trial(client: Any, experiment_id: str, parent_run_id: str, dataset: str,
         tags={
             PARENT_RUN_TAG: parent_run_id,
             RUN_NAME_TAG: name,
-            "trial_number": str(record["number"]),
-            "trial_state": record["state"],
-            "study_name": record["study_name"],
+            registry.TRIAL_NUMBER_TAG: str(record["number"]),
+            registry.TRIAL_STATE_TAG: record["state"],
+            registry.STUDY_NAME_TAG: record[registry.STUDY_NAME_TAG],
             "dataset": dataset,
             **owner_tags(),
         },
@@ -81,7 +82,7 @@ def log_trial(client: Any, experiment_id: str, parent_run_id: str, dataset: str,
     if val:
         mean = sum(val) / len(val)
         std = (sum((v - mean) ** 2 for v in val) / len(val)) ** 0.5
-        metrics += [Metric("val_accuracy_mean", mean, now, 0), Metric("val_accuracy_std", std, now, 0),
+        metrics += [Metric(registry.CV_ACCURACY_METRIC, mean, now, 0), Metric(registry.CV_ACCURACY_STD_METRIC, std, now, 0),
                     Metric("folds_completed", float(len(val)), now, 0)]
     if train:
         metrics.append(Metric("train_accuracy_mean", sum(train) / len(train), now, 0))

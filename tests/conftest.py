@@ -31,6 +31,10 @@ import pytest
 
 from serverless_ml.testing import create_tracking_database
 
+# The reliability suite's record: hooks that must run in every pytest process, the
+# pytest-xdist controller included (which loads this conftest, not tests/*/conftest.py).
+pytest_plugins = ["reliability_report"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 LOCAL_POSTGRES = REPO_ROOT / "scripts" / "local-postgres.sh"
@@ -75,6 +79,58 @@ def tree_digest(root: Path) -> dict[str, str]:
     return digest
 
 
+# --- pytest-xdist ------------------------------------------------------------------------
+
+# `make test` runs on every CPU (pyproject's addopts: `-n auto --dist loadfile`). Each test
+# file is one unit of work, so a module's fixtures are set up once per run, and so is a
+# session fixture that only one unit uses. The expensive session fixtures below are used
+# by several files: those files form one unit together (the paths name them), so that the
+# fixture is built once per run, not once per worker. A test that uses one from elsewhere
+# still passes (its worker builds its own copy), at the cost of a warning at collection.
+# (xdist's own `--dist loadgroup` cannot do this with pytest 9.2: it renames test ids
+# through an attribute that pytest no longer reads.)
+XDIST_UNITS: dict[str, tuple[str, ...]] = {
+    # Trains three models and scores ten batches (tests/app/conftest.py).
+    "site_world": ("tests/app/",),
+    # A PostgreSQL server.
+    "postgres_cluster": ("tests/integration/test_tracking_server.py", "tests/integration/test_shared_study.py",
+                         "tests/reliability/test_secrets.py::test_no_secret_shows_anywhere"),
+}
+
+
+def xdist_unit(nodeid: str) -> str:
+    """The unit of work of a test under pytest-xdist: its :data:`XDIST_UNITS` entry, else its file."""
+    for fixture, paths in XDIST_UNITS.items():
+        if nodeid.startswith(paths):
+            return fixture
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """(xdist controller) ``--dist loadfile``, with the files of :data:`XDIST_UNITS` merged."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)  # type: ignore[arg-type]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Warn about a test that uses a fixture of :data:`XDIST_UNITS` from outside its unit. (A
+    test using two is in one of them; its worker builds the other again.)"""
+    for item in items:
+        used = [fixture for fixture in XDIST_UNITS if fixture in getattr(item, "fixturenames", ())]
+        if used and xdist_unit(item.nodeid) not in used:
+            config.issue_config_time_warning(pytest.PytestWarning(
+                f"{item.nodeid} uses {' and '.join(used)} but is in no such XDIST_UNITS entry (tests/conftest.py): "
+                "under pytest-xdist its worker builds another copy"), stacklevel=2)
+
+
 @pytest.fixture(name="tree_digest", scope="session")
 def tree_digest_fixture() -> Callable[[Path], dict[str, str]]:
     """:func:`tree_digest`, for tests (test modules do not import conftest)."""
@@ -98,7 +154,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """Settings from the developer's shell must not reach the tests: no tracking server,
     no store or cache in the home directory. (``tracking_uri`` sets a test's own URI.)"""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SML_STORE_DIR", "SML_FEATURE_STORE",
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SML_STORE_DIR", "SML_STATE_DIR", "SML_FEATURE_STORE",
                      "SML_OPTUNA_STORAGE", "SML_TRACKING_DB_URI"):
             patch.delenv(name, raising=False)
         patch.setenv("SML_CACHE_DIR", str(tmp_path_factory.mktemp("sml_cache")))

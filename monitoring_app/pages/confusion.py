@@ -19,14 +19,14 @@ from monitoring_app.components import (
     register_page, token,
 )
 from monitoring_app.site import Site
-from serverless_ml import tracking
+from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
 
 PATH = "/confusion"
 TITLE = "Confusion matrices"
 TABLES = (("batch", "latest batch"), ("rolling", "rolling window"), ("since_promotion", "since promotion"))
-METRICS = ("rows_scored", "rows_labelled")
-TAGS = ("model_version", "alert")
+METRICS = (registry.ROWS_SCORED_METRIC, registry.ROWS_LABELLED_METRIC)
+TAGS = ("model_version", registry.ALERT_TAG)
 
 
 def register(app: dash.Dash) -> None:
@@ -52,20 +52,20 @@ def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
     newest = runs.iloc[::-1]
     if newest.empty:
         return []
-    rows = newest["metrics.rows_scored"]
+    rows = newest[registry.metric_column(registry.ROWS_SCORED_METRIC)]
     rows_text = (", " + rows.fillna(0).astype(int).astype(str) + " rows").where(rows.notna(), "")
-    alert = newest["tags.alert"].eq("true").map({True: ", alert", False: ""})
+    alert = newest[registry.tag_column(registry.ALERT_TAG)].eq("true").map({True: ", alert", False: ""})
     names = newest["run_name"].fillna(pd.Series(newest.index, index=newest.index)).astype(str)
-    labels = (newest["tags.as_of"].astype(str) + " (model v" + newest["tags.model_version"].astype(str) + rows_text
+    labels = (newest[registry.tag_column(registry.AS_OF_TAG)].astype(str) + " (model v" + newest["tags.model_version"].astype(str) + rows_text
               + alert + ") - " + names)
     return [{"label": label, "value": str(run_id)} for run_id, label in zip(newest.index, labels, strict=True)]
 
 
 def layout(dataset: str | None = None, run: str | None = None, **_: Any) -> html.Div:
     def picker(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
-        state["signature"] = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
+        state["signature"] = token(site.data.runs_signature(registry.monitoring_experiment(spec.name)))
         runs = site.data.monitoring_runs(spec, METRICS, TAGS)
-        chosen = run if run in runs.index else str(runs.index[-1])
+        chosen = run if run is not None and run in runs.index else str(runs.index[-1])
         return [
             control("Monitoring run", dcc.Dropdown(id=ids.CONFUSION_RUN, options=run_options(runs), value=chosen,
                                                    clearable=False, className="dropdown-wide")),
@@ -83,14 +83,14 @@ def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None
         if run_id not in frame.index:
             return html.Div(f"run {run_id} is not a finished monitoring run of {spec.name}", className="notice notice-error")
         row = frame.loc[run_id]
-        experiment_id = site.data.experiment_id(tracking.monitoring_experiment(spec.name))
+        experiment_id = site.data.experiment_id(registry.monitoring_experiment(spec.name))
         graphs = [
-            dcc.Graph(figure=figures.confusion_figure(site.data.run_json(run_id, f"confusion/{name}.json"), spec, title),
+            dcc.Graph(figure=figures.confusion_figure(site.data.run_json(run_id, registry.confusion_artifact(name)), spec, title),
                       config=GRAPH_CONFIG, className="graph-third", id=f"{ids.CONFUSION_GRAPH_PREFIX}{name}")
             for name, title in TABLES
         ]
         about = html.Div([
-            f"Batch {row['tags.as_of']}, model v{row.get('tags.model_version')}, run ",
+            f"Batch {row[registry.tag_column(registry.AS_OF_TAG)]}, model v{row.get('tags.model_version')}, run ",
             link_or_text(run_id, site.run_url(experiment_id, run_id)),
         ], className="muted")
         return [about, html.Div(graphs, className="row")]
@@ -111,7 +111,7 @@ def refresh_runs(n_intervals: int | None, state: dict[str, Any] | None) -> tuple
     """New runs join the picker (the chosen run stays chosen)."""
     site, spec, state = refresh_target(state)
     with kept_on_failure():
-        current = token(site.data.runs_signature(tracking.monitoring_experiment(spec.name)))
+        current = token(site.data.runs_signature(registry.monitoring_experiment(spec.name)))
         if current == state.get("signature"):
             raise dash.exceptions.PreventUpdate
         runs = site.data.monitoring_runs(spec, METRICS, TAGS)

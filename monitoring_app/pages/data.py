@@ -19,7 +19,7 @@ from monitoring_app.components import (
 )
 from monitoring_app.site import Site
 from serverless_ml.datasets.spec import DatasetSpec
-from serverless_ml.feature_store.base import ORIGIN_COLUMN
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN
 
 PATH = "/data"
 TITLE = "Data"
@@ -72,7 +72,7 @@ def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
 
 def distribution_graph(site: Site, spec: DatasetSpec, feature: str) -> dcc.Graph:
     rows = site.data.feature_rows(spec)
-    rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == "backfill" else "synthetic"))
+    rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == BACKFILL_ORIGIN else "synthetic"))
     figure = figures.class_distribution_figure(rows, spec.feature(feature), spec)
     return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DATA_DISTRIBUTION_GRAPH)
 

@@ -34,22 +34,22 @@ from monitoring_app.components import (
     token, triggered_id,
 )
 from monitoring_app.site import Site
-from serverless_ml import tracking
+from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
-from serverless_ml.feature_store.base import ORIGIN_COLUMN
 from serverless_ml.training.evaluation import metric_key
 
 PATH = "/drift"
 TITLE = "Drift"
 STAT_OPTIONS = [{"label": figures.DRIFT_STATS[key].label, "value": key} for key in ("effect", "padj", "psi")]
-DRIFT_ARTIFACT = "drift.json"
-METRIC_PREFIXES = {"p_value": "drift_p_", "p_adjusted": "drift_padj_", "effect": "drift_effect_", "psi": "drift_psi_"}
+DRIFT_ARTIFACT = registry.DRIFT_ARTIFACT
+METRIC_PREFIXES = {"p_value": registry.DRIFT_P_PREFIX, "p_adjusted": registry.DRIFT_PADJ_PREFIX,
+                   "effect": registry.DRIFT_EFFECT_PREFIX, "psi": registry.DRIFT_PSI_PREFIX}
 """The per-feature metrics of a monitoring run, by the name of the figure in ``drift.json``."""
-RUN_TAGS = ("alert_drift",)
-RULE_PARAMS = ("drift_p_value", "drift_min_effect")
-DETAIL_METRICS = ("drift_rows", "drift_rows_rolling", "drift_share")
-DETAIL_TAGS = ("as_of", "model_version", "alert_drift", "alerts", "not_computed", "drift_basis", "drift_window",
-               "drift_window_rolling")
+RUN_TAGS = (registry.ALERT_DRIFT,)
+RULE_PARAMS = (registry.DRIFT_P_VALUE_PARAM, registry.DRIFT_MIN_EFFECT_PARAM)
+DETAIL_METRICS = (registry.DRIFT_ROWS_METRIC, registry.DRIFT_ROWS_ROLLING_METRIC, registry.DRIFT_SHARE_METRIC)
+DETAIL_TAGS = (registry.AS_OF_TAG, "model_version", registry.ALERT_DRIFT, registry.ALERTS_TAG, registry.NOT_COMPUTED_TAG,
+               registry.DRIFT_BASIS_TAG, registry.DRIFT_WINDOW_TAG, registry.DRIFT_WINDOW_ROLLING_TAG)
 DRIFT_ALERT_PREFIX = "drift alert"
 NOT_COMPUTED_PREFIX = "drift not computed"
 WINDOW_NAMES = {"recent": "recent", "window": "recent", "rolling": "rolling"}
@@ -125,8 +125,8 @@ def rule_frame(run_ids: pd.Index, params: pd.DataFrame) -> pd.DataFrame:
     (NaN where the run did not log one: runs before effect sizes had no minimum)."""
     frame = params.reindex(run_ids)
     return pd.DataFrame({
-        "p_threshold": pd.to_numeric(frame.get("params.drift_p_value"), errors="coerce"),
-        "min_effect": pd.to_numeric(frame.get("params.drift_min_effect"), errors="coerce"),
+        "p_threshold": pd.to_numeric(frame.get(registry.param_column(registry.DRIFT_P_VALUE_PARAM)), errors="coerce"),
+        "min_effect": pd.to_numeric(frame.get(registry.param_column(registry.DRIFT_MIN_EFFECT_PARAM)), errors="coerce"),
     }, index=run_ids)
 
 
@@ -154,8 +154,8 @@ def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
     newest = runs.iloc[::-1]
     if newest.empty:
         return []
-    dates = newest["tags.as_of"].astype(str)
-    alert = newest.get("tags.alert_drift", pd.Series(None, index=newest.index)).eq("true")
+    dates = newest[registry.tag_column(registry.AS_OF_TAG)].astype(str)
+    alert = newest.get(registry.tag_column(registry.ALERT_DRIFT), pd.Series(None, index=newest.index)).eq("true")
     labels = dates + alert.map({True: " ⚠ drift", False: ""})
     shared = dates.duplicated(keep=False)
     if shared.any():
@@ -167,7 +167,7 @@ def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
 def messages(text: Any, prefix: str) -> list[str]:
     """The messages of a ``" | "``-joined tag (``alerts``, ``not_computed``) that start
     with ``prefix``."""
-    return [m.strip() for m in str(text or "").split(" | ") if m.strip().startswith(prefix)]
+    return [m.strip() for m in str(text or "").split(registry.MESSAGE_SEPARATOR) if m.strip().startswith(prefix)]
 
 
 def day_span(span: str) -> tuple[dt.date, dt.date] | None:
@@ -181,20 +181,20 @@ def day_span(span: str) -> tuple[dt.date, dt.date] | None:
     return (start, end) if start <= end else None
 
 
-def window_text(window: str | None, basis: str | None, report: Mapping[str, Any], run: Mapping[str, Any]) -> str:
+def window_text(window: str | None, basis: str | None, report: registry.DriftReport, run: Mapping[str, Any]) -> str:
     """Where a feature's figures come from: ``recent 2024-03-06..2024-03-08 (3 days, 36
     rows)``, ``rolling ...``; for runs without windows, their basis (``the batch``)."""
     if window in WINDOW_NAMES:
         rolling = window == "rolling"
         name = WINDOW_NAMES[window]
-        span = str(report.get("rolling_window" if rolling else "window") or
-                   run.get("tags.drift_window_rolling" if rolling else "tags.drift_window") or "")
-        rows = _number(report.get("rolling_rows" if rolling else "rows"))
+        span = str((report.rolling_window if rolling else report.window) or
+                   run.get(registry.tag_column(registry.DRIFT_WINDOW_ROLLING_TAG) if rolling else registry.tag_column(registry.DRIFT_WINDOW_TAG)) or "")
+        rows = _number(report.rolling_rows if rolling else report.rows)
         if rows is None:
-            rows = _number(run.get("metrics.drift_rows_rolling" if rolling else "metrics.drift_rows"))
+            rows = _number(run.get(registry.metric_column(registry.DRIFT_ROWS_ROLLING_METRIC) if rolling else registry.metric_column(registry.DRIFT_ROWS_METRIC)))
     else:
         name = OLD_BASES.get(str(basis), str(basis) if basis and basis != "none" else NA)
-        span, rows = "", _number(run.get("metrics.drift_rows"))
+        span, rows = "", _number(run.get(registry.metric_column(registry.DRIFT_ROWS_METRIC)))
     parts = []
     days = day_span(span)
     if days is not None:
@@ -226,22 +226,22 @@ class FeatureRow:
 
 
 def feature_rows(
-    spec: DatasetSpec, report: Mapping[str, Any] | None, run: Mapping[str, Any],
+    spec: DatasetSpec, report: registry.DriftReport | Mapping[str, Any] | None, run: Mapping[str, Any],
     p_threshold: float | None = None, min_effect: float | None = None,
 ) -> list[FeatureRow]:
     """The drift table of a run, drifted features first, then by (adjusted) p-value.
 
     Args:
         spec: The dataset (its features).
-        report: The run's ``drift.json`` (``None`` when it logged none).
+        report: The run's ``drift.json``, read or as its JSON (``None`` when it logged none).
         run: The run's values: ``metrics.<name>`` and ``tags.<name>`` (the figures of a
             feature ``drift.json`` lacks come from its metrics).
         p_threshold: The run's ``drift_p_value`` (judges a feature known from metrics only).
         min_effect: The run's ``drift_min_effect``.
     """
-    report = report if isinstance(report, Mapping) else {}
-    basis = report.get("basis") or run.get("tags.drift_basis")
-    entries = {str(e.get("feature")): e for e in report.get("features") or [] if isinstance(e, Mapping)}
+    report = report if isinstance(report, registry.DriftReport) else registry.DriftReport.from_json(report)
+    basis = report.basis or run.get(registry.tag_column(registry.DRIFT_BASIS_TAG))
+    entries = {str(e.get("feature")): e for e in report.features}
     names = list(spec.feature_names) + [f for f in entries if f not in spec.feature_names]
     rows = []
     for feature in names:
@@ -251,7 +251,7 @@ def feature_rows(
                       for name, prefix in METRIC_PREFIXES.items()}
             if all(v is None for v in logged.values()):
                 continue
-            entry = {**logged, "window": "recent" if run.get("tags.drift_window") else None}
+            entry = {**logged, "window": "recent" if run.get(registry.tag_column(registry.DRIFT_WINDOW_TAG)) else None}
         drifted = entry.get("drifted")
         if not isinstance(drifted, bool):
             drifted = _judged(entry, p_threshold, min_effect)
@@ -305,7 +305,7 @@ def drift_table(rows: Sequence[FeatureRow]) -> html.Table:
         cells = [row.feature, row.window, describe_test(row.test), _figure(row.statistic, ".3g"), effect,
                  _p(row.p_value), _p(row.p_adjusted), _figure(row.psi),
                  NA if row.drifted is None else ("yes" if row.drifted else "no")]
-        extra = {"style": DRIFTED_ROW_STYLE} if row.drifted else {}
+        extra: dict[str, Any] = {"style": DRIFTED_ROW_STYLE} if row.drifted else {}
         body.append(html.Tr([html.Td(c) for c in cells], className="drifted" if row.drifted else "", **extra))
     return html.Table([head, html.Tbody(body)], className="table", id=ids.DRIFT_TABLE)
 
@@ -327,18 +327,18 @@ def run_summary(
     """Above the table: the drift alert (or that there was none), why drift was not
     computed, the batch and its model, the rule."""
     out: list[Any] = []
-    alerts = messages(run.get("tags.alerts"), DRIFT_ALERT_PREFIX)
+    alerts = messages(run.get(registry.tag_column(registry.ALERTS_TAG)), DRIFT_ALERT_PREFIX)
     if alerts:
         out.append(html.Div([html.Div(m) for m in alerts], id=ids.DRIFT_ALERT, className="notice notice-alert",
                             role="status", style=ALERT_STYLE))
-    skipped = messages(run.get("tags.not_computed"), NOT_COMPUTED_PREFIX)
+    skipped = messages(run.get(registry.tag_column(registry.NOT_COMPUTED_TAG)), NOT_COMPUTED_PREFIX)
     for message in skipped:
         out.append(notice(message, "info"))
     if not alerts and not skipped:
         drifted = sum(1 for r in rows if r.drifted)
         text = "No drift alert for this batch." + (f" {drifted} feature(s) drifted." if drifted else "")
         out.append(html.Div(text, id=ids.DRIFT_ALERT, className="muted"))
-    about = f"Batch {run.get('tags.as_of')}, model v{run.get('tags.model_version')}."
+    about = f"Batch {run.get(registry.tag_column(registry.AS_OF_TAG))}, model v{run.get('tags.model_version')}."
     # Runs logged before adjusted p-values have neither them nor a minimum effect.
     adjusted = min_effect is not None or any(r.p_adjusted is not None for r in rows)
     out.append(html.Div([about, " ", rule_text(p_threshold, min_effect, adjusted)], className="muted"))
@@ -354,14 +354,14 @@ def monitoring_history(site: Site, spec: DatasetSpec) -> pd.DataFrame:
 
 
 def run_rule(site: Site, spec: DatasetSpec, run_id: str) -> tuple[float | None, float | None]:
-    params = site.data.run_params(tracking.monitoring_experiment(spec.name), RULE_PARAMS)
+    params = site.data.run_params(registry.monitoring_experiment(spec.name), RULE_PARAMS)
     rule = rule_frame(pd.Index([run_id]), params).iloc[0]
     return _number(rule["p_threshold"]), _number(rule["min_effect"])
 
 
 def run_values(site: Site, spec: DatasetSpec, run_id: str) -> dict[str, Any] | None:
     """The chosen run's drift metrics and tags (``None``: not a finished monitoring run)."""
-    values = site.data.run_values(tracking.monitoring_experiment(spec.name), [run_id],
+    values = site.data.run_values(registry.monitoring_experiment(spec.name), [run_id],
                                   (*DETAIL_METRICS, *history_metrics(spec)), DETAIL_TAGS)
     if run_id not in values.index:
         return None
@@ -380,13 +380,13 @@ def explain_run(site: Site, spec: DatasetSpec, run_id: str | None) -> tuple[Any,
         run = run_values(site, spec, run_id)
         if run is None:
             return notice(f"run {run_id} is not a finished monitoring run of {spec.name}", "error")
-        report = site.data.run_json(run_id, DRIFT_ARTIFACT)
+        report = registry.DriftReport.from_json(site.data.run_json(run_id, DRIFT_ARTIFACT))
         p_threshold, min_effect = run_rule(site, spec, run_id)
-        if isinstance(report, Mapping):  # what the run judged with, as it wrote it down
-            if _number(report.get("p_threshold")) is not None:
-                p_threshold = _number(report.get("p_threshold"))
-            if _number(report.get("min_effect")) is not None:
-                min_effect = _number(report.get("min_effect"))
+        # What the run judged with, as it wrote it down.
+        if _number(report.p_threshold) is not None:
+            p_threshold = _number(report.p_threshold)
+        if _number(report.min_effect) is not None:
+            min_effect = _number(report.min_effect)
         rows.extend(feature_rows(spec, report, run, p_threshold, min_effect))
         parts = run_summary(run, rows, p_threshold, min_effect)
         if rows:
@@ -452,7 +452,7 @@ def show_history(
     picker: list[Any] = [dash.no_update, dash.no_update]
 
     def draw() -> Any:
-        experiment = tracking.monitoring_experiment(spec.name)
+        experiment = registry.monitoring_experiment(spec.name)
         current = token(site.data.runs_signature(experiment))
         if fired == ids.REFRESH and current == state.get("signature") and stat == state.get("stat"):
             raise dash.exceptions.PreventUpdate
@@ -496,15 +496,14 @@ def window_rows(
     run = run_values(site, spec, run_id)
     if run is None:
         raise dash.exceptions.PreventUpdate
-    report = site.data.run_json(run_id, DRIFT_ARTIFACT)
-    report = report if isinstance(report, Mapping) else {}
+    report = registry.DriftReport.from_json(site.data.run_json(run_id, DRIFT_ARTIFACT))
     spans = {
-        "recent": str(report.get("window") or run.get("tags.drift_window") or ""),
-        "rolling": str(report.get("rolling_window") or run.get("tags.drift_window_rolling") or ""),
+        "recent": str(report.window or run.get(registry.tag_column(registry.DRIFT_WINDOW_TAG)) or ""),
+        "rolling": str(report.rolling_window or run.get(registry.tag_column(registry.DRIFT_WINDOW_ROLLING_TAG)) or ""),
     }
     note = ""
     if window not in ("batch", "recent", "rolling"):
-        entry = next((e for e in report.get("features") or [] if isinstance(e, Mapping) and e.get("feature") == feature), {})
+        entry = next((e for e in report.features if e.get("feature") == feature), {})
         window = "rolling" if entry.get("window") == "rolling" else "recent"
         if day_span(spans["recent"]) is None:  # runs before windows were judged on their batch
             window = "batch"
@@ -517,7 +516,7 @@ def window_rows(
     days = day_span(spans[window]) if window != "batch" else None
     if days is None:
         keys = predictions.loc[predictions["run_id"] == run_id, spec.primary_key]
-        current_label = f"batch {run.get('tags.as_of')}{note}"
+        current_label = f"batch {run.get(registry.tag_column(registry.AS_OF_TAG))}{note}"
     else:
         event_day = pd.to_datetime(predictions["event_time"], utc=True).dt.tz_convert(None).dt.normalize()
         inside = (event_day >= pd.Timestamp(days[0])) & (event_day <= pd.Timestamp(days[1]))
@@ -526,12 +525,8 @@ def window_rows(
     current = rows[rows[spec.primary_key].isin(keys)]
     version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(run.get("tags.model_version"))), None)
     train_keys = site.data.training_keys(spec, version.training_run_id) if version and version.training_run_id else None
-    if train_keys is not None and len(train_keys):
-        reference = rows[rows[spec.primary_key].isin(train_keys)]
-        reference_label = f"training rows of model v{version.version}"
-    else:
-        reference = rows[rows[ORIGIN_COLUMN] == "backfill"]
-        reference_label = "real rows"
+    reference, from_training = registry.reference_rows(rows, spec.primary_key, train_keys)
+    reference_label = f"training rows of model v{version.version}" if from_training and version else "real rows"
     return reference, reference_label, current, current_label
 
 

@@ -20,19 +20,21 @@ from monitoring_app.components import (
 )
 from monitoring_app.data_access import ModelVersion, dataset_option
 from monitoring_app.site import Site
-from serverless_ml import tracking
+from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
 
 PATH = "/models"
 TITLE = "Models"
 HOLDOUT_METRICS = (
-    ("test_accuracy", "accuracy"), ("test_precision", "precision"), ("test_recall", "recall"), ("test_f1", "F1"),
-    ("test_roc_auc", "ROC AUC"), ("baseline_test_accuracy", "baseline accuracy (majority class)"),
-    ("val_accuracy_mean", "mean CV accuracy of the best trial"), ("trials_completed", "trials completed"),
+    (registry.HOLDOUT_ACCURACY_METRIC, "accuracy"), (registry.HOLDOUT_PRECISION_METRIC, "precision"),
+    (registry.HOLDOUT_RECALL_METRIC, "recall"), (registry.HOLDOUT_F1_METRIC, "F1"), (registry.HOLDOUT_ROC_AUC_METRIC, "ROC AUC"),
+    (registry.BASELINE_HOLDOUT_ACCURACY_METRIC, "baseline accuracy (majority class)"),
+    (registry.CV_ACCURACY_METRIC, "mean CV accuracy of the best trial"), (registry.TRIALS_COMPLETED_METRIC, "trials completed"),
 )
 
 # Metrics about one class (binary) or averaged over the classes (multiclass).
-CLASS_METRICS = ("test_precision", "test_recall", "test_f1", "test_roc_auc")
+CLASS_METRICS = (registry.HOLDOUT_PRECISION_METRIC, registry.HOLDOUT_RECALL_METRIC, registry.HOLDOUT_F1_METRIC,
+                 registry.HOLDOUT_ROC_AUC_METRIC)
 
 
 def metric_label(key: str, label: str, spec: DatasetSpec, params: dict[str, str]) -> str:
@@ -41,7 +43,7 @@ def metric_label(key: str, label: str, spec: DatasetSpec, params: dict[str, str]
     if key not in CLASS_METRICS:
         return label
     if len(spec.classes) > 2:
-        return f"{label} (one-vs-rest macro mean)" if key == "test_roc_auc" else f"{label} (macro mean)"
+        return f"{label} (one-vs-rest macro mean)" if key == registry.HOLDOUT_ROC_AUC_METRIC else f"{label} (macro mean)"
     positive = params.get("positive_class")
     return f"{label} (positive class: {positive})" if positive else label
 
@@ -67,10 +69,10 @@ def layout(dataset: str | None = None, version: str | None = None, **_: Any) -> 
     def content(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
         versions = site.data.model_versions(spec)
         if not versions:
-            return notice(f"no registered model '{tracking.model_name(spec.name)}' yet: "
+            return notice(f"no registered model '{registry.model_name(spec.name)}' yet: "
                           f"run `sml train --dataset {dataset_option(spec)}` first")
         state["signature"] = token([(v.version, v.aliases) for v in versions])
-        champion = next((v for v in versions if "champion" in v.aliases), versions[0])
+        champion = next((v for v in versions if registry.CHAMPION in v.aliases), versions[0])
         chosen = int(version) if version and version.isdigit() and any(v.version == int(version) for v in versions) else champion.version
         return [
             html.Div(versions_table(site, versions), id=ids.MODELS_TABLE),
@@ -98,7 +100,7 @@ def versions_table(site: Site, versions: list[ModelVersion]) -> html.Table:
             "registered (UTC)": f"{v.created:%Y-%m-%d %H:%M}",
             "holdout accuracy": fmt(v.holdout_accuracy, ".4f"),
             "data version": v.tags.get("data_version", ""),
-            "promoted at": (v.tags.get("promoted_at") or "")[:16].replace("T", " "),
+            "promoted at": (registry.promoted_at(v) or "")[:16].replace("T", " "),
             "training run": link_or_text(run_id[:12], site.run_url(details.experiment_id if details else None, run_id)) if run_id else "",
         })
     columns = ["version", "aliases", "registered (UTC)", "holdout accuracy", "data version", "promoted at", "training run"]
@@ -109,21 +111,21 @@ def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
     """Holdout metrics of a version's training run and the run's tuning history."""
     version = next((v for v in site.data.model_versions(spec) if v.version == number), None)
     if version is None:
-        return notice(f"model '{tracking.model_name(spec.name)}' has no version {number}", "error")
+        return notice(f"model '{registry.model_name(spec.name)}' has no version {number}", "error")
     run_id = version.training_run_id
     details = site.data.run_details(run_id) if run_id else None
     if details is None:
         return notice(f"version {number} has no training run in this tracking store")
     metrics = [{"metric": metric_label(key, label, spec, details.params),
-                "value": fmt(details.metrics.get(key), ".4f" if key != "trials_completed" else ".0f")}
+                "value": fmt(details.metrics.get(key), ".4f" if key != registry.TRIALS_COMPLETED_METRIC else ".0f")}
                for key, label in HOLDOUT_METRICS if key in details.metrics]
     trials = site.data.trials(spec, details.run_id)
     url = site.run_url(details.experiment_id, details.run_id)
-    best = details.tags.get("best_trial_number")
+    best = details.tags.get(registry.BEST_TRIAL_NUMBER_TAG)
     summary = f" ({len(trials)} trials" + (f", best trial {best}" if best else "") + ")."
-    reason = details.tags.get("promotion_reason")
+    reason = details.tags.get(registry.PROMOTION_REASON_TAG)
     if reason:
-        summary += f" Promotion decision: {details.tags.get('promotion_decision', '?')} ({reason})."
+        summary += f" Promotion decision: {details.tags.get(registry.PROMOTION_DECISION_TAG, '?')} ({reason})."
     about = [f"Version {number} was trained by run ", link_or_text(details.name or details.run_id, url), summary]
     return [
         html.Div(about, className="muted"),

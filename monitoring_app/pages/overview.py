@@ -24,23 +24,24 @@ from monitoring_app.components import (
 )
 from monitoring_app.data_access import class_metric, class_metric_keys
 from monitoring_app.site import Site
-from serverless_ml import tracking
+from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
-from serverless_ml.feature_store.base import ORIGIN_COLUMN
 from serverless_ml.inference.monitoring import MIN_ROWS_FOR_CLASS_METRICS
 
 PATH = "/"
 TITLE = "Overview"
 METRICS = (
-    "rows_scored", "rows_labelled", "batch_accuracy", "batch_accuracy_ci_low", "batch_accuracy_ci_high",
-    "rolling_accuracy", "champion_holdout_accuracy",
+    registry.ROWS_SCORED_METRIC, registry.ROWS_LABELLED_METRIC, registry.BATCH_ACCURACY_METRIC,
+    registry.BATCH_ACCURACY_CI_LOW_METRIC, registry.BATCH_ACCURACY_CI_HIGH_METRIC,
+    registry.ROLLING_ACCURACY_METRIC, registry.CHAMPION_HOLDOUT_ACCURACY_METRIC,
 )
-CLASS_STEMS = ("rolling_precision", "rolling_recall", "predicted_share", "training_share")
+CLASS_STEMS = (registry.ROLLING_PRECISION_STEM, registry.ROLLING_RECALL_STEM, registry.PREDICTED_SHARE_STEM,
+               registry.TRAINING_SHARE_STEM)
 """Per-class metrics of a monitoring run that the page shows (one metric per class)."""
-TAGS = ("model_version", "alert", "alert_accuracy", "alert_drift")
+TAGS = ("model_version", registry.ALERT_TAG, registry.ALERT_ACCURACY, registry.ALERT_DRIFT)
 # Read only for the runs that show them: the latest batch, and the batches with an alert.
-DETAIL_METRICS = ("latest_probability",)
-DETAIL_TAGS = ("alerts", "latest_key", "latest_prediction", "latest_actual")
+DETAIL_METRICS = (registry.LATEST_PROBABILITY_METRIC,)
+DETAIL_TAGS = (registry.ALERTS_TAG, registry.LATEST_KEY_TAG, registry.LATEST_PREDICTION_TAG, registry.LATEST_ACTUAL_TAG)
 WINDOW_OPTIONS = [{"label": label, "value": value} for label, value in
                   (("30 days", "30d"), ("90 days", "90d"), ("1 year", "1y"), ("all", "all"))]
 DEFAULT_WINDOW = "all"
@@ -62,7 +63,7 @@ def register(app: dash.Dash) -> None:
 def signature(site: Site, spec: DatasetSpec) -> str:
     """What the page shows changes only when this changes."""
     champion = site.data.champion(spec)
-    return token([site.data.runs_signature(tracking.monitoring_experiment(spec.name)),
+    return token([site.data.runs_signature(registry.monitoring_experiment(spec.name)),
                   champion.version if champion else None])
 
 
@@ -99,8 +100,8 @@ def render(site: Site, spec: DatasetSpec, window: str) -> tuple[Any, dict[str, A
 
 def with_details(site: Site, spec: DatasetSpec, runs: Any) -> Any:
     """``runs`` with the detail columns filled in for the latest run and alerted runs."""
-    wanted = [runs.index[-1], *runs.index[runs["tags.alert"].eq("true")]]
-    details = site.data.run_values(tracking.monitoring_experiment(spec.name), wanted, DETAIL_METRICS, DETAIL_TAGS)
+    wanted = [runs.index[-1], *runs.index[runs[registry.tag_column(registry.ALERT_TAG)].eq("true")]]
+    details = site.data.run_values(registry.monitoring_experiment(spec.name), wanted, DETAIL_METRICS, DETAIL_TAGS)
     columns = [f"metrics.{k}" for k in DETAIL_METRICS] + [f"tags.{k}" for k in DETAIL_TAGS]
     return runs.join(details[columns])
 
@@ -115,8 +116,7 @@ def body(spec: DatasetSpec, runs: pd.DataFrame, champion: Any, window: str, site
     numbers = analysis.headline(runs, champion, days)
     latest = analysis.latest_prediction(runs, spec)
     shown = analysis.within_window(runs, days)
-    precision, recall = (class_metric(shown, spec, stem) for stem in ("rolling_precision", "rolling_recall"))
-    predicted, training = (class_metric(shown, spec, stem) for stem in ("predicted_share", "training_share"))
+    precision, recall, predicted, training = (class_metric(shown, spec, stem) for stem in CLASS_STEMS)
     return [
         html.Div(headline_cards(numbers), className="cards", id=ids.OVERVIEW_HEADLINE),
         html.Div([
@@ -199,12 +199,13 @@ def quality_frame(site: Site, spec: DatasetSpec) -> pd.DataFrame:
     versions = site.data.model_versions(spec)
 
     def compute() -> tuple[Any, Any, pd.DataFrame]:
-        real = analysis.reference_profile(rows[rows[ORIGIN_COLUMN] == "backfill"], spec)
+        real = analysis.reference_profile(registry.reference_rows(rows, spec.primary_key, None)[0], spec)
         profiles = {}
         for version in versions:
             keys = site.data.training_keys(spec, version.training_run_id) if version.training_run_id else None
-            if keys is not None and len(keys):
-                profiles[str(version.version)] = analysis.reference_profile(rows[rows[spec.primary_key].isin(keys)], spec)
+            reference, from_training = registry.reference_rows(rows, spec.primary_key, keys)
+            if from_training:
+                profiles[str(version.version)] = analysis.reference_profile(reference, spec)
         return predictions, rows, analysis.data_quality(predictions, rows, spec, profiles, real)
 
     # The cached triple holds the frames: their ids are not reused while it is kept.

@@ -79,12 +79,13 @@ def layout(dataset: str | None = None, **_: Any) -> html.Div:
     except Exception as exc:  # noqa: BLE001 - shown as a notice; the form still renders
         about = problem_notice(exc)
     values = forms.default_values(spec, rows)
+    live_region: dict[str, Any] = {"aria-live": "polite"}  # (a splat: the name is not a Python identifier)
     return page(
         TITLE,
         about,
         html.Div([field(f, values.get(f.name)) for f in spec.features], className="form"),
         html.Button("Predict", id=ids.PREDICT_SUBMIT, n_clicks=0, className="button"),
-        html.Div(id=ids.PREDICT_RESULT, className="result", **{"aria-live": "polite"}),
+        html.Div(id=ids.PREDICT_RESULT, className="result", **live_region),
         state_id=ids.PREDICT_STATE, state={"dataset": spec.name},
     )
 
@@ -134,10 +135,11 @@ def _message_slots(default: int) -> int:
 def answer(spec: DatasetSpec, probabilities: list[float], version: int) -> html.Div:
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     cls = spec.classes[best]
+    data_class: dict[str, Any] = {"data-class": analysis.class_label(cls, spec)}
     return html.Div([
         html.Div([html.Span("The champion (version %d) says " % version),
                   class_badge(spec, cls, 64),
                   html.Span(f" with probability {probabilities[best]:.1%}", id=ids.PREDICT_PROBABILITY)],
-                 className="answer", id=ids.PREDICT_ANSWER, **{"data-class": analysis.class_label(cls, spec)}),
+                 className="answer", id=ids.PREDICT_ANSWER, **data_class),
         dcc.Graph(figure=figures.probability_figure(probabilities, spec), config=GRAPH_CONFIG, id=ids.PREDICT_PROBABILITIES),
     ])

@@ -13,7 +13,9 @@ from typing import Any
 
 import dash
 import pandas as pd
-from dash import Input, Output, State, dash_table, dcc, html
+from dash import Input, Output, State, dcc, html
+# (from its module: dash.dash_table's __init__ re-exports it in a way mypy cannot follow)
+from dash.dash_table.DataTable import DataTable
 
 from monitoring_app import ids, table_query
 from monitoring_app.components import page, page_dataset, problem_notice, register_page
@@ -22,7 +24,7 @@ from serverless_ml.datasets.spec import DatasetSpec
 
 PATH = "/predictions"
 TITLE = "Predictions"
-COLUMNS = [
+COLUMNS: list[DataTable.Columns] = [
     {"name": "key", "id": "key"},
     {"name": "event time (UTC)", "id": "event_time"},
     {"name": "prediction", "id": "prediction"},
@@ -57,10 +59,10 @@ def register(app: dash.Dash) -> None:
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
-    _, spec, problem = page_dataset(dataset)
+    _site, spec, problem = page_dataset(dataset)
     if spec is None:
         return page(TITLE, problem)
-    table = dash_table.DataTable(
+    table = DataTable(
         id=ids.PREDICTIONS_TABLE, columns=COLUMNS, data=[], page_current=0, page_size=table_query.PAGE_SIZE,
         page_action="custom", sort_action="custom", sort_mode="multi", sort_by=[],
         filter_action="custom", filter_query="",

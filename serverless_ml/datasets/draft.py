@@ -508,8 +508,8 @@ def draft_spec(
     key_reason = ""
     if key is not None:
         key_info = by_column[key]
-        found = _key_type(key_info)
-        if found is None:
+        found_type = _key_type(key_info)
+        if found_type is None:
             values = key_info.values
             if (values == "").any():
                 first = int((values == "").to_numpy().nonzero()[0][0])
@@ -519,13 +519,15 @@ def draft_spec(
             positions = (values == duplicated).to_numpy().nonzero()[0][:2]
             raise DataValidationError(f"--key {key!r}: {csv_path} has {_shown(duplicated)} in rows {positions[0] + 1} and "
                                       f"{positions[1] + 1} (lines {positions[0] + 2} and {positions[1] + 2}); a key must be unique")
-        key_type, key_reason = found, "given with --key"
+        key_type, key_reason = found_type, "given with --key"
     else:
         candidates = [c for c in columns if c.column != label and _looks_like_key(c)]
         candidates.sort(key=lambda c: (not _is_id_name(c.column), c.position))
         if candidates:
             key_info = candidates[0]
-            key_type = _key_type(key_info)  # a candidate has one (_looks_like_key)
+            candidate_type = _key_type(key_info)
+            assert candidate_type is not None, "a candidate has a key type (_looks_like_key)"
+            key_type = candidate_type
             why = "named like an id" if _is_id_name(key_info.column) else (
                 "increasing down the file" if key_type == "bigint" else "codes holding digits")
             key_reason = f"detected: unique, never missing, {why}"

@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -111,7 +111,9 @@ def _check_regular_file(path: Path) -> None:
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects to http(s) URLs only (urllib would also follow one to ftp://)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201, PLR0913 - urllib's signature
+    def redirect_request(  # noqa: PLR0913 - urllib's signature
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage, newurl: str,
+    ) -> urllib.request.Request | None:
         if _url_scheme(newurl) not in DOWNLOAD_SCHEMES:
             raise urllib.error.URLError(f"redirected to {redact_uri(newurl)}, which is not an http(s) URL")
         return super().redirect_request(req, fp, code, msg, headers, newurl)

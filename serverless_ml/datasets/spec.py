@@ -266,7 +266,15 @@ class DatasetSpec:
 
     @property
     def predictions_group(self) -> str:
+        """The feature group of the dataset's predictions (the features' group is ``name``)."""
         return f"{self.name}{PREDICTIONS_SUFFIX}"
+
+    @property
+    def predictions_version(self) -> int:
+        """Version of ``<dataset>_predictions``: the feature group's own version. A bumped
+        ``version:`` (a changed schema) starts a new predictions table, since its rows have
+        other columns; the old version's table stays as history."""
+        return self.version
 
     def missing_for(self, type_: str, feature: FeatureSpec | None = None) -> frozenset[str]:
         """The texts that mean "missing" in a column of ``type_`` (a feature's own list
@@ -335,40 +343,54 @@ def _parse_missing(value: Any, what: str) -> tuple[str, ...] | None:
     return texts
 
 
-def _parse_feature(name: str, raw: Any, where: str) -> FeatureSpec:
-    if not isinstance(raw, Mapping):
-        raise SpecError(f"{where}: feature '{name}' must be a mapping with at least 'type'")
-    problem = name_problem("feature", name)
-    if problem:
-        raise SpecError(f"{where}: {problem}")
-    unknown = set(raw) - {"type", "source_column", "min", "max", "categories", "nullable", "description", "missing_values"}
-    if unknown:
-        raise SpecError(f"{where}: feature '{name}' has unknown key(s) {', '.join(sorted(unknown))}")
-    type_ = raw.get("type")
-    if type_ not in FEATURE_TYPES:
-        raise SpecError(f"{where}: feature '{name}' has type {type_!r}, expected one of {', '.join(FEATURE_TYPES)}")
+FEATURE_KEYS = frozenset({"type", "source_column", "min", "max", "categories", "nullable", "description", "missing_values"})
+
+
+def _feature_bounds(name: str, raw: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A feature's ``min`` and ``max``: numbers (not NaN), ``min <= max``."""
     low, high = raw.get("min"), raw.get("max")
     for bound, value in (("min", low), ("max", high)):
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)):
-            raise SpecError(f"{where}: feature '{name}' {bound} must be a number, got {value!r}")
+            raise SpecError(f"feature '{name}' {bound} must be a number, got {value!r}")
     if low is not None and high is not None and low > high:
-        raise SpecError(f"{where}: feature '{name}' has min {low} greater than max {high}")
+        raise SpecError(f"feature '{name}' has min {low} greater than max {high}")
+    return low, high
+
+
+def _feature_categories(name: str, raw: Mapping[str, Any], type_: str) -> tuple[str, ...] | None:
+    """A string feature's ``categories``: texts as written, each once."""
     categories = raw.get("categories")
-    if categories is not None and type_ != "string":
-        raise SpecError(f"{where}: feature '{name}': categories must be a non-empty list on a string feature")
-    try:
-        if categories is not None:
-            categories = _texts(categories, f"feature '{name}': categories", '["01", "02"]')
-            if len(set(categories)) != len(categories):
-                raise SpecError(f"feature '{name}': categories list a value twice")
-        missing_values = _parse_missing(raw.get("missing_values"), f"feature '{name}': ")
-    except SpecError as exc:
-        raise SpecError(f"{where}: {exc}") from None
+    if categories is None:
+        return None
+    if type_ != "string":
+        raise SpecError(f"feature '{name}': categories must be a non-empty list on a string feature")
+    texts = _texts(categories, f"feature '{name}': categories", '["01", "02"]')
+    if len(set(texts)) != len(texts):
+        raise SpecError(f"feature '{name}': categories list a value twice")
+    return texts
+
+
+def _parse_feature(name: str, raw: Any) -> FeatureSpec:
+    """One entry of ``features:`` (errors without the file's name: :func:`parse_spec` adds it)."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"feature '{name}' must be a mapping with at least 'type'")
+    problem = name_problem("feature", name)
+    if problem:
+        raise SpecError(problem)
+    unknown = set(raw) - FEATURE_KEYS
+    if unknown:
+        raise SpecError(f"feature '{name}' has unknown key(s) {', '.join(sorted(unknown))}")
+    type_ = raw.get("type")
+    if type_ not in FEATURE_TYPES:
+        raise SpecError(f"feature '{name}' has type {type_!r}, expected one of {', '.join(FEATURE_TYPES)}")
+    low, high = _feature_bounds(name, raw)
+    categories = _feature_categories(name, raw, type_)
+    missing_values = _parse_missing(raw.get("missing_values"), f"feature '{name}': ")
     if (low is not None or high is not None) and type_ == "string":
-        raise SpecError(f"{where}: feature '{name}': min/max apply to numeric features only")
+        raise SpecError(f"feature '{name}': min/max apply to numeric features only")
     nullable = raw.get("nullable", False)
     if not isinstance(nullable, bool):
-        raise SpecError(f"{where}: feature '{name}': nullable must be true or false")
+        raise SpecError(f"feature '{name}': nullable must be true or false")
     return FeatureSpec(
         name=name,
         type=type_,
@@ -400,20 +422,15 @@ def generic_transform(
     return transform
 
 
-_SPEC_KEYS = {
-    "name", "version", "description", "source", "label", "classes", "class_names", "positive_class",
-    "primary_key", "features", "backfill_event_time", "synthetic", "numeric_products", "missing_values",
-}
-
-
-def _parse_positive_class(raw: Any, classes: Sequence[Any], label_type: str, where: str) -> Any:
+def _parse_positive_class(raw: Any, classes: Sequence[Any], label_type: str) -> Any:
     """The spec's ``positive_class``, typed like its classes; default the second class of
     a binary problem, ``None`` for multiclass."""
     if raw is None:
         return classes[1] if len(classes) == 2 else None
     if len(classes) != 2:
-        raise SpecError(f"{where}: positive_class applies to two classes only; this spec has {len(classes)} "
+        raise SpecError(f"positive_class applies to two classes only; this spec has {len(classes)} "
                         f"(multiclass precision, recall, F1 and ROC AUC are macro averages over every class)")
+    value: int | str | None
     if label_type == "bigint":
         value = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
         kind = "an integer label"
@@ -423,12 +440,12 @@ def _parse_positive_class(raw: Any, classes: Sequence[Any], label_type: str, whe
         kind = "a label"
     if value is None or value not in classes:
         hint = f"; quote it ({_QUOTE_HINT})" if label_type == "string" and isinstance(raw, (int, float, bool)) else ""
-        raise SpecError(f"{where}: positive_class {raw!r} must be {kind} listed in classes "
+        raise SpecError(f"positive_class {raw!r} must be {kind} listed in classes "
                         f"({', '.join(map(str, classes))}){hint}")
     return value
 
 
-def _parse_column(raw: Any, what: str, where: str) -> tuple[str, str]:
+def _parse_column(raw: Any, what: str) -> tuple[str, str]:
     """A column named in the store (``raw`` or ``raw['column']``) and the file's column it
     is read from (``raw['source_column']``, default the same name)."""
     if isinstance(raw, Mapping):
@@ -436,138 +453,215 @@ def _parse_column(raw: Any, what: str, where: str) -> tuple[str, str]:
     else:
         column = source = raw
     if not isinstance(column, str) or not isinstance(source, str) or not column or not source:
-        raise SpecError(f"{where}: {what} must be a column name or {{column: NAME, source_column: FILE_COLUMN}}")
+        raise SpecError(f"{what} must be a column name or {{column: NAME, source_column: FILE_COLUMN}}")
     problem = name_problem(what, column)
     if problem:
-        raise SpecError(f"{where}: {problem}")
+        raise SpecError(problem)
     return column, source
+
 
 # numeric_products adds n(n-1)/2 columns for n numeric features: 45 at this limit.
 MAX_PRODUCT_FEATURES = 10
 
+Parsed = dict[str, Any]
+"""What the keys checked so far produced (a key's check may read an earlier key's result)."""
 
-def parse_spec(data: Any, where: str) -> DatasetSpec:
-    """Build a spec from a parsed YAML/TOML document; ``where`` names it in errors."""
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: expected a mapping at the top level")
-    unknown = set(data) - _SPEC_KEYS
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_SPEC_KEYS))})")
-    for key in ("name", "label", "classes", "features"):
-        if key not in data:
-            raise SpecError(f"{where}: missing required key '{key}'")
-    name = data["name"]
-    problem = dataset_name_problem(name)
+
+def _check_name(value: Any, parsed: Parsed) -> None:
+    problem = dataset_name_problem(value)
     if problem:
-        raise SpecError(f"{where}: {problem}")
-    features_raw = data["features"]
-    if not isinstance(features_raw, Mapping) or not features_raw:
-        raise SpecError(f"{where}: 'features' must be a non-empty mapping of feature name to its schema")
-    features = tuple(_parse_feature(str(n), raw, where) for n, raw in features_raw.items())
-    label_raw = data["label"]
-    unknown = set(map(str, label_raw)) - {"column", "source_column"} if isinstance(label_raw, Mapping) else set()
+        raise SpecError(problem)
+    parsed["name"] = value
+
+
+def _check_features(value: Any, parsed: Parsed) -> None:
+    if not isinstance(value, Mapping) or not value:
+        raise SpecError("'features' must be a non-empty mapping of feature name to its schema")
+    parsed["features"] = tuple(_parse_feature(str(name), raw) for name, raw in value.items())
+
+
+def _check_label(value: Any, parsed: Parsed) -> None:
+    unknown = set(map(str, value)) - {"column", "source_column"} if isinstance(value, Mapping) else set()
     if unknown:
-        raise SpecError(f"{where}: label has unknown key(s) {', '.join(sorted(unknown))}")
-    label, label_source = _parse_column(label_raw, "label", where)
-    classes = data["classes"]
-    if not isinstance(classes, list) or len(classes) < 2:
-        raise SpecError(f"{where}: 'classes' must list at least two label values")
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        raise SpecError(f"label has unknown key(s) {', '.join(sorted(unknown))}")
+    parsed["label"], parsed["label_source"] = _parse_column(value, "label")
+
+
+def _check_classes(value: Any, parsed: Parsed) -> None:
+    """Integers (a ``bigint`` label) or texts as written (a ``string`` label), each once."""
+    if not isinstance(value, list) or len(value) < 2:
+        raise SpecError("'classes' must list at least two label values")
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in value):
         label_type = "bigint"
     else:
         label_type = "string"
-        try:
-            classes = list(_texts(classes, "'classes' of a text label", '["yes", "no"]; or only integers: [0, 1]'))
-        except SpecError as exc:
-            raise SpecError(f"{where}: {exc}") from None
-    if len(set(classes)) != len(classes):
-        raise SpecError(f"{where}: 'classes' has duplicates")
-    positive_class = _parse_positive_class(data.get("positive_class"), classes, label_type, where)
-    class_names = data.get("class_names")
-    if class_names is not None and (not isinstance(class_names, list) or len(class_names) != len(classes)):
-        raise SpecError(f"{where}: 'class_names' must list one name per class")
-    key_raw = data.get("primary_key")
+        value = list(_texts(value, "'classes' of a text label", '["yes", "no"]; or only integers: [0, 1]'))
+    if len(set(value)) != len(value):
+        raise SpecError("'classes' has duplicates")
+    parsed["classes"], parsed["label_type"] = tuple(value), label_type
+
+
+def _check_positive_class(value: Any, parsed: Parsed) -> None:
+    parsed["positive_class"] = _parse_positive_class(value, parsed["classes"], parsed["label_type"])
+
+
+def _check_class_names(value: Any, parsed: Parsed) -> None:
+    if value is not None and (not isinstance(value, list) or len(value) != len(parsed["classes"])):
+        raise SpecError("'class_names' must list one name per class")
+    parsed["class_names"] = _as_tuple(value)
+
+
+PRIMARY_KEY_KEYS = frozenset({"column", "type", "source_column"})
+PRIMARY_KEY_TYPES = ("bigint", "string")
+
+
+def _check_primary_key(value: Any, parsed: Parsed) -> None:
+    """The key column (default: rows numbered ``row_id``), its type and its file column;
+    no feature may share its name, the label's or a reserved column's."""
     key_type = "bigint"
-    if key_raw is None:
-        primary_key, key_source = "row_id", None
-    elif isinstance(key_raw, Mapping):
-        if "column" not in key_raw or key_raw.get("type", "bigint") not in ("bigint", "string") \
-                or set(key_raw) - {"column", "type", "source_column"}:
-            raise SpecError(f"{where}: primary_key must be a column name or "
-                            "{column: NAME, type: bigint|string, source_column: FILE_COLUMN}")
-        primary_key, key_source = _parse_column(key_raw, "primary key", where)
-        key_type = key_raw.get("type", "bigint")
+    if value is None:
+        key, key_source = "row_id", None
     else:
-        primary_key, key_source = _parse_column(key_raw, "primary key", where)
-    reserved = {EVENT_TIME_COLUMN, ORIGIN_COLUMN, label, primary_key}
-    clash = [f.name for f in features if f.name in reserved]
+        if isinstance(value, Mapping) and ("column" not in value or value.get("type", "bigint") not in PRIMARY_KEY_TYPES
+                                           or set(value) - PRIMARY_KEY_KEYS):
+            raise SpecError("primary_key must be a column name or "
+                            "{column: NAME, type: bigint|string, source_column: FILE_COLUMN}")
+        key, key_source = _parse_column(value, "primary key")
+        if isinstance(value, Mapping):
+            key_type = value.get("type", "bigint")
+    reserved = {EVENT_TIME_COLUMN, ORIGIN_COLUMN, parsed["label"], key}
+    clash = [f.name for f in parsed["features"] if f.name in reserved]
     if clash:
-        raise SpecError(f"{where}: feature name(s) {', '.join(clash)} clash with the label, key or a reserved column")
-    source = data.get("source") or {}
+        raise SpecError(f"feature name(s) {', '.join(clash)} clash with the label, key or a reserved column")
+    parsed["primary_key"], parsed["primary_key_source"], parsed["primary_key_type"] = key, key_source, key_type
+
+
+def _check_source(value: Any, parsed: Parsed) -> None:
+    source = value or {}
     if isinstance(source, str):
         source = {"url": source}
     if not isinstance(source, Mapping):
-        raise SpecError(f"{where}: 'source' must be a URL or a mapping with 'url' or 'path'")
-    source_url = source.get("url")
-    source_path = source.get("path")
-    synthetic_raw = data.get("synthetic") or {}
+        raise SpecError("'source' must be a URL or a mapping with 'url' or 'path'")
+    url, path = source.get("url"), source.get("path")
+    parsed["source_url"] = str(url) if url else None
+    parsed["source_path"] = str(path) if path else None
+
+
+def _check_synthetic(value: Any, parsed: Parsed) -> None:
+    raw = value or {}
     try:
         synthetic = SyntheticSpec(
-            jitter=float(synthetic_raw.get("jitter", DEFAULT_JITTER)),
-            jitter_features=_as_tuple(synthetic_raw.get("jitter_features")),
+            jitter=float(raw.get("jitter", DEFAULT_JITTER)),
+            jitter_features=_as_tuple(raw.get("jitter_features")),
         )
     except (TypeError, ValueError, AttributeError):
-        raise SpecError(f"{where}: 'synthetic' must be a mapping with a numeric 'jitter'") from None
-    except SpecError as exc:
-        raise SpecError(f"{where}: {exc}") from None
+        raise SpecError("'synthetic' must be a mapping with a numeric 'jitter'") from None
     for jittered in synthetic.jitter_features or ():
-        if jittered not in {f.name for f in features if f.is_numeric}:
-            raise SpecError(f"{where}: synthetic jitter feature '{jittered}' is not a numeric feature")
-    version = data.get("version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise SpecError(f"{where}: version must be a positive integer")
-    backfill = str(data.get("backfill_event_time", DEFAULT_BACKFILL_EVENT_TIME))
-    problem = event_time_problem(backfill)
+        if jittered not in {f.name for f in parsed["features"] if f.is_numeric}:
+            raise SpecError(f"synthetic jitter feature '{jittered}' is not a numeric feature")
+    parsed["synthetic"] = synthetic
+
+
+def _check_version(value: Any, parsed: Parsed) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError("version must be a positive integer")
+    parsed["version"] = value
+
+
+def _check_backfill_event_time(value: Any, parsed: Parsed) -> None:
+    text = str(value)
+    problem = event_time_problem(text)
     if problem:
-        raise SpecError(f"{where}: {problem}")
+        raise SpecError(problem)
+    parsed["backfill_event_time"] = text
+
+
+def _check_missing_values(value: Any, parsed: Parsed) -> None:
+    parsed["missing_values"] = _parse_missing(value, "")
+
+
+def _check_numeric_products(value: Any, parsed: Parsed) -> None:
+    if not isinstance(value, bool):
+        raise SpecError("numeric_products must be true or false")
+    n_numeric = sum(f.is_numeric for f in parsed["features"])
+    if value and not 2 <= n_numeric <= MAX_PRODUCT_FEATURES:
+        raise SpecError(f"numeric_products needs 2 to {MAX_PRODUCT_FEATURES} numeric features, "
+                        f"the spec has {n_numeric}")
+    parsed["numeric_products"] = value
+
+
+def _check_description(value: Any, parsed: Parsed) -> None:
+    parsed["description"] = str(value)
+
+
+REQUIRED = object()
+"""The default of a key a spec must state."""
+
+SPEC_KEYS: tuple[tuple[str, Any, Callable[[Any, Parsed], None]], ...] = (
+    # (key, default when absent or REQUIRED, check), checked in this order: a check may
+    # read what the rows above it produced.
+    ("name", REQUIRED, _check_name),
+    ("features", REQUIRED, _check_features),
+    ("label", REQUIRED, _check_label),
+    ("classes", REQUIRED, _check_classes),
+    ("positive_class", None, _check_positive_class),
+    ("class_names", None, _check_class_names),
+    ("primary_key", None, _check_primary_key),
+    ("source", None, _check_source),
+    ("synthetic", None, _check_synthetic),
+    ("version", 1, _check_version),
+    ("backfill_event_time", DEFAULT_BACKFILL_EVENT_TIME, _check_backfill_event_time),
+    ("missing_values", None, _check_missing_values),
+    ("numeric_products", False, _check_numeric_products),
+    ("description", "", _check_description),
+)
+"""The keys of a spec file, the default of each and the function that checks its value."""
+REQUIRED_KEYS = ("name", "label", "classes", "features")
+"""The keys a spec must state, in the order a missing one is reported."""
+_SPEC_KEYS = frozenset(key for key, _, _ in SPEC_KEYS)
+
+
+def _parse_keys(data: Any) -> Parsed:
+    """Check every key of a parsed spec document (errors without the file's name)."""
+    if not isinstance(data, Mapping):
+        raise SpecError("expected a mapping at the top level")
+    unknown = set(data) - _SPEC_KEYS
+    if unknown:
+        raise SpecError(f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_SPEC_KEYS))})")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise SpecError(f"missing required key '{key}'")
+    parsed: Parsed = {}
+    for key, default, check in SPEC_KEYS:
+        check(data.get(key, default), parsed)
+    return parsed
+
+
+def parse_spec(data: Any, where: str) -> DatasetSpec:
+    """Build a spec from a parsed YAML/TOML document; ``where`` names it in errors.
+
+    Each key is checked by its row of :data:`SPEC_KEYS`, in order; the first problem is
+    the one-line error, prefixed with ``where``.
+    """
     try:
-        missing_values = _parse_missing(data.get("missing_values"), "")
+        parsed = _parse_keys(data)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
-    numeric_products = data.get("numeric_products", False)
-    if not isinstance(numeric_products, bool):
-        raise SpecError(f"{where}: numeric_products must be true or false")
-    n_numeric = sum(f.is_numeric for f in features)
-    if numeric_products and not 2 <= n_numeric <= MAX_PRODUCT_FEATURES:
-        raise SpecError(f"{where}: numeric_products needs 2 to {MAX_PRODUCT_FEATURES} numeric features, "
-                        f"the spec has {n_numeric}")
+    features, label, label_source = parsed["features"], parsed["label"], parsed["label_source"]
+    key_source = parsed["primary_key_source"]
     raw_columns = tuple(dict.fromkeys(
         ([key_source] if key_source else []) + [f.source_column or f.name for f in features] + [label_source]
     ))
-    spec = DatasetSpec(
-        name=name,
-        version=version,
-        description=str(data.get("description", "")),
-        source_url=str(source_url) if source_url else None,
-        label=label,
+    return DatasetSpec(
+        **{name: parsed[name] for name in (
+            "name", "version", "description", "source_url", "label", "label_type", "classes", "positive_class",
+            "class_names", "primary_key", "primary_key_source", "primary_key_type", "source_path", "features",
+            "backfill_event_time", "synthetic", "numeric_products", "missing_values",
+        )},
         label_source=label_source if label_source != label else None,
-        label_type=label_type,
-        classes=tuple(classes),
-        positive_class=positive_class,
-        class_names=_as_tuple(class_names),
-        primary_key=primary_key,
-        primary_key_source=key_source,
-        primary_key_type=key_type,
-        source_path=str(source_path) if source_path else None,
-        features=features,
-        transform=generic_transform(features, primary_key, key_source),
+        transform=generic_transform(features, parsed["primary_key"], key_source),
         raw_columns=raw_columns,
-        backfill_event_time=backfill,
-        synthetic=synthetic,
-        numeric_products=numeric_products,
-        missing_values=missing_values,
     )
-    return spec
 
 
 MAX_SPEC_FILE_BYTES = 1024 * 1024

@@ -24,7 +24,7 @@ import pandas as pd
 
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.errors import SmlError
-from serverless_ml.feature_store.base import ORIGIN_COLUMN
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, SYNTHETIC_ORIGIN
 
 MAX_ROWS_PER_DAY = 10_000
 LOCAL_WINDOW = 0.05
@@ -141,14 +141,27 @@ def jitter_locally(values: np.ndarray, pool: np.ndarray, scale: float, rng: np.r
     return out
 
 
+def check_seed(seed: int) -> None:
+    """Refuse a seed that synthetic keys cannot hold (:data:`MAX_SEED`), in one line."""
+    if not 0 <= seed <= MAX_SEED:
+        raise SmlError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+def check_rows_and_seed(rows: int, seed: int) -> None:
+    """Refuse a day's row count (1..:data:`MAX_ROWS_PER_DAY`) or seed out of range, in one
+    line each: the checks of every caller (``sml daily``, ``simulate``, ``schedule``)."""
+    if not 1 <= rows <= MAX_ROWS_PER_DAY:
+        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {rows}")
+    check_seed(seed)
+
+
 def synthetic_keys(spec: DatasetSpec, day: dt.date, seed: int, n: int) -> pd.Series:
     """Primary keys unique per (date, seed, row) and disjoint from real keys.
 
     A bigint key reads ``YYYYMMDD SSSS RRRR`` (date, seed, row), so ``seed`` must be at
     most :data:`MAX_SEED` and ``n`` at most :data:`MAX_ROWS_PER_DAY`.
     """
-    if not 0 <= seed <= MAX_SEED:
-        raise SmlError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+    check_seed(seed)
     if spec.primary_key_type == "bigint":
         base = int(day.strftime("%Y%m%d")) * _KEY_DAY + seed * _KEY_SEED
         return pd.Series(np.arange(n, dtype="int64") + base)
@@ -195,10 +208,7 @@ def generate_rows(
         seed: Random seed; the same (real, day, n, seed) gives the same rows.
         drift: Shifts applied after generation.
     """
-    if not 1 <= n <= MAX_ROWS_PER_DAY:
-        raise SmlError(f"--rows must be between 1 and {MAX_ROWS_PER_DAY}, got {n}")
-    if not 0 <= seed <= MAX_SEED:
-        raise SmlError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+    check_rows_and_seed(n, seed)
     if real.empty:
         raise SmlError(f"dataset '{spec.name}' has no real rows to learn from; run `sml features --dataset {spec.dataset_arg}` first")
     rng = np.random.default_rng([seed, day.toordinal()])
@@ -235,6 +245,6 @@ def generate_rows(
         rows = spec.derive(rows)
     rows[spec.primary_key] = synthetic_keys(spec, day, seed, n)
     rows[EVENT_TIME_COLUMN] = pd.Series(pd.Timestamp(day, tz="UTC"), index=rows.index).astype("datetime64[us, UTC]")
-    rows[ORIGIN_COLUMN] = "synthetic"
+    rows[ORIGIN_COLUMN] = SYNTHETIC_ORIGIN
     check_generated(rows, spec, day)
     return rows[spec.store_columns]

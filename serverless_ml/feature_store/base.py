@@ -35,7 +35,14 @@ from serverless_ml.errors import SchemaMismatchError, SmlError
 ORIGIN_COLUMN = "origin"
 """Every feature row records where it came from (see :data:`ORIGINS`)."""
 
-ORIGINS = ("backfill", "synthetic", "live")
+BACKFILL_ORIGIN = "backfill"
+"""A real row, loaded by ``sml features`` (the only origin drift references and training
+use by default)."""
+SYNTHETIC_ORIGIN = "synthetic"
+"""A generated row (``sml daily``, ``sml simulate``)."""
+LIVE_ORIGIN = "live"
+"""A row that arrived from production."""
+ORIGINS = (BACKFILL_ORIGIN, SYNTHETIC_ORIGIN, LIVE_ORIGIN)
 
 # Hopsworks offline type names are the canonical type names of the interface.
 ARROW_TYPES: dict[str, pa.DataType] = {

@@ -332,16 +332,9 @@ def _compare_categorical(ref: _CategoricalReference, values: pd.Series) -> _Resu
     return _Result("chi2", statistic, p_value, effect, "total_variation", psi(full[0], full[1]))
 
 
-def feature_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, p_threshold: float, min_effect: float = 0.0
-) -> list[FeatureDrift]:
-    """Drift of every feature of ``spec`` (``current`` should have >= MIN_ROWS rows)."""
-    return DriftReference(reference, spec).compare(current, p_threshold, min_effect)
-
-
 def in_lookback(event_days: np.ndarray, as_of_day: np.datetime64, lookback_days: int) -> np.ndarray:
     """Which rows fall on the ``lookback_days`` days ending with ``as_of_day`` (a mask)."""
-    as_of_day = np.datetime64(as_of_day, "D")
+    as_of_day = as_of_day.astype("datetime64[D]")
     days = np.asarray(event_days, dtype="datetime64[D]")
     return (days >= as_of_day - np.timedelta64(lookback_days - 1, "D")) & (days <= as_of_day)
 
@@ -363,7 +356,7 @@ def window_start(
         lookback_days: Days the window may reach back.
         min_rows: Fewest rows a window may hold.
     """
-    as_of_day = np.datetime64(as_of_day, "D")
+    as_of_day = as_of_day.astype("datetime64[D]")
     event_days = np.asarray(event_days, dtype="datetime64[D]")
     eligible = event_days[in_lookback(event_days, as_of_day, lookback_days)]
     if eligible.size < max(min_rows, 1):
@@ -389,7 +382,7 @@ def drift_windows(event_days: np.ndarray, as_of_day: np.datetime64, lookback_day
     """The recent and the rolling window of a batch on ``as_of_day`` (see the module
     docstring), as masks over ``event_days``; None when drift cannot be computed."""
     event_days = np.asarray(event_days, dtype="datetime64[D]")
-    as_of_day = np.datetime64(as_of_day, "D")
+    as_of_day = as_of_day.astype("datetime64[D]")
     first = window_start(event_days, as_of_day, lookback_days=lookback_days)
     if first is None:
         return None

@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 
 from serverless_ml import defaults
+from serverless_ml.errors import SmlError
 
 MIN_ROWS_FOR_CLASS_METRICS = 20
-DEFAULT_ROLLING_DAYS = defaults.INFER_ROLLING_DAYS
 DEFAULT_ACCURACY_DROP = defaults.INFER_ACCURACY_DROP
 DEFAULT_DRIFT_P_VALUE = defaults.INFER_DRIFT_P_VALUE
 DEFAULT_DRIFT_SHARE = defaults.INFER_DRIFT_SHARE
@@ -50,6 +50,17 @@ class AlertRule:
     drift_p_value: float = DEFAULT_DRIFT_P_VALUE
     drift_share: float = DEFAULT_DRIFT_SHARE
     drift_min_effect: float = DEFAULT_DRIFT_MIN_EFFECT
+
+    def __post_init__(self) -> None:
+        """Refuse a threshold out of range (NaN too) in one line, as ``sml infer`` does."""
+        if not 0 <= self.accuracy_drop <= 1:
+            raise SmlError(f"--accuracy-drop must be between 0 and 1, got {self.accuracy_drop}")
+        if not 0 < self.drift_p_value < 1:
+            raise SmlError(f"--drift-p-value must be between 0 and 1, got {self.drift_p_value}")
+        if not 0 <= self.drift_share < 1:
+            raise SmlError(f"--drift-share must be in [0, 1), got {self.drift_share}")
+        if not 0 <= self.drift_min_effect < 100:
+            raise SmlError(f"--drift-min-effect must be between 0 and 100, got {self.drift_min_effect}")
 
 
 @dataclass

@@ -10,15 +10,8 @@ import numpy as np
 import pandas as pd
 
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
-from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature
+from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature, FeatureGroup, FeatureStore
 from serverless_ml.training.evaluation import metric_key
-
-
-def predictions_version(spec: DatasetSpec) -> int:
-    """Version of ``<dataset>_predictions``: the feature group's own version. A bumped
-    ``version:`` (a changed schema) starts a new predictions table, since its rows have
-    other columns; the old version's table stays as history."""
-    return spec.version
 
 
 CHUNK_ROWS = 100_000
@@ -44,6 +37,19 @@ def predictions_schema(spec: DatasetSpec) -> list[Feature]:
         Feature("scored_at", "timestamp"),
         Feature("run_id", "string", "the monitoring run that logged this batch"),
     ]
+
+
+def predictions_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
+    """The feature group ``<dataset>_predictions`` (created on its first insert): the
+    jobs that score (``sml infer``, ``sml simulate``) and un-score (``--replace``) open it here."""
+    return store.get_or_create_feature_group(
+        name=spec.predictions_group,
+        version=spec.predictions_version,
+        primary_key=[spec.primary_key, "model_version"],
+        event_time=EVENT_TIME_COLUMN,
+        description=f"predictions of the {spec.name} champion, next to the actual labels",
+        features=predictions_schema(spec),
+    )
 
 
 def select_new_rows(

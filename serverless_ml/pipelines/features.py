@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from serverless_ml.datasets.groups import existing_feature_group, feature_group_for
 from serverless_ml.datasets.sources import Source
-from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
-from serverless_ml.datasets.synthetic import Drift, generate_rows
+from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.datasets.synthetic import Drift, check_rows_and_seed, generate_rows
 from serverless_ml.datasets.validation import build_feature_rows
 from serverless_ml.dates import check_date
-from serverless_ml.errors import NotFoundError, SchemaMismatchError
-from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureGroup, FeatureStore, RowsChangedError, SchemaChangedError
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureStore, RowsChangedError
 from serverless_ml.pipelines.history import (
     HistoryConflict,
     ReplaceReport,
@@ -56,54 +56,13 @@ class WriteReport:
         return f"{line}\n  {self.replaced.summary()}{again}"
 
 
-def feature_group_for(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
-    """The dataset's feature group (created on its first insert).
-
-    Raises:
-        SchemaMismatchError: the group of this version is stored with another schema; the
-            message names the columns that differ and the ``version:`` to give the spec.
-    """
-    try:
-        return store.get_or_create_feature_group(
-            name=spec.name,
-            version=spec.version,
-            primary_key=[spec.primary_key],
-            event_time=EVENT_TIME_COLUMN,
-            description=spec.description,
-            features=spec.store_schema(),
-        )
-    except SchemaChangedError as exc:
-        raise SchemaMismatchError(schema_change_message(spec, exc)) from None
-
-
-def schema_change_message(spec: DatasetSpec, exc: SchemaChangedError) -> str:
-    """One line: the columns in which the stored group differs from the spec, and how to
-    get a new group (the rows of the old one stay where they are)."""
-    where = f"stored feature group '{exc.group}' version {exc.version} has another schema than "
-    if spec.typed_path is None:
-        return (f"{where}the built-in dataset '{spec.name}' ({exc.differences}): "
-                "use another --store-dir for this version of sml")
-    return (f"{where}the spec {spec.dataset_arg} ({exc.differences}): "
-            f"bump `version:` in {spec.dataset_arg} to {exc.version + 1}")
-
-
-def existing_feature_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
-    """The dataset's feature group, which must hold data already."""
-    group = feature_group_for(spec, store)
-    if not group.exists():
-        raise NotFoundError(
-            f"feature group '{spec.name}' version {spec.version} is empty; run `sml features --dataset {spec.dataset_arg}` first"
-        )
-    return group
-
-
 def backfill(spec: DatasetSpec, store: FeatureStore, source: Source) -> WriteReport:
     """Validate and transform the source's rows and upsert them as ``backfill`` rows.
 
     Writes: the feature group ``<dataset>``. Running it twice on the same input leaves the
     table at the same version.
     """
-    rows = build_feature_rows(source, spec, origin="backfill", event_time=spec.backfill_event_time)
+    rows = build_feature_rows(source, spec, origin=BACKFILL_ORIGIN, event_time=spec.backfill_event_time)
     group = feature_group_for(spec, store)
     result = group.insert(rows, wait=True)
     return WriteReport(group.name, len(rows), result.inserted, result.updated, result.unchanged, result.version)
@@ -134,11 +93,12 @@ def add_daily_rows(
             would change or leave behind, and ``replace`` is not set; nothing is written.
     """
     check_date(day, "--date")
+    check_rows_and_seed(n, seed)  # before anything is read, whoever calls (the CLI, the scheduler)
     if replace and settings is None:
         raise ValueError("replace=True needs the settings (tracking URI and store directory)")
     group = existing_feature_group(spec, store)
     stored = group.read()
-    real = stored[stored[ORIGIN_COLUMN] == "backfill"]
+    real = stored[stored[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
     rows = generate_rows(real, spec, day, n, seed, drift)
     conflicts = find_conflicts(group, stored, rows, spec, seed)
     ways = (f"Use another --date or --seed, or --replace to rewrite the day's rows (the predictions and monitoring "

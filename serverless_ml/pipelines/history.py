@@ -14,7 +14,7 @@ store. So, before anything is written:
   first such day and the ways forward;
 - with ``--replace``, :func:`replace_rows` un-scores those rows and rewrites them: the
   monitoring runs that scored any of them are deleted (MLflow's soft delete, tagged
-  :data:`REPLACED_TAG` with why), and so are all the predictions of those runs, so the
+  :data:`serverless_ml.registry.REPLACED_TAG` with why), and so are all the predictions of those runs, so the
   next inference job (or the simulation itself) scores the rows again and logs new runs.
 
 Deleted, not tagged "superseded": every reader of monitoring runs (the site's SQL and
@@ -38,20 +38,22 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from serverless_ml import tracking
+from serverless_ml import registry, tracking
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, synthetic_keys
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError
+from serverless_ml.inference.scoring import predictions_group
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
 
-REPLACED_TAG = "sml.replaced"
-"""Tag of a monitoring run deleted by ``--replace``: which command deleted it and when."""
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 class HistoryConflict(SmlError):
@@ -165,16 +167,19 @@ def replace_rows(
     rows: pd.DataFrame,
     conflicts: Conflicts,
     command: str,
+    tracker: tracking.Tracking | None = None,
 ) -> ReplaceReport:
     """Un-score the conflicting rows, delete the left-over ones and upsert ``rows`` (the
     new rows of the days in conflict). See the module docstring for the order.
 
     Args:
         command: What replaces them (``sml daily``...), for the deleted runs' tag.
+        tracker: The process's tracking (:func:`tracking.configure_tracking`); configured
+            here when not given (``sml daily`` reaches tracking only when it replaces).
     """
     key = spec.primary_key
-    with job_lock(settings.store_dir, f"infer-{spec.name}"):
-        predictions, runs = unscore_rows(spec, store, settings, conflicts.rows[[key]], command)
+    with job_lock(settings.state_dir, f"infer-{spec.name}"):
+        predictions, runs = unscore_rows(spec, store, settings, conflicts.rows[[key]], command, tracker)
         if not conflicts.left_over.empty:
             group.delete(conflicts.left_over[[key]], wait=True)
         written = group.insert(rows, wait=True)
@@ -182,7 +187,8 @@ def replace_rows(
     return ReplaceReport(conflicts.days, len(conflicts), predictions, runs, written)
 
 
-def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, keys: pd.DataFrame, command: str) -> tuple[int, list[str]]:
+def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, keys: pd.DataFrame, command: str,
+                 tracker: tracking.Tracking | None = None) -> tuple[int, list[str]]:
     """Delete the monitoring runs that scored any of ``keys``'s rows, then every
     prediction of those runs (and any other prediction of those rows). Call under the
     inference job's lock.
@@ -190,8 +196,6 @@ def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, key
     Returns:
         How many predictions were deleted, and the runs deleted.
     """
-    from serverless_ml.pipelines.infer import predictions_group
-
     key = spec.primary_key
     target = predictions_group(spec, store)
     if not target.exists():
@@ -202,26 +206,26 @@ def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, key
         return 0, []
     run_ids = sorted({str(r) for r in history.loc[hit, "run_id"].dropna()} - {""})
     doomed = history[hit | history["run_id"].isin(run_ids).to_numpy()]
-    deleted = delete_runs(settings, tracking.monitoring_experiment(spec.name), run_ids, f"its rows were rewritten by `{command} --replace` at "
-                                            f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+    reason = (f"its rows were rewritten by `{command} --replace` at "
+              f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+    # Tracking is reached only when there are runs to delete (as before).
+    deleted = (delete_runs(tracking.tracking_for(settings, tracker).client, registry.monitoring_experiment(spec.name),
+                           run_ids, reason) if run_ids else [])
     crash_point("replace.after_runs_deleted")
     target.delete(doomed[[key, "model_version"]], wait=True)
     crash_point("replace.after_predictions_deleted")
     return len(doomed), deleted
 
 
-def delete_runs(settings: Settings, experiment: str, run_ids: list[str], reason: str) -> list[str]:
+def delete_runs(client: MlflowClient, experiment: str, run_ids: list[str], reason: str) -> list[str]:
     """Tag each run of ``experiment`` with ``reason`` and delete it (MLflow's soft
     delete). A run that is already deleted (by an interrupted replace) or unknown to the
     tracking store is skipped; one left RUNNING by a crashed job is closed as FAILED
     first."""
-    import mlflow
     from mlflow.entities import ViewType
 
     if not run_ids:
         return []
-    tracking.configure_tracking(settings)
-    client = mlflow.MlflowClient()
     found_experiment = client.get_experiment_by_name(experiment)
     if found_experiment is None:
         return []
@@ -241,7 +245,7 @@ def delete_runs(settings: Settings, experiment: str, run_ids: list[str], reason:
             continue
         if info.status == "RUNNING":
             client.set_terminated(run_id, status="FAILED")
-        client.set_tag(run_id, REPLACED_TAG, reason)
+        client.set_tag(run_id, registry.REPLACED_TAG, reason)
         client.delete_run(run_id)
         deleted.append(run_id)
     return deleted

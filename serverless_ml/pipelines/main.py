@@ -20,26 +20,37 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from serverless_ml import defaults, registry
 from serverless_ml.errors import SmlError
 from serverless_ml.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 @dataclass(frozen=True)
 class MainOptions:
     """``dataset`` is what the steps are given (a built-in's name or a spec file's absolute
     path: the steps run in the project's folder, not the caller's); ``name`` is the
-    dataset's name (the spec's ``name``), which names the runs, experiments and model."""
+    dataset's name (the spec's ``name``), which names the runs, experiments and model.
+    Defaults are in :mod:`serverless_ml.defaults`; the simulate step's options are checked by
+    :class:`~serverless_ml.pipelines.simulate.SimulateOptions` (``sml main`` builds one
+    before any step runs)."""
 
-    dataset: str
-    trials: int
-    days: int
+    dataset: str = defaults.DATASET
+    trials: int = defaults.TRAIN_TRIALS
+    days: int = defaults.SIMULATE_DAYS
     drift: str = ""
     drift_from: int = 0
     drift_days: int = 0
     store_dir: str = ""
     name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise SmlError(f"--trials must be >= 1, got {self.trials}")
 
     @property
     def dataset_name(self) -> str:
@@ -75,12 +86,6 @@ def steps(options: MainOptions, today: dt.date) -> list[tuple[str, dict[str, str
         ("daily", {**common, "date": today.isoformat()}),
         ("batch_inference", {**common, "as_of": today.isoformat()}),
     ]
-
-
-def pipeline_experiment(dataset: str) -> str:
-    """The experiment of a dataset's ``main`` runs and their steps' runs (beside
-    ``<dataset>-training`` and ``<dataset>-monitoring``)."""
-    return f"{dataset}-pipeline"
 
 
 def step_run_name(dataset: str, entry_point: str, today: dt.date) -> str:
@@ -124,7 +129,7 @@ def run_main(options: MainOptions, today: dt.date, progress: ProgressCallback | 
     # Inside `mlflow run . -e main` the main run is that project run (MLFLOW_RUN_ID), in
     # the experiment its caller chose; otherwise it is a new run in the dataset's own.
     inside_project_run = bool(os.environ.get("MLFLOW_RUN_ID"))
-    experiment_id = None if inside_project_run else tracking.get_or_create_experiment(pipeline_experiment(options.dataset_name))
+    experiment_id = None if inside_project_run else tracking.get_or_create_experiment(registry.pipeline_experiment(options.dataset_name))
     with mlflow.start_run(run_name=f"{options.dataset_name}-main", experiment_id=experiment_id) as parent:
         mlflow.set_tag("dataset", options.dataset_name)
         report = MainReport(parent.info.run_id, parent.info.experiment_id)
@@ -190,40 +195,34 @@ class MainSummary:
         return out
 
 
-def summarize(options: MainOptions, report: MainReport, today: dt.date, look: list[tuple[str, str]]) -> MainSummary:
-    """Read back the champion and the monitoring runs of the days ``main`` covered (the
+def summarize(options: MainOptions, report: MainReport, today: dt.date, look: list[tuple[str, str]],
+              client: MlflowClient) -> MainSummary:
+    """Read back, through ``client`` (the process's :class:`~serverless_ml.tracking.Tracking`
+    client), the champion and the monitoring runs of the days ``main`` covered (the
     simulated days and today: other jobs' runs of those days count too, as the site
     shows them); ``look`` is :func:`where_to_look`'s."""
-    import mlflow
-
-    from serverless_ml import tracking
-
-    client = mlflow.MlflowClient()
     experiment = client.get_experiment(report.experiment_id).name
     first_day = today - dt.timedelta(days=options.days)
     summary = MainSummary(options.dataset_name, report, experiment, first_day, today)
-    name = tracking.model_name(options.dataset_name)
-    try:
-        champion = client.get_model_version_by_alias(name, "champion")
-    except Exception:  # noqa: BLE001 - no champion: the summary says so
-        champion = None
+    champion = registry.alias_version(registry.model_name(options.dataset_name), registry.CHAMPION, client)
     if champion is not None:
         summary.champion_version = str(champion.version)
-        holdout = champion.tags.get("holdout_accuracy")
-        summary.holdout_accuracy = float(holdout) if holdout not in (None, "") else None
-    monitoring = client.get_experiment_by_name(tracking.monitoring_experiment(options.dataset_name))
+        summary.holdout_accuracy = registry.holdout_accuracy(champion)
+    monitoring = client.get_experiment_by_name(registry.monitoring_experiment(options.dataset_name))
     if monitoring is not None:
         # A simulated day's run starts at its scoring time (the next day, 00:15 UTC).
         since_ms = int(dt.datetime.combine(first_day, dt.time(), dt.timezone.utc).timestamp() * 1000)
         runs = _all_runs(client, monitoring.experiment_id,
                          f"attributes.status = 'FINISHED' and attributes.start_time >= {since_ms}")
-        dated = sorted((run.data.tags.get("as_of", ""), run) for run in runs if run.data.tags.get("as_of"))
+        dated = sorted((run.data.tags.get(registry.AS_OF_TAG, ""), run) for run in runs
+                       if run.data.tags.get(registry.AS_OF_TAG))
         summary.batches = len(dated)
-        summary.rows_scored = int(sum(run.data.metrics.get("rows_scored", 0) for _, run in dated))
-        alerted = [(day, run) for day, run in dated if run.data.tags.get("alert") == "true"]
+        summary.rows_scored = int(sum(run.data.metrics.get(registry.ROWS_SCORED_METRIC, 0) for _, run in dated))
+        alerted = [(day, run) for day, run in dated if run.data.tags.get(registry.ALERT_TAG) == "true"]
         summary.alert_days = [day for day, _ in alerted]
         if alerted:
-            summary.latest_alert = alerted[-1][1].data.tags.get("alerts", "").split(" | ")[0][:160]
+            latest_alerts = alerted[-1][1].data.tags.get(registry.ALERTS_TAG, "")
+            summary.latest_alert = latest_alerts.split(registry.MESSAGE_SEPARATOR)[0][:160]
     summary.look = look
     return summary
 

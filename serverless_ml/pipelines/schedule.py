@@ -4,10 +4,11 @@ Three jobs per dataset, each on its own cron schedule (UTC): ``daily`` (syntheti
 the day), ``infer`` (batch inference up to the end of the day) and ``retrain`` (tuning on
 real and synthetic rows, promoted by the usual rule). One process, no extra service.
 
-- A job never runs twice at once: each takes a non-blocking lock under the store
-  (``flock``, released by the kernel if its holder dies), and a busy job is skipped.
+- A job never runs twice at once: each takes a non-blocking lock in the state directory
+  (``Settings.state_dir``, by default the store's folder; ``flock``, released by the
+  kernel if its holder dies), and a busy job is skipped.
 - A failing job is logged with its error; the schedule goes on.
-- The last slot each job ran for is kept in ``<store>/_schedule/<dataset>.json``; with
+- The last slot each job ran for is kept in ``<state_dir>/_schedule/<dataset>.json``; with
   ``catch_up`` the slots missed while the scheduler was down run first, in time order,
   exactly once each (several missed retrains collapse into one: retraining on the latest
   data covers them all).
@@ -29,14 +30,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from serverless_ml import defaults
 from serverless_ml.cron import Cron
+from serverless_ml.errors import SmlError
 from serverless_ml.locks import LockBusy, job_lock
+
+if TYPE_CHECKING:
+    from serverless_ml.tracking import Tracking
 
 log = logging.getLogger("serverless_ml.schedule")
 
-JOBS = ("daily", "infer", "retrain")
+JOBS = defaults.SCHEDULE_JOBS
 STATE_DIR = "_schedule"
 ALIVE_KEY = "_alive"
 MAX_SLEEP_S = 60.0
@@ -46,6 +52,36 @@ ALIVE_EVERY = dt.timedelta(hours=1)
 class Shutdown(BaseException):
     """Raised in the main thread by SIGINT/SIGTERM (a BaseException, so job code that
     catches Exception does not swallow it)."""
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """What ``sml schedule`` runs for each dataset (defaults in :mod:`serverless_ml.defaults`);
+    an out-of-range value or a bad cron expression fails at construction, in one line."""
+
+    daily_cron: str = defaults.SCHEDULE_DAILY_CRON
+    infer_cron: str = defaults.SCHEDULE_INFER_CRON
+    retrain_cron: str = defaults.SCHEDULE_RETRAIN_CRON
+    rows: int = defaults.DAILY_ROWS
+    seed: int = defaults.DAILY_SEED
+    retrain_trials: int = defaults.SIMULATE_RETRAIN_TRIALS
+
+    def __post_init__(self) -> None:
+        from serverless_ml.datasets.synthetic import check_rows_and_seed  # pandas: not at import
+
+        check_rows_and_seed(self.rows, self.seed)
+        if self.retrain_trials < 1:
+            raise SmlError(f"--retrain-trials must be >= 1, got {self.retrain_trials}")
+        for job, expression in self.crons.items():
+            try:
+                Cron.parse(expression)
+            except SmlError as exc:
+                raise SmlError(f"--{job}-cron: {exc}") from None
+
+    @property
+    def crons(self) -> dict[str, str]:
+        """Job name -> its cron expression (UTC)."""
+        return {"daily": self.daily_cron, "infer": self.infer_cron, "retrain": self.retrain_cron}
 
 
 @dataclass(frozen=True)
@@ -73,13 +109,13 @@ class Scheduler:
     """Runs jobs at their cron slots. ``clock`` returns an aware UTC datetime."""
 
     jobs: list[Job]
-    store_dir: Path
+    state_dir: Path
     clock: Callable[[], dt.datetime]
     sleep: Callable[[float], None]
     outcomes: list[Outcome] = field(default_factory=list)
 
     def _state_path(self, dataset: str) -> Path:
-        return self.store_dir / STATE_DIR / f"{dataset}.json"
+        return self.state_dir / STATE_DIR / f"{dataset}.json"
 
     def _load_state(self, dataset: str) -> dict[str, str]:
         path = self._state_path(dataset)
@@ -103,10 +139,6 @@ class Scheduler:
             json.dump(state, fh, indent=2, sort_keys=True)
         os.replace(tmp, path)
 
-    def last_slot(self, job: Job) -> dt.datetime | None:
-        value = self._load_state(job.dataset).get(job.name)
-        return dt.datetime.fromisoformat(value) if value else None
-
     def missed_slots(self, now: dt.datetime) -> list[tuple[dt.datetime, Job]]:
         """Slots after each job's last recorded slot and after the scheduler was last seen
         running, up to ``now``, in time order."""
@@ -126,7 +158,7 @@ class Scheduler:
     def run_slot(self, job: Job, slot: dt.datetime) -> Outcome:
         """Run one job for one slot under its lock; record the slot unless it was skipped."""
         try:
-            with job_lock(self.store_dir, f"schedule-{job.name}-{job.dataset}", wait=False):
+            with job_lock(self.state_dir, f"schedule-{job.name}-{job.dataset}", wait=False):
                 try:
                     detail = job.action(slot)
                     outcome = Outcome(job.name, job.dataset, slot, "ok", detail)
@@ -194,13 +226,13 @@ def stop_on_signals() -> Iterator[None]:
 def pipeline_jobs(
     datasets: list[str],
     settings: Any,
-    crons: dict[str, str],
-    rows: int,
-    seed: int,
-    retrain_trials: int,
+    options: ScheduleOptions,
     clock: Callable[[], dt.datetime],
+    tracker: Tracking,
 ) -> list[Job]:
-    """The real jobs: ``sml daily``, ``sml infer`` and ``sml train`` for each dataset."""
+    """The real jobs: ``sml daily``, ``sml infer`` and ``sml train`` for each dataset, all
+    on ``tracker`` (the scheduler process's :class:`~serverless_ml.tracking.Tracking`,
+    configured once, not again by every job it runs)."""
     from serverless_ml.datasets import get_dataset
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.pipelines.features import add_daily_rows
@@ -213,19 +245,20 @@ def pipeline_jobs(
         spec = get_dataset(name)
 
         def daily(slot: dt.datetime, spec: Any = spec) -> str:
-            return add_daily_rows(spec, store, slot.date(), rows, seed).summary()
+            return add_daily_rows(spec, store, slot.date(), options.rows, options.seed).summary()
 
         def batch(slot: dt.datetime, spec: Any = spec) -> str:
-            report = infer(spec, store, settings, InferOptions(as_of=slot.date(), figures=False), clock())
+            report = infer(spec, store, settings, InferOptions(as_of=slot.date(), figures=False), clock(), tracker)
             return report.summary().splitlines()[0]
 
         def retrain(slot: dt.datetime, spec: Any = spec) -> str:
-            report = train(spec, store, settings, TrainOptions(trials=retrain_trials, seed=seed, include_synthetic=True, quiet=True))
+            report = train(spec, store, settings, TrainOptions(trials=options.retrain_trials, seed=options.seed, include_synthetic=True, quiet=True),
+                           tracker)
             return report.outcome()
 
         jobs += [
-            Job("daily", name, Cron.parse(crons["daily"]), daily),
-            Job("infer", name, Cron.parse(crons["infer"]), batch),
-            Job("retrain", name, Cron.parse(crons["retrain"]), retrain, collapse_missed=True),
+            Job("daily", name, Cron.parse(options.daily_cron), daily),
+            Job("infer", name, Cron.parse(options.infer_cron), batch),
+            Job("retrain", name, Cron.parse(options.retrain_cron), retrain, collapse_missed=True),
         ]
     return jobs

@@ -27,19 +27,21 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from serverless_ml import tracking
+from serverless_ml import defaults, registry, tracking
+from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
-from serverless_ml.datasets.synthetic import Drift, generate_rows
+from serverless_ml.datasets.synthetic import Drift, check_rows_and_seed, generate_rows
 from serverless_ml.dates import check_date
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
-from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore, RowsChangedError, to_utc
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureStore, RowsChangedError, to_utc
+from serverless_ml.inference.batch import batch_statistics
 from serverless_ml.inference.scoring import score_rows, select_new_rows
 from serverless_ml.locks import job_lock
-from serverless_ml.pipelines.features import existing_feature_group
 from serverless_ml.pipelines.history import (
     HistoryConflict,
     ReplaceReport,
@@ -52,8 +54,6 @@ from serverless_ml.pipelines.history import (
 from serverless_ml.pipelines.infer import (
     InferOptions,
     batch_run_tags,
-    batch_statistics,
-    champion_version,
     close_stale_runs,
     load_context,
     log_batch_run,
@@ -62,29 +62,53 @@ from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.progress import ProgressCallback
 from serverless_ml.settings import Settings
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 MAX_DAYS = 3660
 SCORED_AT = dt.time(0, 15)
-RETRAIN_TAG = "sml.simulate.retrain"
-"""Tag of a simulation's retraining run: the day it retrained after and the simulation's
-options (a digest), so a simulation run again over the same days does not retrain again."""
 
 
 @dataclass(frozen=True)
 class SimulateOptions:
-    """Options of a simulation (defaults in :mod:`serverless_ml.defaults`)."""
+    """Options of a simulation (defaults in :mod:`serverless_ml.defaults`); an
+    out-of-range value fails at construction with the CLI's one-line error, before any
+    day is written."""
 
     days: int
     end_date: dt.date
-    rows: int = 10
-    seed: int = 0
+    rows: int = defaults.SIMULATE_ROWS
+    seed: int = defaults.DAILY_SEED
     drift: tuple[Drift, ...] = ()
     drift_from: int | None = None
     drift_days: int | None = None
     retrain_every: int | None = None
-    retrain_trials: int = 10
+    retrain_trials: int = defaults.SIMULATE_RETRAIN_TRIALS
     replace: bool = False
     keep_existing: bool = False
     infer: InferOptions = field(default_factory=lambda: InferOptions(figures=False))
+
+    def __post_init__(self) -> None:
+        check_rows_and_seed(self.rows, self.seed)
+        if self.replace and self.keep_existing:
+            raise SmlError("--replace and --keep-existing exclude each other: rewrite the existing days, or keep them")
+        if not 1 <= self.days <= MAX_DAYS:
+            raise SmlError(f"--days must be between 1 and {MAX_DAYS}, got {self.days}")
+        check_date(self.end_date, "--end-date")
+        # The first simulated day too: --days back from --end-date must stay in range.
+        check_date(self.first_day, f"the first simulated day (--end-date {self.end_date.isoformat()} minus --days {self.days} + 1)")
+        if self.retrain_every is not None and self.retrain_every < 1:
+            raise SmlError(f"--retrain-every must be >= 1, got {self.retrain_every}")
+        if self.drift and self.drift_from is None:
+            raise SmlError("--drift needs --drift-from DAY (the first day of the drift episode, 1..--days)")
+        if self.drift_from is not None and not 1 <= self.drift_from <= self.days:
+            raise SmlError(f"--drift-from must be a day between 1 and {self.days}, got {self.drift_from}")
+        if self.drift_from is not None and not self.drift:
+            raise SmlError("--drift-from needs --drift SPEC (e.g. 'age+15,fare*2')")
+        if self.drift_days is not None and self.drift_days < 1:
+            raise SmlError(f"--drift-days must be >= 1, got {self.drift_days}")
+        if self.retrain_trials < 1:
+            raise SmlError(f"--retrain-trials must be >= 1, got {self.retrain_trials}")
 
     @property
     def first_day(self) -> dt.date:
@@ -128,28 +152,6 @@ class SimulateReport:
         return "\n".join(lines)
 
 
-def check_options(options: SimulateOptions) -> None:
-    if options.replace and options.keep_existing:
-        raise SmlError("--replace and --keep-existing exclude each other: rewrite the existing days, or keep them")
-    if not 1 <= options.days <= MAX_DAYS:
-        raise SmlError(f"--days must be between 1 and {MAX_DAYS}, got {options.days}")
-    check_date(options.end_date, "--end-date")
-    # The first simulated day too: --days back from --end-date must stay in range.
-    check_date(options.first_day, f"the first simulated day (--end-date {options.end_date.isoformat()} minus --days {options.days} + 1)")
-    if options.retrain_every is not None and options.retrain_every < 1:
-        raise SmlError(f"--retrain-every must be >= 1, got {options.retrain_every}")
-    if options.drift and options.drift_from is None:
-        raise SmlError("--drift needs --drift-from DAY (the first day of the drift episode, 1..--days)")
-    if options.drift_from is not None and not 1 <= options.drift_from <= options.days:
-        raise SmlError(f"--drift-from must be a day between 1 and {options.days}, got {options.drift_from}")
-    if options.drift_from is not None and not options.drift:
-        raise SmlError("--drift-from needs --drift SPEC (e.g. 'age+15,fare*2')")
-    if options.drift_days is not None and options.drift_days < 1:
-        raise SmlError(f"--drift-days must be >= 1, got {options.drift_days}")
-    if options.retrain_trials < 1:
-        raise SmlError(f"--retrain-trials must be >= 1, got {options.retrain_trials}")
-
-
 def segments(options: SimulateOptions) -> list[tuple[int, int]]:
     """Inclusive 1-based day ranges between retrains."""
     step = options.retrain_every or options.days
@@ -158,9 +160,12 @@ def segments(options: SimulateOptions) -> list[tuple[int, int]]:
 
 def simulate(
     spec: DatasetSpec, store: FeatureStore, settings: Settings, options: SimulateOptions,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, tracker: tracking.Tracking | None = None,
 ) -> SimulateReport:
     """Replay the days; see the module docstring.
+
+    ``tracker``: the process's tracking (:func:`tracking.configure_tracking`), configured
+    here when not given; the retrains and batches of every segment use it.
 
     ``progress(done, total, label)`` is called when a segment's rows are written (``done``
     the days before it), after each day is scored (``done`` that day's number) and when
@@ -170,17 +175,16 @@ def simulate(
         HistoryConflict: days that already exist would change and ``options.replace``
             is not set; nothing is written.
     """
-    check_options(options)
 
     def tick(done: int, total: int, label: str) -> None:
         if progress is not None:
             progress(done, total, label)
 
-    tracking.configure_tracking(settings)
+    tracker = tracking.tracking_for(settings, tracker)
     group = existing_feature_group(spec, store)
-    check_champion_readable(spec, champion_version(spec))  # before anything is written: scoring needs a champion
+    check_champion_readable(spec, registry.champion_version(spec.name, spec.dataset_arg))  # before anything is written: scoring needs a champion
     stored = group.read()
-    real = stored[stored[ORIGIN_COLUMN] == "backfill"]
+    real = stored[stored[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
     by_day = [generate_rows(real, spec, options.day(i), options.rows, options.seed, options.drift_on(i))
               for i in range(1, options.days + 1)]
     report = SimulateReport()
@@ -199,7 +203,7 @@ def simulate(
     elif len(conflicts):
         days = set(conflicts.days)
         rewritten = pd.concat([rows for rows in by_day if set(event_dates(rows[EVENT_TIME_COLUMN])) & days], ignore_index=True)
-        report.replaced = replace_rows(spec, store, settings, group, rewritten, conflicts, "sml simulate")
+        report.replaced = replace_rows(spec, store, settings, group, rewritten, conflicts, "sml simulate", tracker)
         assert report.replaced.written is not None
         report.rows_added += report.replaced.written.inserted
     for first, last in segments(options):
@@ -212,10 +216,10 @@ def simulate(
             report.rows_added += written.inserted
         tick(first - 1, options.days, f"days scored; rows of {_span(options, first, last)} written")
         report.days += last - first + 1
-        replay_batches(spec, store, settings, options, first, last, report, tick)
+        replay_batches(spec, store, settings, options, first, last, report, tracker.client, tick)
         if options.retrain_every and last < options.days:
             key = retrain_key(options, last)
-            done = previous_retrain(spec, key)
+            done = previous_retrain(tracker.client, spec, key)
             if done is not None:
                 report.retrains.append(f"after {options.day(last)}: done by an earlier run of this simulation "
                                        f"(version {done}), not repeated")
@@ -224,14 +228,14 @@ def simulate(
             result = train(spec, store, settings, TrainOptions(
                 trials=options.retrain_trials, seed=options.seed, folds=0, auto_folds=3, include_synthetic=True,
                 quiet=True,
-            ))
+            ), tracker)
             if result.kept:  # its run belongs to an earlier training: not tagged as this retrain
                 report.retrains.append(f"after {options.day(last)}: {result.decision.reason}")
             else:
-                mark_retrain(result.run_id, key)
+                mark_retrain(tracker.client, result.run_id, key)
                 report.retrains.append(
                     f"after {options.day(last)}: version {result.model_version}, holdout accuracy "
-                    f"{result.holdout_metrics['test_accuracy']:.3f}, "
+                    f"{result.holdout_metrics[registry.HOLDOUT_ACCURACY_METRIC]:.3f}, "
                     f"{'promoted' if result.decision.promote else 'not promoted'}"
                 )
             tick(last, options.days, f"retrained: {report.retrains[-1]}")
@@ -247,10 +251,10 @@ def check_champion_readable(spec: DatasetSpec, version: object) -> None:
     model was noticed only after the first segment's rows were written."""
     import mlflow
 
-    name = tracking.model_name(spec.name)
+    name = registry.model_name(spec.name)
     number = getattr(version, "version", version)
     try:
-        mlflow.models.get_model_info(f"models:/{name}/{number}")
+        mlflow.models.get_model_info(registry.version_uri(name, number))
     except Exception as exc:  # noqa: BLE001 - any load failure is reported in one line
         raise SmlError(f"champion version {number} of model '{name}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from None
 
@@ -265,7 +269,7 @@ def retrain_key(options: SimulateOptions, last: int) -> str:
     return f"{options.day(last).isoformat()} {hashlib.sha256(made_of.encode()).hexdigest()[:12]}"
 
 
-def previous_retrain(spec: DatasetSpec, key: str) -> str | None:
+def previous_retrain(client: MlflowClient, spec: DatasetSpec, key: str) -> str | None:
     """The model version an earlier run of the same simulation registered when it
     retrained at ``key`` (None if it did not get that far).
 
@@ -273,25 +277,21 @@ def previous_retrain(spec: DatasetSpec, key: str) -> str | None:
     the rows the first run had written (later days included), registering new versions
     and possibly promoting one: running the command twice did not leave the state of once.
     """
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(tracking.training_experiment(spec.name))
+    experiment = client.get_experiment_by_name(registry.training_experiment(spec.name))
     if experiment is None:
         return None
-    runs = mlflow.MlflowClient().search_runs(
+    runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{RETRAIN_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{registry.RETRAIN_TAG}` = '{key}' and attributes.status = 'FINISHED'",
         max_results=1,
     )
     return runs[0].data.tags.get("model_version", "?") if runs else None
 
 
-def mark_retrain(run_id: str, key: str) -> None:
+def mark_retrain(client: MlflowClient, run_id: str, key: str) -> None:
     """Tag the retraining run (a crash before this line means the retrain is done again
     by the next run of the simulation, once)."""
-    import mlflow
-
-    mlflow.MlflowClient().set_tag(run_id, RETRAIN_TAG, key)
+    client.set_tag(run_id, registry.RETRAIN_TAG, key)
 
 
 def replay_batches(
@@ -302,20 +302,19 @@ def replay_batches(
     first: int,
     last: int,
     report: SimulateReport,
+    client: MlflowClient,
     progress: ProgressCallback | None = None,
 ) -> None:
     """Score and log days ``first..last`` as one segment (one prediction upsert); call
     ``progress`` after each day (see :func:`simulate`)."""
-    import mlflow
 
     def tick(index: int, label: str) -> None:
         if progress is not None:
             progress(index, options.days, f"{options.day(index)}: {label}")
 
-    client = mlflow.MlflowClient()
-    with job_lock(settings.store_dir, f"infer-{spec.name}"):
-        ctx = load_context(spec, store)
-        close_stale_runs(ctx.experiment_id, ctx.history)
+    with job_lock(settings.state_dir, f"infer-{spec.name}"):
+        ctx = load_context(spec, store, client)
+        close_stale_runs(ctx.experiment_id, ctx.history, client)
         segment_end = to_utc(options.day(last) + dt.timedelta(days=1))
         pending = select_new_rows(ctx.features, spec, ctx.history[spec.primary_key], ctx.champion.training_keys, segment_end)
         if pending.empty:
@@ -339,7 +338,8 @@ def replay_batches(
                     continue
                 scored_at = to_utc(dt.datetime.combine(day + dt.timedelta(days=1), SCORED_AT))
                 batch["scored_at"] = scored_at
-                stats = batch_statistics(spec, batch, history, ctx.features, ctx.champion, day_end, options.infer)
+                stats = batch_statistics(spec, batch, history, ctx.features, ctx.champion, day_end,
+                                         options.infer.rolling_days, options.infer.rule)
                 # The run is created with its tags: one call fewer per day.
                 tags = batch_run_tags(spec, stats, ctx.champion, day.isoformat(), ctx.data_version)
                 started_ms = int(scored_at.timestamp() * 1000)
@@ -352,7 +352,7 @@ def replay_batches(
                 batch["run_id"] = stats.latest["run_id"] = run.info.run_id
                 log_batch_run(spec, run.info, stats, ctx.champion, day.isoformat(), day_end, ctx.data_version,
                               options.infer, tags_logged=True, source=ctx.source,
-                              batch_rows=pending[pending[spec.primary_key].isin(batch[spec.primary_key])])
+                              batch_rows=pending[pending[spec.primary_key].isin(batch[spec.primary_key])], client=client)
                 if stats.alerts.any:
                     report.alert_days.append(day.isoformat())
                 tick(index, f"{len(batch)} rows scored" + (", with an alert" if stats.alerts.any else ""))

@@ -24,20 +24,18 @@ import datetime as dt
 import hashlib
 import multiprocessing
 import secrets
-import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from serverless_ml import defaults
+from serverless_ml import defaults, registry
+from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.errors import DataValidationError, SmlError
-from serverless_ml.feature_store.base import ORIGIN_COLUMN, FeatureStore
-from serverless_ml.pipelines.features import existing_feature_group
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureGroup, FeatureStore, FeatureView
 from serverless_ml.settings import Settings
 from serverless_ml.progress import ProgressCallback
 from serverless_ml.system_faults import remember_place
@@ -49,10 +47,13 @@ from serverless_ml.training.model import (
     build_pipeline,
     raw_feature_importances,
 )
+from serverless_ml.tracking import Tracking
 from serverless_ml.trial_logging import TrialLogger
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 MIN_ROWS = 20
-ROLE_TAG = "sml.role"
 WORKER_RUN_ATTR = "worker_run_id"
 """Trial user attribute: the MLflow run of the worker that ran the trial."""
 STUDY_ROWS_ATTRS = ("sml.dataset", "sml.rows_sha256", "sml.seed", "sml.folds", "sml.search_space")
@@ -61,10 +62,12 @@ STUDY_ROWS_ATTRS = ("sml.dataset", "sml.rows_sha256", "sml.seed", "sml.folds", "
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Options of one training job (defaults in :mod:`serverless_ml.defaults`)."""
+    """Options of one training job (defaults in :mod:`serverless_ml.defaults`); an
+    out-of-range value fails at construction with the CLI's one-line error, whoever
+    builds it (the CLI, the scheduler, a simulation's retrain, a benchmark)."""
 
-    trials: int
-    seed: int
+    trials: int = defaults.TRAIN_TRIALS
+    seed: int = defaults.TRAIN_SEED
     timeout: float | None = None
     """Stop starting trials after this many seconds; ``None``: :data:`defaults.TRAIN_TIME_BUDGET_S`."""
     holdout: float = defaults.TRAIN_HOLDOUT
@@ -76,14 +79,42 @@ class TrainOptions:
     storage: str | None = None
     study_name: str | None = None
     include_synthetic: bool = False
-    promote: str = "if-better"
-    workers: int = 1
+    promote: str = defaults.TRAIN_PROMOTE
+    workers: int = defaults.TRAIN_WORKERS
     quiet: bool = False
     workers_only: bool = False
     worker_id: int | None = None
     progress: ProgressCallback | None = field(default=None, compare=False, repr=False)
     """Called as ``progress(done, total, label)`` after each trial this process ran (the
     ``sml`` command's line per trial in a log; on a terminal Optuna's bar is shown instead)."""
+
+    def __post_init__(self) -> None:
+        """Refuse out-of-range options in one line each, before anything is read."""
+        if self.seed < 0:
+            raise SmlError(f"--seed must be >= 0, got {self.seed}")
+        if self.worker_id is not None and not self.workers_only:
+            raise SmlError("--worker-id needs --workers-only")
+        if self.trials < 0:
+            raise SmlError(f"--trials must be >= 1 (or 0 to refit an existing study's best trial), got {self.trials}")
+        if self.workers_only and self.trials < 1:
+            raise SmlError(f"--trials must be >= 1 with --workers-only, got {self.trials}")
+        if self.workers_only and not self.study_name:
+            raise SmlError("--workers-only needs --study-name: every worker and the final `sml train --trials 0` "
+                           "name the same study")
+        if self.worker_id is not None and self.worker_id < 0:
+            raise SmlError(f"--worker-id must be >= 0, got {self.worker_id}")
+        if self.holdout != 0 and not 0.05 <= self.holdout <= 0.5:
+            raise SmlError(f"--holdout must be between 0.05 and 0.5 (or 0: {defaults.TRAIN_AUTO_HOLDOUT}, "
+                           f"at least one row of each class), got {self.holdout}")
+        if self.folds != 0 and not 2 <= self.folds <= 20:
+            raise SmlError(f"--folds must be between 2 and 20 (or 0: {defaults.TRAIN_AUTO_FOLDS}, fewer when a class "
+                           f"has fewer training rows), got {self.folds}")
+        if self.workers < 1:
+            raise SmlError(f"--workers must be >= 1, got {self.workers}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise SmlError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.promote not in defaults.TRAIN_PROMOTE_MODES:
+            raise SmlError(f"--promote must be one of {', '.join(defaults.TRAIN_PROMOTE_MODES)}")
 
 
 @dataclass
@@ -123,7 +154,7 @@ class TrainReport:
     def summary(self) -> str:
         if self.kept:
             return self.outcome()
-        holdout = self.holdout_metrics.get("test_accuracy", float("nan"))
+        holdout = self.holdout_metrics.get(registry.HOLDOUT_ACCURACY_METRIC, float("nan"))
         champion = "none" if self.champion_accuracy is None else f"{self.champion_accuracy:.4f}"
         params = ", ".join(f"{k}={v}" for k, v in self.best_params.items())
         lines = [
@@ -168,7 +199,7 @@ class WorkerReport:
         ])
 
 
-def training_view(spec: DatasetSpec, store: FeatureStore):  # noqa: ANN201 - FeatureView
+def training_view(spec: DatasetSpec, store: FeatureStore) -> tuple[FeatureGroup, FeatureView]:
     """The dataset's training feature view ``<dataset>_training``: its features and label.
     Its version is the feature group's: a spec whose ``version:`` is bumped for a new
     schema gets a new view too (the view of the old group stays as it was)."""
@@ -194,7 +225,7 @@ def read_training_rows(
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series, int | None]:
     """:func:`load_training_rows` from the group and view :func:`training_view` opened."""
     data_version = group.data_version()
-    only_real = None if include_synthetic else (group.get_feature(ORIGIN_COLUMN) == "backfill")
+    only_real = None if include_synthetic else (group.get_feature(ORIGIN_COLUMN) == BACKFILL_ORIGIN)
     x, y = view.training_data(extra_filter=only_real, version=data_version)
     keys = x[spec.primary_key].reset_index(drop=True)
     return as_model_input(x, spec).reset_index(drop=True), y[spec.label].reset_index(drop=True), keys, data_version
@@ -225,7 +256,7 @@ def _worker(args: dict[str, Any]) -> None:
     install_log_scrubber()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
-        study_name=args["study_name"], storage=args["storage"],
+        study_name=args["study"], storage=args["storage"],
         sampler=search.make_sampler(args["sampler_seed"]), pruner=search.make_pruner(),
     )
     callbacks = [args["trial_sink"]] if args.get("trial_sink") is not None else []
@@ -298,7 +329,8 @@ def tune(
     trial_attrs: dict[str, Any] | None = None,
 ) -> tuple[Any, int]:
     """Run the study's new trials (in ``options.workers`` processes); return it and how
-    many trials it gained meanwhile.
+    many trials it gained meanwhile. ``options`` are resolved (:func:`resolved_options`:
+    the folds and time budget chosen), as :func:`train` and :func:`tune_as_worker` pass them.
 
     The samplers are seeded ``sampler_seed`` (default ``options.seed``) plus the process
     index. ``trial_attrs`` are set on every trial this call runs. With
@@ -311,6 +343,10 @@ def tune(
     if options.progress is not None:
         callbacks.append(_TrialProgress(options.progress, options.trials))
     try:
+        timeout = options.timeout
+        if timeout is None or options.folds < 2:
+            raise ValueError(f"tune() takes resolved options (resolved_options), got folds={options.folds}, "
+                             f"timeout={options.timeout}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         base_seed = options.seed if sampler_seed is None else sampler_seed
         study = search.open_study(storage, study_name, base_seed)
@@ -321,8 +357,7 @@ def tune(
             per_process, cap = options.trials, before + options.trials
         search.enqueue_default_forest(study)
         space = search.search_space_for(spec, y)
-        timeout = defaults.TRAIN_TIME_BUDGET_S if options.timeout is None else options.timeout
-        folds = search.cv_folds(y, options.folds or defaults.TRAIN_AUTO_FOLDS, options.seed)
+        folds = search.cv_folds(y, options.folds, options.seed)
         processes = []
         sink = next((c.sink() for c in callbacks if hasattr(c, "sink")), None)
         if options.workers > 1:
@@ -330,7 +365,7 @@ def tune(
             for index in range(1, options.workers):
                 args = {
                     "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
-                    "sampler_seed": base_seed + index, "study_name": study_name, "storage": storage,
+                    "sampler_seed": base_seed + index, "study": study_name, "storage": storage,
                     "n_trials": per_process, "timeout": timeout, "total_cap": cap, "space": space,
                     "dataset": spec.name, "trial_attrs": trial_attrs,
                     "trial_sink": sink,
@@ -378,21 +413,6 @@ class ChampionComparison:
     note: str | None
 
 
-def champion_training_keys(version: Any, primary_key: str) -> pd.Series | None:
-    """The keys of the rows ``version`` was trained on (its training run's
-    ``training/keys.parquet``), or ``None`` when it has none (registered elsewhere)."""
-    from serverless_ml import tracking
-
-    run_id = version.tags.get("training_run_id") or version.run_id
-    if not run_id:
-        return None
-    try:
-        keys = tracking.training_keys(run_id)
-        return keys.loc[keys["split"] == "train", primary_key]
-    except Exception:  # noqa: BLE001 - a model registered elsewhere has no keys artifact
-        return None
-
-
 def compare_with_champion(
     name: str, challenger: Any, x: pd.DataFrame, y: pd.Series, keys: pd.Series, primary_key: str
 ) -> ChampionComparison:
@@ -400,15 +420,11 @@ def compare_with_champion(
     the champion was not trained on; the champion's accuracy is ``None`` (and ``note``
     says why) when there is no champion, it cannot score these rows, or every holdout row
     was one of its training rows."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, promotion.CHAMPION)
-    except MlflowException:
+    version = registry.alias_version(name, registry.CHAMPION)
+    if version is None:
         return ChampionComparison(None, None, len(y), "no champion")
-    seen = champion_training_keys(version, primary_key)
+    training_keys = registry.version_training_keys(version, primary_key)
+    seen = training_keys.train if training_keys is not None else None
     unseen = np.ones(len(y), dtype=bool) if seen is None else ~keys.isin(seen).to_numpy()
     rows = int(unseen.sum())
     if rows == 0:
@@ -416,38 +432,13 @@ def compare_with_champion(
             f"champion version {version.version} was trained on every holdout row: no fair comparison; "
             "kept (retrain when new rows have arrived, or use --promote always)"))
     try:
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
+        model = registry.load_version_model(name, version.version)
         champion_accuracy = float(model.score(x[unseen], y[unseen]))
     except Exception as exc:  # noqa: BLE001 - a champion that cannot score is reported, not fatal
         return ChampionComparison(None, None, rows, (
             f"champion version {version.version} cannot score these rows: {str(exc).splitlines()[0][:200]}"))
     note = None if seen is not None else f"champion version {version.version} has no training keys: compared on every holdout row"
     return ChampionComparison(champion_accuracy, float(challenger.score(x[unseen], y[unseen])), rows, note)
-
-
-def check_options(options: TrainOptions) -> None:
-    """Refuse out-of-range options in one line each, before anything is read."""
-    if options.trials < 0:
-        raise SmlError(f"--trials must be >= 1 (or 0 to refit an existing study's best trial), got {options.trials}")
-    if options.workers_only and options.trials < 1:
-        raise SmlError(f"--trials must be >= 1 with --workers-only, got {options.trials}")
-    if options.workers_only and not options.study_name:
-        raise SmlError("--workers-only needs --study-name: every worker and the final `sml train --trials 0` "
-                       "name the same study")
-    if options.worker_id is not None and options.worker_id < 0:
-        raise SmlError(f"--worker-id must be >= 0, got {options.worker_id}")
-    if options.holdout != 0 and not 0.05 <= options.holdout <= 0.5:
-        raise SmlError(f"--holdout must be between 0.05 and 0.5 (or 0: {defaults.TRAIN_AUTO_HOLDOUT}, "
-                       f"at least one row of each class), got {options.holdout}")
-    if options.folds != 0 and not 2 <= options.folds <= 20:
-        raise SmlError(f"--folds must be between 2 and 20 (or 0: {defaults.TRAIN_AUTO_FOLDS}, fewer when a class "
-                       f"has fewer training rows), got {options.folds}")
-    if options.workers < 1:
-        raise SmlError(f"--workers must be >= 1, got {options.workers}")
-    if options.timeout is not None and options.timeout <= 0:
-        raise SmlError(f"--timeout must be > 0 seconds, got {options.timeout}")
-    if options.promote not in promotion.PROMOTE_MODES:
-        raise SmlError(f"--promote must be one of {', '.join(promotion.PROMOTE_MODES)}")
 
 
 @dataclass
@@ -462,7 +453,7 @@ class _Prepared:
     keys_hold: pd.Series
     rows_total: int
     data_version: int | None
-    tracking_uri: str
+    tracker: Tracking
     storage: str
     study_name: str
     study: Any
@@ -496,19 +487,21 @@ def check_study_rows(study: Any, fingerprint: dict[str, str]) -> None:
 
     Trials of one study are only comparable, and its best trial only refittable, on the
     rows, split and folds they were scored on: workers on several machines must agree.
+    An attribute not stored yet is no difference: workers starting together on a new study
+    each pin it (one attribute per call), and one may read it half pinned by another.
     """
     stored = {key: study.user_attrs.get(key) for key in fingerprint}
-    if all(value is None for value in stored.values()):
+    differ = [key.removeprefix("sml.") for key in fingerprint if stored[key] not in (None, fingerprint[key])]
+    if not differ:
         for key, value in fingerprint.items():
-            study.set_user_attr(key, value)
+            if stored[key] is None:
+                study.set_user_attr(key, value)
         return
-    differ = [key.removeprefix("sml.") for key in fingerprint if stored[key] != fingerprint[key]]
-    if differ:
-        raise SmlError(
-            f"study '{study.study_name}' was tuned on other training rows or settings ({', '.join(differ)} differ): "
-            "use the same --dataset, --seed, --folds, --holdout, --include-synthetic and feature data as its "
-            "other trials (and the same sml version: search_space differs after an upgrade), or another --study-name"
-        )
+    raise SmlError(
+        f"study '{study.study_name}' was tuned on other training rows or settings ({', '.join(differ)} differ): "
+        "use the same --dataset, --seed, --folds, --holdout, --include-synthetic and feature data as its "
+        "other trials (and the same sml version: search_space differs after an upgrade), or another --study-name"
+    )
 
 
 def _existing_study(storage: str, study_name: str, seed: int) -> Any:
@@ -530,16 +523,16 @@ def _existing_study(storage: str, study_name: str, seed: int) -> Any:
                              pruner=search.make_pruner())
 
 
-def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> _Prepared:
+def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions,
+             tracker: Tracking | None = None) -> _Prepared:
     """Everything that can fail on bad input fails here, before any run is started."""
     import optuna
 
     from serverless_ml import tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    check_options(options)
     # Tracking and an explicit storage are checked before the feature view is created.
-    uri = tracking.configure_tracking(settings)
+    tracker = tracking.tracking_for(settings, tracker)
     if options.storage:
         search.check_storage(options.storage)
     group, view = training_view(spec, store)
@@ -552,7 +545,7 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         for frame, idx in ((x, train_idx), (x, hold_idx), (y, train_idx), (y, hold_idx), (keys, train_idx), (keys, hold_idx))
     )
     space = search.search_space_for(spec, y_train)
-    storage = options.storage or tracking.default_optuna_storage(uri, settings.store_dir.parent)
+    storage = options.storage or settings.optuna_storage
     if storage.startswith("sqlite:///"):
         remember_place("Optuna study database", storage.removeprefix("sqlite:///").split("?", 1)[0])
     study_name = options.study_name or default_study_name(spec, data_version, options, space)
@@ -562,14 +555,14 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
         study = search.open_study(storage, study_name, options.seed)  # fails fast on a bad storage URL
     rows_fingerprint = study_rows_fingerprint(spec, keys_train, x_train, y_train, options, space)
     check_study_rows(study, rows_fingerprint)
-    experiment_id = tracking.get_or_create_experiment(tracking.training_experiment(spec.name))
-    for run_id in tracking.close_orphaned_runs(experiment_id):
+    experiment_id = tracking.get_or_create_experiment(registry.training_experiment(spec.name))
+    for run_id in tracking.close_orphaned_runs(experiment_id, tracker.client):
         print(f"closed run {run_id}: left RUNNING by a training process of this machine that was killed")
     for number in search.fail_orphaned_trials(study):
         print(f"failed trial {number} of study {study_name}: left RUNNING by a training process of this machine that was killed")
     return _Prepared(
         x_train=x_train, x_hold=x_hold, y_train=y_train, y_hold=y_hold, keys_train=keys_train,
-        keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracking_uri=uri,
+        keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracker=tracker,
         storage=storage, study_name=study_name, study=study, experiment_id=experiment_id,
         source=tracking.feature_group_source(store, group, data_version, view_name=view.name, view_version=view.version),
         plan=plan, space=space, options=options, rows_fingerprint=rows_fingerprint,
@@ -599,7 +592,7 @@ def _log_training_inputs(run_id: str, spec: DatasetSpec, prep: _Prepared, option
             name, prep.source, len(frame), columns, tracking.rows_digest(frame), context,
             tags={"split": split_name, "rows": rows, "seed": str(options.seed)},
         ))
-    tracking.log_inputs(run_id, inputs)
+    tracking.log_inputs(run_id, inputs, client=prep.tracker.client)
 
 
 def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> dict[str, Any]:
@@ -621,7 +614,7 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
         "include_synthetic": options.include_synthetic,
         "workers": options.workers,
         "promote_mode": options.promote,
-        "study_name": prep.study_name,
+        registry.STUDY_NAME_TAG: prep.study_name,
         "optuna_storage": redact_uri(prep.storage),
         "search_space": search.search_space_description(prep.space),
         "rows_total": prep.rows_total,
@@ -643,11 +636,13 @@ def _log_baseline(run_id: str, prep: _Prepared, options: TrainOptions) -> float:
         for tr, va in search.cv_folds(prep.y_train, options.folds, options.seed)
     ]))
     baseline_test = evaluation.baseline_accuracy(prep.y_train, prep.y_hold)
-    tracking.log_metrics_batch(run_id, {"baseline_val_accuracy_mean": baseline_cv, "baseline_test_accuracy": baseline_test})
+    tracking.log_metrics_batch(run_id, {"baseline_val_accuracy_mean": baseline_cv, registry.BASELINE_HOLDOUT_ACCURACY_METRIC: baseline_test},
+                               client=prep.tracker.client)
     return baseline_test
 
 
-def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> WorkerReport:
+def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions,
+                   tracker: Tracking | None = None) -> WorkerReport:
     """Add ``options.trials`` trials to a shared study; register nothing.
 
     Logs one parent run in ``<dataset>-training`` (tags ``sml.role=worker``,
@@ -661,18 +656,18 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
 
     if not options.workers_only:
         raise SmlError("tune_as_worker needs options.workers_only")
-    prep = _prepare(spec, store, settings, options)
+    prep = _prepare(spec, store, settings, options, tracker)
     options = prep.options  # the folds, holdout and time budget chosen
     sampler_seed = worker_sampler_seed(options.seed, options.worker_id)
     started = dt.datetime.now(dt.timezone.utc)
     run_name = f"{spec.name}-worker-{started:%Y%m%d-%H%M%S}-{sampler_seed}"
-    with tracking.job_run(prep.experiment_id, run_name) as run:
+    with tracking.job_run(prep.experiment_id, run_name, prep.tracker.client) as run:
         run_id = run.info.run_id
         mlflow.set_tags({
             "dataset": spec.name,
             "data_version": str(prep.data_version),
-            "study_name": prep.study_name,
-            ROLE_TAG: "worker",
+            registry.STUDY_NAME_TAG: prep.study_name,
+            registry.ROLE_TAG: "worker",
             tracking.NOTE_TAG: (
                 f"Worker adding {options.trials} trials to the shared Optuna study {prep.study_name} "
                 f"(sampler seed {sampler_seed}); started {started:%Y-%m-%d %H:%M} UTC. Registers nothing: "
@@ -684,10 +679,10 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
             "workers_only": True,
             "worker_id": options.worker_id,
             "sampler_seed": sampler_seed,
-        })
+        }, client=prep.tracker.client)
         _log_training_inputs(run_id, spec, prep, options)
         _log_baseline(run_id, prep, options)
-        logger = TrialLogger(prep.tracking_uri, prep.experiment_id, run_id, spec.name)
+        logger = TrialLogger(prep.tracker.uri, prep.experiment_id, run_id, spec.name)
         study, _ = tune(
             spec, prep.x_train, prep.y_train, options, prep.storage, prep.study_name, logger,
             sampler_seed=sampler_seed, trial_attrs={WORKER_RUN_ATTR: run_id},
@@ -695,16 +690,16 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         trials = study.get_trials(deepcopy=False)
         mine = [t for t in trials if t.user_attrs.get(WORKER_RUN_ATTR) == run_id]
         finished = search.finished_trials(study)
-        best = max(finished, key=lambda t: t.value) if finished else None
+        best = max(finished, key=search.trial_value) if finished else None
         metrics = {"trials_this_worker": float(len(mine)), "trials_in_study": float(len(trials))}
         if best is not None:
-            metrics["best_val_accuracy_mean"] = float(best.value)
-            mlflow.set_tags({"best_trial_number": str(best.number), "best_trial_value": f"{best.value:.6f}"})
-        tracking.log_metrics_batch(run_id, metrics)
+            metrics["best_val_accuracy_mean"] = search.trial_value(best)
+            mlflow.set_tags({registry.BEST_TRIAL_NUMBER_TAG: str(best.number), registry.BEST_TRIAL_VALUE_TAG: f"{best.value:.6f}"})
+        tracking.log_metrics_batch(run_id, metrics, client=prep.tracker.client)
     return WorkerReport(
         run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.dataset_arg, study_name=prep.study_name,
         sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=len(trials),
-        best_trial=None if best is None else best.number, best_value=None if best is None else float(best.value),
+        best_trial=None if best is None else best.number, best_value=None if best is None else search.trial_value(best),
         split=prep.plan.describe(),
     )
 
@@ -731,7 +726,7 @@ def training_fingerprint(spec: DatasetSpec, prep: _Prepared, options: TrainOptio
         "holdout": options.holdout,
         "include_synthetic": options.include_synthetic,
         "workers": options.workers,
-        "study_name": options.study_name,
+        registry.STUDY_NAME_TAG: options.study_name,  # the given name, under a key every stored fingerprint hashed
         "sml_version": __version__,
     }
     if options.trials == 0:
@@ -741,19 +736,17 @@ def training_fingerprint(spec: DatasetSpec, prep: _Prepared, options: TrainOptio
     return promotion.training_fingerprint(parts)
 
 
-def same_training_version(name: str, fingerprint: str) -> tuple[str, Any] | None:
+def same_training_version(client: MlflowClient, name: str, fingerprint: str) -> tuple[str, Any] | None:
     """The alias (``champion``, else ``challenger``) and version of model ``name`` whose
     training had ``fingerprint``, or ``None``: training again would register its twin."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
-    for alias in (promotion.CHAMPION, promotion.CHALLENGER):
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
         try:
             version = client.get_model_version_by_alias(name, alias)
         except MlflowException:  # no such model or alias
             continue
-        if version.tags.get(promotion.TRAINING_FINGERPRINT_TAG) == fingerprint:
+        if version.tags.get(registry.TRAINING_FINGERPRINT_TAG) == fingerprint:
             return alias, version
     return None
 
@@ -761,11 +754,10 @@ def same_training_version(name: str, fingerprint: str) -> tuple[str, Any] | None
 def kept_report(alias: str, version: Any, prep: _Prepared) -> TrainReport:
     """The :class:`TrainReport` of a version given back instead of training its twin,
     read from its training run."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
-    run_id = version.tags.get("training_run_id") or version.run_id or ""
+    client = prep.tracker.client
+    run_id = registry.training_run_id(version) or ""
     try:
         run = client.get_run(run_id)
         metrics, tags, experiment_id = run.data.metrics, run.data.tags, run.info.experiment_id
@@ -775,16 +767,17 @@ def kept_report(alias: str, version: Any, prep: _Prepared) -> TrainReport:
         best_params = dict(client.get_logged_model(version.model_id).params) if version.model_id else {}
     except MlflowException:
         best_params = {}
-    holdout = {k: v for k, v in metrics.items() if k.startswith(("test_", "train_", "val_"))}
-    if "test_accuracy" not in holdout and version.tags.get("holdout_accuracy"):
-        holdout["test_accuracy"] = float(version.tags["holdout_accuracy"])
+    holdout = {k: v for k, v in metrics.items() if k.startswith((registry.HOLDOUT_METRIC_PREFIX, "train_", "val_"))}
+    recorded = registry.holdout_accuracy(version)
+    if registry.HOLDOUT_ACCURACY_METRIC not in holdout and recorded is not None:
+        holdout[registry.HOLDOUT_ACCURACY_METRIC] = recorded
     return TrainReport(
-        run_id=run_id, experiment_id=experiment_id, study_name=tags.get("study_name", prep.study_name),
+        run_id=run_id, experiment_id=experiment_id, study_name=tags.get(registry.STUDY_NAME_TAG, prep.study_name),
         trials_total=len(prep.study.get_trials(deepcopy=False)), trials_this_run=0,
-        best_trial=int(tags.get("best_trial_number", -1)), best_params=best_params,
-        cv_mean=float(metrics.get("val_accuracy_mean", float("nan"))),
-        cv_std=float(metrics.get("val_accuracy_std", float("nan"))),
-        holdout_metrics=holdout, baseline_accuracy=float(metrics.get("baseline_test_accuracy", float("nan"))),
+        best_trial=int(tags.get(registry.BEST_TRIAL_NUMBER_TAG, -1)), best_params=best_params,
+        cv_mean=float(metrics.get(registry.CV_ACCURACY_METRIC, float("nan"))),
+        cv_std=float(metrics.get(registry.CV_ACCURACY_STD_METRIC, float("nan"))),
+        holdout_metrics=holdout, baseline_accuracy=float(metrics.get(registry.BASELINE_HOLDOUT_ACCURACY_METRIC, float("nan"))),
         model_version=str(version.version), champion_accuracy=None,
         decision=promotion.PromotionDecision(False, promotion.same_training_message(alias, version.version)),
         data_version=prep.data_version,
@@ -793,7 +786,8 @@ def kept_report(alias: str, version: Any, prep: _Prepared) -> TrainReport:
     )
 
 
-def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions) -> TrainReport:
+def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: TrainOptions,
+          tracker: Tracking | None = None) -> TrainReport:
     """Tune, log, register and promote. See the module docstring for what it writes.
 
     With ``options.trials == 0`` nothing is tuned: the best trial of the existing study
@@ -803,8 +797,11 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     When the champion (or else the challenger) was trained from the same rows, seed and
     search (:func:`training_fingerprint`), nothing is tuned, logged or registered: it is
     given back (``report.kept``) unless ``options.promote == "always"``.
+
+    The steps: :func:`_prepare` (every bad input fails there, before any run starts),
+    :func:`_start_run`, :func:`_fit`, :func:`_evaluate`, :func:`_log_run`,
+    :func:`_register_and_promote`, :func:`_report`.
     """
-    import mlflow
     import optuna
 
     from serverless_ml import tracking
@@ -812,142 +809,239 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if options.workers_only:
         raise SmlError("train() registers a model; use tune_as_worker() for --workers-only")
-    prep = _prepare(spec, store, settings, options)
+    prep = _prepare(spec, store, settings, options, tracker)
     options = prep.options  # the folds, holdout and time budget chosen
-    name = tracking.model_name(spec.name)
+    name = registry.model_name(spec.name)
     fingerprint = training_fingerprint(spec, prep, options)
     # Before any run starts: a rerun on unchanged data leaves no run and no version.
-    same = same_training_version(name, fingerprint) if options.promote != "always" else None
+    same = same_training_version(prep.tracker.client, name, fingerprint) if options.promote != "always" else None
     if same is not None:
         return kept_report(*same, prep)
-    x_train, x_hold, y_train, y_hold = prep.x_train, prep.x_hold, prep.y_train, prep.y_hold
-    keys_train, keys_hold, data_version = prep.keys_train, prep.keys_hold, prep.data_version
-    uri, storage, study_name, experiment_id = prep.tracking_uri, prep.storage, prep.study_name, prep.experiment_id
-    refit_only = options.trials == 0
     started = dt.datetime.now(dt.timezone.utc)
-    run_name = f"{spec.name}-{'refit' if refit_only else 'tune'}-{started:%Y%m%d-%H%M%S}"
-
-    with tracking.job_run(experiment_id, run_name) as parent:
+    run_name = f"{spec.name}-{'refit' if options.trials == 0 else 'tune'}-{started:%Y%m%d-%H%M%S}"
+    with tracking.job_run(prep.experiment_id, run_name, prep.tracker.client) as parent:
         run_id = parent.info.run_id
-        if refit_only:
-            note = (f"Refit of the best trial of the Optuna study {study_name} for the {spec.name} random forest, "
-                    f"on {len(y_train)} rows, {len(y_hold)} holdout rows; started {started:%Y-%m-%d %H:%M} UTC.")
-        else:
-            note = (f"Optuna search ({options.trials} trials, seed {options.seed}) for the {spec.name} random forest, "
-                    f"{options.folds}-fold CV on {len(y_train)} rows, {len(y_hold)} holdout rows; started {started:%Y-%m-%d %H:%M} UTC.")
-        mlflow.set_tags({
-            "dataset": spec.name,
-            "data_version": str(data_version),
-            "study_name": study_name,
-            ROLE_TAG: "refit" if refit_only else "tune",
-            tracking.NOTE_TAG: note,
-            promotion.TRAINING_FINGERPRINT_TAG: fingerprint,
-        })
-        tracking.log_params_batch(run_id, _run_params(spec, prep, options))
-        _log_training_inputs(run_id, spec, prep, options)
-        mlflow.log_dict(search.search_space_description(prep.space), "search_space.json")
-        baseline_test = _log_baseline(run_id, prep, options)
+        baseline = _start_run(run_id, spec, prep, fingerprint, started)
+        fitted = _fit(run_id, spec, prep)
+        evaluated = _evaluate(spec, prep, fitted)
+        _log_run(run_id, spec, prep, fitted, evaluated)
+        registered = _register_and_promote(run_id, spec, prep, fitted, evaluated, baseline, fingerprint)
+    return _report(run_id, prep, fitted, evaluated, baseline, registered)
 
-        if refit_only:
-            study, added = prep.study, 0
-            workers = sorted({str(t.user_attrs[WORKER_RUN_ATTR]) for t in study.get_trials(deepcopy=False)
-                              if WORKER_RUN_ATTR in t.user_attrs})
-            if workers:
-                mlflow.set_tag("worker_run_ids", ",".join(workers)[: tracking.MAX_PARAM_LENGTH])
-        else:
-            logger = TrialLogger(uri, experiment_id, run_id, spec.name)
-            study, added = tune(spec, x_train, y_train, options, storage, study_name, logger)
-        if not search.finished_trials(study):
-            raise SmlError(f"study {study_name} has no completed trial (all pruned or failed); run more --trials")
-        best = study.best_trial
-        best_scores = best.user_attrs.get("val_scores", [best.value])
 
-        model = build_pipeline(spec, dict(best.params), options.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            model.fit(x_train, y_train)
-        predicted = model.predict(x_hold)
-        proba = model.predict_proba(x_hold)
-        classes = list(spec.classes)
-        holdout_metrics = evaluation.classification_metrics(
-            y_hold, predicted, proba, classes, prefix="test_",
-            positive_class=spec.positive_class, proba_classes=model.classes_,
-            class_keys=evaluation.class_metric_keys(classes, spec.class_names),
-        )
-        holdout_metrics["train_accuracy"] = float(model.score(x_train, y_train))
-        holdout_metrics["val_accuracy_mean"] = float(np.mean(best_scores))
-        holdout_metrics["val_accuracy_std"] = float(np.std(best_scores))
-        holdout_metrics["trials_completed"] = float(len(search.finished_trials(study)))
-        tracking.log_metrics_batch(run_id, holdout_metrics)
+@dataclass(frozen=True)
+class _Fitted:
+    """The study after tuning and its best trial's pipeline refitted on the training rows."""
 
-        table = evaluation.confusion_table(y_hold, predicted, classes)
-        mlflow.log_dict(table, "evaluation/confusion_matrix.json")
-        names = list(spec.class_names) if spec.class_names else None
-        tracking.log_figure(evaluation.confusion_figure(table, f"{spec.name}: holdout confusion matrix", names),
-                    "evaluation/confusion_matrix.png")
-        importances = raw_feature_importances(model, spec)
-        mlflow.log_dict(importances, "evaluation/feature_importances.json")
-        tracking.log_figure(evaluation.importance_figure(importances, f"{spec.name}: feature importances"),
-                    "evaluation/feature_importances.png")
-        with tempfile.TemporaryDirectory() as tmp:
-            keys_path = Path(tmp) / "keys.parquet"
-            pd.DataFrame({
-                spec.primary_key: pd.concat([keys_train, keys_hold], ignore_index=True),
-                "split": ["train"] * len(keys_train) + ["holdout"] * len(keys_hold),
-            }).to_parquet(keys_path, index=False)
-            mlflow.log_artifact(str(keys_path), artifact_path="training")
+    study: Any
+    added: int
+    """Trials this job added to the study (0: a refit of the workers' study)."""
+    best: Any
+    """The study's best trial (an ``optuna.trial.FrozenTrial``)."""
+    scores: list[float]
+    """The best trial's CV accuracy, fold by fold."""
+    model: Any
+    """The refitted scikit-learn pipeline."""
 
-        mlflow.set_tags({"best_trial_number": str(best.number), "best_trial_value": f"{best.value:.6f}"})
-        # The chosen hyper-parameters as params too (named as in the trials' runs), so
-        # retrains compare side by side in the runs table.
-        tracking.log_params_batch(run_id, best_params(best.params, _run_params(spec, prep, options)))
-        comparison = compare_with_champion(name, model, x_hold, y_hold, keys_hold, spec.primary_key)
-        champion_accuracy = comparison.champion_accuracy
-        if comparison.rows == 0 and options.promote == "if-better":
-            decision = promotion.PromotionDecision(False, comparison.note or "no fair comparison")
-        else:
-            challenger_accuracy = (comparison.challenger_accuracy if comparison.challenger_accuracy is not None
-                                   else holdout_metrics["test_accuracy"])
-            decision = promotion.decide_promotion(challenger_accuracy, champion_accuracy, options.promote,
-                                                  rows=comparison.rows if champion_accuracy is not None else None)
-            if comparison.note and champion_accuracy is None and options.promote == "if-better":
-                decision = promotion.PromotionDecision(decision.promote, comparison.note)
 
-        version = log_and_register(model, x_train, name, logged_model_name(spec.name), params=dict(best.params),
-                                   tags={"dataset": spec.name, "data_version": str(data_version), "training_run_id": run_id})
-        client = mlflow.MlflowClient()
-        describe_registered_model(client, name, spec)
-        client.update_model_version(name, version, description=version_description(
-            spec, prep, options, best.number, holdout_metrics, baseline_test, run_id))
-        client.set_registered_model_alias(name, promotion.CHALLENGER, version)
-        client.set_model_version_tag(name, version, "holdout_accuracy", f"{holdout_metrics['test_accuracy']:.6f}")
-        client.set_model_version_tag(name, version, "training_run_id", run_id)
-        client.set_model_version_tag(name, version, "data_version", str(data_version))
-        client.set_model_version_tag(name, version, promotion.TRAINING_FINGERPRINT_TAG, fingerprint)
-        if decision.promote:
-            client.set_registered_model_alias(name, promotion.CHAMPION, version)
-            client.set_model_version_tag(name, version, "promoted_at", dt.datetime.now(dt.timezone.utc).isoformat())
-        decision_metrics = {"promoted": float(decision.promote)}
-        if champion_accuracy is not None:
-            decision_metrics["champion_test_accuracy"] = champion_accuracy
-            decision_metrics["champion_comparison_rows"] = float(comparison.rows)
-            if comparison.challenger_accuracy is not None:
-                decision_metrics["challenger_comparison_accuracy"] = comparison.challenger_accuracy
-        tracking.log_metrics_batch(run_id, decision_metrics)
-        mlflow.set_tags({
-            "promotion_decision": "promoted" if decision.promote else "not promoted",
-            "promotion_reason": decision.reason,
-            "model_version": str(version),
-        })
+@dataclass(frozen=True)
+class _Evaluation:
+    """The refitted model on the holdout rows."""
 
+    metrics: dict[str, float]
+    """The run's metrics: holdout scores (:data:`registry.HOLDOUT_METRIC_PREFIX`), training
+    accuracy, the best trial's CV mean and std, trials completed."""
+    confusion: dict[str, Any]
+    """The holdout confusion matrix (:func:`evaluation.confusion_table`)."""
+    importances: dict[str, float]
+    """Importance of each raw feature (:func:`raw_feature_importances`)."""
+
+    @property
+    def holdout_accuracy(self) -> float:
+        return self.metrics[registry.HOLDOUT_ACCURACY_METRIC]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    """The version a training job registered and what was decided about it."""
+
+    version: str
+    decision: promotion.PromotionDecision
+    champion_accuracy: float | None
+    """The champion's accuracy on the holdout rows it was not trained on (``None``: not compared)."""
+
+
+def _start_run(run_id: str, spec: DatasetSpec, prep: _Prepared, fingerprint: str, started: dt.datetime) -> float:
+    """Log what is known before tuning on the open training run: its tags (role, note,
+    training fingerprint), params, dataset inputs, search space and the majority-class
+    baseline. Returns the baseline's holdout accuracy."""
+    import mlflow
+
+    from serverless_ml import tracking
+
+    options, refit_only = prep.options, prep.options.trials == 0
+    if refit_only:
+        note = (f"Refit of the best trial of the Optuna study {prep.study_name} for the {spec.name} random forest, "
+                f"on {len(prep.y_train)} rows, {len(prep.y_hold)} holdout rows; started {started:%Y-%m-%d %H:%M} UTC.")
+    else:
+        note = (f"Optuna search ({options.trials} trials, seed {options.seed}) for the {spec.name} random forest, "
+                f"{options.folds}-fold CV on {len(prep.y_train)} rows, {len(prep.y_hold)} holdout rows; "
+                f"started {started:%Y-%m-%d %H:%M} UTC.")
+    mlflow.set_tags({
+        "dataset": spec.name,
+        "data_version": str(prep.data_version),
+        registry.STUDY_NAME_TAG: prep.study_name,
+        registry.ROLE_TAG: "refit" if refit_only else "tune",
+        tracking.NOTE_TAG: note,
+        registry.TRAINING_FINGERPRINT_TAG: fingerprint,
+    })
+    tracking.log_params_batch(run_id, _run_params(spec, prep, options), client=prep.tracker.client)
+    _log_training_inputs(run_id, spec, prep, options)
+    mlflow.log_dict(search.search_space_description(prep.space), registry.SEARCH_SPACE_ARTIFACT)
+    return _log_baseline(run_id, prep, options)
+
+
+def _fit(run_id: str, spec: DatasetSpec, prep: _Prepared) -> _Fitted:
+    """Tune (each trial a nested run of ``run_id``) or, with ``trials`` 0, take the study
+    as the workers left it (tagging the run with their runs); then refit the best trial's
+    pipeline on the training rows."""
+    import mlflow
+
+    from serverless_ml import tracking
+
+    options = prep.options
+    if options.trials == 0:
+        study, added = prep.study, 0
+        workers = sorted({str(t.user_attrs[WORKER_RUN_ATTR]) for t in study.get_trials(deepcopy=False)
+                          if WORKER_RUN_ATTR in t.user_attrs})
+        if workers:
+            mlflow.set_tag(registry.WORKER_RUN_IDS_TAG, ",".join(workers)[: tracking.MAX_PARAM_LENGTH])
+    else:
+        logger = TrialLogger(prep.tracker.uri, prep.experiment_id, run_id, spec.name)
+        study, added = tune(spec, prep.x_train, prep.y_train, options, prep.storage, prep.study_name, logger)
+    if not search.finished_trials(study):
+        raise SmlError(f"study {prep.study_name} has no completed trial (all pruned or failed); run more --trials")
+    best = study.best_trial
+    model = build_pipeline(spec, dict(best.params), options.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        model.fit(prep.x_train, prep.y_train)
+    return _Fitted(study=study, added=added, best=best, scores=best.user_attrs.get("val_scores", [best.value]),
+                   model=model)
+
+
+def _evaluate(spec: DatasetSpec, prep: _Prepared, fitted: _Fitted) -> _Evaluation:
+    """Score the refitted model on the holdout rows (nothing is logged)."""
+    model, classes = fitted.model, list(spec.classes)
+    predicted = model.predict(prep.x_hold)
+    metrics = evaluation.classification_metrics(
+        prep.y_hold, predicted, model.predict_proba(prep.x_hold), classes, prefix=registry.HOLDOUT_METRIC_PREFIX,
+        positive_class=spec.positive_class, proba_classes=model.classes_,
+        class_keys=evaluation.class_metric_keys(classes, spec.class_names),
+    )
+    metrics["train_accuracy"] = float(model.score(prep.x_train, prep.y_train))
+    metrics[registry.CV_ACCURACY_METRIC] = float(np.mean(fitted.scores))
+    metrics[registry.CV_ACCURACY_STD_METRIC] = float(np.std(fitted.scores))
+    metrics[registry.TRIALS_COMPLETED_METRIC] = float(len(search.finished_trials(fitted.study)))
+    return _Evaluation(metrics=metrics, confusion=evaluation.confusion_table(prep.y_hold, predicted, classes),
+                       importances=raw_feature_importances(model, spec))
+
+
+def _log_run(run_id: str, spec: DatasetSpec, prep: _Prepared, fitted: _Fitted, evaluated: _Evaluation) -> None:
+    """Log the evaluation on the training run: its metrics, the confusion matrix and
+    feature importances (JSON and PNG), the training keys, and the best trial (tags, and
+    its hyper-parameters as params)."""
+    import mlflow
+
+    from serverless_ml import tracking
+
+    tracking.log_metrics_batch(run_id, evaluated.metrics, client=prep.tracker.client)
+    mlflow.log_dict(evaluated.confusion, registry.evaluation_artifact("confusion_matrix"))
+    names = list(spec.class_names) if spec.class_names else None
+    tracking.log_figure(evaluation.confusion_figure(evaluated.confusion, f"{spec.name}: holdout confusion matrix", names),
+                        registry.evaluation_artifact("confusion_matrix", "png"))
+    mlflow.log_dict(evaluated.importances, registry.evaluation_artifact("feature_importances"))
+    tracking.log_figure(evaluation.importance_figure(evaluated.importances, f"{spec.name}: feature importances"),
+                        registry.evaluation_artifact("feature_importances", "png"))
+    registry.log_training_keys(prep.keys_train, prep.keys_hold, spec.primary_key)
+    best = fitted.best
+    mlflow.set_tags({registry.BEST_TRIAL_NUMBER_TAG: str(best.number), registry.BEST_TRIAL_VALUE_TAG: f"{best.value:.6f}"})
+    # The chosen hyper-parameters as params too (named as in the trials' runs), so
+    # retrains compare side by side in the runs table.
+    tracking.log_params_batch(run_id, best_params(best.params, _run_params(spec, prep, prep.options)),
+                              client=prep.tracker.client)
+
+
+def _decide(name: str, spec: DatasetSpec, prep: _Prepared, model: Any,
+            holdout_accuracy: float) -> tuple[ChampionComparison, promotion.PromotionDecision]:
+    """Compare ``model`` with the champion on the holdout rows the champion was not
+    trained on; promote or not by ``--promote``."""
+    promote = prep.options.promote
+    comparison = compare_with_champion(name, model, prep.x_hold, prep.y_hold, prep.keys_hold, spec.primary_key)
+    champion_accuracy = comparison.champion_accuracy
+    if comparison.rows == 0 and promote == "if-better":
+        return comparison, promotion.PromotionDecision(False, comparison.note or "no fair comparison")
+    challenger_accuracy = (comparison.challenger_accuracy if comparison.challenger_accuracy is not None
+                           else holdout_accuracy)
+    decision = promotion.decide_promotion(challenger_accuracy, champion_accuracy, promote,
+                                          rows=comparison.rows if champion_accuracy is not None else None)
+    if comparison.note and champion_accuracy is None and promote == "if-better":
+        decision = promotion.PromotionDecision(decision.promote, comparison.note)
+    return comparison, decision
+
+
+def _register_and_promote(run_id: str, spec: DatasetSpec, prep: _Prepared, fitted: _Fitted, evaluated: _Evaluation,
+                          baseline: float, fingerprint: str) -> _Registered:
+    """Decide (:func:`_decide`), register the refitted pipeline as a described version
+    with its tags, alias it ``challenger`` (and ``champion`` when promoted, stamping
+    ``promoted_at``), and log the decision on the training run."""
+    import mlflow
+
+    from serverless_ml import tracking
+
+    name = registry.model_name(spec.name)
+    comparison, decision = _decide(name, spec, prep, fitted.model, evaluated.holdout_accuracy)
+    version = log_and_register(fitted.model, prep.x_train, name, logged_model_name(spec.name), params=dict(fitted.best.params),
+                               tags={"dataset": spec.name, "data_version": str(prep.data_version), registry.TRAINING_RUN_ID_TAG: run_id})
+    client = prep.tracker.client
+    describe_registered_model(client, name, spec)
+    client.update_model_version(name, version, description=version_description(
+        spec, prep, prep.options, fitted.best.number, evaluated.metrics, baseline, run_id))
+    client.set_registered_model_alias(name, registry.CHALLENGER, version)
+    client.set_model_version_tag(name, version, registry.HOLDOUT_ACCURACY_TAG, f"{evaluated.holdout_accuracy:.6f}")
+    client.set_model_version_tag(name, version, registry.TRAINING_RUN_ID_TAG, run_id)
+    client.set_model_version_tag(name, version, "data_version", str(prep.data_version))
+    client.set_model_version_tag(name, version, registry.TRAINING_FINGERPRINT_TAG, fingerprint)
+    if decision.promote:
+        client.set_registered_model_alias(name, registry.CHAMPION, version)
+        client.set_model_version_tag(name, version, registry.PROMOTED_AT_TAG, dt.datetime.now(dt.timezone.utc).isoformat())
+    champion_accuracy = comparison.champion_accuracy
+    decision_metrics = {"promoted": float(decision.promote)}
+    if champion_accuracy is not None:
+        decision_metrics["champion_test_accuracy"] = champion_accuracy
+        decision_metrics["champion_comparison_rows"] = float(comparison.rows)
+        if comparison.challenger_accuracy is not None:
+            decision_metrics["challenger_comparison_accuracy"] = comparison.challenger_accuracy
+    tracking.log_metrics_batch(run_id, decision_metrics, client=prep.tracker.client)
+    mlflow.set_tags({
+        registry.PROMOTION_DECISION_TAG: "promoted" if decision.promote else "not promoted",
+        registry.PROMOTION_REASON_TAG: decision.reason,
+        "model_version": str(version),
+    })
+    return _Registered(version=version, decision=decision, champion_accuracy=champion_accuracy)
+
+
+def _report(run_id: str, prep: _Prepared, fitted: _Fitted, evaluated: _Evaluation, baseline: float,
+            registered: _Registered) -> TrainReport:
+    """The :class:`TrainReport` of a job that trained and registered a version."""
     return TrainReport(
-        run_id=run_id, experiment_id=experiment_id, study_name=study_name,
-        trials_total=len(study.get_trials(deepcopy=False)), trials_this_run=added,
-        best_trial=best.number, best_params=dict(best.params),
-        cv_mean=float(np.mean(best_scores)), cv_std=float(np.std(best_scores)),
-        holdout_metrics=holdout_metrics, baseline_accuracy=baseline_test, model_version=str(version),
-        champion_accuracy=champion_accuracy, decision=decision, data_version=data_version,
-        rows={"total": prep.rows_total, "train": len(y_train), "holdout": len(y_hold)},
+        run_id=run_id, experiment_id=prep.experiment_id, study_name=prep.study_name,
+        trials_total=len(fitted.study.get_trials(deepcopy=False)), trials_this_run=fitted.added,
+        best_trial=fitted.best.number, best_params=dict(fitted.best.params),
+        cv_mean=float(np.mean(fitted.scores)), cv_std=float(np.std(fitted.scores)),
+        holdout_metrics=evaluated.metrics, baseline_accuracy=baseline, model_version=str(registered.version),
+        champion_accuracy=registered.champion_accuracy, decision=registered.decision, data_version=prep.data_version,
+        rows={"total": prep.rows_total, "train": len(prep.y_train), "holdout": len(prep.y_hold)},
         split=prep.plan.describe(),
     )
 
@@ -988,7 +1082,8 @@ def describe_registered_model(client: Any, name: str, spec: DatasetSpec) -> None
         f"({', '.join(spec.feature_names)}): median imputation with missing-value indicators, one-hot "
         f"encoding, then a random forest (or extra trees) tuned by Optuna. Trained by `sml train --dataset "
         f"{spec.spec_path if spec.spec_path is not None else spec.name}`; "
-        "alias `champion` is the version batch inference and the site use, `challenger` the latest trained."
+        f"alias `{registry.CHAMPION}` is the version batch inference and the site use, `{registry.CHALLENGER}` "
+        "the latest trained."
     ))
 
 
@@ -1003,8 +1098,8 @@ def version_description(
         f"Forest of Optuna trial #{trial} (study {prep.study_name}), refitted on {len(prep.y_train)} rows "
         f"of feature view {source.get('feature_view')} v{source.get('feature_view_version')} "
         f"(feature group {spec.name} v{spec.version}, data version {prep.data_version}, {rows}). "
-        f"Holdout accuracy {metrics['test_accuracy']:.4f} on {len(prep.y_hold)} rows "
-        f"(majority-class baseline {baseline:.4f}); CV accuracy {metrics['val_accuracy_mean']:.4f}. "
+        f"Holdout accuracy {metrics[registry.HOLDOUT_ACCURACY_METRIC]:.4f} on {len(prep.y_hold)} rows "
+        f"(majority-class baseline {baseline:.4f}); CV accuracy {metrics[registry.CV_ACCURACY_METRIC]:.4f}. "
         f"Training run {run_id}."
     )
 

@@ -1,5 +1,6 @@
 """The promotion rule: when a newly registered version becomes ``champion``, and when a
-training job registers nothing because an existing version was trained the same way."""
+training job registers nothing because an existing version was trained the same way
+(the aliases and tags themselves: :mod:`serverless_ml.registry`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-PROMOTE_MODES = ("if-better", "always", "never")
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-TRAINING_FINGERPRINT_TAG = "sml.training_fingerprint"
-"""Tag of a training run and of the version it registered: :func:`training_fingerprint`
-of what it was trained from."""
+from serverless_ml import defaults
+
+PROMOTE_MODES = defaults.TRAIN_PROMOTE_MODES
 
 
 @dataclass(frozen=True)

@@ -177,22 +177,6 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class FoldScores:
-    """Per-fold accuracies of one trial (validation and training folds)."""
-
-    val: list[float]
-    train: list[float]
-
-    @property
-    def val_mean(self) -> float:
-        return float(np.mean(self.val))
-
-    @property
-    def val_std(self) -> float:
-        return float(np.std(self.val))
-
-
 def cv_folds(y: pd.Series, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified, shuffled, seeded folds (the same for every trial)."""
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -315,7 +299,7 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
             continue
         # Optuna has no public call to end another process's trial: the storage's own.
         storage = study._storage  # noqa: SLF001
-        storage.set_trial_user_attr(trial._trial_id, "recovered", f"failed by process {os.getpid()}: its process {pid} had died")  # noqa: SLF001
+        storage.set_trial_user_attr(trial._trial_id, tracking.RECOVERED_TAG, f"failed by process {os.getpid()}: its process {pid} had died")  # noqa: SLF001
         if storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):  # noqa: SLF001
             failed.append(trial.number)
     return failed
@@ -407,6 +391,14 @@ def storage_error(storage: str, exc: BaseException) -> SmlError:
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def trial_value(trial: optuna.trial.FrozenTrial) -> float:
+    """A finished trial's objective value (Optuna types it ``float | None``: a trial that
+    has not finished has none)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} has no value (state {trial.state.name})")
+    return trial.value
 
 
 def run_trials(

@@ -20,10 +20,11 @@ from mlflow.entities import ViewType
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.synthetic import generate_rows, parse_drift
 from serverless_ml.pipelines.features import add_daily_rows
-from serverless_ml.pipelines.history import REPLACED_TAG, HistoryConflict
+from serverless_ml.pipelines.history import HistoryConflict
+from serverless_ml.registry import REPLACED_TAG
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.simulate import SimulateOptions, simulate
-from serverless_ml.tracking import monitoring_experiment
+from serverless_ml.registry import monitoring_experiment
 from worlds import trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration

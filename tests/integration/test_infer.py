@@ -26,7 +26,7 @@ from serverless_ml.pipelines import infer as infer_module
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
-from serverless_ml.tracking import monitoring_experiment
+from serverless_ml.registry import monitoring_experiment
 from serverless_ml.training.evaluation import confusion_table
 from worlds import trained_template, world  # noqa: F401 - fixtures
 
@@ -352,7 +352,7 @@ def test_a_stale_simulated_run_is_closed_at_its_batch_time(world) -> None:  # no
     batch_ms = int(pd.Timestamp("2024-02-02 00:15", tz="UTC").timestamp() * 1000)
     simulated = client.create_run(experiment_id, start_time=batch_ms, tags={"simulated": "true"}).info.run_id
     real = client.create_run(experiment_id, start_time=batch_ms).info.run_id
-    closed = infer_module.close_stale_runs(experiment_id, _predictions(store))
+    closed = infer_module.close_stale_runs(experiment_id, _predictions(store), client)
     assert sorted(closed) == sorted([simulated, real])
     assert client.get_run(simulated).info.end_time == batch_ms
     assert client.get_run(real).info.end_time > batch_ms + 10**9

@@ -33,7 +33,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import resolve_settings
-from serverless_ml.tracking import monitoring_experiment
+from serverless_ml.registry import monitoring_experiment
 from serverless_ml.training.evaluation import class_metric_keys
 from serverless_ml.training.model import as_model_input
 

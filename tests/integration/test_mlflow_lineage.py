@@ -20,7 +20,7 @@ import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from serverless_ml import tracking, trial_logging
+from serverless_ml import registry, tracking, trial_logging
 from serverless_ml.datasets import get_dataset
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
@@ -217,7 +217,7 @@ def test_simulated_runs_log_each_day_as_an_input_and_last_no_longer_than_their_b
     simulate(SPEC, store, settings, SimulateOptions(days=2, end_date=DAY, rows=5))
     client = MlflowClient()
     champion = client.get_model_version_by_alias("titanic", "champion")
-    found = mlflow.search_runs(experiment_names=[tracking.monitoring_experiment("titanic")], output_format="list")
+    found = mlflow.search_runs(experiment_names=[registry.monitoring_experiment("titanic")], output_format="list")
     runs = [client.get_run(run.info.run_id) for run in found]  # with their model inputs
     assert len(runs) == 2
     digests = set()

@@ -21,7 +21,7 @@ from serverless_ml import defaults
 from serverless_ml.datasets import DatasetSpec, get_dataset
 from serverless_ml.datasets.synthetic import parse_drift
 from serverless_ml.pipelines.simulate import SimulateOptions, simulate
-from serverless_ml.tracking import monitoring_experiment
+from serverless_ml.registry import monitoring_experiment
 from worlds import build_trained_world, copy_world
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import resolve_settings
-from serverless_ml.tracking import training_experiment
-from serverless_ml.training.promotion import TRAINING_FINGERPRINT_TAG
+from serverless_ml.registry import training_experiment
+from serverless_ml.registry import TRAINING_FINGERPRINT_TAG
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,10 @@ from mlflow import MlflowClient
 
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.synthetic import parse_drift
+from serverless_ml.errors import SmlError
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.simulate import SimulateOptions, segments, simulate
-from serverless_ml.tracking import monitoring_experiment
+from serverless_ml.registry import monitoring_experiment
 from worlds import copy_world, trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
@@ -146,10 +147,8 @@ def test_simulate_without_a_champion_says_to_train_first(run_cli, store_dir, tra
 
 
 def test_simulation_options_are_checked_before_anything_runs() -> None:
-    with pytest.raises(Exception, match="--drift-days must be >= 1"):
-        from serverless_ml.pipelines.simulate import check_options
-
-        check_options(dataclasses.replace(SimulateOptions(days=3, end_date=END), drift=parse_drift("age+1", SPEC), drift_from=1, drift_days=0))
+    with pytest.raises(SmlError, match="--drift-days must be >= 1"):
+        dataclasses.replace(SimulateOptions(days=3, end_date=END), drift=parse_drift("age+1", SPEC), drift_from=1, drift_days=0)
 
 
 def test_the_demos_drift_episode_raises_drift_alerts_and_clean_days_do_not(world) -> None:  # noqa: ANN001

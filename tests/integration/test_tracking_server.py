@@ -247,7 +247,8 @@ def test_site_data_access_over_http(tracking_server: TrackingServer, pipeline: P
     """What the monitoring site reads (champion, monitoring runs, trials, training keys,
     predictions), read the site's way (``monitoring_app.data_access.SiteData``) from the
     tracking server."""
-    from monitoring_app.data_access import RestRunReader, SiteData
+    from monitoring_app.data_access import SiteData
+    from monitoring_app.run_readers import RestRunReader
 
     spec = get_dataset("titanic")
     site = SiteData(resolve_settings(store_dir=pipeline.store_dir, tracking_uri=tracking_server.url), ttl_s=0)

@@ -20,7 +20,7 @@ from serverless_ml.pipelines import train as train_module
 from serverless_ml.pipelines.features import backfill
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import resolve_settings
-from serverless_ml.tracking import training_experiment
+from serverless_ml.registry import training_experiment
 from serverless_ml.training import search
 from serverless_ml.training.model import as_model_input
 
@@ -387,9 +387,9 @@ def test_a_killed_training_job_leaves_no_run_running_after_the_next_one(
 
 def _running_trials(tmp_path: Path, tracking_uri: str) -> list[int]:
     """The numbers of the RUNNING trials of the one study (none while it does not exist)."""
-    from serverless_ml.tracking import default_optuna_storage
+    from serverless_ml.settings import resolve_settings
 
-    storage = default_optuna_storage(tracking_uri, tmp_path)
+    storage = resolve_settings(store_dir=tmp_path / "store", tracking_uri=tracking_uri).optuna_storage
     try:
         summaries = optuna.get_all_study_summaries(storage)
     except Exception:  # noqa: BLE001 - the storage is being created by the job
@@ -402,9 +402,9 @@ def _running_trials(tmp_path: Path, tracking_uri: str) -> list[int]:
 
 def _the_study(tmp_path: Path, tracking_uri: str) -> optuna.Study:
     """The one Optuna study in the default storage next to the tracking database."""
-    from serverless_ml.tracking import default_optuna_storage
+    from serverless_ml.settings import resolve_settings
 
-    storage = default_optuna_storage(tracking_uri, tmp_path)
+    storage = resolve_settings(store_dir=tmp_path / "store", tracking_uri=tracking_uri).optuna_storage
     (summary,) = optuna.get_all_study_summaries(storage)
     return optuna.load_study(study_name=summary.study_name, storage=storage)
 

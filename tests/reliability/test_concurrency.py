@@ -41,7 +41,7 @@ from serverless_ml.feature_store.base import ORIGIN_COLUMN
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.settings import Settings
-from serverless_ml.tracking import monitoring_experiment, training_experiment
+from serverless_ml.registry import monitoring_experiment, training_experiment
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

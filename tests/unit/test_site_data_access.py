@@ -20,13 +20,15 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from monitoring_app.data_access import RestRunReader, SiteData, SqlRunReader, TrackingUnavailable
+from monitoring_app.data_access import SiteData
+from monitoring_app.run_readers import RestRunReader, SqlRunReader
+from monitoring_app.tracking_access import TrackingUnavailable
 from serverless_ml.datasets import get_dataset
 from serverless_ml.errors import NotFoundError
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.settings import Settings, resolve_settings
-from serverless_ml.tracking import monitoring_experiment, training_experiment
+from serverless_ml.registry import monitoring_experiment, training_experiment
 from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.unit

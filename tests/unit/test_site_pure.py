@@ -21,10 +21,8 @@ from dash import html
 from monitoring_app import analysis, figures, forms, icons, table_query
 from monitoring_app.app import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REFRESH_S
 from monitoring_app.app import highlight_nav
-from monitoring_app.data_access import (
-    ModelVersion, assemble_runs, class_metric, class_metric_keys, class_metric_names, read_only_sql_url, runs_frame,
-    sqlite_path,
-)
+from monitoring_app.data_access import ModelVersion, class_metric, class_metric_keys, class_metric_names
+from monitoring_app.run_readers import assemble_runs, read_only_sql_url, runs_frame, sqlite_path
 from monitoring_app.pages import drift as drift_page
 from serverless_ml.cli import cli
 from serverless_ml.datasets import get_dataset

@@ -64,6 +64,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# These bounds tell a refusal from a hang, not a fast refusal from a slow one: the trickle
+# takes 40 s without its deadline; a FIFO or an alias bomb never ends. Generous, since the
+# suite runs on 2 loaded cores.
+HANG_S = 25
+
+
 @pytest.fixture(scope="module")
 def server(data_dir: Path) -> Iterator[str]:
     Handler.csv = (data_dir / "iris.csv").read_bytes() if (data_dir / "iris.csv").exists() else b"a,b\n1,2\n"
@@ -94,7 +100,7 @@ def test_a_named_pipe_or_a_device_is_refused_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     assert _refused(str(fifo), tmp_path / "cache") == f"source {fifo} is a named pipe (FIFO), expected a regular CSV file"
     assert _refused("/dev/zero", tmp_path / "cache") == "source /dev/zero is a device, expected a regular CSV file"
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < HANG_S
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x.csv", "FILE:///etc/hosts"])
@@ -135,7 +141,7 @@ def test_downloads_are_bounded_and_leave_nothing(path: str, env: dict[str, str],
     started = time.monotonic()
     message = _refused(f"{server}{path}", tmp_path / "cache")
     assert expected in message, message
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < HANG_S
     assert not (tmp_path / "cache").exists()  # no partial file, no empty cache folder
 
 
@@ -162,7 +168,7 @@ def _spec_error(path: Path) -> str:
     started = time.monotonic()
     with pytest.raises(SpecError) as info:
         load_spec_file(path)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < HANG_S
     return str(info.value)
 
 

@@ -7,8 +7,7 @@ import threading
 
 import pytest
 
-from serverless_ml.errors import SmlError
-from serverless_ml.tracking import check_tracking_reachable
+from serverless_ml.tracking import TrackingServerUnreachable, check_tracking_reachable
 
 pytestmark = pytest.mark.unit
 
@@ -36,6 +35,8 @@ def test_a_reachable_server_with_credentials_in_the_uri_is_reachable() -> None:
 
 
 def test_a_down_server_is_one_line_without_the_password() -> None:
-    with pytest.raises(SmlError) as raised:
+    with pytest.raises(TrackingServerUnreachable) as raised:
         check_tracking_reachable("http://user:secret-marker@127.0.0.1:9")
     assert "secret-marker" not in str(raised.value) and "cannot be reached" in str(raised.value)
+    # The reason alone, for a caller that words its own message (the site's probe).
+    assert raised.value.reason and str(raised.value).endswith(f"({raised.value.reason})")

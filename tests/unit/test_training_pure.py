@@ -344,3 +344,21 @@ def test_a_nullable_bigint_feature_is_a_double_in_the_model_input_and_signature(
     assert inputs == {"score": "double", "count": "long"}
     with_gap = as_model_input(no_gap.assign(score=[5.0, np.nan, 9.0, 11.0]), spec)
     assert len(model.predict(with_gap)) == 4
+
+
+def test_a_study_half_pinned_by_a_concurrent_worker_is_completed_and_a_different_one_refused() -> None:
+    """Workers starting together on a new study each pin it one attribute at a time: one
+    may see it half pinned by the other, which is no difference; a value that differs is."""
+    from serverless_ml.errors import SmlError
+    from serverless_ml.pipelines.train import check_study_rows
+
+    pins = {"sml.dataset": "titanic", "sml.rows_sha256": "abc", "sml.seed": "42", "sml.folds": "3",
+            "sml.search_space": "f00"}
+    study = optuna.create_study(direction="maximize")
+    for key in ("sml.dataset", "sml.rows_sha256", "sml.seed"):  # the other worker got this far
+        study.set_user_attr(key, pins[key])
+    check_study_rows(study, pins)
+    assert study.user_attrs == pins
+    with pytest.raises(SmlError, match=r"\(folds, search_space differ\)"):
+        check_study_rows(study, {**pins, "sml.folds": "5", "sml.search_space": "bad"})
+    assert study.user_attrs == pins

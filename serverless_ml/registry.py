@@ -1,0 +1,453 @@
+"""The contract between the jobs and the site: the model registry and the runs' names.
+
+A name that one side writes and another reads is a constant here, and both import it:
+the registry's aliases, the tags of a registered version, the tags, metrics and
+artifacts of a training run that the site, a later job or ``sml main`` read back, and
+the experiment and model names of a dataset. So is the logic that finds the champion,
+loads a version's model, reads the rows a version was trained on and picks the drift
+reference rows (jobs and site use the same functions). ``tests/unit/test_contract_names.py``
+checks that no other module spells these names.
+
+Where the other names live: MLflow's own system tags, the run-owner tags (``sml.host``,
+``sml.pid``) and the ``recovered`` tag of a run a later job ended are in
+:mod:`serverless_ml.tracking` (below this module, which uses them); the feature groups'
+names and versions are properties of :class:`serverless_ml.datasets.spec.DatasetSpec` (``name``/``version`` and
+``predictions_group``/``predictions_version``), where the spec refuses a dataset name
+that would clash with them.
+
+Nothing happens on import, and importing it is cheap (``sml --help`` imports the jobs'
+modules): MLflow and pandas are imported by the functions that use them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# --- registry aliases ----------------------------------------------------------------------
+
+CHAMPION = "champion"
+"""The alias of the version batch inference scores with."""
+CHALLENGER = "challenger"
+"""The alias of the newest version a training job registered."""
+
+# --- tags of a registered model version ------------------------------------------------------
+
+TRAINING_RUN_ID_TAG = "training_run_id"
+"""The training run that registered the version (also a tag of its logged model)."""
+HOLDOUT_ACCURACY_TAG = "holdout_accuracy"
+"""The version's accuracy on its holdout rows (``%.6f``)."""
+PROMOTED_AT_TAG = "promoted_at"
+"""When the version became ``champion`` (ISO 8601, UTC)."""
+TRAINING_FINGERPRINT_TAG = "sml.training_fingerprint"
+"""Tag of a training run and of the version it registered: the
+:func:`serverless_ml.training.promotion.training_fingerprint` of what it was trained from."""
+
+# --- tags, metrics and artifacts of runs -------------------------------------------------------
+
+ROLE_TAG = "sml.role"
+"""What a run of the training experiment is: ``tune``, ``refit`` or ``worker``."""
+RETRAIN_TAG = "sml.simulate.retrain"
+"""Tag of a simulation's retraining run: the day it retrained after and the simulation's
+options (a digest), so a simulation run again over the same days does not retrain again."""
+REPLACED_TAG = "sml.replaced"
+"""Tag of a monitoring run deleted by ``--replace``: which command deleted it and when."""
+TRIAL_NUMBER_TAG = "trial_number"
+TRIAL_STATE_TAG = "trial_state"
+"""Tags of a trial's nested run: the Optuna trial number and its state."""
+BEST_TRIAL_NUMBER_TAG = "best_trial_number"
+"""Tag of a training run: the number of the trial its model was refitted from."""
+PROMOTION_DECISION_TAG = "promotion_decision"
+PROMOTION_REASON_TAG = "promotion_reason"
+"""Tags of a training run: ``promoted`` or ``not promoted``, and why."""
+CV_ACCURACY_METRIC = "val_accuracy_mean"
+"""Mean cross-validated accuracy: of a trial run, and of the best trial on the training run."""
+TRAINING_KEYS_ARTIFACT = "training/keys.parquet"
+"""The artifact of a training run listing each row's key and its split (train or holdout)."""
+
+# --- training runs: what `sml train` logs that the site's Models page or a later job reads ---
+
+HOLDOUT_METRIC_PREFIX = "test_"
+"""The prefix of a training run's holdout metrics (the ``prefix`` given to
+:func:`serverless_ml.training.evaluation.classification_metrics`): ``test_accuracy``,
+``test_f1``, per class ``test_f1_<class key>``..."""
+HOLDOUT_ACCURACY_METRIC = f"{HOLDOUT_METRIC_PREFIX}accuracy"
+HOLDOUT_PRECISION_METRIC = f"{HOLDOUT_METRIC_PREFIX}precision"
+HOLDOUT_RECALL_METRIC = f"{HOLDOUT_METRIC_PREFIX}recall"
+HOLDOUT_F1_METRIC = f"{HOLDOUT_METRIC_PREFIX}f1"
+HOLDOUT_ROC_AUC_METRIC = f"{HOLDOUT_METRIC_PREFIX}roc_auc"
+"""The refitted model's holdout scores (binary: of the positive class; multiclass: macro
+means) that the Models page shows."""
+BASELINE_HOLDOUT_ACCURACY_METRIC = f"baseline_{HOLDOUT_ACCURACY_METRIC}"
+"""The majority-class baseline's holdout accuracy (of a training and a worker run)."""
+CV_ACCURACY_STD_METRIC = "val_accuracy_std"
+"""Standard deviation of the cross-validated accuracy: of a trial run, and of the best
+trial on the training run (next to :data:`CV_ACCURACY_METRIC`)."""
+TRIALS_COMPLETED_METRIC = "trials_completed"
+"""How many trials of the study had completed when the training run refitted its best."""
+STUDY_NAME_TAG = "study_name"
+"""The Optuna study of a training, worker or trial run: a tag, and a param of training and
+worker runs (and a part of the training fingerprint: renaming it retrains once)."""
+BEST_TRIAL_VALUE_TAG = "best_trial_value"
+"""Tag of a training or worker run: the best trial's mean CV accuracy (``%.6f``)."""
+WORKER_RUN_IDS_TAG = "worker_run_ids"
+"""Tag of a refit run (``--trials 0``): the runs of the workers whose trials the study
+holds, comma-separated."""
+SEARCH_SPACE_ARTIFACT = "search_space.json"
+"""The artifact of a training run describing the search space its trials drew from."""
+
+
+EVALUATION_FOLDER = "evaluation/"
+"""The folder of a training run's holdout evaluation artifacts (:func:`evaluation_artifact`)."""
+
+
+def evaluation_artifact(name: str, extension: str = "json") -> str:
+    """A training run's holdout evaluation ``name`` (``confusion_matrix``,
+    ``feature_importances``): a JSON table and a PNG figure."""
+    return f"{EVALUATION_FOLDER}{name}.{extension}"
+
+
+# --- end of the training runs' names ---
+
+# --- monitoring runs (one per scored batch; batch inference writes, the site and `sml main` read) ---
+
+AS_OF_TAG = "as_of"
+"""The batch's date (``YYYY-MM-DD``); also the tag of the batch's dataset input. The site
+names its parsed batch-date column after it."""
+ALERT_TAG = "alert"
+"""``true`` when the batch raised an alert, else ``false``."""
+ALERTS_TAG = "alerts"
+"""The batch's alert messages, joined by :data:`MESSAGE_SEPARATOR`."""
+ALERT_ACCURACY = "alert_accuracy"
+"""Whether the batch raised an accuracy alert: a tag (``true``/``false``) and a metric (1/0)."""
+ALERT_DRIFT = "alert_drift"
+"""Whether the batch raised a drift alert: a tag (``true``/``false``) and a metric (1/0)."""
+NOT_COMPUTED_TAG = "not_computed"
+"""What the batch could not compute and why, joined by :data:`MESSAGE_SEPARATOR`."""
+MESSAGE_SEPARATOR = " | "
+DRIFT_BASIS_TAG = "drift_basis"
+"""What drift was judged on: ``batch``, ``window`` or ``none``."""
+DRIFT_WINDOW_TAG = "drift_window"
+"""The days of the recent window drift was judged on (``first..last`` or one day)."""
+DRIFT_WINDOW_ROLLING_TAG = "drift_window_rolling"
+"""The days of the rolling window drift was also judged on (empty: none)."""
+LATEST_KEY_TAG = "latest_key"
+LATEST_PREDICTION_TAG = "latest_prediction"
+LATEST_ACTUAL_TAG = "latest_actual"
+LATEST_PROBABILITY_METRIC = "latest_probability"
+"""The batch's latest row: its key, prediction, actual label (tags) and probability (metric)."""
+
+ROWS_SCORED_METRIC = "rows_scored"
+ROWS_LABELLED_METRIC = "rows_labelled"
+BATCH_ACCURACY_METRIC = "batch_accuracy"
+BATCH_ACCURACY_CI_LOW_METRIC = "batch_accuracy_ci_low"
+BATCH_ACCURACY_CI_HIGH_METRIC = "batch_accuracy_ci_high"
+"""The batch's accuracy on its labelled rows and its 95% Wilson interval."""
+ROLLING_ACCURACY_METRIC = "rolling_accuracy"
+"""Accuracy over the rolling window (days up to the batch's date)."""
+CUMULATIVE_ACCURACY_METRIC = "cumulative_accuracy"
+"""Accuracy of the champion since its promotion, up to the batch's date."""
+CHAMPION_HOLDOUT_ACCURACY_METRIC = "champion_holdout_accuracy"
+"""The scoring champion's holdout accuracy (the reference the accuracy alert compares with)."""
+DRIFT_SHARE_METRIC = "drift_share"
+"""The share of features that drifted."""
+DRIFT_ROWS_METRIC = "drift_rows"
+DRIFT_ROWS_ROLLING_METRIC = "drift_rows_rolling"
+"""How many rows the recent and the rolling drift windows held."""
+DRIFT_P_PREFIX = "drift_p_"
+DRIFT_PADJ_PREFIX = "drift_padj_"
+DRIFT_EFFECT_PREFIX = "drift_effect_"
+DRIFT_PSI_PREFIX = "drift_psi_"
+"""Per-feature drift metrics: ``<prefix><metric key of the feature>`` (p-value, adjusted
+p-value, effect size, population stability index)."""
+DRIFT_P_VALUE_PARAM = "drift_p_value"
+DRIFT_MIN_EFFECT_PARAM = "drift_min_effect"
+"""The drift rule a batch was judged with (params of its run)."""
+DRIFT_ARTIFACT = "drift.json"
+"""The batch's drift report: basis, windows, thresholds and every feature's figures."""
+
+# --- monitoring runs, continued: windows, per-class metrics, params, reports (issue 20) ---------------
+
+ROLLING_ROWS_METRIC = "rolling_rows"
+"""Labelled rows in the rolling window (the denominator of :data:`ROLLING_ACCURACY_METRIC`)."""
+CUMULATIVE_ROWS_METRIC = "cumulative_rows"
+"""Labelled rows since the champion's promotion (of :data:`CUMULATIVE_ACCURACY_METRIC`)."""
+DRIFT_WINDOW_DAYS_METRIC = "drift_window_days"
+"""How many days the recent drift window spans."""
+ROLLING_PRECISION_STEM = "rolling_precision"
+ROLLING_RECALL_STEM = "rolling_recall"
+PREDICTED_SHARE_STEM = "predicted_share"
+TRAINING_SHARE_STEM = "training_share"
+"""Per-class metrics of a monitoring run: ``<stem>_<class key>`` (:func:`class_metric`).
+The precision and recall stems are :func:`window_metric_prefix` of ``rolling`` and the
+names :func:`serverless_ml.training.evaluation.metrics_from_confusion` gives them."""
+ROLLING_DAYS_PARAM = "rolling_days"
+ACCURACY_DROP_PARAM = "accuracy_drop"
+DRIFT_SHARE_THRESHOLD_PARAM = "drift_share_threshold"
+DRIFT_WINDOW_ROWS_PARAM = "drift_window_rows"
+"""The rest of the rule a batch was judged with (params of its run; with
+:data:`DRIFT_P_VALUE_PARAM` and :data:`DRIFT_MIN_EFFECT_PARAM`)."""
+LATEST_ARTIFACT = "latest.json"
+"""The batch's latest scored row (its columns as text)."""
+
+
+def window_metric_prefix(window: str) -> str:
+    """The prefix of the metrics of a monitoring run's confusion ``window`` (``batch``,
+    ``rolling``): ``<window>_accuracy``, ``<window>_precision_<class key>``, ..."""
+    return f"{window}_"
+
+
+def class_metric(stem: str, class_key: str) -> str:
+    """The metric ``stem`` (say :data:`PREDICTED_SHARE_STEM`) of the class ``class_key``."""
+    return f"{stem}_{class_key}"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """The fields of :data:`DRIFT_ARTIFACT`, its JSON keys being these attribute names
+    (the job writes :meth:`to_json`, the site reads :meth:`from_json`)."""
+
+    basis: str | None = None
+    """What drift was judged on (as :data:`DRIFT_BASIS_TAG`)."""
+    window: str | None = None
+    """The recent window's days (as :data:`DRIFT_WINDOW_TAG`)."""
+    rows: float | None = None
+    """Rows in the recent window."""
+    rolling_window: str | None = None
+    """The rolling window's days (as :data:`DRIFT_WINDOW_ROLLING_TAG`)."""
+    rolling_rows: float | None = None
+    """Rows in the rolling window."""
+    p_threshold: float | None = None
+    min_effect: float | None = None
+    """The rule drift was judged with."""
+    features: tuple[dict[str, Any], ...] = ()
+    """Each feature's figures: the fields of
+    :class:`serverless_ml.inference.drift.FeatureDrift`."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the JSON object of the artifact (keys in field order)."""
+        return {f.name: list(self.features) if f.name == "features" else getattr(self, f.name)
+                for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, payload: object) -> DriftReport:
+        """The report of an artifact's JSON (anything but an object: an empty report; a
+        key a run did not write: ``None``, or no features)."""
+        if not isinstance(payload, Mapping):
+            return cls()
+        values = {f.name: payload.get(f.name) for f in fields(cls) if f.name != "features"}
+        entries = payload.get("features")
+        features = tuple(dict(e) for e in entries if isinstance(e, Mapping)) if isinstance(entries, list) else ()
+        return cls(**values, features=features)
+
+
+
+def confusion_artifact(window: str, extension: str = "json") -> str:
+    """The confusion matrix of a monitoring run's ``window`` (``batch``, ``rolling``,
+    ``since_promotion``): a JSON table, and a PNG figure for the first two."""
+    return f"confusion/{window}.{extension}"
+
+
+def tag_column(name: str) -> str:
+    """The column of tag ``name`` in a runs frame (MLflow's ``search_runs`` layout)."""
+    return f"tags.{name}"
+
+
+def metric_column(name: str) -> str:
+    """The column of metric ``name`` in a runs frame (MLflow's ``search_runs`` layout)."""
+    return f"metrics.{name}"
+
+
+def param_column(name: str) -> str:
+    """The column of param ``name`` in a runs frame (MLflow's ``search_runs`` layout)."""
+    return f"params.{name}"
+
+
+_SPLIT_COLUMN = "split"
+_TRAIN_SPLIT = "train"
+_HOLDOUT_SPLIT = "holdout"
+
+
+# --- experiments and models ----------------------------------------------------------------------
+
+
+def training_experiment(dataset: str) -> str:
+    """The experiment of a dataset's training runs (a parent run per job, a nested run per trial)."""
+    return f"{dataset}-training"
+
+
+def monitoring_experiment(dataset: str) -> str:
+    """The experiment of a dataset's monitoring runs (one per scored batch)."""
+    return f"{dataset}-monitoring"
+
+
+def pipeline_experiment(dataset: str) -> str:
+    """The experiment of a dataset's ``main`` runs and their steps' runs."""
+    return f"{dataset}-pipeline"
+
+
+def model_name(dataset: str) -> str:
+    """The registered model name of a dataset's model."""
+    return dataset
+
+
+def version_uri(name: str, version: object) -> str:
+    """The ``models:/`` URI of a registered version."""
+    return f"models:/{name}/{version}"
+
+
+# --- the champion and its training rows ------------------------------------------------------------
+
+
+def alias_version(name: str, alias: str, client: Any = None,
+                  reraise: Callable[[BaseException], bool] | None = None) -> Any:
+    """The registered version of model ``name`` behind ``alias`` (an
+    ``mlflow.entities.model_registry.ModelVersion``), or ``None`` when the model or the
+    alias does not exist. ``client``: an ``MlflowClient`` (default: one for the process's
+    tracking URI). ``reraise``: which MLflow errors are not an answer (the site's
+    "store cannot be reached") and propagate."""
+    from mlflow.exceptions import MlflowException
+
+    if client is None:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if reraise is not None and reraise(exc):
+            raise
+        return None
+
+
+def champion_version(dataset: str, dataset_arg: str | None = None) -> Any:
+    """The ``@champion`` version of the dataset's model, for a job that needs one.
+
+    Raises:
+        NotFoundError: there is no champion (the message says to run ``sml train``).
+    """
+    import mlflow
+
+    from serverless_ml import tracking
+    from serverless_ml.errors import NotFoundError
+
+    name = model_name(dataset)
+    tracking.init_sqlite_database(mlflow.get_tracking_uri())  # this read would create a new database
+    version = alias_version(name, CHAMPION)
+    if version is None:
+        raise NotFoundError(f"model '{name}' has no champion; run `sml train --dataset {dataset_arg or dataset}` first")
+    return version
+
+
+def load_version_model(name: str, version: str | int, tracking_uri: str | None = None) -> Any:
+    """The scikit-learn pipeline of a registered version (``tracking_uri``: the store to
+    read, default the process's)."""
+    import mlflow
+
+    if tracking_uri is None:
+        return mlflow.sklearn.load_model(version_uri(name, version))
+    source = mlflow.MlflowClient(tracking_uri).get_model_version_download_uri(name, str(version))
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
+    return mlflow.sklearn.load_model(local)
+
+
+def training_run_id(version: Any) -> str | None:
+    """The training run of a registered version (its tag, else the run it came from)."""
+    tags = getattr(version, "tags", None) or {}
+    return tags.get(TRAINING_RUN_ID_TAG) or getattr(version, "run_id", None) or None
+
+
+def holdout_accuracy(version: Any) -> float | None:
+    """A registered version's holdout accuracy tag (``None``: none, or not a number)."""
+    value = (getattr(version, "tags", None) or {}).get(HOLDOUT_ACCURACY_TAG)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def promoted_at(version: Any) -> str | None:
+    """When a registered version became champion (``None``: never)."""
+    return (getattr(version, "tags", None) or {}).get(PROMOTED_AT_TAG)
+
+
+def log_training_keys(keys_train: pd.Series, keys_holdout: pd.Series, primary_key: str) -> None:
+    """Log :data:`TRAINING_KEYS_ARTIFACT` on the active run: each row's key and its split."""
+    import mlflow
+    import pandas as pd
+
+    folder, file_name = TRAINING_KEYS_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / file_name
+        pd.DataFrame({
+            primary_key: pd.concat([keys_train, keys_holdout], ignore_index=True),
+            _SPLIT_COLUMN: [_TRAIN_SPLIT] * len(keys_train) + [_HOLDOUT_SPLIT] * len(keys_holdout),
+        }).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+@dataclass(frozen=True)
+class TrainingKeys:
+    """The keys of the rows a training run used."""
+
+    all: pd.Series
+    """Every row's key, training and holdout rows (rows no monitoring batch scores)."""
+    train: pd.Series
+    """The keys of the rows the model was fitted on (the drift reference)."""
+
+
+def read_training_keys(run_id: str, primary_key: str, client: Any = None,
+                       reraise: Callable[[BaseException], bool] | None = None) -> TrainingKeys | None:
+    """The :data:`TRAINING_KEYS_ARTIFACT` of training run ``run_id``, or ``None`` when it
+    has none or another key column (a model registered elsewhere). ``client`` and
+    ``reraise`` as in :func:`alias_version` (any error but those is "none")."""
+    import pandas as pd
+
+    if client is None:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, TRAINING_KEYS_ARTIFACT, tmp)
+        except Exception as exc:  # noqa: BLE001 - a model registered elsewhere has no keys
+            if reraise is not None and reraise(exc):
+                raise
+            return None
+        keys = pd.read_parquet(local)
+    if primary_key not in keys or _SPLIT_COLUMN not in keys:
+        return None
+    return TrainingKeys(
+        all=keys[primary_key].reset_index(drop=True),
+        train=keys.loc[keys[_SPLIT_COLUMN] == _TRAIN_SPLIT, primary_key].reset_index(drop=True),
+    )
+
+
+def version_training_keys(version: Any, primary_key: str, client: Any = None,
+                          reraise: Callable[[BaseException], bool] | None = None) -> TrainingKeys | None:
+    """:func:`read_training_keys` of a registered version's training run (``None``: none)."""
+    run_id = training_run_id(version)
+    return read_training_keys(run_id, primary_key, client, reraise) if run_id else None
+
+
+def reference_rows(
+    rows: pd.DataFrame, primary_key: str, train_keys: pd.Series | None, real_rows: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, bool]:
+    """The drift reference of a model: the rows of ``rows`` it was trained on
+    (``train_keys``), else (no keys, or none of them in ``rows``) the real rows, the
+    backfill rows of ``real_rows`` (default ``rows``). Returns the rows and whether they
+    are the training rows."""
+    from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN
+
+    if train_keys is not None and len(train_keys):
+        reference = rows[rows[primary_key].isin(train_keys)]
+        if not reference.empty:
+            return reference, True
+    source = rows if real_rows is None else real_rows
+    return source[source[ORIGIN_COLUMN] == BACKFILL_ORIGIN], False
