@@ -171,3 +171,18 @@ def test_make_help_lists_every_phony_target() -> None:
     for target in _phony_targets():
         assert listed.get(target), f"`make help` does not describe `make {target}`:\n{proc.stdout}"
     assert set(listed) <= set(_phony_targets()), f"`make help` lists targets that are not .PHONY: {set(listed) - set(_phony_targets())}"
+
+
+def test_readme_layout_names_every_module_and_folder() -> None:
+    """README's layout section matches the tree: every package folder, every module of the
+    library's top level and of the site, and every top-level folder is named in it."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout\n"):]
+    layout = layout[: layout.index("```\n", layout.index("```\n") + 4)]
+    expected = {f"{p.name}/" for p in (REPO_ROOT / "serverless_ml").iterdir() if (p / "__init__.py").exists()}
+    expected |= {p.name for p in (REPO_ROOT / "serverless_ml").glob("*.py") if p.name != "__init__.py"}
+    expected |= {p.name for p in (REPO_ROOT / "monitoring_app").glob("*.py") if p.name != "__init__.py"}
+    expected |= {"pages/", "entrypoints/", "tests/", "bench/", "scripts/", "docs/", "monitoring_app/", "serverless_ml/"}
+    missing = sorted(name for name in expected if not re.search(rf"(?<![\w/]){re.escape(name)}", layout))
+    assert not missing, f"README's layout section does not name: {', '.join(missing)}"
+    assert len(expected) > 30  # the globs found the tree
