@@ -358,6 +358,9 @@ def run(days: int, calls: int, naive_repeats: int, seed: int) -> dict[str, Any]:
 
             # The naive read (the history as built: days runs, plus the ones added above).
             naive, naive_cpu, frame = [], 0.0, None
+            # This history's database, whatever an earlier benchmark of the same `python -m
+            # bench` process left as MLflow's global URI (it read another database before).
+            mlflow.set_tracking_uri(uri)
             for _ in range(naive_repeats):
                 t, frame = _timed(lambda: mlflow.search_runs(experiment_names=["titanic-monitoring"]))
                 naive.append(t)
