@@ -717,6 +717,18 @@ class SchemaChangedError(SchemaMismatchError):
         )
 
 
+class ViewChangedError(SchemaMismatchError):
+    """A stored feature view version selects other features, filters or labels than asked
+    for (every backend words it the same): a new version of the view is needed."""
+
+    def __init__(self, name: str, version: int, differ: Sequence[str]) -> None:
+        self.view, self.version, self.differ = name, version, list(differ)
+        super().__init__(
+            f"feature view '{name}' version {version} is stored with other {', '.join(differ)} "
+            f"than asked for; a new version ({version + 1}) is needed"
+        )
+
+
 class FeatureStore(abc.ABC):
     """Creates and finds feature groups and feature views.
 

@@ -119,6 +119,7 @@ from serverless_ml.feature_store.base import (
     Logic,
     Query,
     RowComparison,
+    ViewChangedError,
     arrow_column,
     arrow_schema,
     to_utc,
@@ -817,9 +818,6 @@ class HopsworksFeatureStore(FeatureStore):
         }
         wanted = {"features": sorted(query.features), "filters": _filter_signature(sdk_query.filters), "labels": sorted(labels)}
         differ = [k for k in stored if stored[k] != wanted[k]]
-        if differ:  # worded as the local store words it
-            raise SchemaMismatchError(
-                f"feature view '{name}' version {version} is stored with other {', '.join(differ)} "
-                f"than asked for; a new version ({version + 1}) is needed"
-            )
+        if differ:
+            raise ViewChangedError(name, version, differ)
         return HopsworksFeatureView(name, version, query, labels, handle=handle)

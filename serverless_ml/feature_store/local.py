@@ -48,6 +48,7 @@ from serverless_ml.feature_store.base import (
     Logic,
     Query,
     RowComparison,
+    ViewChangedError,
     arrow_schema,
     to_utc,
 )
@@ -404,10 +405,7 @@ class LocalFeatureStore(FeatureStore):
             stored = _read_json(path, "feature view file", VIEW_HINT)
             differ = [k for k in payload if k != "description" and stored.get(k) != payload[k]]
             if differ:
-                raise SchemaMismatchError(
-                    f"feature view '{name}' version {version} is stored with other {', '.join(differ)} "
-                    f"than asked for; a new version ({version + 1}) is needed"
-                )
+                raise ViewChangedError(name, version, differ)
         else:
             _atomic_write_json(path, payload)
         return FeatureView(name, version, query, labels)
