@@ -31,7 +31,7 @@ from serverless_ml.settings import Settings, resolve_settings
 from serverless_ml.registry import monitoring_experiment, training_experiment
 from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 SPEC = get_dataset("iris")
 START = IRIS_START

@@ -37,7 +37,7 @@ from serverless_ml.settings import Settings, resolve_settings
 from dash_text import text_of
 from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 SPEC = get_dataset("iris")
 START = IRIS_START
