@@ -456,11 +456,11 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
     """
     from serverless_ml import tracking_server as server
 
-    server.check_server_options(port, workers)
+    options = server.ServerOptions(host=host, port=port, workers=workers)
     server.check_backend_store(backend_store_uri.strip())
     command = server.server_command(
         backend_store_uri.strip(), server.resolve_artifacts_destination(_blank_to_none(artifacts_destination)),
-        host=host, port=port, workers=workers, extra_args=list(mlflow_args),
+        host=options.host, port=options.port, workers=options.workers, extra_args=list(mlflow_args),
     )
     click.echo(command.summary)
     server.exec_server(command)

@@ -70,12 +70,21 @@ def resolve_artifacts_destination(destination: str | None) -> str:
     return str(path)
 
 
-def check_server_options(port: int, workers: int) -> None:
-    """Refuse a bad --port or --workers before anything is checked or created."""
-    if not 1 <= port <= 65535:
-        raise SmlError(f"--port must be between 1 and 65535, got {port}")
-    if workers < 1:
-        raise SmlError(f"--workers must be >= 1, got {workers}")
+@dataclass(frozen=True)
+class ServerOptions:
+    """Where ``sml tracking-server`` listens and with how many workers (defaults in
+    :mod:`serverless_ml.defaults`); a bad --port or --workers fails at construction, in one
+    line, before anything is checked or created."""
+
+    host: str = defaults.TRACKING_SERVER_HOST
+    port: int = defaults.TRACKING_SERVER_PORT
+    workers: int = defaults.TRACKING_SERVER_WORKERS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SmlError(f"--port must be between 1 and 65535, got {self.port}")
+        if self.workers < 1:
+            raise SmlError(f"--workers must be >= 1, got {self.workers}")
 
 
 def check_backend_store(uri: str) -> None:

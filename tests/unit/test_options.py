@@ -187,3 +187,22 @@ def test_site_options_defaults_are_the_defaults_module() -> None:
 
     options = SiteOptions()
     assert (options.host, options.port, options.refresh_s) == (defaults.SITE_HOST, defaults.SITE_PORT, defaults.SITE_REFRESH_S)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"port": 0}, "--port must be between 1 and 65535, got 0"),
+    ({"port": 65_536}, "--port must be between 1 and 65535, got 65536"),
+    ({"workers": 0}, "--workers must be >= 1, got 0"),
+])
+def test_tracking_server_options_refuse_each_bad_value(changes: dict, message: str) -> None:
+    from serverless_ml.tracking_server import ServerOptions
+
+    _refused(lambda: ServerOptions(**changes), message)
+
+
+def test_tracking_server_options_defaults_are_the_defaults_module() -> None:
+    from serverless_ml.tracking_server import ServerOptions
+
+    options = ServerOptions()
+    assert (options.host, options.port, options.workers) == (
+        defaults.TRACKING_SERVER_HOST, defaults.TRACKING_SERVER_PORT, defaults.TRACKING_SERVER_WORKERS)
