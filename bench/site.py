@@ -115,7 +115,7 @@ def _run_values(spec: Any, day: int, rng: np.random.Generator, version: int, hol
     as_of = (START + dt.timedelta(days=day)).isoformat()
     prediction, actual = int(rng.integers(0, 2)), int(rng.integers(0, 2))
     tags = {
-        "dataset": spec.name, "model_version": str(version), registry.AS_OF_TAG: as_of, "data_version": str(day + 1),
+        "dataset": spec.name, registry.MODEL_VERSION_TAG: str(version), registry.AS_OF_TAG: as_of, registry.DATA_VERSION_TAG: str(day + 1),
         registry.DRIFT_BASIS_TAG: "batch", registry.ALERT_TAG: str(accuracy_alert or drift_alert).lower(),
         registry.ALERT_ACCURACY: str(accuracy_alert).lower(), registry.ALERT_DRIFT: str(drift_alert).lower(),
         registry.ALERTS_TAG: registry.MESSAGE_SEPARATOR.join(alerts), registry.NOT_COMPUTED_TAG: "",

@@ -16,6 +16,7 @@ import pandas as pd
 from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
 from serverless_ml.feature_store.base import BACKFILL_ORIGIN, LIVE_ORIGIN, ORIGIN_COLUMN, SYNTHETIC_ORIGIN
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN
 
 WINDOWS = {"30d": 30, "90d": 90, "1y": 365, "all": None}
 """Time windows of the Overview chart: label -> days (``None``: everything)."""
@@ -80,9 +81,9 @@ def champion_since(runs: pd.DataFrame, version: Any) -> pd.Timestamp | None:
     """The first batch date of the newest unbroken stretch of batches scored by model
     ``version``, which must have scored the latest batch (``None`` otherwise: say, a
     champion promoted after the latest batch, or runs that do not name their model)."""
-    if runs.empty or "tags.model_version" not in runs or version is None:
+    if runs.empty or registry.tag_column(registry.MODEL_VERSION_TAG) not in runs or version is None:
         return None
-    versions = runs["tags.model_version"].astype(object).to_numpy()
+    versions = runs[registry.tag_column(registry.MODEL_VERSION_TAG)].astype(object).to_numpy()
     scored = np.array([str(v) == str(version) for v in versions], dtype=bool)
     if not scored[-1]:
         return None
@@ -235,18 +236,18 @@ def latest_prediction(runs: pd.DataFrame, spec: DatasetSpec) -> LatestPrediction
         prediction=parse_class(last.get(registry.tag_column(registry.LATEST_PREDICTION_TAG)), spec),
         actual=parse_class(last.get(registry.tag_column(registry.LATEST_ACTUAL_TAG)), spec),
         probability=None if probability is None or pd.isna(probability) else float(probability),
-        model_version=last.get("tags.model_version"),
+        model_version=last.get(registry.tag_column(registry.MODEL_VERSION_TAG)),
     )
 
 
 def version_changes(runs: pd.DataFrame) -> pd.DataFrame:
     """The batches where the model version differs from the batch before (``as_of``,
     ``model_version``); the first batch is not a change."""
-    if runs.empty or "tags.model_version" not in runs:
-        return pd.DataFrame(columns=[registry.AS_OF_TAG, "model_version"])
-    versions = runs["tags.model_version"]
+    if runs.empty or registry.tag_column(registry.MODEL_VERSION_TAG) not in runs:
+        return pd.DataFrame(columns=[registry.AS_OF_TAG, registry.MODEL_VERSION_TAG])
+    versions = runs[registry.tag_column(registry.MODEL_VERSION_TAG)]
     changed = versions.ne(versions.shift()) & versions.shift().notna()
-    return pd.DataFrame({registry.AS_OF_TAG: runs.loc[changed, registry.AS_OF_TAG], "model_version": versions[changed]})
+    return pd.DataFrame({registry.AS_OF_TAG: runs.loc[changed, registry.AS_OF_TAG], registry.MODEL_VERSION_TAG: versions[changed]})
 
 
 # --- the Data page --------------------------------------------------------------------------
@@ -438,7 +439,7 @@ def data_quality(
     features = rows.drop_duplicates(key, keep="last").set_index(key)[names]
     values = features.reindex(predictions[key].to_numpy()).reset_index(drop=True)
     run = pd.Series(predictions["run_id"].astype(str).to_numpy(), name="run_id")
-    version = pd.Series(predictions["model_version"].astype(str).to_numpy())
+    version = pd.Series(predictions[MODEL_VERSION_COLUMN].astype(str).to_numpy())
     codes, uniques = pd.factorize(version)  # rows of each model version by integer comparisons
     chosen = {v: profiles.get(v, default) for v in uniques}
     counts = run.value_counts(sort=False)

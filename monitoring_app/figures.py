@@ -166,7 +166,7 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
     traces += alert_traces(runs)
     changes = analysis.version_changes(runs).tail(MAX_VERSION_ANNOTATIONS)
     shapes, annotations = [], []
-    for when, version in zip(_dates(changes), changes["model_version"], strict=True):
+    for when, version in zip(_dates(changes), changes[registry.MODEL_VERSION_TAG], strict=True):
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": when, "x1": when, "y0": 0, "y1": 1,
                        "line": {"color": REFERENCE_COLOUR, "dash": "dot", "width": 1}})
         annotations.append({"x": when, "y": 1.0, "xref": "x", "yref": "paper", "yanchor": "bottom",

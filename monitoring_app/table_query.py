@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from serverless_ml.datasets.spec import DatasetSpec, EVENT_TIME_COLUMN
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN
 
 PAGE_SIZE = 20
 _OPERATORS = {
@@ -159,10 +160,10 @@ def display_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.Data
         "probability": predictions["probability"].astype(float).round(4),
         "actual": label(predictions["actual"]),
         "correct": correct.map({True: "yes", False: "no"}).astype(object).fillna(""),
-        "model_version": predictions["model_version"].astype(int),
+        MODEL_VERSION_COLUMN: predictions[MODEL_VERSION_COLUMN].astype(int),
     })
     return out.iloc[::-1].sort_values("event_time", ascending=False, kind="stable").reset_index(drop=True)
 
 
-TABLE_COLUMNS = ("key", "event_time", "prediction", "probability", "actual", "correct", "model_version")
-NUMERIC_COLUMNS = ("probability", "model_version")
+TABLE_COLUMNS = ("key", "event_time", "prediction", "probability", "actual", "correct", MODEL_VERSION_COLUMN)
+NUMERIC_COLUMNS = ("probability", MODEL_VERSION_COLUMN)

@@ -624,7 +624,9 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
     database = sqlite_database_path(settings.tracking_uri)
     if database is not None:
         query = settings.tracking_uri.split("?", 1)[1] if "?" in settings.tracking_uri else ""
-        settings = dataclasses.replace(settings, tracking_uri=f"sqlite:///{database}" + (f"?{query}" if query else ""))
+        # resolved again, not replaced: the Optuna folder is derived from the tracking URI
+        settings = resolve_settings(store_dir=_blank_to_none(store_dir),
+                                    tracking_uri=f"sqlite:///{database}" + (f"?{query}" if query else ""))
     refuse_store_file(settings)
     tracker = configure_tracking(settings)
     uri = tracker.uri

@@ -48,6 +48,10 @@ PROMOTED_AT_TAG = "promoted_at"
 TRAINING_FINGERPRINT_TAG = "sml.training_fingerprint"
 """Tag of a training run and of the version it registered: the
 :func:`serverless_ml.training.promotion.training_fingerprint` of what it was trained from."""
+DATA_VERSION_TAG = "data_version"
+"""The dataset feature group's data version a model was trained on: a tag of the registered
+version and of its logged model, a param of its training run, and a tag of each monitoring
+run that scored with it (the Models page and batch inference read it back)."""
 
 # --- tags, metrics and artifacts of runs -------------------------------------------------------
 
@@ -101,6 +105,9 @@ WORKER_RUN_IDS_TAG = "worker_run_ids"
 holds, comma-separated."""
 SEARCH_SPACE_ARTIFACT = "search_space.json"
 """The artifact of a training run describing the search space its trials drew from."""
+POSITIVE_CLASS_PARAM = "positive_class"
+"""Param of a training run of a two-class dataset: the class its binary holdout scores are of
+(the Models page names it)."""
 
 
 EVALUATION_FOLDER = "evaluation/"
@@ -120,6 +127,10 @@ def evaluation_artifact(name: str, extension: str = "json") -> str:
 AS_OF_TAG = "as_of"
 """The batch's date (``YYYY-MM-DD``); also the tag of the batch's dataset input. The site
 names its parsed batch-date column after it."""
+MODEL_VERSION_TAG = "model_version"
+"""The registered version that scored the batch (the site names its version column after it)."""
+SIMULATED_TAG = "simulated"
+"""``true`` on a monitoring run ``sml simulate`` logged (its runs end when they start)."""
 ALERT_TAG = "alert"
 """``true`` when the batch raised an alert, else ``false``."""
 ALERTS_TAG = "alerts"
@@ -305,19 +316,15 @@ def version_uri(name: str, version: object) -> str:
 # --- the champion and its training rows ------------------------------------------------------------
 
 
-def alias_version(name: str, alias: str, client: Any = None,
+def alias_version(name: str, alias: str, client: Any,
                   reraise: Callable[[BaseException], bool] | None = None) -> Any:
     """The registered version of model ``name`` behind ``alias`` (an
     ``mlflow.entities.model_registry.ModelVersion``), or ``None`` when the model or the
-    alias does not exist. ``client``: an ``MlflowClient`` (default: one for the process's
-    tracking URI). ``reraise``: which MLflow errors are not an answer (the site's
-    "store cannot be reached") and propagate."""
+    alias does not exist. ``client``: the caller's ``MlflowClient`` (a job's
+    :attr:`serverless_ml.tracking.Tracking.client`, the site's). ``reraise``: which MLflow
+    errors are not an answer (the site's "store cannot be reached") and propagate."""
     from mlflow.exceptions import MlflowException
 
-    if client is None:
-        import mlflow
-
-        client = mlflow.MlflowClient()
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
@@ -326,20 +333,18 @@ def alias_version(name: str, alias: str, client: Any = None,
         return None
 
 
-def champion_version(dataset: str, dataset_arg: str | None = None) -> Any:
-    """The ``@champion`` version of the dataset's model, for a job that needs one.
+def champion_version(dataset: str, client: Any, dataset_arg: str | None = None) -> Any:
+    """The ``@champion`` version of the dataset's model, for a job that needs one, read
+    through the job's ``client`` (:attr:`serverless_ml.tracking.Tracking.client`, which
+    has set up a new SQLite store the read would create).
 
     Raises:
         NotFoundError: there is no champion (the message says to run ``sml train``).
     """
-    import mlflow
-
-    from serverless_ml import tracking
     from serverless_ml.errors import NotFoundError
 
     name = model_name(dataset)
-    tracking.init_sqlite_database(mlflow.get_tracking_uri())  # this read would create a new database
-    version = alias_version(name, CHAMPION)
+    version = alias_version(name, CHAMPION, client)
     if version is None:
         raise NotFoundError(f"model '{name}' has no champion; run `sml train --dataset {dataset_arg or dataset}` first")
     return version
@@ -402,25 +407,21 @@ class TrainingKeys:
     """The keys of the rows the model was fitted on (the drift reference)."""
 
 
-def read_training_keys(run_id: str, primary_key: str, client: Any = None,
+def read_training_keys(run_id: str, primary_key: str, client: Any,
                        reraise: Callable[[BaseException], bool] | None = None) -> TrainingKeys | None:
     """The :data:`TRAINING_KEYS_ARTIFACT` of training run ``run_id``, or ``None`` when it
     has none or another key column (a model registered elsewhere). ``client`` and
     ``reraise`` as in :func:`alias_version` (any error but those is "none")."""
     import pandas as pd
 
-    if client is None:
-        import mlflow
-
-        client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client.download_artifacts(run_id, TRAINING_KEYS_ARTIFACT, tmp)
-        except Exception as exc:  # noqa: BLE001 - a model registered elsewhere has no keys
+            keys = pd.read_parquet(local)
+        except Exception as exc:  # noqa: BLE001 - a model registered elsewhere has no keys; a damaged file is none
             if reraise is not None and reraise(exc):
                 raise
             return None
-        keys = pd.read_parquet(local)
     if primary_key not in keys or _SPLIT_COLUMN not in keys:
         return None
     return TrainingKeys(
@@ -429,7 +430,7 @@ def read_training_keys(run_id: str, primary_key: str, client: Any = None,
     )
 
 
-def version_training_keys(version: Any, primary_key: str, client: Any = None,
+def version_training_keys(version: Any, primary_key: str, client: Any,
                           reraise: Callable[[BaseException], bool] | None = None) -> TrainingKeys | None:
     """:func:`read_training_keys` of a registered version's training run (``None``: none)."""
     run_id = training_run_id(version)

@@ -46,12 +46,19 @@ MAX_PARAM_LENGTH = 6000
 class Tracking:
     """The configured tracking store of this process: what the jobs read and write through.
 
+    Build it with :func:`configure_tracking`, which also points MLflow's process-global URI
+    (read by the fluent API the jobs use beside this client) at the same store; a
+    ``Tracking`` on another URI than the global one would split a job's writes.
+
     Attributes:
         uri: The tracking URI (as the settings give it; secrets included, never printed:
-            :func:`redact_uri`).
+            :func:`redact_uri`, also in its ``repr``).
     """
 
     uri: str
+
+    def __repr__(self) -> str:
+        return f"Tracking(uri={redact_uri(self.uri)!r})"
 
     @functools.cached_property
     def client(self) -> MlflowClient:

@@ -26,7 +26,7 @@ PATH = "/confusion"
 TITLE = "Confusion matrices"
 TABLES = (("batch", "latest batch"), ("rolling", "rolling window"), ("since_promotion", "since promotion"))
 METRICS = (registry.ROWS_SCORED_METRIC, registry.ROWS_LABELLED_METRIC)
-TAGS = ("model_version", registry.ALERT_TAG)
+TAGS = (registry.MODEL_VERSION_TAG, registry.ALERT_TAG)
 
 
 def register(app: dash.Dash) -> None:
@@ -56,7 +56,7 @@ def run_options(runs: pd.DataFrame) -> list[dict[str, str]]:
     rows_text = (", " + rows.fillna(0).astype(int).astype(str) + " rows").where(rows.notna(), "")
     alert = newest[registry.tag_column(registry.ALERT_TAG)].eq("true").map({True: ", alert", False: ""})
     names = newest["run_name"].fillna(pd.Series(newest.index, index=newest.index)).astype(str)
-    labels = (newest[registry.tag_column(registry.AS_OF_TAG)].astype(str) + " (model v" + newest["tags.model_version"].astype(str) + rows_text
+    labels = (newest[registry.tag_column(registry.AS_OF_TAG)].astype(str) + " (model v" + newest[registry.tag_column(registry.MODEL_VERSION_TAG)].astype(str) + rows_text
               + alert + ") - " + names)
     return [{"label": label, "value": str(run_id)} for run_id, label in zip(newest.index, labels, strict=True)]
 
@@ -90,7 +90,7 @@ def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None
             for name, title in TABLES
         ]
         about = html.Div([
-            f"Batch {row[registry.tag_column(registry.AS_OF_TAG)]}, model v{row.get('tags.model_version')}, run ",
+            f"Batch {row[registry.tag_column(registry.AS_OF_TAG)]}, model v{row.get(registry.tag_column(registry.MODEL_VERSION_TAG))}, run ",
             link_or_text(run_id, site.run_url(experiment_id, run_id)),
         ], className="muted")
         return [about, html.Div(graphs, className="row")]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import dash
@@ -36,6 +36,7 @@ from monitoring_app.components import (
 from monitoring_app.site import Site
 from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.inference.drift import FeatureDrift
 from serverless_ml.training.evaluation import metric_key
 
 PATH = "/drift"
@@ -48,7 +49,7 @@ METRIC_PREFIXES = {"p_value": registry.DRIFT_P_PREFIX, "p_adjusted": registry.DR
 RUN_TAGS = (registry.ALERT_DRIFT,)
 RULE_PARAMS = (registry.DRIFT_P_VALUE_PARAM, registry.DRIFT_MIN_EFFECT_PARAM)
 DETAIL_METRICS = (registry.DRIFT_ROWS_METRIC, registry.DRIFT_ROWS_ROLLING_METRIC, registry.DRIFT_SHARE_METRIC)
-DETAIL_TAGS = (registry.AS_OF_TAG, "model_version", registry.ALERT_DRIFT, registry.ALERTS_TAG, registry.NOT_COMPUTED_TAG,
+DETAIL_TAGS = (registry.AS_OF_TAG, registry.MODEL_VERSION_TAG, registry.ALERT_DRIFT, registry.ALERTS_TAG, registry.NOT_COMPUTED_TAG,
                registry.DRIFT_BASIS_TAG, registry.DRIFT_WINDOW_TAG, registry.DRIFT_WINDOW_ROLLING_TAG)
 DRIFT_ALERT_PREFIX = "drift alert"
 NOT_COMPUTED_PREFIX = "drift not computed"
@@ -206,6 +207,38 @@ def window_text(window: str | None, basis: str | None, report: registry.DriftRep
 
 
 @dataclass(frozen=True)
+class LoggedDrift:
+    """A feature's entry of ``drift.json`` as the page reads it: the fields of
+    :class:`serverless_ml.inference.drift.FeatureDrift` (the job writes its ``vars``), each
+    ``None`` when the run did not log it (older runs, a feature known from metrics only)."""
+
+    feature: str | None = None
+    test: str | None = None
+    statistic: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    effect: float | None = None
+    effect_name: str | None = None
+    psi: float | None = None
+    drifted: bool | None = None
+    window: str | None = None
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> LoggedDrift:
+        """The entry's figures, by :class:`FeatureDrift`'s field names (a value of the wrong
+        type: ``None``)."""
+        return cls(**{f.name: _typed(entry.get(f.name), str(f.type)) for f in fields(FeatureDrift)})
+
+
+def _typed(value: Any, kind: str) -> Any:
+    if kind.startswith("float"):
+        return _number(value)
+    if kind.startswith("bool"):
+        return value if isinstance(value, bool) else None
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
 class FeatureRow:
     """One line of the drift table (``None``: the run did not log that figure)."""
 
@@ -241,7 +274,7 @@ def feature_rows(
     """
     report = report if isinstance(report, registry.DriftReport) else registry.DriftReport.from_json(report)
     basis = report.basis or run.get(registry.tag_column(registry.DRIFT_BASIS_TAG))
-    entries = {str(e.get("feature")): e for e in report.features}
+    entries = {str(d.feature): d for d in map(LoggedDrift.of, report.features)}
     names = list(spec.feature_names) + [f for f in entries if f not in spec.feature_names]
     rows = []
     for feature in names:
@@ -251,27 +284,26 @@ def feature_rows(
                       for name, prefix in METRIC_PREFIXES.items()}
             if all(v is None for v in logged.values()):
                 continue
-            entry = {**logged, "window": "recent" if run.get(registry.tag_column(registry.DRIFT_WINDOW_TAG)) else None}
-        drifted = entry.get("drifted")
-        if not isinstance(drifted, bool):
-            drifted = _judged(entry, p_threshold, min_effect)
+            window = "recent" if run.get(registry.tag_column(registry.DRIFT_WINDOW_TAG)) else None
+            entry = replace(LoggedDrift.of(logged), window=window)
+        drifted = entry.drifted if entry.drifted is not None else _judged(entry, p_threshold, min_effect)
         rows.append(FeatureRow(
             feature=feature,
-            window=window_text(entry.get("window"), basis, report, run),
-            test=str(entry["test"]) if entry.get("test") else None,
-            statistic=_number(entry.get("statistic")),
-            effect=_number(entry.get("effect")),
-            effect_name=str(entry["effect_name"]) if entry.get("effect_name") else None,
-            p_value=_number(entry.get("p_value")),
-            p_adjusted=_number(entry.get("p_adjusted")),
-            psi=_number(entry.get("psi")),
+            window=window_text(entry.window, basis, report, run),
+            test=entry.test or None,
+            statistic=entry.statistic,
+            effect=entry.effect,
+            effect_name=entry.effect_name or None,
+            p_value=entry.p_value,
+            p_adjusted=entry.p_adjusted,
+            psi=entry.psi,
             drifted=drifted,
         ))
     return sorted(rows, key=FeatureRow.sort_key)
 
 
-def _judged(entry: Mapping[str, Any], p_threshold: float | None, min_effect: float | None) -> bool | None:
-    adjusted, effect, raw = (_number(entry.get(k)) for k in ("p_adjusted", "effect", "p_value"))
+def _judged(entry: LoggedDrift, p_threshold: float | None, min_effect: float | None) -> bool | None:
+    adjusted, effect, raw = entry.p_adjusted, entry.effect, entry.p_value
     if p_threshold is None:
         return None
     if adjusted is not None:
@@ -338,7 +370,7 @@ def run_summary(
         drifted = sum(1 for r in rows if r.drifted)
         text = "No drift alert for this batch." + (f" {drifted} feature(s) drifted." if drifted else "")
         out.append(html.Div(text, id=ids.DRIFT_ALERT, className="muted"))
-    about = f"Batch {run.get(registry.tag_column(registry.AS_OF_TAG))}, model v{run.get('tags.model_version')}."
+    about = f"Batch {run.get(registry.tag_column(registry.AS_OF_TAG))}, model v{run.get(registry.tag_column(registry.MODEL_VERSION_TAG))}."
     # Runs logged before adjusted p-values have neither them nor a minimum effect.
     adjusted = min_effect is not None or any(r.p_adjusted is not None for r in rows)
     out.append(html.Div([about, " ", rule_text(p_threshold, min_effect, adjusted)], className="muted"))
@@ -503,8 +535,8 @@ def window_rows(
     }
     note = ""
     if window not in ("batch", "recent", "rolling"):
-        entry = next((e for e in report.features if e.get("feature") == feature), {})
-        window = "rolling" if entry.get("window") == "rolling" else "recent"
+        entry = next((d for d in map(LoggedDrift.of, report.features) if d.feature == feature), LoggedDrift())
+        window = "rolling" if entry.window == "rolling" else "recent"
         if day_span(spans["recent"]) is None:  # runs before windows were judged on their batch
             window = "batch"
     if window == "rolling" and day_span(spans["rolling"]) is None and day_span(spans["recent"]) is not None:
@@ -523,7 +555,7 @@ def window_rows(
         keys = predictions.loc[inside, spec.primary_key]
         current_label = f"{window} window {spans[window]}{note}"
     current = rows[rows[spec.primary_key].isin(keys)]
-    version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(run.get("tags.model_version"))), None)
+    version = next((v for v in site.data.model_versions(spec) if str(v.version) == str(run.get(registry.tag_column(registry.MODEL_VERSION_TAG)))), None)
     train_keys = site.data.training_keys(spec, version.training_run_id) if version and version.training_run_id else None
     reference, from_training = registry.reference_rows(rows, spec.primary_key, train_keys)
     reference_label = f"training rows of model v{version.version}" if from_training and version else "real rows"

@@ -44,7 +44,7 @@ def metric_label(key: str, label: str, spec: DatasetSpec, params: dict[str, str]
         return label
     if len(spec.classes) > 2:
         return f"{label} (one-vs-rest macro mean)" if key == registry.HOLDOUT_ROC_AUC_METRIC else f"{label} (macro mean)"
-    positive = params.get("positive_class")
+    positive = params.get(registry.POSITIVE_CLASS_PARAM)
     return f"{label} (positive class: {positive})" if positive else label
 
 
@@ -99,7 +99,7 @@ def versions_table(site: Site, versions: list[ModelVersion]) -> html.Table:
             "aliases": html.Span([html.Span(a, className=f"alias alias-{a}") for a in v.aliases]) if v.aliases else "",
             "registered (UTC)": f"{v.created:%Y-%m-%d %H:%M}",
             "holdout accuracy": fmt(v.holdout_accuracy, ".4f"),
-            "data version": v.tags.get("data_version", ""),
+            "data version": v.tags.get(registry.DATA_VERSION_TAG, ""),
             "promoted at": (registry.promoted_at(v) or "")[:16].replace("T", " "),
             "training run": link_or_text(run_id[:12], site.run_url(details.experiment_id if details else None, run_id)) if run_id else "",
         })

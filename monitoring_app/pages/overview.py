@@ -38,7 +38,7 @@ METRICS = (
 CLASS_STEMS = (registry.ROLLING_PRECISION_STEM, registry.ROLLING_RECALL_STEM, registry.PREDICTED_SHARE_STEM,
                registry.TRAINING_SHARE_STEM)
 """Per-class metrics of a monitoring run that the page shows (one metric per class)."""
-TAGS = ("model_version", registry.ALERT_TAG, registry.ALERT_ACCURACY, registry.ALERT_DRIFT)
+TAGS = (registry.MODEL_VERSION_TAG, registry.ALERT_TAG, registry.ALERT_ACCURACY, registry.ALERT_DRIFT)
 # Read only for the runs that show them: the latest batch, and the batches with an alert.
 DETAIL_METRICS = (registry.LATEST_PROBABILITY_METRIC,)
 DETAIL_TAGS = (registry.ALERTS_TAG, registry.LATEST_KEY_TAG, registry.LATEST_PREDICTION_TAG, registry.LATEST_ACTUAL_TAG)

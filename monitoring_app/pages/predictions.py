@@ -21,6 +21,7 @@ from monitoring_app import ids, table_query
 from monitoring_app.components import page, page_dataset, problem_notice, register_page
 from monitoring_app.site import Site
 from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN
 
 PATH = "/predictions"
 TITLE = "Predictions"
@@ -31,7 +32,7 @@ COLUMNS: list[DataTable.Columns] = [
     {"name": "probability", "id": "probability", "type": "numeric"},
     {"name": "actual", "id": "actual"},
     {"name": "correct", "id": "correct"},
-    {"name": "model version", "id": "model_version", "type": "numeric"},
+    {"name": "model version", "id": MODEL_VERSION_COLUMN, "type": "numeric"},
 ]
 
 

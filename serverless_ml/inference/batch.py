@@ -31,6 +31,7 @@ from serverless_ml import registry
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.inference import drift as drift_stats
 from serverless_ml.inference import monitoring
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN
 from serverless_ml.training import evaluation
 
 CONFUSION_WINDOWS = ("batch", "rolling", "since_promotion")
@@ -116,14 +117,14 @@ def prediction_codes(spec: DatasetSpec, scored: pd.DataFrame, history: pd.DataFr
     if history.empty:
         return PredictionCodes(
             batch_actual, batch_predicted, batch_actual, batch_predicted, utc_values(scored[EVENT_TIME_COLUMN]),
-            scored["model_version"].to_numpy(dtype=np.int64), scored[spec.primary_key].to_numpy(),
+            scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64), scored[spec.primary_key].to_numpy(),
         )
     return PredictionCodes(
         batch_actual, batch_predicted,
         np.concatenate([evaluation.class_codes(history["actual"], lookup), batch_actual]),
         np.concatenate([evaluation.class_codes(history["prediction"], lookup), batch_predicted]),
         np.concatenate([utc_values(history[EVENT_TIME_COLUMN]), utc_values(scored[EVENT_TIME_COLUMN])]),
-        np.concatenate([history["model_version"].to_numpy(dtype=np.int64), scored["model_version"].to_numpy(dtype=np.int64)]),
+        np.concatenate([history[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64)]),
         np.concatenate([history[spec.primary_key].to_numpy(), scored[spec.primary_key].to_numpy()]),
     )
 

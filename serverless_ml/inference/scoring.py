@@ -15,6 +15,10 @@ from serverless_ml.training.evaluation import metric_key
 
 
 CHUNK_ROWS = 100_000
+MODEL_VERSION_COLUMN = "model_version"
+"""The column of the predictions feature group naming the registered version that scored a
+row (part of its primary key). The same text as :data:`serverless_ml.registry.MODEL_VERSION_TAG`
+but a feature group's schema, not a run's tag: renaming the tag must not rename stored columns."""
 
 
 def probability_column(value: Any) -> str:
@@ -26,7 +30,7 @@ def predictions_schema(spec: DatasetSpec) -> list[Feature]:
     key_type = spec.primary_key_type
     return [
         Feature(spec.primary_key, key_type),
-        Feature("model_version", "bigint"),
+        Feature(MODEL_VERSION_COLUMN, "bigint"),
         Feature(EVENT_TIME_COLUMN, "timestamp"),
         Feature("prediction", spec.label_type),
         Feature("probability", "double", "probability of the predicted class"),
@@ -45,7 +49,7 @@ def predictions_group(spec: DatasetSpec, store: FeatureStore) -> FeatureGroup:
     return store.get_or_create_feature_group(
         name=spec.predictions_group,
         version=spec.predictions_version,
-        primary_key=[spec.primary_key, "model_version"],
+        primary_key=[spec.primary_key, MODEL_VERSION_COLUMN],
         event_time=EVENT_TIME_COLUMN,
         description=f"predictions of the {spec.name} champion, next to the actual labels",
         features=predictions_schema(spec),
@@ -98,7 +102,7 @@ def score_rows(
         best = proba.argmax(axis=1)
         out = pd.DataFrame({
             spec.primary_key: chunk[spec.primary_key].to_numpy(),
-            "model_version": np.int64(model_version),
+            MODEL_VERSION_COLUMN: np.int64(model_version),
             # .array keeps the timezone-aware dtype (to_numpy would box every timestamp).
             EVENT_TIME_COLUMN: chunk[EVENT_TIME_COLUMN].array,
             "prediction": label_values[best],

@@ -48,7 +48,7 @@ from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, synthetic_keys
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError
-from serverless_ml.inference.scoring import predictions_group
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, predictions_group
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
 
@@ -212,7 +212,7 @@ def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, key
     deleted = (delete_runs(tracking.tracking_for(settings, tracker).client, registry.monitoring_experiment(spec.name),
                            run_ids, reason) if run_ids else [])
     crash_point("replace.after_runs_deleted")
-    target.delete(doomed[[key, "model_version"]], wait=True)
+    target.delete(doomed[[key, MODEL_VERSION_COLUMN]], wait=True)
     crash_point("replace.after_predictions_deleted")
     return len(doomed), deleted
 

@@ -145,7 +145,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame,
     import mlflow
 
     name = registry.model_name(spec.name)
-    info = registry.champion_version(spec.name, spec.dataset_arg)
+    info = registry.champion_version(spec.name, client, spec.dataset_arg)
     model_uri = registry.version_uri(name, info.version)
     try:
         # The model's MLmodel file only: the model is loaded when there is something to
@@ -169,7 +169,7 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame,
         source = current
         try:
             training_run_id = registry.training_run_id(info)
-            data_version = client.get_run(training_run_id).data.params.get("data_version") if training_run_id else None
+            data_version = client.get_run(training_run_id).data.params.get(registry.DATA_VERSION_TAG) if training_run_id else None
             if data_version not in (None, "None"):
                 source = group.read(version=int(data_version))
         except Exception:  # noqa: BLE001 - a deleted run or an old data version: the rows as they are now
@@ -203,7 +203,7 @@ def close_stale_runs(experiment_id: str, history: pd.DataFrame, client: MlflowCl
         status = "FINISHED" if run.info.run_id in landed else "FAILED"
         client.set_tag(run.info.run_id, tracking.RECOVERED_TAG, f"closed as {status} by a later job")
         # A simulated day's run ends at its batch's time, as it would have without the crash.
-        end_time = run.info.start_time if run.data.tags.get("simulated") == "true" else None
+        end_time = run.info.start_time if run.data.tags.get(registry.SIMULATED_TAG) == "true" else None
         client.set_terminated(run.info.run_id, status=status, end_time=end_time)
         closed.append(run.info.run_id)
     return closed
@@ -224,15 +224,16 @@ class InferContext:
     """Where the batches come from (:func:`tracking.feature_group_source`)."""
 
 
-def load_context(spec: DatasetSpec, store: FeatureStore, client: MlflowClient) -> InferContext:
+def load_context(spec: DatasetSpec, store: FeatureStore, tracker: tracking.Tracking) -> InferContext:
     """Read the features, the predictions so far and the champion (call under the job lock,
-    with tracking configured)."""
+    with tracking configured). The tracking store is opened only after the features are
+    found (opening a new SQLite database creates it: a refused command leaves none)."""
     group = existing_feature_group(spec, store)
     data_version = group.data_version()
     features = group.read(version=data_version)
     if features.empty:
         raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.dataset_arg}` first")
-    champion = load_champion(spec, group, features, client)
+    champion = load_champion(spec, group, features, tracker.client)
     target = predictions_group(spec, store)
     history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])
     experiment_id = tracking.get_or_create_experiment(registry.monitoring_experiment(spec.name))
@@ -254,8 +255,8 @@ def infer(
     tracker = tracking.tracking_for(settings, tracker)
     existing_feature_group(spec, store)
     with job_lock(settings.state_dir, f"infer-{spec.name}"):
+        ctx = load_context(spec, store, tracker)
         client = tracker.client
-        ctx = load_context(spec, store, client)
         notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(ctx.experiment_id, ctx.history, client)]
         new = select_new_rows(ctx.features, spec, ctx.history[spec.primary_key], ctx.champion.training_keys, as_of_end)
         report = InferReport(spec.name, ctx.champion.version, as_of_label, len(new), notes=notes)
@@ -295,10 +296,10 @@ def batch_run_tags(
     latest = stats.latest
     return {
         "dataset": spec.name,
-        "model_version": str(champion.version),
+        registry.MODEL_VERSION_TAG: str(champion.version),
         "model_uri": champion.model_uri,
         registry.AS_OF_TAG: as_of_label,
-        "data_version": str(data_version),
+        registry.DATA_VERSION_TAG: str(data_version),
         registry.DRIFT_BASIS_TAG: stats.drift_basis,
         registry.DRIFT_WINDOW_TAG: stats.drift_window,
         registry.DRIFT_WINDOW_ROLLING_TAG: stats.drift_window_rolling,

@@ -238,6 +238,7 @@ def pipeline_jobs(
     from serverless_ml.pipelines.features import add_daily_rows
     from serverless_ml.pipelines.infer import InferOptions, infer
     from serverless_ml.pipelines.train import TrainOptions, train
+    from serverless_ml.tracking import check_tracking_reachable
 
     store = open_feature_store(settings)
     jobs = []
@@ -248,10 +249,14 @@ def pipeline_jobs(
             return add_daily_rows(spec, store, slot.date(), options.rows, options.seed).summary()
 
         def batch(slot: dt.datetime, spec: Any = spec) -> str:
+            # The server was probed when the scheduler started; a job hours later probes it
+            # again, so an outage is one line within seconds, not minutes of MLflow's retries.
+            check_tracking_reachable(tracker.uri)
             report = infer(spec, store, settings, InferOptions(as_of=slot.date(), figures=False), clock(), tracker)
             return report.summary().splitlines()[0]
 
         def retrain(slot: dt.datetime, spec: Any = spec) -> str:
+            check_tracking_reachable(tracker.uri)
             report = train(spec, store, settings, TrainOptions(trials=options.retrain_trials, seed=options.seed, include_synthetic=True, quiet=True),
                            tracker)
             return report.outcome()

@@ -182,7 +182,7 @@ def simulate(
 
     tracker = tracking.tracking_for(settings, tracker)
     group = existing_feature_group(spec, store)
-    check_champion_readable(spec, registry.champion_version(spec.name, spec.dataset_arg))  # before anything is written: scoring needs a champion
+    check_champion_readable(spec, registry.champion_version(spec.name, tracker.client, spec.dataset_arg))  # before anything is written: scoring needs a champion
     stored = group.read()
     real = stored[stored[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
     by_day = [generate_rows(real, spec, options.day(i), options.rows, options.seed, options.drift_on(i))
@@ -216,7 +216,7 @@ def simulate(
             report.rows_added += written.inserted
         tick(first - 1, options.days, f"days scored; rows of {_span(options, first, last)} written")
         report.days += last - first + 1
-        replay_batches(spec, store, settings, options, first, last, report, tracker.client, tick)
+        replay_batches(spec, store, settings, options, first, last, report, tracker, tick)
         if options.retrain_every and last < options.days:
             key = retrain_key(options, last)
             done = previous_retrain(tracker.client, spec, key)
@@ -285,7 +285,7 @@ def previous_retrain(client: MlflowClient, spec: DatasetSpec, key: str) -> str |
         filter_string=f"tags.`{registry.RETRAIN_TAG}` = '{key}' and attributes.status = 'FINISHED'",
         max_results=1,
     )
-    return runs[0].data.tags.get("model_version", "?") if runs else None
+    return runs[0].data.tags.get(registry.MODEL_VERSION_TAG, "?") if runs else None
 
 
 def mark_retrain(client: MlflowClient, run_id: str, key: str) -> None:
@@ -302,7 +302,7 @@ def replay_batches(
     first: int,
     last: int,
     report: SimulateReport,
-    client: MlflowClient,
+    tracker: tracking.Tracking,
     progress: ProgressCallback | None = None,
 ) -> None:
     """Score and log days ``first..last`` as one segment (one prediction upsert); call
@@ -313,7 +313,8 @@ def replay_batches(
             progress(index, options.days, f"{options.day(index)}: {label}")
 
     with job_lock(settings.state_dir, f"infer-{spec.name}"):
-        ctx = load_context(spec, store, client)
+        ctx = load_context(spec, store, tracker)
+        client = tracker.client
         close_stale_runs(ctx.experiment_id, ctx.history, client)
         segment_end = to_utc(options.day(last) + dt.timedelta(days=1))
         pending = select_new_rows(ctx.features, spec, ctx.history[spec.primary_key], ctx.champion.training_keys, segment_end)
@@ -345,7 +346,7 @@ def replay_batches(
                 started_ms = int(scored_at.timestamp() * 1000)
                 run = client.create_run(
                     ctx.experiment_id, start_time=started_ms,
-                    run_name=f"{spec.name}-batch-{day.isoformat()}", tags={"simulated": "true", **tags},
+                    run_name=f"{spec.name}-batch-{day.isoformat()}", tags={registry.SIMULATED_TAG: "true", **tags},
                 )
                 batch_ms[run.info.run_id] = started_ms
                 run_ids.append(run.info.run_id)

@@ -414,16 +414,16 @@ class ChampionComparison:
 
 
 def compare_with_champion(
-    name: str, challenger: Any, x: pd.DataFrame, y: pd.Series, keys: pd.Series, primary_key: str
+    name: str, challenger: Any, x: pd.DataFrame, y: pd.Series, keys: pd.Series, primary_key: str, client: Any
 ) -> ChampionComparison:
     """Score the champion and ``challenger`` on the holdout rows (``x``, ``y``, ``keys``)
     the champion was not trained on; the champion's accuracy is ``None`` (and ``note``
     says why) when there is no champion, it cannot score these rows, or every holdout row
-    was one of its training rows."""
-    version = registry.alias_version(name, registry.CHAMPION)
+    was one of its training rows. ``client``: the job's ``MlflowClient``."""
+    version = registry.alias_version(name, registry.CHAMPION, client)
     if version is None:
         return ChampionComparison(None, None, len(y), "no champion")
-    training_keys = registry.version_training_keys(version, primary_key)
+    training_keys = registry.version_training_keys(version, primary_key, client)
     seen = training_keys.train if training_keys is not None else None
     unseen = np.ones(len(y), dtype=bool) if seen is None else ~keys.isin(seen).to_numpy()
     rows = int(unseen.sum())
@@ -602,7 +602,7 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
     return {
         "dataset": spec.name,
         "feature_group_version": spec.version,
-        "data_version": prep.data_version,
+        registry.DATA_VERSION_TAG: prep.data_version,
         "seed": options.seed,
         "trials": options.trials,
         "timeout_s": options.timeout,
@@ -623,7 +623,7 @@ def _run_params(spec: DatasetSpec, prep: _Prepared, options: TrainOptions) -> di
         "features": spec.feature_names,
         "numeric_products": spec.numeric_products,
         # Binary only: the class test_precision, test_recall, test_f1 and test_roc_auc are about.
-        **({"positive_class": spec.positive_class} if spec.positive_class is not None else {}),
+        **({registry.POSITIVE_CLASS_PARAM: spec.positive_class} if spec.positive_class is not None else {}),
     }
 
 
@@ -665,7 +665,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         run_id = run.info.run_id
         mlflow.set_tags({
             "dataset": spec.name,
-            "data_version": str(prep.data_version),
+            registry.DATA_VERSION_TAG: str(prep.data_version),
             registry.STUDY_NAME_TAG: prep.study_name,
             registry.ROLE_TAG: "worker",
             tracking.NOTE_TAG: (
@@ -889,7 +889,7 @@ def _start_run(run_id: str, spec: DatasetSpec, prep: _Prepared, fingerprint: str
                 f"started {started:%Y-%m-%d %H:%M} UTC.")
     mlflow.set_tags({
         "dataset": spec.name,
-        "data_version": str(prep.data_version),
+        registry.DATA_VERSION_TAG: str(prep.data_version),
         registry.STUDY_NAME_TAG: prep.study_name,
         registry.ROLE_TAG: "refit" if refit_only else "tune",
         tracking.NOTE_TAG: note,
@@ -977,7 +977,8 @@ def _decide(name: str, spec: DatasetSpec, prep: _Prepared, model: Any,
     """Compare ``model`` with the champion on the holdout rows the champion was not
     trained on; promote or not by ``--promote``."""
     promote = prep.options.promote
-    comparison = compare_with_champion(name, model, prep.x_hold, prep.y_hold, prep.keys_hold, spec.primary_key)
+    comparison = compare_with_champion(name, model, prep.x_hold, prep.y_hold, prep.keys_hold, spec.primary_key,
+                                       prep.tracker.client)
     champion_accuracy = comparison.champion_accuracy
     if comparison.rows == 0 and promote == "if-better":
         return comparison, promotion.PromotionDecision(False, comparison.note or "no fair comparison")
@@ -1002,7 +1003,7 @@ def _register_and_promote(run_id: str, spec: DatasetSpec, prep: _Prepared, fitte
     name = registry.model_name(spec.name)
     comparison, decision = _decide(name, spec, prep, fitted.model, evaluated.holdout_accuracy)
     version = log_and_register(fitted.model, prep.x_train, name, logged_model_name(spec.name), params=dict(fitted.best.params),
-                               tags={"dataset": spec.name, "data_version": str(prep.data_version), registry.TRAINING_RUN_ID_TAG: run_id})
+                               tags={"dataset": spec.name, registry.DATA_VERSION_TAG: str(prep.data_version), registry.TRAINING_RUN_ID_TAG: run_id})
     client = prep.tracker.client
     describe_registered_model(client, name, spec)
     client.update_model_version(name, version, description=version_description(
@@ -1010,7 +1011,7 @@ def _register_and_promote(run_id: str, spec: DatasetSpec, prep: _Prepared, fitte
     client.set_registered_model_alias(name, registry.CHALLENGER, version)
     client.set_model_version_tag(name, version, registry.HOLDOUT_ACCURACY_TAG, f"{evaluated.holdout_accuracy:.6f}")
     client.set_model_version_tag(name, version, registry.TRAINING_RUN_ID_TAG, run_id)
-    client.set_model_version_tag(name, version, "data_version", str(prep.data_version))
+    client.set_model_version_tag(name, version, registry.DATA_VERSION_TAG, str(prep.data_version))
     client.set_model_version_tag(name, version, registry.TRAINING_FINGERPRINT_TAG, fingerprint)
     if decision.promote:
         client.set_registered_model_alias(name, registry.CHAMPION, version)
@@ -1026,7 +1027,7 @@ def _register_and_promote(run_id: str, spec: DatasetSpec, prep: _Prepared, fitte
     mlflow.set_tags({
         registry.PROMOTION_DECISION_TAG: "promoted" if decision.promote else "not promoted",
         registry.PROMOTION_REASON_TAG: decision.reason,
-        "model_version": str(version),
+        registry.MODEL_VERSION_TAG: str(version),
     })
     return _Registered(version=version, decision=decision, champion_accuracy=champion_accuracy)
 

@@ -27,6 +27,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.registry import monitoring_experiment
+from serverless_ml.settings import resolve_settings
 from serverless_ml.training.evaluation import confusion_table
 from worlds import trained_template, world  # noqa: F401 - fixtures
 
@@ -278,12 +279,15 @@ def test_bad_input_and_faults_fail_cleanly_and_write_nothing(
 
 
 def test_an_empty_feature_group_is_refused(world) -> None:  # noqa: ANN001
-    store, settings = world
+    store, _ = world
     empty = LocalFeatureStore(store.root.parent / "empty")
     group = empty.get_or_create_feature_group("titanic", 1, ["passenger_id"], "event_time", features=SPEC.store_schema())
     group.insert(pd.DataFrame({f.name: pd.Series(dtype=_dtype(f.type)) for f in SPEC.store_schema()}))
+    database = empty.root.parent / "new-mlflow.db"
+    fresh = resolve_settings(store_dir=empty.root, tracking_uri=f"sqlite:///{database}")
     with pytest.raises(SmlError, match="has no rows"):
-        infer(SPEC, empty, dataclasses.replace(settings, store_dir=empty.root), QUIET, _noon(_day(0)))
+        infer(SPEC, empty, fresh, QUIET, _noon(_day(0)))
+    assert not database.exists()  # refused before the tracking store was opened (which creates it)
 
 
 def _dtype(type_: str) -> str:

@@ -37,6 +37,12 @@ HOMONYMS: dict[tuple[str, str], str] = {
     ("bench/drift.py", registry.ALERTS_TAG): "a field of bench/results/drift.json",
     ("bench/drift.py", registry.HOLDOUT_ACCURACY_TAG): "a field of bench/results/drift.json",
     ("bench/reference_drift.py", registry.MESSAGE_SEPARATOR): "joins a failed reference job's stderr lines",
+    ("serverless_ml/datasets/spec.py", registry.POSITIVE_CLASS_PARAM): "a key of a dataset spec (and its attribute)",
+    ("serverless_ml/inference/scoring.py", registry.MODEL_VERSION_TAG):
+        "scoring.MODEL_VERSION_COLUMN, a column of the predictions feature group (stored data, not a run's tag)",
+    ("serverless_ml/pipelines/simulate.py", registry.SIMULATED_TAG): "the verb of the history-conflict message",
+    ("serverless_ml/tracking.py", registry.DATA_VERSION_TAG):
+        "a field of a logged dataset input's source description (tracking is below the registry; nothing reads it back)",
 }
 """The same text meaning something else, by file: each with what it is."""
 

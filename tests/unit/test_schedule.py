@@ -165,3 +165,23 @@ def test_the_scheduler_does_not_sleep_in_real_time(tmp_path: Path) -> None:
     Scheduler(_jobs(calls), tmp_path, clock, clock.sleep).run(until=dt.datetime(2024, 2, 1, tzinfo=UTC))
     assert len([c for c in calls if c[0] == "daily"]) == 31
     assert time.monotonic() - started < 30
+
+
+def test_a_scheduled_job_probes_the_tracking_server_first(tmp_path: Path, free_port) -> None:  # noqa: ANN001
+    """The scheduler configures tracking once; each infer or retrain job, hours later,
+    checks the server again, so an outage is one line, not minutes of MLflow's retries,
+    and nothing of the job runs."""
+    from serverless_ml.pipelines.schedule import ScheduleOptions, pipeline_jobs
+    from serverless_ml.settings import resolve_settings
+    from serverless_ml.tracking import Tracking, TrackingServerUnreachable
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    settings = resolve_settings(store_dir=tmp_path / "store", tracking_uri=uri)
+    now = dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)
+    jobs = {job.name: job for job in pipeline_jobs(["iris"], settings, ScheduleOptions(), lambda: now, Tracking(uri))}
+    for name in ("infer", "retrain"):
+        started = time.monotonic()
+        with pytest.raises(TrackingServerUnreachable, match=f"^MLflow tracking server {uri} cannot be reached"):
+            jobs[name].action(now)
+        assert time.monotonic() - started < 30  # not MLflow's minutes of retries
+    assert not (tmp_path / "store" / "iris").exists()  # the job did not start

@@ -273,6 +273,23 @@ def test_an_old_drift_report_shows_what_it_has() -> None:
     assert drift_page.feature_rows(IRIS, None, {}) == []  # drift not computed
 
 
+def test_the_drift_table_reads_a_feature_as_the_job_writes_it() -> None:
+    """The job writes each feature's ``vars(FeatureDrift)`` into drift.json: the page reads
+    every field back by the dataclass's names (a renamed field fails here)."""
+    from dataclasses import fields
+
+    from serverless_ml.inference.drift import FeatureDrift
+
+    written = FeatureDrift(feature="petal_length", test="mwu+ks", statistic=0.4, p_value=1e-4, p_adjusted=2e-4,
+                           effect=1.2, effect_name="wasserstein_std", psi=3.5, drifted=True, window="rolling")
+    assert {f.name for f in fields(drift_page.LoggedDrift)} == {f.name for f in fields(FeatureDrift)}
+    assert drift_page.LoggedDrift.of(vars(written)) == drift_page.LoggedDrift(**vars(written))
+    row = drift_page.feature_rows(IRIS, {"features": [vars(written)]}, {})[0]
+    assert (row.feature, row.test, row.statistic, row.p_value, row.p_adjusted, row.effect, row.effect_name, row.psi,
+            row.drifted) == ("petal_length", "mwu+ks", 0.4, 1e-4, 2e-4, 1.2, "wasserstein_std", 3.5, True)
+    assert row.window.startswith("rolling")
+
+
 def test_the_drift_summary_and_picker_say_why_as_text() -> None:
     run = {"tags.as_of": "2024-03-08", "tags.model_version": "1",
            "tags.alerts": "accuracy alert: low | drift alert: 1 feature(s) drifted (<b>x</b> (recent))",
