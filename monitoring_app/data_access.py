@@ -83,8 +83,8 @@ def class_metric(runs: pd.DataFrame, spec: DatasetSpec, stem: str) -> pd.DataFra
     for cls, names in class_metric_names(spec, stem).items():
         value = pd.Series(float("nan"), index=runs.index)
         for name in names:
-            if f"metrics.{name}" in runs:
-                value = value.fillna(runs[f"metrics.{name}"].astype(float))
+            if registry.metric_column(name) in runs:
+                value = value.fillna(runs[registry.metric_column(name)].astype(float))
         columns[cls] = value
     return pd.DataFrame(columns, index=runs.index, columns=list(spec.classes))
 
@@ -257,7 +257,7 @@ class SiteData:
         wanted = list(dict.fromkeys(str(r) for r in run_ids))
         known = dict(zip(wanted, self.cache.kept((r, metrics, tags) for r in wanted), strict=True))
         missing = [r for r, row in known.items() if row is None]
-        columns = [*(f"metrics.{m}" for m in metrics), *(f"tags.{t}" for t in tags)]
+        columns = [*map(registry.metric_column, metrics), *map(registry.tag_column, tags)]
         if missing:
             self.stats["values_read"] += len(missing)
             reader = self.reader

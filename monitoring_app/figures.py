@@ -477,7 +477,7 @@ def drift_history_figure(
     title = f"{plot_text(spec.name)}: {info.label} per feature"
     if runs.empty:
         return empty_figure("no monitoring runs yet", title).to_plotly_json()
-    columns = {f: f"metrics.{drift_metric(stat, f)}" for f in spec.feature_names}
+    columns = {f: registry.metric_column(drift_metric(stat, f)) for f in spec.feature_names}
     columns = {f: c for f, c in columns.items() if c in runs}
     if not columns or runs[list(columns.values())].isna().all().all():
         return empty_figure(f"no batch logged the {info.label} of its features: drift was not computed "

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from serverless_ml import tracking
+from serverless_ml import registry, tracking
 from serverless_ml.errors import NotFoundError
 
 REST_PAGE_SIZE = 1000
@@ -55,8 +55,12 @@ def read_only_sql_url(uri: str) -> str:
     return f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&uri=true"
 
 
+_COLUMN_OF = {"metrics": registry.metric_column, "tags": registry.tag_column, "params": registry.param_column}
+
+
 def _prefixed(kind: str, keys: Sequence[str]) -> list[str]:
-    return [f"{kind}.{k}" for k in keys]
+    """The runs frame's columns of ``keys`` (``kind``: metrics, tags or params)."""
+    return [_COLUMN_OF[kind](k) for k in keys]
 
 
 def empty_runs(metrics: Sequence[str], tags: Sequence[str]) -> pd.DataFrame:
@@ -287,9 +291,9 @@ class SqlRunReader(RunReader):
                               .where(tags_t.c.run_uuid.in_(ids), tags_t.c.key.in_(list(tags)))) if tags else []
         values: dict[str, dict[str, Any]] = {r: {} for r in ids}
         for run_id, key, value, is_nan in metric_rows:
-            values[run_id][f"metrics.{key}"] = float("nan") if is_nan else value
+            values[run_id][registry.metric_column(key)] = float("nan") if is_nan else value
         for run_id, key, value in tag_rows:
-            values[run_id][f"tags.{key}"] = value
+            values[run_id][registry.tag_column(key)] = value
         columns = [*_prefixed("metrics", metrics), *_prefixed("tags", tags)]
         return pd.DataFrame.from_dict(values, orient="index").reindex(columns=columns)
 

@@ -140,7 +140,7 @@ def drifted_flags(runs: pd.DataFrame, spec: DatasetSpec, rule: pd.DataFrame) -> 
     empty = pd.Series(float("nan"), index=runs.index)
 
     def metric(name: str, feature: str) -> pd.Series:
-        return runs.get(f"metrics.{METRIC_PREFIXES[name]}{metric_key(feature)}", empty).astype(float)
+        return runs.get(registry.metric_column(f"{METRIC_PREFIXES[name]}{metric_key(feature)}"), empty).astype(float)
 
     flags = {}
     for feature in spec.feature_names:
@@ -280,7 +280,7 @@ def feature_rows(
     for feature in names:
         entry = entries.get(feature)
         if entry is None:
-            logged = {name: _number(run.get(f"metrics.{prefix}{metric_key(feature)}"))
+            logged = {name: _number(run.get(registry.metric_column(f"{prefix}{metric_key(feature)}")))
                       for name, prefix in METRIC_PREFIXES.items()}
             if all(v is None for v in logged.values()):
                 continue

@@ -102,7 +102,7 @@ def with_details(site: Site, spec: DatasetSpec, runs: Any) -> Any:
     """``runs`` with the detail columns filled in for the latest run and alerted runs."""
     wanted = [runs.index[-1], *runs.index[runs[registry.tag_column(registry.ALERT_TAG)].eq("true")]]
     details = site.data.run_values(registry.monitoring_experiment(spec.name), wanted, DETAIL_METRICS, DETAIL_TAGS)
-    columns = [f"metrics.{k}" for k in DETAIL_METRICS] + [f"tags.{k}" for k in DETAIL_TAGS]
+    columns = [*map(registry.metric_column, DETAIL_METRICS), *map(registry.tag_column, DETAIL_TAGS)]
     return runs.join(details[columns])
 
 
