@@ -207,6 +207,42 @@ DRIFT_WINDOW_ROWS_PARAM = "drift_window_rows"
 LATEST_ARTIFACT = "latest.json"
 """The batch's latest scored row (its columns as text)."""
 
+# --- live rows, late labels and estimated performance (issue 17) -----------------------------------------
+
+LABELLED_SHARE_METRIC = "labelled_share"
+"""The share of a batch's rows whose label is known (``rows_labelled / rows_scored``);
+updated on the batch's own run when labels arrive (``sml labels``)."""
+ESTIMATED_ACCURACY_METRIC = "estimated_accuracy"
+ESTIMATED_ACCURACY_CI_LOW_METRIC = "estimated_accuracy_ci_low"
+ESTIMATED_ACCURACY_CI_HIGH_METRIC = "estimated_accuracy_ci_high"
+"""The batch's accuracy estimated from the champion's calibrated probabilities (CBPE) and
+the 95 % interval of the accuracy its rows will realise
+(:mod:`serverless_ml.inference.estimate`)."""
+ESTIMATED_PREFIX = "estimated_"
+"""Estimated per-class metrics of a batch: ``estimated_precision_<class key>``,
+``estimated_recall_<class key>``, ``estimated_f1_<class key>`` (the window prefix of
+:func:`window_metric_prefix` for the window ``estimated``)."""
+ROLLING_ESTIMATED_ACCURACY_METRIC = "rolling_estimated_accuracy"
+"""The estimated accuracy over the rolling window's scored rows (labelled or not)."""
+ACCURACY_BASIS_TAG = "accuracy_basis"
+"""What the batch's accuracy alert was judged on: ``realized`` (enough labels),
+``estimated`` (labels missing: the CBPE estimate) or ``none``."""
+REALIZED_DIGEST_TAG = "sml.realized_digest"
+"""A digest of the realized figures last logged on a monitoring run (``sml labels``
+recomputes a run's figures when the labels under them changed, and writes this last:
+a crash in between leaves a stale digest, which the next ``sml labels`` repairs)."""
+LABELS_UPDATED_AT_TAG = "labels_updated_at"
+"""When ``sml labels`` last changed the realized figures of a monitoring run (UTC ISO)."""
+
+CALIBRATION_METHOD_PARAM = "calibration_method"
+"""How the champion's probabilities were calibrated (``sigmoid``, ``isotonic``, ``none``)."""
+HOLDOUT_ECE_METRIC = f"{HOLDOUT_METRIC_PREFIX}ece"
+HOLDOUT_BRIER_METRIC = f"{HOLDOUT_METRIC_PREFIX}brier"
+"""Calibration quality on the holdout: expected calibration error (10 equal-width bins of
+the predicted class's probability) and the multi-class Brier score."""
+RELIABILITY_ARTIFACT_STEM = "reliability_diagram"
+"""The holdout's reliability diagram: :func:`evaluation_artifact` of this stem (JSON, PNG)."""
+
 
 def window_metric_prefix(window: str) -> str:
     """The prefix of the metrics of a monitoring run's confusion ``window`` (``batch``,

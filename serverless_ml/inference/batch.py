@@ -15,6 +15,9 @@ of a million rows costs a few array passes):
 - :func:`drift_statistics`: the drift windows (:func:`serverless_ml.inference.drift.drift_windows`)
   and each feature's drift in them;
 - :func:`class_share_metrics`: predicted and training class shares;
+- :func:`estimated_metrics`: the batch's accuracy and per-class figures estimated from the
+  champion's probabilities (:mod:`serverless_ml.inference.estimate`), for the time its
+  labels are missing, and the rolling window's estimated accuracy;
 - :func:`alert_decision`: the alert rule (:func:`serverless_ml.inference.monitoring.evaluate_alerts`).
 """
 
@@ -30,8 +33,8 @@ import pandas as pd
 from serverless_ml import registry
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.inference import drift as drift_stats
-from serverless_ml.inference import monitoring
-from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN
+from serverless_ml.inference import estimate, monitoring
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, probability_column
 from serverless_ml.training import evaluation
 
 CONFUSION_WINDOWS = ("batch", "rolling", "since_promotion")
@@ -67,6 +70,8 @@ class BatchStatistics:
     notes: list[str]
     drift_window: str = ""
     drift_window_rolling: str = ""
+    accuracy_basis: str = "none"
+    """What the batch's accuracy alert was judged on (:data:`registry.ACCURACY_BASIS_TAG`)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class PredictionCodes:
     """UTC ``datetime64[ns]``."""
     versions: np.ndarray
     keys: np.ndarray
+    confidence: np.ndarray | None = None
+    """Each row's probability of its predicted class (``None`` when a frame lacks it)."""
 
 
 @dataclass
@@ -114,11 +121,16 @@ def prediction_codes(spec: DatasetSpec, scored: pd.DataFrame, history: pd.DataFr
     lookup = pd.Index(list(spec.classes))
     batch_actual = evaluation.class_codes(scored["actual"], lookup)
     batch_predicted = evaluation.class_codes(scored["prediction"], lookup)
+    batch_confidence = _confidence(scored)
     if history.empty:
         return PredictionCodes(
             batch_actual, batch_predicted, batch_actual, batch_predicted, utc_values(scored[EVENT_TIME_COLUMN]),
             scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64), scored[spec.primary_key].to_numpy(),
+            batch_confidence,
         )
+    history_confidence = _confidence(history)
+    confidence = (None if batch_confidence is None or history_confidence is None
+                  else np.concatenate([history_confidence, batch_confidence]))
     return PredictionCodes(
         batch_actual, batch_predicted,
         np.concatenate([evaluation.class_codes(history["actual"], lookup), batch_actual]),
@@ -126,7 +138,13 @@ def prediction_codes(spec: DatasetSpec, scored: pd.DataFrame, history: pd.DataFr
         np.concatenate([utc_values(history[EVENT_TIME_COLUMN]), utc_values(scored[EVENT_TIME_COLUMN])]),
         np.concatenate([history[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64)]),
         np.concatenate([history[spec.primary_key].to_numpy(), scored[spec.primary_key].to_numpy()]),
+        confidence,
     )
+
+
+def _confidence(frame: pd.DataFrame) -> np.ndarray | None:
+    """The ``probability`` column (of the predicted class) as floats, when the frame has it."""
+    return frame["probability"].to_numpy(dtype=float) if "probability" in frame.columns else None
 
 
 def confusion_windows(
@@ -160,6 +178,8 @@ def accuracy_metrics(matrices: dict[str, np.ndarray], rows_scored: int, holdout_
     out = Computed({registry.ROWS_SCORED_METRIC: float(rows_scored)})
     batch_accuracy, labelled = matrix_accuracy(matrices["batch"])
     out.metrics[registry.ROWS_LABELLED_METRIC] = float(labelled)
+    if rows_scored:
+        out.metrics[registry.LABELLED_SHARE_METRIC] = labelled / rows_scored
     if labelled:
         low, high = monitoring.wilson_interval(int(np.trace(matrices["batch"])), labelled)
         out.metrics.update({registry.BATCH_ACCURACY_METRIC: batch_accuracy, registry.BATCH_ACCURACY_CI_LOW_METRIC: low,
@@ -283,17 +303,63 @@ def class_share_metrics(
     return metrics
 
 
+def estimated_metrics(
+    spec: DatasetSpec, scored: pd.DataFrame, codes: PredictionCodes, as_of_end: pd.Timestamp, rolling_days: int,
+    class_keys: list[str],
+) -> tuple[Computed, estimate.AccuracyEstimate | None]:
+    """The batch's accuracy estimated from the champion's probabilities with the interval
+    of the accuracy its rows will realise, estimated per-class precision/recall/F1 (from
+    :data:`monitoring.MIN_ROWS_FOR_CLASS_METRICS` rows), and the rolling window's estimated
+    accuracy (every scored row of the window, labelled or not)."""
+    out = Computed()
+    columns = [probability_column(c) for c in spec.classes]
+    if codes.confidence is None or any(c not in scored.columns for c in columns):
+        out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
+        return out, None
+    batch_confidence = codes.confidence[-len(scored):]
+    found = estimate.estimate_accuracy(batch_confidence)
+    out.metrics.update({registry.ESTIMATED_ACCURACY_METRIC: found.accuracy,
+                        registry.ESTIMATED_ACCURACY_CI_LOW_METRIC: found.low,
+                        registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high})
+    if len(scored) >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
+        per_class = estimate.estimated_class_metrics(
+            scored[columns].to_numpy(dtype=float), codes.batch_predicted, list(spec.classes), registry.ESTIMATED_PREFIX,
+            positive_class=spec.positive_class, class_keys=class_keys)
+        out.metrics.update({k: v for k, v in per_class.items() if k != registry.ESTIMATED_ACCURACY_METRIC})
+    else:
+        out.notes.append(f"estimated per-class metrics not computed: {len(scored)} rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
+    end = as_of_end.to_datetime64()
+    in_rolling = (codes.event_time >= (as_of_end - pd.Timedelta(days=rolling_days)).to_datetime64()) & (codes.event_time < end)
+    if in_rolling.any():
+        out.metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] = float(codes.confidence[in_rolling].mean())
+    return out, found
+
+
+def accuracy_basis(labelled: int, rows_scored: int, estimated: estimate.AccuracyEstimate | None) -> str:
+    """``realized`` when every row of the batch is labelled, ``estimated`` when some are not
+    and an estimate exists, else ``none``."""
+    if rows_scored and labelled == rows_scored:
+        return "realized"
+    return "estimated" if estimated is not None else "none"
+
+
 def alert_decision(
     rule: monitoring.AlertRule, holdout_accuracy: float | None, matrices: dict[str, np.ndarray],
-    drift: DriftStatistics, drift_share: float | None,
+    drift: DriftStatistics, drift_share: float | None, estimated: estimate.AccuracyEstimate | None = None,
 ) -> monitoring.Alerts:
     """The alert rule on the batch's and the rolling window's accuracy and the drift
-    (each drifted feature named with the window it drifted on)."""
+    (each drifted feature named with the window it drifted on). A batch with rows whose
+    label is missing is judged on ``estimated`` (when given) instead of its labelled rows."""
     where = {"recent": f"recent days {drift.window_label}", "rolling": f"rolling window {drift.rolling_label}"}
     drifted = [f"{d.feature} on the {where.get(d.window, d.window)}" for d in drift.results if d.drifted]
+    labelled = int(matrices["batch"].sum())
+    use_estimate = estimated is not None and labelled < estimated.rows
+    batch_correct, batch_labelled = (0, 0) if use_estimate else (int(np.trace(matrices["batch"])), labelled)
     return monitoring.evaluate_alerts(
-        rule, holdout_accuracy, int(np.trace(matrices["batch"])), int(matrices["batch"].sum()),
+        rule, holdout_accuracy, batch_correct, batch_labelled,
         int(np.trace(matrices["rolling"])), int(matrices["rolling"].sum()), drift_share, drifted,
+        estimated=(estimated.accuracy, estimated.low, estimated.high, estimated.rows - labelled)
+        if use_estimate and estimated is not None else None,
     )
 
 
@@ -321,13 +387,17 @@ def batch_statistics(
     per_class = class_metrics(spec, matrices, class_keys)
     drift = drift_statistics(spec, codes, scored, features, champion.drift_reference, as_of_end, rolling_days, rule,
                              batch_features)
-    metrics = {**accuracy.metrics, **per_class.metrics, **drift.computed.metrics,
+    estimated, found = estimated_metrics(spec, scored, codes, as_of_end, rolling_days, class_keys)
+    metrics = {**accuracy.metrics, **per_class.metrics, **estimated.metrics, **drift.computed.metrics,
                **class_share_metrics(spec, codes.batch_predicted, len(scored), champion.reference_rows, class_keys)}
     latest = monitoring.latest_row(scored, spec.primary_key)
     metrics[registry.LATEST_PROBABILITY_METRIC] = float(latest["probability"])
-    alerts = alert_decision(rule, champion.holdout_accuracy, matrices, drift, metrics.get(registry.DRIFT_SHARE_METRIC))
+    alerts = alert_decision(rule, champion.holdout_accuracy, matrices, drift, metrics.get(registry.DRIFT_SHARE_METRIC),
+                            found)
     metrics[registry.ALERT_ACCURACY] = float(alerts.accuracy)
     metrics[registry.ALERT_DRIFT] = float(alerts.drift)
     tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes)) for label, matrix in matrices.items() if matrix.sum()}
     return BatchStatistics(metrics, tables, drift.results, drift.basis, latest, alerts,
-                           accuracy.notes + per_class.notes + drift.computed.notes, drift.window_label, drift.rolling_label)
+                           accuracy.notes + per_class.notes + estimated.notes + drift.computed.notes,
+                           drift.window_label, drift.rolling_label,
+                           accuracy_basis(int(matrices["batch"].sum()), len(scored), found))

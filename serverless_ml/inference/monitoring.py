@@ -86,6 +86,7 @@ def evaluate_alerts(
     drift_share: float | None,
     drifted: Sequence[str],
     drift_window: str = "",
+    estimated: tuple[float, float, float, int] | None = None,
 ) -> Alerts:
     """The alert rule.
 
@@ -93,17 +94,30 @@ def evaluate_alerts(
     holdout accuracy minus ``accuracy_drop`` with 95 % confidence: the upper end of its
     Wilson interval is under that floor. A 10-row batch at 0.60 (interval 0.31-0.83) is
     noise, not an alert; 100 rows at 0.60 (0.50-0.69) against a floor of 0.73 are.
+    While a batch's labels are missing, ``estimated`` (accuracy, interval low and high,
+    rows unlabelled: :mod:`serverless_ml.inference.estimate`) stands in for its realized
+    accuracy: the alert fires when the upper end of the estimate's interval is under the
+    floor, and its message says the accuracy is estimated.
     Drift: at least one feature drifted and the share of drifted features is above
     ``drift_share``.
     """
     alerts = Alerts()
     if champion_accuracy is not None:
         floor = champion_accuracy - rule.accuracy_drop
+        if estimated is not None:
+            accuracy, low, high, unlabelled = estimated
+            if high < floor:
+                alerts.accuracy = True
+                alerts.messages.append(
+                    f"accuracy alert (estimated: {unlabelled} rows have no label yet): estimated batch accuracy "
+                    f"{accuracy:.3f} (95 % interval {low:.3f}-{high:.3f}) is below {floor:.3f} (champion holdout "
+                    f"{champion_accuracy:.3f} - {rule.accuracy_drop:.2f})"
+                )
         for basis, correct, rows in (("batch", batch_correct, batch_labelled), ("rolling", rolling_correct, rolling_labelled)):
             if rows <= 0:
                 continue
             low, high = wilson_interval(correct, rows)
-            if high < floor:
+            if high < floor and not alerts.accuracy:
                 alerts.accuracy = True
                 alerts.messages.append(
                     f"accuracy alert: {basis} accuracy {correct / rows:.3f} over {rows} rows (95 % interval "

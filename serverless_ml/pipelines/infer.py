@@ -97,6 +97,8 @@ class InferReport:
             f"{self.dataset}: scored {self.rows_scored} rows up to {self.as_of} with champion version {self.model_version}",
             f"  batch accuracy {_fmt(m.get(registry.BATCH_ACCURACY_METRIC))} "
             f"({int(m.get(registry.ROWS_LABELLED_METRIC, 0))} labelled), "
+            f"estimated {_fmt(m.get(registry.ESTIMATED_ACCURACY_METRIC))} "
+            f"({_fmt(m.get(registry.ESTIMATED_ACCURACY_CI_LOW_METRIC))}-{_fmt(m.get(registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC))}), "
             f"rolling {_fmt(m.get(registry.ROLLING_ACCURACY_METRIC))} over {int(m.get(registry.ROLLING_ROWS_METRIC, 0))}, "
             f"since promotion {_fmt(m.get(registry.CUMULATIVE_ACCURACY_METRIC))} over {int(m.get(registry.CUMULATIVE_ROWS_METRIC, 0))}",
             f"  drift share {_fmt(m.get(registry.DRIFT_SHARE_METRIC))}; monitoring run {self.run_id}",
@@ -306,6 +308,7 @@ def batch_run_tags(
         registry.ALERT_TAG: "true" if stats.alerts.any else "false",
         registry.ALERT_ACCURACY: str(stats.alerts.accuracy).lower(),
         registry.ALERT_DRIFT: str(stats.alerts.drift).lower(),
+        registry.ACCURACY_BASIS_TAG: stats.accuracy_basis,
         registry.ALERTS_TAG: registry.MESSAGE_SEPARATOR.join(stats.alerts.messages)[:4000],
         registry.NOT_COMPUTED_TAG: registry.MESSAGE_SEPARATOR.join(stats.notes)[:4000],
         registry.LATEST_KEY_TAG: str(latest[spec.primary_key]),

@@ -41,10 +41,12 @@ from serverless_ml.progress import ProgressCallback
 from serverless_ml.system_faults import remember_place
 from serverless_ml.datasets import split
 from serverless_ml.training import evaluation, promotion, search
+from serverless_ml.inference import estimate
 from serverless_ml.training.model import (
     SKOPS_TRUSTED_TYPES,
     as_model_input,
-    build_pipeline,
+    calibrated_pipeline,
+    calibration_method,
     raw_feature_importances,
 )
 from serverless_ml.tracking import Tracking
@@ -855,6 +857,9 @@ class _Evaluation:
     """The holdout confusion matrix (:func:`evaluation.confusion_table`)."""
     importances: dict[str, float]
     """Importance of each raw feature (:func:`raw_feature_importances`)."""
+    calibration: estimate.Calibration | None = None
+    """How well the model's probabilities are calibrated on the holdout (ECE, Brier score,
+    reliability bins; ``None`` without holdout rows)."""
 
     @property
     def holdout_accuracy(self) -> float:
@@ -922,7 +927,9 @@ def _fit(run_id: str, spec: DatasetSpec, prep: _Prepared) -> _Fitted:
     if not search.finished_trials(study):
         raise SmlError(f"study {prep.study_name} has no completed trial (all pruned or failed); run more --trials")
     best = study.best_trial
-    model = build_pipeline(spec, dict(best.params), options.seed)
+    # The chosen forest, its probabilities calibrated (one Pipeline: what CBPE estimates
+    # performance from while labels are missing, :mod:`serverless_ml.inference.estimate`).
+    model = calibrated_pipeline(spec, dict(best.params), options.seed, prep.y_train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         model.fit(prep.x_train, prep.y_train)
@@ -943,8 +950,15 @@ def _evaluate(spec: DatasetSpec, prep: _Prepared, fitted: _Fitted) -> _Evaluatio
     metrics[registry.CV_ACCURACY_METRIC] = float(np.mean(fitted.scores))
     metrics[registry.CV_ACCURACY_STD_METRIC] = float(np.std(fitted.scores))
     metrics[registry.TRIALS_COMPLETED_METRIC] = float(len(search.finished_trials(fitted.study)))
+    calibration = None
+    if len(prep.y_hold):
+        order = [list(model.classes_).index(c) for c in classes]
+        calibration = estimate.calibration_summary(model.predict_proba(prep.x_hold)[:, order],
+                                                   evaluation.class_codes(prep.y_hold, pd.Index(classes)))
+        metrics[registry.HOLDOUT_ECE_METRIC] = calibration.ece
+        metrics[registry.HOLDOUT_BRIER_METRIC] = calibration.brier
     return _Evaluation(metrics=metrics, confusion=evaluation.confusion_table(prep.y_hold, predicted, classes),
-                       importances=raw_feature_importances(model, spec))
+                       importances=raw_feature_importances(model, spec), calibration=calibration)
 
 
 def _log_run(run_id: str, spec: DatasetSpec, prep: _Prepared, fitted: _Fitted, evaluated: _Evaluation) -> None:
@@ -963,13 +977,20 @@ def _log_run(run_id: str, spec: DatasetSpec, prep: _Prepared, fitted: _Fitted, e
     mlflow.log_dict(evaluated.importances, registry.evaluation_artifact("feature_importances"))
     tracking.log_figure(evaluation.importance_figure(evaluated.importances, f"{spec.name}: feature importances"),
                         registry.evaluation_artifact("feature_importances", "png"))
+    if evaluated.calibration is not None:
+        calibration = evaluated.calibration
+        mlflow.log_dict({"ece": calibration.ece, "brier": calibration.brier, "bins": calibration.bins},
+                        registry.evaluation_artifact(registry.RELIABILITY_ARTIFACT_STEM))
+        tracking.log_figure(estimate.reliability_figure(calibration, f"{spec.name}: holdout reliability"),
+                            registry.evaluation_artifact(registry.RELIABILITY_ARTIFACT_STEM, "png"))
     registry.log_training_keys(prep.keys_train, prep.keys_hold, spec.primary_key)
     best = fitted.best
     mlflow.set_tags({registry.BEST_TRIAL_NUMBER_TAG: str(best.number), registry.BEST_TRIAL_VALUE_TAG: f"{best.value:.6f}"})
     # The chosen hyper-parameters as params too (named as in the trials' runs), so
     # retrains compare side by side in the runs table.
-    tracking.log_params_batch(run_id, best_params(best.params, _run_params(spec, prep, prep.options)),
-                              client=prep.tracker.client)
+    params = best_params(best.params, _run_params(spec, prep, prep.options))
+    params[registry.CALIBRATION_METHOD_PARAM] = calibration_method(fitted.model)
+    tracking.log_params_batch(run_id, params, client=prep.tracker.client)
 
 
 def _decide(name: str, spec: DatasetSpec, prep: _Prepared, model: Any,

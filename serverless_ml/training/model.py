@@ -20,8 +20,20 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures
 from serverless_ml.datasets.spec import DatasetSpec
 
 # Types in the pipeline's skops file that skops does not trust by default (a test checks
-# that this list is exactly what a fitted pipeline needs).
-SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+# that this list is exactly what a fitted calibrated pipeline needs).
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype", "sklearn.tree._tree.Tree", "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+]
+
+CALIBRATED_STEP = "calibrated"
+"""The last step of a calibrated pipeline (:func:`calibrated_pipeline`); an uncalibrated
+one (the tuning trials', and versions registered before calibration) ends in ``forest``."""
+CALIBRATION_METHODS = ("sigmoid", "isotonic", "none")
+CALIBRATION_FOLDS = 5
+ISOTONIC_MIN_ROWS = 1000
+"""Below this many training rows the calibration is sigmoid (Platt): isotonic regression
+over-fits small calibration sets (scikit-learn's user guide gives the same advice)."""
 
 
 FOREST_FAMILIES: dict[str, type] = {"random_forest": RandomForestClassifier, "extra_trees": ExtraTreesClassifier}
@@ -73,11 +85,59 @@ def build_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, n_jobs:
     )
 
 
+def calibration_plan(labels: Any) -> tuple[str, int]:
+    """How a pipeline trained on ``labels`` calibrates its probabilities: the method
+    (``isotonic`` from :data:`ISOTONIC_MIN_ROWS` rows, else ``sigmoid``; ``none`` when a
+    class has fewer than 2 rows) and the folds (at most :data:`CALIBRATION_FOLDS`, at most
+    the rarest class's rows)."""
+    counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)[1]
+    folds = int(min(CALIBRATION_FOLDS, counts.min())) if len(counts) else 0
+    if len(counts) < 2 or folds < 2:
+        return "none", 0
+    return ("isotonic" if len(labels) >= ISOTONIC_MIN_ROWS else "sigmoid"), folds
+
+
+def calibrated_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, labels: Any, n_jobs: int = 1) -> Pipeline:
+    """:func:`build_pipeline` whose forest's probabilities are calibrated, still one
+    Pipeline (so batch inference, the site and ``mlflow models serve`` use the same model).
+
+    The last step is scikit-learn's ``CalibratedClassifierCV`` with ``ensemble=False``:
+    the forest's out-of-fold probabilities on the training rows fit the calibrator, and
+    one forest refitted on all of them predicts (no ensemble of fold forests: scoring
+    costs what an uncalibrated forest costs). Method and folds: :func:`calibration_plan`
+    of ``labels`` (the training rows' classes); with ``none`` the plain pipeline.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+
+    plain = build_pipeline(spec, params, seed, n_jobs)
+    method, folds = calibration_plan(labels)
+    if method == "none":
+        return plain
+    # An int: stratified folds in row order (the training rows are already shuffled by
+    # the split), and no splitter object in the model file for skops to distrust.
+    calibrator = CalibratedClassifierCV(plain.named_steps["forest"], method=method, ensemble=False, cv=folds)
+    return Pipeline([("prepare", plain.named_steps["prepare"]), (CALIBRATED_STEP, calibrator)])
+
+
+def calibration_method(pipeline: Pipeline) -> str:
+    """``sigmoid``/``isotonic`` for a calibrated pipeline, ``none`` for a plain one."""
+    last = pipeline.steps[-1][1]
+    return str(getattr(last, "method", "none")) if pipeline.steps[-1][0] == CALIBRATED_STEP else "none"
+
+
+def fitted_forest(pipeline: Pipeline) -> Any:
+    """The fitted forest of a plain or calibrated pipeline (a calibrated one's forest is
+    the one refitted on all training rows)."""
+    if pipeline.steps[-1][0] == CALIBRATED_STEP:
+        return pipeline.steps[-1][1].calibrated_classifiers_[0].estimator
+    return pipeline.named_steps["forest"]
+
+
 def raw_feature_importances(pipeline: Pipeline, spec: DatasetSpec) -> dict[str, float]:
     """The forest's importances summed back onto the raw features they came from (a
     product's importance split evenly between its two features)."""
     names = pipeline.named_steps["prepare"].get_feature_names_out()
-    importances = pipeline.named_steps["forest"].feature_importances_
+    importances = fitted_forest(pipeline).feature_importances_
     totals: dict[str, float] = {name: 0.0 for name in spec.feature_names}
     numeric = numeric_features(spec)
     products = {f"{a} {b}": [a, b] for i, a in enumerate(numeric) for b in numeric[i + 1:]}

@@ -373,3 +373,42 @@ def test_a_batch_scored_up_to_now_counts_today_s_rows_in_its_drift_window(world)
     assert report.metrics["drift_rows"] == 60
     assert any("age" in a for a in report.alerts)
     assert not any("drift not computed" in n for n in report.notes)
+
+
+def test_a_live_batch_without_labels_is_scored_with_an_estimate_and_no_realized_accuracy(world) -> None:  # noqa: ANN001
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=60, seed=3)
+    group = store.get_feature_group("titanic", 1)
+    day = group.read()
+    day = day[day["origin"] == "synthetic"].copy()
+    # The same rows as live rows whose outcome is not known yet (new keys, no label).
+    live = day.assign(passenger_id=day["passenger_id"] + 1_000_000, survived=pd.array([pd.NA] * len(day), dtype="Int64"),
+                      origin="live", event_time=pd.Timestamp(_noon(_day(1))))
+    group.insert(live[day.columns], wait=True)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), _noon(_day(1)))
+    assert report.rows_scored == len(live)
+    run = MlflowClient().get_run(report.run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    assert "batch_accuracy" not in metrics  # not a zero: no label is known
+    assert metrics["rows_labelled"] == 0 and metrics["labelled_share"] == 0
+    predictions = _predictions(store)
+    batch = predictions[predictions["run_id"] == report.run_id]
+    assert batch["actual"].isna().all() and batch["correct"].isna().all()
+    # The estimate is the mean probability of the predicted classes, its interval the
+    # Poisson-binomial one of the accuracy these rows will realise.
+    confidence = batch["probability"].to_numpy()
+    assert metrics["estimated_accuracy"] == pytest.approx(confidence.mean())
+    half = 1.959964 * np.sqrt(np.sum(confidence * (1 - confidence))) / len(confidence)
+    assert metrics["estimated_accuracy_ci_low"] == pytest.approx(max(0.0, confidence.mean() - half))
+    assert metrics["estimated_accuracy_ci_high"] == pytest.approx(min(1.0, confidence.mean() + half))
+    assert "estimated_precision_survived" in metrics and "estimated_recall_died" in metrics
+    assert tags["accuracy_basis"] == "estimated"
+    # The labelled day before was judged on its labels.
+    earlier = _monitoring_runs()
+    assert set(earlier["tags.accuracy_basis"]) == {"realized", "estimated"}
+    # Their labels (the day's rows') realise an accuracy near the estimate.
+    labels = day.set_index("passenger_id")["survived"]
+    truth = labels.loc[batch["passenger_id"].to_numpy() - 1_000_000].to_numpy()
+    realized = float((batch["prediction"].to_numpy() == truth).mean())
+    assert abs(metrics["estimated_accuracy"] - realized) < 0.2

@@ -99,6 +99,14 @@ def test_every_trial_is_a_nested_run_and_the_parent_has_the_evaluation(
     assert np.asarray(table["matrix"]).sum() == report.rows["holdout"]
     keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{report.run_id}/training/keys.parquet"))
     assert len(keys) == 891 and keys["passenger_id"].is_unique
+    # The champion's probabilities are calibrated, and how well is measured on the holdout.
+    assert parent["params.calibration_method"] == "sigmoid"  # 891 rows: fewer than ISOTONIC_MIN_ROWS
+    reliability = mlflow.artifacts.load_dict(f"runs:/{report.run_id}/evaluation/reliability_diagram.json")
+    assert "evaluation/reliability_diagram.png" in artifacts
+    assert sum(b["rows"] for b in reliability["bins"]) == report.rows["holdout"]
+    assert parent["metrics.test_ece"] == pytest.approx(reliability["ece"])
+    assert parent["metrics.test_brier"] == pytest.approx(reliability["brier"])
+    assert 0 <= parent["metrics.test_ece"] < 0.2 and 0 < parent["metrics.test_brier"] < 0.5
 
 
 def test_promotion_never_keeps_the_champion_and_always_forces_it(

@@ -51,7 +51,8 @@ def test_the_windows_end_at_the_as_of_date_and_since_promotion_counts_the_champi
 
     computed = batch.accuracy_metrics(matrices, rows_scored=len(BATCH), holdout_accuracy=0.8)
     assert computed.metrics == pytest.approx({
-        registry.ROWS_SCORED_METRIC: 2.0, registry.ROWS_LABELLED_METRIC: 2.0, registry.BATCH_ACCURACY_METRIC: 0.5,
+        registry.ROWS_SCORED_METRIC: 2.0, registry.ROWS_LABELLED_METRIC: 2.0, registry.LABELLED_SHARE_METRIC: 1.0,
+        registry.BATCH_ACCURACY_METRIC: 0.5,
         registry.BATCH_ACCURACY_CI_LOW_METRIC: monitoring.wilson_interval(1, 2)[0],
         registry.BATCH_ACCURACY_CI_HIGH_METRIC: monitoring.wilson_interval(1, 2)[1],
         registry.ROLLING_ROWS_METRIC: 4.0, registry.CUMULATIVE_ROWS_METRIC: 3.0,
@@ -67,6 +68,7 @@ def test_a_batch_without_labels_has_no_accuracy_and_says_why() -> None:
     matrices = batch.confusion_windows(codes, 2, champion_version=2, as_of_end=AS_OF_END, rolling_days=2)
     computed = batch.accuracy_metrics(matrices, rows_scored=2, holdout_accuracy=None)
     assert computed.metrics == {registry.ROWS_SCORED_METRIC: 2.0, registry.ROWS_LABELLED_METRIC: 0.0,
+                                registry.LABELLED_SHARE_METRIC: 0.0,
                                 registry.ROLLING_ROWS_METRIC: 0.0, registry.CUMULATIVE_ROWS_METRIC: 0.0}
     assert computed.notes == ["batch accuracy not computed: no labelled rows"]
 
@@ -117,3 +119,50 @@ def test_the_drift_report_round_trips_through_json_and_tolerates_old_or_broken_f
     assert registry.DriftReport.from_json(None) == registry.DriftReport()
     old = registry.DriftReport.from_json({"basis": "batch", "features": [{"feature": "age"}, "junk"]})
     assert (old.basis, old.window, old.features) == ("batch", None, ({"feature": "age"},))
+
+
+def _with_probabilities(frame: pd.DataFrame, survived: list[float]) -> pd.DataFrame:
+    """Predictions with class probabilities (died, survived); the prediction is the likelier class."""
+    p = np.asarray(survived)
+    return frame.assign(proba_0=1 - p, proba_1=p, prediction=(p > 0.5).astype(int), probability=np.maximum(p, 1 - p))
+
+
+def test_an_unlabelled_batch_gets_an_estimate_from_its_probabilities_and_no_realized_accuracy() -> None:
+    rows = _rows([(10 + i, "2024-03-10 12:00", 0, 0, 2) for i in range(25)]).assign(actual=None)
+    survived = [0.9] * 10 + [0.3] * 15  # confidence 0.9 x 10, 0.7 x 15
+    scored = _with_probabilities(rows, survived)
+    codes = batch.prediction_codes(SPEC, scored, HISTORY.iloc[:0])
+    computed, found = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"])
+    expected = (10 * 0.9 + 15 * 0.7) / 25
+    variance = 10 * 0.9 * 0.1 + 15 * 0.7 * 0.3
+    assert found is not None and found.accuracy == pytest.approx(expected)
+    assert (found.low, found.high) == pytest.approx((expected - 1.959964 * variance ** 0.5 / 25,
+                                                     expected + 1.959964 * variance ** 0.5 / 25))
+    metrics = computed.metrics
+    assert metrics[registry.ESTIMATED_ACCURACY_METRIC] == pytest.approx(expected)
+    assert metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] == pytest.approx(expected)
+    # Expected confusion: predicted survived (10 rows at 0.9): 9 right, 1 wrong; predicted died (15 at 0.7 died).
+    assert metrics[registry.class_metric("estimated_precision", "survived")] == pytest.approx(0.9)
+    assert metrics[registry.class_metric("estimated_recall", "survived")] == pytest.approx(9 / (9 + 15 * 0.3))
+    matrices = batch.confusion_windows(codes, 2, 2, AS_OF_END, 2)
+    accuracy = batch.accuracy_metrics(matrices, len(scored), 0.8)
+    assert registry.BATCH_ACCURACY_METRIC not in accuracy.metrics
+    assert accuracy.metrics[registry.LABELLED_SHARE_METRIC] == 0.0
+    assert batch.accuracy_basis(0, 25, found) == "estimated"
+    assert batch.accuracy_basis(25, 25, found) == "realized"
+    assert batch.accuracy_basis(0, 25, None) == "none"
+
+
+def test_the_accuracy_alert_uses_the_estimate_while_labels_are_missing_and_says_so() -> None:
+    rule = monitoring.AlertRule()
+    drift = batch.DriftStatistics()
+    low_confidence = batch.estimate.estimate_accuracy(np.full(200, 0.55))
+    no_labels = {"batch": np.zeros((2, 2)), "rolling": np.zeros((2, 2))}
+    alerts = batch.alert_decision(rule, 0.85, no_labels, drift, None, low_confidence)
+    assert alerts.accuracy
+    assert alerts.messages[0].startswith("accuracy alert (estimated: 200 rows have no label yet): estimated batch accuracy 0.550")
+    confident = batch.estimate.estimate_accuracy(np.full(200, 0.8))
+    assert not batch.alert_decision(rule, 0.85, no_labels, drift, None, confident).accuracy
+    # Every row labelled: the realized accuracy is judged, not the estimate.
+    labelled = {"batch": np.array([[100, 0], [0, 100]]), "rolling": np.zeros((2, 2))}
+    assert not batch.alert_decision(rule, 0.85, labelled, drift, None, low_confidence).accuracy

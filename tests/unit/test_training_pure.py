@@ -12,7 +12,18 @@ import skops.io
 
 from serverless_ml.datasets import get_dataset
 from serverless_ml.training import evaluation, promotion, search
-from serverless_ml.training.model import SKOPS_TRUSTED_TYPES, as_model_input, build_pipeline, raw_feature_importances
+from serverless_ml.training.model import (
+    CALIBRATED_STEP,
+    ISOTONIC_MIN_ROWS,
+    SKOPS_TRUSTED_TYPES,
+    as_model_input,
+    build_pipeline,
+    calibrated_pipeline,
+    calibration_method,
+    calibration_plan,
+    fitted_forest,
+    raw_feature_importances,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -74,12 +85,45 @@ def _rows(name: str, n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.Seri
 
 @pytest.mark.parametrize("family", ["random_forest", "extra_trees"])
 @pytest.mark.parametrize("name", ["titanic", "iris"])
-def test_trusted_types_are_exactly_what_a_fitted_pipeline_needs(name: str, family: str) -> None:
+def test_trusted_types_are_exactly_what_fitted_pipelines_need(name: str, family: str) -> None:
+    """The plain pipeline, the sigmoid-calibrated one (few rows) and the isotonic one (from
+    ISOTONIC_MIN_ROWS rows) together need exactly the trusted types, no more."""
     spec = get_dataset(name)
     x, y = _rows(name)
     params = {"family": family, "n_estimators": 5, "max_depth": 3}
-    model = build_pipeline(spec, params, seed=0).fit(as_model_input(x, spec), y)
-    assert sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model))) == sorted(SKOPS_TRUSTED_TYPES)
+    needed: set[str] = set()
+    plain = build_pipeline(spec, params, seed=0).fit(as_model_input(x, spec), y)
+    needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(plain)))
+    sigmoid = calibrated_pipeline(spec, params, 0, y).fit(as_model_input(x, spec), y)
+    assert calibration_method(sigmoid) == "sigmoid"
+    needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(sigmoid)))
+    many = pd.concat([x] * (ISOTONIC_MIN_ROWS // len(x) + 1), ignore_index=True)
+    many_y = pd.concat([y] * (ISOTONIC_MIN_ROWS // len(y) + 1), ignore_index=True)
+    isotonic = calibrated_pipeline(spec, params, 0, many_y).fit(as_model_input(many, spec), many_y)
+    assert calibration_method(isotonic) == "isotonic"
+    needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(isotonic)))
+    assert sorted(needed) == sorted(SKOPS_TRUSTED_TYPES)
+
+
+def test_a_calibrated_pipeline_is_one_pipeline_whose_forest_is_refitted_on_every_row() -> None:
+    spec = get_dataset("titanic")
+    x, y = _rows("titanic")
+    model = calibrated_pipeline(spec, {"n_estimators": 10}, 0, y).fit(as_model_input(x, spec), y)
+    assert list(model.named_steps) == ["prepare", CALIBRATED_STEP]
+    forest = fitted_forest(model)
+    assert forest.n_features_in_ == len(model.named_steps["prepare"].get_feature_names_out())
+    assert len(model.named_steps[CALIBRATED_STEP].calibrated_classifiers_) == 1  # ensemble=False: one forest
+    proba = model.predict_proba(as_model_input(x.head(5), spec))
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert set(raw_feature_importances(model, spec)) == set(spec.feature_names)
+
+
+def test_the_calibration_plan_follows_the_rows_and_the_rarest_class() -> None:
+    assert calibration_plan(["a"] * 50 + ["b"] * 50) == ("sigmoid", 5)
+    assert calibration_plan(["a"] * 990 + ["b"] * 3) == ("sigmoid", 3)
+    assert calibration_plan(["a"] * 990 + ["b"] * 10) == ("isotonic", 5)
+    assert calibration_plan(["a"] * 30 + ["b"]) == ("none", 0)
+    assert calibration_plan(["a"] * 30) == ("none", 0)
 
 
 def test_pipeline_takes_missing_values_as_none_or_nan_and_unknown_categories() -> None:
