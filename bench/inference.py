@@ -1,97 +1,192 @@
-"""Batch inference end to end on a million new rows, against the bare ``pipeline.predict``.
+"""Batch inference end to end on ten million new rows, against the bare ``pipeline.predict``.
 
-Set-up (not timed): Titanic backfilled and a champion trained (default trials) in temporary
-folders, then 1,000,000 new Titanic-shaped rows (``bench.backfill.make_frame``, keys
-moved past the real ones) inserted into the feature group.
+Set-up (not timed, not in the measured process): Titanic backfilled and a champion trained
+(default trials) in temporary folders, then ``--rows`` new Titanic-shaped rows
+(``bench.backfill.make_frame`` in chunks of a million, keys moved past the real ones, event
+times over 2024) appended to the feature group chunk by chunk, so the set-up never holds
+them all.
 
-* ``end_to_end``: ``sml infer`` (in-process): read the group, select the new rows, predict
-  in chunks, compute the monitoring statistics, log the run, upsert the predictions;
-* ``bare_predict``: the reference, the champion pipeline's ``predict`` on the same rows
-  already in memory.
+* ``end_to_end``: ``sml infer --as-of 2024-12-31 --no-figures`` (its entry point,
+  ``serverless_ml.cli.main``) in its own process (read, select, predict in chunks, the
+  monitoring statistics with drift on the last 30 days, log the run, write the
+  predictions), timed from the process's start to its exit (imports, the model's loading
+  and the interpreter's teardown included; the time until the entry point returned is
+  printed too); its peak RSS is that process's own (``VmHWM``, see :func:`_infer_process`);
+* ``bare_predict``: the reference, the champion pipeline's ``predict`` on the same rows,
+  regenerated chunk by chunk in this process and converted to the model's input
+  untimed: only the ``predict`` calls (100,000 rows each, the chunk ``sml infer``
+  scores) are timed, once before and once after ``sml infer`` (the mean is the reference:
+  the machine's load changes in between).
 
-Goal (from the issue): end to end at >= 50 % of bare-predict throughput, memory bounded.
-Prints rows per second for both, the ratio and the peak RSS; writes
-``bench/results/inference.json``.
+Goal (issue 17): end to end at >= 80 % of bare-predict throughput, and the ``sml infer``
+process's peak RSS <= 1 GiB. Prints rows per second for both, the ratio, the peak RSS
+and the load average; writes ``bench/results/inference.json``.
 
-    python -m bench inference [--rows 1000000]
+    python -m bench inference [--rows 10000000]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import resource
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import resolve_data_dir, write_results
+from bench import REPO_ROOT, resolve_data_dir, write_results
 
-GOAL_RATIO = 0.5
+GOAL_RATIO = 0.8
+GOAL_RSS_MIB = 1024
 KEY_OFFSET = 10_000_000
+SETUP_CHUNK = 1_000_000
+AS_OF = "2024-12-31"
 
 
-def run(rows: int, data_dir: Path) -> dict[str, Any]:
-    import mlflow
-
+def _chunks(rows: int) -> Iterator[tuple[int, Any]]:
+    """The new rows, a million at a time (the same rows on every call)."""
     from bench.backfill import make_frame
-    from bench.simulate import _world
-    from serverless_ml import defaults
     from serverless_ml.datasets import get_dataset
-    from serverless_ml.pipelines.infer import InferOptions, infer, load_champion
+
+    spec = get_dataset("titanic")
+    for index, start in enumerate(range(0, rows, SETUP_CHUNK)):
+        frame = make_frame(min(SETUP_CHUNK, rows - start), seed=index)
+        frame[spec.primary_key] += KEY_OFFSET + start
+        frame["origin"] = "live"
+        yield index, frame
+
+
+def _append_rows(group: Any, rows: int) -> None:
+    """Append the new rows in one commit, streamed chunk by chunk."""
+    import pyarrow as pa
+
+    from serverless_ml.feature_store.base import arrow_schema, conform
+
+    schema = arrow_schema(group.features)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for _, frame in _chunks(rows):
+            yield from conform(frame, group.features, group.primary_key, group.label).to_batches()
+
+    group.append_new(pa.RecordBatchReader.from_batches(schema, batches()))
+
+
+def _bare_predict(model: Any, rows: int, chunk_rows: int) -> float:
+    """Seconds in ``model.predict`` over the rows, ``chunk_rows`` at a time."""
+    from serverless_ml.datasets import get_dataset
     from serverless_ml.training.model import as_model_input
 
     spec = get_dataset("titanic")
+    spent = 0.0
+    for _, frame in _chunks(rows):
+        for start in range(0, len(frame), chunk_rows):
+            x = as_model_input(frame.iloc[start : start + chunk_rows], spec)
+            started = time.perf_counter()
+            model.predict(x)
+            spent += time.perf_counter() - started
+    return spent
+
+
+JOB_MARK = "bench: sml infer returned after"
+# `sml infer`'s own entry point, timed from before its imports until it returns (the
+# interpreter's start and teardown are in the process's wall time only).
+CHILD = f"""
+import sys, time
+started = time.perf_counter()
+from serverless_ml.cli import main
+sys.argv = ["sml", "infer", "--dataset", "titanic", "--as-of", "{AS_OF}", "--no-figures"]
+try:
+    main()
+finally:
+    seconds = time.perf_counter() - started
+    with open("/proc/self/status") as status:
+        peak = [line.split()[1] for line in status if line.startswith("VmHWM:")][0]
+    print("{JOB_MARK}", seconds, peak, flush=True)
+"""
+
+
+def _infer_process(folder: Path, settings: Any) -> tuple[float, float, float, str]:
+    """``sml infer`` in a child process: its wall seconds, the seconds until its entry
+    point returned, its peak RSS in MiB, its output.
+
+    The peak is the child's own ``VmHWM`` (``/proc/self/status``, read as its entry point
+    returns: the teardown only frees memory). Not ``ru_maxrss``: a child forked from this
+    process starts with this process's pages, and Linux keeps that high-water mark
+    across ``exec``, so ``wait4`` would report the set-up's memory."""
+    env = {**os.environ, "SML_STORE_DIR": str(settings.store_dir), "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "SML_STATE_DIR": str(folder / "state")}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read() if proc.stdout else ""
+    code = proc.wait()
+    wall = time.perf_counter() - started
+    marks = [line.split()[-2:] for line in output.splitlines() if line.startswith(JOB_MARK)]
+    if code != 0 or not marks:
+        raise SystemExit(f"sml infer failed ({code}):\n{output}")
+    return wall, float(marks[0][0]), int(marks[0][1]) / 1024, output
+
+
+def run(rows: int, data_dir: Path) -> dict[str, Any]:
+    from bench.simulate import _world
+    from serverless_ml import defaults
+    from serverless_ml.inference.scoring import CHUNK_ROWS
+    from serverless_ml.registry import load_version_model
+
     with tempfile.TemporaryDirectory() as tmp:
         # The champion `sml train` makes by default: its forests set the cost of predict.
         store, settings = _world(Path(tmp), data_dir, trials=defaults.TRAIN_TRIALS)
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        frame = make_frame(rows, seed=0)
-        frame[spec.primary_key] += KEY_OFFSET
-        frame["origin"] = "live"
-        group = store.get_feature_group("titanic", 1)
-        group.insert(frame)
-        champion = load_champion(spec, group, group.read(), mlflow.MlflowClient(tracking_uri=settings.tracking_uri))
-        x = as_model_input(frame, spec)
-        del frame
-
-        started = time.perf_counter()
-        champion.load_model().predict(x)
-        bare = time.perf_counter() - started
-        del x
-
-        started = time.perf_counter()
-        report = infer(spec, store, settings, InferOptions(figures=False), dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))
-        end_to_end = time.perf_counter() - started
-        assert report.rows_scored == rows, report.rows_scored
+        _append_rows(store.get_feature_group("titanic", 1), rows)
+        model = load_version_model("titanic", 1, settings.tracking_uri)
+        load = os.getloadavg()
+        # Bare predict before and after sml infer (the machine's load changes in between):
+        # their mean is the reference.
+        bare_before = _bare_predict(model, rows, CHUNK_ROWS)
+        end_to_end, job, peak_rss, output = _infer_process(Path(tmp), settings)
+        bare_after = _bare_predict(model, rows, CHUNK_ROWS)
+        bare = (bare_before + bare_after) / 2
+        scored = f"scored {rows} rows"
+        if scored not in str(output):
+            raise SystemExit(f"sml infer did not score {rows} rows:\n{output}")
     return {
         "rows": rows,
         "bare_predict_s": bare,
+        "bare_predict_before_after_s": [bare_before, bare_after],
         "end_to_end_s": end_to_end,
+        "job_s": job,
         "bare_rows_per_s": rows / bare,
         "end_to_end_rows_per_s": rows / end_to_end,
         "ratio": bare / end_to_end,
+        "job_ratio": bare / job,
         "goal_ratio": GOAL_RATIO,
-        "pass": bare / end_to_end >= GOAL_RATIO,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss,
+        "goal_rss_mib": GOAL_RSS_MIB,
+        "pass": bare / end_to_end >= GOAL_RATIO and peak_rss <= GOAL_RSS_MIB,
+        "load_average_1min": load[0],
         "cpus": os.cpu_count(),
+        "infer_output": str(output)[-2000:],
     }
 
 
 def report(results: dict[str, Any]) -> str:
     return "\n".join([
-        f"{results['rows']:,} rows: bare predict {results['bare_rows_per_s']:,.0f} rows/s ({results['bare_predict_s']:.1f} s), "
+        f"{results['rows']:,} rows: bare predict {results['bare_rows_per_s']:,.0f} rows/s ({results['bare_predict_s']:.1f} s, "
+        f"the mean of {' and '.join(f'{s:.1f}' for s in results['bare_predict_before_after_s'])} s before and after), "
         f"end to end {results['end_to_end_rows_per_s']:,.0f} rows/s ({results['end_to_end_s']:.1f} s)",
-        f"end-to-end throughput = {results['ratio']:.0%} of bare predict; goal >= {results['goal_ratio']:.0%}: "
-        f"{'PASS' if results['pass'] else 'MISS'}; peak RSS {results['peak_rss_mib']:.0f} MiB",
+        f"  (the process's wall time; until sml infer's entry point returned: {results['job_s']:.1f} s, "
+        f"{results['job_ratio']:.0%} of bare predict; the rest is the interpreter's start and teardown)",
+        f"end-to-end throughput = {results['ratio']:.0%} of bare predict (goal >= {results['goal_ratio']:.0%}); "
+        f"sml infer's peak RSS {results['peak_rss_mib']:.0f} MiB (goal <= {results['goal_rss_mib']} MiB): "
+        f"{'PASS' if results['pass'] else 'MISS'}; load average {results['load_average_1min']:.1f} on {results['cpus']} CPUs",
     ])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench inference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=10_000_000)
     args = parser.parse_args(argv)
     results = run(args.rows, resolve_data_dir())
     print(report(results))

@@ -29,6 +29,14 @@ _ROWS_SCORED = registry.metric_column(registry.ROWS_SCORED_METRIC)
 _ALERT = registry.tag_column(registry.ALERT_TAG)
 _ALERTS = registry.tag_column(registry.ALERTS_TAG)
 _ALERT_TAGS = {"accuracy": registry.tag_column(registry.ALERT_ACCURACY), "drift": registry.tag_column(registry.ALERT_DRIFT)}
+_ROWS_LABELLED = registry.metric_column(registry.ROWS_LABELLED_METRIC)
+_LABELLED_SHARE = registry.metric_column(registry.LABELLED_SHARE_METRIC)
+_BATCH_ACCURACY = registry.metric_column(registry.BATCH_ACCURACY_METRIC)
+_BATCH_CI = (registry.metric_column(registry.BATCH_ACCURACY_CI_LOW_METRIC),
+             registry.metric_column(registry.BATCH_ACCURACY_CI_HIGH_METRIC))
+_ESTIMATED = registry.metric_column(registry.ESTIMATED_ACCURACY_METRIC)
+_ESTIMATED_CI = (registry.metric_column(registry.ESTIMATED_ACCURACY_CI_LOW_METRIC),
+                 registry.metric_column(registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC))
 
 
 def within_window(runs: pd.DataFrame, days: int | None) -> pd.DataFrame:
@@ -75,6 +83,8 @@ class Headline:
     accuracy_alert_batches: int = 0
     drift_alert_batches: int = 0
     window_days: int | None = None
+    latest_accuracy: BatchAccuracy | None = None
+    """The latest batch's accuracy, saying whether it is realized or estimated."""
 
 
 def champion_since(runs: pd.DataFrame, version: Any) -> pd.Timestamp | None:
@@ -129,6 +139,85 @@ def headline(runs: pd.DataFrame, champion: Any | None, window_days: int | None =
         accuracy_alert_batches=int(kinds["accuracy"].sum()),
         drift_alert_batches=int(kinds["drift"].sum()),
         window_days=window_days,
+        latest_accuracy=latest_accuracy(runs),
+    )
+
+
+# --- realized and estimated accuracy, label coverage ---------------------------------------------
+
+REALIZED, ESTIMATED, NO_ACCURACY = "realized", "estimated", "none"
+"""What a batch's accuracy is based on (as the batch run's ``accuracy_basis`` tag says)."""
+
+
+def _column(runs: pd.DataFrame, column: str) -> pd.Series:
+    """A float column of a runs frame (all missing when the frame lacks it: older runs)."""
+    if column in runs:
+        return runs[column].astype(float)
+    return pd.Series(np.nan, index=runs.index, dtype=float)
+
+
+def label_coverage(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: rows ``scored``, rows ``labelled`` and their ``share`` (labelled of scored), from
+    the run's ``labelled_share`` or, for runs logged before it, its row counts (``NaN``
+    where a run has neither). ``sml labels`` updates these on the batch's own run."""
+    scored = _column(runs, _ROWS_SCORED)
+    labelled = _column(runs, _ROWS_LABELLED)
+    counted = (labelled / scored.where(scored > 0)).clip(0.0, 1.0)
+    share = _column(runs, _LABELLED_SHARE).fillna(counted)
+    return pd.DataFrame({"scored": scored, "labelled": labelled, "share": share}, index=runs.index)
+
+
+def accuracy_bases(runs: pd.DataFrame) -> pd.Series:
+    """Per run, what its batch accuracy is: ``realized`` when every row it scored has its
+    label (or it has a realized accuracy and no estimate: runs logged before estimates),
+    ``estimated`` when labels are missing and it has an estimate, else ``none``. Judged
+    from the values, not the ``accuracy_basis`` tag, which is written when the batch is
+    scored: labels that arrive later update the values."""
+    if runs.empty:
+        return pd.Series([], index=runs.index, dtype=object)
+    realized = _column(runs, _BATCH_ACCURACY).notna().to_numpy()
+    estimated = _column(runs, _ESTIMATED).notna().to_numpy()
+    coverage = label_coverage(runs)
+    complete = (coverage["share"] >= 1.0 - 1e-9).to_numpy()
+    basis = np.where(realized & (complete | ~estimated), REALIZED, np.where(estimated, ESTIMATED, NO_ACCURACY))
+    return pd.Series(basis, index=runs.index, dtype=object)
+
+
+@dataclass(frozen=True)
+class BatchAccuracy:
+    """A batch's accuracy as the Overview's headline shows it: ``basis`` says whether
+    ``value`` (with its 95 % interval ``low``-``high``) is realized from labels or
+    estimated from the champion's probabilities; ``realized`` is the accuracy of the rows
+    labelled so far (``None``: none is)."""
+
+    as_of: str
+    basis: str
+    value: float | None
+    low: float | None
+    high: float | None
+    rows_scored: int | None
+    rows_labelled: int | None
+    realized: float | None
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def latest_accuracy(runs: pd.DataFrame) -> BatchAccuracy | None:
+    """The latest batch's accuracy, realized or estimated (:func:`accuracy_bases`)."""
+    if runs.empty:
+        return None
+    last = runs.iloc[-1]
+    basis = str(accuracy_bases(runs.iloc[-1:]).iloc[0])
+    columns = {REALIZED: (_BATCH_ACCURACY, *_BATCH_CI), ESTIMATED: (_ESTIMATED, *_ESTIMATED_CI)}.get(basis)
+    value, low, high = (_number(last.get(c)) for c in columns) if columns else (None, None, None)
+    coverage = label_coverage(runs.iloc[-1:]).iloc[0]
+    scored, labelled = _number(coverage["scored"]), _number(coverage["labelled"])
+    return BatchAccuracy(
+        as_of=str(last.get(registry.tag_column(registry.AS_OF_TAG))), basis=basis, value=value, low=low, high=high,
+        rows_scored=None if scored is None else int(scored), rows_labelled=None if labelled is None else int(labelled),
+        realized=_number(last.get(_BATCH_ACCURACY)),
     )
 
 

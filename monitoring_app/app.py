@@ -252,7 +252,9 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, san
 .controls label { margin-right: 12px; }
 .dropdown { min-width: 220px; } .dropdown-wide { min-width: 520px; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin-bottom: 12px; }
-.card { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px 14px; min-width: 160px; }
+.card { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px 14px; min-width: 150px;
+        flex: 1 1 0; }
+.card-wide { flex-grow: 1.5; }
 .card-label { color: #6b7280; font-size: 0.8rem; text-transform: uppercase; letter-spacing: 0.03em; }
 .card-value { font-size: 1.5rem; font-weight: 600; margin: 2px 0; }
 .card-detail, .muted { color: #6b7280; font-size: 0.9rem; }
@@ -301,6 +303,7 @@ body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, san
 .input { width: 100%; box-sizing: border-box; padding: 6px 8px; border: 1px solid #d1d5db; border-radius: 6px; }
 .button { background: #2563eb; color: #fff; border: 0; border-radius: 6px; padding: 8px 18px; font-size: 1rem;
           cursor: pointer; }
+.button-secondary { background: #fff; color: #1f2937; border: 1px solid #d1d5db; font-size: 0.9rem; padding: 6px 12px; }
 .result { margin-top: 12px; }
 .answer { display: flex; align-items: center; gap: 8px; font-size: 1.1rem; }
 .footer { margin-top: 24px; color: #6b7280; font-size: 0.8rem; border-top: 1px solid #e5e7eb; padding-top: 8px; }

@@ -168,12 +168,12 @@ def feature_picker(component_id: str, spec: DatasetSpec, value: str) -> html.Div
                                            value=value, clearable=False, className="dropdown"))
 
 
-def card(label: str, value: Any, detail: str | None = None, card_id: str | None = None) -> html.Div:
+def card(label: str, value: Any, detail: str | None = None, card_id: str | None = None, class_name: str = "") -> html.Div:
     children = [html.Div(label, className="card-label"), html.Div(value, className="card-value")]
     if detail:
         children.append(html.Div(detail, className="card-detail"))
     attributes: dict[str, Any] = {"id": card_id} if card_id else {}
-    return html.Div(children, className="card", **attributes)
+    return html.Div(children, className=f"card {class_name}".strip(), **attributes)
 
 
 def class_badge(spec: DatasetSpec, value: Any, size: int = 40) -> html.Span:

@@ -331,8 +331,10 @@ class SiteData:
         _, dated = self.cached(("dated", spec.name, tuple(metrics), tuple(tags)), ordered, signature=lambda: id(frame))
         return dated
 
-    def run_json(self, run_id: str, path: str) -> dict[str, Any] | None:
-        """A JSON artifact of a run (``None`` when the run did not log it)."""
+    def run_json(self, run_id: str, path: str, version: str | None = None) -> dict[str, Any] | None:
+        """A JSON artifact of a run (``None`` when the run did not log it), kept once read;
+        ``version`` names the state of artifacts that are rewritten (the confusion tables
+        ``sml labels`` redraws: the run's :data:`registry.LABELS_UPDATED_AT_TAG`)."""
 
         def load() -> dict[str, Any] | None:
             with self.connection.errors(), tempfile.TemporaryDirectory() as tmp:
@@ -344,7 +346,7 @@ class SiteData:
                     return None
                 return json.loads(Path(local).read_text(encoding="utf-8"))
 
-        return self.cache.immutable(("json", run_id, path), load)
+        return self.cache.immutable(("json", run_id, path, version), load)
 
     def run_details(self, run_id: str) -> RunDetails | None:
         """Metrics, params and tags of one run (``None`` when it does not exist)."""

@@ -31,6 +31,9 @@ _ROWS_LABELLED = registry.metric_column(registry.ROWS_LABELLED_METRIC)
 _ROLLING_ACCURACY = registry.metric_column(registry.ROLLING_ACCURACY_METRIC)
 _CHAMPION_HOLDOUT = registry.metric_column(registry.CHAMPION_HOLDOUT_ACCURACY_METRIC)
 _ALERTS = registry.tag_column(registry.ALERTS_TAG)
+_ESTIMATED = registry.metric_column(registry.ESTIMATED_ACCURACY_METRIC)
+_ESTIMATED_LOW = registry.metric_column(registry.ESTIMATED_ACCURACY_CI_LOW_METRIC)
+_ESTIMATED_HIGH = registry.metric_column(registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC)
 
 COLOURS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 ALERT_COLOUR = "#dc2626"
@@ -126,9 +129,70 @@ def class_colour(spec: DatasetSpec, cls: Any) -> str:
 # --- Overview -------------------------------------------------------------------------------
 
 
+ESTIMATE_COLOUR = "#7c3aed"
+ESTIMATE_BAND = "rgba(124,58,237,0.16)"
+REALIZED_NAME, ROLLING_NAME = "batch accuracy (realized)", "rolling accuracy (realized)"
+ESTIMATED_NAME, AWAITING_NAME = "estimated accuracy (95 % band)", "estimated (no labels yet)"
+LONE_BAND_HALF_WIDTH = pd.Timedelta(hours=8)
+"""Half the width of the band of a batch whose neighbours have no estimate (a lone point
+of a polygon has no area)."""
+
+
+def _labelled_text(coverage: pd.DataFrame) -> list[str]:
+    """Per run: ``12 of 30 rows labelled`` (empty when the run did not log its counts)."""
+    out = []
+    for scored, labelled in zip(coverage["scored"], coverage["labelled"], strict=True):
+        out.append("" if scored != scored or labelled != labelled else f"{int(labelled):,} of {int(scored):,} rows labelled")
+    return out
+
+
+def estimate_band(runs: pd.DataFrame) -> dict[str, Any] | None:
+    """The estimated accuracy's 95 % intervals as one shaded polygon per stretch of
+    consecutive batches that have one (``None`` when no batch has one): plotly closes each
+    stretch of a ``fill: toself`` trace on its own where ``None`` separates them, so runs
+    without an estimate (logged before estimates existed) stay gaps, never bridged."""
+    if _ESTIMATED_LOW not in runs or _ESTIMATED_HIGH not in runs:
+        return None
+    low, high = runs[_ESTIMATED_LOW].to_numpy(dtype=float), runs[_ESTIMATED_HIGH].to_numpy(dtype=float)
+    dates = pd.to_datetime(runs[registry.AS_OF_TAG]).reset_index(drop=True)
+    present = ~(np.isnan(low) | np.isnan(high))
+    x: list[Any] = []
+    y: list[Any] = []
+    i = 0
+    while i < len(present):
+        if not present[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(present) and present[j + 1]:
+            j += 1
+        when = list(dates.iloc[i:j + 1])
+        tops, bottoms = list(high[i:j + 1]), list(low[i:j + 1])
+        if i == j:  # a lone batch: a narrow box around its date
+            when = [when[0] - LONE_BAND_HALF_WIDTH, when[0] + LONE_BAND_HALF_WIDTH]
+            tops, bottoms = tops * 2, bottoms * 2
+        text = [f"{w:%Y-%m-%d %H:%M}" if (w.hour or w.minute) else f"{w:%Y-%m-%d}" for w in when]
+        if x:
+            x.append(None)
+            y.append(None)
+        x += text + text[::-1]
+        y += _rounded(np.array(tops)) + _rounded(np.array(bottoms[::-1]))
+        i = j + 1
+    if not x:
+        return None
+    return {"type": "scatter", "x": x, "y": y, "mode": "lines", "fill": "toself", "fillcolor": ESTIMATE_BAND,
+            "line": {"width": 0, "color": ESTIMATE_BAND}, "hoverinfo": "skip", "name": "estimated 95 % interval",
+            "legendgroup": "estimated", "showlegend": False, "connectgaps": False}
+
+
 def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
-    """Accuracy per batch (with its 95 % interval), rolling accuracy, the champion's holdout
-    accuracy as a reference, alert markers and model-version changes, over batch dates.
+    """Accuracy per batch over batch dates: the accuracy estimated from the champion's
+    probabilities (a line in a shaded 95 % band; open circles where the batch has no
+    label yet) and the realized accuracy of the labelled rows (points with their 95 %
+    interval, and the rolling accuracy), the champion's holdout accuracy as a reference,
+    alert markers and model-version changes. Batches without an estimate (logged before
+    estimates) or without labels are gaps, and the chart says when no batch has a
+    realized accuracy yet.
 
     A plain figure dict, like :func:`drift_history_figure`: plotly's validation of
     thousands of points costs a tenth of a second a draw, and these two are redrawn on
@@ -137,24 +201,53 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
     if runs.empty:
         return empty_figure("no monitoring runs yet", "Accuracy over time").to_plotly_json()
     x = _dates(runs)
-    batch = runs[_BATCH_ACCURACY].to_numpy(dtype=float)
+    coverage = analysis.label_coverage(runs)
+    labelled_text = _labelled_text(coverage)
+    traces: list[dict[str, Any]] = []
+    estimated = runs[_ESTIMATED].to_numpy(dtype=float) if _ESTIMATED in runs else np.full(len(runs), np.nan)
+    has_estimate = bool(np.isfinite(estimated).any())
+    batch = runs[_BATCH_ACCURACY].to_numpy(dtype=float) if _BATCH_ACCURACY in runs else np.full(len(runs), np.nan)
+    has_realized = bool(np.isfinite(batch).any())
+    if has_estimate:
+        band = estimate_band(runs)
+        if band is not None:
+            traces.append(band)
+        low = runs[_ESTIMATED_LOW].to_numpy(dtype=float) if _ESTIMATED_LOW in runs else np.full(len(runs), np.nan)
+        high = runs[_ESTIMATED_HIGH].to_numpy(dtype=float) if _ESTIMATED_HIGH in runs else np.full(len(runs), np.nan)
+        hover = []
+        for value, lo, hi, labelled in zip(estimated, low, high, labelled_text, strict=True):
+            interval = "" if lo != lo or hi != hi else f" (95 % interval {lo:.3f}-{hi:.3f})"
+            hover.append(f"estimated accuracy {value:.3f}{interval}" + (f"<br>{labelled}" if labelled else ""))
+        traces.append({
+            "type": "scatter", "x": x, "y": _rounded(estimated), "mode": "lines+markers", "name": ESTIMATED_NAME,
+            "legendgroup": "estimated", "connectgaps": False, "line": {"color": ESTIMATE_COLOUR, "width": 1.5, "dash": "dash"},
+            "marker": {"size": 4, "color": ESTIMATE_COLOUR}, "customdata": hover,
+            "hovertemplate": "%{x}<br>%{customdata}<extra></extra>",
+        })
+        awaiting = np.isfinite(estimated) & ~np.isfinite(batch)
+        if awaiting.any():
+            where = np.flatnonzero(awaiting)
+            traces.append({
+                "type": "scatter", "x": [x[i] for i in where], "y": _rounded(estimated[where]), "mode": "markers",
+                "name": AWAITING_NAME, "legendgroup": "estimated",
+                "marker": {"size": 10, "symbol": "circle-open", "color": ESTIMATE_COLOUR, "line": {"width": 2}},
+                "customdata": [hover[i] for i in where],
+                "hovertemplate": "%{x}<br>no labels yet: %{customdata}<extra></extra>",
+            })
     batch_trace: dict[str, Any] = {
-        "type": "scatter", "x": x, "y": _rounded(batch), "mode": "markers", "name": "batch accuracy",
-        "marker": {"size": 5, "color": COLOURS[0]},
-        "hovertemplate": "%{x}<br>batch accuracy %{y:.3f}<extra></extra>",
+        "type": "scatter", "x": x, "y": _rounded(batch), "mode": "markers", "name": REALIZED_NAME,
+        "marker": {"size": 6, "color": COLOURS[0]}, "customdata": labelled_text,
+        "hovertemplate": "%{x}<br>realized batch accuracy %{y:.3f}<br>%{customdata}<extra></extra>",
     }
     if _BATCH_CI_LOW in runs and _BATCH_CI_HIGH in runs:
         low = runs[_BATCH_CI_LOW].to_numpy(dtype=float)
         high = runs[_BATCH_CI_HIGH].to_numpy(dtype=float)
         batch_trace["error_y"] = {"type": "data", "array": _rounded(high - batch), "arrayminus": _rounded(batch - low),
                                   "visible": True, "thickness": 1, "width": 0, "color": "rgba(37,99,235,0.25)"}
-    if _ROWS_LABELLED in runs:
-        batch_trace["customdata"] = runs[_ROWS_LABELLED].fillna(0).to_numpy(dtype=int).tolist()
-        batch_trace["hovertemplate"] = "%{x}<br>batch accuracy %{y:.3f}<br>%{customdata} labelled rows<extra></extra>"
-    traces = [batch_trace, {
+    traces += [batch_trace, {
         "type": "scatter", "x": x, "y": _rounded(runs[_ROLLING_ACCURACY].to_numpy(dtype=float)),
-        "mode": "lines", "name": "rolling accuracy", "line": {"color": COLOURS[1], "width": 2},
-        "hovertemplate": "%{x}<br>rolling accuracy %{y:.3f}<extra></extra>",
+        "mode": "lines", "name": ROLLING_NAME, "line": {"color": COLOURS[1], "width": 2},
+        "hovertemplate": "%{x}<br>rolling accuracy (realized) %{y:.3f}<extra></extra>",
     }]
     if _CHAMPION_HOLDOUT in runs:
         traces.append({
@@ -171,6 +264,14 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
                        "line": {"color": REFERENCE_COLOUR, "dash": "dot", "width": 1}})
         annotations.append({"x": when, "y": 1.0, "xref": "x", "yref": "paper", "yanchor": "bottom",
                             "text": f"model v{plot_text(version)}", "showarrow": False, "font": {"size": 11}})
+    missing = None
+    if not has_realized and not has_estimate:
+        missing = "no batch has a realized or an estimated accuracy yet"
+    elif not has_realized:
+        missing = "no batch has labels yet: every accuracy shown is estimated"
+    if missing:
+        annotations.append({"x": 0.01, "y": 0.02, "xref": "paper", "yref": "paper", "xanchor": "left", "yanchor": "bottom",
+                            "text": missing, "showarrow": False, "font": {"size": 12, "color": REFERENCE_COLOUR}})
     layout = _layout_dict(f"{plot_text(spec.name)}: accuracy over time", revision=spec.name, height=420)
     layout.update(
         shapes=shapes, annotations=annotations,
@@ -178,6 +279,40 @@ def accuracy_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
                "tickvals": [0, 0.2, 0.4, 0.6, 0.8, 1.0]},
         xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs[registry.AS_OF_TAG])},
         hoverdistance=40,
+    )
+    return {"data": traces, "layout": layout}
+
+
+def label_coverage_figure(runs: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    """Each batch's rows with a known label (solid) and awaiting one (pale), as shares of
+    the rows it scored, stacked to 100 %; the counts on hover. Runs that logged neither
+    their labelled share nor their row counts are gaps. A plain figure dict (see
+    :func:`accuracy_figure`)."""
+    title = "label coverage per batch"
+    if runs.empty:
+        return empty_figure("no monitoring runs yet", title).to_plotly_json()
+    coverage = analysis.label_coverage(runs)
+    share = coverage["share"].to_numpy(dtype=float)
+    if not np.isfinite(share).any():
+        return empty_figure("no batch logged how many of its rows are labelled", title).to_plotly_json()
+    x = _dates(runs)
+    counts = _labelled_text(coverage)
+    awaiting = []
+    for scored, labelled in zip(coverage["scored"], coverage["labelled"], strict=True):
+        awaiting.append("" if scored != scored or labelled != labelled else f"{int(scored - labelled):,} rows awaiting a label")
+    traces = [
+        {"type": "bar", "x": x, "y": _rounded(share), "name": "labelled", "marker": {"color": COLOURS[2]},
+         "customdata": counts, "hovertemplate": "%{x}<br>labelled %{y:.0%}<br>%{customdata}<extra></extra>"},
+        {"type": "bar", "x": x, "y": _rounded(1.0 - share), "name": "awaiting a label",
+         "marker": {"color": "#d1d5db"}, "customdata": awaiting,
+         "hovertemplate": "%{x}<br>awaiting a label %{y:.0%}<br>%{customdata}<extra></extra>"},
+    ]
+    layout = _layout_dict(f"{plot_text(spec.name)}: {title}", revision=spec.name, height=220)
+    layout.update(
+        barmode="stack", bargap=0.2, margin={"l": 60, "r": 20, "t": 50, "b": 40},
+        legend={"orientation": "h", "y": -0.35, "traceorder": "normal"},
+        yaxis={"title": {"text": "share of rows"}, "range": [0, 1], "tickformat": ".0%", "tickvals": [0, 0.5, 1.0]},
+        xaxis={"title": {"text": "batch date"}, "type": "date", **_date_ticks(runs[registry.AS_OF_TAG])},
     )
     return {"data": traces, "layout": layout}
 
@@ -201,7 +336,11 @@ def alert_traces(runs: pd.DataFrame) -> list[dict[str, Any]]:
             continue
         dates = _dates(alerted)
         if kind == "accuracy":
-            y = alerted[_BATCH_ACCURACY].fillna(alerted[_ROLLING_ACCURACY]).fillna(0.0)
+            # On the accuracy the alert was judged on: the estimate while labels are missing.
+            estimate = alerted[_ESTIMATED] if _ESTIMATED in alerted else pd.Series(np.nan, index=alerted.index)
+            on_estimate = analysis.accuracy_bases(alerted).eq(analysis.ESTIMATED)
+            y = alerted[_BATCH_ACCURACY].where(~on_estimate, estimate)
+            y = y.fillna(estimate).fillna(alerted[_ROLLING_ACCURACY]).fillna(0.0)
             y_values = _rounded(y.to_numpy(dtype=float))
         else:
             y_values = [DRIFT_ALERT_Y] * len(alerted)

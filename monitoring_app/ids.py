@@ -19,11 +19,13 @@ OVERVIEW_ALERTS = "overview-alerts"
 OVERVIEW_CLASS_METRICS = "overview-class-metrics"
 OVERVIEW_CLASS_SHARES = "overview-class-shares"
 OVERVIEW_QUALITY = "overview-quality"
+OVERVIEW_LABELS = "overview-labels"
 HEADLINE_ROWS = "headline-rows"
 HEADLINE_LATEST = "headline-latest"
 HEADLINE_CHAMPION = "headline-champion"
 HEADLINE_RETRAIN = "headline-retrain"
 HEADLINE_ALERTS = "headline-alerts"
+HEADLINE_ACCURACY = "headline-accuracy"
 
 # Confusion matrices.
 CONFUSION_STATE = "confusion-state"
@@ -38,6 +40,8 @@ PREDICTIONS_NOTICE = "predictions-notice"
 PREDICTIONS_COUNT = "predictions-count"
 PREDICTIONS_EXPORT = "predictions-export"
 PREDICTIONS_DOWNLOAD = "predictions-download"
+PREDICTIONS_AWAITING = "predictions-awaiting"
+PREDICTIONS_AWAITING_COUNT = "predictions-awaiting-count"
 
 # Drift.
 DRIFT_STATE = "drift-state"

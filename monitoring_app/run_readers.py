@@ -309,9 +309,13 @@ class SqlRunReader(RunReader):
         return params_frame(wide, keys)
 
     def signature(self, experiment_id: str) -> Hashable:
+        """``(count, max start, max end, finished, deleted, relabelled, last relabelled)``:
+        the last two count the runs ``sml labels`` updated (their
+        :data:`registry.LABELS_UPDATED_AT_TAG`) and the newest such update, since late
+        labels change a finished run's metrics without touching its times."""
         import sqlalchemy as sa
 
-        runs, _, _ = self._tables()
+        runs, tags, _ = self._tables()
         active = runs.c.lifecycle_stage == "active"
         query = sa.select(
             sa.func.sum(sa.case((active, 1), else_=0)),
@@ -322,8 +326,13 @@ class SqlRunReader(RunReader):
             # means rows went away, which the four figures above may not show.
             sa.func.sum(sa.case((active, 0), else_=1)),
         ).where(runs.c.experiment_id == int(experiment_id))
+        relabelled = sa.select(sa.func.count(tags.c.value), sa.func.max(tags.c.value)).where(
+            tags.c.key == registry.LABELS_UPDATED_AT_TAG,
+            tags.c.run_uuid.in_(sa.select(runs.c.run_uuid).where(runs.c.experiment_id == int(experiment_id))),
+        )
         with self.engine.connect() as conn:
-            return tuple(0 if value is None and i in (0, 3, 4) else value for i, value in enumerate(conn.execute(query).one()))
+            counts = tuple(0 if value is None and i in (0, 3, 4) else value for i, value in enumerate(conn.execute(query).one()))
+            return counts + tuple(conn.execute(relabelled).one())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -417,14 +426,21 @@ class RestRunReader(RunReader):
         # Runs deleted by `--replace` are gone without a newer run to show it.
         deleted = self.client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY, max_results=5,
                                           order_by=["attributes.start_time DESC"])
+        # Late labels change older runs' metrics: the run `sml labels` updated last says so.
+        stamp = f"tags.`{registry.LABELS_UPDATED_AT_TAG}`"
+        relabelled = self.client.search_runs([experiment_id], filter_string=f"{stamp} LIKE '%'", max_results=1,
+                                             order_by=[f"{stamp} DESC"])
         return (tuple((r.info.run_id, r.info.status, r.info.end_time) for r in newest),
-                tuple(r.info.run_id for r in deleted))
+                tuple(r.info.run_id for r in deleted),
+                tuple((r.info.run_id, r.data.tags.get(registry.LABELS_UPDATED_AT_TAG)) for r in relabelled))
 
 
 
 def _grew(before: Hashable, after: Hashable) -> bool:
-    """Whether a SQL runs signature ``(count, max start, max end, finished, deleted)``
-    only moved forward (runs added or finished, none deleted)."""
-    if not (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after) == 5):
+    """Whether a SQL runs signature (:meth:`SqlRunReader.signature`) only moved forward:
+    runs added or finished, none deleted, none relabelled (late labels change older runs:
+    everything is read again)."""
+    if not (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after) == 7):
         return False
-    return after[0] >= before[0] and after[3] >= before[3] and before[1] is not None and after[4] == before[4]
+    return (after[0] >= before[0] and after[3] >= before[3] and before[1] is not None and after[4] == before[4]
+            and after[5:] == before[5:])

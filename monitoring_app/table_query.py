@@ -143,14 +143,22 @@ def page_of(frame: pd.DataFrame, page_current: int | None, page_size: int | None
     return frame.iloc[current * size : (current + 1) * size], pages
 
 
+AWAITING_LABEL = "awaiting label"
+"""The ``actual`` cell of a row whose label is not known yet (a live row's outcome comes
+later, with ``sml labels``)."""
+AWAITING_FILTER = f'{{actual}} = "{AWAITING_LABEL}"'
+"""The table filter keeping only the rows awaiting their label."""
+
+
 def display_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """The predictions group as the table shows it, newest first: key, event time,
-    prediction and actual as class names, probability, correct (yes/no, blank when the
-    label is not known), model version."""
+    prediction and actual as class names (actual :data:`AWAITING_LABEL` when the label is
+    not known yet), probability, correct (yes/no, blank when the label is not known),
+    model version."""
     names = {c: (spec.class_name(c) if spec.class_names else str(c)) for c in spec.classes}
 
-    def label(series: pd.Series) -> pd.Series:
-        return series.map(lambda v: names.get(v, "" if v is None or pd.isna(v) else str(v))).astype(str)
+    def label(series: pd.Series, missing: str = "") -> pd.Series:
+        return series.map(lambda v: names.get(v, missing if v is None or pd.isna(v) else str(v))).astype(str)
 
     correct = predictions["correct"].astype("boolean")
     out = pd.DataFrame({
@@ -158,11 +166,16 @@ def display_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.Data
         "event_time": pd.to_datetime(predictions[EVENT_TIME_COLUMN], utc=True).dt.strftime("%Y-%m-%d %H:%M"),
         "prediction": label(predictions["prediction"]),
         "probability": predictions["probability"].astype(float).round(4),
-        "actual": label(predictions["actual"]),
+        "actual": label(predictions["actual"], AWAITING_LABEL),
         "correct": correct.map({True: "yes", False: "no"}).astype(object).fillna(""),
         MODEL_VERSION_COLUMN: predictions[MODEL_VERSION_COLUMN].astype(int),
     })
     return out.iloc[::-1].sort_values("event_time", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def awaiting_count(frame: pd.DataFrame) -> int:
+    """Rows of a :func:`display_predictions` frame whose label is not known yet."""
+    return int(frame["actual"].eq(AWAITING_LABEL).sum()) if len(frame) else 0
 
 
 TABLE_COLUMNS = ("key", "event_time", "prediction", "probability", "actual", "correct", MODEL_VERSION_COLUMN)

@@ -321,6 +321,68 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
     click.echo(f"{day.isoformat()}: {report.summary()}")
 
 
+@cli.command(short_help="Add real new rows (labels optional) from a CSV or Parquet file to the feature group.")
+@dataset_option()
+@click.option("--source", default="", help="The new rows: a CSV or Parquet (.parquet) path or http(s) URL (required).")
+@click.option("--date", "date_", default="",
+              help="Event date YYYY-MM-DD of every row [default: the spec's event_time_column, else now, UTC].")
+@store_options
+def ingest(dataset: str, source: str, date_: str, settings: Settings) -> None:
+    """Validate live rows as a backfill is validated and add them with origin 'live'.
+
+    Reads SOURCE (downloaded afresh when a URL) and the feature group <dataset>, which
+    `sml features` must have filled. Writes the rows whose key is new; the label may be
+    absent or empty (stored as null until `sml labels` attaches it). A key stored with the
+    same features is left as it is, so re-running the same file changes nothing; a key
+    stored with other features is refused, and nothing is written.
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.pipelines.ingest import check_event_time_options, ingest_file
+
+    if not source.strip():
+        raise SmlError("--source is required: the CSV or Parquet (.parquet) file of the new rows, a path or http(s) URL")
+    day = parse_date(date_)
+    spec = get_dataset(dataset)
+    check_event_time_options(spec, day)  # before the file is read or downloaded
+    location, report = ingest_file(spec, open_feature_store(settings), source, day, cache_dir=settings.cache_dir)
+    click.echo(f"source: {location}")
+    click.echo(report.summary())
+
+
+@cli.command(short_help="Attach labels that arrived later; the predictions and monitoring runs follow.")
+@dataset_option()
+@click.option("--source", default="", help="CSV or Parquet path, or http(s) URL: the key column, the label column, optionally labelled_at (required).")
+@click.option("--overwrite", is_flag=True, help="Replace labels that are already known with the file's (refused otherwise).")
+@store_options
+def labels(dataset: str, source: str, overwrite: bool, settings: Settings) -> None:
+    """Attach labels to rows of the feature group, and make everything that depends on
+    them follow.
+
+    Reads SOURCE (the dataset's raw key column, or the key's name when rows are numbered;
+    the label column; optionally labelled_at, validated, not stored). Writes the feature
+    group <dataset> (the rows' labels), the actual labels of <dataset>_predictions, and
+    the realized figures (labelled share, batch accuracy, rolling and since-promotion
+    accuracy, per-class metrics, confusion matrices) of every monitoring run they touch,
+    on the run itself. Unknown keys, labels outside the classes, duplicate keys and
+    changes to known labels (without --overwrite) are refused, and nothing is written.
+    Re-running the same file changes nothing.
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.sources import load_rows
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.pipelines.labels import LabelOptions, attach_labels
+
+    if not source.strip():
+        raise SmlError("--source is required: the CSV or Parquet file of keys and labels, a path or http(s) URL")
+    spec = get_dataset(dataset)
+    # Read afresh like `sml ingest` (a URL may serve new labels each day), CSV or Parquet.
+    raw = load_rows(source, spec.name, settings.cache_dir)
+    report = attach_labels(spec, open_feature_store(settings), settings, raw, LabelOptions(overwrite=overwrite), dt.datetime.now(dt.timezone.utc))
+    click.echo(f"source: {raw.location}")
+    click.echo(report.summary())
+
+
 @cli.command(short_help="Tune a random forest with Optuna, log it to MLflow, register and promote it.")
 @dataset_option()
 @click.option("--trials", default=defaults.TRAIN_TRIALS, show_default=True, type=int, help="New Optuna trials to run.")
@@ -334,7 +396,8 @@ def daily(dataset: str, date_: str, rows: int, seed: int, drift: str, replace: b
                    "default: sqlite optuna.db in SML_STATE_DIR if set, else next to the tracking database].")
 @click.option("--study-name", default="", help="Optuna study to create or resume [default: from dataset, data version and seed].")
 @click.option("--include-synthetic/--no-include-synthetic", default=False, show_default=True,
-              help="Also train on synthetic rows (the daily and simulated ones).")
+              help="Also train on synthetic rows (the daily and simulated ones); real rows are the backfill and the "
+                   "live rows whose labels have arrived.")
 @click.option("--promote", default=defaults.TRAIN_PROMOTE, show_default=True, type=click.Choice(defaults.TRAIN_PROMOTE_MODES), help="Promotion rule.")
 @click.option("--workers-only", is_flag=True, help="Only add trials to the shared study (--storage, --study-name); "
               "register nothing. Refit afterwards with --trials 0.")
@@ -481,11 +544,15 @@ def tracking_server(backend_store_uri: str, artifacts_destination: str, host: st
               help="Also log confusion matrices as PNG figures (the tables are logged either way).")
 @click.option("--replace", is_flag=True, help="Rewrite days that exist with other rows, and score them again.")
 @click.option("--keep-existing", is_flag=True, help="Keep days that exist with other rows as they are; simulate only the others.")
+@click.option("--label-delay", default=defaults.SIMULATE_LABEL_DELAY, show_default=True, type=int,
+              help="Days after its day a row's label arrives (its day's batch is scored without it).")
+@click.option("--label-share", default=defaults.SIMULATE_LABEL_SHARE, show_default=True, type=float,
+              help="Share of the rows whose label ever arrives (0..1).")
 @store_options
 def simulate(
     dataset: str, days: int, end_date: str, rows: int, seed: int, drift: str, drift_from: int,
     drift_days: int, retrain_every: int, retrain_trials: int, figures: bool, replace: bool, keep_existing: bool,
-    settings: Settings,
+    label_delay: int, label_share: float, settings: Settings,
 ) -> None:
     """Replay N past days of the daily loop (rows, inference, optional retraining).
 
@@ -509,6 +576,7 @@ def simulate(
         days=days, end_date=last, rows=rows, seed=seed, drift=parse_drift(drift, spec),
         drift_from=drift_from or None, drift_days=drift_days or None, retrain_every=retrain_every or None,
         retrain_trials=retrain_trials, replace=replace, keep_existing=keep_existing, infer=InferOptions(figures=figures),
+        label_delay=label_delay, label_share=label_share,
     )
     store = open_feature_store(settings)
     tracker = configure_tracking(settings)
@@ -592,8 +660,13 @@ def check_can_listen(host: str, port: int) -> None:
 @click.option("--drift", default="", help="Drift episode's shifts, e.g. 'age+15,fare*2'.")
 @click.option("--drift-from", default=0, type=int, help="First day of the drift episode (0: none).")
 @click.option("--drift-days", default=0, type=int, help="Length of the drift episode in days.")
+@click.option("--label-delay", default=defaults.SIMULATE_LABEL_DELAY, show_default=True, type=int,
+              help="Days after its day a simulated row's label arrives.")
+@click.option("--label-share", default=defaults.SIMULATE_LABEL_SHARE, show_default=True, type=float,
+              help="Share of the simulated rows whose label ever arrives (0..1).")
 @click.option("--store-dir", default="", help="Local feature store directory [env SML_STORE_DIR].")
-def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: int, drift_days: int, store_dir: str) -> None:
+def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: int, drift_days: int,
+                 label_delay: int, label_share: float, store_dir: str) -> None:
     """The whole loop for one dataset: features, train, simulate (up to yesterday), daily
     (today's rows) and batch_inference (today's batch), each an `mlflow run` of this
     project's entry point nested under one `main` run.
@@ -611,12 +684,13 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
     from serverless_ml.tracking import configure_tracking, sqlite_database_path
 
     # Every step's input is checked now, before any run is started or any step has written.
-    options = MainOptions(dataset, trials, days, drift, drift_from, drift_days)
+    options = MainOptions(dataset, trials, days, drift, drift_from, drift_days, label_delay=label_delay,
+                          label_share=label_share)
     spec = get_dataset(dataset)
     today = dt.datetime.now(dt.timezone.utc).date()
     SimulateOptions(
         days=days, end_date=today - dt.timedelta(days=1), drift=parse_drift(drift, spec),
-        drift_from=drift_from or None, drift_days=drift_days or None,
+        drift_from=drift_from or None, drift_days=drift_days or None, label_delay=label_delay, label_share=label_share,
     )
     settings = resolve_settings(store_dir=_blank_to_none(store_dir))
     # The steps run in the project's folder: a relative SQLite database would be another
@@ -709,6 +783,7 @@ SWITCHES = {
     "--fail-on-alert": "--no-fail-on-alert",
     "--replace": None,
     "--keep-existing": None,
+    "--overwrite": None,
 }
 """On/off switches that took a value before they became flags (``--fail-on-alert true``),
 with their off form (``None``: off is the default, the switch left out)."""

@@ -45,6 +45,10 @@ LOG_FIGURES = True
 SIMULATE_DAYS = 30
 SIMULATE_ROWS = 10
 SIMULATE_RETRAIN_TRIALS = 10
+SIMULATE_LABEL_DELAY = 0
+"""Days after a simulated row's day its label arrives (``sml simulate --label-delay``)."""
+SIMULATE_LABEL_SHARE = 1.0
+"""The share of simulated rows whose label ever arrives (``sml simulate --label-share``)."""
 
 SCHEDULE_DAILY_CRON = "5 0 * * *"
 SCHEDULE_INFER_CRON = "15 0 * * *"
@@ -78,6 +82,8 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },
+    "ingest": {"dataset": DATASET, "source": "", "date": "", "store_dir": "", "feature_store": FEATURE_STORE},
+    "labels": {"dataset": DATASET, "source": "", "overwrite": "false", "store_dir": "", "feature_store": FEATURE_STORE},
     "train": {
         "dataset": DATASET,
         "trials": TRAIN_TRIALS,
@@ -118,6 +124,8 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "retrain_trials": SIMULATE_RETRAIN_TRIALS,
         "replace": "false",
         "keep_existing": "false",
+        "label_delay": SIMULATE_LABEL_DELAY,
+        "label_share": SIMULATE_LABEL_SHARE,
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },
@@ -128,6 +136,8 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "drift": "",
         "drift_from": 0,
         "drift_days": 0,
+        "label_delay": SIMULATE_LABEL_DELAY,
+        "label_share": SIMULATE_LABEL_SHARE,
         "store_dir": "",
     },
 }

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 DRIFTS = {"iris": "petal_length+1.5,petal_width+0.6", "titanic": "age+20,fare*3"}
 
 
+DEMO_LABEL_DELAY = 3
+DEMO_LABEL_SHARE = 0.8
+"""The demo's history: each day's labels arrive 3 days later, for 80 % of the rows (the
+last days show estimated accuracy only; older days estimated and realized)."""
+
+
 def main_command(dataset: str, trials: int, days: int) -> list[str]:
     """``sml main`` for one dataset, with its drift episode."""
     return [
@@ -35,6 +41,8 @@ def main_command(dataset: str, trials: int, days: int) -> list[str]:
         "--days", str(days), "--drift", DRIFTS.get(dataset, ""),
         "--drift-from", str(max(days * 2 // 3, 1)) if dataset in DRIFTS else "0",
         "--drift-days", str(max(days // 6, 1)) if dataset in DRIFTS else "0",
+        # As in production: labels arrive days after the rows, for most of them only.
+        "--label-delay", str(DEMO_LABEL_DELAY), "--label-share", str(DEMO_LABEL_SHARE),
     ]
 
 

@@ -225,8 +225,10 @@ ESTIMATED_PREFIX = "estimated_"
 ROLLING_ESTIMATED_ACCURACY_METRIC = "rolling_estimated_accuracy"
 """The estimated accuracy over the rolling window's scored rows (labelled or not)."""
 ACCURACY_BASIS_TAG = "accuracy_basis"
-"""What the batch's accuracy alert was judged on: ``realized`` (enough labels),
-``estimated`` (labels missing: the CBPE estimate) or ``none``."""
+"""What the batch's accuracy alert was judged on when the batch was scored: ``realized``
+(every row labelled), ``estimated`` (labels missing: the CBPE estimate) or ``none``. A
+record of that decision, like the alert tags: labels arriving later update the run's
+realized figures, not this tag."""
 REALIZED_DIGEST_TAG = "sml.realized_digest"
 """A digest of the realized figures last logged on a monitoring run (``sml labels``
 recomputes a run's figures when the labels under them changed, and writes this last:

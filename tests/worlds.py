@@ -17,10 +17,13 @@ import shutil
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from serverless_ml.datasets import DatasetSpec, get_dataset
 from serverless_ml.datasets.sources import load_source
+from serverless_ml.datasets.synthetic import generate_rows
+from serverless_ml.feature_store.base import BACKFILL_ORIGIN, LIVE_ORIGIN, ORIGIN_COLUMN
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
@@ -72,6 +75,28 @@ def add_iris_batch(store: LocalFeatureStore, settings: Settings, i: int, rows: i
     """Rows for day ``i`` and the batch-inference run (as of noon) that scores them; returns
     the run's id. The tracking URI must be current (``MLFLOW_TRACKING_URI``)."""
     add_daily_rows(IRIS, store, iris_day(i), n=rows, seed=0)
+    noon = dt.datetime.combine(iris_day(i), dt.time(12), tzinfo=dt.timezone.utc)
+    report = infer(IRIS, store, settings, InferOptions(as_of=iris_day(i), figures=False), noon)
+    mlflow.set_tracking_uri(None)
+    assert report.run_id is not None
+    return report.run_id
+
+
+def insert_live_rows(spec: DatasetSpec, store: LocalFeatureStore, day: dt.date, n: int, seed: int = 7) -> None:
+    """``n`` live rows for ``day`` whose outcome is not known yet (label null), as
+    ``sml ingest`` writes them: drawn like the synthetic rows of that day, origin ``live``."""
+    group = store.get_feature_group(spec.name, spec.version)
+    stored = group.read()
+    rows = generate_rows(stored[stored[ORIGIN_COLUMN] == BACKFILL_ORIGIN], spec, day, n, seed)
+    rows[spec.label] = pd.Series([None] * len(rows), index=rows.index, dtype="Int64" if spec.label_type == "bigint" else object)
+    rows[ORIGIN_COLUMN] = LIVE_ORIGIN
+    group.insert(rows, wait=True)
+
+
+def add_iris_live_batch(store: LocalFeatureStore, settings: Settings, i: int, rows: int = IRIS_ROWS) -> str:
+    """Like :func:`add_iris_batch`, with live rows whose labels have not arrived: the run
+    has an estimated accuracy and no realized one. Returns the run's id."""
+    insert_live_rows(IRIS, store, iris_day(i), rows)
     noon = dt.datetime.combine(iris_day(i), dt.time(12), tzinfo=dt.timezone.utc)
     report = infer(IRIS, store, settings, InferOptions(as_of=iris_day(i), figures=False), noon)
     mlflow.set_tracking_uri(None)

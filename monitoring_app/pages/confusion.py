@@ -2,7 +2,8 @@
 since the champion's promotion, as heatmaps with counts.
 
 Reads the runs' batch dates and model versions (for the picker) and the chosen run's
-``confusion/*.json`` artifacts (kept once read: artifacts never change).
+``confusion/*.json`` artifacts (kept once read, until late labels redraw them: ``sml
+labels`` stamps the run when it does).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PATH = "/confusion"
 TITLE = "Confusion matrices"
 TABLES = (("batch", "latest batch"), ("rolling", "rolling window"), ("since_promotion", "since promotion"))
 METRICS = (registry.ROWS_SCORED_METRIC, registry.ROWS_LABELLED_METRIC)
-TAGS = (registry.MODEL_VERSION_TAG, registry.ALERT_TAG)
+TAGS = (registry.MODEL_VERSION_TAG, registry.ALERT_TAG, registry.LABELS_UPDATED_AT_TAG)
 
 
 def register(app: dash.Dash) -> None:
@@ -84,8 +85,11 @@ def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None
             return html.Div(f"run {run_id} is not a finished monitoring run of {spec.name}", className="notice notice-error")
         row = frame.loc[run_id]
         experiment_id = site.data.experiment_id(registry.monitoring_experiment(spec.name))
+        relabelled = row.get(registry.tag_column(registry.LABELS_UPDATED_AT_TAG))
+        version = relabelled if isinstance(relabelled, str) else None
         graphs = [
-            dcc.Graph(figure=figures.confusion_figure(site.data.run_json(run_id, registry.confusion_artifact(name)), spec, title),
+            dcc.Graph(figure=figures.confusion_figure(site.data.run_json(run_id, registry.confusion_artifact(name), version),
+                                                      spec, title),
                       config=GRAPH_CONFIG, className="graph-third", id=f"{ids.CONFUSION_GRAPH_PREFIX}{name}")
             for name, title in TABLES
         ]

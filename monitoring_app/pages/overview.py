@@ -1,6 +1,8 @@
-"""Overview: accuracy over time with its references and alerts, the latest prediction,
-headline numbers, per-class precision and recall, predicted class shares against training,
-and data quality per batch.
+"""Overview: accuracy over time (realized from labels, and estimated from the champion's
+probabilities with its 95 % band while labels are missing) with its references and
+alerts, the latest prediction, headline numbers (the latest batch's accuracy says which
+of the two it is), label coverage per batch, per-class precision and recall, predicted
+class shares against training, and data quality per batch.
 
 Reads the dataset's monitoring runs (only the metrics and tags below; per-class metrics
 through :func:`monitoring_app.data_access.class_metric`), the registry's champion, and for
@@ -12,6 +14,7 @@ finished, or the champion changed, or the time window was changed.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import dash
@@ -27,6 +30,7 @@ from monitoring_app.site import Site
 from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.inference.monitoring import MIN_ROWS_FOR_CLASS_METRICS
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN
 
 PATH = "/"
 TITLE = "Overview"
@@ -34,6 +38,8 @@ METRICS = (
     registry.ROWS_SCORED_METRIC, registry.ROWS_LABELLED_METRIC, registry.BATCH_ACCURACY_METRIC,
     registry.BATCH_ACCURACY_CI_LOW_METRIC, registry.BATCH_ACCURACY_CI_HIGH_METRIC,
     registry.ROLLING_ACCURACY_METRIC, registry.CHAMPION_HOLDOUT_ACCURACY_METRIC,
+    registry.ESTIMATED_ACCURACY_METRIC, registry.ESTIMATED_ACCURACY_CI_LOW_METRIC,
+    registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC, registry.LABELLED_SHARE_METRIC,
 )
 CLASS_STEMS = (registry.ROLLING_PRECISION_STEM, registry.ROLLING_RECALL_STEM, registry.PREDICTED_SHARE_STEM,
                registry.TRAINING_SHARE_STEM)
@@ -114,7 +120,9 @@ def window_days(window: Any) -> int | None:
 def body(spec: DatasetSpec, runs: pd.DataFrame, champion: Any, window: str, site: Site) -> list[Any]:
     days = window_days(window)
     numbers = analysis.headline(runs, champion, days)
-    latest = analysis.latest_prediction(runs, spec)
+    latest = guarded(lambda: with_known_label(site, spec, analysis.latest_prediction(runs, spec)))
+    if not isinstance(latest, (analysis.LatestPrediction, type(None))):  # the predictions could not be read
+        latest = analysis.latest_prediction(runs, spec)
     shown = analysis.within_window(runs, days)
     precision, recall, predicted, training = (class_metric(shown, spec, stem) for stem in CLASS_STEMS)
     return [
@@ -125,6 +133,9 @@ def body(spec: DatasetSpec, runs: pd.DataFrame, champion: Any, window: str, site
             latest_card(spec, latest),
         ], className="row"),
         alert_panel(shown, days),
+        html.H3("Labels"),
+        dcc.Graph(id=ids.OVERVIEW_LABELS, figure=figures.label_coverage_figure(shown, spec), config=GRAPH_CONFIG,
+                  className="graph-wide"),
         html.H3("Per class"),
         html.Div([
             dcc.Graph(id=ids.OVERVIEW_CLASS_METRICS, config=GRAPH_CONFIG, className="graph-half",
@@ -158,10 +169,33 @@ def headline_cards(numbers: analysis.Headline) -> list[html.Div]:
     return [
         card(f"rows scored{span}", f"{numbers.rows_scored:,}", f"in {numbers.batches:,} batches", card_id=ids.HEADLINE_ROWS),
         card("latest batch", numbers.latest_batch, alert, card_id=ids.HEADLINE_LATEST),
+        accuracy_card(numbers.latest_accuracy),
         card("current champion", champion, holdout, card_id=ids.HEADLINE_CHAMPION),
         card("days since retrain", days, since, card_id=ids.HEADLINE_RETRAIN),
         card(f"batches with an alert{span}", f"{numbers.alert_batches:,}", kinds, card_id=ids.HEADLINE_ALERTS),
     ]
+
+
+def accuracy_card(accuracy: analysis.BatchAccuracy | None) -> html.Div:
+    """The latest batch's accuracy, its label saying whether it is realized (from labels)
+    or estimated (from the champion's probabilities, while labels are missing)."""
+    if accuracy is None or accuracy.basis == analysis.NO_ACCURACY or accuracy.value is None:
+        return card("latest batch accuracy", "-", "no labels and no estimate for this batch", card_id=ids.HEADLINE_ACCURACY,
+                    class_name="card-wide")
+    interval = "" if accuracy.low is None or accuracy.high is None else f"95 % interval {fmt(accuracy.low)}-{fmt(accuracy.high)}"
+    counted = accuracy.rows_scored is not None and accuracy.rows_labelled is not None
+    labelled = f"{accuracy.rows_labelled:,} of {accuracy.rows_scored:,} rows labelled" if counted else ""
+    if accuracy.basis == analysis.REALIZED:
+        detail = "; ".join(p for p in (labelled, interval) if p)
+        return card("latest batch accuracy, realized", fmt(accuracy.value), detail or None, card_id=ids.HEADLINE_ACCURACY,
+                    class_name="card-wide")
+    if not accuracy.rows_labelled or accuracy.realized is None:
+        known = f"no labels yet ({labelled})" if counted else "no labels yet"
+    else:
+        known = f"{labelled} (realized {fmt(accuracy.realized)} on those)"
+    source = "from the champion's probabilities" + (f", {interval}" if interval else "")
+    return card("latest batch accuracy, estimated", f"≈ {fmt(accuracy.value)}", f"{known}; {source}",
+                card_id=ids.HEADLINE_ACCURACY, class_name="card-wide")
 
 
 def alert_panel(runs: pd.DataFrame, days: int | None) -> html.Div:
@@ -219,6 +253,32 @@ def quality_section(site: Site, spec: DatasetSpec, runs: pd.DataFrame) -> Any:
     quality = quality_frame(site, spec)
     return dcc.Graph(id=ids.OVERVIEW_QUALITY, config=GRAPH_CONFIG, className="graph-wide",
                      figure=figures.data_quality_figure(runs, quality, spec))
+
+
+def with_known_label(site: Site, spec: DatasetSpec, latest: analysis.LatestPrediction | None) -> Any:
+    """``latest`` with the label the store knows now, when its run recorded none: labels
+    that arrive later (``sml labels``) update the predictions group, not the run's tags."""
+    if latest is None or latest.actual is not None or latest.model_version is None:
+        return latest
+    predictions = site.data.predictions(spec)
+
+    def look_up() -> tuple[pd.DataFrame, Any]:
+        keys = predictions[spec.primary_key]
+        key: Any = latest.key
+        if pd.api.types.is_integer_dtype(keys):
+            try:
+                key = int(latest.key)
+            except ValueError:
+                return predictions, None
+        found = predictions[keys.eq(key).to_numpy()]  # a key's rows: one per model version that scored it
+        found = found[found[MODEL_VERSION_COLUMN].astype(str).eq(str(latest.model_version)).to_numpy()]
+        return predictions, found["actual"].iloc[0] if len(found) else None
+
+    # The cached pair holds the frame: its id is not reused while it is kept.
+    _, actual = site.data.cached(("latest-actual", spec.name, latest.key, latest.model_version), look_up,
+                                 signature=lambda: id(predictions))
+    known = analysis.parse_class(None if actual is None or pd.isna(actual) else actual, spec)
+    return latest if known is None else dataclasses.replace(latest, actual=known)
 
 
 def latest_card(spec: DatasetSpec, latest: analysis.LatestPrediction | None) -> html.Div:

@@ -1,6 +1,7 @@
 """Predictions: the recent predictions table (key, event time, prediction, probability,
 actual, correct), sorted, filtered and paged on the server, and its filtered rows as a CSV
-download.
+download. Rows whose label is not known yet say ``awaiting label`` in the actual column;
+the count says how many there are and a button filters the table to them.
 
 Reads the feature group ``<dataset>_predictions`` (cached until its data version moves);
 only the page asked for goes to the browser (or, for the download, every row the filter
@@ -57,6 +58,12 @@ def register(app: dash.Dash) -> None:
         State(ids.PREDICTIONS_STATE, "data"),
         prevent_initial_call=True,
     )(export_predictions)
+    app.callback(
+        Output(ids.PREDICTIONS_TABLE, "filter_query"),
+        Input(ids.PREDICTIONS_AWAITING, "n_clicks"),
+        State(ids.PREDICTIONS_TABLE, "filter_query"),
+        prevent_initial_call=True,
+    )(show_awaiting)
 
 
 def layout(dataset: str | None = None, **_: Any) -> html.Div:
@@ -71,6 +78,8 @@ def layout(dataset: str | None = None, **_: Any) -> html.Div:
         style_header={"fontWeight": "600"},
         style_data_conditional=[
             {"if": {"filter_query": "{correct} = no"}, "backgroundColor": "#fef2f2"},
+            {"if": {"filter_query": table_query.AWAITING_FILTER, "column_id": "actual"}, "color": "#6b7280",
+             "fontStyle": "italic"},
         ],
     )
     hint = html.Div(
@@ -84,7 +93,11 @@ def layout(dataset: str | None = None, **_: Any) -> html.Div:
                   "in front, so a spreadsheet does not run it)", className="muted"),
         dcc.Download(id=ids.PREDICTIONS_DOWNLOAD),
     ], className="export")
-    return page(TITLE, hint, export, html.Div(id=ids.PREDICTIONS_NOTICE), table,
+    awaiting = html.Div([
+        html.Button("Show rows awaiting a label", id=ids.PREDICTIONS_AWAITING, n_clicks=0, className="button button-secondary"),
+        html.Span("rows whose outcome is not known yet (labels come later, with `sml labels`)", className="muted"),
+    ], className="export")
+    return page(TITLE, hint, export, awaiting, html.Div(id=ids.PREDICTIONS_NOTICE), table,
                 state_id=ids.PREDICTIONS_STATE, state={"dataset": spec.name})
 
 
@@ -131,8 +144,24 @@ def page_predictions(
     except Exception as exc:  # noqa: BLE001 - shown as a notice
         return [], 1, problem_notice(exc)
     rows, pages = table_query.page_of(shown, page_current, page_size)
-    summary = html.Div(f"{len(shown):,} of {len(frame):,} predictions", className="muted", id=ids.PREDICTIONS_COUNT)
+    # Counted once per version of the table (the cached pair holds the frame: its id is not reused).
+    _, awaiting = site.data.cached(("predictions-awaiting", spec.name), lambda: (frame, table_query.awaiting_count(frame)),
+                                   signature=lambda: id(frame))
+    summary = html.Div([
+        f"{len(shown):,} of {len(frame):,} predictions",
+        html.Span(f" · {awaiting:,} awaiting a label", id=ids.PREDICTIONS_AWAITING_COUNT),
+    ], className="muted", id=ids.PREDICTIONS_COUNT)
     return rows.to_dict("records"), pages, summary
+
+
+def show_awaiting(n_clicks: int | None, filter_query: str | None) -> str:
+    """The table's filter with its ``actual`` term replaced by the one keeping the rows
+    awaiting a label (the other columns' terms are kept)."""
+    if not n_clicks:
+        raise dash.exceptions.PreventUpdate
+    kept = [part.strip() for part in (filter_query or "").split("&&")
+            if part.strip() and not part.strip().startswith("{actual}")]
+    return " && ".join([*kept, table_query.AWAITING_FILTER])
 
 
 def export_predictions(

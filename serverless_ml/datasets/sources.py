@@ -8,11 +8,18 @@ and reports problems in one line that names the file.
 A file's fields are read as text, exactly as written (``0001`` stays ``0001``, ``NA`` stays
 ``NA``): which texts are numbers and which mean "missing" depends on the column's type in
 the spec, and is decided by :mod:`serverless_ml.datasets.validation`.
+
+Live rows (``sml ingest``, :func:`load_rows`) come from a path or URL named each time, as
+CSV or Parquet (``.parquet``: its columns keep their types, its nulls are missing), and a
+URL is downloaded afresh each time (tomorrow's file at the same URL holds other rows).
+:func:`open_rows` reads such a file in parts of :data:`CHUNK_ROWS` rows, by the same rules
+and with the same messages, so that a large file is never held whole.
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import csv
 import hashlib
@@ -29,6 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,11 +59,14 @@ class Source:
             text written there (an empty field is ``""``).
         location: Path, URL or ``sklearn`` (for messages and run params).
         is_file: Whether rows map to file lines (line = row + 1, after the header).
+        offset: The file position of the frame's first row: a chunk of a file read in
+            parts (:func:`open_rows`) names its rows as the file numbers them.
     """
 
     frame: pd.DataFrame
     location: str
     is_file: bool
+    offset: int = 0
 
 
 DOWNLOAD_SCHEMES = ("http", "https")
@@ -205,11 +216,11 @@ def other_delimiter_hint(header: list[Any], location: str | Path) -> str | None:
     return f"{said}: convert it, e.g. `python -c {shlex.quote(code)}`, and use {target} (or save it as CSV with commas)"
 
 
-def _check_header_names(text: str, path: Path) -> None:
+def _check_header_names(text: str | IO[str], path: Path) -> None:
     """No column named twice: pandas would rename the second one (``Age.1``) and the
-    dataset would silently read the first."""
+    dataset would silently read the first. ``text`` as for :func:`_check_field_counts`."""
     try:
-        header = next(csv.reader(io.StringIO(text, newline="")), [])
+        header = next(csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text), [])
     except csv.Error:
         return  # pandas reports the malformed header
     seen: set[str] = set()
@@ -219,13 +230,14 @@ def _check_header_names(text: str, path: Path) -> None:
         seen.add(name)
 
 
-def _check_field_counts(text: str, path: Path) -> None:
-    """Every record has as many fields as the header.
+def _check_field_counts(text: str | IO[str], path: Path) -> None:
+    """Every record has as many fields as the header (``text``: the file's text, or the
+    file opened as text with ``newline=""``).
 
     pandas fills a short line with missing values (and takes an extra first field on
     every line as the index), which would store a damaged row silently.
     """
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text)
     try:
         header = next(reader)
         if other_delimiter(header) is not None:
@@ -244,8 +256,9 @@ def _check_field_counts(text: str, path: Path) -> None:
         return
 
 
-def _download(url: str, cache_dir: Path, name: str) -> Path:
-    """Download ``url`` once into ``cache_dir`` (later calls reuse the file).
+def _download(url: str, cache_dir: Path, name: str, *, suffix: str = ".csv", fresh: bool = False) -> Path:
+    """Download ``url`` once into ``cache_dir`` (later calls reuse the file); with
+    ``fresh``, download it again into a file of its own, which the caller deletes.
 
     Bounded: every connection and read gives up after :data:`DOWNLOAD_TIMEOUT_S`, the
     whole download after ``$SML_DOWNLOAD_DEADLINE_S`` (default an hour) and at
@@ -253,8 +266,10 @@ def _download(url: str, cache_dir: Path, name: str) -> Path:
     and its message shows the URL without its password.
     """
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    target = cache_dir / f"{name}-{digest}.csv"
-    if target.exists():
+    target = cache_dir / f"{name}-{digest}{suffix}"
+    if fresh:
+        target = cache_dir / f"{name}-{digest}-{os.getpid()}-{time.monotonic_ns()}{suffix}"
+    elif target.exists():
         return target
     remember(url)  # a log line or error of this process never shows its password
     max_bytes = int(_limit(ENV_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_DOWNLOAD_BYTES))
@@ -304,6 +319,321 @@ def _download(url: str, cache_dir: Path, name: str) -> Path:
 
 class _TooLarge(Exception):
     """A download over the size limit."""
+
+
+PARQUET_SUFFIX = ".parquet"
+
+
+def is_parquet(location: str) -> bool:
+    """Whether a path or URL names a Parquet file (by its name: ``.parquet``)."""
+    path = urllib.parse.urlsplit(location).path if _is_url(location) else location
+    return path.lower().endswith(PARQUET_SUFFIX)
+
+
+def _nullable_integers(type_: Any) -> Any:
+    """Integer columns as pandas' nullable ``Int64``: exact beside nulls (a float would
+    round 2**53 + 1). Unsigned 64-bit ones stay as they are (they may not fit)."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(type_) and not pa.types.is_uint64(type_):
+        return pd.Int64Dtype()
+    return None
+
+
+def read_parquet_file(path: Path) -> pd.DataFrame:
+    """Read a Parquet file: its columns keep their types (numbers, text, booleans, dates,
+    timestamps), a null is a missing value, text-coded (dictionary) columns are their texts.
+
+    Raises:
+        DataValidationError: not a Parquet file, no data rows, or a column named twice.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise NotFoundError(f"source file {path} does not exist")
+    if path.is_dir():
+        raise DataValidationError(f"source {path} is a directory, expected a Parquet file")
+    if path.stat().st_size == 0:
+        raise DataValidationError(f"source file {path} is empty")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataValidationError(f"source file {path} is not a readable Parquet file: {detail}") from None
+    # A frame's index that pandas saved as a column is not a column of the data.
+    saved_index = (table.schema.pandas_metadata or {}).get("index_columns", [])
+    table = table.drop_columns([c for c in saved_index if isinstance(c, str) and c in table.column_names])
+    names = [str(n) for n in table.column_names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataValidationError(f"source file {path} names column {twice[0]!r} twice")
+    if table.num_rows == 0:
+        raise DataValidationError(f"source file {path} has columns but no data rows")
+    columns = []
+    for column in table.columns:
+        columns.append(column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column)
+    table = pa.Table.from_arrays(columns, names=names)
+    try:
+        frame = table.to_pandas(types_mapper=_nullable_integers)
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        raise DataValidationError(f"source file {path}: a column cannot be read ({str(exc).splitlines()[0]})") from None
+    return frame.reset_index(drop=True)
+
+
+def read_rows_file(path: Path) -> Source:
+    """A local CSV or Parquet file (by its name) of live rows."""
+    _check_regular_file(path)
+    if is_parquet(str(path)):
+        # A Parquet row has no line of the file: messages name rows only.
+        return Source(read_parquet_file(path), str(path), False)
+    return Source(read_csv_file(path), str(path), True)
+
+
+CHUNK_ROWS = 100_000
+"""Rows per part when a file of live rows is read in parts (:func:`open_rows`): 100 000
+Titanic-shaped rows are ~100 MB as a pandas frame of texts, so a part and its validated
+copy stay well inside the memory `sml ingest` aims at, and parts are large enough that
+pandas' per-call overhead is a few percent of the work."""
+
+_SCAN_BYTES = 1024 * 1024
+
+
+def _line_and_byte(path: Path, offset: int) -> tuple[int, int]:
+    """The line (1-based) of byte ``offset`` of the file, and that byte (read again in
+    pieces, for the message about a file that is not UTF-8)."""
+    newlines, position = 0, 0
+    with open(path, "rb") as fh:
+        while position < offset and (piece := fh.read(min(_SCAN_BYTES, offset - position))):
+            newlines += piece.count(b"\n")
+            position += len(piece)
+        byte = fh.read(1)
+    return newlines + 1, byte[0] if byte else 0
+
+
+def _scan_csv_bytes(path: Path) -> None:
+    """The checks :func:`read_csv_file` makes on a file's bytes before parsing it (not
+    empty, UTF-8, no NUL byte), in its order and with its messages, reading the file in
+    pieces of :data:`_SCAN_BYTES`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    newlines = 0  # in the pieces before the one being decoded
+    decoded = 0  # bytes given to the decoder (after a byte-order mark)
+    nonblank = False
+    nul_line: int | None = None
+    bad: int | None = None  # the first byte that is not UTF-8, counted as read_csv_file counts it
+    with open(path, "rb") as fh:
+        first = True
+        while piece := fh.read(_SCAN_BYTES):
+            nonblank = nonblank or bool(piece.strip())
+            text_bytes = piece[len(codecs.BOM_UTF8):] if first and piece.startswith(codecs.BOM_UTF8) else piece
+            first = False
+            try:
+                text = decoder.decode(text_bytes)
+            except UnicodeDecodeError as exc:
+                bad = decoded - (len(exc.object) - len(text_bytes)) + exc.start
+                break
+            if nul_line is None and "\x00" in text:
+                nul_line = newlines + text.count("\n", 0, text.index("\x00")) + 1
+            newlines += piece.count(b"\n")
+            decoded += len(text_bytes)
+        else:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                bad = decoded - len(exc.object) + exc.start
+    if not nonblank:
+        raise DataValidationError(f"source file {path} is empty")
+    if bad is not None:
+        # ``bytes.decode("utf-8-sig")`` counts offsets after a byte-order mark; the byte
+        # and line are then read at that offset of the whole file, as read_csv_file does.
+        line, byte = _line_and_byte(path, bad)
+        raise DataValidationError(f"source file {path} is not UTF-8 text: byte 0x{byte:02x} on line {line} (offset {bad})")
+    if nul_line is not None:
+        raise DataValidationError(
+            f"source file {path} holds a NUL byte on line {nul_line} "
+            "(binary data, or another encoding than UTF-8?); the CSV reader would cut the field there"
+        )
+
+
+def iter_csv_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | None = None) -> Iterator[Source]:
+    """A CSV file in parts of ``chunk_rows`` rows, read by the rules of
+    :func:`read_csv_file` (every field its text; the same checks and messages, each raised
+    where that function would: the file's bytes and header before the first part, a
+    malformed line when the parser reaches it, a short or long line after the last part).
+    A caller that must name the first problem as :func:`read_csv_file` would reads every
+    part even after a bad value.
+
+    Yields:
+        Sources of ``chunk_rows`` rows at most (the last fewer), ``offset`` their first
+        row's position in the file, ``location`` (default the path) naming them.
+    """
+    if not path.exists():
+        raise NotFoundError(f"source file {path} does not exist")
+    if path.is_dir():
+        raise DataValidationError(f"source {path} is a directory, expected a CSV file")
+    _scan_csv_bytes(path)
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        _check_header_names(fh, path)
+    where = str(path) if location is None else location
+    offset = 0
+    try:
+        with pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig",
+                         chunksize=chunk_rows) as reader:
+            for chunk in reader:
+                if chunk.empty:
+                    continue
+                chunk.columns = [str(c).strip() for c in chunk.columns]
+                yield Source(chunk.reset_index(drop=True), where, True, offset)
+                offset += len(chunk)
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[0].replace("Error tokenizing data. C error: ", "")
+        raise DataValidationError(f"source file {path} is not well-formed CSV: {detail}") from None
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(f"source file {path} has no header line") from None
+    if offset == 0:
+        raise DataValidationError(f"source file {path} has a header but no data rows")
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        _check_field_counts(fh, path)
+
+
+def iter_parquet_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | None = None) -> Iterator[Source]:
+    """A Parquet file in parts of ``chunk_rows`` rows (its row groups read one batch at a
+    time), each part as :func:`read_parquet_file` gives the whole file: the same types and
+    checks; a part that cannot be read is refused when it is reached.
+
+    Yields:
+        Sources as :func:`iter_csv_file` yields them (``is_file`` off: a Parquet row has
+        no line).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise NotFoundError(f"source file {path} does not exist")
+    if path.is_dir():
+        raise DataValidationError(f"source {path} is a directory, expected a Parquet file")
+    if path.stat().st_size == 0:
+        raise DataValidationError(f"source file {path} is empty")
+
+    def unreadable(exc: BaseException) -> DataValidationError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DataValidationError(f"source file {path} is not a readable Parquet file: {detail}")
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable(exc) from None
+    with parquet:
+        schema = parquet.schema_arrow
+        saved_index = (schema.pandas_metadata or {}).get("index_columns", [])
+        dropped = [c for c in saved_index if isinstance(c, str) and c in schema.names]
+        names = [str(n) for n in schema.names if n not in dropped]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DataValidationError(f"source file {path} names column {twice[0]!r} twice")
+        if parquet.metadata.num_rows == 0:
+            raise DataValidationError(f"source file {path} has columns but no data rows")
+        where = str(path) if location is None else location
+        offset = 0
+        batches = parquet.iter_batches(batch_size=chunk_rows)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as exc:
+                raise unreadable(exc) from None
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch]).drop_columns(dropped)
+            columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+            try:
+                frame = pa.Table.from_arrays(columns, names=names).to_pandas(types_mapper=_nullable_integers)
+            except (pa.ArrowException, ValueError, OverflowError) as exc:
+                raise DataValidationError(f"source file {path}: a column cannot be read ({str(exc).splitlines()[0]})") from None
+            yield Source(frame.reset_index(drop=True), where, False, offset)
+            offset += len(frame)
+
+
+def iter_rows_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | None = None) -> Iterator[Source]:
+    """A local CSV or Parquet file (by its name) of live rows, in parts (see
+    :func:`iter_csv_file`)."""
+    _check_regular_file(path)
+    if is_parquet(str(path)):
+        return iter_parquet_file(path, chunk_rows, location)
+    return iter_csv_file(path, chunk_rows, location)
+
+
+def iter_frame(source: Source, chunk_rows: int = CHUNK_ROWS) -> Iterator[Source]:
+    """The rows of a Source already read, in parts as :func:`open_rows` gives a file's."""
+    for start in range(0, len(source.frame), chunk_rows):
+        part = source.frame.iloc[start:start + chunk_rows].reset_index(drop=True)
+        yield Source(part, source.location, source.is_file, source.offset + start)
+
+
+def _named_by_url(parts: Iterator[Source], path: Path, url: str) -> Iterator[Source]:
+    """``parts`` of a downloaded copy, a problem with it named by its URL (the copy is
+    deleted)."""
+    try:
+        yield from parts
+    except SmlError as exc:
+        raise type(exc)(str(exc).replace(str(path), redact_uri(url))) from None
+
+
+@contextlib.contextmanager
+def open_rows(source: str, name: str, cache_dir: Path | None = None,
+              chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[str, Iterator[Source]]]:
+    """Live rows from ``source`` as :func:`load_rows` finds them, read in parts of
+    ``chunk_rows`` rows (:func:`iter_csv_file`, :func:`iter_parquet_file`): memory holds a
+    part, whatever the file's size. A URL is downloaded afresh into a file of its own,
+    deleted when the block ends.
+
+    Yields:
+        The location that names the rows (a path, or the URL without its password) and
+        the iterator of parts.
+    """
+    cache_dir = cache_dir or Path("~/.cache/serverless-ml").expanduser()
+    if _is_url(source):
+        location = redact_uri(source)
+        with _fresh_download(source, cache_dir, name) as path:
+            yield location, _named_by_url(iter_rows_file(path, chunk_rows, location), path, source)
+        return
+    if _url_scheme(source) is not None:
+        raise SmlError(f"--source {redact_uri(source)}: only http:// and https:// URLs are downloaded; "
+                       "give a local path or an http(s) URL")
+    path = Path(source).expanduser()
+    yield str(path), iter_rows_file(path, chunk_rows)
+
+
+@contextlib.contextmanager
+def _fresh_download(url: str, cache_dir: Path, name: str) -> Iterator[Path]:
+    """``url`` downloaded now into a file of its own, deleted afterwards."""
+    path = _download(url, cache_dir, name, suffix=PARQUET_SUFFIX if is_parquet(url) else ".csv", fresh=True)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def load_rows(source: str, name: str, cache_dir: Path | None = None) -> Source:
+    """Live rows from ``source``: a CSV or Parquet (``.parquet``) path, or an http(s) URL
+    downloaded afresh (not from the cache: the same URL may serve new rows each day).
+
+    ``name`` (the dataset's) names the download's temporary file in ``cache_dir``.
+    """
+    cache_dir = cache_dir or Path("~/.cache/serverless-ml").expanduser()
+    if _is_url(source):
+        with _fresh_download(source, cache_dir, name) as path:
+            try:
+                rows = read_rows_file(path)
+            except SmlError as exc:  # named by its URL: the downloaded copy is deleted
+                raise type(exc)(str(exc).replace(str(path), redact_uri(source))) from None
+        return Source(rows.frame, redact_uri(source), rows.is_file)
+    if _url_scheme(source) is not None:
+        raise SmlError(f"--source {redact_uri(source)}: only http:// and https:// URLs are downloaded; "
+                       "give a local path or an http(s) URL")
+    return read_rows_file(Path(source).expanduser())
 
 
 def load_source(

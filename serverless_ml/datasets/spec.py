@@ -193,6 +193,9 @@ class DatasetSpec:
         transform: Pure function from the raw frame to ``[primary_key, *features]``
             (the label is validated and copied separately; same index as the raw frame, so errors can name raw rows).
         backfill_event_time: Event time given to backfilled rows (ISO date).
+        event_time_column: The raw column holding each live row's event time (an ISO
+            date or date-time; naive means UTC), read by ``sml ingest``; ``None``: the
+            rows take ``--date`` or the time of the ingest. The backfill does not read it.
         synthetic: Generator settings.
         sklearn_loader: For datasets scikit-learn ships: returns the raw frame offline.
         derive: Recomputes derived features of feature rows (after synthetic drift).
@@ -229,6 +232,7 @@ class DatasetSpec:
     spec_path: Path | None = None
     positive_class: Any = None
     missing_values: tuple[str, ...] | None = None
+    event_time_column: str | None = None
     typed_path: str | None = field(default=None, compare=False)
     """The spec file's path as the user typed it (``None`` for built-ins)."""
 
@@ -580,6 +584,16 @@ def _check_missing_values(value: Any, parsed: Parsed) -> None:
     parsed["missing_values"] = _parse_missing(value, "")
 
 
+def _check_event_time_column(value: Any, parsed: Parsed) -> None:
+    """The file's column of each live row's event time: a column name, not the label's
+    (a row's event time is known when it arrives, its label maybe not)."""
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise SpecError(f"event_time_column must be the name of the source's column of each row's event time, got {value!r}")
+    if value is not None and value == parsed["label_source"]:
+        raise SpecError(f"event_time_column {value!r} is the label's column; name the column of each row's event time")
+    parsed["event_time_column"] = value
+
+
 def _check_numeric_products(value: Any, parsed: Parsed) -> None:
     if not isinstance(value, bool):
         raise SpecError("numeric_products must be true or false")
@@ -612,6 +626,7 @@ SPEC_KEYS: tuple[tuple[str, Any, Callable[[Any, Parsed], None]], ...] = (
     ("version", 1, _check_version),
     ("backfill_event_time", DEFAULT_BACKFILL_EVENT_TIME, _check_backfill_event_time),
     ("missing_values", None, _check_missing_values),
+    ("event_time_column", None, _check_event_time_column),
     ("numeric_products", False, _check_numeric_products),
     ("description", "", _check_description),
 )
@@ -656,7 +671,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         **{name: parsed[name] for name in (
             "name", "version", "description", "source_url", "label", "label_type", "classes", "positive_class",
             "class_names", "primary_key", "primary_key_source", "primary_key_type", "source_path", "features",
-            "backfill_event_time", "synthetic", "numeric_products", "missing_values",
+            "backfill_event_time", "synthetic", "numeric_products", "missing_values", "event_time_column",
         )},
         label_source=label_source if label_source != label else None,
         transform=generic_transform(features, parsed["primary_key"], key_source),

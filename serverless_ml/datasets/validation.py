@@ -8,13 +8,22 @@ here, per the spec: a ``string`` column keeps each field's characters (trimmed o
 surrounding spaces for features and labels; keys exactly), a ``bigint``/``double`` column
 is parsed as numbers. A field is missing when its text is one of the column's missing
 texts (:meth:`DatasetSpec.missing_for`: only the empty field for text, also ``NA``,
-``NaN``, ``null``, ... for numbers, unless the spec lists its own).
+``NaN``, ``null``, ... for numbers, unless the spec lists its own). A Parquet file's
+columns arrive typed (numbers, text, timestamps, nulls); the same checks apply, a null
+being missing.
+
+A backfill needs every row's label; live rows (``sml ingest``) may come without one
+(``label_required=False``: the label column absent, or a row's field missing, stores a
+null label), and may take each row's event time from a column of the file.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import math
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,25 +31,175 @@ import pandas as pd
 
 from serverless_ml.datasets.sources import Source, other_delimiter_hint
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec, FeatureSpec
+from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT
 from serverless_ml.errors import DataValidationError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, to_utc
 
 
-class _Locator:
-    """Names rows the way the user can find them."""
+class RowError(DataValidationError):
+    """A bad value of a row. ``rank`` orders the checks: the one-shot validation of a
+    whole file reports the failure of its earliest check (at that check's first row), so
+    of the errors the parts of a file read in parts (see :class:`KeyLedger`) raise, the
+    file's is the one of lowest rank, the earliest part among equals."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, head: str, problem: str, rank: int, number: tuple[str, bool, str, str] | None = None) -> None:
+        super().__init__(head + problem)
+        self.head, self.problem, self.rank, self.number = head, problem, rank, number
+
+    def as_in_whole_file(self, integers: dict[str, bool]) -> RowError:
+        """This error as the whole file names it: a number shown is shown as the file's
+        column was read, whole numbers (``2``) or floats (``2.0``), which depends on all of
+        its values (``integers``: per column, whether every part read whole numbers)."""
+        if self.number is None:
+            return self
+        column, part_integers, shown, other = self.number
+        if integers.get(column, True) == part_integers:
+            return self
+        return RowError(self.head, self.problem.replace(shown, other, 1), self.rank)
+
+
+class _Locator:
+    """Names rows the way the user can find them (a part's rows as the file numbers
+    them), and counts the checks made so far (an error's rank)."""
+
+    def __init__(self, source: Source, integers: dict[str, bool] | None = None) -> None:
         self.location = source.location
         self.is_file = source.is_file
+        self.offset = source.offset
+        self.checks = 0
+        self.integers = {} if integers is None else integers
+        self._read: tuple[str, bool] = ("", True)
+        self._shown: tuple[str, bool, str, str] | None = None
 
     def row(self, position: int) -> str:
+        position += self.offset
         if self.is_file:
             return f"row {position + 1} (line {position + 2})"
         return f"row {position + 1}"
 
-    def fail(self, column: str, position: int, problem: str) -> DataValidationError:
+    def first(self, mask: pd.Series) -> int | None:
+        """One check: the first row where ``mask`` holds (``None`` when none does)."""
+        self.checks += 1
+        hits = np.flatnonzero(mask.to_numpy(dtype=bool, na_value=False))
+        return int(hits[0]) if len(hits) else None
+
+    def numbers_read(self, column: str, numbers: pd.Series, present: pd.Series) -> None:
+        """Record how a column's numbers were read (whole numbers, or floats), for
+        :meth:`show_number` and for the parts of a file (see :meth:`RowError.as_in_whole_file`)."""
+        integers = pd.api.types.is_signed_integer_dtype(numbers.dtype)
+        self._read = (column, integers)
+        if present.any():
+            self.integers[column] = self.integers.get(column, True) and integers
+
+    def show_number(self, values: pd.Series, numbers: pd.Series, position: int) -> str:
+        """A value of the column read last (:meth:`numbers_read`) in a message: the number
+        it was read as, else its text."""
+        shown = _show_number(values, numbers, position)
+        number = numbers.iloc[position]
+        if not pd.isna(number):
+            column, integers = self._read
+            value = float(number)
+            if integers:
+                self._shown = (column, True, shown, _show(value))
+            elif value.is_integer() and abs(value) < _INT64_LIMIT:
+                self._shown = (column, False, shown, _show(int(value)))
+        return shown
+
+    def fail(self, column: str, position: int, problem: str) -> RowError:
         """``column`` is quoted already (see :attr:`FeatureSpec.display_column`)."""
-        return DataValidationError(f"{self.location}: column {column}, {self.row(position)}: {problem}")
+        shown, self._shown = self._shown, None
+        return RowError(f"{self.location}: column {column}, {self.row(position)}: ", problem, self.checks, shown)
+
+
+class KeyLedger:
+    """The keys of the parts of a file validated so far, with the file position where
+    each was first seen: a file read in parts has its duplicate keys found across parts.
+
+    Keys are int64 (a ``bigint`` key's value, a text key's 64-bit hash: two texts with the
+    same hash, about 3 chances in a million for ten million keys, would be taken for a
+    duplicate). They are kept in sorted runs, merged when one is no more than twice the
+    next (as in a log-structured merge) up to :attr:`MAX_RUN` keys, so a part is checked
+    against a few runs (nine for ten million keys), in O(log) per key. Memory is 16 bytes
+    per row, and a merge holds two runs of at most :attr:`MAX_RUN` keys beside it
+    (uncapped, the last merge of ten million keys would hold 320 MB beside the runs).
+    """
+
+    MAX_RUN = 1 << 21
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted keys, their first positions)
+
+    @staticmethod
+    def values(keys: pd.Series, key_type: str) -> np.ndarray:
+        """Keys as the ledger holds them: a bigint key's number, a text key's hash."""
+        if key_type == "bigint":
+            return keys.astype("int64").to_numpy(dtype=np.int64)
+        return pd.util.hash_array(keys.astype(str).to_numpy(dtype=object)).view(np.int64)
+
+    def _earliest(self, sorted_keys: np.ndarray) -> np.ndarray:
+        """Each key's first position in the runs, ``-1`` where it is not there."""
+        earliest = np.full(len(sorted_keys), -1, dtype=np.int64)
+        for keys, positions in self._runs:
+            at = np.minimum(np.searchsorted(keys, sorted_keys, side="left"), len(keys) - 1)
+            hit = keys[at] == sorted_keys
+            earlier = np.where(hit, positions[at], -1)
+            earliest = np.where((earlier >= 0) & ((earliest < 0) | (earlier < earliest)), earlier, earliest)
+        return earliest
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """Which ``values`` are in the ledger."""
+        order = np.argsort(values, kind="stable")
+        found = np.empty(len(values), dtype=bool)
+        found[order] = self._earliest(values[order]) >= 0
+        return found
+
+    def add(self, values: np.ndarray, offset: int) -> tuple[int, int] | None:
+        """Record a part's keys (its first row at file position ``offset``).
+
+        Returns:
+            The part's first row whose key came before (in an earlier part or earlier in
+            this one) and that key's first file position; ``None`` without one.
+        """
+        n = len(values)
+        order = np.argsort(values, kind="stable")
+        keys = values[order]
+        positions = np.arange(offset, offset + n, dtype=np.int64)[order]
+        starts = np.r_[True, keys[1:] != keys[:-1]] if n else np.zeros(0, dtype=bool)
+        group_first = positions[starts][np.cumsum(starts) - 1]
+        earliest = self._earliest(keys)
+        earliest = np.where(earliest >= 0, earliest, np.where(starts, -1, group_first))
+        result = None
+        repeated = np.flatnonzero(earliest >= 0)
+        if len(repeated):
+            in_part = order[repeated]
+            i = int(np.argmin(in_part))
+            result = (int(in_part[i]), int(earliest[repeated][i]))
+        self._runs.append((keys, positions))
+        while (len(self._runs) >= 2 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0])
+               and len(self._runs[-2][0]) + len(self._runs[-1][0]) <= self.MAX_RUN):
+            newer = self._runs.pop()
+            older = self._runs.pop()
+            self._runs.append(_merge_runs(older, newer))
+        return result
+
+
+def _merge_runs(older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs as one, the older's entries first among equal keys (so a key's
+    first entry keeps its first position)."""
+    (a, a_pos), (b, b_pos) = older, newer
+    at_a = np.arange(len(a)) + np.searchsorted(b, a, side="left")
+    at_b = np.arange(len(b)) + np.searchsorted(a, b, side="right")
+    keys = np.empty(len(a) + len(b), dtype=np.int64)
+    positions = np.empty(len(a) + len(b), dtype=np.int64)
+    keys[at_a], keys[at_b] = a, b
+    positions[at_a], positions[at_b] = a_pos, b_pos
+    return keys, positions
+
+
+def describe_row(source: Source, position: int) -> str:
+    """A row of ``source`` (0-based ``position``) as messages name it: ``row 3 (line 4)``
+    for a file's row, ``row 3`` otherwise."""
+    return _Locator(source).row(position)
 
 
 def _show(value: Any) -> str:
@@ -120,9 +279,15 @@ def _is_infinite_text(value: Any) -> bool:
         return False
 
 
-def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
-    """The raw frame has every column the spec needs."""
-    missing = [c for c in spec.raw_columns if c not in raw.columns]
+def check_columns(
+    raw: pd.DataFrame, spec: DatasetSpec, where: str, *, label_required: bool = True, event_time_column: str | None = None,
+) -> None:
+    """The raw frame has every column the spec needs (the label's only when
+    ``label_required``; ``event_time_column`` too, when given)."""
+    needed = [c for c in spec.raw_columns if label_required or c != spec.raw_label]
+    if event_time_column is not None and event_time_column not in needed:
+        needed.append(event_time_column)
+    missing = [c for c in needed if c not in raw.columns]
     if not missing:
         return
     hints = []
@@ -137,29 +302,93 @@ def check_columns(raw: pd.DataFrame, spec: DatasetSpec, where: str) -> None:
         hints.append(delimiter)
     hint = f" ({'; '.join(hints)})" if hints else ""
     raise DataValidationError(
-        f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; expected {', '.join(spec.raw_columns)}"
+        f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; expected {', '.join(needed)}"
     )
 
 
-def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator) -> pd.Series:
+def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator, required: bool = True) -> pd.Series:
+    """The labels, typed; with ``required`` off a missing one (or the column absent) is
+    null (``<NA>`` in a ``bigint`` label, which then becomes ``Int64``), and a present one
+    must still be one of the classes."""
+    if not required and spec.raw_label not in raw.columns:
+        if spec.label_type == "bigint":
+            return pd.Series(pd.NA, index=raw.index, dtype="Int64")
+        return pd.Series([None] * len(raw), index=raw.index, dtype=object)
     values = raw[spec.raw_label]
     column = f"'{spec.raw_label}'"
     missing = _missing(values, spec.missing_for(spec.label_type))
-    if missing.any():
-        raise loc.fail(column, _first(missing), "label is missing")
+    if required and (i := loc.first(missing)) is not None:
+        raise loc.fail(column, i, "label is missing")
+    present = ~missing
     if spec.label_type == "bigint":
-        numeric = _parse_numbers(values, ~missing)
-        bad = numeric.isna() | ~numeric.isin(spec.classes)
-        if bad.any():
-            i = _first(bad)
-            raise loc.fail(column, i, f"label {_show_number(values, numeric, i)} is not one of {', '.join(map(str, spec.classes))}")
-        return numeric.astype("int64")
-    text = values.astype(str).str.strip()
-    bad = ~text.isin(spec.classes)
-    if bad.any():
-        i = _first(bad)
+        numeric = _parse_numbers(values, present)
+        loc.numbers_read(column, numeric, present)
+        bad = present & (numeric.isna() | ~numeric.isin(spec.classes)).astype(bool)
+        if (i := loc.first(bad)) is not None:
+            raise loc.fail(column, i, f"label {loc.show_number(values, numeric, i)} is not one of {', '.join(map(str, spec.classes))}")
+        return numeric.astype("int64") if present.all() else numeric.astype("Int64")
+    text = values.where(present, "").astype(str).str.strip()
+    bad = present & ~text.isin(spec.classes)
+    if (i := loc.first(bad)) is not None:
         raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}")
-    return text.astype(object)
+    return text.where(present, None).astype(object)
+
+
+# An ISO 8601 date, optionally with a time (``T`` or a space) and a UTC offset or ``Z``;
+# pandas' ISO reader alone would also take ``now`` and ``today``.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ].*)?")
+_FIRST_TIME = pd.Timestamp(MIN_DATE, tz="UTC")
+_END_TIME = pd.Timestamp(MAX_DATE, tz="UTC") + pd.Timedelta(days=1)
+
+
+def _iso_date_problem(value: Any) -> str:
+    """Why a value that did not read as an event time is refused."""
+    text = str(value).strip()
+    try:
+        when = dt.datetime.fromisoformat(text) if _ISO_DATE.fullmatch(text) else None
+    except ValueError:
+        when = None
+    if when is not None:
+        return f"event time {_show(value)} is outside the supported dates ({RANGE_TEXT})"
+    return f"event time {_show(value)} is not an ISO date or date-time (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[+HH:MM])"
+
+
+def parse_event_times(values: pd.Series, column: str, loc: _Locator) -> pd.Series:
+    """Each row's event time from a column of ISO dates or date-times (a Parquet file's
+    timestamps and dates as they are), in UTC; a value without a UTC offset is UTC.
+
+    Raises:
+        DataValidationError: a value is missing, not an ISO date or date-time, outside
+            the supported dates or finer than a microsecond (which would be cut).
+    """
+    shown = f"'{column}'"
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        times = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        missing = times.isna()
+        unreadable = pd.Series(False, index=values.index)
+    else:
+        is_text = values.map(lambda v: isinstance(v, str)).astype(bool)
+        texts = values.where(is_text, "").astype(str).str.strip()
+        missing = (values.isna() | (is_text & (texts == ""))).astype(bool)
+        iso = is_text & texts.str.fullmatch(_ISO_DATE.pattern).fillna(False).astype(bool)
+        times = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+        if iso.any():
+            times[iso] = pd.to_datetime(texts[iso], format="ISO8601", utc=True, errors="coerce")
+        moments = ~is_text & ~missing & values.map(lambda v: isinstance(v, (dt.date, pd.Timestamp))).astype(bool)
+        if moments.any():
+            times[moments] = pd.to_datetime(values[moments], utc=True, errors="coerce")
+        unreadable = ~missing & times.isna()
+    if (i := loc.first(missing)) is not None:
+        raise loc.fail(shown, i, "event time is missing")
+    if (i := loc.first(unreadable)) is not None:
+        raise loc.fail(shown, i, _iso_date_problem(values.iloc[i]))
+    outside = (times < _FIRST_TIME) | (times >= _END_TIME)
+    if (i := loc.first(outside)) is not None:
+        raise loc.fail(shown, i, f"event time {_show(values.iloc[i])} is outside the supported dates ({RANGE_TEXT})")
+    finer = times.dt.nanosecond != 0
+    if (i := loc.first(finer)) is not None:
+        raise loc.fail(shown, i, f"event time {_show(values.iloc[i])} is finer than a microsecond, which is what is stored")
+    return times.astype("datetime64[us, UTC]")
 
 
 def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, loc: _Locator) -> pd.Series:
@@ -167,36 +396,32 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, l
     present = ~_missing(values, spec.missing_for(feature.type, feature))
     if feature.is_numeric:
         numeric = _parse_numbers(values, present)
+        loc.numbers_read(column, numeric, present)
         unparsable = present & numeric.isna()
-        if unparsable.any():
-            i = _first(unparsable)
+        if (i := loc.first(unparsable)) is not None:
             what = "a finite number" if _is_infinite_text(values.iloc[i]) else "a number"
             raise loc.fail(column, i, f"{_show(values.iloc[i])} is not {what}")
         infinite = present & ~np.isfinite(numeric.fillna(0).to_numpy(dtype=float))
-        if infinite.any():
-            i = _first(infinite)
-            raise loc.fail(column, i, f"{_show_number(values, numeric, i)} is not a finite number")
+        if (i := loc.first(infinite)) is not None:
+            raise loc.fail(column, i, f"{loc.show_number(values, numeric, i)} is not a finite number")
         if feature.type == "bigint":
             fractional = present & (numeric.fillna(0) % 1 != 0)
-            if fractional.any():
-                i = _first(fractional)
-                raise loc.fail(column, i, f"{_show_number(values, numeric, i)} is not a whole number")
+            if (i := loc.first(fractional)) is not None:
+                raise loc.fail(column, i, f"{loc.show_number(values, numeric, i)} is not a whole number")
         low = -math.inf if feature.min is None else feature.min
         high = math.inf if feature.max is None else feature.max
         outside = present & ((numeric < low) | (numeric > high))
-        if outside.any():
-            i = _first(outside)
+        if (i := loc.first(outside)) is not None:
             if feature.min is None:
                 allowed = f"is above the allowed maximum {feature.max}"
             elif feature.max is None:
                 allowed = f"is below the allowed minimum {feature.min}"
             else:
                 allowed = f"is outside the allowed range [{feature.min}, {feature.max}]"
-            raise loc.fail(column, i, f"{_show_number(values, numeric, i)} {allowed}")
+            raise loc.fail(column, i, f"{loc.show_number(values, numeric, i)} {allowed}")
         if feature.type == "bigint":
             too_large = present & _too_large_for_int64(numeric)
-            if too_large.any():
-                i = _first(too_large)
+            if (i := loc.first(too_large)) is not None:
                 raise loc.fail(column, i, f"{_show_written(values.iloc[i])} is too large for a 64-bit integer")
         if feature.type == "bigint":
             checked = numeric.astype("Int64") if not present.all() else numeric.astype("int64")
@@ -206,18 +431,25 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, l
         checked = values.where(present, None).map(lambda v: v if v is None else str(v).strip()).astype(object)
         if feature.categories is not None:
             unknown = present & ~checked.isin(feature.categories)
-            if unknown.any():
-                i = _first(unknown)
+            if (i := loc.first(unknown)) is not None:
                 raise loc.fail(
                     column, i, f"{_show(values.iloc[i])} is not one of {', '.join(feature.categories)}"
                 )
-    if not feature.nullable and (~present).any():
-        raise loc.fail(column, _first(~present), "value is missing and the feature is not nullable")
+    if not feature.nullable and (i := loc.first(~present)) is not None:
+        raise loc.fail(column, i, "value is missing and the feature is not nullable")
     return checked
 
 
 def build_feature_rows(
-    source: Source, spec: DatasetSpec, origin: str, event_time: str | pd.Timestamp
+    source: Source,
+    spec: DatasetSpec,
+    origin: str,
+    event_time: str | pd.Timestamp | None,
+    *,
+    label_required: bool = True,
+    event_time_column: str | None = None,
+    keys_seen: KeyLedger | None = None,
+    integers: dict[str, bool] | None = None,
 ) -> pd.DataFrame:
     """Validate ``source`` against ``spec`` and return rows in the feature group's layout.
 
@@ -225,41 +457,59 @@ def build_feature_rows(
         source: Raw rows.
         spec: The dataset spec.
         origin: Provenance recorded on every row (``backfill``, ``synthetic``, ``live``).
-        event_time: Event time given to every row.
+        event_time: Event time given to every row; ``None`` with ``event_time_column``.
+        label_required: Refuse a row without a label (a backfill). Off (live rows): the
+            label column may be absent and a row's label missing; it is stored as null.
+        event_time_column: The raw column holding each row's event time (see
+            :func:`parse_event_times`), instead of ``event_time``.
+        keys_seen: For a part of a file (``source.offset`` its first row): the keys of
+            the parts before it, to which this part's are added; a key seen before is a
+            duplicate, as within one part. The spec must name a key column.
+        integers: For a part of a file: how its numeric columns were read so far (see
+            :meth:`RowError.as_in_whole_file`), updated with this part's.
 
     Raises:
-        DataValidationError: the first problem found, naming column, row and value.
+        DataValidationError: the first problem found, naming column, row and value (a
+            :class:`RowError` for a value, ranked by its check).
     """
+    if (event_time is None) == (event_time_column is None):
+        raise ValueError("give either event_time or event_time_column")
+    if keys_seen is not None and spec.primary_key_source is None:
+        raise ValueError("a file read in parts needs a key column (numbered rows would restart in every part)")
     raw = source.frame
-    loc = _Locator(source)
+    loc = _Locator(source, integers)
     if raw.empty:
         raise DataValidationError(f"{source.location}: no data rows")
-    check_columns(raw, spec, source.location)
-    label = _coerce_label(raw, spec, loc)
+    check_columns(raw, spec, source.location, label_required=label_required, event_time_column=event_time_column)
+    label = _coerce_label(raw, spec, loc, required=label_required)
     if spec.primary_key_source is not None:
         keys = raw[spec.primary_key_source]
         key_column = f"'{spec.primary_key_source}'"
         missing = _missing(keys, spec.missing_for(spec.primary_key_type))
-        if missing.any():
-            raise loc.fail(key_column, _first(missing), "primary key is missing")
+        if (i := loc.first(missing)) is not None:
+            raise loc.fail(key_column, i, "primary key is missing")
         shown = keys
         if spec.primary_key_type == "bigint":
             numeric = _parse_numbers(keys, ~missing)
+            loc.numbers_read(key_column, numeric, ~missing)
             bad = numeric.isna() | (numeric.fillna(0) % 1 != 0)
-            if bad.any():
-                i = _first(bad)
-                raise loc.fail(key_column, i, f"primary key {_show_number(keys, numeric, i)} is not a whole number")
+            if (i := loc.first(bad)) is not None:
+                raise loc.fail(key_column, i, f"primary key {loc.show_number(keys, numeric, i)} is not a whole number")
             too_large = _too_large_for_int64(numeric)
-            if too_large.any():
-                i = _first(too_large)
+            if (i := loc.first(too_large)) is not None:
                 raise loc.fail(key_column, i, f"primary key {_show_written(keys.iloc[i])} is too large for a 64-bit integer")
             # Compare keys as numbers so that "7" and "7.0" count as the same key.
             keys = shown = numeric
-        duplicated = keys.duplicated()
-        if duplicated.any():
-            i = _first(duplicated)
-            first = _first(keys == keys.iloc[i])
-            raise loc.fail(key_column, i, f"duplicate primary key {_show(shown.iloc[i])} (first seen in {loc.row(first)})")
+        if keys_seen is None:
+            repeat = loc.first(keys.duplicated())
+            seen = None if repeat is None else _first(keys == keys.iloc[repeat])
+        else:
+            loc.checks += 1  # the same check, across the parts of the file
+            found = keys_seen.add(KeyLedger.values(keys, spec.primary_key_type), loc.offset)
+            repeat, seen = (None, None) if found is None else (found[0], found[1] - loc.offset)
+        if repeat is not None and seen is not None:
+            shown_key = loc.show_number(keys, shown, repeat) if spec.primary_key_type == "bigint" else _show(shown.iloc[repeat])
+            raise loc.fail(key_column, repeat, f"duplicate primary key {shown_key} (first seen in {loc.row(seen)})")
     rows = spec.transform(raw)
     out = pd.DataFrame(index=rows.index)
     key = rows[spec.primary_key]
@@ -269,9 +519,69 @@ def build_feature_rows(
         out[spec.primary_key] = out[spec.primary_key].astype("int64")
     else:
         out[spec.primary_key] = key.astype(str)
-    out[EVENT_TIME_COLUMN] = pd.Series(to_utc(event_time), index=out.index).astype("datetime64[us, UTC]")
+    if event_time_column is not None:
+        out[EVENT_TIME_COLUMN] = parse_event_times(raw[event_time_column], event_time_column, loc)
+    else:
+        assert event_time is not None
+        out[EVENT_TIME_COLUMN] = pd.Series(to_utc(event_time), index=out.index).astype("datetime64[us, UTC]")
     for feature in spec.features:
         out[feature.name] = _check_feature(rows[feature.name], feature, spec, loc)
     out[spec.label] = label
     out[ORIGIN_COLUMN] = origin
     return out[spec.store_columns].reset_index(drop=True)
+
+
+def iter_feature_rows(
+    parts: Iterable[Source],
+    spec: DatasetSpec,
+    origin: str,
+    event_time: str | pd.Timestamp | None,
+    *,
+    label_required: bool = True,
+    event_time_column: str | None = None,
+    before_refusing: Callable[[], object] | None = None,
+    keys_seen: KeyLedger | None = None,
+) -> Iterator[pd.DataFrame]:
+    """:func:`build_feature_rows` over a file read in parts (:func:`~serverless_ml.datasets.sources.open_rows`):
+    each part's feature rows, and at the end the error the whole file read at once would
+    give, if any.
+
+    That error is the one of the earliest check that fails anywhere in the file, at its
+    first row (see :class:`RowError`), so after a bad value every remaining part is still
+    read and checked (a problem of the file itself, raised by ``parts``, comes first, as
+    it does when the file is read whole); no rows are yielded after it. Duplicate keys are
+    found across parts (:class:`KeyLedger`).
+
+    Args:
+        parts: The file's parts, in order.
+        before_refusing: Called before a bad value is raised (a check that comes first
+            when the file is read whole, such as the feature group's existence).
+        keys_seen: Where the file's keys are recorded (default a ledger of its own).
+
+    Raises:
+        DataValidationError: as :func:`build_feature_rows`, with the row and line in the file.
+    """
+    ledger = keys_seen if keys_seen is not None else KeyLedger()
+    integers: dict[str, bool] = {}
+    held: DataValidationError | None = None
+    held_rank = 0
+    for part in parts:
+        if held is not None and held_rank < 0:
+            continue  # the file lacks a column: every part does; read on for problems of the file
+        try:
+            rows = build_feature_rows(part, spec, origin, event_time, label_required=label_required,
+                                      event_time_column=event_time_column, keys_seen=ledger, integers=integers)
+        except RowError as exc:
+            if held is None or exc.rank < held_rank:
+                held, held_rank = exc, exc.rank
+            continue
+        except DataValidationError as exc:  # the file's columns (every part has the same)
+            if held is None:
+                held, held_rank = exc, -1
+            continue
+        if held is None:
+            yield rows
+    if held is not None:
+        if before_refusing is not None:
+            before_refusing()
+        raise held.as_in_whole_file(integers) if isinstance(held, RowError) else held

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -465,6 +465,37 @@ class FeatureGroup(abc.ABC):
             self._write_changes(table, comparison, wait)
             return InsertResult(comparison.inserted, comparison.updated, comparison.unchanged, self.data_version())
 
+    def read_batches(
+        self, columns: Sequence[str] | None = None, where: Filter | Logic | None = None, version: int | None = None,
+        batch_rows: int = 100_000,
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows satisfying ``where``, with ``columns`` (default all), as Arrow record
+        batches of the group's types, at most ``batch_rows`` rows each, in no particular
+        order: a job that must not hold the whole group reads it this way. This default
+        slices :meth:`read`; a backend that can scan its storage streams it."""
+        df = self.read(version=version)
+        if where is not None:
+            df = df[where.mask(df)]
+        names = list(columns) if columns is not None else [f.name for f in self.features]
+        schema = arrow_schema([self.get_feature(name) for name in names])
+        yield from pa.Table.from_pandas(df[names], schema=schema, preserve_index=False).to_batches(max_chunksize=batch_rows)
+
+    def append_new(self, batches: pa.RecordBatchReader, wait: bool = True) -> InsertResult:
+        """Add rows whose keys are not stored, read from ``batches`` (the group's columns
+        and types), in one commit: for a job whose rows are new by construction (it
+        selected them by key under its own lock), so they are not compared with the stored
+        rows. This default inserts them as one frame (compared as usual); a backend that
+        can append a stream does so without holding them."""
+        return self.insert(batches.read_all().to_pandas(), wait=wait)
+
+    def stage_new(self) -> StagedRows:
+        """A writer of rows whose keys are not stored (as :meth:`append_new`), for rows that
+        arrive chunk by chunk and must land together later: they are written as they come,
+        invisible until :meth:`StagedRows.commit` adds them in one commit; discarded when
+        the writer is closed without it. This default holds them in memory until then; a
+        backend that can write data files before committing them does so."""
+        return StagedRows(self)
+
     def compare(self, df: pd.DataFrame) -> RowComparison:
         """How ``df`` compares with the stored rows, without writing anything: what
         :meth:`insert` would insert, update or leave, and the stored rows it would change.
@@ -594,6 +625,36 @@ class FeatureGroup(abc.ABC):
 
     def select_except(self, features: Sequence[str]) -> Query:
         return Query(self, [f.name for f in self.features if f.name not in set(features)])
+
+
+class StagedRows:
+    """Rows staged for one commit to a group (:meth:`FeatureGroup.stage_new`); a context
+    manager that discards what was not committed. This default holds the batches."""
+
+    def __init__(self, group: FeatureGroup) -> None:
+        self.group = group
+        self.schema = arrow_schema(group.features)
+        self._tables: list[pa.Table] = []
+
+    def write(self, table: pa.Table) -> None:
+        """Stage ``table`` (the group's columns and types)."""
+        self._tables.append(table)
+
+    def commit(self, wait: bool = True) -> InsertResult:
+        """Add every staged row in one commit."""
+        batches = [batch for table in self._tables for batch in table.to_batches()]
+        self._tables = []
+        return self.group.append_new(pa.RecordBatchReader.from_batches(self.schema, batches), wait=wait)
+
+    def discard(self) -> None:
+        """Drop what was staged and not committed."""
+        self._tables = []
+
+    def __enter__(self) -> StagedRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 @dataclass

@@ -34,7 +34,7 @@ from serverless_ml import registry
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.inference import drift as drift_stats
 from serverless_ml.inference import estimate, monitoring
-from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, probability_column
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, KeySet, probability_column
 from serverless_ml.training import evaluation
 
 CONFUSION_WINDOWS = ("batch", "rolling", "since_promotion")
@@ -228,9 +228,14 @@ def as_of_day(as_of_end: pd.Timestamp) -> np.datetime64:
 
 def drift_not_computed(drift_reference: object, event_days: np.ndarray, last_day: np.datetime64, rolling_days: int) -> str:
     """Why drift was not computed: too few recent rows, or too few reference rows."""
+    recent = int(drift_stats.in_lookback(event_days, last_day, rolling_days).sum()) if drift_reference is not None else 0
+    return drift_not_computed_of(drift_reference, recent, rolling_days)
+
+
+def drift_not_computed_of(drift_reference: object, recent: int, rolling_days: int) -> str:
+    """:func:`drift_not_computed` given the rows of the last ``rolling_days`` days (``recent``)."""
     if drift_reference is None:
         return f"drift not computed: the champion's training rows are fewer than {drift_stats.MIN_ROWS}"
-    recent = int(drift_stats.in_lookback(event_days, last_day, rolling_days).sum())
     return f"drift not computed: {recent} rows in the last {rolling_days} days, fewer than {drift_stats.MIN_ROWS}"
 
 
@@ -292,9 +297,16 @@ def class_share_metrics(
     spec: DatasetSpec, batch_predicted: np.ndarray, rows_scored: int, reference: pd.DataFrame | None, class_keys: list[str]
 ) -> dict[str, float]:
     """Each class's share of the batch's predictions and of the champion's reference rows."""
+    predicted_counts = np.bincount(batch_predicted[batch_predicted >= 0], minlength=len(spec.classes))
+    return class_share_of_counts(spec, predicted_counts, rows_scored, reference, class_keys)
+
+
+def class_share_of_counts(
+    spec: DatasetSpec, predicted_counts: np.ndarray, rows_scored: int, reference: pd.DataFrame | None, class_keys: list[str]
+) -> dict[str, float]:
+    """:func:`class_share_metrics` of the batch's predictions counted per class."""
     classes = list(spec.classes)
     train_labels = reference[spec.label] if reference is not None else pd.Series(dtype=object)
-    predicted_counts = np.bincount(batch_predicted[batch_predicted >= 0], minlength=len(classes))
     training_shares = drift_stats.class_shares(train_labels, classes)
     metrics: dict[str, float] = {}
     for i, (cls, key) in enumerate(zip(classes, class_keys, strict=True)):
@@ -401,3 +413,283 @@ def batch_statistics(
                            accuracy.notes + per_class.notes + estimated.notes + drift.computed.notes,
                            drift.window_label, drift.rolling_label,
                            accuracy_basis(int(matrices["batch"].sum()), len(scored), found))
+
+
+# --- the same statistics over a batch that streams by in chunks ------------------------------
+
+
+def _window_masks(
+    event_time: np.ndarray, versions: np.ndarray, champion_version: int, as_of_end: pd.Timestamp, rolling_days: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows are in the rolling window and in the champion's time since promotion
+    (the masks of :func:`confusion_windows`)."""
+    end = as_of_end.to_datetime64()
+    rolling_start = (as_of_end - pd.Timedelta(days=rolling_days)).to_datetime64()
+    in_rolling = (event_time >= rolling_start) & (event_time < end)
+    return in_rolling, (versions == champion_version) & (event_time < end)
+
+
+@dataclass
+class BatchTotals:
+    """Running totals of a batch's statistics, fed chunk by chunk: the predictions so far
+    (:meth:`add_history`) and the batch's scored rows (:meth:`add_batch`). What
+    :func:`batch_statistics` computes from arrays of every row, kept as counts and sums, so
+    memory does not grow with the rows (:func:`streamed_statistics` turns them into the
+    run's figures)."""
+
+    classes: list[Any]
+    champion_version: int
+    as_of_end: pd.Timestamp
+    rolling_days: int
+    matrices: dict[str, np.ndarray] = field(init=False)
+    rows: int = 0
+    confidence_sum: float = 0.0
+    confidence_spread: float = 0.0
+    """Sum of ``p (1 - p)`` over the batch's confidences (the estimate's variance)."""
+    expected: np.ndarray = field(init=False)
+    """The batch's expected confusion matrix (:func:`estimate.expected_confusion`)."""
+    predicted_counts: np.ndarray = field(init=False)
+    probabilities: bool = True
+    """Whether every frame had the class probabilities (else nothing is estimated)."""
+    rolling_confidence_sum: float = 0.0
+    rolling_confidence_rows: int = 0
+    latest: dict[str, Any] | None = None
+    day_counts: dict[np.datetime64, int] = field(default_factory=dict)
+    """Rows scored per event day (history and batch), for the drift windows."""
+    history_days: dict[np.datetime64, int] = field(default_factory=dict)
+    """The history's share of ``day_counts``."""
+
+    def __post_init__(self) -> None:
+        k = len(self.classes)
+        self.matrices = {label: np.zeros((k, k), dtype=np.int64) for label in CONFUSION_WINDOWS}
+        self.expected = np.zeros((k, k))
+        self.predicted_counts = np.zeros(k, dtype=np.int64)
+
+    def _codes(self, frame: pd.DataFrame, column: str) -> np.ndarray:
+        return evaluation.class_codes(frame[column], pd.Index(self.classes))
+
+    def _windows(self, frame: pd.DataFrame, actual: np.ndarray, predicted: np.ndarray, history: bool) -> None:
+        event_time = utc_values(frame[EVENT_TIME_COLUMN])
+        versions = frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64)
+        in_rolling, since = _window_masks(event_time, versions, self.champion_version, self.as_of_end, self.rolling_days)
+        k = len(self.classes)
+        self.matrices["rolling"] += evaluation.confusion_from_codes(actual, predicted, k, in_rolling)
+        self.matrices["since_promotion"] += evaluation.confusion_from_codes(actual, predicted, k, since)
+        confidence = _confidence(frame)
+        if confidence is None:
+            self.probabilities = False
+        elif in_rolling.any():
+            self.rolling_confidence_sum += float(np.sum(confidence[in_rolling]))
+            self.rolling_confidence_rows += int(in_rolling.sum())
+        days, counts = np.unique(event_time.astype("datetime64[D]"), return_counts=True)
+        for day, count in zip(days, counts, strict=True):
+            self.day_counts[day] = self.day_counts.get(day, 0) + int(count)
+            if history:
+                self.history_days[day] = self.history_days.get(day, 0) + int(count)
+
+    def add_history(self, history: pd.DataFrame) -> None:
+        """Count in predictions made before the batch (the predictions group's rows)."""
+        if history.empty:
+            return
+        self._windows(history, self._codes(history, "actual"), self._codes(history, "prediction"), history=True)
+
+    def add_batch(self, scored: pd.DataFrame, spec: DatasetSpec) -> None:
+        """Count in a chunk of the batch's predictions (:class:`scoring.ChunkScorer`'s rows)."""
+        if scored.empty:
+            return
+        actual, predicted = self._codes(scored, "actual"), self._codes(scored, "prediction")
+        k = len(self.classes)
+        self.matrices["batch"] += evaluation.confusion_from_codes(actual, predicted, k)
+        self._windows(scored, actual, predicted, history=False)
+        self.rows += len(scored)
+        self.predicted_counts += np.bincount(predicted[predicted >= 0], minlength=k)
+        columns = [probability_column(c) for c in spec.classes]
+        confidence = _confidence(scored)
+        if confidence is None or any(c not in scored.columns for c in columns):
+            self.probabilities = False
+        else:
+            self.confidence_sum += float(np.sum(confidence))
+            self.confidence_spread += float(np.sum(confidence * (1.0 - confidence)))
+            self.expected += estimate.expected_confusion(scored[columns].to_numpy(dtype=float), predicted)
+        candidate = monitoring.latest_row(scored, spec.primary_key)
+        if self.latest is None or (candidate[EVENT_TIME_COLUMN], candidate[spec.primary_key]) > (
+                self.latest[EVENT_TIME_COLUMN], self.latest[spec.primary_key]):
+            self.latest = candidate
+
+    def accuracy_estimate(self) -> estimate.AccuracyEstimate | None:
+        """:func:`estimate.estimate_accuracy` of the batch's confidences, from their sums."""
+        if not self.probabilities:
+            return None
+        if not self.rows:
+            return estimate.AccuracyEstimate(math.nan, math.nan, math.nan, 0)
+        mean = self.confidence_sum / self.rows
+        half = estimate.Z_95 * math.sqrt(self.confidence_spread) / self.rows
+        return estimate.AccuracyEstimate(mean, max(0.0, mean - half), min(1.0, mean + half), self.rows)
+
+
+def estimated_of_totals(spec: DatasetSpec, totals: BatchTotals, class_keys: list[str]) -> tuple[Computed, estimate.AccuracyEstimate | None]:
+    """:func:`estimated_metrics` of running totals."""
+    out = Computed()
+    found = totals.accuracy_estimate()
+    if found is None:
+        out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
+        return out, None
+    out.metrics.update({registry.ESTIMATED_ACCURACY_METRIC: found.accuracy,
+                        registry.ESTIMATED_ACCURACY_CI_LOW_METRIC: found.low,
+                        registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high})
+    if totals.rows >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
+        per_class = evaluation.metrics_from_confusion(totals.expected, list(spec.classes), registry.ESTIMATED_PREFIX,
+                                                      positive_class=spec.positive_class, class_keys=class_keys)
+        out.metrics.update({k: v for k, v in per_class.items() if k != registry.ESTIMATED_ACCURACY_METRIC})
+    else:
+        out.notes.append(f"estimated per-class metrics not computed: {totals.rows} rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
+    if totals.rolling_confidence_rows:
+        out.metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] = totals.rolling_confidence_sum / totals.rolling_confidence_rows
+    return out, found
+
+
+class DriftSample:
+    """A uniform, seeded sample of at most ``cap`` rows of a window that streams by: each
+    row draws a random priority and the ``cap`` smallest are kept (bottom-k sampling), so
+    memory holds at most twice ``cap`` rows, and every row is equally likely to be kept
+    whatever the chunks. ``seen`` counts the window's rows."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.seen = 0
+        self._frames: list[pd.DataFrame] = []
+        self._priorities: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, rows: pd.DataFrame, priorities: np.ndarray) -> None:
+        """Offer ``rows`` with their ``priorities`` (uniform draws, one per row)."""
+        if rows.empty:
+            return
+        self.seen += len(rows)
+        self._frames.append(rows)
+        self._priorities.append(priorities)
+        self._held += len(rows)
+        if self._held > 2 * self.cap:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        frame = pd.concat(self._frames, ignore_index=True)
+        priorities = np.concatenate(self._priorities)
+        if len(frame) > self.cap:
+            keep = np.sort(np.argpartition(priorities, self.cap - 1)[: self.cap])
+            frame, priorities = frame.iloc[keep].reset_index(drop=True), priorities[keep]
+        self._frames, self._priorities, self._held = [frame], [priorities], len(frame)
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the window held more rows than the sample."""
+        return self.seen > self.cap
+
+    def rows(self) -> pd.DataFrame:
+        """The sample (every row of the window when it holds at most ``cap``)."""
+        if not self._frames:
+            return pd.DataFrame()
+        self._shrink()
+        return self._frames[0]
+
+
+class DriftWindowRows:
+    """The feature rows of a batch's drift windows, sampled as the feature group streams
+    by (:class:`DriftSample` each): the windows are chosen first from the rows counted
+    per day (:func:`drift.drift_windows_of_counts`), and a window's rows are the feature
+    rows of its days that were scored before or are scored now (the rows
+    :func:`drift_statistics` looks up by key)."""
+
+    def __init__(self, spec: DatasetSpec, windows: drift_stats.DayWindows | None, as_of_end: pd.Timestamp,
+                 cap: int = drift_stats.MAX_DRIFT_ROWS, seed: int = 0) -> None:
+        self.spec, self.windows, self.last_day = spec, windows, as_of_day(as_of_end)
+        self.recent = DriftSample(cap) if windows is not None else None
+        self.rolling = DriftSample(cap) if windows is not None and windows.rolling_first_day is not None else None
+        self._rng = np.random.default_rng(seed)
+        self._columns = [f.name for f in spec.features]
+
+    def add(self, frame: pd.DataFrame, is_new: np.ndarray, scored: KeySet) -> None:
+        """Offer a chunk of feature rows: ``is_new`` marks the batch's rows, ``scored``
+        holds the keys scored before."""
+        if self.windows is None or self.recent is None:
+            return
+        days = utc_values(frame[EVENT_TIME_COLUMN]).astype("datetime64[D]")
+        first = self.windows.rolling_first_day if self.windows.rolling_first_day is not None else self.windows.recent_first_day
+        in_days = (days <= self.last_day) & (days >= first)
+        if not in_days.any():
+            return
+        counted = in_days & is_new
+        before = in_days & ~is_new
+        if before.any():
+            counted[before] = scored.contains(frame.loc[before, self.spec.primary_key].to_numpy())
+        priorities = self._rng.random(len(frame))
+        in_recent = counted & (days >= self.windows.recent_first_day)
+        self.recent.add(frame.loc[in_recent, self._columns], priorities[in_recent])
+        if self.rolling is not None:
+            self.rolling.add(frame.loc[counted, self._columns], priorities[counted])
+
+
+def streamed_drift(
+    spec: DatasetSpec, rows: DriftWindowRows, totals: BatchTotals, drift_reference: drift_stats.DriftReference | None,
+    as_of_end: pd.Timestamp, rolling_days: int, rule: monitoring.AlertRule,
+) -> DriftStatistics:
+    """:func:`drift_statistics` of windows chosen from the rows counted per day
+    (:func:`drift.drift_windows_of_counts`) and sampled as they streamed by: a window of
+    more than its sample's cap (:data:`drift.MAX_DRIFT_ROWS`) is judged on a uniform
+    seeded sample of its rows, and a note says so (the tests are unchanged)."""
+    last_day = as_of_day(as_of_end)
+    windows, recent, rolling = rows.windows, rows.recent, rows.rolling
+    if windows is None or drift_reference is None or recent is None:
+        days = np.array(sorted(totals.day_counts), dtype="datetime64[D]")
+        counts = np.array([totals.day_counts[d] for d in sorted(totals.day_counts)], dtype=np.int64)
+        lookback = int(counts[drift_stats.in_lookback(days, last_day, rolling_days)].sum()) if days.size else 0
+        return DriftStatistics(computed=Computed(notes=[drift_not_computed_of(drift_reference, lookback, rolling_days)]))
+    out = DriftStatistics(computed=Computed())
+    in_recent = {d: n for d, n in totals.day_counts.items() if windows.recent_first_day <= d <= last_day}
+    history_in_recent = sum(n for d, n in totals.history_days.items() if windows.recent_first_day <= d <= last_day)
+    out.basis = "batch" if history_in_recent == 0 and sum(in_recent.values()) == totals.rows else "window"
+    out.window_label = day_range(windows.recent_first_day, last_day)
+    metrics = out.computed.metrics
+    chosen = [("recent", recent)]
+    if windows.rolling_first_day is not None and rolling is not None:
+        chosen.append(("rolling", rolling))
+        metrics[registry.DRIFT_ROWS_ROLLING_METRIC] = float(rolling.seen)
+        out.rolling_label = day_range(windows.rolling_first_day, last_day)
+    for label, sample in chosen:
+        if sample.sampled:
+            out.computed.notes.append(
+                f"drift of the {label} window judged on a uniform seeded sample of {sample.cap:,} of its {sample.seen:,} rows "
+                f"(at most {drift_stats.MAX_DRIFT_ROWS:,} rows a window)")
+    out.results = drift_reference.compare_windows([(label, sample.rows()) for label, sample in chosen],
+                                                  rule.drift_p_value, rule.drift_min_effect)
+    metrics.update(feature_drift_metrics(out.results))
+    metrics[registry.DRIFT_SHARE_METRIC] = float(np.mean([d.drifted for d in out.results]))
+    metrics[registry.DRIFT_ROWS_METRIC] = float(recent.seen)
+    metrics[registry.DRIFT_WINDOW_DAYS_METRIC] = float((last_day - windows.recent_first_day).astype(int) + 1)
+    return out
+
+
+def streamed_statistics(
+    spec: DatasetSpec, totals: BatchTotals, drift: DriftStatistics, champion: ChampionFacts, rule: monitoring.AlertRule,
+) -> BatchStatistics:
+    """:func:`batch_statistics` of running totals (:class:`BatchTotals`) and the drift of
+    streamed windows (:func:`streamed_drift`)."""
+    class_keys = evaluation.class_metric_keys(list(spec.classes), spec.class_names)
+    matrices = totals.matrices
+    accuracy = accuracy_metrics(matrices, totals.rows, champion.holdout_accuracy)
+    per_class = class_metrics(spec, matrices, class_keys)
+    estimated, found = estimated_of_totals(spec, totals, class_keys)
+    assert totals.latest is not None, "a batch has rows"
+    metrics = {**accuracy.metrics, **per_class.metrics, **estimated.metrics, **drift.computed.metrics,
+               **class_share_of_counts(spec, totals.predicted_counts, totals.rows, champion.reference_rows, class_keys)}
+    latest = totals.latest
+    metrics[registry.LATEST_PROBABILITY_METRIC] = float(latest["probability"])
+    alerts = alert_decision(rule, champion.holdout_accuracy, matrices, drift, metrics.get(registry.DRIFT_SHARE_METRIC),
+                            found)
+    metrics[registry.ALERT_ACCURACY] = float(alerts.accuracy)
+    metrics[registry.ALERT_DRIFT] = float(alerts.drift)
+    tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes)) for label, matrix in matrices.items() if matrix.sum()}
+    return BatchStatistics(metrics, tables, drift.results, drift.basis, latest, alerts,
+                           accuracy.notes + per_class.notes + estimated.notes + drift.computed.notes,
+                           drift.window_label, drift.rolling_label,
+                           accuracy_basis(int(matrices["batch"].sum()), totals.rows, found))

@@ -358,10 +358,16 @@ def window_start(
     """
     as_of_day = as_of_day.astype("datetime64[D]")
     event_days = np.asarray(event_days, dtype="datetime64[D]")
-    eligible = event_days[in_lookback(event_days, as_of_day, lookback_days)]
-    if eligible.size < max(min_rows, 1):
+    days, counts = np.unique(event_days[in_lookback(event_days, as_of_day, lookback_days)], return_counts=True)
+    return start_of_counts(days, counts, target_rows, min_rows)
+
+
+def start_of_counts(days: np.ndarray, counts: np.ndarray, target_rows: int = WINDOW_ROWS, min_rows: int = MIN_ROWS) -> np.datetime64 | None:
+    """:func:`window_start` of the lookback's rows given as distinct ``days`` (sorted) and
+    each day's rows (``counts``), so a job counting rows day by day as they stream by
+    needs no array of every row's day."""
+    if int(np.sum(counts)) < max(min_rows, 1):
         return None
-    days, counts = np.unique(eligible, return_counts=True)
     newest_first = np.cumsum(counts[::-1])
     if newest_first[-1] < target_rows:
         return days[0]
@@ -391,6 +397,32 @@ def drift_windows(event_days: np.ndarray, as_of_day: np.datetime64, lookback_day
     if int(lookback.sum()) > int(recent.sum()):
         return Windows(recent, first, lookback, event_days[lookback].min())
     return Windows(recent, first, None, None)
+
+
+@dataclass(frozen=True)
+class DayWindows:
+    """The drift windows of a batch as days (the rows counted day by day)."""
+
+    recent_first_day: np.datetime64
+    rolling_first_day: np.datetime64 | None  # None when it holds no more rows than ``recent``
+
+
+def drift_windows_of_counts(
+    day_counts: dict[np.datetime64, int], as_of_day: np.datetime64, lookback_days: int = 30
+) -> DayWindows | None:
+    """:func:`drift_windows` of rows counted per event day (``day_counts``): the same
+    windows, as their first days."""
+    as_of_day = as_of_day.astype("datetime64[D]")
+    days = np.array(sorted(day_counts), dtype="datetime64[D]")
+    counts = np.array([day_counts[d] for d in sorted(day_counts)], dtype=np.int64)
+    inside = in_lookback(days, as_of_day, lookback_days) if days.size else np.zeros(0, dtype=bool)
+    days, counts = days[inside], counts[inside]
+    first = start_of_counts(days, counts)
+    if first is None:
+        return None
+    if int(counts.sum()) > int(counts[days >= first].sum()):
+        return DayWindows(first, days.min())
+    return DayWindows(first, None)
 
 
 def class_shares(values: pd.Series, classes: list[object]) -> dict[object, float]:

@@ -3,11 +3,12 @@ predictions for the ``<dataset>_predictions`` feature group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature, FeatureGroup, FeatureStore
@@ -73,6 +74,70 @@ def select_new_rows(
     return features[mask].reset_index(drop=True)
 
 
+class ChunkScorer:
+    """Scores chunks of rows (feature group layout) with one model: each chunk's predicted
+    class and class probabilities, shaped as rows of ``<dataset>_predictions``.
+
+    The prediction and the actual label always come from the same row.
+    """
+
+    def __init__(self, model: Any, spec: DatasetSpec, model_version: int, scored_at: pd.Timestamp, run_id: str) -> None:
+        classes = list(model.classes_)
+        missing = [c for c in spec.classes if c not in classes]
+        if missing:
+            raise ValueError(f"the model does not know class(es) {missing}")
+        self.model, self.spec, self.model_version, self.run_id = model, spec, model_version, run_id
+        self.scored_at = pd.Timestamp(scored_at)
+        self.order = [classes.index(c) for c in spec.classes]
+        self.labels = pd.Index(list(spec.classes))
+        self.label_values = np.asarray(spec.classes, dtype=np.int64 if spec.label_type == "bigint" else object)
+
+    def score(self, chunk: pd.DataFrame, model_input: Any = None) -> pd.DataFrame:
+        """The predictions of ``chunk`` (one ``predict_proba`` call on ``model_input``, its
+        model input when already prepared)."""
+        from serverless_ml.training.model import as_model_input
+
+        spec = self.spec
+        if model_input is None:
+            model_input = as_model_input(chunk, spec)
+        proba = self.model.predict_proba(model_input)[:, self.order]
+        best = proba.argmax(axis=1)
+        out = pd.DataFrame({
+            spec.primary_key: chunk[spec.primary_key].to_numpy(),
+            MODEL_VERSION_COLUMN: np.int64(self.model_version),
+            # .array keeps the timezone-aware dtype (to_numpy would box every timestamp).
+            EVENT_TIME_COLUMN: chunk[EVENT_TIME_COLUMN].array,
+            "prediction": self.label_values[best],
+            "probability": proba[np.arange(len(best)), best],
+        })
+        for i, cls in enumerate(spec.classes):
+            out[probability_column(cls)] = proba[:, i]
+        actual = chunk[spec.label]
+        # Prediction and actual come from the same row; class indices compare fast.
+        actual_index = self.labels.get_indexer(actual)
+        correct = pd.array(best == actual_index, dtype="boolean")
+        correct[actual.isna().to_numpy()] = pd.NA
+        out["actual"] = actual.array
+        out["correct"] = correct
+        out[ORIGIN_COLUMN] = chunk[ORIGIN_COLUMN].to_numpy()
+        out["scored_at"] = self.scored_at
+        out["run_id"] = self.run_id
+        return normalise_predictions(out, spec)
+
+
+def normalise_predictions(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """One dtype per column whatever rows a frame holds: a ``bigint`` label as ``int64``,
+    or ``Int64`` with a missing one; timestamps in microseconds, UTC."""
+    if spec.label_type == "bigint":
+        frame["actual"] = frame["actual"].astype("Int64") if frame["actual"].isna().any() else frame["actual"].astype("int64")
+    frame[EVENT_TIME_COLUMN] = frame[EVENT_TIME_COLUMN].astype("datetime64[us, UTC]")
+    scored_at = frame["scored_at"]
+    if not isinstance(scored_at.dtype, pd.DatetimeTZDtype):
+        scored_at = pd.to_datetime(scored_at, utc=True)
+    frame["scored_at"] = scored_at.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return frame
+
+
 def score_rows(
     model: Any,
     rows: pd.DataFrame,
@@ -82,48 +147,110 @@ def score_rows(
     run_id: str,
     chunk_rows: int = CHUNK_ROWS,
 ) -> pd.DataFrame:
-    """Predict class and class probabilities for ``rows`` (feature group layout) in chunks.
+    """Predict class and class probabilities for ``rows`` (feature group layout) in chunks
+    (:class:`ChunkScorer`), as one frame."""
+    scorer = ChunkScorer(model, spec, model_version, scored_at, run_id)
+    parts = [scorer.score(rows.iloc[start : start + chunk_rows]) for start in range(0, len(rows), chunk_rows)]
+    return normalise_predictions(pd.concat(parts, ignore_index=True), spec)
 
-    The prediction and the actual label always come from the same row.
-    """
-    from serverless_ml.training.model import as_model_input
 
-    classes = list(model.classes_)
-    missing = [c for c in spec.classes if c not in classes]
-    if missing:
-        raise ValueError(f"the model does not know class(es) {missing}")
-    order = [classes.index(c) for c in spec.classes]
-    labels = pd.Index(list(spec.classes))
-    label_values = np.asarray(spec.classes, dtype=np.int64 if spec.label_type == "bigint" else object)
-    parts = []
-    for start in range(0, len(rows), chunk_rows):
-        chunk = rows.iloc[start : start + chunk_rows]
-        proba = model.predict_proba(as_model_input(chunk, spec))[:, order]
-        best = proba.argmax(axis=1)
-        out = pd.DataFrame({
-            spec.primary_key: chunk[spec.primary_key].to_numpy(),
-            MODEL_VERSION_COLUMN: np.int64(model_version),
-            # .array keeps the timezone-aware dtype (to_numpy would box every timestamp).
-            EVENT_TIME_COLUMN: chunk[EVENT_TIME_COLUMN].array,
-            "prediction": label_values[best],
-            "probability": proba[np.arange(len(best)), best],
-        })
-        for i, cls in enumerate(spec.classes):
-            out[probability_column(cls)] = proba[:, i]
-        actual = chunk[spec.label]
-        # Prediction and actual come from the same row; class indices compare fast.
-        actual_index = labels.get_indexer(actual)
-        correct = pd.array(best == actual_index, dtype="boolean")
-        correct[actual.isna().to_numpy()] = pd.NA
-        out["actual"] = actual.array
-        out["correct"] = correct
-        out[ORIGIN_COLUMN] = chunk[ORIGIN_COLUMN].to_numpy()
-        out["scored_at"] = scored_at
-        out["run_id"] = run_id
-        parts.append(out)
-    result = pd.concat(parts, ignore_index=True)
-    if spec.label_type == "bigint":
-        result["actual"] = result["actual"].astype("Int64") if result["actual"].isna().any() else result["actual"].astype("int64")
-    result[EVENT_TIME_COLUMN] = result[EVENT_TIME_COLUMN].astype("datetime64[us, UTC]")
-    result["scored_at"] = pd.to_datetime(result["scored_at"], utc=True).astype("datetime64[us, UTC]")
-    return result
+class KeySet:
+    """A set of keys held as one sorted array (8 bytes a key for integer keys, where a
+    Python set of ten million keys takes over half a gigabyte); membership of a chunk's
+    keys is a binary search."""
+
+    def __init__(self, keys: Iterable[Any] | np.ndarray, presorted: bool = False) -> None:
+        """``presorted``: ``keys`` is an array already sorted, taken as is (no copy; repeats
+        do no harm to the search)."""
+        values = keys if isinstance(keys, np.ndarray) else np.asarray(list(keys))
+        self.keys = values if presorted else np.sort(values)
+
+    def __len__(self) -> int:
+        """Keys held (a key given twice counts twice)."""
+        return int(self.keys.size)
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        """Which of ``values`` are in the set (a mask)."""
+        values = np.asarray(values)
+        if not self.keys.size or not values.size:
+            return np.zeros(values.shape, dtype=bool)
+        try:
+            found = np.searchsorted(self.keys, values)
+        except TypeError:  # keys of another kind than the stored ones: none match
+            return np.zeros(values.shape, dtype=bool)
+        return self.keys[np.minimum(found, self.keys.size - 1)] == values
+
+
+def new_rows_mask(
+    chunk: pd.DataFrame, spec: DatasetSpec, excluded: Sequence[KeySet], as_of_end: pd.Timestamp
+) -> np.ndarray:
+    """:func:`select_new_rows` of one chunk, as a mask: event time before ``as_of_end`` and
+    the key in none of ``excluded`` (the scored keys, the champion's training keys)."""
+    mask = (chunk[EVENT_TIME_COLUMN] < as_of_end).to_numpy()
+    keys = chunk[spec.primary_key].to_numpy()
+    for keyset in excluded:
+        if len(keyset):
+            mask &= ~keyset.contains(keys)
+    return mask
+
+
+class RowsDigest:
+    """A digest of a set of rows (Arrow record batches of one schema) that does not depend
+    on their order or on how they are split into batches: each row is hashed from its
+    values (64 bits), and the hashes are summed modulo 2**64. The same rows give the same
+    digest in any process, and a batch of millions of rows is digested as it streams by
+    (``tracking.rows_digest`` needs the rows in one frame, in key order)."""
+
+    _MIX = np.uint64(0x9E3779B97F4A7C15)
+    _KEY = "sml-rows-digest1"  # pandas' hash key: 16 bytes
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.rows = 0
+        self.total = 0
+
+    @classmethod
+    def _column_hash(cls, column: pa.Array) -> np.ndarray:
+        """64-bit hashes of an Arrow column's values (a missing value hashes to 1)."""
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        valid = ~np.asarray(column.is_null())
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_boolean(column.type):
+            # Few distinct values: hash those, then gather.
+            encoded = column.dictionary_encode()
+            words = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object), hash_key=cls._KEY)
+            indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            values = words[indices] if words.size else np.zeros(len(column), dtype=np.uint64)
+        else:
+            numbers = column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column
+            raw = np.asarray(numbers.fill_null(0).to_numpy(zero_copy_only=False))
+            bits = np.ascontiguousarray(raw.astype(np.float64) if raw.dtype.kind == "f" else raw.astype(np.int64))
+            # A 64-bit mixer (splitmix64's finaliser): NumPy passes, no Python per value.
+            values = bits.view(np.uint64).copy()
+            with np.errstate(over="ignore"):
+                values ^= values >> np.uint64(30)
+                values *= np.uint64(0xBF58476D1CE4E5B9)
+                values ^= values >> np.uint64(27)
+                values *= np.uint64(0x94D049BB133111EB)
+                values ^= values >> np.uint64(31)
+        return np.where(valid, values, np.uint64(1)).astype(np.uint64, copy=False)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Count ``batch``'s rows in."""
+        if batch.schema != self.schema:
+            batch = batch.cast(self.schema)
+        self.rows += batch.num_rows
+        row = np.zeros(batch.num_rows, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for column in batch.columns:
+                row = row * self._MIX + self._column_hash(column)
+            row ^= row >> np.uint64(31)
+            self.total = (self.total + int(row.sum(dtype=np.uint64))) % (1 << 64)
+
+    def hexdigest(self, length: int) -> str:
+        """The digest, ``length`` hexadecimal characters."""
+        import hashlib
+
+        digest = hashlib.sha256("\x1f".join(self.schema.names).encode())
+        digest.update(f"{self.rows}:{self.total}".encode())
+        return digest.hexdigest()[:length]

@@ -13,31 +13,69 @@ Order: the run is logged completely before the predictions are upserted, and the
 marked FINISHED only after the upsert. A crash in between leaves a RUNNING run that the
 next job closes (FINISHED when its predictions landed, FAILED otherwise); a retry after a
 failure before the upsert scores the same rows again without duplicates.
+
+Memory does not grow with the rows (:func:`score_batch`): the feature group and the
+predictions so far are read in batches (``FeatureGroup.read_batches``), the statistics are
+running totals (:class:`~serverless_ml.inference.batch.BatchTotals`), a drift window is
+judged on a uniform seeded sample of at most ``drift.MAX_DRIFT_ROWS`` rows (the run's
+notes say so), and a batch of more than one chunk is staged in the predictions group as
+it is scored (``FeatureGroup.stage_new``) and lands in one commit after the run is
+logged. One thread reads and prepares the next chunk and another writes the last one
+while this one predicts (``python -m bench inference`` measures it on ten million rows).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from serverless_ml import defaults, registry, tracking
 from serverless_ml.datasets.groups import existing_feature_group
-from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.dates import check_date
 from serverless_ml.errors import NotFoundError, SmlError
 from serverless_ml.faults import crash_point
-from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, to_utc
+from serverless_ml.feature_store.base import (
+    BACKFILL_ORIGIN,
+    ORIGIN_COLUMN,
+    FeatureGroup,
+    FeatureStore,
+    arrow_schema,
+    to_utc,
+)
 from serverless_ml.inference import drift as drift_stats
 from serverless_ml.inference import monitoring
-from serverless_ml.inference.batch import BatchStatistics, batch_statistics
-from serverless_ml.inference.scoring import predictions_group, predictions_schema, score_rows, select_new_rows
+from serverless_ml.inference.batch import (
+    BatchStatistics,
+    BatchTotals,
+    DriftStatistics,
+    DriftWindowRows,
+    as_of_day,
+    streamed_drift,
+    streamed_statistics,
+    utc_values,
+)
+from serverless_ml.inference.scoring import (
+    CHUNK_ROWS,
+    MODEL_VERSION_COLUMN,
+    ChunkScorer,
+    KeySet,
+    RowsDigest,
+    new_rows_mask,
+    normalise_predictions,
+    predictions_group,
+    predictions_schema,
+)
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
 from serverless_ml.training import evaluation
@@ -142,8 +180,12 @@ class Champion:
         return self.model
 
 
-def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame, client: MlflowClient) -> Champion:
-    """Load ``models:/<dataset>@champion`` and its training rows (for exclusion and drift)."""
+def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame | None, client: MlflowClient) -> Champion:
+    """Load ``models:/<dataset>@champion`` and its training rows (for exclusion and drift).
+
+    ``current``: the feature group's rows now; ``None`` reads only the rows needed (the
+    training rows, else the backfill rows) from the group.
+    """
     import mlflow
 
     name = registry.model_name(spec.name)
@@ -165,7 +207,11 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame,
     training_keys = pd.Index([])
     trained_on: pd.DataFrame | None = None
     keys = registry.version_training_keys(info, spec.primary_key, client)
-    if keys is not None:
+    if current is None:
+        if keys is not None:
+            training_keys = pd.Index(keys.all)
+        reference = _reference_rows(spec, group, info, keys.train if keys is not None else None, client)
+    elif keys is not None:
         training_keys = pd.Index(keys.all)
         # The rows as the training run read them (its data version), else as they are now.
         source = current
@@ -177,8 +223,9 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame,
         except Exception:  # noqa: BLE001 - a deleted run or an old data version: the rows as they are now
             source = current
         trained_on = source
-    reference, _ = registry.reference_rows(trained_on if trained_on is not None else current, spec.primary_key,
-                                           keys.train if keys is not None else None, real_rows=current)
+    if current is not None:
+        reference, _ = registry.reference_rows(trained_on if trained_on is not None else current, spec.primary_key,
+                                               keys.train if keys is not None else None, real_rows=current)
     return Champion(
         version=int(info.version), model=None,
         holdout_accuracy=registry.holdout_accuracy(info),
@@ -186,6 +233,34 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame,
         drift_reference=drift_stats.DriftReference(reference, spec) if len(reference) >= drift_stats.MIN_ROWS else None,
         model_id=tracking.logged_model_id(info), model_uri=model_uri,
     )
+
+
+def _group_rows(group: FeatureGroup, where: Any, version: int | None = None) -> pd.DataFrame:
+    """The group's rows that satisfy ``where`` (read in batches), in key order, typed as
+    :meth:`FeatureGroup.read` types them."""
+    import pyarrow as pa
+
+    schema = arrow_schema(group.features)
+    table = pa.Table.from_batches(list(group.read_batches(where=where, version=version)), schema=schema)
+    return table.to_pandas().sort_values(group.primary_key, kind="stable").reset_index(drop=True)
+
+
+def _reference_rows(spec: DatasetSpec, group: FeatureGroup, info: Any, train_keys: pd.Series | None,
+                    client: MlflowClient) -> pd.DataFrame:
+    """:func:`registry.reference_rows` read from the group: the champion's training rows as
+    its training run read them (its data version, else as they are now), else the
+    backfill rows."""
+    if train_keys is not None and len(train_keys):
+        where = group.get_feature(spec.primary_key).isin(pd.unique(train_keys))
+        try:
+            training_run_id = registry.training_run_id(info)
+            data_version = client.get_run(training_run_id).data.params.get(registry.DATA_VERSION_TAG) if training_run_id else None
+            rows = _group_rows(group, where, None if data_version in (None, "None") else int(data_version))
+        except Exception:  # noqa: BLE001 - a deleted run or an old data version: the rows as they are now
+            rows = _group_rows(group, where)
+        if not rows.empty:
+            return rows
+    return _group_rows(group, group.get_feature(ORIGIN_COLUMN) == BACKFILL_ORIGIN)
 
 
 def _as_of_bounds(as_of: dt.date | None, now: dt.datetime) -> tuple[pd.Timestamp, str]:
@@ -257,29 +332,300 @@ def infer(
     tracker = tracking.tracking_for(settings, tracker)
     existing_feature_group(spec, store)
     with job_lock(settings.state_dir, f"infer-{spec.name}"):
-        ctx = load_context(spec, store, tracker)
-        client = tracker.client
-        notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(ctx.experiment_id, ctx.history, client)]
-        new = select_new_rows(ctx.features, spec, ctx.history[spec.primary_key], ctx.champion.training_keys, as_of_end)
-        report = InferReport(spec.name, ctx.champion.version, as_of_label, len(new), notes=notes)
-        if new.empty:
-            return report
-        model = ctx.champion.load_model()  # before the run: a model that cannot load logs nothing
-        with tracking.job_run(ctx.experiment_id, f"{spec.name}-batch-{as_of_label}", client) as run:
-            report.run_id = run.info.run_id
-            crash_point("infer.after_run_created")
-            scored = score_rows(model, new, spec, ctx.champion.version, to_utc(now), run.info.run_id)
-            stats = batch_statistics(spec, scored, ctx.history, ctx.features, ctx.champion, as_of_end,
-                                     options.rolling_days, options.rule, new)
-            report.metrics, report.alerts = stats.metrics, stats.alerts.messages
-            report.notes += stats.notes
-            log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options,
-                          batch_rows=new, source=ctx.source, client=client)
-            crash_point("infer.after_run_logged")
-            ctx.target.insert(scored, wait=True)
-            crash_point("infer.after_upsert")
+        report = score_batch(spec, store, options, now, tracker, as_of_end, as_of_label)
     raise_alerts(spec, report, options)
     return report
+
+
+HISTORY_COLUMNS = (MODEL_VERSION_COLUMN, EVENT_TIME_COLUMN, "prediction", "actual", "probability", "run_id")
+"""The columns of the predictions so far a batch's statistics read (with the key)."""
+DRIFT_SEED = 0
+"""Seed of the drift windows' samples (:class:`batch.DriftSample`)."""
+
+
+@dataclass
+class StreamedContext:
+    """What a streamed batch is scored and judged against (:func:`score_batch`)."""
+
+    group: FeatureGroup
+    target: FeatureGroup
+    data_version: int | None
+    champion: Champion
+    experiment_id: str
+    source: dict[str, Any]
+    totals: BatchTotals
+    excluded: tuple[KeySet, ...]
+    """Keys not to score: every scored key, the champion's training keys."""
+    scored: KeySet
+    landed_runs: set[str]
+    rows: int = 0
+    """The batch's rows (counted before scoring)."""
+    batch_days: dict[Any, int] = field(default_factory=dict)
+
+
+def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals) -> tuple[KeySet, set[str]]:
+    """The predictions so far, read in batches into ``totals``: their keys and the runs
+    whose predictions landed."""
+    if not target.exists():
+        return KeySet(np.array([])), set()
+    import pyarrow.compute as pc
+
+    keys: list[np.ndarray] = []
+    runs: set[str] = set()
+    needed = [spec.primary_key, *(c for c in HISTORY_COLUMNS if c != "run_id")]
+    for batch in target.read_batches(columns=[*needed, "run_id"]):
+        # The run ids stay Arrow strings: a Python string per row costs seconds a million.
+        runs.update(str(v) for v in pc.unique(batch.column(batch.schema.get_field_index("run_id"))).drop_null().to_pylist())
+        frame = batch.select(needed).to_pandas()
+        totals.add_history(frame)
+        keys.append(frame[spec.primary_key].to_numpy())
+    if not keys:
+        return KeySet(np.array([])), runs
+    scored = np.concatenate(keys)
+    del keys
+    scored.sort()  # in place: one copy of the key column, not two
+    return KeySet(scored, presorted=True), runs
+
+
+def load_streamed_context(
+    spec: DatasetSpec, store: FeatureStore, tracker: tracking.Tracking, as_of_end: pd.Timestamp, rolling_days: int,
+) -> StreamedContext:
+    """The champion, the predictions so far (as totals and keys) and the batch's size per
+    day, read in batches (call under the job lock). The tracking store is opened only
+    after the group is found to have rows (a refused command leaves no database)."""
+    group = existing_feature_group(spec, store)
+    data_version = group.data_version()
+    if not any(batch.num_rows for batch in group.read_batches(columns=[spec.primary_key], version=data_version,
+                                                               batch_rows=1024)):
+        raise NotFoundError(f"feature group '{spec.name}' has no rows; run `sml features --dataset {spec.dataset_arg}` first")
+    champion = load_champion(spec, group, None, tracker.client)
+    target = predictions_group(spec, store)
+    totals = BatchTotals(list(spec.classes), champion.version, as_of_end, rolling_days)
+    scored, landed = _read_history(spec, target, totals)
+    training = np.asarray(champion.training_keys)
+    excluded = (scored, KeySet(training))
+    experiment_id = tracking.get_or_create_experiment(registry.monitoring_experiment(spec.name))
+    source = tracking.feature_group_source(store, group, data_version)
+    ctx = StreamedContext(group, target, data_version, champion, experiment_id, source, totals, excluded, scored, landed)
+    # The batch's rows per day, from two columns: the drift windows are known before scoring.
+    for batch in group.read_batches(columns=[spec.primary_key, EVENT_TIME_COLUMN], version=data_version,
+                                    where=group.get_feature(EVENT_TIME_COLUMN) < as_of_end):
+        frame = batch.to_pandas()
+        new = new_rows_mask(frame, spec, excluded, as_of_end)
+        ctx.rows += int(new.sum())
+        days, counts = np.unique(utc_values(frame.loc[new, EVENT_TIME_COLUMN]).astype("datetime64[D]"), return_counts=True)
+        for day, count in zip(days, counts, strict=True):
+            ctx.batch_days[day] = ctx.batch_days.get(day, 0) + int(count)
+    return ctx
+
+
+class _PredictionSink:
+    """Where a batch's predictions wait for the run to be logged: in memory for a batch of
+    one chunk (upserted as a frame), else staged in the predictions group
+    (:meth:`FeatureGroup.stage_new`: written as they come, added in one commit)."""
+
+    def __init__(self, spec: DatasetSpec, target: FeatureGroup, in_memory: bool) -> None:
+        self.spec, self.target = spec, target
+        self.schema = arrow_schema(predictions_schema(spec))
+        self.frames: list[pd.DataFrame] = []
+        self.stage = None if in_memory else target.stage_new()
+
+    def write(self, scored: pd.DataFrame) -> None:
+        if self.stage is None:
+            self.frames.append(scored)
+            return
+        import pyarrow as pa
+
+        self.stage.write(pa.Table.from_pandas(scored, schema=self.schema, preserve_index=False))
+
+    def upsert(self) -> None:
+        """Write the predictions to the group in one commit."""
+        if self.stage is not None:
+            self.stage.commit()
+            return
+        frame = self.frames[0] if len(self.frames) == 1 else pd.concat(self.frames, ignore_index=True)
+        self.target.insert(normalise_predictions(frame, self.spec), wait=True)
+
+    def close(self) -> None:
+        """Drop what was staged and not committed."""
+        if self.stage is not None:
+            self.stage.discard()
+
+
+class _Worker:
+    """One background thread for the work that can overlap ``predict``: encoding and
+    writing the scored chunks, digesting the batch's rows (Arrow and NumPy release the
+    interpreter lock). At most ``depth`` tasks wait, so memory holds a few chunks."""
+
+    def __init__(self, depth: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sml-infer")
+        self.pending: list[Any] = []
+        self.depth = depth
+
+    def submit(self, task: Any, *args: Any) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(task, *args))
+
+    def finish(self) -> None:
+        """Wait for every task (raising the first failure)."""
+        while self.pending:
+            self.pending.pop(0).result()
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def score_batch(
+    spec: DatasetSpec, store: FeatureStore, options: InferOptions, now: dt.datetime, tracker: tracking.Tracking,
+    as_of_end: pd.Timestamp, as_of_label: str,
+) -> InferReport:
+    """The job under its lock: the feature group is read three times in batches (the keys
+    and event times to count the batch per day, then every column to score the new rows
+    chunk by chunk and sample the drift windows), so memory holds a few chunks, the
+    running totals and the drift samples, whatever the number of rows."""
+    ctx = load_streamed_context(spec, store, tracker, as_of_end, options.rolling_days)
+    client = tracker.client
+    landed = pd.DataFrame({"run_id": sorted(ctx.landed_runs)})
+    notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(ctx.experiment_id, landed, client)]
+    report = InferReport(spec.name, ctx.champion.version, as_of_label, ctx.rows, notes=notes)
+    if not ctx.rows:
+        return report
+    model = ctx.champion.load_model()  # before the run: a model that cannot load logs nothing
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(tracking.job_run(ctx.experiment_id, f"{spec.name}-batch-{as_of_label}", client))
+        report.run_id = run.info.run_id
+        crash_point("infer.after_run_created")
+        sink = _PredictionSink(spec, ctx.target, in_memory=ctx.rows <= CHUNK_ROWS)
+        stack.callback(sink.close)
+        scorer = ChunkScorer(model, spec, ctx.champion.version, to_utc(now), run.info.run_id)
+        drift, digest = _score_stream(spec, ctx, scorer, sink, as_of_end, options)
+        stats = streamed_statistics(spec, ctx.totals, drift, ctx.champion, options.rule)
+        report.metrics, report.alerts = stats.metrics, stats.alerts.messages
+        report.notes += stats.notes
+        dataset = tracking.dataset_input(
+            spec.name, ctx.source, digest.rows, tracking.spec_columns(spec, list(digest.schema.names)),
+            digest.hexdigest(tracking.DIGEST_LENGTH), BATCH_INPUT_CONTEXT, tags={registry.AS_OF_TAG: as_of_label})
+        log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options,
+                      dataset=dataset, client=client)
+        crash_point("infer.after_run_logged")
+        sink.upsert()
+        crash_point("infer.after_upsert")
+    return report
+
+
+def _new_chunks(
+    spec: DatasetSpec, ctx: StreamedContext, as_of_end: pd.Timestamp, scan_end: pd.Timestamp, sampler: DriftWindowRows,
+    digest: RowsDigest,
+) -> Iterator[tuple[pd.DataFrame, Any]]:
+    """The batch's new rows read from the feature group, ``CHUNK_ROWS`` or so at a time,
+    each with its model input; on the way, the digest of the rows and the drift windows'
+    samples (run in a background thread: :func:`_in_background`)."""
+    import pyarrow as pa
+
+    from serverless_ml.training.model import as_model_input
+
+    names = [f.name for f in ctx.group.features]
+    columns = [c for c in spec.store_columns if c in names]
+    pending: list[pd.DataFrame] = []
+    held = 0
+    for batch in ctx.group.read_batches(columns=columns, version=ctx.data_version, batch_rows=CHUNK_ROWS,
+                                        where=ctx.group.get_feature(EVENT_TIME_COLUMN) < scan_end):
+        frame = batch.to_pandas()
+        new = new_rows_mask(frame, spec, ctx.excluded, as_of_end)
+        if new.any():
+            digest.add(batch.filter(pa.array(new)))
+            pending.append(frame[new])
+            held += int(new.sum())
+        sampler.add(frame, new, ctx.scored)
+        if held >= CHUNK_ROWS:
+            rows = pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
+            yield rows, as_model_input(rows, spec)
+            pending, held = [], 0
+    if pending:
+        rows = pd.concat(pending, ignore_index=True)
+        yield rows, as_model_input(rows, spec)
+
+
+def _in_background(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread, at most ``depth`` ahead of the consumer
+    (reading and preparing the next chunk overlaps ``predict``); a failure there is raised
+    here, and a consumer that stops early stops the thread."""
+    import queue
+    import threading
+
+    done, failed = object(), []
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            failed.append(exc)
+        offer(done)
+
+    thread = threading.Thread(target=produce, name="sml-infer-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is done:
+                break
+            yield item
+        if failed:
+            raise failed[0]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _score_stream(
+    spec: DatasetSpec, ctx: StreamedContext, scorer: ChunkScorer, sink: _PredictionSink, as_of_end: pd.Timestamp,
+    options: InferOptions,
+) -> tuple[DriftStatistics, RowsDigest]:
+    """Read the feature group in batches, score its new rows chunk by chunk into ``sink``
+    and ``ctx.totals``, digest the batch's feature rows and sample its drift windows: one
+    thread reads and prepares the chunks, this one predicts, another writes."""
+    last_day = as_of_day(as_of_end)
+    day_counts = dict(ctx.totals.history_days)
+    for day, count in ctx.batch_days.items():
+        day_counts[day] = day_counts.get(day, 0) + count
+    windows = drift_stats.drift_windows_of_counts(day_counts, last_day, options.rolling_days)
+    sampler = DriftWindowRows(spec, windows if ctx.champion.drift_reference is not None else None, as_of_end,
+                              seed=DRIFT_SEED)
+    names = [f.name for f in ctx.group.features]
+    digest = RowsDigest(arrow_schema([ctx.group.get_feature(c) for c in spec.store_columns if c in names]))
+    # Rows up to the end of the batch's last day: a drift window's scored rows may lie past
+    # ``as_of_end`` (a batch scored up to now), and only rows before it are new.
+    scan_end = max(to_utc(pd.Timestamp(last_day + np.timedelta64(1, "D"))), as_of_end)
+    worker = _Worker()
+    try:
+        for rows, model_input in _in_background(_new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest)):
+            scored = scorer.score(rows, model_input)
+            ctx.totals.add_batch(scored, spec)
+            worker.submit(sink.write, scored)
+        worker.finish()
+    finally:
+        worker.close()
+    drift = streamed_drift(spec, sampler, ctx.totals, ctx.champion.drift_reference, as_of_end, options.rolling_days,
+                           options.rule)
+    return drift, digest
 
 
 def raise_alerts(spec: DatasetSpec, report: InferReport, options: InferOptions) -> None:
@@ -348,12 +694,14 @@ def log_batch_run(
     *,
     batch_rows: pd.DataFrame | None = None,
     source: dict[str, Any] | None = None,
+    dataset: Any = None,
     client: MlflowClient,
 ) -> None:
     """Log a batch's statistics on the run ``run_info`` (an ``mlflow.entities.RunInfo``):
     metrics, params and (unless ``tags_logged``) tags in one batch call, timestamped at
     the as-of date; the batch's feature rows ``batch_rows`` as the run's dataset input
-    (from ``source``) and the champion's logged model as its model input, in one call;
+    (from ``source``; or ``dataset``, the input already built) and the champion's logged
+    model as its model input, in one call;
     then the JSON tables and figures in one upload."""
     from mlflow.entities import Metric, Param, RunTag
 
@@ -373,9 +721,10 @@ def log_batch_run(
         params=[Param(k, str(v)) for k, v in params.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
     )
-    if batch_rows is not None:
-        tracking.log_inputs(run_info.run_id, [batch_input(spec, batch_rows, source or {}, as_of_label)],
-                            [champion.model_id] if champion.model_id else None, client)
+    if dataset is None and batch_rows is not None:
+        dataset = batch_input(spec, batch_rows, source or {}, as_of_label)
+    if dataset is not None:
+        tracking.log_inputs(run_info.run_id, [dataset], [champion.model_id] if champion.model_id else None, client)
     names = list(spec.class_names) if spec.class_names else None
     files: dict[str, Any] = {registry.confusion_artifact(label): table for label, table in stats.tables.items()}
     files[registry.DRIFT_ARTIFACT] = registry.DriftReport(

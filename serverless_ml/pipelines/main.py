@@ -47,6 +47,8 @@ class MainOptions:
     drift_days: int = 0
     store_dir: str = ""
     name: str = ""
+    label_delay: int = defaults.SIMULATE_LABEL_DELAY
+    label_share: float = defaults.SIMULATE_LABEL_SHARE
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -78,6 +80,7 @@ def steps(options: MainOptions, today: dt.date) -> list[tuple[str, dict[str, str
         ("simulate", {
             **common, "days": str(options.days), "end_date": yesterday.isoformat(), "drift": options.drift,
             "drift_from": str(options.drift_from), "drift_days": str(options.drift_days),
+            "label_delay": str(options.label_delay), "label_share": str(options.label_share),
             # Run again on a later day, the drift episode falls on other dates: the days
             # simulated before keep their rows, predictions and runs (history).
             "keep_existing": "true",

@@ -14,6 +14,14 @@ FAILED, and re-running the simulation completes the days without duplicates. A d
 starts and ends at that day's scoring time (the next day, 00:15 UTC), as the daily job's
 would have, so the MLflow UI shows no run lasting months.
 
+Labels can arrive late, for part of the rows, as in production (``label_delay``,
+``label_share``): a day's rows are stored without the labels that have not arrived by
+the last simulated day, each day is scored knowing only the labels that had arrived by
+then (so its run logs an estimate, :mod:`serverless_ml.inference.estimate`), and when
+the days are done every run's realized figures are brought up to the labels known at the
+end (:func:`serverless_ml.pipelines.labels.refresh_realized`), as ``sml labels`` does when
+real labels arrive. Which rows get a label is drawn with the day's seed (reproducible).
+
 Days that already exist are history. Before anything is written, every day's rows are
 compared with the stored ones: the same arguments find them identical (nothing written,
 only unscored rows are scored); other arguments that would change or leave behind rows of
@@ -87,6 +95,10 @@ class SimulateOptions:
     replace: bool = False
     keep_existing: bool = False
     infer: InferOptions = field(default_factory=lambda: InferOptions(figures=False))
+    label_delay: int = defaults.SIMULATE_LABEL_DELAY
+    """Days after its event day a row's label arrives (0: with the row)."""
+    label_share: float = defaults.SIMULATE_LABEL_SHARE
+    """The share of rows whose label ever arrives."""
 
     def __post_init__(self) -> None:
         check_rows_and_seed(self.rows, self.seed)
@@ -109,6 +121,43 @@ class SimulateOptions:
             raise SmlError(f"--drift-days must be >= 1, got {self.drift_days}")
         if self.retrain_trials < 1:
             raise SmlError(f"--retrain-trials must be >= 1, got {self.retrain_trials}")
+        if not 0 <= self.label_delay <= MAX_DAYS:
+            raise SmlError(f"--label-delay must be between 0 and {MAX_DAYS} days, got {self.label_delay}")
+        if not 0 <= self.label_share <= 1:  # (NaN too)
+            raise SmlError(f"--label-share must be between 0 and 1, got {self.label_share}")
+
+    @property
+    def late_labels(self) -> bool:
+        """Whether some labels arrive after their rows (or never)."""
+        return self.label_delay > 0 or self.label_share < 1
+
+    def label_arrives(self, rows: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
+        """The day each row's label arrives (``None``: never), aligned with ``rows``:
+        ``label_delay`` days after the event day, for the ``label_share`` of rows drawn by a
+        seeded hash of the row's key (the same row is drawn in any frame, in any order)."""
+        import numpy as np
+
+        days = event_dates(rows[EVENT_TIME_COLUMN])
+        arrives = days.map(lambda day: day + dt.timedelta(days=self.label_delay)).astype(object)
+        if self.label_share < 1:
+            hashed = pd.util.hash_pandas_object(rows[spec.primary_key].astype(str), index=False,
+                                                hash_key=f"sml-labels{self.seed:06d}")
+            drawn = hashed.to_numpy(dtype=np.uint64) / float(2**64) < self.label_share
+            arrives = arrives.where(drawn, None)
+        return arrives
+
+    def without_late_labels(self, rows: pd.DataFrame, spec: DatasetSpec, today: dt.date) -> pd.DataFrame:
+        """``rows`` (feature rows) with the labels that have not arrived by ``today`` removed."""
+        if not self.late_labels or rows.empty:
+            return rows
+        arrives = self.label_arrives(rows, spec)
+        missing = arrives.map(lambda day: day is None or day > today).to_numpy(dtype=bool)
+        if not missing.any():
+            return rows
+        out = rows.copy()
+        label = out[spec.label]
+        out[spec.label] = (label.astype("Int64") if spec.label_type == "bigint" else label.astype(object)).mask(missing)
+        return out
 
     @property
     def first_day(self) -> dt.date:
@@ -135,6 +184,7 @@ class SimulateReport:
     alert_days: list[str] = field(default_factory=list)
     replaced: ReplaceReport | None = None
     kept_days: int = 0
+    runs_relabelled: int = 0
 
     def summary(self, spec: DatasetSpec, options: SimulateOptions) -> str:
         lines = [
@@ -143,6 +193,10 @@ class SimulateReport:
         ]
         if self.replaced is not None:
             lines.append(f"  {self.replaced.summary()}; those days were scored again")
+        if options.late_labels:
+            lines.append(f"  labels: {options.label_share:.0%} of the rows, {options.label_delay} day(s) after their day "
+                         f"(the last days' batches await theirs); realized figures of {self.runs_relabelled} run(s) "
+                         "updated to the labels known at the end")
         if self.kept_days:
             lines.append(f"  {self.kept_days} day(s) already had other rows and were kept as they are (--keep-existing)")
         lines += [f"  retrain: {line}" for line in self.retrains]
@@ -185,8 +239,10 @@ def simulate(
     check_champion_readable(spec, registry.champion_version(spec.name, tracker.client, spec.dataset_arg))  # before anything is written: scoring needs a champion
     stored = group.read()
     real = stored[stored[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
-    by_day = [generate_rows(real, spec, options.day(i), options.rows, options.seed, options.drift_on(i))
-              for i in range(1, options.days + 1)]
+    # Each day's rows as stored: without the labels that will not have arrived by the end.
+    by_day = [options.without_late_labels(
+        generate_rows(real, spec, options.day(i), options.rows, options.seed, options.drift_on(i)), spec, options.end_date)
+        for i in range(1, options.days + 1)]
     report = SimulateReport()
     ways = ("Use other days (--end-date, --days) or another --seed, or --replace to rewrite those days' rows "
             "and score them again (the predictions and monitoring runs that scored them are removed)")
@@ -239,7 +295,34 @@ def simulate(
                     f"{'promoted' if result.decision.promote else 'not promoted'}"
                 )
             tick(last, options.days, f"retrained: {report.retrains[-1]}")
+    if options.late_labels and report.runs:
+        # The days' runs were logged with the labels known on their day: now the realized
+        # figures of every run follow the labels known at the end.
+        from serverless_ml.pipelines.labels import refresh_realized
+
+        report.runs_relabelled = refresh_realized(spec, store, settings, tracker)
     return report
+
+
+def known_on(options: SimulateOptions, spec: DatasetSpec, predictions: pd.DataFrame, today: dt.date) -> pd.DataFrame:
+    """Predictions with ``actual``/``correct`` as they were known on ``today``: a simulated
+    day's row has its label from the day it arrives (:meth:`SimulateOptions.label_arrives`);
+    rows of other days are left as they are."""
+    if not options.late_labels or predictions.empty:
+        return predictions
+    days = event_dates(predictions[EVENT_TIME_COLUMN])
+    in_span = ((days >= options.first_day) & (days <= options.end_date)).to_numpy(dtype=bool)
+    if not in_span.any():
+        return predictions
+    arrives = options.label_arrives(predictions[in_span], spec)
+    late = in_span.copy()
+    late[in_span] = arrives.map(lambda day: day is None or day > today).to_numpy(dtype=bool)
+    if not late.any():
+        return predictions
+    out = predictions.copy()
+    out["actual"] = out["actual"].astype("Int64" if spec.label_type == "bigint" else object).mask(late)
+    out["correct"] = out["correct"].astype("boolean").mask(late)
+    return out
 
 
 def _span(options: SimulateOptions, first: int, last: int) -> str:
@@ -339,8 +422,9 @@ def replay_batches(
                     continue
                 scored_at = to_utc(dt.datetime.combine(day + dt.timedelta(days=1), SCORED_AT))
                 batch["scored_at"] = scored_at
-                stats = batch_statistics(spec, batch, history, ctx.features, ctx.champion, day_end,
-                                         options.infer.rolling_days, options.infer.rule)
+                # What was known on the day: labels arriving later are not in its figures.
+                stats = batch_statistics(spec, known_on(options, spec, batch, day), known_on(options, spec, history, day),
+                                         ctx.features, ctx.champion, day_end, options.infer.rolling_days, options.infer.rule)
                 # The run is created with its tags: one call fewer per day.
                 tags = batch_run_tags(spec, stats, ctx.champion, day.isoformat(), ctx.data_version)
                 started_ms = int(scored_at.timestamp() * 1000)

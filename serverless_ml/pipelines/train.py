@@ -35,7 +35,14 @@ from serverless_ml import defaults, registry
 from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.errors import DataValidationError, SmlError
-from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureGroup, FeatureStore, FeatureView
+from serverless_ml.feature_store.base import (
+    BACKFILL_ORIGIN,
+    LIVE_ORIGIN,
+    ORIGIN_COLUMN,
+    FeatureGroup,
+    FeatureStore,
+    FeatureView,
+)
 from serverless_ml.settings import Settings
 from serverless_ml.progress import ProgressCallback
 from serverless_ml.system_faults import remember_place
@@ -227,8 +234,15 @@ def read_training_rows(
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series, int | None]:
     """:func:`load_training_rows` from the group and view :func:`training_view` opened."""
     data_version = group.data_version()
-    only_real = None if include_synthetic else (group.get_feature(ORIGIN_COLUMN) == BACKFILL_ORIGIN)
+    # Real rows: the backfill and the live rows (`sml ingest`) whose labels have arrived.
+    only_real = None if include_synthetic else group.get_feature(ORIGIN_COLUMN).isin([BACKFILL_ORIGIN, LIVE_ORIGIN])
     x, y = view.training_data(extra_filter=only_real, version=data_version)
+    # Rows whose label is not known yet (live rows awaiting `sml labels`) cannot be trained on.
+    labelled = y[spec.label].notna().to_numpy()
+    if not labelled.all():
+        x, y = x[labelled], y[labelled].copy()
+        if spec.label_type == "bigint":  # a nullable integer column without its gaps: plain integers again
+            y[spec.label] = y[spec.label].astype("int64")
     keys = x[spec.primary_key].reset_index(drop=True)
     return as_model_input(x, spec).reset_index(drop=True), y[spec.label].reset_index(drop=True), keys, data_version
 

@@ -5,7 +5,8 @@ Playwright drives Debian's ``/usr/bin/chromium`` (``make test`` installs it when
 other request is refused and recorded, and a test that caused one fails.
 
 One trained world is built per session (Titanic with a drift episode and a retrain,
-Iris, and a spec-only dataset whose categories hold HTML), in a template folder; tests
+Iris whose last batch is live rows awaiting their labels, and a spec-only dataset whose
+categories hold HTML), in a template folder; tests
 that write (a new monitoring run) work on their own copy. Screenshots go to
 ``test-output/screenshots/``; with ``SML_DOCS_SCREENSHOTS=1`` the Titanic ones are also
 copied to ``docs/`` for the README.
@@ -37,7 +38,7 @@ from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.settings import Settings, resolve_settings
-from worlds import copy_database
+from worlds import copy_database, insert_live_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
@@ -46,6 +47,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 START = dt.date(2024, 3, 1)
 TITANIC_DAYS, TITANIC_ROWS, DRIFT_DAY, RETRAIN_DAY = 6, 30, 3, 4
 IRIS_DAYS, IRIS_ROWS = 4, 15
+IRIS_LIVE_DAY = IRIS_DAYS - 1
+"""The Iris batch of live rows whose labels have not arrived (estimated, not realized)."""
 SHAPES_COLOURS = ("<b>red</b>", "<img src=x onerror=window.__pwned=1>", "blue & green")
 
 
@@ -57,9 +60,15 @@ def noon(when: dt.date) -> dt.datetime:
     return dt.datetime.combine(when, dt.time(12), tzinfo=dt.timezone.utc)
 
 
-def score_day(spec: DatasetSpec, store: LocalFeatureStore, settings: Settings, i: int, rows: int, drift: str = "") -> str:
-    """Rows for day ``i`` and the batch-inference run that scores them; returns its id."""
-    add_daily_rows(spec, store, day(i), n=rows, seed=0, drift=parse_drift(drift, spec))
+def score_day(
+    spec: DatasetSpec, store: LocalFeatureStore, settings: Settings, i: int, rows: int, drift: str = "", live: bool = False
+) -> str:
+    """Rows for day ``i`` (``live``: live rows without their labels) and the
+    batch-inference run that scores them; returns its id."""
+    if live:
+        insert_live_rows(spec, store, day(i), rows)
+    else:
+        add_daily_rows(spec, store, day(i), n=rows, seed=0, drift=parse_drift(drift, spec))
     report = infer(spec, store, settings, InferOptions(as_of=day(i), figures=False), noon(day(i)))
     mlflow.set_tracking_uri(None)
     assert report.run_id is not None
@@ -128,7 +137,8 @@ class World:
 @pytest.fixture(scope="session")
 def site_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, data_dir: Path) -> World:
     """Titanic: six days of batches with a drift episode on day 3 and a new champion
-    (version 2) from day 4; Iris: four days; shapes: trained, never scored."""
+    (version 2) from day 4; Iris: four days, the last of live rows awaiting their labels;
+    shapes: trained, never scored."""
     folder = tmp_path_factory.mktemp("site_world")
     shutil.copyfile(mlflow_template_db, folder / "mlflow.db")
     shapes_path = write_shapes_dataset(folder)
@@ -150,7 +160,7 @@ def site_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Pat
             score_day(titanic, store, settings, i, TITANIC_ROWS, drift="age+30,fare*4" if i == DRIFT_DAY else "")
         train(iris, store, settings, quick)
         for i in range(IRIS_DAYS):
-            score_day(iris, store, settings, i, IRIS_ROWS)
+            score_day(iris, store, settings, i, IRIS_ROWS, live=i == IRIS_LIVE_DAY)
         train(shapes, store, settings, dataclasses.replace(quick, trials=1))
     mlflow.set_tracking_uri(None)
     return world
@@ -254,4 +264,5 @@ def world_dates() -> dict[str, Any]:
     """The shape of :func:`site_world`'s history, for tests."""
     return {"start": START, "titanic_days": TITANIC_DAYS, "titanic_rows": TITANIC_ROWS, "drift_day": DRIFT_DAY,
             "retrain_day": RETRAIN_DAY, "iris_days": IRIS_DAYS, "iris_rows": IRIS_ROWS, "score_day": score_day,
+            "iris_live_day": IRIS_LIVE_DAY,
             "day": day, "shapes_colours": SHAPES_COLOURS}

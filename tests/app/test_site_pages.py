@@ -101,6 +101,62 @@ def test_the_overview_shows_per_class_figures_and_data_quality(page: Any, site: 
     assert problems.all() == []
 
 
+def test_the_overview_shows_an_estimate_in_a_band_while_labels_are_missing(
+    page: Any, site: str, settle: Any, screenshot: Any, world_dates: dict[str, Any]
+) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/?dataset=iris")
+    settle(tab)
+    graph = tab.locator(f"#{ids.OVERVIEW_GRAPH}")
+    graph.locator(".legend").wait_for()
+    legend = graph.locator(".legend").text_content()
+    for name in ("estimated accuracy (95 % band)", "estimated (no labels yet)", "batch accuracy (realized)",
+                 "rolling accuracy (realized)"):
+        assert name in legend, legend
+    # The band is drawn: a filled shape with an area, under the points.
+    box = graph.locator(".scatterlayer .fills path").first.bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 1
+    # The latest batch (live rows, no label yet) is estimated, and the headline says so.
+    card = tab.locator(f"#{ids.HEADLINE_ACCURACY}").inner_text()
+    rows = world_dates["iris_rows"]
+    assert card.startswith("LATEST BATCH ACCURACY, ESTIMATED\n≈ 0.") and f"no labels yet (0 of {rows} rows labelled)" in card
+    # The six cards sit in one row (the accuracy card's text wraps instead of widening it).
+    tops = tab.locator(f"#{ids.OVERVIEW_HEADLINE} .card").evaluate_all("cards => cards.map(c => c.offsetTop)")
+    assert len(tops) == 6 and len(set(tops)) == 1, tops
+    labels = tab.locator(f"#{ids.OVERVIEW_LABELS}")
+    labels.locator(".legend").wait_for()
+    assert "labelled" in labels.locator(".legend").text_content()
+    assert labels.locator(".barlayer .point").count() >= world_dates["iris_days"]  # a bar per labelled batch at least
+    screenshot(tab, "iris-overview-estimated")
+    assert problems.all() == []
+
+
+def test_the_predictions_table_shows_and_filters_the_rows_awaiting_a_label(
+    page: Any, site: str, settle: Any, screenshot: Any, world_dates: dict[str, Any]
+) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/predictions?dataset=iris")
+    settle(tab)
+    rows, days = world_dates["iris_rows"], world_dates["iris_days"]
+    count = tab.locator(f"#{ids.PREDICTIONS_COUNT}")
+    count.wait_for()
+    assert count.inner_text() == f"{rows * days} of {rows * days} predictions · {rows} awaiting a label"
+    actual = tab.locator(".dash-spreadsheet tbody td[data-dash-column='actual']")
+    actual.first.wait_for()
+    assert actual.first.inner_text() == "awaiting label"  # the newest rows are the live ones
+    tab.get_by_role("button", name="Show rows awaiting a label").click()
+    count.filter(has_text=re.compile(rf"^{rows} of ")).wait_for()
+    assert set(actual.all_inner_texts()) == {"awaiting label"} and actual.count() == rows
+    # The table's own filter cell shows the filter, so it can be seen and cleared.
+    cell = tab.locator("th.dash-filter[data-dash-column='actual'] input[type='text']")
+    assert "awaiting label" in cell.input_value()
+    screenshot(tab, "iris-predictions-awaiting")
+    cell.fill("")
+    cell.press("Enter")
+    count.filter(has_text=re.compile(rf"^{rows * days} of ")).wait_for()
+    assert problems.all() == []
+
+
 def test_the_time_window_drives_the_cards(page: Any, site: str, settle: Any, world_dates: dict[str, Any]) -> None:
     tab, problems = page
     tab.goto(f"{site}/?dataset=titanic")

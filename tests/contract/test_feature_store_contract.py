@@ -423,3 +423,40 @@ def test_predictions_are_deleted_by_key_and_model_version(backend) -> None:  # n
     assert result.deleted == 2
     table = backend.open_store().get_feature_group("things_predictions", 1).read()
     assert list(zip(table["id"], table["model_version"], strict=True)) == [(1, 1), (2, 2), (3, 1)]
+
+
+# --- live rows and late labels (issue 17) ---------------------------------------------
+
+
+def test_a_row_without_its_label_is_stored_and_read_back_without_it(backend) -> None:  # noqa: ANN001
+    group = open_group(backend.open_store())
+    df = frame([1, 2, 3], origin="live")
+    df["label"] = pd.array([1, None, None], dtype="Int64")
+    group.insert(df)
+    table = backend.open_store().get_feature_group("things", 1).read()
+    assert table["label"].isna().tolist() == [False, True, True]
+    assert table["label"].iloc[0] == 1
+    assert group.insert(df).written == 0, "a missing label compares equal to itself"
+
+
+def test_a_label_that_arrives_later_updates_only_that_row(backend) -> None:  # noqa: ANN001
+    group = open_group(backend.open_store())
+    unlabelled = frame([1, 2, 3], origin="live")
+    unlabelled["label"] = pd.array([None, None, 0], dtype="Int64")
+    version = group.insert(unlabelled).version
+    stored = group.read()
+    labelled = stored[stored["id"] == 2].copy()  # the row as stored, its label set
+    labelled["label"] = pd.array([0], dtype="Int64")
+    result = group.insert(labelled)
+    assert (result.inserted, result.updated, result.unchanged) == (0, 1, 0)
+    assert result.version is not None and version is not None and result.version > version
+    table = backend.open_store().get_feature_group("things", 1).read()
+    assert table["id"].tolist() == [1, 2, 3]
+    assert table["label"].isna().tolist() == [True, False, False] and table.loc[1, "label"] == 0
+    others = ["event_time", "x", "kind", "origin"]
+    pd.testing.assert_frame_equal(table[others], stored[others], obj="the other columns as stored")
+    # A changed label is an update like any other (what `sml labels --overwrite` writes).
+    relabelled = table[table["id"] == 3].copy()
+    relabelled["label"] = pd.array([1], dtype="Int64")
+    assert group.insert(relabelled).updated == 1
+    assert backend.open_store().get_feature_group("things", 1).read()["label"].iloc[2] == 1

@@ -124,6 +124,9 @@ def test_retraining_every_k_days_registers_new_versions_between_segments(world) 
         (["--retrain-every", "-1"], "--retrain-every must be >= 1"),
         (["--end-date", "2024-02-30"], "--end-date '2024-02-30' is not a date"),
         (["--drift", "height+3", "--drift-from", "2"], "has no feature 'height'"),
+        (["--label-share", "1.5"], "--label-share must be between 0 and 1, got 1.5"),
+        (["--label-share", "nan"], "--label-share must be between 0 and 1, got nan"),
+        (["--label-delay", "-2"], "--label-delay must be between 0 and 3660 days, got -2"),
     ],
 )
 def test_bad_simulate_options_fail_in_one_line_and_write_nothing(run_cli, world, args, expected, tree_digest) -> None:  # noqa: ANN001
@@ -169,3 +172,42 @@ def test_the_demos_drift_episode_raises_drift_alerts_and_clean_days_do_not(world
     first = runs.loc[options.day(min(alert_days)).isoformat()]
     assert "age" in first["tags.alerts"] or "fare" in first["tags.alerts"]
     assert first["metrics.drift_effect_age"] >= 0.1 or first["metrics.drift_effect_fare"] >= 0.1
+
+
+def test_late_labels_for_part_of_the_rows_give_estimates_first_and_realized_figures_later(world) -> None:  # noqa: ANN001
+    store, settings = world
+    options = SimulateOptions(days=8, end_date=END, rows=12, label_delay=3, label_share=0.6)
+    report = simulate(SPEC, store, settings, options)
+    assert report.runs == 8
+    rows = store.get_feature_group("titanic", 1).read()
+    rows = rows[rows["origin"] == "synthetic"]
+    days = rows["event_time"].dt.date
+    # The last 3 days' labels have not arrived by the end; before, about 60 % of the rows have one.
+    recent = days > END - dt.timedelta(days=3)
+    assert rows.loc[recent, "survived"].isna().all()
+    older = rows[~recent.to_numpy()]
+    share = older["survived"].notna().mean()
+    assert 0.4 < share < 0.8 and older["survived"].isna().any()
+    # Which rows: the seeded draw by key, the same in any frame.
+    arrives = options.label_arrives(older, SPEC)
+    assert (older["survived"].notna().to_numpy() == arrives.notna().to_numpy()).all()
+    predictions = store.get_feature_group("titanic_predictions", 1).read()
+    labels = rows.set_index("passenger_id")["survived"]
+    assert (predictions["actual"].isna().to_numpy() == labels.loc[predictions["passenger_id"]].isna().to_numpy()).all()
+    runs = _runs()
+    # Each day was scored before any of its labels arrived: judged on the estimate.
+    assert set(runs["tags.accuracy_basis"]) == {"estimated"}
+    assert runs["metrics.estimated_accuracy"].notna().all()
+    for _, run in runs.iterrows():
+        batch = predictions[predictions["run_id"] == run["run_id"]]
+        known = batch[batch["actual"].notna()]
+        assert run["metrics.labelled_share"] == pytest.approx(len(known) / len(batch))
+        if known.empty:
+            assert pd.isna(run["metrics.batch_accuracy"])  # not a zero
+        else:
+            assert run["metrics.batch_accuracy"] == pytest.approx(float((known["prediction"] == known["actual"]).mean()))
+    # The summary says what happened to the labels.
+    assert "labels: 60% of the rows, 3 day(s) after their day" in report.summary(SPEC, options)
+    # The same simulation again writes nothing and changes no figure.
+    again = simulate(SPEC, store, settings, options)
+    assert again.rows_added == 0 and again.runs == 0

@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import json
+
 import dash
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
 
 from monitoring_app import create_app, figures, ids
 from monitoring_app.app import shell, sync_dataset
@@ -35,7 +38,9 @@ from serverless_ml.pipelines.features import backfill
 from serverless_ml.pipelines.simulate import SimulateOptions, simulate
 from serverless_ml.settings import Settings, resolve_settings
 from dash_text import text_of
-from worlds import IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, copy_world, iris_day, iris_monitored_template  # noqa: F401 - fixture
+from worlds import (  # noqa: F401 - fixture
+    IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, add_iris_live_batch, copy_world, iris_day, iris_monitored_template,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +130,13 @@ def test_overview_shows_the_headline_the_latest_prediction_and_the_history(call:
     assert latest is not None and any(c.startswith("data:image/svg+xml;base64,") for c in
                                       [getattr(i, "src", "") for i in _all(latest)])
     figure = graphs(page)[0]
-    assert figure["data"][0]["x"] == [day(i).isoformat() for i in range(DAYS)]
+    assert trace(figure, figures.REALIZED_NAME)["x"] == [day(i).isoformat() for i in range(DAYS)]
+    # Every batch is labelled: the headline's accuracy is the latest batch's realized one.
+    latest = logged_runs().iloc[-1]
+    assert text_of(find(page, ids.HEADLINE_ACCURACY)) == (
+        f"latest batch accuracy, realized {latest['metrics.batch_accuracy']:.3f} {ROWS} of {ROWS} rows "
+        f"labelled; 95 % interval {latest['metrics.batch_accuracy_ci_low']:.3f}-{latest['metrics.batch_accuracy_ci_high']:.3f}")
+    assert trace(figure, figures.AWAITING_NAME) is None
     # In batch dates (the wall clock, NOW, is weeks later): v1 scored every batch.
     assert text_of(find(page, ids.HEADLINE_RETRAIN)) == (
         f"days since retrain {DAYS - 1} in batch dates: v1 has scored since {day(0).isoformat()}")
@@ -134,6 +145,96 @@ def test_overview_shows_the_headline_the_latest_prediction_and_the_history(call:
 
 def logged_runs() -> Any:
     return mlflow.search_runs(experiment_names=["iris-monitoring"], order_by=["tags.as_of ASC"])
+
+
+def trace(figure: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The trace of ``figure`` named ``name`` (``None`` when it has none)."""
+    return next((t for t in figure["data"] if t.get("name") == name), None)
+
+
+def test_a_batch_awaiting_labels_shows_its_estimate_in_a_band_its_coverage_and_an_estimated_headline(
+    call: Call, world: tuple[LocalFeatureStore, Settings]
+) -> None:
+    store, settings = world
+    live = add_iris_live_batch(store, settings, DAYS)
+    page = call(overview.layout, dataset="iris")
+    runs = logged_runs()
+    assert runs["run_id"].iloc[-1] == live and pd.isna(runs["metrics.batch_accuracy"].iloc[-1])
+    accuracy = find(page, ids.OVERVIEW_GRAPH).figure
+    dates = [day(i).isoformat() for i in range(DAYS + 1)]
+    # The estimate of every batch, as logged, in its band; the realized accuracy where labels exist.
+    line = trace(accuracy, figures.ESTIMATED_NAME)
+    assert line["x"] == dates and line["y"] == [pytest.approx(v, abs=1e-4) for v in runs["metrics.estimated_accuracy"]]
+    band = trace(accuracy, "estimated 95 % interval")
+    assert band["fill"] == "toself" and band["x"] == dates + dates[::-1]
+    assert band["y"] == [pytest.approx(v, abs=1e-4) for v in [*runs["metrics.estimated_accuracy_ci_high"],
+                                                                *runs["metrics.estimated_accuracy_ci_low"][::-1]]]
+    awaiting = trace(accuracy, figures.AWAITING_NAME)
+    assert awaiting["x"] == [day(DAYS).isoformat()]
+    assert f"0 of {ROWS} rows labelled" in awaiting["customdata"][0]
+    realized = trace(accuracy, figures.REALIZED_NAME)
+    assert realized["y"][-1] is None and realized["y"][:DAYS] == [pytest.approx(v, abs=1e-4)
+                                                                  for v in runs["metrics.batch_accuracy"][:DAYS]]
+    assert [t["name"] for t in accuracy["data"]].index(figures.REALIZED_NAME) > [t["name"] for t in accuracy["data"]].index(
+        "estimated 95 % interval")  # the band is drawn under the points
+    # Label coverage: the labelled batches whole, the live one not at all.
+    labelled, waiting = find(page, ids.OVERVIEW_LABELS).figure["data"]
+    assert labelled["x"] == dates and labelled["y"] == [1.0] * DAYS + [0.0] and waiting["y"] == [0.0] * DAYS + [1.0]
+    # The headline says the latest batch's accuracy is an estimate, and why.
+    estimate = runs.iloc[-1]
+    assert text_of(find(page, ids.HEADLINE_ACCURACY)) == (
+        f"latest batch accuracy, estimated ≈ {estimate['metrics.estimated_accuracy']:.3f} no labels yet (0 of {ROWS} "
+        f"rows labelled); from the champion's probabilities, 95 % interval "
+        f"{estimate['metrics.estimated_accuracy_ci_low']:.3f}-{estimate['metrics.estimated_accuracy_ci_high']:.3f}")
+    latest = text_of(find(page, ids.OVERVIEW_LATEST))
+    assert "not known yet" in latest and "label not known yet" in latest
+    # The Predictions table: the live rows say so, the count names them and the button filters to them.
+    state = {"dataset": "iris"}
+    rows, _, summary = call(predictions.page_predictions, 0, 100, [], "", None, state)
+    assert text_of(summary) == f"{(DAYS + 1) * ROWS} of {(DAYS + 1) * ROWS} predictions  · {ROWS} awaiting a label"
+    newest = rows[:ROWS]
+    assert {r["actual"] for r in newest} == {"awaiting label"} and {r["correct"] for r in newest} == {""}
+    assert "awaiting label" not in {r["actual"] for r in rows[ROWS:]}
+    query = call(predictions.show_awaiting, 1, "{prediction} contains Setosa && {actual} contains Virginica")
+    assert query == '{prediction} contains Setosa && {actual} = "awaiting label"'
+    query = call(predictions.show_awaiting, 1, "")
+    kept, _, summary = call(predictions.page_predictions, 0, 100, [], query, None, state)
+    assert len(kept) == ROWS and {r["key"] for r in kept} == {r["key"] for r in newest}
+    assert text_of(summary).startswith(f"{ROWS} of {(DAYS + 1) * ROWS} predictions")
+    with pytest.raises(dash.exceptions.PreventUpdate):
+        call(predictions.show_awaiting, 0, "")
+    # Labels arrive (as `sml labels` writes them into the predictions group): the rows and the
+    # latest prediction show them, although the run's own tags were written before.
+    group = store.get_feature_group(SPEC.predictions_group, SPEC.predictions_version)
+    stored = group.read()
+    batch = stored[stored["run_id"] == live].copy()
+    batch["actual"] = batch["prediction"]
+    batch["correct"] = pd.array([True] * len(batch), dtype="boolean")
+    group.insert(batch.reset_index(drop=True), wait=True)
+    rows, _, summary = call(predictions.page_predictions, 0, 100, [], "", None, state)
+    assert text_of(summary).endswith(" · 0 awaiting a label") and "awaiting label" not in {r["actual"] for r in rows}
+    latest = text_of(find(call(overview.layout, dataset="iris"), ids.OVERVIEW_LATEST))
+    assert "not known yet" not in latest and latest.endswith("correct")
+    # ... and on the batch's own run (its table, realized figures and the update's stamp, as
+    # `sml labels` logs them): the Overview and the confusion page follow without a restart.
+    before = graphs(call(confusion.show_run, live, state))[0]  # read (and kept) before the labels
+    assert before["data"] == [] and "no labelled rows" in before["layout"]["annotations"][0]["text"]
+    table = {"labels": list(SPEC.classes), "matrix": [[int(((batch["actual"] == a) & (batch["prediction"] == b)).sum())
+                                                        for b in SPEC.classes] for a in SPEC.classes]}
+    (Path.cwd() / "batch.json").write_text(json.dumps(table))
+    client = MlflowClient()
+    client.log_artifact(live, str(Path.cwd() / "batch.json"), "confusion")
+    stamp = client.get_run(live).info.start_time
+    client.log_batch(live, metrics=[Metric(k, v, stamp, 1) for k, v in (
+        ("batch_accuracy", 1.0), ("batch_accuracy_ci_low", 0.8), ("batch_accuracy_ci_high", 1.0),
+        ("rows_labelled", float(ROWS)), ("labelled_share", 1.0))], tags=[RunTag("labels_updated_at", "2024-04-01T00:00:00+00:00")])
+    page = call(overview.layout, dataset="iris")
+    accuracy = find(page, ids.OVERVIEW_GRAPH).figure
+    assert trace(accuracy, figures.REALIZED_NAME)["y"][-1] == 1.0 and trace(accuracy, figures.AWAITING_NAME) is None
+    assert text_of(find(page, ids.HEADLINE_ACCURACY)).startswith("latest batch accuracy, realized 1.000 ")
+    assert find(page, ids.OVERVIEW_LABELS).figure["data"][0]["y"][-1] == 1.0
+    matrix = graphs(call(confusion.show_run, live, state))[0]
+    assert [[int(v) for v in row] for row in matrix["data"][0]["text"]] == table["matrix"]
 
 
 def test_overview_draws_the_logged_per_class_figures_and_class_shares(call: Call) -> None:
@@ -202,7 +303,7 @@ def test_a_refresh_tick_redraws_only_when_a_run_arrived(call: Call, world: tuple
     add_batch(store, settings, DAYS)
     body, new_state = call(overview.refresh_overview, 2, "all", state, trigger=ids.REFRESH)
     assert new_state["signature"] != state["signature"]
-    assert graphs(body)[0]["data"][0]["x"][-1] == day(DAYS).isoformat()
+    assert trace(graphs(body)[0], figures.REALIZED_NAME)["x"][-1] == day(DAYS).isoformat()
     assert f"in {DAYS + 1} batches" in text_of(body)
 
 
@@ -212,8 +313,9 @@ def test_the_time_window_narrows_the_charts_and_the_counts(call: Call, world: tu
     add_batch(store, settings, far)
     state = find(call(overview.layout, dataset="iris"), ids.OVERVIEW_STATE).data
     body, _ = call(overview.refresh_overview, None, "30d", state, trigger=ids.OVERVIEW_WINDOW)
-    accuracy, per_class, shares, quality = graphs(body)
-    assert [f["data"][0]["x"] for f in (accuracy, shares, quality)] == [[day(far).isoformat()]] * 3
+    accuracy, labels, per_class, shares, quality = graphs(body)
+    assert trace(accuracy, figures.REALIZED_NAME)["x"] == [day(far).isoformat()]
+    assert [f["data"][0]["x"] for f in (labels, shares, quality)] == [[day(far).isoformat()]] * 3
     # Its rolling window (7 days) holds its 12 rows only: too few for per-class figures.
     assert per_class["data"] == [] and "from 20 labelled rows" in per_class["layout"]["annotations"][0]["text"]
     rows = text_of(find(html_root(body), ids.HEADLINE_ROWS))
@@ -225,7 +327,7 @@ def test_the_time_window_narrows_the_charts_and_the_counts(call: Call, world: tu
     assert text_of(find(html_root(body), ids.HEADLINE_RETRAIN)).startswith(f"days since retrain {far} ")
     body, _ = call(overview.refresh_overview, None, "all", state, trigger=ids.OVERVIEW_WINDOW)
     assert text_of(find(html_root(body), ids.HEADLINE_ROWS)) == f"rows scored {(DAYS + 1) * ROWS:,} in {DAYS + 1} batches"
-    assert len(graphs(body)[0]["data"][0]["x"]) == DAYS + 1
+    assert len(trace(graphs(body)[0], figures.REALIZED_NAME)["x"]) == DAYS + 1
 
 
 def test_alerts_are_listed_under_the_chart_with_their_messages(call: Call) -> None:

@@ -140,6 +140,37 @@ def test_the_cache_reuses_revalidates_and_reads_only_new_runs(
     assert data.stats["runs_read"] == 2
 
 
+def relabel(run_id: str, accuracy: float, when: str) -> None:
+    """What ``sml labels`` writes on a batch's own run when labels arrive: its realized
+    figures and the time of the update, in one batch call (the run's times stay as they are)."""
+    from mlflow.entities import Metric, RunTag
+
+    run = MlflowClient().get_run(run_id)
+    MlflowClient().log_batch(run_id, metrics=[Metric("batch_accuracy", accuracy, run.info.start_time, 1),
+                                              Metric("labelled_share", 1.0, run.info.start_time, 1)],
+                             tags=[RunTag("labels_updated_at", when)])
+
+
+@pytest.mark.parametrize("reader", ["sql", "rest"])
+def test_late_labels_on_an_older_run_are_read_again(
+    data: SiteData, world: tuple[LocalFeatureStore, Settings], clock: Clock, reader: str
+) -> None:
+    if reader == "rest":
+        data.connection._reader = RestRunReader(MlflowClient(tracking_uri=world[1].tracking_uri))
+    wanted = ("batch_accuracy", "labelled_share")
+    first = data.monitoring_runs(SPEC, wanted, ("alert",))
+    oldest = str(first.index[0])
+    before = data.runs_signature(MONITORING)
+    relabel(oldest, 0.25, "2024-04-01T00:00:00+00:00")
+    clock.now += 10
+    assert data.runs_signature(MONITORING) != before  # no run was added or finished: the labels say it
+    fresh = data.monitoring_runs(SPEC, wanted, ("alert",))
+    assert fresh.loc[oldest, "metrics.batch_accuracy"] == 0.25 and len(fresh) == DAYS
+    relabel(oldest, 0.5, "2024-04-02T00:00:00+00:00")  # a second round of labels for the same run
+    clock.now += 10
+    assert data.monitoring_runs(SPEC, wanted, ("alert",)).loc[oldest, "metrics.batch_accuracy"] == 0.5
+
+
 def test_run_values_reads_only_the_runs_asked_for_and_keeps_them(data: SiteData) -> None:
     runs = data.monitoring_runs(SPEC, (), ())
     latest = str(runs.index[-1])

@@ -519,3 +519,21 @@ def test_trial_logging_helper_logs_what_it_received_and_exits_when_the_job_is_ki
     runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert sorted(r.data.tags["trial_number"] for r in runs) == ["0", "1", "2"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_labelled_live_rows_are_real_rows_and_unlabelled_ones_are_never_trained_on(
+    titanic_store: LocalFeatureStore, tracking_uri: str
+) -> None:
+    spec = get_dataset("titanic")
+    group = titanic_store.get_feature_group("titanic", 1)
+    live = group.read().head(40).copy()
+    live["passenger_id"] += 10_000
+    live["origin"] = "live"
+    live["survived"] = pd.array([*live["survived"].head(25), *[pd.NA] * 15], dtype="Int64")  # 15 await their label
+    group.insert(live, wait=True)
+    report = train(spec, titanic_store, _settings(titanic_store, tracking_uri), FAST)
+    assert report.rows["total"] == 891 + 25
+    keys = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{report.run_id}/training/keys.parquet"))
+    trained = set(keys["passenger_id"])
+    assert set(live["passenger_id"].head(25)) <= trained
+    assert not set(live["passenger_id"].tail(15)) & trained

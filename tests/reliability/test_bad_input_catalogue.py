@@ -225,6 +225,47 @@ def _args(*args: str) -> Callable[[Workspace], list[str]]:
 SERVER_DOWN = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:{closed}"}
 
 
+def _labels(ws: Workspace, text: str) -> list[str]:
+    """``sml labels --dataset titanic --source labels.csv`` with ``text`` as the file."""
+    return ["labels", "--dataset", "titanic", "--source", ws.write("labels.csv", text)]
+
+
+def _live(name: str, row: int = 0, column: str = "", value: str = "", new_ids: bool = True) -> Callable[[Workspace], list[str]]:
+    """``sml ingest`` of the first three Titanic passengers (under new ids 5001-5003 unless
+    ``new_ids`` is off: then they are stored already), one field of row ``row`` replaced."""
+
+    def prepare(ws: Workspace) -> list[str]:
+        lines = ws.lines()
+        header = next(csv.reader([lines[0]]))
+        records = [next(csv.reader([line])) for line in lines[1:4]]
+        for i, record in enumerate(records):
+            record[header.index("PassengerId")] = str(5001 + i) if new_ids else record[header.index("PassengerId")]
+        if column:
+            records[row - 1][header.index(column)] = value
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([header, *records])
+        return ["ingest", "--dataset", "titanic", "--source", ws.write(name, out.getvalue())]
+
+    return prepare
+
+
+def _live_passengers(seen: str, *extra: str) -> Callable[[Workspace], list[str]]:
+    """``sml ingest`` of two new passengers of the passengers spec with an
+    ``event_time_column: seen`` (its backfill in the store), the second seen at ``seen``."""
+
+    def prepare(ws: Workspace) -> list[str]:
+        from serverless_ml.datasets import load_spec_file
+
+        ws.write("titanic.csv", ws.titanic_text)
+        spec_file = ws.write("passengers.yaml", PASSENGERS_SPEC + "event_time_column: seen\n")
+        spec = load_spec_file(ws.root / spec_file)
+        backfill(spec, LocalFeatureStore(ws.root / "store"), load_source(spec))
+        ws.write("seen.csv", f"PassengerId,Sex,Fare,Survived,seen\n9001,male,7.25,,2024-02-01\n9002,female,8.5,1,{seen}\n")
+        return ["ingest", "--dataset", spec_file, "--source", "seen.csv", *extra]
+
+    return prepare
+
+
 def _nul_byte(ws: Workspace) -> list[str]:
     return _source(ws, ws.write("nul.csv", ws.titanic_text.replace("Braund", "Bra\x00und")))
 
@@ -720,6 +761,41 @@ CASES: dict[str, Case] = {
     "train: tracking database truncated": Case(
         _with(_truncated_copy, ["train", "--trials", "1"]), ("damaged.db is truncated",), seconds=HANG_S,
     ),
+    # --- ingest (issue 17): live rows, into the good store's titanic group --------------
+    "ingest: no --source": Case(_args("ingest", "--dataset", "titanic"), ("--source is required",)),
+    "ingest: unknown category": Case(
+        _live("cat.csv", 2, "Embarked", "X"), ("cat.csv: column 'Embarked' (feature 'embarked'), row 2 (line 3)", "'X' is not one of S, C, Q"),
+    ),
+    "ingest: label outside the classes": Case(
+        _live("label.csv", 3, "Survived", "2"), ("label.csv: column 'Survived', row 3 (line 4)", "label 2 is not one of 0, 1"),
+    ),
+    "ingest: a stored key with other features": Case(
+        _live("changed.csv", 2, "Fare", "80.0", new_ids=False),
+        ("changed.csv: row 2 (line 3): passenger_id 2 is stored with 'Fare' (feature 'fare') 71.2833, this file has 80.0",
+         "features of a stored row are history", "nothing written"),
+    ),
+    "ingest: bad event time": Case(
+        _live_passengers("2024-02-30"), ("seen.csv: column 'seen', row 2 (line 3)", "event time '2024-02-30' is not an ISO date"),
+    ),
+    "ingest: missing event time": Case(_live_passengers(""), ("seen.csv: column 'seen', row 2 (line 3)", "event time is missing")),
+    "ingest: --date with an event_time_column": Case(
+        _live_passengers("2024-02-01", "--date", "2024-02-01"),
+        ("--date 2024-02-01: dataset 'passengers' takes each row's event time from its column 'seen'", "leave --date out"),
+    ),
+    "ingest: bad --date": Case(
+        lambda ws: [*_live("ok.csv")(ws), "--date", "2024-02-30"], ("--date '2024-02-30' is not a date",),
+    ),
+    "ingest: empty file": Case(lambda ws: ["ingest", "--source", ws.write("empty.csv", "")], ("empty.csv", "is empty")),
+    "ingest: not a Parquet file": Case(
+        lambda ws: ["ingest", "--source", ws.write("rows.parquet", ws.titanic_text)], ("rows.parquet is not a readable Parquet file",),
+    ),
+    "ingest: missing feature column": Case(
+        lambda ws: ["ingest", "--source", ws.titanic_columns("nofare.csv", drop="Fare")], ("nofare.csv: missing column(s) 'Fare'",),
+    ),
+    "ingest: before features": Case(
+        lambda ws: ["ingest", "--dataset", "iris", "--source", ws.write("iris.csv", "iris_id,sepal_length\n1,5\n")],
+        ("feature group 'iris' version 1 is empty", "sml features --dataset iris"),
+    ),
     # --- spec draft ----------------------------------------------------------------
     "spec draft: label not in the CSV": Case(
         lambda ws: ["spec", "draft", ws.write("t.csv", ws.titanic_text), "--label", "survived"],
@@ -734,12 +810,55 @@ CASES: dict[str, Case] = {
                     ws.write("t.yaml", "kept: true\n")],
         ("--output t.yaml exists; remove it or choose another file",),
     ),
+    # sml labels (issue 17): the good store's rows are all labelled (passenger 1 did not survive).
+    "labels: no --source": Case(_args("labels", "--dataset", "titanic"), ("--source is required",)),
+    "labels: missing label column": Case(
+        lambda ws: _labels(ws, "PassengerId\n1\n"), ("labels.csv: missing column(s) 'Survived'",)
+    ),
+    "labels: unknown key": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived\n1,0\n99999,1\n"),
+        ("column 'PassengerId', row 2 (line 3)", "key 99999 is not in feature group 'titanic'"),
+    ),
+    "labels: key not a whole number": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived\n1.5,0\n"), ("column 'PassengerId', row 1", "key 1.5 is not a whole number"),
+    ),
+    "labels: label not in classes": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived\n1,0\n2,2\n"), ("column 'Survived', row 2 (line 3)", "label 2 is not one of 0, 1"),
+    ),
+    "labels: empty label": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived\n1,0\n2,\n"), ("column 'Survived', row 2 (line 3)", "label is missing"),
+    ),
+    "labels: duplicate key": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived\n3,1\n4,1\n3,1\n"),
+        ("column 'PassengerId', row 3 (line 4)", "key '3' appears twice (first in row 1 (line 2))"),
+    ),
+    "labels: a known label changed": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived\n2,1\n1,1\n"),
+        ("column 'Survived', row 2 (line 3)", "key 1 already has label 0, not 1", "--overwrite replaces them"),
+    ),
+    "labels: labelled_at not a date": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived,labelled_at\n1,0,yesterday\n"),
+        ("column 'labelled_at', row 1 (line 2)", "'yesterday' is not an ISO date or date-time"),
+    ),
+    "labels: labelled_at before the row": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived,labelled_at\n1,0,2023-12-31\n"),
+        ("column 'labelled_at', row 1 (line 2)", "is before the row's event time 2024-01-01"),
+    ),
+    "labels: semicolon-separated": Case(
+        lambda ws: _labels(ws, "PassengerId;Survived\n1;0\n"),
+        ("labels.csv: missing column(s) 'PassengerId', 'Survived'", "semicolon-separated"),
+    ),
+    "labels: a Parquet file that is not one": Case(
+        lambda ws: ["labels", "--dataset", "titanic", "--source", ws.write("labels.parquet", "PassengerId,Survived\n1,0\n")],
+        ("labels.parquet", "Parquet"),
+    ),
 }
 
 SLOW_COMMANDS = ("train", "infer", "simulate", "main")
 """Cases named "<command>: ..." of these commands import scikit-learn and MLflow (4-9 s of CPU)."""
 
-COMMANDS = ("features", "daily", "train", "infer", "simulate", "schedule", "dashboard", "main", "tracking-server", "spec")
+COMMANDS = ("features", "daily", "train", "infer", "simulate", "schedule", "dashboard", "main", "tracking-server", "spec",
+            "labels", "ingest")
 
 
 @dataclass

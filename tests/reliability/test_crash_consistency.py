@@ -1,6 +1,7 @@
 """Crash consistency (issue 8, section 2): ``sml features`` (a first backfill, and a
-backfill of changed and new rows over a backfilled group: a Delta MERGE), ``sml daily``
-and ``sml infer`` killed with SIGKILL in the middle of their work, then run again.
+backfill of changed and new rows over a backfilled group: a Delta MERGE), ``sml daily``,
+``sml ingest`` (live rows, some without a label, beside stored ones) and ``sml infer``
+killed with SIGKILL in the middle of their work, then run again.
 
 **Kill points.** Two kinds, both landing inside the part of a job that writes, never in
 its imports:
@@ -12,7 +13,12 @@ its imports:
   ``store.upsert.before_commit``, ``store.after_commit`` (Delta commit done, lock still
   held); inference's ``infer.after_run_created``, ``infer.after_run_logged`` (run complete,
   predictions not yet written) and ``infer.after_upsert`` (predictions written, run still
-  RUNNING); and a double crash (the re-run killed too);
+  RUNNING); ingest's ``ingest.before_insert`` (compared, nothing written) and
+  ``ingest.after_insert``; late labels' ``labels.after_features`` (labels stored, predictions
+  and runs not yet) and ``labels.after_predictions`` (runs marked pending, not updated; under
+  soak also after the marks and inside a run's update), after which the monitoring run must
+  show a crash-free run's figures and the direct computation's; and a double crash (the
+  re-run killed too);
 - *seeded random*: the test follows the job through ``SML_CRASH_TRACE`` and, once the job
   passes its marker (``store.locked`` for the feature jobs, ``infer.after_run_created`` for
   inference), sends SIGKILL after a delay drawn from ``random.Random(seed)`` over the
@@ -89,6 +95,8 @@ SPEC = get_dataset("titanic")
 DAY = dt.date(2024, 2, 1)
 DAILY_ROWS = 40
 JOB_TIMEOUT_S = 150
+LABELS_LATE = 15
+"""Rows of the day whose label is missing when the batch is scored (``sml labels`` brings them)."""
 WINDOW_FACTOR = 1.25
 MONITORING = "titanic-monitoring"
 NO_NETWORK_PROXY = "http://127.0.0.1:9"
@@ -136,6 +144,31 @@ JOBS = {
         named_soak=("store.locked", "store.upsert.before_commit", "store.after_commit"),
         double_soak=(("store.upsert.before_commit", "store.after_commit"),),
         expect="900 rows in, 9 inserted, 128 updated, 763 unchanged",
+    ),
+    # Live rows over a backfilled group: 10 new passengers (4 without a label) and 3 stored
+    # ones left as they are; the re-run after a kill must not add a row twice.
+    "ingest": Job(
+        "ingest", ("ingest", "--dataset", "titanic", "--source", "{root}/titanic_live.csv", "--date", DAY.isoformat()),
+        ("titanic",), "backfilled",
+        marker="store.locked", last_write="store.after_commit",
+        named_quick=("ingest.before_insert", "store.after_commit"),
+        named_soak=("ingest.before_insert", "store.locked", "store.upsert.before_commit", "store.after_commit",
+                    "ingest.after_insert"),
+        double_soak=(("store.upsert.before_commit", "store.after_commit"),),
+        expect="13 rows in, 10 inserted (6 labelled, 4 awaiting a label), 3 unchanged",
+    ),
+    # Late labels over a batch scored while 15 of its 40 labels were missing: the feature
+    # rows, the predictions' actual labels and the batch's monitoring run all follow.
+    "labels": Job(
+        "labels", ("labels", "--dataset", "titanic", "--source", "{root}/titanic_labels.csv"),
+        ("titanic", "titanic_predictions"), "scored",
+        marker="store.locked", last_write="labels.after_run_metrics",
+        named_quick=("labels.after_features", "labels.after_predictions"),
+        named_soak=("store.upsert.before_commit", "labels.after_features", "labels.after_runs_marked",
+                    "labels.after_predictions", "labels.after_run_artifacts", "labels.after_run_metrics"),
+        double_soak=(("labels.after_features", "labels.after_run_artifacts"),
+                     ("labels.after_predictions", "labels.after_run_metrics")),
+        expect=f"{LABELS_LATE} labels in, {LABELS_LATE} set, 0 changed",
     ),
     "infer": Job(
         "infer", ("infer", "--dataset", "titanic", "--as-of", DAY.isoformat()), ("titanic", "titanic_predictions"),
@@ -309,6 +342,7 @@ class Lab:
         if start == "backfilled":
             backfill(SPEC, LocalFeatureStore(folder / "store"), load_source(SPEC, None, self.data_dir))
             write_changed_source(self.data_dir / "titanic.csv", self.root / "titanic_changed.csv")
+            write_live_source(self.data_dir / "titanic.csv", self.root / "titanic_live.csv")
         elif start == "trained":
             trained = self.get_fixture("trained_template")
             shutil.copytree(trained / "store", folder / "store")
@@ -316,6 +350,8 @@ class Lab:
             add_daily_rows(SPEC, LocalFeatureStore(folder / "store"), DAY, n=DAILY_ROWS, seed=3)
         elif start == "simulated":
             simulate_history(self.get_fixture("trained_template"), folder)
+        elif start == "scored":
+            score_without_labels(self.template("trained"), folder, self.root / "titanic_labels.csv")
         self.templates[start] = folder
         return folder
 
@@ -429,6 +465,67 @@ def write_changed_source(source: Path, target: Path) -> None:
         csv.writer(fh, lineterminator="\n").writerows([header, *records, *extra])
 
 
+def write_live_source(source: Path, target: Path) -> None:
+    """Live rows: the first 3 passengers as stored, and 10 new ones (copies of passengers
+    11-20 under new ids), the first 4 of them without a label."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    header = next(csv.reader([lines[0]]))
+    survived, pid = header.index("Survived"), header.index("PassengerId")
+    records = [next(csv.reader([line])) for line in lines[1:] if line]
+    last = max(int(r[pid]) for r in records)
+    new = [[str(last + 1 + i) if j == pid else ("" if j == survived and i < 4 else v) for j, v in enumerate(record)]
+           for i, record in enumerate(records[10:20])]
+    with open(target, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([header, *records[:3], *new])
+
+
+def score_without_labels(trained: Path, folder: Path, labels_file: Path) -> None:
+    """The trained world with its day of 40 rows scored while :data:`LABELS_LATE` of their
+    labels were missing (set null through the store API, as ``sml ingest`` stores them),
+    and ``labels_file``: those rows' keys and labels, as the raw file names them."""
+    import mlflow
+
+    from serverless_ml.pipelines.infer import InferOptions, infer
+    from serverless_ml.settings import resolve_settings
+
+    shutil.copytree(trained / "store", folder / "store")
+    copy_database(trained / "mlflow.db", folder / "mlflow.db")
+    group = LocalFeatureStore(folder / "store").get_feature_group("titanic", 1)
+    rows = group.read()
+    late = rows[rows["event_time"].dt.date == DAY].sort_values(SPEC.primary_key).head(LABELS_LATE)
+    late[[SPEC.primary_key, SPEC.label]].rename(columns={SPEC.primary_key: SPEC.primary_key_source, SPEC.label: SPEC.raw_label}
+                                                 ).to_csv(labels_file, index=False)
+    group.insert(late.assign(**{SPEC.label: None}))
+    settings = resolve_settings(store_dir=folder / "store", tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+        try:
+            report = infer(SPEC, LocalFeatureStore(folder / "store"), settings, InferOptions(as_of=DAY),
+                           dt.datetime(2024, 2, 2, tzinfo=dt.timezone.utc))
+        finally:
+            mlflow.set_tracking_uri(None)
+    assert report.rows_scored == DAILY_ROWS and report.metrics["rows_labelled"] == DAILY_ROWS - LABELS_LATE
+
+
+def assert_labels_followed(folder: Path, final: Snapshot, reference: Reference, where: str) -> None:
+    """After a killed ``sml labels`` and its re-run: the monitoring run shows what a
+    crash-free run left, and that is the direct computation on the predictions, whose
+    actual labels are the store's."""
+    store = LocalFeatureStore(folder / "store")
+    labels = store.get_feature_group("titanic", 1).read().set_index(SPEC.primary_key)[SPEC.label]
+    predictions = store.get_feature_group("titanic_predictions", 1).read()
+    assert predictions[SPEC.primary_key].map(labels).astype(float).equals(predictions["actual"].astype(float)), where
+    (run,) = [r for r in final.runs if r.experiment == MONITORING]
+    (expected,) = [r for r in reference.final.runs if r.experiment == MONITORING]
+    assert run.metrics == pytest.approx(expected.metrics, rel=1e-12), f"killed at {where}: the run's figures differ"
+    volatile = ("labels_updated_at",)
+    assert {k: v for k, v in run.tags.items() if k not in volatile} == {k: v for k, v in expected.tags.items() if k not in volatile}
+    batch = predictions[predictions["run_id"] == run.run_id]
+    assert run.metrics["rows_labelled"] == len(batch) == DAILY_ROWS and run.metrics["labelled_share"] == 1.0
+    assert run.metrics["batch_accuracy"] == pytest.approx(float((batch["actual"] == batch["prediction"]).mean()), rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, request: pytest.FixtureRequest) -> Lab:
     return Lab(tmp_path_factory.mktemp("crash"), data_dir, request.getfixturevalue)
@@ -487,6 +584,8 @@ def assert_like_reference(job: Job, folder: Path, before: Snapshot, reference: R
     assert not running, f"killed at {where}: runs still RUNNING after the re-run: {running}"
     others = [(r.run_id, r.status) for r in final.runs if r.experiment != MONITORING]
     assert others == [(r.run_id, r.status) for r in before.runs if r.experiment != MONITORING]
+    if job.name == "labels":
+        assert_labels_followed(folder, final, reference, where)
     if job.name != "infer":
         return
     for run_id in stale:

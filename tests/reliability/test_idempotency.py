@@ -9,7 +9,12 @@ then again as a fresh ``sml`` subprocess, as a scheduler would re-run it.
 
 - ``features`` (same source), ``daily`` (same date and seed): the second run writes nothing
   and says ``0 inserted, 0 updated, N unchanged``.
+- ``ingest`` (same file of live rows, some without a label): the second run writes
+  nothing and says ``0 inserted ... N unchanged; nothing written``, also without
+  ``--date`` (a new event time is no reason to rewrite a row).
 - ``infer`` (same as-of date): the second run scores nothing, logs no run and says so.
+- ``labels`` (same file, over a batch scored while those labels were missing): the second
+  run writes nothing to the store, the predictions or the monitoring run.
 - ``simulate`` over the same days, with retraining: no new rows, no monitoring run, no
   retraining run or model version (it says the retrain was done by an earlier run).
 - ``train`` on the rows, seed and search the champion was trained with: nothing is tuned,
@@ -145,6 +150,19 @@ def test_daily_twice(commands: Commands, data_dir: Path, tree_digest, reliabilit
     reliability.add("idempotency", cases=1)
 
 
+def test_ingest_twice(commands: Commands, data_dir: Path, tree_digest, reliability) -> None:  # noqa: ANN001
+    backfill(SPEC, LocalFeatureStore(commands.folder / "store"), load_source(SPEC, None, data_dir))
+    lines = (data_dir / "titanic.csv").read_text(encoding="utf-8").splitlines()
+    # Two stored passengers and three new ones (copies under new ids), one without a label.
+    new = [f"{2000 + i}," + ("," + line.split(",", 2)[2] if i == 0 else line.split(",", 1)[1])
+           for i, line in enumerate(lines[5:8])]
+    (commands.folder / "live.csv").write_text("\n".join([lines[0], *lines[1:3], *new]) + "\n", encoding="utf-8")
+    first, second, _ = twice(commands, tree_digest, "ingest", "--dataset", "titanic", "--source", "live.csv")
+    assert "5 rows in, 3 inserted (2 labelled, 1 awaiting a label), 2 unchanged; table version 1" in first
+    assert "5 rows in, 0 inserted (0 labelled, 0 awaiting a label), 5 unchanged; nothing written, table version 1" in second
+    reliability.add("idempotency", cases=1)
+
+
 def test_infer_twice(world, commands: Commands, tree_digest, reliability) -> None:  # noqa: ANN001
     store, _ = world
     add_daily_rows(SPEC, store, DAY, n=30, seed=1)
@@ -152,6 +170,29 @@ def test_infer_twice(world, commands: Commands, tree_digest, reliability) -> Non
     assert "scored 30 rows" in first
     assert "nothing new to score up to 2024-02-01" in second and "no run logged" in second
     assert [run[2] for run in once["runs"] if run[1] == "titanic-monitoring"] == ["FINISHED"]
+    reliability.add("idempotency", cases=1)
+
+
+def test_labels_twice(world, commands: Commands, tree_digest, reliability) -> None:  # noqa: ANN001
+    """A batch scored while 10 of its 30 labels were missing; the labels file brings them
+    (the batch's run gets its realized figures the first time, nothing the second)."""
+    from serverless_ml.pipelines.infer import InferOptions, infer
+
+    store, settings = world
+    add_daily_rows(SPEC, store, DAY, n=30, seed=1)
+    group = store.get_feature_group("titanic", 1)
+    rows = group.read()
+    day = rows[rows["event_time"].dt.date == DAY].sort_values(SPEC.primary_key).head(10)
+    unlabelled = day.assign(**{SPEC.label: None})
+    group.insert(unlabelled)
+    infer(SPEC, store, settings, InferOptions(as_of=DAY, figures=False), dt.datetime(2024, 2, 2, tzinfo=dt.timezone.utc))
+    mlflow.set_tracking_uri(None)
+    day[[SPEC.primary_key, SPEC.label]].rename(columns={SPEC.primary_key: "PassengerId", SPEC.label: "Survived"}).to_csv(
+        commands.folder / "labels.csv", index=False)
+    first, second, _ = twice(commands, tree_digest, "labels", "--dataset", "titanic", "--source", "labels.csv")
+    assert "10 labels in, 10 set, 0 changed, 0 unchanged" in first and "monitoring runs: 1 of 1 updated" in first
+    assert "10 labels in, 0 set, 0 changed, 10 unchanged" in second and "(no label written)" in second
+    assert "predictions: 0 rows' actual label updated" in second and "monitoring runs: 0 of 1 updated" in second
     reliability.add("idempotency", cases=1)
 
 

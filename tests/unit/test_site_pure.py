@@ -24,6 +24,7 @@ from monitoring_app.app import highlight_nav
 from monitoring_app.data_access import ModelVersion, class_metric, class_metric_keys, class_metric_names
 from monitoring_app.run_readers import assemble_runs, read_only_sql_url, runs_frame, sqlite_path
 from monitoring_app.pages import drift as drift_page
+from monitoring_app.pages import overview as overview_page
 from serverless_ml.cli import cli
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.spec import parse_spec
@@ -109,7 +110,9 @@ def test_accuracy_figure_draws_batches_rolling_reference_alerts_and_version_chan
     runs = monitoring_frame()
     figure = figures.accuracy_figure(runs, TITANIC)
     names = [trace["name"] for trace in figure["data"]]
-    assert names == ["batch accuracy", "rolling accuracy", "champion holdout accuracy", "accuracy alert", "drift alert"]
+    # Runs without an estimate (logged before estimates): no estimate trace, no band.
+    assert names == ["batch accuracy (realized)", "rolling accuracy (realized)", "champion holdout accuracy",
+                     "accuracy alert", "drift alert"]
     batch = figure["data"][0]
     assert batch["x"] == list(runs["as_of_text"]) and batch["y"][0] == pytest.approx(0.9)
     assert batch["error_y"]["array"][0] == pytest.approx(0.05) and batch["error_y"]["arrayminus"][0] == pytest.approx(0.1)
@@ -125,6 +128,108 @@ def test_accuracy_figure_draws_batches_rolling_reference_alerts_and_version_chan
     assert figure["layout"]["shapes"][0]["x0"] == "2024-03-05"
     json.dumps(figure)  # plain JSON, as dcc.Graph receives it
     go.Figure(figure)  # and a valid plotly figure
+
+
+def test_accuracy_figure_draws_the_estimate_as_a_band_and_marks_batches_without_labels() -> None:
+    runs = monitoring_frame(days=6, alert_on=(5,))
+    runs["tags.alerts"] = ["", "", "", "", "", "accuracy alert (estimated: 10 rows have no label yet): low"]
+    # Days 0-1 logged before estimates; 2-3 labelled with an estimate; 4-5 await their labels.
+    runs["metrics.estimated_accuracy"] = [np.nan, np.nan, 0.8, 0.7, 0.65, 0.5]
+    runs["metrics.estimated_accuracy_ci_low"] = [np.nan, np.nan, 0.7, 0.6, 0.55, 0.4]
+    runs["metrics.estimated_accuracy_ci_high"] = [np.nan, np.nan, 0.9, 0.8, 0.75, 0.6]
+    runs.loc[["run4", "run5"], ["metrics.batch_accuracy", "metrics.batch_accuracy_ci_low", "metrics.batch_accuracy_ci_high"]] = np.nan
+    runs.loc[["run4", "run5"], "metrics.rows_labelled"] = 0.0
+    runs["metrics.labelled_share"] = [np.nan, np.nan, 1.0, 1.0, 0.0, 0.0]
+    figure = figures.accuracy_figure(runs, TITANIC)
+    traces = {t["name"]: t for t in figure["data"]}
+    assert list(traces)[:3] == ["estimated 95 % interval", "estimated accuracy (95 % band)", "estimated (no labels yet)"]
+    band = traces["estimated 95 % interval"]
+    assert band["fill"] == "toself" and band["showlegend"] is False
+    # One closed shape over days 2-5: highs forwards, lows backwards; days 0-1 are left out.
+    assert band["x"] == ["2024-03-03", "2024-03-04", "2024-03-05", "2024-03-06"] * 1 + [
+        "2024-03-06", "2024-03-05", "2024-03-04", "2024-03-03"]
+    assert band["y"] == pytest.approx([0.9, 0.8, 0.75, 0.6, 0.4, 0.55, 0.6, 0.7])
+    line = traces["estimated accuracy (95 % band)"]
+    assert line["y"][:2] == [None, None] and line["y"][2:] == pytest.approx([0.8, 0.7, 0.65, 0.5])
+    assert "95 % interval 0.400-0.600" in line["customdata"][5] and "0 of 10 rows labelled" in line["customdata"][5]
+    awaiting = traces["estimated (no labels yet)"]
+    assert awaiting["x"] == ["2024-03-05", "2024-03-06"] and awaiting["y"] == pytest.approx([0.65, 0.5])
+    realized = traces["batch accuracy (realized)"]
+    assert realized["x"] == list(runs["as_of_text"]) and realized["y"][4:] == [None, None]
+    assert realized["customdata"][0] == "10 of 10 rows labelled"
+    # The estimated alert sits on the estimate it was judged on.
+    assert traces["accuracy alert"]["y"] == [pytest.approx(0.5)]
+    assert not [a for a in figure["layout"]["annotations"] if "no batch" in a["text"]]
+    json.dumps(figure)
+    go.Figure(figure)
+
+
+def test_accuracy_figure_says_when_no_batch_has_labels_or_an_estimate() -> None:
+    runs = monitoring_frame(days=3)
+    runs["metrics.batch_accuracy"] = np.nan
+    runs["metrics.rows_labelled"] = 0.0
+    notes = [a["text"] for a in figures.accuracy_figure(runs, TITANIC)["layout"]["annotations"]]
+    assert "no batch has a realized or an estimated accuracy yet" in notes
+    runs["metrics.estimated_accuracy"] = 0.7
+    lone = runs.assign(**{"metrics.estimated_accuracy_ci_low": [np.nan, 0.6, np.nan],
+                          "metrics.estimated_accuracy_ci_high": [np.nan, 0.8, np.nan]})
+    figure = figures.accuracy_figure(lone, TITANIC)
+    assert "no batch has labels yet: every accuracy shown is estimated" in [a["text"] for a in figure["layout"]["annotations"]]
+    band = figure["data"][0]
+    assert band["x"] == ["2024-03-01 16:00", "2024-03-02 08:00", "2024-03-02 08:00", "2024-03-01 16:00"]  # a lone batch: a box
+    assert band["y"] == pytest.approx([0.8, 0.8, 0.6, 0.6])
+
+
+def test_label_coverage_per_batch_from_the_share_or_the_counts() -> None:
+    runs = monitoring_frame(days=4)
+    runs["metrics.rows_labelled"] = [10.0, 4.0, 0.0, np.nan]
+    runs["metrics.labelled_share"] = [np.nan, 0.4, 0.0, np.nan]  # the first run predates the share
+    runs.loc["run3", "metrics.rows_scored"] = np.nan
+    coverage = analysis.label_coverage(runs)
+    assert coverage["share"].tolist()[:3] == [1.0, 0.4, 0.0] and np.isnan(coverage["share"].iloc[3])
+    figure = figures.label_coverage_figure(runs, TITANIC)
+    labelled, awaiting = figure["data"]
+    assert labelled["y"] == [1.0, 0.4, 0.0, None] and awaiting["y"] == [0.0, 0.6, 1.0, None]
+    assert labelled["customdata"][1] == "4 of 10 rows labelled" and awaiting["customdata"][2] == "10 rows awaiting a label"
+    assert figure["layout"]["barmode"] == "stack"
+    nothing = runs.drop(columns=["metrics.rows_labelled", "metrics.labelled_share"])
+    assert "no batch logged" in figures.label_coverage_figure(nothing, TITANIC)["layout"]["annotations"][0]["text"]
+
+
+def test_the_latest_accuracy_says_whether_it_is_realized_or_estimated() -> None:
+    runs = monitoring_frame(days=3)
+    realized = analysis.latest_accuracy(runs)
+    assert realized is not None and (realized.basis, realized.value, realized.rows_labelled) == ("realized", 0.6, 10)
+    runs["metrics.estimated_accuracy"] = [0.9, 0.8, 0.7]
+    runs["metrics.estimated_accuracy_ci_low"] = 0.5
+    runs["metrics.estimated_accuracy_ci_high"] = 0.95
+    runs["metrics.labelled_share"] = 1.0
+    assert analysis.latest_accuracy(runs).basis == "realized"  # every row labelled: the labels win
+    runs.loc["run2", ["metrics.labelled_share", "metrics.rows_labelled"]] = [0.4, 4.0]
+    partly = analysis.latest_accuracy(runs)  # some labels: the estimate, with what the labels say so far
+    assert (partly.basis, partly.value, partly.low, partly.high, partly.realized) == ("estimated", 0.7, 0.5, 0.95, 0.6)
+    runs.loc["run2", ["metrics.labelled_share", "metrics.rows_labelled", "metrics.batch_accuracy"]] = [0.0, 0.0, np.nan]
+    none_yet = analysis.latest_accuracy(runs)
+    assert (none_yet.basis, none_yet.value, none_yet.realized, none_yet.rows_labelled) == ("estimated", 0.7, None, 0)
+    runs.loc["run2", "metrics.estimated_accuracy"] = np.nan
+    assert analysis.latest_accuracy(runs).basis == "none"
+    assert analysis.headline(runs, None).latest_accuracy == analysis.latest_accuracy(runs)
+
+
+def test_the_accuracy_card_names_its_basis() -> None:
+    def shown(basis: str, value: float | None, labelled: int, realized: float | None) -> str:
+        accuracy = analysis.BatchAccuracy("2024-03-03", basis, value, 0.5, 0.9, 30, labelled, realized)
+        return text_of(overview_page.accuracy_card(accuracy))
+
+    assert shown("realized", 0.8, 30, 0.8) == (
+        "latest batch accuracy, realized 0.800 30 of 30 rows labelled; 95 % interval 0.500-0.900")
+    assert shown("estimated", 0.7, 12, 0.75) == (
+        "latest batch accuracy, estimated ≈ 0.700 12 of 30 rows labelled (realized 0.750 on those); "
+        "from the champion's probabilities, 95 % interval 0.500-0.900")
+    assert shown("estimated", 0.7, 0, None) == (
+        "latest batch accuracy, estimated ≈ 0.700 no labels yet (0 of 30 rows labelled); "
+        "from the champion's probabilities, 95 % interval 0.500-0.900")
+    assert shown("none", None, 0, None) == "latest batch accuracy - no labels and no estimate for this batch"
 
 
 def test_accuracy_figure_of_no_runs_says_so() -> None:
@@ -713,11 +818,14 @@ def test_display_predictions_shows_class_names_newest_first() -> None:
     })
     shown = table_query.display_predictions(predictions, TITANIC)
     assert shown.to_dict("records") == [
-        {"key": "8", "event_time": "2024-03-02 00:00", "prediction": "died", "probability": 0.7, "actual": "",
-         "correct": "", "model_version": 1},
+        {"key": "8", "event_time": "2024-03-02 00:00", "prediction": "died", "probability": 0.7,
+         "actual": "awaiting label", "correct": "", "model_version": 1},
         {"key": "7", "event_time": "2024-03-01 00:00", "prediction": "survived", "probability": 0.8123,
          "actual": "died", "correct": "no", "model_version": 1},
     ]
+    assert table_query.awaiting_count(shown) == 1
+    terms = table_query.parse_filter(table_query.AWAITING_FILTER, list(shown.columns))
+    assert table_query.apply_filter(shown, terms)["key"].tolist() == ["8"]
 
 
 # --- icons, runs frames, URLs, CLI ----------------------------------------------------------------

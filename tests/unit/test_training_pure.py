@@ -85,23 +85,35 @@ def _rows(name: str, n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.Seri
 
 @pytest.mark.parametrize("family", ["random_forest", "extra_trees"])
 @pytest.mark.parametrize("name", ["titanic", "iris"])
-def test_trusted_types_are_exactly_what_fitted_pipelines_need(name: str, family: str) -> None:
-    """The plain pipeline, the sigmoid-calibrated one (few rows) and the isotonic one (from
-    ISOTONIC_MIN_ROWS rows) together need exactly the trusted types, no more."""
+def test_every_fitted_pipeline_needs_only_trusted_types(name: str, family: str) -> None:
+    assert _needed_types(name, family) <= set(SKOPS_TRUSTED_TYPES)
+
+
+def _needed_types(name: str, family: str) -> set[str]:
+    """The plain pipeline, the calibrated one of few rows (sigmoid for two classes,
+    temperature scaling for more) and the isotonic one (from ISOTONIC_MIN_ROWS rows) of
+    both datasets together need exactly the trusted types, no more."""
     spec = get_dataset(name)
     x, y = _rows(name)
     params = {"family": family, "n_estimators": 5, "max_depth": 3}
     needed: set[str] = set()
     plain = build_pipeline(spec, params, seed=0).fit(as_model_input(x, spec), y)
     needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(plain)))
-    sigmoid = calibrated_pipeline(spec, params, 0, y).fit(as_model_input(x, spec), y)
-    assert calibration_method(sigmoid) == "sigmoid"
-    needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(sigmoid)))
+    small = calibrated_pipeline(spec, params, 0, y).fit(as_model_input(x, spec), y)
+    assert calibration_method(small) == ("sigmoid" if len(spec.classes) == 2 else "temperature")
+    needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(small)))
     many = pd.concat([x] * (ISOTONIC_MIN_ROWS // len(x) + 1), ignore_index=True)
     many_y = pd.concat([y] * (ISOTONIC_MIN_ROWS // len(y) + 1), ignore_index=True)
     isotonic = calibrated_pipeline(spec, params, 0, many_y).fit(as_model_input(many, spec), many_y)
     assert calibration_method(isotonic) == "isotonic"
     needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(isotonic)))
+    return needed
+
+
+def test_trusted_types_are_exactly_what_fitted_pipelines_of_both_datasets_need() -> None:
+    needed = set()
+    for name in ("titanic", "iris"):
+        needed |= _needed_types(name, "random_forest")
     assert sorted(needed) == sorted(SKOPS_TRUSTED_TYPES)
 
 
@@ -120,6 +132,7 @@ def test_a_calibrated_pipeline_is_one_pipeline_whose_forest_is_refitted_on_every
 
 def test_the_calibration_plan_follows_the_rows_and_the_rarest_class() -> None:
     assert calibration_plan(["a"] * 50 + ["b"] * 50) == ("sigmoid", 5)
+    assert calibration_plan(["a"] * 50 + ["b"] * 50 + ["c"] * 4) == ("temperature", 4)
     assert calibration_plan(["a"] * 990 + ["b"] * 3) == ("sigmoid", 3)
     assert calibration_plan(["a"] * 990 + ["b"] * 10) == ("isotonic", 5)
     assert calibration_plan(["a"] * 30 + ["b"]) == ("none", 0)

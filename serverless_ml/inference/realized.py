@@ -1,0 +1,219 @@
+"""Realized performance that follows the labels: what a monitoring run's figures become
+when labels arrive after its batch was scored (the calculation half; the job
+:mod:`serverless_ml.pipelines.labels` reads, calls these, logs and writes).
+
+- :func:`relabel_predictions`: the predictions with ``actual``/``correct`` taken from the
+  feature group's current labels (the predictions' ``actual`` is never a frozen copy);
+- :func:`realized_figures`: a run's label-dependent figures recomputed from the
+  predictions, with the very functions batch inference uses
+  (:mod:`serverless_ml.inference.batch`): rows labelled, labelled share, batch accuracy
+  and its Wilson interval, rolling and since-promotion accuracy and rows, per-class batch
+  and rolling metrics, and the confusion tables; and their digest;
+- :func:`plan_run_update`: what to log on a run so that it shows those figures.
+
+A run's rows are the predictions rows carrying its ``run_id``; its history, the rows
+scored up to and including its batch (``scored_at`` at most the batch's), which is what
+batch inference judged it against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serverless_ml import registry
+from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.inference import batch as batch_stats
+from serverless_ml.inference import monitoring
+from serverless_ml.training import evaluation
+
+RUN_ID_COLUMN = "run_id"
+SCORED_AT_COLUMN = "scored_at"
+ACTUAL_COLUMN = "actual"
+CORRECT_COLUMN = "correct"
+PREDICTION_COLUMN = "prediction"
+
+WINDOW_METRICS = (
+    registry.ROWS_LABELLED_METRIC,
+    registry.LABELLED_SHARE_METRIC,
+    registry.BATCH_ACCURACY_METRIC,
+    registry.BATCH_ACCURACY_CI_LOW_METRIC,
+    registry.BATCH_ACCURACY_CI_HIGH_METRIC,
+    registry.ROLLING_ROWS_METRIC,
+    registry.ROLLING_ACCURACY_METRIC,
+    registry.CUMULATIVE_ROWS_METRIC,
+    registry.CUMULATIVE_ACCURACY_METRIC,
+)
+"""The figures of a monitoring run that depend on labels, per-class metrics aside
+(:func:`realized_metric_names` adds those)."""
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What a monitoring run says about how its batch was judged.
+
+    Attributes:
+        run_id: The run (its predictions carry the id).
+        model_version: The champion version that scored it (its ``model_version`` tag):
+            the since-promotion window counts that version's rows.
+        rolling_days: Its ``rolling_days`` param.
+        as_of_end: The end of its as-of bound (exclusive; its metrics are timestamped a
+            millisecond before it).
+    """
+
+    run_id: str
+    model_version: int
+    rolling_days: int
+    as_of_end: pd.Timestamp
+
+
+@dataclass(frozen=True)
+class RealizedFigures:
+    """A run's label-dependent metrics and confusion tables (windows with labelled rows)."""
+
+    run_id: str
+    metrics: dict[str, float]
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """A digest of every figure (exact floats), for :data:`registry.REALIZED_DIGEST_TAG`."""
+        payload = {"metrics": {k: float(v).hex() for k, v in sorted(self.metrics.items())}, "tables": self.tables}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What to log on a run: ``metrics`` (changed figures; NaN for one that can no longer
+    be computed, and always the rows labelled, whose history counts the updates), the
+    confusion ``tables`` and, last, the ``digest``."""
+
+    run_id: str
+    metrics: dict[str, float]
+    tables: dict[str, dict[str, Any]]
+    digest: str
+    changed: list[str]
+    """The names of the metrics whose value changed."""
+
+
+def class_keys_of(spec: DatasetSpec) -> list[str]:
+    return evaluation.class_metric_keys(list(spec.classes), spec.class_names)
+
+
+def realized_metric_names(spec: DatasetSpec) -> frozenset[str]:
+    """Every label-dependent metric a monitoring run may carry: :data:`WINDOW_METRICS`
+    and the per-class metrics of :data:`batch.CLASS_METRIC_WINDOWS`."""
+    n = len(spec.classes)
+    # A matrix holding enough rows for every window's per-class metrics to be computed.
+    per_cell = max(1, math.ceil(monitoring.MIN_ROWS_FOR_CLASS_METRICS / (n * n)))
+    full = {label: np.full((n, n), per_cell, dtype=np.int64) for label in batch_stats.CONFUSION_WINDOWS}
+    per_class = batch_stats.class_metrics(spec, full, class_keys_of(spec)).metrics
+    return frozenset(WINDOW_METRICS) | frozenset(per_class)
+
+
+def label_codes(spec: DatasetSpec, values: pd.Series) -> np.ndarray:
+    """Class codes of labels (-1 for a missing one)."""
+    return evaluation.class_codes(values, pd.Index(list(spec.classes)))
+
+
+def label_values(spec: DatasetSpec, values: pd.Series) -> pd.Series:
+    """Labels in the dtype a store column of the spec's label type takes (``Int64`` for
+    integer classes, so a missing label stays missing; text as objects)."""
+    if spec.label_type == "bigint":
+        return pd.Series(pd.array(values.to_numpy(dtype=object), dtype="Int64"), index=values.index)
+    return values.astype(object).where(values.notna(), None)
+
+
+def relabel_predictions(spec: DatasetSpec, predictions: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The predictions with ``actual`` set to the feature group's current label of their
+    key (every model version's row of a key) and ``correct`` recomputed; and which rows
+    that changed. A prediction whose key is not in the feature group keeps its values.
+    The other columns stay exactly as stored."""
+    key = spec.primary_key
+    labels = features.drop_duplicates(key).set_index(key)[spec.label]
+    known = predictions[key].isin(labels.index).to_numpy()
+    current = predictions[key].map(labels)
+    old_codes = label_codes(spec, predictions[ACTUAL_COLUMN])
+    new_codes = np.where(known, label_codes(spec, current), old_codes)
+    changed = new_codes != old_codes
+    out = predictions.copy()
+    actual = label_values(spec, current.where(pd.Series(known, index=current.index), predictions[ACTUAL_COLUMN]))
+    out[ACTUAL_COLUMN] = actual
+    predicted = label_codes(spec, predictions[PREDICTION_COLUMN])
+    correct = pd.array(predicted == new_codes, dtype="boolean")
+    correct[new_codes < 0] = pd.NA
+    out[CORRECT_COLUMN] = correct
+    return out, changed
+
+
+def realized_figures(spec: DatasetSpec, predictions: pd.DataFrame, run: BatchRun) -> RealizedFigures | None:
+    """The run's label-dependent figures from ``predictions`` (``None`` when the run has no
+    predictions rows), computed as batch inference computes them
+    (:func:`batch.prediction_codes`, :func:`batch.confusion_windows`,
+    :func:`batch.accuracy_metrics`, :func:`batch.class_metrics`)."""
+    mine = (predictions[RUN_ID_COLUMN] == run.run_id).to_numpy()
+    if not mine.any():
+        return None
+    batch = predictions[mine]
+    scored_at = batch[SCORED_AT_COLUMN].max()
+    history = predictions[~mine & (predictions[SCORED_AT_COLUMN] <= scored_at).to_numpy()]
+    codes = batch_stats.prediction_codes(spec, batch, history)
+    matrices = batch_stats.confusion_windows(codes, len(spec.classes), run.model_version, run.as_of_end, run.rolling_days)
+    accuracy = batch_stats.accuracy_metrics(matrices, len(batch), None)
+    per_class = batch_stats.class_metrics(spec, matrices, class_keys_of(spec))
+    names = realized_metric_names(spec)
+    metrics = {k: float(v) for k, v in {**accuracy.metrics, **per_class.metrics}.items()
+               if k in names and not math.isnan(float(v))}
+    metrics[registry.LABELLED_SHARE_METRIC] = metrics[registry.ROWS_LABELLED_METRIC] / len(batch)
+    tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes))
+              for label, matrix in matrices.items() if matrix.sum()}
+    return RealizedFigures(run.run_id, metrics, tables)
+
+
+def figures_by_run(spec: DatasetSpec, predictions: pd.DataFrame, runs: Iterable[BatchRun]) -> dict[str, RealizedFigures]:
+    """:func:`realized_figures` of every run that has predictions rows."""
+    out = {}
+    for run in runs:
+        figures = realized_figures(spec, predictions, run)
+        if figures is not None:
+            out[run.run_id] = figures
+    return out
+
+
+def _same(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+
+
+def plan_run_update(
+    spec: DatasetSpec, figures: RealizedFigures, logged: Mapping[str, float], logged_digest: str | None
+) -> RunUpdate | None:
+    """What to log on the run so that it shows ``figures``; ``None`` when its digest says
+    it does already. ``logged``: the run's metrics as MLflow shows them (latest values).
+
+    A figure that cannot be computed any more (labels removed through the store) is
+    logged as NaN rather than left showing a value its rows no longer support; one that
+    was never logged stays absent (a batch without labels has no accuracy, not a 0)."""
+    if logged_digest == figures.digest:
+        return None
+    metrics: dict[str, float] = {}
+    changed = []
+    for name in sorted(realized_metric_names(spec)):
+        want, have = figures.metrics.get(name), logged.get(name)
+        if want is None:
+            if have is not None and not math.isnan(have):
+                metrics[name] = math.nan
+                changed.append(name)
+        elif have is None or not _same(want, have):
+            metrics[name] = want
+            changed.append(name)
+    metrics.setdefault(registry.ROWS_LABELLED_METRIC, figures.metrics[registry.ROWS_LABELLED_METRIC])
+    return RunUpdate(figures.run_id, metrics, figures.tables, figures.digest, changed)

@@ -1,0 +1,491 @@
+"""Late labels: attach labels that became known after their rows arrived, and make every
+figure that depends on them follow.
+
+Reads: a CSV (path or http(s) URL) with the dataset's raw key column, its label column
+and optionally ``labelled_at`` (when each label became known: an ISO date or date-time,
+validated, not stored: the feature group has no column for it); the feature group
+``<dataset>``, ``<dataset>_predictions`` and the runs of experiment ``<dataset>-monitoring``.
+
+Writes, in this order, under the lock ``sml infer`` takes (no batch is scored in between):
+
+1. the feature group ``<dataset>``: the rows of those keys with their label set (every
+   other column as stored);
+2. ``<dataset>_predictions``: ``actual``/``correct`` of every prediction (all model
+   versions of a key) whose ``actual`` differs from the store's current label;
+3. every monitoring run whose figures depend on changed labels: its batch's labelled rows
+   and share, batch accuracy with its Wilson interval, rolling and since-promotion
+   accuracy and rows, per-class metrics and confusion tables, recomputed by
+   :mod:`serverless_ml.inference.realized` (the functions batch inference uses), logged
+   on the run itself at its as-of time with a step above every earlier one, then its
+   :data:`registry.REALIZED_DIGEST_TAG` last. Alerts stay as decided when the batch was
+   scored.
+
+Refused in one line, nothing written: missing columns, a missing or non-integer key, a
+label missing or outside the classes, a key twice in the file, an unreadable
+``labelled_at`` or one before its row's event time, a key the feature group does not
+have, and a label that would change one already known (unless ``overwrite``).
+
+Crash safety: a run about to change is first tagged with a pending digest, then the
+predictions are written, then each run's tables, metrics and finally its digest. Whatever
+a crash interrupts, running ``sml labels`` again (the same file, or any other) finds the
+differences (labels not yet in the predictions, runs whose digest is not their figures')
+and completes them; with nothing left to do it writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from serverless_ml import defaults, registry, tracking
+from serverless_ml.datasets.groups import existing_feature_group
+from serverless_ml.datasets.sources import Source, other_delimiter_hint
+from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
+from serverless_ml.datasets.validation import (
+    _coerce_label,
+    _first,
+    _Locator,
+    _missing,
+    _parse_numbers,
+    _show,
+    _show_number,
+    _too_large_for_int64,
+)
+from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT
+from serverless_ml.errors import DataValidationError
+from serverless_ml.faults import crash_point
+from serverless_ml.feature_store.base import FeatureStore, to_utc
+from serverless_ml.inference import realized
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, predictions_group
+from serverless_ml.locks import job_lock
+from serverless_ml.settings import Settings
+from serverless_ml.training import evaluation
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+LABELLED_AT_COLUMN = "labelled_at"
+"""The optional column of a labels file: when each label became known."""
+PENDING_DIGEST = "pending"
+"""The :data:`registry.REALIZED_DIGEST_TAG` of a run whose figures are being changed."""
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """Options of one ``sml labels`` job."""
+
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A validated labels file: one row per key (stored key type), its label (the spec's
+    label type) and, when the file has the column, ``labelled_at`` (UTC, may be missing);
+    ``position`` is each row's position in the file (for messages)."""
+
+    frame: pd.DataFrame
+    key_column: str
+    has_labelled_at: bool
+    locator: _Locator
+
+
+@dataclass
+class LabelsReport:
+    """What a labels job did."""
+
+    dataset: str
+    location: str
+    rows: int
+    labels_set: int = 0
+    labels_changed: int = 0
+    unchanged: int = 0
+    data_version: int | None = None
+    has_labelled_at: bool = False
+    predictions_updated: int = 0
+    predictions_version: int | None = None
+    runs_updated: list[str] = field(default_factory=list)
+    runs_checked: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        written = self.labels_set + self.labels_changed
+        lines = [
+            f"{self.dataset}: {self.rows} labels in, {self.labels_set} set, {self.labels_changed} changed, "
+            f"{self.unchanged} unchanged; feature group table version {self.data_version}"
+            + ("" if written else " (no label written)"),
+        ]
+        if self.has_labelled_at:
+            lines.append(f"  {LABELLED_AT_COLUMN}: validated, not stored (the feature group has no column for it)")
+        if self.predictions_version is not None or self.predictions_updated:
+            lines.append(f"  predictions: {self.predictions_updated} rows' actual label updated; "
+                         f"table version {self.predictions_version}")
+        if self.runs_checked:
+            shown = ", ".join(self.runs_updated[:5]) + (", ..." if len(self.runs_updated) > 5 else "")
+            lines.append(f"  monitoring runs: {len(self.runs_updated)} of {self.runs_checked} updated"
+                         + (f" ({shown})" if shown else ""))
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# --- the file -----------------------------------------------------------------------------
+
+
+def key_column_of(spec: DatasetSpec) -> str:
+    """The labels file's key column: the spec's raw key column, or the stored key's name
+    when rows are numbered."""
+    return spec.primary_key_source or spec.primary_key
+
+
+def check_label_columns(raw: pd.DataFrame, needed: list[str], where: str) -> None:
+    """The labels file has the key and label columns (a close name is suggested)."""
+    missing = [c for c in needed if c not in raw.columns]
+    if not missing:
+        return
+    hints = []
+    for column in missing:
+        close = difflib.get_close_matches(column, [str(c) for c in raw.columns], n=1, cutoff=0.75)
+        if close:
+            hints.append(f"for {column!r} did you mean {close[0]!r}?")
+    delimiter = other_delimiter_hint(list(raw.columns), where)
+    if delimiter is not None:
+        hints.append(delimiter)
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    raise DataValidationError(
+        f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; a labels file has the key column "
+        f"and the label column ({', '.join(map(repr, needed))}), and optionally {LABELLED_AT_COLUMN!r}"
+    )
+
+
+def _parse_keys(raw: pd.DataFrame, spec: DatasetSpec, column: str, loc: _Locator) -> pd.Series:
+    """The key column as stored keys (integers compared as numbers: ``7`` and ``7.0`` are
+    one key; text exactly as written)."""
+    keys = raw[column]
+    shown = f"'{column}'"
+    missing = _missing(keys, spec.missing_for(spec.primary_key_type))
+    if missing.any():
+        raise loc.fail(shown, _first(missing), "key is missing")
+    if spec.primary_key_type != "bigint":
+        return keys.astype(str)
+    numbers = _parse_numbers(keys, ~missing)
+    bad = numbers.isna() | (numbers.fillna(0) % 1 != 0)
+    if bad.any():
+        i = _first(bad)
+        raise loc.fail(shown, i, f"key {_show_number(keys, numbers, i)} is not a whole number")
+    too_large = _too_large_for_int64(numbers)
+    if too_large.any():
+        raise loc.fail(shown, _first(too_large), f"key {_show(keys.iloc[_first(too_large)])} is too large for a 64-bit integer")
+    return numbers.astype("int64")
+
+
+def _parse_labelled_at(raw: pd.DataFrame, loc: _Locator) -> pd.Series:
+    """``labelled_at`` as UTC timestamps (naive means UTC; an empty field: not known)."""
+    texts = raw[LABELLED_AT_COLUMN].astype(str).str.strip()
+    present = texts != ""
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    for i in np.flatnonzero(present.to_numpy()):
+        text = texts.iloc[i]
+        try:
+            moment = to_utc(dt.datetime.fromisoformat(text))
+        except ValueError:
+            raise loc.fail(f"'{LABELLED_AT_COLUMN}'", int(i), f"{_show(text)} is not an ISO date or date-time") from None
+        if not MIN_DATE <= moment.date() <= MAX_DATE:
+            raise loc.fail(f"'{LABELLED_AT_COLUMN}'", int(i), f"{text} is outside the supported dates ({RANGE_TEXT})")
+        out.iloc[i] = moment
+    return out
+
+
+def read_labels(source: Source, spec: DatasetSpec) -> LabelFile:
+    """Validate a labels file on its own (the checks against the store come later).
+
+    Raises:
+        DataValidationError: no rows, a missing column, a missing or malformed key, a key
+            twice, a label missing or outside the classes, a bad ``labelled_at``.
+    """
+    raw = source.frame
+    loc = _Locator(source)
+    if raw.empty:
+        raise DataValidationError(f"{source.location}: no data rows")
+    key_column = key_column_of(spec)
+    check_label_columns(raw, [key_column, spec.raw_label], source.location)
+    keys = _parse_keys(raw, spec, key_column, loc)
+    duplicated = keys.duplicated()
+    if duplicated.any():
+        i = _first(duplicated)
+        first = _first(keys == keys.iloc[i])
+        raise loc.fail(f"'{key_column}'", i, f"key {_show(raw[key_column].iloc[i])} appears twice (first in {loc.row(first)})")
+    labels = _coerce_label(raw, spec, loc)
+    frame = pd.DataFrame({spec.primary_key: keys.to_numpy(), spec.label: labels.to_numpy(),
+                          "position": np.arange(len(raw))})
+    has_labelled_at = LABELLED_AT_COLUMN in raw.columns
+    if has_labelled_at:
+        frame[LABELLED_AT_COLUMN] = _parse_labelled_at(raw, loc).to_numpy()
+    return LabelFile(frame, key_column, has_labelled_at, loc)
+
+
+@dataclass(frozen=True)
+class LabelWrite:
+    """The feature rows a labels file changes (as stored, their label set), and counts."""
+
+    rows: pd.DataFrame
+    labels_set: int
+    labels_changed: int
+    unchanged: int
+
+
+def rows_to_label(spec: DatasetSpec, stored: pd.DataFrame, labels: LabelFile, overwrite: bool) -> LabelWrite:
+    """The stored rows of the file's keys with the file's labels, for those that change.
+
+    Raises:
+        DataValidationError: a key the feature group does not have; a ``labelled_at``
+            before its row's event time; a known label the file would change (unless
+            ``overwrite``). Nothing is written.
+    """
+    key, label = spec.primary_key, spec.label
+    frame, loc = labels.frame, labels.locator
+    index = pd.Index(stored[key])
+    where = index.get_indexer(frame[key])
+    unknown = where < 0
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise loc.fail(
+            f"'{labels.key_column}'", int(frame["position"].iloc[i]),
+            f"key {_show(frame[key].iloc[i])} is not in feature group '{spec.name}' "
+            f"({int(unknown.sum())} of the file's {len(frame)} keys are unknown; `sml ingest` adds new rows)",
+        )
+    matched = stored.iloc[where].reset_index(drop=True)
+    if labels.has_labelled_at:
+        event_times = pd.to_datetime(matched[EVENT_TIME_COLUMN], utc=True)
+        labelled_at = pd.to_datetime(frame[LABELLED_AT_COLUMN], utc=True)
+        early = (labelled_at < event_times).fillna(False).to_numpy(dtype=bool)
+        if early.any():
+            i = int(np.flatnonzero(early)[0])
+            raise loc.fail(
+                f"'{LABELLED_AT_COLUMN}'", int(frame["position"].iloc[i]),
+                f"{labelled_at.iloc[i].isoformat()} is before the row's event time {event_times.iloc[i].isoformat()} "
+                f"(key {_show(frame[key].iloc[i])})",
+            )
+    old = realized.label_codes(spec, matched[label])
+    new = realized.label_codes(spec, frame[label])
+    known = old >= 0
+    changes = known & (old != new)
+    if changes.any() and not overwrite:
+        i = int(np.flatnonzero(changes)[0])
+        raise loc.fail(
+            f"'{spec.raw_label}'", int(frame["position"].iloc[i]),
+            f"key {_show(frame[key].iloc[i])} already has label {_show(matched[label].iloc[i])}, not "
+            f"{_show(frame[label].iloc[i])} ({int(changes.sum())} known label(s) would change; --overwrite replaces them)",
+        )
+    write = (~known) | changes
+    rows = matched[write].copy()
+    rows[label] = realized.label_values(spec, frame.loc[write, label].reset_index(drop=True)).to_numpy()
+    if spec.label_type == "bigint":
+        rows[label] = rows[label].astype("int64")
+    return LabelWrite(rows.reset_index(drop=True), int((~known).sum()), int(changes.sum()), int((~write).sum()))
+
+
+# --- the job ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitoringRun:
+    """A monitoring run with predictions rows: how it was judged, what it shows now."""
+
+    info: Any
+    """Its ``mlflow.entities.RunInfo``."""
+    batch: realized.BatchRun
+    as_of_label: str
+    stamp_ms: int
+    """Its metrics' timestamp (a millisecond before the as-of bound)."""
+    next_step: int
+    """A step above every one its label-dependent metrics were logged with."""
+    metrics: dict[str, float]
+    digest: str | None
+
+
+def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.DataFrame) -> list[MonitoringRun]:
+    """The monitoring runs that have predictions rows, with what their figures need: the
+    model version, rolling days and as-of bound they were judged with."""
+    experiment = client.get_experiment_by_name(registry.monitoring_experiment(spec.name))
+    if experiment is None:
+        return []
+    scored = set(predictions[realized.RUN_ID_COLUMN].dropna())
+    scored_at = predictions.groupby(realized.RUN_ID_COLUMN)[realized.SCORED_AT_COLUMN].max()
+    out = []
+    for run in _all_runs(client, experiment.experiment_id):
+        run_id = run.info.run_id
+        if run_id not in scored:
+            continue
+        tags, params = run.data.tags, run.data.params
+        history = client.get_metric_history(run_id, registry.ROWS_LABELLED_METRIC)
+        batch_scored_at = pd.Timestamp(scored_at[run_id])
+        as_of_label = tags.get(registry.AS_OF_TAG, "")
+        if history:
+            stamp = min(m.timestamp for m in history)
+            end = pd.Timestamp(stamp + 1, unit="ms", tz="UTC")
+            # A batch scored "up to now" was bounded by its scoring time, of which the
+            # metrics' timestamp kept the milliseconds only.
+            if end <= batch_scored_at < end + pd.Timedelta(milliseconds=1):
+                end = batch_scored_at
+            next_step = max(m.step for m in history) + 1
+        else:
+            end = to_utc(dt.date.fromisoformat(as_of_label) + dt.timedelta(days=1))
+            stamp = int((end - pd.Timedelta(milliseconds=1)).timestamp() * 1000)
+            next_step = 1
+        version = int(tags.get(registry.MODEL_VERSION_TAG) or predictions.loc[
+            predictions[realized.RUN_ID_COLUMN] == run_id, MODEL_VERSION_COLUMN].iloc[0])
+        rolling_days = int(params.get(registry.ROLLING_DAYS_PARAM) or defaults.INFER_ROLLING_DAYS)
+        out.append(MonitoringRun(run.info, realized.BatchRun(run_id, version, rolling_days, end), as_of_label,
+                                 stamp, next_step, dict(run.data.metrics), tags.get(registry.REALIZED_DIGEST_TAG)))
+    return out
+
+
+def log_run_update(
+    spec: DatasetSpec, client: MlflowClient, run: MonitoringRun, update: realized.RunUpdate, now: dt.datetime
+) -> None:
+    """Log ``update`` on its run: the confusion tables (and figures, when the run was
+    logged with them), then the metrics at the run's as-of time with the next step and the update
+    time, then the digest (last: a crash before it leaves the run to be redone)."""
+    from mlflow.entities import Metric, RunTag
+
+    run_id = run.info.run_id
+    # A run logged with figures (PNGs beside the tables: `--figures`) gets its figures
+    # redrawn, and drawn for a window that has labelled rows now (never the since-promotion one).
+    folder_name = registry.confusion_artifact("batch").split("/")[0]
+    figures = any(a.path.endswith(".png") for a in client.list_artifacts(run_id, folder_name))
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        names = list(spec.class_names) if spec.class_names else None
+        for label, table in update.tables.items():
+            path = root / registry.confusion_artifact(label)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(table, indent=1, default=str))
+            if figures and label != "since_promotion":
+                import matplotlib.pyplot as plt
+
+                figure = evaluation.confusion_figure(table, f"{spec.name} {label} ({run.as_of_label})", names)
+                figure.savefig(root / registry.confusion_artifact(label, "png"))
+                plt.close(figure)
+        if update.tables:
+            tracking.upload_artifacts(run.info, folder)
+    crash_point("labels.after_run_artifacts")
+    tags = [RunTag(registry.LABELS_UPDATED_AT_TAG, to_utc(now).isoformat())] if update.changed else []
+    client.log_batch(run_id, metrics=[Metric(k, float(v), run.stamp_ms, run.next_step) for k, v in update.metrics.items()],
+                     tags=tags)
+    crash_point("labels.after_run_metrics")
+    client.set_tag(run_id, registry.REALIZED_DIGEST_TAG, update.digest)
+
+
+def attach_labels(
+    spec: DatasetSpec, store: FeatureStore, settings: Settings, source: Source, options: LabelOptions,
+    now: dt.datetime, tracker: tracking.Tracking | None = None,
+) -> LabelsReport:
+    """Attach the file's labels and make the predictions and monitoring runs follow. See
+    the module docstring."""
+    group = existing_feature_group(spec, store)
+    labels = read_labels(source, spec)
+    report = LabelsReport(spec.name, source.location, len(labels.frame), has_labelled_at=labels.has_labelled_at)
+    with job_lock(settings.state_dir, f"infer-{spec.name}"):
+        features = group.read()
+        write = rows_to_label(spec, features, labels, options.overwrite)
+        report.labels_set, report.labels_changed, report.unchanged = write.labels_set, write.labels_changed, write.unchanged
+        if len(write.rows):
+            result = group.insert(write.rows, wait=True)
+            features = group.read()
+            report.data_version = result.version
+        else:
+            report.data_version = group.data_version()
+        crash_point("labels.after_features")
+        follow_labels(spec, store, settings, features, report, now, tracker, every_run=False)
+    return report
+
+
+def follow_labels(
+    spec: DatasetSpec, store: FeatureStore, settings: Settings, features: pd.DataFrame, report: LabelsReport,
+    now: dt.datetime, tracker: tracking.Tracking | None, every_run: bool,
+) -> None:
+    """Make the predictions and the monitoring runs follow the labels of ``features`` (the
+    feature group as it is now); call it holding the infer lock. Fills ``report``.
+
+    ``every_run``: also compare the runs no ``sml labels`` has touched (no digest) with
+    their figures, and update those whose metrics differ; otherwise such a run is only
+    updated when this job's labels move its figures (it shows what batch inference logged
+    from the labels its predictions had, which only a label change can make stale)."""
+    target = predictions_group(spec, store)
+    if not target.exists():
+        report.notes.append("no predictions yet: nothing scored to update")
+        return
+    predictions = target.read()
+    relabelled, changed = realized.relabel_predictions(spec, predictions, features)
+    report.predictions_version = target.data_version()
+    client = tracking.tracking_for(settings, tracker).client
+    runs = monitoring_runs(spec, client, predictions)
+    report.runs_checked = len(runs)
+    facts = [run.batch for run in runs]
+    figures = realized.figures_by_run(spec, relabelled, facts)
+    if changed.any():
+        before = realized.figures_by_run(spec, predictions, facts)
+        for run in runs:
+            moved = before[run.info.run_id].digest != figures[run.info.run_id].digest
+            if moved and run.digest != PENDING_DIGEST:
+                client.set_tag(run.info.run_id, registry.REALIZED_DIGEST_TAG, PENDING_DIGEST)
+        crash_point("labels.after_runs_marked")
+        result = target.insert(relabelled[changed].reset_index(drop=True), wait=True)
+        report.predictions_updated, report.predictions_version = result.written, result.version
+        crash_point("labels.after_predictions")
+        runs = [_marked(run, before, figures) for run in runs]
+    for run in runs:
+        # A run no `sml labels` has touched shows the figures batch inference logged,
+        # from the labels its predictions had; only changed labels move them.
+        if run.digest is None and not every_run:
+            continue
+        update = realized.plan_run_update(spec, figures[run.info.run_id], run.metrics, run.digest)
+        if update is None or (run.digest is None and not update.changed):
+            continue
+        log_run_update(spec, client, run, update, now)
+        report.runs_updated.append(run.info.run_id)
+
+
+def refresh_realized(
+    spec: DatasetSpec, store: FeatureStore, settings: Settings, tracker: tracking.Tracking | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Bring the predictions' actual labels and every monitoring run's realized figures
+    up to the feature group's current labels, whoever logged the run (``sml simulate``
+    logs each day with the labels known that day, then calls this). Takes the infer lock.
+
+    Returns:
+        How many runs were updated.
+    """
+    group = existing_feature_group(spec, store)
+    report = LabelsReport(spec.name, "", 0)
+    with job_lock(settings.state_dir, f"infer-{spec.name}"):
+        follow_labels(spec, store, settings, group.read(), report, now or dt.datetime.now(dt.timezone.utc), tracker,
+                      every_run=True)
+    return len(report.runs_updated)
+
+
+def _marked(run: MonitoringRun, before: dict[str, realized.RealizedFigures],
+            after: dict[str, realized.RealizedFigures]) -> MonitoringRun:
+    """``run`` as tagged now: pending when its figures moved with this job's labels."""
+    if before[run.info.run_id].digest == after[run.info.run_id].digest:
+        return run
+    return MonitoringRun(run.info, run.batch, run.as_of_label, run.stamp_ms, run.next_step, run.metrics, PENDING_DIGEST)
