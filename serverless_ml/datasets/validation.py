@@ -153,6 +153,14 @@ class KeyLedger:
         found[order] = self._earliest(values[order]) >= 0
         return found
 
+    def release_keys(self) -> np.ndarray:
+        """Every key recorded, sorted (8 bytes a row), the ledger emptied: what is left to
+        do with a file's keys once its parts are all validated."""
+        keys = np.concatenate([keys for keys, _ in self._runs]) if self._runs else np.zeros(0, dtype=np.int64)
+        self._runs = []
+        keys.sort()
+        return keys
+
     def add(self, values: np.ndarray, offset: int) -> tuple[int, int] | None:
         """Record a part's keys (its first row at file position ``offset``).
 

@@ -82,6 +82,45 @@ def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def logged_file_names(table_path: Path) -> set[str]:
+    """The names of every data file any commit of the Delta table ever added (its JSON log
+    entries and checkpoints): the files some version, not only the latest, may need.
+
+    A file written for an append or a staged commit that no log entry names was left by a
+    killed job and may go; a file the latest version no longer lists (an update rewrote
+    its rows) is still an older version's and must stay (time travel reads it)."""
+    import pyarrow.parquet as pq
+
+    names: set[str] = set()
+    log = table_path / "_delta_log"
+    for entry in log.glob("*.json"):
+        for line in entry.read_text(encoding="utf-8").splitlines():
+            if '"add"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                added = json.loads(line).get("add")
+                if isinstance(added, dict) and isinstance(added.get("path"), str):
+                    names.add(Path(urllib.parse.unquote(added["path"])).name)
+    for checkpoint in log.glob("*.checkpoint*.parquet"):
+        with contextlib.suppress(Exception):
+            for added in pq.read_table(checkpoint, columns=["add"]).column("add").to_pylist():
+                if added and added.get("path"):
+                    names.add(Path(urllib.parse.unquote(added["path"])).name)
+    return names
+
+
+def remove_unlogged_files(table_path: Path, prefix: str) -> None:
+    """Remove the ``<prefix>*.parquet`` data files no commit ever added (a killed append's
+    or staged commit's; call it holding the writer's lock)."""
+    candidates = list(table_path.glob(f"{prefix}*.parquet"))
+    if not candidates:
+        return
+    logged = logged_file_names(table_path)
+    for stale in candidates:
+        if stale.name not in logged:
+            stale.unlink(missing_ok=True)
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Delete temporary files that :func:`_atomic_write_json` left for ``path`` when its
     process was killed (SIGKILL skips the cleanup above). Only call it while holding the
@@ -430,10 +469,7 @@ class LocalFeatureGroup(FeatureGroup):
             if not still_new():
                 return None
             delta = DeltaTable(str(self.table_path))
-            committed = {Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path)).name for uri in delta.file_uris()}
-            for stale in self.table_path.glob(f"{_APPEND_PREFIX}*.parquet"):  # a killed append's (under the lock)
-                if stale.name not in committed:
-                    stale.unlink(missing_ok=True)
+            remove_unlogged_files(self.table_path, _APPEND_PREFIX)  # a killed append's (under the lock)
             token, writer, rows = uuid.uuid4().hex, None, 0
             try:
                 for batch in batches:
@@ -489,11 +525,7 @@ class LocalStagedRows(StagedRows):
         self._rows = 0
         with group._table_faults():
             self.folder.mkdir(parents=True, exist_ok=True)
-            committed = {Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path)).name
-                         for uri in DeltaTable(str(self.folder)).file_uris()} if group.exists() else set()
-            for stale in self.folder.glob(f"{self.PREFIX}*.parquet"):
-                if stale.name not in committed:
-                    stale.unlink(missing_ok=True)
+            remove_unlogged_files(self.folder, self.PREFIX)
 
     def _close_file(self) -> None:
         if self._writer is not None:

@@ -306,7 +306,7 @@ class _Spool:
     path: Path
     rows: int
     labelled: int
-    ledger: KeyLedger
+    keys: np.ndarray  # the file's keys as KeyLedger.values gives them, sorted
     is_file: bool
 
 
@@ -336,7 +336,7 @@ def _spool_rows(
             writer.write_table(conform(frame, features, [spec.primary_key], spec.name))
             rows += len(frame)
             labelled += int(frame[spec.label].notna().sum())
-    return _Spool(path, rows, labelled, ledger, is_file)
+    return _Spool(path, rows, labelled, ledger.release_keys(), is_file)
 
 
 def _spool_batches(spool: _Spool, batch_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -348,18 +348,30 @@ def _spool_batches(spool: _Spool, batch_rows: int) -> Iterator[tuple[int, pa.Rec
             offset += batch.num_rows
 
 
+def _members(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in ``sorted_keys`` (sorted, unique): a binary search each,
+    so a batch costs the same against ten keys or ten million."""
+    if not len(sorted_keys):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return np.asarray(sorted_keys[at] == values, dtype=bool)
+
+
 def _stored_keys_of(group: FeatureGroup, spool: _Spool, key_type: str) -> np.ndarray:
     """The stored keys that are keys of the file, sorted (a scan of the key column)."""
     key = group.primary_key[0]
     found = []
     for batch in group.read_batches(columns=[key]):
         values = batch.column(0).to_numpy(zero_copy_only=False)
-        hits = spool.ledger.contains(KeyLedger.values(pd.Series(values), key_type))
+        hits = _members(KeyLedger.values(pd.Series(values), key_type), spool.keys)
         if hits.any():
             found.append(values[hits])
     if not found:
         return np.empty(0, dtype=np.int64 if key_type == "bigint" else object)
-    return np.unique(np.concatenate(found))
+    keys = np.concatenate(found)
+    del found
+    keys.sort()  # stored keys are unique
+    return keys
 
 
 _CANONICAL_TYPES = {pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype(), pa.bool_(): pd.BooleanDtype()}
@@ -371,15 +383,6 @@ def _feature_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
     """A 64-bit hash of each row's ``columns`` (as :func:`classify_rows` compares rows)."""
     frame = table.select(columns).to_pandas(types_mapper=_CANONICAL_TYPES.get)
     return pd.util.hash_pandas_object(frame, index=False).to_numpy()
-
-
-def _members(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Which ``values`` are in ``sorted_keys`` (sorted, unique): a binary search each,
-    so a batch costs the same against ten keys or ten million."""
-    if not len(sorted_keys):
-        return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return np.asarray(sorted_keys[at] == values, dtype=bool)
 
 
 def _compare_stored(

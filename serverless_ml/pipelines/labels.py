@@ -280,7 +280,7 @@ def rows_to_label(spec: DatasetSpec, stored: pd.DataFrame, labels: LabelFile, ov
         i = int(np.flatnonzero(changes)[0])
         raise loc.fail(
             f"'{spec.raw_label}'", int(frame["position"].iloc[i]),
-            f"key {_show(frame[key].iloc[i])} already has label {_show(matched[label].iloc[i])}, not "
+            f"key {_show(frame[key].iloc[i])} already has label {_show(realized.label_values(spec, matched[label]).iloc[i])}, not "
             f"{_show(frame[label].iloc[i])} ({int(changes.sum())} known label(s) would change; --overwrite replaces them)",
         )
     write = (~known) | changes
@@ -387,7 +387,9 @@ def log_run_update(
         if update.tables:
             tracking.upload_artifacts(run.info, folder)
     crash_point("labels.after_run_artifacts")
-    tags = [RunTag(registry.LABELS_UPDATED_AT_TAG, to_utc(now).isoformat())] if update.changed else []
+    # Stamped with every update, also one that moved only the tables (the site re-reads a
+    # run's confusion tables when this tag changes).
+    tags = [RunTag(registry.LABELS_UPDATED_AT_TAG, to_utc(now).isoformat())] if update.changed or update.tables else []
     client.log_batch(run_id, metrics=[Metric(k, float(v), run.stamp_ms, run.next_step) for k, v in update.metrics.items()],
                      tags=tags)
     crash_point("labels.after_run_metrics")
@@ -408,6 +410,10 @@ def attach_labels(
         write = rows_to_label(spec, features, labels, options.overwrite)
         report.labels_set, report.labels_changed, report.unchanged = write.labels_set, write.labels_changed, write.unchanged
         if len(write.rows):
+            # The tracking store is reached before the first write: one that is down is
+            # refused with nothing written (not labels stored and runs left behind).
+            if predictions_group(spec, store).exists():
+                tracking.tracking_for(settings, tracker).client.search_experiments(max_results=1)
             result = group.insert(write.rows, wait=True)
             features = group.read()
             report.data_version = result.version

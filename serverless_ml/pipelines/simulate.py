@@ -51,6 +51,7 @@ from serverless_ml.inference.batch import batch_statistics
 from serverless_ml.inference.scoring import score_rows, select_new_rows
 from serverless_ml.locks import job_lock
 from serverless_ml.pipelines.history import (
+    Conflicts,
     HistoryConflict,
     ReplaceReport,
     conflict_from,
@@ -185,6 +186,7 @@ class SimulateReport:
     replaced: ReplaceReport | None = None
     kept_days: int = 0
     runs_relabelled: int = 0
+    labels_arrived: int = 0
 
     def summary(self, spec: DatasetSpec, options: SimulateOptions) -> str:
         lines = [
@@ -194,8 +196,9 @@ class SimulateReport:
         if self.replaced is not None:
             lines.append(f"  {self.replaced.summary()}; those days were scored again")
         if options.late_labels:
+            arrived = f"{self.labels_arrived} label(s) of days simulated before arrived; " if self.labels_arrived else ""
             lines.append(f"  labels: {options.label_share:.0%} of the rows, {options.label_delay} day(s) after their day "
-                         f"(the last days' batches await theirs); realized figures of {self.runs_relabelled} run(s) "
+                         f"(the last days' batches await theirs); {arrived}realized figures of {self.runs_relabelled} run(s) "
                          "updated to the labels known at the end")
         if self.kept_days:
             lines.append(f"  {self.kept_days} day(s) already had other rows and were kept as they are (--keep-existing)")
@@ -246,8 +249,15 @@ def simulate(
     report = SimulateReport()
     ways = ("Use other days (--end-date, --days) or another --seed, or --replace to rewrite those days' rows "
             "and score them again (the predictions and monitoring runs that scored them are removed)")
+    # Labels of stored days that have arrived since an earlier run of the simulation (a
+    # later --end-date) are arrivals, not changes: stored with the day's rows otherwise
+    # as they are, before the days are compared.
+    arrived = label_arrivals(spec, stored, pd.concat(by_day, ignore_index=True)) if options.late_labels else stored.iloc[:0]
     # Every day is checked before the first segment is written.
     conflicts = find_conflicts(group, stored, pd.concat(by_day, ignore_index=True), spec, options.seed)
+    if len(arrived):
+        conflicts = Conflicts(conflicts.changed[~conflicts.changed[spec.primary_key].isin(arrived[spec.primary_key])],
+                              conflicts.left_over)
     if len(conflicts) and options.keep_existing:
         # Those days keep the rows they have (and their predictions and runs): none of
         # their new rows is written.
@@ -256,7 +266,10 @@ def simulate(
         report.kept_days = len(kept)
     elif len(conflicts) and not options.replace:
         raise HistoryConflict(conflict_message(spec, conflicts, options.seed, "simulated", ways))
-    elif len(conflicts):
+    if len(arrived):
+        group.insert(arrived, wait=True)
+        report.labels_arrived = len(arrived)
+    if len(conflicts) and options.replace:
         days = set(conflicts.days)
         rewritten = pd.concat([rows for rows in by_day if set(event_dates(rows[EVENT_TIME_COLUMN])) & days], ignore_index=True)
         report.replaced = replace_rows(spec, store, settings, group, rewritten, conflicts, "sml simulate", tracker)
@@ -295,13 +308,40 @@ def simulate(
                     f"{'promoted' if result.decision.promote else 'not promoted'}"
                 )
             tick(last, options.days, f"retrained: {report.retrains[-1]}")
-    if options.late_labels and report.runs:
+    if options.late_labels:
         # The days' runs were logged with the labels known on their day: now the realized
-        # figures of every run follow the labels known at the end.
+        # figures of every run follow the labels known at the end (also when this run
+        # logged none: an earlier run may have died in this step, or labels arrived).
         from serverless_ml.pipelines.labels import refresh_realized
 
         report.runs_relabelled = refresh_realized(spec, store, settings, tracker)
     return report
+
+
+def label_arrivals(spec: DatasetSpec, stored: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The stored rows whose label is missing and that ``rows`` (the simulation's rows, as
+    they are at its end) label, every other column equal: ``stored``'s rows with the label
+    set, in ``stored``'s columns."""
+    key, label = spec.primary_key, spec.label
+    waiting = stored[stored[label].isna()]
+    labelled = rows[rows[label].notna()]
+    if waiting.empty or labelled.empty:
+        return stored.iloc[:0]
+    merged = waiting.merge(labelled, on=key, how="inner", suffixes=("", "_now"))
+    same = pd.Series(True, index=merged.index)
+    for column in stored.columns:
+        if column in (key, label) or f"{column}_now" not in merged.columns:
+            continue
+        old, new = merged[column], merged[f"{column}_now"]
+        both_missing = old.isna() & new.isna()
+        equal = pd.Series(old.to_numpy(dtype=object) == new.to_numpy(dtype=object), index=merged.index)
+        same &= (equal | both_missing).astype(bool)
+    chosen = merged[same.to_numpy()]
+    out = chosen[list(stored.columns)].copy()
+    out[label] = chosen[f"{label}_now"].to_numpy()
+    if spec.label_type == "bigint":
+        out[label] = out[label].astype("int64")
+    return out.reset_index(drop=True)
 
 
 def known_on(options: SimulateOptions, spec: DatasetSpec, predictions: pd.DataFrame, today: dt.date) -> pd.DataFrame:

@@ -211,3 +211,14 @@ def test_late_labels_for_part_of_the_rows_give_estimates_first_and_realized_figu
     # The same simulation again writes nothing and changes no figure.
     again = simulate(SPEC, store, settings, options)
     assert again.rows_added == 0 and again.runs == 0
+    # Two days later (as `sml main` does each day, keeping the days it simulated before), the
+    # labels due by then arrive for the earlier days too, and their runs follow.
+    later = dataclasses.replace(options, end_date=END + dt.timedelta(days=2), keep_existing=True)
+    moved = simulate(SPEC, store, settings, later)
+    assert moved.kept_days == 0 and moved.runs == 2 and moved.labels_arrived > 0
+    rows = store.get_feature_group("titanic", 1).read()
+    day = rows[(rows["origin"] == "synthetic") & (rows["event_time"].dt.date == END - dt.timedelta(days=1))]
+    assert day["survived"].notna().any()  # due on END + 2
+    runs = _runs().set_index("tags.as_of")
+    assert runs.loc[(END - dt.timedelta(days=1)).isoformat(), "metrics.labelled_share"] > 0
+    assert runs.loc[END.isoformat(), "metrics.labelled_share"] == 0  # due on END + 3
