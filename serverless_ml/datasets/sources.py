@@ -564,13 +564,6 @@ def iter_rows_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | Non
     return iter_csv_file(path, chunk_rows, location)
 
 
-def iter_frame(source: Source, chunk_rows: int = CHUNK_ROWS) -> Iterator[Source]:
-    """The rows of a Source already read, in parts as :func:`open_rows` gives a file's."""
-    for start in range(0, len(source.frame), chunk_rows):
-        part = source.frame.iloc[start:start + chunk_rows].reset_index(drop=True)
-        yield Source(part, source.location, source.is_file, source.offset + start)
-
-
 def _named_by_url(parts: Iterator[Source], path: Path, url: str) -> Iterator[Source]:
     """``parts`` of a downloaded copy, a problem with it named by its URL (the copy is
     deleted)."""

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -299,6 +301,25 @@ def ingest_file(
         return location, ingest_parts(spec, store, location, parts, live_event_time(spec, day, now), chunk_rows)
 
 
+SPOOL_PREFIX = "sml-ingest-"
+"""The temporary folder of an ingest's spool: ``<tmp>/sml-ingest-<pid>-<random>``."""
+
+
+def _remove_stale_spools() -> None:
+    """Delete the spools of ingests that were killed (SIGKILL skips the cleanup): those
+    whose process is gone. A live process's spool, or another user's, is left alone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*-*"):
+        pid = folder.name[len(SPOOL_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # alive (another user's process), or not ours to judge
+
+
 @dataclass(frozen=True)
 class _Spool:
     """A file's validated rows, spooled to a Parquet file in the group's schema."""
@@ -458,7 +479,8 @@ def ingest_parts(
         as :func:`ingest_rows`.
     """
     key_type = spec.primary_key_type
-    with tempfile.TemporaryDirectory(prefix="sml-ingest-") as tmp:
+    _remove_stale_spools()
+    with tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-") as tmp:
         spool = _spool_rows(spec, store, parts, event_time, Path(tmp) / "rows.parquet")
         group = existing_feature_group(spec, store)
         if not isinstance(group, LocalFeatureGroup):

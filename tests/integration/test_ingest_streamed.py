@@ -5,7 +5,11 @@ in parts of 7 rows gives the table, report and refusals that the file read whole
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +23,7 @@ from serverless_ml.errors import DataValidationError
 from serverless_ml.feature_store import local
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import backfill
-from serverless_ml.pipelines.ingest import StoredFeaturesChanged, ingest_file, ingest_rows
+from serverless_ml.pipelines.ingest import SPOOL_PREFIX, StoredFeaturesChanged, ingest_file, ingest_rows
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +160,23 @@ def test_keys_another_writer_stores_meanwhile_are_compared_again(
     assert (report.inserted, report.unchanged, report.labelled) == (38, 5, expected.labelled - int(meanwhile["survived"].notna().sum()))
     assert report.data_version == 2  # the other writer's commit, then ingest's one
     pd.testing.assert_frame_equal(_table(parts), _table(whole))
+
+
+def test_a_killed_ingests_spool_is_removed_by_the_next_and_a_live_ones_kept(
+    stores: tuple[Path, Path], tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spools = tmp_path / "tmp"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a process that has ended
+    gone.wait()
+    dead = spools / f"{SPOOL_PREFIX}{gone.pid}-abc"
+    live = spools / f"{SPOOL_PREFIX}{os.getppid()}-def"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "rows.parquet").write_bytes(b"spooled rows")
+    path = tmp_path / "live.csv"
+    _live(data_dir, path)
+    ingest_file(titanic.SPEC, LocalFeatureStore(stores[1]), str(path), DAY, chunk_rows=PART)
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in spools.iterdir()) == [live.name]  # its own spool is gone too
