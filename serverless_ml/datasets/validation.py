@@ -298,20 +298,26 @@ def check_columns(
     missing = [c for c in needed if c not in raw.columns]
     if not missing:
         return
-    hints = []
-    for column in missing:
-        # The file's name is the one to write in the spec (its `source_column`).
-        close = difflib.get_close_matches(column, [str(c) for c in raw.columns], n=1, cutoff=0.75)
-        if close:
-            hints.append(f"did you mean {close[0]!r}?" if len(missing) == 1
-                         else f"for {column!r} did you mean {close[0]!r}?")
-    delimiter = other_delimiter_hint(list(raw.columns), where)
-    if delimiter is not None:
-        hints.append(delimiter)
-    hint = f" ({'; '.join(hints)})" if hints else ""
+    hint = missing_column_hint(missing, list(raw.columns), where)
     raise DataValidationError(
         f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; expected {', '.join(needed)}"
     )
+
+
+def missing_column_hint(missing: list[str], columns: list[Any], where: str) -> str:
+    """`` (did you mean 'X'?; the file seems to be semicolon-separated ...)`` for missing
+    columns of a file with ``columns``, or ``""`` when there is nothing to suggest."""
+    hints = []
+    for column in missing:
+        # The file's name is the one to write in the spec (its `source_column`).
+        close = difflib.get_close_matches(column, [str(c) for c in columns], n=1, cutoff=0.75)
+        if close:
+            hints.append(f"did you mean {close[0]!r}?" if len(missing) == 1
+                         else f"for {column!r} did you mean {close[0]!r}?")
+    delimiter = other_delimiter_hint(list(columns), where)
+    if delimiter is not None:
+        hints.append(delimiter)
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator, required: bool = True) -> pd.Series:

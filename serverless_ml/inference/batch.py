@@ -400,19 +400,34 @@ def batch_statistics(
     drift = drift_statistics(spec, codes, scored, features, champion.drift_reference, as_of_end, rolling_days, rule,
                              batch_features)
     estimated, found = estimated_metrics(spec, scored, codes, as_of_end, rolling_days, class_keys)
-    metrics = {**accuracy.metrics, **per_class.metrics, **estimated.metrics, **drift.computed.metrics,
-               **class_share_metrics(spec, codes.batch_predicted, len(scored), champion.reference_rows, class_keys)}
-    latest = monitoring.latest_row(scored, spec.primary_key)
+    shares = class_share_metrics(spec, codes.batch_predicted, len(scored), champion.reference_rows, class_keys)
+    return assemble_statistics(spec, matrices, [accuracy, per_class, estimated], drift, shares, found,
+                               monitoring.latest_row(scored, spec.primary_key), len(scored), champion, rule)
+
+
+def assemble_statistics(
+    spec: DatasetSpec, matrices: dict[str, np.ndarray], parts: list[Computed], drift: DriftStatistics,
+    shares: dict[str, float], found: estimate.AccuracyEstimate | None, latest: dict[str, Any], rows: int,
+    champion: ChampionFacts, rule: monitoring.AlertRule,
+) -> BatchStatistics:
+    """The :class:`BatchStatistics` of computed parts (accuracy, per-class, estimated), the
+    drift, the class shares and the latest row, with the alert decision: the one ending of
+    :func:`batch_statistics` and :func:`streamed_statistics`."""
+    metrics: dict[str, float] = {}
+    for part in parts:
+        metrics.update(part.metrics)
+    metrics.update(drift.computed.metrics)
+    metrics.update(shares)
     metrics[registry.LATEST_PROBABILITY_METRIC] = float(latest["probability"])
     alerts = alert_decision(rule, champion.holdout_accuracy, matrices, drift, metrics.get(registry.DRIFT_SHARE_METRIC),
                             found)
     metrics[registry.ALERT_ACCURACY] = float(alerts.accuracy)
     metrics[registry.ALERT_DRIFT] = float(alerts.drift)
     tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes)) for label, matrix in matrices.items() if matrix.sum()}
-    return BatchStatistics(metrics, tables, drift.results, drift.basis, latest, alerts,
-                           accuracy.notes + per_class.notes + estimated.notes + drift.computed.notes,
+    notes = [note for part in parts for note in part.notes] + drift.computed.notes
+    return BatchStatistics(metrics, tables, drift.results, drift.basis, latest, alerts, notes,
                            drift.window_label, drift.rolling_label,
-                           accuracy_basis(int(matrices["batch"].sum()), len(scored), found))
+                           accuracy_basis(int(matrices["batch"].sum()), rows, found))
 
 
 # --- the same statistics over a batch that streams by in chunks ------------------------------
@@ -680,16 +695,6 @@ def streamed_statistics(
     per_class = class_metrics(spec, matrices, class_keys)
     estimated, found = estimated_of_totals(spec, totals, class_keys)
     assert totals.latest is not None, "a batch has rows"
-    metrics = {**accuracy.metrics, **per_class.metrics, **estimated.metrics, **drift.computed.metrics,
-               **class_share_of_counts(spec, totals.predicted_counts, totals.rows, champion.reference_rows, class_keys)}
-    latest = totals.latest
-    metrics[registry.LATEST_PROBABILITY_METRIC] = float(latest["probability"])
-    alerts = alert_decision(rule, champion.holdout_accuracy, matrices, drift, metrics.get(registry.DRIFT_SHARE_METRIC),
-                            found)
-    metrics[registry.ALERT_ACCURACY] = float(alerts.accuracy)
-    metrics[registry.ALERT_DRIFT] = float(alerts.drift)
-    tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes)) for label, matrix in matrices.items() if matrix.sum()}
-    return BatchStatistics(metrics, tables, drift.results, drift.basis, latest, alerts,
-                           accuracy.notes + per_class.notes + estimated.notes + drift.computed.notes,
-                           drift.window_label, drift.rolling_label,
-                           accuracy_basis(int(matrices["batch"].sum()), totals.rows, found))
+    shares = class_share_of_counts(spec, totals.predicted_counts, totals.rows, champion.reference_rows, class_keys)
+    return assemble_statistics(spec, matrices, [accuracy, per_class, estimated], drift, shares, found, totals.latest,
+                               totals.rows, champion, rule)

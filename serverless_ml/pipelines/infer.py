@@ -51,6 +51,7 @@ from serverless_ml.feature_store.base import (
     FeatureGroup,
     FeatureStore,
     arrow_schema,
+    conform,
     to_utc,
 )
 from serverless_ml.inference import drift as drift_stats
@@ -674,9 +675,14 @@ def batch_input(spec: DatasetSpec, rows: pd.DataFrame, source: dict[str, Any], a
     input of its monitoring run: the feature group and data version they were read from
     and a digest of the rows."""
     columns = [c for c in spec.store_columns if c in rows.columns]
-    frame = rows[columns].sort_values(spec.primary_key, kind="stable").reset_index(drop=True)
+    features = {f.name: f for f in spec.store_schema()}
+    # The digest `sml infer` streams (:class:`RowsDigest`: the same rows give the same
+    # digest whichever job logged them, in any order).
+    digest = RowsDigest(arrow_schema([features[c] for c in columns]))
+    for batch in conform(rows[columns], [features[c] for c in columns], [spec.primary_key], spec.name).to_batches():
+        digest.add(batch)
     return tracking.dataset_input(
-        spec.name, source, len(frame), tracking.spec_columns(spec, columns), tracking.rows_digest(frame),
+        spec.name, source, digest.rows, tracking.spec_columns(spec, columns), digest.hexdigest(tracking.DIGEST_LENGTH),
         BATCH_INPUT_CONTEXT, tags={registry.AS_OF_TAG: as_of_label},
     )
 

@@ -35,7 +35,6 @@ and completes them; with nothing left to do it writes nothing.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ import pandas as pd
 
 from serverless_ml import defaults, registry, tracking
 from serverless_ml.datasets.groups import existing_feature_group
-from serverless_ml.datasets.sources import Source, other_delimiter_hint
+from serverless_ml.datasets.sources import Source
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.validation import (
     _coerce_label,
@@ -58,6 +57,7 @@ from serverless_ml.datasets.validation import (
     _show,
     _show_number,
     _too_large_for_int64,
+    missing_column_hint,
 )
 from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT
 from serverless_ml.errors import DataValidationError
@@ -149,15 +149,7 @@ def check_label_columns(raw: pd.DataFrame, needed: list[str], where: str) -> Non
     missing = [c for c in needed if c not in raw.columns]
     if not missing:
         return
-    hints = []
-    for column in missing:
-        close = difflib.get_close_matches(column, [str(c) for c in raw.columns], n=1, cutoff=0.75)
-        if close:
-            hints.append(f"for {column!r} did you mean {close[0]!r}?")
-    delimiter = other_delimiter_hint(list(raw.columns), where)
-    if delimiter is not None:
-        hints.append(delimiter)
-    hint = f" ({'; '.join(hints)})" if hints else ""
+    hint = missing_column_hint(missing, list(raw.columns), where)
     raise DataValidationError(
         f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; a labels file has the key column "
         f"and the label column ({', '.join(map(repr, needed))}), and optionally {LABELLED_AT_COLUMN!r}"

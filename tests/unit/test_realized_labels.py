@@ -77,7 +77,7 @@ def test_integer_keys_compare_as_numbers_and_labelled_at_is_checked() -> None:
         rows_to_label(IRIS, stored, early, overwrite=False)
     with pytest.raises(DataValidationError, match=r"key '7' appears twice \(first in row 1 \(line 2\)\)"):
         read_labels(source([["7", "Setosa"], ["7", "Setosa"]], ["iris_id", "variety"]), IRIS)
-    with pytest.raises(DataValidationError, match=r"missing column\(s\) 'iris_id' \(for 'iris_id' did you mean 'iris_ids'\?\)"):
+    with pytest.raises(DataValidationError, match=r"missing column\(s\) 'iris_id' \(did you mean 'iris_ids'\?\)"):
         read_labels(source([["7", "Setosa"]], ["iris_ids", "variety"]), IRIS)
 
 
