@@ -340,6 +340,16 @@ def _nullable_integers(type_: Any) -> Any:
     return None
 
 
+def _check_parquet_path(path: Path) -> None:
+    """A Parquet source is an existing, non-empty file (one line otherwise)."""
+    if not path.exists():
+        raise NotFoundError(f"source file {path} does not exist")
+    if path.is_dir():
+        raise DataValidationError(f"source {path} is a directory, expected a Parquet file")
+    if path.stat().st_size == 0:
+        raise DataValidationError(f"source file {path} is empty")
+
+
 def read_parquet_file(path: Path) -> pd.DataFrame:
     """Read a Parquet file: its columns keep their types (numbers, text, booleans, dates,
     timestamps), a null is a missing value, text-coded (dictionary) columns are their texts.
@@ -350,12 +360,7 @@ def read_parquet_file(path: Path) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise NotFoundError(f"source file {path} does not exist")
-    if path.is_dir():
-        raise DataValidationError(f"source {path} is a directory, expected a Parquet file")
-    if path.stat().st_size == 0:
-        raise DataValidationError(f"source file {path} is empty")
+    _check_parquet_path(path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -508,12 +513,7 @@ def iter_parquet_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise NotFoundError(f"source file {path} does not exist")
-    if path.is_dir():
-        raise DataValidationError(f"source {path} is a directory, expected a Parquet file")
-    if path.stat().st_size == 0:
-        raise DataValidationError(f"source file {path} is empty")
+    _check_parquet_path(path)
 
     def unreadable(exc: BaseException) -> DataValidationError:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
