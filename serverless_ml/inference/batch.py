@@ -328,23 +328,33 @@ def estimated_metrics(
     if codes.confidence is None or any(c not in scored.columns for c in columns):
         out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
         return out, None
-    batch_confidence = codes.confidence[-len(scored):]
-    found = estimate.estimate_accuracy(batch_confidence)
-    out.metrics.update({registry.ESTIMATED_ACCURACY_METRIC: found.accuracy,
-                        registry.ESTIMATED_ACCURACY_CI_LOW_METRIC: found.low,
-                        registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high})
-    if len(scored) >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
-        per_class = estimate.estimated_class_metrics(
-            scored[columns].to_numpy(dtype=float), codes.batch_predicted, list(spec.classes), registry.ESTIMATED_PREFIX,
-            positive_class=spec.positive_class, class_keys=class_keys)
-        out.metrics.update({k: v for k, v in per_class.items() if k != registry.ESTIMATED_ACCURACY_METRIC})
-    else:
-        out.notes.append(f"estimated per-class metrics not computed: {len(scored)} rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
+    found = estimate.estimate_accuracy(codes.confidence[-len(scored):])
+    expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted)
     end = as_of_end.to_datetime64()
     in_rolling = (codes.event_time >= (as_of_end - pd.Timedelta(days=rolling_days)).to_datetime64()) & (codes.event_time < end)
-    if in_rolling.any():
-        out.metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] = float(codes.confidence[in_rolling].mean())
-    return out, found
+    rolling = float(codes.confidence[in_rolling].mean()) if in_rolling.any() else None
+    return estimated_figures(spec, found, expected, rolling, class_keys), found
+
+
+def estimated_figures(
+    spec: DatasetSpec, found: estimate.AccuracyEstimate, expected: np.ndarray, rolling: float | None,
+    class_keys: list[str],
+) -> Computed:
+    """The estimated metrics of a batch from its estimate, its expected confusion matrix
+    and the rolling window's mean confidence (``None``: no row in the window): the one
+    ending of :func:`estimated_metrics` and :func:`estimated_of_totals`."""
+    out = Computed({registry.ESTIMATED_ACCURACY_METRIC: found.accuracy,
+                    registry.ESTIMATED_ACCURACY_CI_LOW_METRIC: found.low,
+                    registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high})
+    if found.rows >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
+        per_class = evaluation.metrics_from_confusion(expected, list(spec.classes), registry.ESTIMATED_PREFIX,
+                                                      positive_class=spec.positive_class, class_keys=class_keys)
+        out.metrics.update({k: v for k, v in per_class.items() if k != registry.ESTIMATED_ACCURACY_METRIC})
+    else:
+        out.notes.append(f"estimated per-class metrics not computed: {found.rows} rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
+    if rolling is not None:
+        out.metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] = rolling
+    return out
 
 
 def accuracy_basis(labelled: int, rows_scored: int, estimated: estimate.AccuracyEstimate | None) -> str:
@@ -535,32 +545,16 @@ class BatchTotals:
         """:func:`estimate.estimate_accuracy` of the batch's confidences, from their sums."""
         if not self.probabilities:
             return None
-        if not self.rows:
-            return estimate.AccuracyEstimate(math.nan, math.nan, math.nan, 0)
-        mean = self.confidence_sum / self.rows
-        half = estimate.Z_95 * math.sqrt(self.confidence_spread) / self.rows
-        return estimate.AccuracyEstimate(mean, max(0.0, mean - half), min(1.0, mean + half), self.rows)
+        return estimate.estimate_from_sums(self.confidence_sum, self.confidence_spread, self.rows)
 
 
 def estimated_of_totals(spec: DatasetSpec, totals: BatchTotals, class_keys: list[str]) -> tuple[Computed, estimate.AccuracyEstimate | None]:
     """:func:`estimated_metrics` of running totals."""
-    out = Computed()
     found = totals.accuracy_estimate()
     if found is None:
-        out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
-        return out, None
-    out.metrics.update({registry.ESTIMATED_ACCURACY_METRIC: found.accuracy,
-                        registry.ESTIMATED_ACCURACY_CI_LOW_METRIC: found.low,
-                        registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high})
-    if totals.rows >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
-        per_class = evaluation.metrics_from_confusion(totals.expected, list(spec.classes), registry.ESTIMATED_PREFIX,
-                                                      positive_class=spec.positive_class, class_keys=class_keys)
-        out.metrics.update({k: v for k, v in per_class.items() if k != registry.ESTIMATED_ACCURACY_METRIC})
-    else:
-        out.notes.append(f"estimated per-class metrics not computed: {totals.rows} rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
-    if totals.rolling_confidence_rows:
-        out.metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] = totals.rolling_confidence_sum / totals.rolling_confidence_rows
-    return out, found
+        return Computed(notes=["estimated accuracy not computed: the predictions have no class probabilities"]), None
+    rolling = (totals.rolling_confidence_sum / totals.rolling_confidence_rows) if totals.rolling_confidence_rows else None
+    return estimated_figures(spec, found, totals.expected, rolling, class_keys), found
 
 
 class DriftSample:

@@ -22,7 +22,6 @@ the estimate against realized accuracy on simulated histories.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +49,17 @@ def estimate_accuracy(confidence: np.ndarray, z: float = Z_95) -> AccuracyEstima
     predictions, clipped to [0, 1]; NaN figures for no rows.
     """
     p = np.asarray(confidence, dtype=float)
-    n = int(p.size)
-    if n == 0:
+    return estimate_from_sums(float(p.sum()), float(np.sum(p * (1.0 - p))), int(p.size), z)
+
+
+def estimate_from_sums(confidence_sum: float, spread_sum: float, rows: int, z: float = Z_95) -> AccuracyEstimate:
+    """:func:`estimate_accuracy` from the sums of ``p`` and of ``p (1 - p)`` over ``rows``
+    rows (a batch that streams by keeps only these)."""
+    if rows == 0:
         return AccuracyEstimate(math.nan, math.nan, math.nan, 0)
-    mean = float(p.mean())
-    half = z * math.sqrt(float(np.sum(p * (1.0 - p)))) / n
-    return AccuracyEstimate(mean, max(0.0, mean - half), min(1.0, mean + half), n)
+    mean = confidence_sum / rows
+    half = z * math.sqrt(spread_sum) / rows
+    return AccuracyEstimate(mean, max(0.0, mean - half), min(1.0, mean + half), rows)
 
 
 def expected_confusion(proba: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -142,15 +146,3 @@ def reliability_figure(calibration: Calibration, title: str) -> Any:
     axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     return figure
-
-
-def estimated_class_metrics(
-    proba: np.ndarray, predicted: np.ndarray, classes: Sequence[Any], prefix: str, *, positive_class: Any = None,
-    class_keys: Sequence[str] | None = None,
-) -> dict[str, float]:
-    """Precision, recall and F1 (overall and per class) of the expected confusion matrix,
-    named like :func:`serverless_ml.training.evaluation.metrics_from_confusion`'s."""
-    from serverless_ml.training.evaluation import metrics_from_confusion
-
-    return metrics_from_confusion(expected_confusion(proba, predicted), classes, prefix,
-                                  positive_class=positive_class, class_keys=class_keys)

@@ -29,7 +29,6 @@ SKOPS_TRUSTED_TYPES = [
 CALIBRATED_STEP = "calibrated"
 """The last step of a calibrated pipeline (:func:`calibrated_pipeline`); an uncalibrated
 one (the tuning trials', and versions registered before calibration) ends in ``forest``."""
-CALIBRATION_METHODS = ("sigmoid", "temperature", "isotonic", "none")
 CALIBRATION_FOLDS = 5
 ISOTONIC_MIN_ROWS = 1000
 """Below this many training rows the calibration is parametric: isotonic regression
