@@ -66,6 +66,11 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory, mlflow_template_d
     return folder
 
 
+def noon_of(day: dt.date) -> dt.datetime:
+    """Noon (UTC) of ``day``: when the tests' batches are scored."""
+    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc)
+
+
 def iris_day(i: int) -> dt.date:
     """Day ``i`` (0-based) of the Iris world's batches."""
     return IRIS_START + dt.timedelta(days=i)
@@ -75,7 +80,7 @@ def add_iris_batch(store: LocalFeatureStore, settings: Settings, i: int, rows: i
     """Rows for day ``i`` and the batch-inference run (as of noon) that scores them; returns
     the run's id. The tracking URI must be current (``MLFLOW_TRACKING_URI``)."""
     add_daily_rows(IRIS, store, iris_day(i), n=rows, seed=0)
-    noon = dt.datetime.combine(iris_day(i), dt.time(12), tzinfo=dt.timezone.utc)
+    noon = noon_of(iris_day(i))
     report = infer(IRIS, store, settings, InferOptions(as_of=iris_day(i), figures=False), noon)
     mlflow.set_tracking_uri(None)
     assert report.run_id is not None
@@ -97,7 +102,7 @@ def add_iris_live_batch(store: LocalFeatureStore, settings: Settings, i: int, ro
     """Like :func:`add_iris_batch`, with live rows whose labels have not arrived: the run
     has an estimated accuracy and no realized one. Returns the run's id."""
     insert_live_rows(IRIS, store, iris_day(i), rows)
-    noon = dt.datetime.combine(iris_day(i), dt.time(12), tzinfo=dt.timezone.utc)
+    noon = noon_of(iris_day(i))
     report = infer(IRIS, store, settings, InferOptions(as_of=iris_day(i), figures=False), noon)
     mlflow.set_tracking_uri(None)
     assert report.run_id is not None

@@ -29,7 +29,7 @@ from serverless_ml.pipelines.train import TrainOptions, train
 from serverless_ml.registry import monitoring_experiment
 from serverless_ml.settings import resolve_settings
 from serverless_ml.training.evaluation import confusion_table
-from worlds import trained_template, world  # noqa: F401 - fixtures
+from worlds import noon_of, trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +40,6 @@ QUIET = InferOptions(figures=False)
 
 def _day(i: int) -> dt.date:
     return START + dt.timedelta(days=i)
-
-
-def _noon(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc)
 
 
 def _monitoring_runs() -> pd.DataFrame:
@@ -59,7 +55,7 @@ def test_a_month_of_days_gives_one_run_per_day_matching_the_predictions_table(wo
     days = 30
     for i in range(days):
         add_daily_rows(SPEC, store, _day(i), n=4, seed=0)
-        report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(i)), _noon(_day(i)))
+        report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(i)), noon_of(_day(i)))
         assert report.rows_scored == 4
     runs = _monitoring_runs()
     assert len(runs) == days
@@ -106,10 +102,10 @@ def test_a_month_of_days_gives_one_run_per_day_matching_the_predictions_table(wo
 def test_rerunning_a_day_changes_nothing(world) -> None:  # noqa: ANN001
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=10, seed=0)
-    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     group = store.get_feature_group("titanic_predictions", 1)
     version = group.data_version()
-    again = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)) + dt.timedelta(hours=1))
+    again = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)) + dt.timedelta(hours=1))
     assert again.rows_scored == 0 and again.run_id is None
     assert "nothing new to score" in again.summary()
     assert group.data_version() == version
@@ -120,7 +116,7 @@ def test_rows_after_the_as_of_date_and_training_rows_are_not_scored(world) -> No
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=5, seed=0)
     add_daily_rows(SPEC, store, _day(1), n=5, seed=0)
-    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(1)))
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(1)))
     assert report.rows_scored == 5
     predictions = _predictions(store)
     assert (predictions["origin"] == "synthetic").all()  # every backfilled row was training data
@@ -130,9 +126,9 @@ def test_rows_after_the_as_of_date_and_training_rows_are_not_scored(world) -> No
 def test_a_drift_day_raises_the_drift_alert_and_a_normal_day_does_not(world) -> None:  # noqa: ANN001
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=60, seed=0)
-    normal = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    normal = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     add_daily_rows(SPEC, store, _day(1), n=60, seed=0, drift=parse_drift("age+30,fare*4", SPEC))
-    drifted = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), _noon(_day(1)))
+    drifted = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), noon_of(_day(1)))
     runs = _monitoring_runs().set_index("tags.as_of")
     assert runs.loc[_day(0).isoformat(), "tags.alert_drift"] == "false"
     assert runs.loc[_day(1).isoformat(), "tags.alert_drift"] == "true"
@@ -148,7 +144,7 @@ def test_fail_on_alert_exits_with_its_own_code_after_logging(world) -> None:  # 
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=60, seed=0, drift=parse_drift("age+30", SPEC))
     with pytest.raises(infer_module.AlertRaised) as raised:
-        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0), fail_on_alert=True), _noon(_day(0)))
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0), fail_on_alert=True), noon_of(_day(0)))
     assert raised.value.exit_code == infer_module.ALERT_EXIT_CODE == 3
     runs = _monitoring_runs()
     assert list(runs["status"]) == ["FINISHED"]
@@ -159,10 +155,10 @@ def test_a_new_champion_does_not_rescore_old_rows_and_starts_a_new_cumulative_wi
     store, settings = world
     for i in range(3):
         add_daily_rows(SPEC, store, _day(i), n=5, seed=0)
-        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(i)), _noon(_day(i)))
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(i)), noon_of(_day(i)))
     train(SPEC, store, settings, TrainOptions(trials=2, seed=5, folds=3, quiet=True, promote="always"))
     add_daily_rows(SPEC, store, _day(3), n=5, seed=0)
-    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(3)), _noon(_day(3)))
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(3)), noon_of(_day(3)))
     assert report.model_version == 2 and report.rows_scored == 5
     predictions = _predictions(store)
     assert len(predictions) == 20 and predictions["passenger_id"].is_unique
@@ -176,7 +172,7 @@ def test_a_new_champion_does_not_rescore_old_rows_and_starts_a_new_cumulative_wi
 def test_figures_are_logged_next_to_the_tables(world) -> None:  # noqa: ANN001
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=30, seed=0)
-    report = infer(SPEC, store, settings, InferOptions(as_of=_day(0)), _noon(_day(0)))
+    report = infer(SPEC, store, settings, InferOptions(as_of=_day(0)), noon_of(_day(0)))
     paths = {a.path for a in MlflowClient().list_artifacts(report.run_id, "confusion")}
     assert {"confusion/batch.json", "confusion/batch.png", "confusion/rolling.png", "confusion/since_promotion.json"} <= paths
     run = MlflowClient().get_run(report.run_id)
@@ -190,7 +186,7 @@ def test_a_run_left_running_by_a_crash_is_closed_by_the_next_job(world) -> None:
     experiment = mlflow.create_experiment(monitoring_experiment("titanic"))
     stale = MlflowClient().create_run(experiment).info.run_id
     add_daily_rows(SPEC, store, _day(0), n=5, seed=0)
-    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     assert any(stale in note for note in report.notes)
     assert MlflowClient().get_run(stale).info.status == "FAILED"
 
@@ -214,10 +210,10 @@ def test_a_failed_upsert_leaves_a_failed_run_and_a_retry_completes_without_dupli
 
     monkeypatch.setattr(infer_module, "predictions_group", lambda spec, store: Broken(original(spec, store)))
     with pytest.raises(OSError, match="disk full"):
-        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     assert list(_monitoring_runs()["status"]) == ["FAILED"]
     monkeypatch.setattr(infer_module, "predictions_group", original)
-    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     assert report.rows_scored == 8
     predictions = _predictions(store)
     assert len(predictions) == 8 and predictions["passenger_id"].is_unique
@@ -286,7 +282,7 @@ def test_an_empty_feature_group_is_refused(world) -> None:  # noqa: ANN001
     database = empty.root.parent / "new-mlflow.db"
     fresh = resolve_settings(store_dir=empty.root, tracking_uri=f"sqlite:///{database}")
     with pytest.raises(SmlError, match="has no rows"):
-        infer(SPEC, empty, fresh, QUIET, _noon(_day(0)))
+        infer(SPEC, empty, fresh, QUIET, noon_of(_day(0)))
     assert not database.exists()  # refused before the tracking store was opened (which creates it)
 
 
@@ -297,7 +293,7 @@ def _dtype(type_: str) -> str:
 def test_probabilities_are_consistent(world) -> None:  # noqa: ANN001
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=20, seed=0)
-    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     predictions = _predictions(store)
     assert np.allclose(predictions["proba_0"] + predictions["proba_1"], 1.0)
     assert np.allclose(predictions["probability"], predictions[["proba_0", "proba_1"]].max(axis=1))
@@ -308,9 +304,9 @@ def test_since_promotion_counts_only_rows_up_to_the_batch_when_earlier_days_come
     rolling figures hold only rows up to its own date."""
     store, settings = world
     add_daily_rows(SPEC, store, _day(10), n=12, seed=0)
-    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(10)), _noon(_day(10)))
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(10)), noon_of(_day(10)))
     add_daily_rows(SPEC, store, _day(3), n=7, seed=0)
-    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(3)), _noon(_day(10)))
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(3)), noon_of(_day(10)))
     runs = _monitoring_runs().set_index("tags.as_of")
     early, late = runs.loc[_day(3).isoformat()], runs.loc[_day(10).isoformat()]
     assert late["metrics.cumulative_rows"] == 12
@@ -332,13 +328,13 @@ def test_a_small_bad_batch_is_not_an_accuracy_alert_but_a_confident_drop_is(worl
         group.insert(rows, wait=True)
 
     add_wrong_labels(_day(0), 10, 4)
-    small = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    small = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     floor = small.metrics["champion_holdout_accuracy"] - 0.1
     assert small.metrics["batch_accuracy"] < floor, "the batch is below the floor..."
     assert small.metrics["batch_accuracy_ci_high"] >= floor
     assert not any("accuracy alert" in a for a in small.alerts), "...but 10 rows are not evidence"
     add_wrong_labels(_day(1), 300, 150)
-    big = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), _noon(_day(1)))
+    big = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), noon_of(_day(1)))
     assert big.metrics["batch_accuracy_ci_high"] < floor
     assert any("accuracy alert: batch accuracy" in a for a in big.alerts)
     run = _monitoring_runs().set_index("tags.as_of").loc[_day(1).isoformat()]
@@ -350,7 +346,7 @@ def test_a_stale_simulated_run_is_closed_at_its_batch_time(world) -> None:  # no
     would make it last months in the MLflow UI); a real job's run ends when it is closed."""
     store, settings = world
     add_daily_rows(SPEC, store, _day(0), n=4, seed=0)
-    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
     client = MlflowClient()
     experiment_id = client.get_experiment_by_name(monitoring_experiment("titanic")).experiment_id
     batch_ms = int(pd.Timestamp("2024-02-02 00:15", tz="UTC").timestamp() * 1000)
@@ -368,7 +364,7 @@ def test_a_batch_scored_up_to_now_counts_today_s_rows_in_its_drift_window(world)
     store, settings = world
     today = _day(5)
     add_daily_rows(SPEC, store, today, n=60, seed=0, drift=parse_drift("age+30,fare*4", SPEC))
-    report = infer(SPEC, store, settings, QUIET, _noon(today))
+    report = infer(SPEC, store, settings, QUIET, noon_of(today))
     assert report.rows_scored == 60
     assert report.metrics["drift_rows"] == 60
     assert any("age" in a for a in report.alerts)
@@ -383,10 +379,10 @@ def test_a_live_batch_without_labels_is_scored_with_an_estimate_and_no_realized_
     day = day[day["origin"] == "synthetic"].copy()
     # The same rows as live rows whose outcome is not known yet (new keys, no label).
     live = day.assign(passenger_id=day["passenger_id"] + 1_000_000, survived=pd.array([pd.NA] * len(day), dtype="Int64"),
-                      origin="live", event_time=pd.Timestamp(_noon(_day(1))))
+                      origin="live", event_time=pd.Timestamp(noon_of(_day(1))))
     group.insert(live[day.columns], wait=True)
-    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))
-    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), _noon(_day(1)))
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
+    report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), noon_of(_day(1)))
     assert report.rows_scored == len(live)
     run = MlflowClient().get_run(report.run_id)
     metrics, tags = run.data.metrics, run.data.tags

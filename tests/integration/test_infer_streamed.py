@@ -17,7 +17,7 @@ from serverless_ml.datasets import get_dataset
 from serverless_ml.pipelines import infer as infer_module
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
-from worlds import copy_world, trained_template  # noqa: F401 - fixtures
+from worlds import copy_world, noon_of, trained_template  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +30,6 @@ def _day(i: int) -> dt.date:
     return START + dt.timedelta(days=i)
 
 
-def _noon(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc)
-
-
 def test_a_batch_of_many_chunks_gives_the_figures_and_predictions_of_one_chunk(
     trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
@@ -44,12 +40,12 @@ def test_a_batch_of_many_chunks_gives_the_figures_and_predictions_of_one_chunk(
         store, settings = copy_world(trained_template, folder, monkeypatch)
         for i in range(3):
             add_daily_rows(SPEC, store, _day(i), n=20, seed=i)
-        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), _noon(_day(0)))  # the history
+        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))  # the history
         target = store.get_feature_group("titanic_predictions", 1)
         version = target.data_version()
         with monkeypatch.context() as patch:
             patch.setattr(infer_module, "CHUNK_ROWS", chunk_rows)
-            report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(2)), _noon(_day(2)))
+            report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(2)), noon_of(_day(2)))
         run = MlflowClient().get_run(report.run_id)
         assert run.info.status == "FINISHED"
         assert target.data_version() == (version or 0) + 1  # the batch landed in one commit
