@@ -95,9 +95,9 @@ def run(command: str) -> None:
     """
     args = [command, *resolve_typed_paths(sys.argv[1:], caller_dir())]
     try:
-        from serverless_ml.cli import main
+        from serverless_ml.cli import console_main
 
-        main(args, strict_switches=True)
+        console_main(args, strict_switches=True)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing in {"serverless_ml", "entrypoints"} or "--verbose" in args or "-v" in args:

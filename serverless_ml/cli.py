@@ -882,5 +882,48 @@ def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) ->
         sys.exit(fault.exit_code)
 
 
+def exit_process(code: int | str | None) -> None:
+    """End the process with ``code`` (``SystemExit``'s forms: ``None`` is 0, a string is
+    printed and exits 1) after what a normal exit runs on the Python side (non-daemon
+    threads joined, ``atexit`` handlers, stdio flushed), through ``os._exit``.
+
+    Skipping the C runtime's exit is the point: pyarrow's native thread pools (the Parquet
+    and dataset readers behind every Delta table read) are torn down by static destructors
+    there, and a worker still alive at that moment aborts the finished process with
+    ``terminate called without an active exception`` and SIGABRT, at random
+    (apache/arrow#34314). Seen in CI on ``sml labels``: the right ``error:`` line, then
+    exit -6 instead of 2.
+    """
+    import atexit
+    import threading
+
+    if isinstance(code, str):
+        click.echo(code, err=True)
+        code = 1
+    status = 0 if code is None else int(code)
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(status)
+
+
+def console_main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) -> None:
+    """The ``sml`` console script (and ``python -m serverless_ml.cli``, the MLproject entry
+    points): :func:`main`, then :func:`exit_process`. Tests call :func:`main`, which raises
+    ``SystemExit`` like any click program."""
+    try:
+        main(argv, strict_switches=strict_switches)
+    except SystemExit as exc:
+        exit_process(exc.code)
+    exit_process(0)
+
+
 if __name__ == "__main__":
-    main()
+    console_main()

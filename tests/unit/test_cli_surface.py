@@ -197,3 +197,42 @@ def test_the_group_options_are_documented_once_per_command() -> None:
     for name, command in cli.commands.items():
         names = [opt for p in command.params if isinstance(p, click.Option) for opt in p.opts]
         assert names.count("--verbose") == 1 and names.count("--quiet") == 1, name
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "stderr"),
+    [(["--version"], 0, ""), (["no-such-command"], 2, "error: No such command 'no-such-command'.")],
+)
+def test_the_console_script_ends_through_os_exit_after_the_python_side_of_an_exit(
+    tmp_path: Path, args: list[str], code: int, stderr: str,
+) -> None:
+    """`sml` leaves through ``os._exit`` (so no C++ static destructor tears down pyarrow's
+    thread pools under a live worker: SIGABRT at random after a Delta read, seen in CI), but
+    only after what a normal exit does: a non-daemon thread finishes, ``atexit`` handlers
+    run, buffered output is flushed, and the exit code is click's."""
+    marker = tmp_path / "atexit"
+    script = (
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from serverless_ml.cli import console_main\n"
+        f"atexit.register(lambda: Path({str(marker)!r}).write_text('ran'))\n"
+        "def late():\n"
+        "    time.sleep(0.3)\n"
+        "    print('thread finished', end='')\n"
+        "threading.Thread(target=late).start()\n"
+        "sys.stdout.write('buffered ')\n"
+        f"console_main({args!r})\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.startswith("buffered ") and proc.stdout.endswith("thread finished"), proc.stdout
+    assert "not reached" not in proc.stdout
+    assert stderr in proc.stderr
+    assert marker.read_text() == "ran"
+
+
+def test_the_installed_sml_script_and_the_entry_points_use_the_console_main() -> None:
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'sml = "serverless_ml.cli:console_main"' in text
+    assert "console_main(args, strict_switches=True)" in (REPO_ROOT / "entrypoints" / "__init__.py").read_text()
