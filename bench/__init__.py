@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("backfill", "train", "inference", "ingest", "simulate", "site", "tracking_server", "drift", "estimate", "startup")
+BENCHMARKS = ("backfill", "train", "inference", "ingest", "simulate", "site", "tracking_server", "drift", "estimate", "startup", "serve", "live_promotion")
 """Benchmark modules, run in this order by ``python -m bench``."""
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -469,12 +469,23 @@ class SiteData:
         )
 
     def predictions(self, spec: DatasetSpec) -> pd.DataFrame:
-        """Every prediction of the dataset's champions, next to the actual labels."""
-        return self._group_rows(
+        """Every prediction of the dataset's champions, next to the actual labels (the
+        served ones: a challenger's shadow predictions are not shown as served)."""
+        from serverless_ml.inference.scoring import served_mask
+
+        rows = self._group_rows(
             spec.predictions_group, spec.predictions_version,
             f"no predictions for {spec.name} yet: run `sml infer --dataset {dataset_option(spec)}` "
             "(after `sml features` and `sml train`)",
         )
+        served = served_mask(rows["run_id"]) if "run_id" in rows.columns else None
+        if served is None or served.all():
+            return rows
+        # Once per version of the group (pages key their own caches on the frame's id).
+        _, kept = self.cached(("served", spec.predictions_group, spec.predictions_version),
+                              lambda: (rows, rows[served].reset_index(drop=True)),
+                              signature=lambda: id(rows))  # the cached pair holds the frame: its id is not reused
+        return kept
 
     def training_keys(self, spec: DatasetSpec, training_run_id: str) -> pd.Series | None:
         """Keys of the rows a training run fitted on (``None`` when it logged none)."""

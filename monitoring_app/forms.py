@@ -6,21 +6,22 @@ required value) come back as one message per field; nothing raises.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from serverless_ml.datasets.spec import DatasetSpec, FeatureSpec
 from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN
-from serverless_ml.training.model import as_model_input
+from serverless_ml.serving import schema
+from serverless_ml.serving.schema import MAX_TEXT_LENGTH, range_text
+
+__all__ = ["MAX_TEXT_LENGTH", "MISSING", "FormResult", "category_options", "class_probabilities", "default_values",
+           "model_input", "range_text", "validate_form"]
 
 MISSING = "__missing__"
 """The dropdown value that stands for a missing category (nullable features only)."""
-MAX_TEXT_LENGTH = 200
 
 
 @dataclass
@@ -35,53 +36,12 @@ class FormResult:
         return not self.errors
 
 
-def range_text(feature: FeatureSpec) -> str:
-    """``1 to 3``, ``at least 0``, ``at most 10`` or ``any number``."""
-    if feature.min is not None and feature.max is not None:
-        return f"{feature.min:g} to {feature.max:g}"
-    if feature.min is not None:
-        return f"at least {feature.min:g}"
-    if feature.max is not None:
-        return f"at most {feature.max:g}"
-    return "any number"
-
-
 def _number(feature: FeatureSpec, raw: Any) -> tuple[Any, str | None]:
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        if feature.nullable:
-            return None, None
-        return None, f"required: enter a number ({range_text(feature)})"
-    if isinstance(raw, bool):
-        return None, f"{raw!r} is not a number"
-    try:
-        value = float(raw)
-    except OverflowError:  # an integer beyond float's range (JSON may hold 10**400)
-        return None, f"enter a finite number ({range_text(feature)})"
-    except (TypeError, ValueError):
-        return None, f"'{str(raw)[:40]}' is not a number"
-    if math.isnan(value) or math.isinf(value):
-        return None, f"enter a finite number ({range_text(feature)})"
-    if (feature.min is not None and value < feature.min) or (feature.max is not None and value > feature.max):
-        return None, f"{value:g} is outside the allowed range ({range_text(feature)})"
-    if feature.type == "bigint":
-        if not value.is_integer():
-            return None, f"{value:g} is not a whole number ({range_text(feature)})"
-        return int(value), None
-    return value, None
+    return schema.check_number(feature, raw)
 
 
 def _category(feature: FeatureSpec, raw: Any) -> tuple[Any, str | None]:
-    if raw is None or raw == MISSING or (isinstance(raw, str) and not raw.strip()):
-        if feature.nullable:
-            return None, None
-        choices = f"one of {', '.join(feature.categories)}" if feature.categories else "a value"
-        return None, f"required: choose {choices}"
-    text = str(raw)
-    if len(text) > MAX_TEXT_LENGTH:
-        return None, f"longer than {MAX_TEXT_LENGTH} characters"
-    if feature.categories and text not in feature.categories:
-        return None, f"'{text[:40]}' is not one of {', '.join(feature.categories)}"
-    return text, None
+    return schema.check_category(feature, raw, MISSING)
 
 
 def validate_form(spec: DatasetSpec, values: Mapping[str, Any]) -> FormResult:
@@ -106,20 +66,12 @@ def validate_form(spec: DatasetSpec, values: Mapping[str, Any]) -> FormResult:
 
 def model_input(spec: DatasetSpec, row: Mapping[str, Any]) -> pd.DataFrame:
     """One validated row as the model's input frame (spec column order and types)."""
-    frame = pd.DataFrame([{name: row.get(name) for name in spec.feature_names}])
-    for feature in spec.features:
-        if feature.type == "double":
-            frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce").astype(np.float64)
-        elif feature.type == "bigint":
-            frame[feature.name] = frame[feature.name].astype(np.int64)
-    return as_model_input(frame, spec)
+    return schema.model_frame(spec.features, [row])
 
 
 def class_probabilities(model: Any, spec: DatasetSpec, frame: pd.DataFrame) -> list[float]:
     """The model's probability of each of the spec's classes (spec order)."""
-    proba = model.predict_proba(frame)[0]
-    known = list(model.classes_)
-    return [float(proba[known.index(c)]) if c in known else 0.0 for c in spec.classes]
+    return [float(p) for p in schema.class_probabilities(model, spec.classes, frame)[0]]
 
 
 def default_values(spec: DatasetSpec, rows: pd.DataFrame | None) -> dict[str, Any]:

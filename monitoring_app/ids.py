@@ -33,6 +33,13 @@ CONFUSION_RUN = "confusion-run"
 CONFUSION_BODY = "confusion-body"
 CONFUSION_GRAPH_PREFIX = "confusion-"  # + batch, rolling, since_promotion
 
+# Slices.
+SLICES_STATE = "slices-state"
+SLICES_RUN = "slices-run"
+SLICES_BODY = "slices-body"
+SLICES_TABLE = "slices-table"
+SLICES_WORST = "slices-worst"
+
 # Predictions table.
 PREDICTIONS_STATE = "predictions-state"
 PREDICTIONS_TABLE = "predictions-table"
@@ -65,6 +72,10 @@ MODELS_DETAIL = "models-detail"
 MODELS_VERSIONS_TABLE = "models-versions"
 MODELS_METRICS_TABLE = "models-metrics"
 MODELS_TUNING = "models-tuning"
+MODELS_LIVE = "models-live"
+MODELS_LIVE_TABLE = "models-live-table"
+MODELS_LIVE_DECISION = "models-live-decision"
+"""Champion vs challenger on live rows (the shadow challenger's paired comparison)."""
 
 # Data.
 DATA_STATE = "data-state"

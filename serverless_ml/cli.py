@@ -70,6 +70,26 @@ def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+NOTIFY_HELP = ("POST a JSON notification to this http(s) URL for every alert and alias move (repeatable; a Slack "
+               "incoming webhook gets Slack's format) [env SML_NOTIFY_URL: URLs separated by spaces].")
+
+
+def notify_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--notify URL`` (repeatable), else ``SML_NOTIFY_URL``: the command gets ``notify``,
+    the receivers (:func:`serverless_ml.notify.resolve_receivers`), whose credentials are
+    remembered for masking before anything is checked or printed."""
+
+    @click.option("--notify", "notify_urls", multiple=True, metavar="URL", help=NOTIFY_HELP)
+    @functools.wraps(command)
+    def wrapper(*args: Any, notify_urls: tuple[str, ...], **kwargs: Any) -> Any:
+        from serverless_ml.notify import ENV_NOTIFY_URL, resolve_receivers
+
+        remember(*notify_urls, *os.environ.get(ENV_NOTIFY_URL, "").split())
+        return command(*args, notify=resolve_receivers(notify_urls, os.environ), **kwargs)
+
+    return wrapper
+
+
 DATASET_HELP = "Built-in dataset name or path of a .yaml/.toml spec."
 
 
@@ -403,11 +423,12 @@ def labels(dataset: str, source: str, overwrite: bool, settings: Settings) -> No
               "register nothing. Refit afterwards with --trials 0.")
 @click.option("--worker-id", type=int, default=None, help="With --workers-only: a number per worker for reproducible, "
               "distinct sampler seeds [default: a random seed].")
+@notify_option
 @store_options
 def train(
     dataset: str, trials: int, timeout: float, seed: int, holdout: float, folds: int, workers: int,
     storage: str, study_name: str, include_synthetic: bool, promote: str,
-    workers_only: bool, worker_id: int | None, settings: Settings,
+    workers_only: bool, worker_id: int | None, settings: Settings, notify: tuple[Any, ...] = (),
 ) -> None:
     """Tune a random forest with Optuna, log every trial to MLflow, register and promote.
 
@@ -435,7 +456,7 @@ def train(
         include_synthetic=include_synthetic, promote=promote, workers=workers,
         # Optuna's own bar on a terminal only: in a log file it is a line per redraw.
         quiet=output_settings()["quiet"] or not is_terminal(sys.stderr),
-        workers_only=workers_only, worker_id=worker_id,
+        workers_only=workers_only, worker_id=worker_id, notify=notify,
     )
     spec = get_dataset(dataset)
     hide_mlflow_notes()
@@ -462,16 +483,25 @@ def train(
               help="Exit 3 when an alert fires (for schedulers), after the batch is logged.")
 @click.option("--figures/--no-figures", default=defaults.LOG_FIGURES, show_default=True,
               help="Also log confusion matrices as PNG figures (the tables are logged either way).")
+@click.option("--promote", default=defaults.INFER_PROMOTE, show_default=True, type=click.Choice(defaults.INFER_PROMOTE_MODES),
+              help=f"live: promote @challenger when, on the live rows both scored, it is right more often (one-sided McNemar "
+                   f"exact test, at least {defaults.LIVE_PROMOTE_MIN_DISCORDANT} discordant rows; look k at "
+                   f"{defaults.LIVE_PROMOTE_ALPHA} / (k (k + 1)), so at most {defaults.LIVE_PROMOTE_ALPHA} false promotions "
+                   "over a challenger's looks).")
+@notify_option
 @store_options
 def infer(
     dataset: str, as_of: str, rolling_days: int, accuracy_drop: float, drift_p_value: float,
-    drift_min_effect: float, drift_share: float, fail_on_alert: bool, figures: bool, settings: Settings,
+    drift_min_effect: float, drift_share: float, fail_on_alert: bool, figures: bool, promote: str, settings: Settings,
+    notify: tuple[Any, ...] = (),
 ) -> None:
     """Score the rows the champion has not seen and log the batch as a monitoring run.
 
     Reads models:/<dataset>@champion and the feature group <dataset>; writes
     <dataset>_predictions; logs one run in experiment <dataset>-monitoring (nothing when
-    there is nothing new). Exit 3 with --fail-on-alert when an alert fires.
+    there is nothing new). Exit 3 with --fail-on-alert when an alert fires. When
+    @challenger is another version, it scores the batch too (stored with its version,
+    never served) and the run logs the paired comparison; --promote live acts on it.
     """
     from serverless_ml.datasets import get_dataset
     from serverless_ml.feature_store import open_feature_store
@@ -485,7 +515,7 @@ def infer(
         rule=AlertRule(accuracy_drop=accuracy_drop, drift_p_value=drift_p_value, drift_share=drift_share,
                        drift_min_effect=drift_min_effect),
         # The exit code is this command's: its summary is printed first, and the alerts once.
-        fail_on_alert=False, figures=figures,
+        fail_on_alert=False, figures=figures, notify=notify, promote=promote,
     )
     spec = get_dataset(dataset)
     store = open_feature_store(settings)
@@ -627,13 +657,62 @@ def dashboard(host: str, port: int, datasets: tuple[str, ...], mlflow_ui_url: st
     app.run(host=options.host, port=options.port, debug=False)
 
 
+@cli.command(short_help="Serve @champion over REST and record every served row.")
+@dataset_option()
+@click.option("--host", default=defaults.SERVE_HOST, show_default=True, help="Address to bind (127.0.0.1: this machine only).")
+@click.option("--port", default=defaults.SERVE_PORT, show_default=True, type=int, help="Port.")
+@click.option("--flush-rows", default=defaults.SERVE_FLUSH_ROWS, show_default=True, type=int,
+              help="Write the served rows to the store when this many are buffered...")
+@click.option("--flush-seconds", default=defaults.SERVE_FLUSH_S, show_default=True, type=float,
+              help="...or this many seconds after the last write.")
+@store_options
+def serve(dataset: str, host: str, port: int, flush_rows: int, flush_seconds: float, settings: Settings) -> None:
+    """Serve models:/<dataset>@champion: POST /predict {"rows": [...]} and MLflow's
+    /invocations answer class names, probabilities and the model version; an invalid
+    row is refused naming the row, the field and the allowed values. A promotion is
+    served without a restart.
+
+    Reads the champion at MLFLOW_TRACKING_URI. Writes every served row to the feature
+    group <dataset> (origin=live, event time = request time, label null) and its
+    prediction to <dataset>_predictions, in batches; SIGTERM or Ctrl-C writes what is
+    buffered (a SIGKILL loses at most the rows not written yet). For several worker
+    processes, see the README (gunicorn).
+    """
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.feature_store import open_feature_store
+    from serverless_ml.serving.server import build_app, serve_forever
+
+    if not 1 <= port <= 65535:
+        raise SmlError(f"--port must be between 1 and 65535, got {port}")
+    if flush_rows < 1:
+        raise SmlError(f"--flush-rows must be >= 1, got {flush_rows}")
+    if not 0.01 <= flush_seconds <= 86400:  # also refuses nan
+        raise SmlError(f"--flush-seconds must be 0.01..86400, got {flush_seconds}")
+    spec = get_dataset(dataset)
+    check_can_listen(host, port, what="the model")
+    app = build_app(spec, open_feature_store(settings), settings, flush_rows=flush_rows, flush_s=flush_seconds)
+    from serverless_ml.sqlite_exit import exit_on_sigterm
+
+    exit_on_sigterm()  # SIGTERM stops it as Ctrl-C does: the buffered rows are written on the way out
+    version = app.served.version
+
+    def ready() -> None:
+        click.echo(f"serving {spec.name} champion version {version} on http://{host}:{port}/predict "
+                   f"(and /invocations); recording served rows; Ctrl-C stops it")
+
+    try:
+        serve_forever(app, host, port, ready)
+    except KeyboardInterrupt:
+        pass
+
+
 def refuse_store_file(settings: Settings) -> None:
     """For commands that do not open the local store themselves: its path must not be a file."""
     if settings.feature_store == "local" and settings.store_dir.exists() and not settings.store_dir.is_dir():
         raise SmlError(f"feature store path {settings.store_dir} is a file, expected a directory")
 
 
-def check_can_listen(host: str, port: int) -> None:
+def check_can_listen(host: str, port: int, what: str = "the site") -> None:
     """Fail in one line, before the site is built, when ``host:port`` cannot be served
     (an unknown host, an address of another machine, a port in use): Flask would print
     several lines and exit 1."""
@@ -650,7 +729,7 @@ def check_can_listen(host: str, port: int) -> None:
             sock.bind(address)
         except OSError as exc:
             hint = "another program listens there; choose another --port" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise SmlError(f"cannot serve the site on {host}:{port}: {hint}") from None
+            raise SmlError(f"cannot serve {what} on {host}:{port}: {hint}") from None
 
 
 @cli.command("main", short_help="The whole loop for one dataset, as MLflow project runs under one `main` run.")
@@ -742,15 +821,26 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
 @click.option("--retrain-trials", default=defaults.SIMULATE_RETRAIN_TRIALS, show_default=True, type=int, help="Optuna trials per retrain.")
 @click.option("--catch-up", is_flag=True, help="First run the slots missed while the scheduler was down, in order.")
 @click.option("--run-now", multiple=True, type=click.Choice(defaults.SCHEDULE_JOBS), help="Also run this job once at start.")
+@click.option("--promote", default=defaults.INFER_PROMOTE, show_default=True, type=click.Choice(defaults.INFER_PROMOTE_MODES),
+              help="The infer jobs' --promote (live with --retrain-on-alert).")
+@click.option("--retrain-on-alert", is_flag=True,
+              help="Retrain after a batch that raised an alert; the new version is challenger, promoted by --promote live.")
+@click.option("--retrain-cooldown", default=defaults.SCHEDULE_RETRAIN_COOLDOWN_H, show_default=True, type=float,
+              metavar="HOURS", help="No retrain on an alert within this many hours of the last retrain.")
+@notify_option
 @store_options
 def schedule(
     datasets: tuple[str, ...], daily_cron: str, infer_cron: str, retrain_cron: str, rows: int, seed: int,
-    retrain_trials: int, catch_up: bool, run_now: tuple[str, ...], settings: Settings,
+    retrain_trials: int, catch_up: bool, run_now: tuple[str, ...], promote: str, retrain_on_alert: bool,
+    retrain_cooldown: float, settings: Settings, notify: tuple[Any, ...] = (),
 ) -> None:
     """Run the daily job, batch inference and retraining on their cron schedules (UTC).
 
     One process, no extra service; a job never runs twice at once, a failing job is
-    logged and the schedule goes on; SIGINT/SIGTERM stop it cleanly.
+    logged and the schedule goes on; SIGINT/SIGTERM stop it cleanly. With
+    --retrain-on-alert, a batch that raises an alert is followed by a retrain (unless one
+    ran within --retrain-cooldown); the new version becomes challenger and the infer jobs
+    promote it with --promote live.
     """
     import time
 
@@ -758,7 +848,9 @@ def schedule(
     from serverless_ml.pipelines.schedule import ScheduleOptions, Scheduler, Shutdown, pipeline_jobs, stop_on_signals
     from serverless_ml.tracking import configure_tracking
 
-    options = ScheduleOptions(daily_cron, infer_cron, retrain_cron, rows=rows, seed=seed, retrain_trials=retrain_trials)
+    options = ScheduleOptions(daily_cron, infer_cron, retrain_cron, rows=rows, seed=seed, retrain_trials=retrain_trials,
+                              notify=notify, promote=promote, retrain_on_alert=retrain_on_alert,
+                              retrain_cooldown_h=retrain_cooldown)
     for name in datasets:
         get_dataset(name)
     logging.getLogger("serverless_ml").setLevel(logging.INFO)
@@ -771,6 +863,8 @@ def schedule(
     jobs = pipeline_jobs(list(datasets), settings, options, clock, tracker)
     scheduler = Scheduler(jobs, settings.state_dir, clock, time.sleep)
     click.echo(f"scheduling {', '.join(datasets)}: daily '{daily_cron}', infer '{infer_cron}', retrain '{retrain_cron}' (UTC); Ctrl-C to stop")
+    if retrain_on_alert:
+        click.echo(f"retraining on alerts (cooldown {retrain_cooldown:g} h); infer promotes with --promote live")
     try:
         with stop_on_signals():
             scheduler.run(catch_up=catch_up, run_now=run_now)
@@ -884,8 +978,8 @@ def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) ->
 
 def exit_process(code: int | str | None) -> None:
     """End the process with ``code`` (``SystemExit``'s forms: ``None`` is 0, a string is
-    printed and exits 1) after what a normal exit runs on the Python side (non-daemon
-    threads joined, ``atexit`` handlers, stdio flushed), through ``os._exit``.
+    printed and exits 1) after what a normal exit runs on the Python side (threading's
+    exit callbacks and the non-daemon threads joined, ``atexit`` handlers, stdio flushed), through ``os._exit``.
 
     Skipping the C runtime's exit is the point: pyarrow's native thread pools (the Parquet
     and dataset readers behind every Delta table read) are torn down by static destructors
@@ -901,10 +995,10 @@ def exit_process(code: int | str | None) -> None:
         click.echo(code, err=True)
         code = 1
     status = 0 if code is None else int(code)
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    # What the interpreter does first at exit: the threading module's exit callbacks (a
+    # ThreadPoolExecutor's idle workers are told to stop there), then the non-daemon
+    # threads joined. Joining those workers without the callbacks waits forever.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -37,10 +37,33 @@ INFER_ACCURACY_DROP = 0.10
 INFER_DRIFT_P_VALUE = 0.01
 INFER_DRIFT_SHARE = 0.0
 INFER_DRIFT_MIN_EFFECT = 0.1
+INFER_PROMOTE = "never"
+INFER_PROMOTE_MODES = ("never", "live")
+"""``sml infer --promote``: ``live`` promotes ``@challenger`` when the paired test on live
+rows says it is better (:func:`serverless_ml.training.promotion.decide_live_promotion`)."""
+LIVE_PROMOTE_ALPHA = 0.05
+"""The chance, over a challenger's whole life, that ``--promote live`` promotes one no
+better than the champion: spent over the batches that judge it, look ``k`` testing at
+``alpha / (k (k + 1))`` (:func:`serverless_ml.training.promotion.look_level`)."""
+LIVE_PROMOTE_MIN_DISCORDANT = 10
+"""Rows on which exactly one of champion and challenger is right that ``--promote live``
+needs before it decides (fewer: not promoted, whatever the p-value)."""
+SCHEDULE_RETRAIN_COOLDOWN_H = 24.0
+"""``sml schedule --retrain-on-alert``: no retrain on an alert within this many hours of the last."""
 # `sml infer` and `sml simulate --figures/--no-figures`: PNGs of the confusion matrices next to
 # their JSON tables, so every monitoring run looks the same in the MLflow UI whichever
 # command logged it (the site draws the JSON tables itself).
 LOG_FIGURES = True
+# Accuracy per slice of a batch (serverless_ml/inference/slices.py): a slice's realized
+# accuracy needs this many labelled rows, its estimate this many rows ("not computed"
+# below: the Wilson interval of 30 rows at 80 % is already +-0.14 wide); numeric
+# features with more distinct training values than SLICE_BINS are cut at the quantiles
+# of the champion's training rows into SLICE_BINS bins.
+SLICE_MIN_ROWS = 30
+SLICE_BINS = 4
+SLICE_MAX_VALUES = 100
+"""A feature sliced by value with more distinct values than this in a batch is left out of
+the slice table, with a note."""
 
 SIMULATE_DAYS = 30
 SIMULATE_ROWS = 10
@@ -63,11 +86,50 @@ SITE_REFRESH_S = 30.0
 SITE_REFRESH_RANGE_S = (1.0, 86400.0)
 """The refresh periods the site accepts (a browser timer of NaN, 0 or 1e308 ms breaks every page)."""
 
+# sml serve: a REST server of @champion, this machine only by default.
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 5001
+SERVE_MAX_BODY_BYTES = 1024 * 1024
+"""The largest request body (413 above): 1 MiB holds about 5,000 Titanic rows as JSON."""
+SERVE_MAX_ROWS = 1000
+"""The most rows in one request (413 above)."""
+SERVE_FLUSH_ROWS = 100
+"""Served rows are written to the store when this many are buffered..."""
+SERVE_FLUSH_S = 5.0
+"""...or this many seconds after the last write, whichever comes first (and on SIGTERM)."""
+SERVE_MAX_PENDING_ROWS = 10_000
+"""Served rows that may wait for a write (the store refusing flushes, or a job holding its
+lock): beyond, requests get 503 rather than answers that would not be recorded. Also the
+most rows a SIGKILL (or a crash) can lose."""
+SERVE_RETRY_MAX_S = 60.0
+"""After a failed flush the next try waits ``flush seconds`` doubled per failure in a row,
+at most this many seconds (even with a full buffer)."""
+SERVE_LOCK_WAIT_S = 30.0
+"""How long a flush waits for the ``infer-<dataset>`` lock (held by ``sml infer`` or ``sml
+labels``) before giving up: a background flush then retries later; the last flush, at
+shutdown, logs how many rows were not recorded and exits."""
+SERVE_ALIAS_CHECK_S = 5.0
+"""How often the server asks the registry which version ``@champion`` is (a promotion is
+served within this many seconds plus the new model's load time, without a restart)."""
+SERVE_KEY_BASE = 2**52
+"""Generated ``bigint`` keys of served rows start here (and stay below 2**53, exact in JSON)."""
+SERVE_KEY_BLOCK = 1024
+"""Generated keys are reserved in blocks of this many (a lock file in the state directory)."""
+
 TRACKING_SERVER_HOST = "127.0.0.1"
 TRACKING_SERVER_PORT = 5000
 # MLflow starts 4 uvicorn workers; 2 serve a team's training jobs and leave a small
 # machine's memory to the jobs themselves.
 TRACKING_SERVER_WORKERS = 2
+
+# Notifications (`--notify URL`, SML_NOTIFY_URL; serverless_ml/notify.py): each POST is tried
+# this many times, waiting NOTIFY_BACKOFF_S, then twice that, ... between tries (0.5 s + 1 s),
+# each try given NOTIFY_TIMEOUT_S to answer. A receiver that is down costs a job about
+# 1.5 s (connection refused) and at most 3 x 5 + 1.5 s (no answer) once: the job's other
+# notifications skip a receiver that failed.
+NOTIFY_ATTEMPTS = 3
+NOTIFY_BACKOFF_S = 0.5
+NOTIFY_TIMEOUT_S = 5.0
 
 # MLproject entry point -> parameter -> default (as MLproject states it; "" means unset).
 ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
@@ -108,6 +170,7 @@ ENTRY_POINT_DEFAULTS: dict[str, dict[str, object]] = {
         "drift_min_effect": INFER_DRIFT_MIN_EFFECT,
         "drift_share": INFER_DRIFT_SHARE,
         "fail_on_alert": "false",
+        "promote": INFER_PROMOTE,
         "store_dir": "",
         "feature_store": FEATURE_STORE,
     },

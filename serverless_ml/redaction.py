@@ -2,7 +2,8 @@
 
 A URI carries a secret in two places: its user information
 (``postgresql://user:PASSWORD@host/db``) and its query or fragment
-(``?password=...``, ``&sslpassword=``, ``?token=``, ``X-Amz-Signature=``...).
+(``?password=...``, ``&sslpassword=``, ``?token=``, ``X-Amz-Signature=``...); a webhook's
+in its path too (Slack's ``https://hooks.slack.com/services/...``: :data:`SECRET_PATHS`).
 
 - :func:`redact_uri` shows a URI with both masked (``***``).
 - :func:`scrub` removes every piece of a URI's secrets from other text, such as a
@@ -34,6 +35,17 @@ MIN_FREE_FRAGMENT = 4
 """A piece of a secret this long is removed wherever it occurs in a message; a shorter
 one only where it stands alone (not next to a letter, digit, ``_``, ``-`` or ``.``), so
 that removing a one-letter piece does not garble every word that holds the letter."""
+
+SECRET_PATHS: tuple[tuple[str, str], ...] = (
+    ("hooks.slack.com", "/services/"),
+    ("hooks.slack.com", "/workflows/"),
+    ("hooks.slack.com", "/triggers/"),
+    ("discord.com", "/api/webhooks/"),
+    ("discordapp.com", "/api/webhooks/"),
+)
+"""Webhook URLs whose path is the secret (host, path prefix): a Slack incoming webhook
+(``https://hooks.slack.com/services/T.../B.../SECRET``) or a Discord one. Everything after
+the prefix is masked, as a password would be."""
 
 # "scheme://", "scheme:/", and "scheme//" (colon forgotten): what precedes the authority.
 _HEAD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:?/+")
@@ -82,6 +94,19 @@ def _split(uri: str) -> _Parts:
     return _Parts(head, userinfo, rest, query if question else None, fragment if hashmark else None)
 
 
+def _path_secret(rest: str) -> tuple[str, str | None]:
+    """``rest`` (host, port and path) with a :data:`SECRET_PATHS` path masked, and the
+    masked part (``None``: no secret path)."""
+    host, slash, path = rest.partition("/")
+    hostname = host.rpartition("@")[2].partition(":")[0].lower()
+    for secret_host, prefix in SECRET_PATHS:
+        if (hostname == secret_host or hostname.endswith("." + secret_host)) and (slash + path).startswith(prefix):
+            secret = (slash + path)[len(prefix):]
+            if secret:
+                return host + prefix + MASK, secret
+    return rest, None
+
+
 def _decoded(text: str) -> list[str]:
     return list(dict.fromkeys([text, urllib.parse.unquote(text), urllib.parse.unquote_plus(text)]))
 
@@ -118,7 +143,7 @@ def redact_uri(uri: str) -> str:
             text += f"{parts.userinfo}@"
         else:
             text += f"{parts.user}:{MASK}@" if ":" in parts.userinfo else f"{MASK}@"
-    text += parts.rest
+    text += _path_secret(parts.rest)[0]
     if parts.query is not None:
         text += "?" + _mask_pairs(parts.query)[0]
     if parts.fragment is not None:
@@ -132,6 +157,9 @@ def uri_secrets(uri: str) -> list[str]:
     ``:`` and ``/`` (longest first)."""
     parts = _split(uri)
     whole = [parts.password] if parts.password else []
+    path_secret = _path_secret(parts.rest)[1]
+    if path_secret:
+        whole.append(path_secret)
     for section in (parts.query, parts.fragment):
         if section:
             whole += _mask_pairs(section)[1]

@@ -490,3 +490,92 @@ def reference_rows(
             return reference, True
     source = rows if real_rows is None else real_rows
     return source[source[ORIGIN_COLUMN] == BACKFILL_ORIGIN], False
+
+
+# --- slices (issue 18, item 6): accuracy per slice of a batch ------------------------------------
+
+SLICES_ARTIFACT = "slices.json"
+"""A monitoring run's accuracy per slice of its batch (realized and estimated, with row
+counts; :meth:`serverless_ml.inference.slices.SliceTable.to_json`), with the slice plan
+(the features, their kind and the bin edges from the champion's training rows)."""
+WORST_SLICE_TAG = "worst_slice"
+"""The slice of the batch with the lowest accuracy among those with enough rows
+(``<feature>: <slice>``; absent when no slice has enough rows)."""
+WORST_SLICE_BASIS_TAG = "worst_slice_basis"
+"""What the worst slice's accuracy is: ``realized`` (its labelled rows) or ``estimated``."""
+WORST_SLICE_ACCURACY_METRIC = "worst_slice_accuracy"
+"""The worst slice's accuracy (of :data:`WORST_SLICE_BASIS_TAG`)."""
+
+
+# --- shadow challenger and live promotion (issue 18, items 3 and 4) ------------------------------------
+
+CHALLENGER_VERSION_TAG = "challenger_version"
+"""Tag of a monitoring run whose batch ``@challenger`` also scored (its shadow predictions
+are stored with this version and never served)."""
+CHALLENGER_BATCH_ACCURACY_METRIC = "challenger_batch_accuracy"
+CHALLENGER_ROWS_LABELLED_METRIC = "challenger_rows_labelled"
+"""The challenger's accuracy on the batch's labelled rows, and how many (updated by
+``sml labels`` when labels arrive)."""
+CHALLENGER_ESTIMATED_ACCURACY_METRIC = "challenger_estimated_accuracy"
+CHALLENGER_ESTIMATED_ACCURACY_CI_LOW_METRIC = "challenger_estimated_accuracy_ci_low"
+CHALLENGER_ESTIMATED_ACCURACY_CI_HIGH_METRIC = "challenger_estimated_accuracy_ci_high"
+"""The challenger's accuracy on the batch estimated from its probabilities (CBPE), with
+the interval of :data:`ESTIMATED_ACCURACY_CI_LOW_METRIC`."""
+PAIRED_ROWS_METRIC = "paired_rows"
+"""Labelled rows of the rolling window scored by both the champion and the challenger."""
+PAIRED_CHAMPION_ACCURACY_METRIC = "paired_champion_accuracy"
+PAIRED_CHALLENGER_ACCURACY_METRIC = "paired_challenger_accuracy"
+"""Each model's accuracy on the paired rows."""
+PAIRED_DIFFERENCE_METRIC = "paired_accuracy_difference"
+PAIRED_DIFFERENCE_CI_LOW_METRIC = "paired_accuracy_difference_ci_low"
+PAIRED_DIFFERENCE_CI_HIGH_METRIC = "paired_accuracy_difference_ci_high"
+"""The challenger's accuracy minus the champion's on the paired rows and its 95 %
+interval (:func:`serverless_ml.inference.paired.paired_difference_interval`)."""
+PAIRED_CHAMPION_ONLY_METRIC = "paired_champion_only_correct"
+PAIRED_CHALLENGER_ONLY_METRIC = "paired_challenger_only_correct"
+"""The discordant pairs: rows only the champion got right, rows only the challenger did."""
+PAIRED_P_VALUE_METRIC = "paired_mcnemar_p_value"
+PAIRED_P_VALUE_BETTER_METRIC = "paired_mcnemar_p_value_better"
+"""McNemar's exact test: two-sided, and one-sided (the challenger right more often)."""
+PAIRED_WINDOW_TAG = "paired_window"
+"""The days of the paired comparison (the rolling window up to the batch)."""
+PROMOTE_MODE_PARAM = "promote"
+LIVE_PROMOTE_ALPHA_PARAM = "live_promote_alpha"
+LIVE_PROMOTE_MIN_DISCORDANT_PARAM = "live_promote_min_discordant"
+"""Params of a monitoring run: ``--promote`` and the live rule it was judged with."""
+LIVE_PROMOTION_DECISION_TAG = "live_promotion_decision"
+LIVE_PROMOTION_REASON_TAG = "live_promotion_reason"
+"""Tags of a monitoring run with ``--promote live`` and a challenger: ``promoted`` or
+``not promoted``, and why (the evidence is in the ``paired_*`` metrics)."""
+LIVE_PROMOTION_LOOK_METRIC = "live_promotion_look"
+LIVE_PROMOTION_LEVEL_METRIC = "live_promotion_level"
+"""The live rule's look at this challenger (1 for its first judged batch, 2 for the next...)
+and the significance level that look was judged at (:func:`serverless_ml.training.promotion.look_level`)."""
+LIVE_PROMOTED_METRIC = "live_promoted"
+"""1 when the batch's job moved ``@champion`` to the challenger, else 0."""
+PROMOTED_BY_RUN_TAG = "promoted_by_run"
+"""Tag of a registered version promoted by ``--promote live``: the monitoring run whose
+paired evidence promoted it (with :data:`PROMOTED_AT_TAG`)."""
+PROMOTION_PREVIOUS_CHAMPION_TAG = "previous_champion_version"
+"""Tag of a version promoted by ``--promote live``: the champion it replaced."""
+
+
+# --- serving (issue 18 items 1-2: the pyfunc flavor, `sml serve`) ----------------------------------
+
+SERVING_SCHEMA_ARTIFACT = "serving_schema.json"
+"""The file next to a logged model's ``MLmodel`` holding the spec's serving rules (features,
+ranges, categories, classes and their names), which the pyfunc flavor checks rows against
+(``serverless_ml/serving/flavor.py``)."""
+
+
+# --- notifications (issue 18, item 5: `--notify`, serverless_ml/notify.py) ---------------------
+
+NOTIFIED_TAG_PREFIX = "sml.notified."
+"""Prefix of a monitoring run's tag per alert kind (:func:`notified_tag`): the receivers
+(masked URLs, joined by :data:`MESSAGE_SEPARATOR`) that alert was delivered to, so a batch's
+alert reaches each receiver once however often the job runs."""
+
+
+def notified_tag(kind: str) -> str:
+    """The tag recording where a monitoring run's alert of ``kind`` was delivered."""
+    return f"{NOTIFIED_TAG_PREFIX}{kind}"

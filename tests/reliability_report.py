@@ -29,6 +29,7 @@ SECTIONS = {
     "test_secrets": "secrets",
     "test_site_hardening": "site hardening",
     "test_environment_faults": "environment faults",
+    "test_serve_faults": "serve faults",
 }
 
 SOAK = os.environ.get("SML_SOAK", "") == "1"

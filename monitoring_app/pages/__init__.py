@@ -9,7 +9,7 @@ which breaks a factory that tests call once per test.
 
 from __future__ import annotations
 
-from monitoring_app.pages import confusion, data, drift, models, overview, predict, predictions
+from monitoring_app.pages import confusion, data, drift, models, overview, predict, predictions, slices
 
-PAGES = (overview, confusion, predictions, drift, models, data, predict)
+PAGES = (overview, confusion, slices, predictions, drift, models, data, predict)
 """Page modules, in navigation order."""

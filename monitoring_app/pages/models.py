@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import dash
+import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from monitoring_app import figures, ids
@@ -76,6 +77,7 @@ def layout(dataset: str | None = None, version: str | None = None, **_: Any) -> 
         chosen = int(version) if version and version.isdigit() and any(v.version == int(version) for v in versions) else champion.version
         return [
             html.Div(versions_table(site, versions), id=ids.MODELS_TABLE),
+            html.Div(live_comparison(site, spec), id=ids.MODELS_LIVE),
             control("Version", dcc.Dropdown(id=ids.MODELS_VERSION, options=version_options(versions), value=chosen,
                                             clearable=False, className="dropdown")),
             dcc.Loading(html.Div(id=ids.MODELS_DETAIL), type="dot"),
@@ -105,6 +107,80 @@ def versions_table(site: Site, versions: list[ModelVersion]) -> html.Table:
         })
     columns = ["version", "aliases", "registered (UTC)", "holdout accuracy", "data version", "promoted at", "training run"]
     return simple_table(rows, columns, table_id=ids.MODELS_VERSIONS_TABLE)
+
+
+LIVE_METRICS = (
+    registry.PAIRED_ROWS_METRIC, registry.PAIRED_CHAMPION_ACCURACY_METRIC, registry.PAIRED_CHALLENGER_ACCURACY_METRIC,
+    registry.PAIRED_DIFFERENCE_METRIC, registry.PAIRED_DIFFERENCE_CI_LOW_METRIC, registry.PAIRED_DIFFERENCE_CI_HIGH_METRIC,
+    registry.PAIRED_P_VALUE_METRIC, registry.PAIRED_P_VALUE_BETTER_METRIC, registry.PAIRED_CHAMPION_ONLY_METRIC,
+    registry.PAIRED_CHALLENGER_ONLY_METRIC, registry.CHALLENGER_BATCH_ACCURACY_METRIC,
+    registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC,
+)
+LIVE_TAGS = (registry.MODEL_VERSION_TAG, registry.CHALLENGER_VERSION_TAG, registry.PAIRED_WINDOW_TAG,
+             registry.LIVE_PROMOTION_DECISION_TAG, registry.LIVE_PROMOTION_REASON_TAG)
+LIVE_BATCHES = 10
+"""The latest batches with a shadow challenger the table lists."""
+
+
+def live_comparison(site: Site, spec: DatasetSpec) -> Any:
+    """Champion vs challenger on live rows: for the latest batches a challenger
+    shadow-scored, each model's accuracy on the same labelled rows of the rolling
+    window, the difference with its interval, McNemar's exact p-value and the live
+    promotion decision (``sml infer --promote live``)."""
+    from serverless_ml.errors import NotFoundError
+
+    try:
+        runs = site.data.monitoring_runs(spec, LIVE_METRICS, LIVE_TAGS)
+    except NotFoundError:
+        return []
+    column = registry.tag_column(registry.CHALLENGER_VERSION_TAG)
+    shadowed = runs[runs[column].notna() & (runs[column].astype(str) != "")] if column in runs.columns else runs.iloc[:0]
+    title = html.H3("Champion vs challenger on live rows")
+    if shadowed.empty:
+        return [title, html.Div("No batch was scored by a challenger yet: a version tagged @challenger that is not the "
+                                "champion scores each batch in the shadow.", className="muted")]
+
+    def metric(row: Any, name: str) -> float | None:
+        value = row.get(registry.metric_column(name))
+        return None if value is None or pd.isna(value) else float(value)
+
+    def tag(row: Any, name: str) -> str:
+        value = row.get(registry.tag_column(name))
+        return "" if value is None or pd.isna(value) else str(value)
+
+    rows = []
+    for _, row in shadowed.tail(LIVE_BATCHES).iloc[::-1].iterrows():
+        decision = tag(row, registry.LIVE_PROMOTION_DECISION_TAG)
+        rows.append({
+            "batch": row["as_of_text"],
+            "champion version": tag(row, registry.MODEL_VERSION_TAG),
+            "challenger version": tag(row, registry.CHALLENGER_VERSION_TAG),
+            "paired rows": fmt(metric(row, registry.PAIRED_ROWS_METRIC), ".0f"),
+            "champion accuracy": fmt(metric(row, registry.PAIRED_CHAMPION_ACCURACY_METRIC)),
+            "challenger accuracy": fmt(metric(row, registry.PAIRED_CHALLENGER_ACCURACY_METRIC)),
+            "difference (95% CI)": f"{fmt(metric(row, registry.PAIRED_DIFFERENCE_METRIC), '+.3f')} "
+                                   f"({fmt(metric(row, registry.PAIRED_DIFFERENCE_CI_LOW_METRIC), '+.3f')}.."
+                                   f"{fmt(metric(row, registry.PAIRED_DIFFERENCE_CI_HIGH_METRIC), '+.3f')})",
+            "discordant (champion/challenger)": f"{fmt(metric(row, registry.PAIRED_CHAMPION_ONLY_METRIC), '.0f')}/"
+                                                f"{fmt(metric(row, registry.PAIRED_CHALLENGER_ONLY_METRIC), '.0f')}",
+            "McNemar p": fmt(metric(row, registry.PAIRED_P_VALUE_METRIC), ".4g"),
+            "p (challenger better)": fmt(metric(row, registry.PAIRED_P_VALUE_BETTER_METRIC), ".4g"),
+            "decision": decision or "-",
+        })
+    columns = list(rows[0])
+    decided = shadowed[shadowed[registry.tag_column(registry.LIVE_PROMOTION_DECISION_TAG)].notna()] \
+        if registry.tag_column(registry.LIVE_PROMOTION_DECISION_TAG) in shadowed.columns else shadowed.iloc[:0]
+    if decided.empty:
+        last = "No live promotion decided yet (`sml infer --promote live`)."
+    else:
+        row = decided.iloc[-1]
+        last = (f"Last live promotion decision ({row['as_of_text']}): {tag(row, registry.LIVE_PROMOTION_DECISION_TAG)}, "
+                f"{tag(row, registry.LIVE_PROMOTION_REASON_TAG)}.")
+    window = tag(shadowed.iloc[-1], registry.PAIRED_WINDOW_TAG)
+    about = (f"Accuracy of each model on the same labelled rows of the rolling window ({window} for the latest batch), "
+             f"McNemar's exact test on the rows only one of them got right. {last}")
+    return [title, html.Div(about, className="muted", id=ids.MODELS_LIVE_DECISION),
+            simple_table(rows, columns, table_id=ids.MODELS_LIVE_TABLE)]
 
 
 def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:

@@ -235,6 +235,9 @@ class DatasetSpec:
     event_time_column: str | None = None
     typed_path: str | None = field(default=None, compare=False)
     """The spec file's path as the user typed it (``None`` for built-ins)."""
+    slices: tuple[str, ...] | None = None
+    """The features monitoring runs report accuracy per slice of (a spec file's
+    ``slices``); ``None``: every feature (:mod:`serverless_ml.inference.slices`)."""
 
     @property
     def dataset_arg(self) -> str:
@@ -259,6 +262,9 @@ class DatasetSpec:
         if self.positive_class is not None and (len(self.classes) != 2 or self.positive_class not in self.classes):
             raise SpecError(f"dataset '{self.name}': positive_class {self.positive_class!r} must be one of its two "
                             f"classes ({', '.join(map(str, self.classes))})")
+        unknown = [s for s in self.slices or () if s not in self.feature_names]
+        if unknown:
+            raise SpecError(f"dataset '{self.name}': slices: unknown feature(s) {', '.join(map(repr, unknown))}")
 
     @property
     def raw_label(self) -> str:
@@ -608,6 +614,22 @@ def _check_description(value: Any, parsed: Parsed) -> None:
     parsed["description"] = str(value)
 
 
+def _check_slices(value: Any, parsed: Parsed) -> None:
+    """The slice features: a list of feature names, each once (``[]``: no slices)."""
+    if value is None:
+        parsed["slices"] = None
+        return
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"slices must be a list of feature names, got {value!r}")
+    names = [f.name for f in parsed["features"]]
+    unknown = [v for v in value if v not in names]
+    if unknown:
+        raise SpecError(f"slices: unknown feature(s) {', '.join(map(repr, unknown))} (features: {', '.join(names)})")
+    if len(set(value)) != len(value):
+        raise SpecError("slices lists a feature twice")
+    parsed["slices"] = tuple(value)
+
+
 REQUIRED = object()
 """The default of a key a spec must state."""
 
@@ -629,6 +651,7 @@ SPEC_KEYS: tuple[tuple[str, Any, Callable[[Any, Parsed], None]], ...] = (
     ("event_time_column", None, _check_event_time_column),
     ("numeric_products", False, _check_numeric_products),
     ("description", "", _check_description),
+    ("slices", None, _check_slices),
 )
 """The keys of a spec file, the default of each and the function that checks its value."""
 REQUIRED_KEYS = ("name", "label", "classes", "features")
@@ -671,7 +694,7 @@ def parse_spec(data: Any, where: str) -> DatasetSpec:
         **{name: parsed[name] for name in (
             "name", "version", "description", "source_url", "label", "label_type", "classes", "positive_class",
             "class_names", "primary_key", "primary_key_source", "primary_key_type", "source_path", "features",
-            "backfill_event_time", "synthetic", "numeric_products", "missing_values", "event_time_column",
+            "backfill_event_time", "synthetic", "numeric_products", "missing_values", "event_time_column", "slices",
         )},
         label_source=label_source if label_source != label else None,
         transform=generic_transform(features, parsed["primary_key"], key_source),

@@ -413,9 +413,13 @@ class LocalFeatureGroup(FeatureGroup):
                      for uri in delta.file_uris()]
         for path in paths:
             with self._table_faults():
-                for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=read):
+                parquet = pq.ParquetFile(path, pre_buffer=False)
+                # A file every row of which passes (its statistics say so) is not filtered:
+                # filtering copies every column of a batch (a tenth of the read's time).
+                filtered = expression is not None and not _every_row_passes(parquet.metadata, where, schema)
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=read):
                     table = pa.Table.from_batches([batch])
-                    if expression is not None:
+                    if filtered:
                         table = table.filter(expression)
                     if table.num_rows:
                         yield from table.select(names).cast(wanted).combine_chunks().to_batches()
@@ -587,6 +591,45 @@ class LocalStagedRows(StagedRows):
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
         self.files = []
+
+
+def _every_row_passes(metadata: Any, condition: Filter | Logic | None, schema: pa.Schema) -> bool:
+    """Whether a Parquet file's statistics prove that every one of its rows passes
+    ``condition``. Only comparisons (not ``!=``, ``isin``) on integer and timestamp columns
+    whose every row group has a minimum, a maximum and no missing value count (a float's
+    statistics leave out NaN, a text's may be truncated); anything else: ``False``."""
+    if condition is None:
+        return True
+    if isinstance(condition, Logic):
+        left = _every_row_passes(metadata, condition.left, schema)
+        right = _every_row_passes(metadata, condition.right, schema)
+        return (left and right) if condition.op == "&" else (left or right)
+    kind = schema.field(condition.feature).type
+    if condition.op not in ("<", "<=", ">", ">=", "==") or not (pa.types.is_integer(kind) or pa.types.is_timestamp(kind)):
+        return False
+    paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    if condition.feature not in paths or not metadata.num_row_groups:
+        return False
+    index = paths.index(condition.feature)
+    # The bound that decides: every row is below a limit when the largest is, above it
+    # when the smallest is.
+    compare = COMPARISONS[condition.op]
+    try:
+        value = to_utc(condition.value) if pa.types.is_timestamp(kind) else condition.value
+        for group in range(metadata.num_row_groups):
+            stats = metadata.row_group(group).column(index).statistics
+            if stats is None or not stats.has_min_max or stats.null_count != 0:
+                return False
+            low, high = stats.min, stats.max
+            if isinstance(low, float) or isinstance(high, float):
+                return False
+            passes = (compare(high, value) if condition.op in ("<", "<=") else
+                      compare(low, value) if condition.op in (">", ">=") else low == high == value)
+            if not bool(passes):
+                return False
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _arrow_filter(condition: Filter | Logic, schema: pa.Schema) -> Any:

@@ -8,7 +8,9 @@ when labels arrive after its batch was scored (the calculation half; the job
   predictions, with the very functions batch inference uses
   (:mod:`serverless_ml.inference.batch`): rows labelled, labelled share, batch accuracy
   and its Wilson interval, rolling and since-promotion accuracy and rows, per-class batch
-  and rolling metrics, and the confusion tables; and their digest;
+  and rolling metrics, the confusion tables and, for a run that logged one, its slice
+  table recomputed with the run's own slice plan (:mod:`serverless_ml.inference.slices`)
+  and the worst slice's accuracy; and their digest;
 - :func:`plan_run_update`: what to log on a run so that it shows those figures.
 
 A run's rows are the predictions rows carrying its ``run_id``; its history, the rows
@@ -32,6 +34,7 @@ from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.inference import batch as batch_stats
 from serverless_ml.inference import monitoring
+from serverless_ml.inference import slices as slice_stats
 from serverless_ml.training import evaluation
 
 RUN_ID_COLUMN = "run_id"
@@ -66,12 +69,14 @@ class BatchRun:
         rolling_days: Its ``rolling_days`` param.
         as_of_end: The end of its as-of bound (exclusive; its metrics are timestamped a
             millisecond before it).
+        slices: The slice plan of its slice table (``None``: it logged none).
     """
 
     run_id: str
     model_version: int
     rolling_days: int
     as_of_end: pd.Timestamp
+    slices: slice_stats.SlicePlan | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,16 @@ class RealizedFigures:
     run_id: str
     metrics: dict[str, float]
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slices: dict[str, Any] | None = None
+    """The run's slice table (:data:`registry.SLICES_ARTIFACT`; ``None``: it logged none)."""
 
     @property
     def digest(self) -> str:
         """A digest of every figure (exact floats), for :data:`registry.REALIZED_DIGEST_TAG`."""
-        payload = {"metrics": {k: float(v).hex() for k, v in sorted(self.metrics.items())}, "tables": self.tables}
+        payload: dict[str, Any] = {"metrics": {k: float(v).hex() for k, v in sorted(self.metrics.items())},
+                                   "tables": self.tables}
+        if self.slices is not None:  # (a run without a slice table keeps the digest it had)
+            payload["slices"] = self.slices
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -101,6 +111,10 @@ class RunUpdate:
     digest: str
     changed: list[str]
     """The names of the metrics whose value changed."""
+    slices: dict[str, Any] | None = None
+    """The slice table to upload (``None``: the run has none)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tags to set: the worst slice (:func:`slices.worst_slice_tags`)."""
 
 
 def class_keys_of(spec: DatasetSpec) -> list[str]:
@@ -153,11 +167,16 @@ def relabel_predictions(spec: DatasetSpec, predictions: pd.DataFrame, features: 
     return out, changed
 
 
-def realized_figures(spec: DatasetSpec, predictions: pd.DataFrame, run: BatchRun) -> RealizedFigures | None:
+def realized_figures(
+    spec: DatasetSpec, predictions: pd.DataFrame, run: BatchRun, features: pd.DataFrame | None = None,
+) -> RealizedFigures | None:
     """The run's label-dependent figures from ``predictions`` (``None`` when the run has no
     predictions rows), computed as batch inference computes them
     (:func:`batch.prediction_codes`, :func:`batch.confusion_windows`,
-    :func:`batch.accuracy_metrics`, :func:`batch.class_metrics`)."""
+    :func:`batch.accuracy_metrics`, :func:`batch.class_metrics`); with ``features`` (the
+    feature group's rows) and the run's slice plan, its slice table
+    (:func:`slices.slice_table`: the realized part follows the labels, the estimated part
+    is the one the probabilities gave)."""
     mine = (predictions[RUN_ID_COLUMN] == run.run_id).to_numpy()
     if not mine.any():
         return None
@@ -174,14 +193,24 @@ def realized_figures(spec: DatasetSpec, predictions: pd.DataFrame, run: BatchRun
     metrics[registry.LABELLED_SHARE_METRIC] = metrics[registry.ROWS_LABELLED_METRIC] / len(batch)
     tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes))
               for label, matrix in matrices.items() if matrix.sum()}
-    return RealizedFigures(run.run_id, metrics, tables)
+    if run.slices is None or features is None:
+        return RealizedFigures(run.run_id, metrics, tables)
+    table = slice_stats.slice_table(spec, run.slices, batch, features)
+    worst = table.worst
+    if worst is not None and worst.accuracy is not None:
+        metrics[registry.WORST_SLICE_ACCURACY_METRIC] = worst.accuracy
+    return RealizedFigures(run.run_id, metrics, tables, table.to_json())
 
 
-def figures_by_run(spec: DatasetSpec, predictions: pd.DataFrame, runs: Iterable[BatchRun]) -> dict[str, RealizedFigures]:
+def figures_by_run(
+    spec: DatasetSpec, predictions: pd.DataFrame, runs: Iterable[BatchRun], features: pd.DataFrame | None = None,
+) -> dict[str, RealizedFigures]:
     """:func:`realized_figures` of every run that has predictions rows."""
     out = {}
+    if features is not None:  # indexed once, not once a run
+        features = slice_stats.features_by_key(spec, features)
     for run in runs:
-        figures = realized_figures(spec, predictions, run)
+        figures = realized_figures(spec, predictions, run, features)
         if figures is not None:
             out[run.run_id] = figures
     return out
@@ -206,7 +235,8 @@ def plan_run_update(
         return None
     metrics: dict[str, float] = {}
     changed = []
-    for name in sorted(realized_metric_names(spec)):
+    slice_metrics = {registry.WORST_SLICE_ACCURACY_METRIC} if figures.slices is not None else set()
+    for name in sorted(realized_metric_names(spec) | slice_metrics):
         want, have = figures.metrics.get(name), logged.get(name)
         if want is None:
             if have is not None and not math.isnan(have):
@@ -216,4 +246,5 @@ def plan_run_update(
             metrics[name] = want
             changed.append(name)
     metrics.setdefault(registry.ROWS_LABELLED_METRIC, figures.metrics[registry.ROWS_LABELLED_METRIC])
-    return RunUpdate(figures.run_id, metrics, figures.tables, figures.digest, changed)
+    tags = slice_stats.worst_slice_tags(slice_stats.SliceTable.from_json(figures.slices)) if figures.slices else {}
+    return RunUpdate(figures.run_id, metrics, figures.tables, figures.digest, changed, figures.slices, tags)

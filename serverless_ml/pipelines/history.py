@@ -48,7 +48,7 @@ from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, synthetic_keys
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError
-from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, predictions_group
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, batch_run_ids, predictions_group
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
 
@@ -204,8 +204,10 @@ def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, key
     hit = history[key].isin(keys[key]).to_numpy()
     if not hit.any():
         return 0, []
-    run_ids = sorted({str(r) for r in history.loc[hit, "run_id"].dropna()} - {""})
-    doomed = history[hit | history["run_id"].isin(run_ids).to_numpy()]
+    # A challenger's shadow rows go with the run of their batch (batch_run_ids).
+    runs = batch_run_ids(history["run_id"])
+    run_ids = sorted({str(r) for r in runs[hit].dropna()} - {""})
+    doomed = history[hit | runs.isin(run_ids).fillna(False).to_numpy(dtype=bool)]
     reason = (f"its rows were rewritten by `{command} --replace` at "
               f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
     # Tracking is reached only when there are runs to delete (as before).

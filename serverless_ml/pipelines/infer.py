@@ -6,8 +6,20 @@ training run (its training keys and data version, for drift). Writes: the featur
 ``<dataset>_predictions`` (key: the row's key and the model version). Logs: one run in
 experiment ``<dataset>-monitoring`` per batch: accuracy (batch, rolling window, since
 promotion), per-class metrics, confusion matrices (JSON and PNG), drift per feature,
-predicted class shares, the latest scored row, and alerts as tags; the batch's rows as its
-dataset input and the champion's logged model as its model input.
+predicted class shares, the latest scored row, accuracy per slice (``slices.json``, the
+worst slice as tags and a metric; slice edges from the champion's training rows, for drift
+too), and alerts as tags; the batch's rows as its dataset input and the champion's logged
+model as its model input.
+
+Shadow challenger: when ``@challenger`` is another version, it scores the batch's rows it
+was not trained on too; its predictions go to the same group with its version and the
+``run_id`` :func:`~serverless_ml.inference.scoring.shadow_run_id` of the run (never
+served: every reader of the champion's predictions leaves them out), and the run logs its
+figures and the paired comparison with the champion over the rolling window
+(:mod:`serverless_ml.inference.paired`). ``--promote live`` then moves ``@champion`` to it
+when the one-sided McNemar test says it is better (:func:`apply_live_decision`, after the
+predictions landed; the version's ``promoted_by_run`` tag names the run, whose decision
+tags are logged last).
 
 Order: the run is logged completely before the predictions are upserted, and the run is
 marked FINISHED only after the upsert. A crash in between leaves a RUNNING run that the
@@ -55,17 +67,20 @@ from serverless_ml.feature_store.base import (
     to_utc,
 )
 from serverless_ml.inference import drift as drift_stats
-from serverless_ml.inference import monitoring
+from serverless_ml.inference import monitoring, paired
+from serverless_ml.inference import slices as slice_stats
 from serverless_ml.inference.batch import (
     BatchStatistics,
     BatchTotals,
     DriftStatistics,
     DriftWindowRows,
     as_of_day,
+    count_days,
     streamed_drift,
     streamed_statistics,
     utc_values,
 )
+from serverless_ml.inference.paired import PairedRows
 from serverless_ml.inference.scoring import (
     CHUNK_ROWS,
     MODEL_VERSION_COLUMN,
@@ -73,9 +88,13 @@ from serverless_ml.inference.scoring import (
     KeySet,
     RowsDigest,
     new_rows_mask,
+    SHADOW_RUN_PREFIX,
     normalise_predictions,
     predictions_group,
     predictions_schema,
+    predictions_table,
+    served_mask,
+    shadow_run_id,
 )
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
@@ -83,6 +102,8 @@ from serverless_ml.training import evaluation
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from serverless_ml.notify import Receiver
 
 ALERT_EXIT_CODE = 3
 
@@ -103,12 +124,18 @@ class InferOptions:
     rule: monitoring.AlertRule = field(default_factory=monitoring.AlertRule)
     fail_on_alert: bool = False
     figures: bool = defaults.LOG_FIGURES
+    promote: str = defaults.INFER_PROMOTE
+    """``live``: promote ``@challenger`` when the paired test on live rows says it is better."""
+    notify: tuple[Receiver, ...] = ()
+    """Where each alert of the batch is sent (``--notify``; :mod:`.notifications`)."""
 
     def __post_init__(self) -> None:
         if self.as_of is not None:
             check_date(self.as_of, "--as-of")
         if self.rolling_days < 1:
             raise SmlError(f"--rolling-days must be >= 1, got {self.rolling_days}")
+        if self.promote not in defaults.INFER_PROMOTE_MODES:
+            raise SmlError(f"--promote must be one of {', '.join(defaults.INFER_PROMOTE_MODES)}, got {self.promote!r}")
 
 
 @dataclass
@@ -123,6 +150,10 @@ class InferReport:
     metrics: dict[str, float] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    challenger_version: int | None = None
+    """The ``@challenger`` version that shadow-scored the batch (``None``: none did)."""
+    promotion: str | None = None
+    """``--promote live``: the decision and its reason."""
 
     def summary(self) -> str:
         if self.rows_scored == 0:
@@ -142,9 +173,27 @@ class InferReport:
             f"since promotion {_fmt(m.get(registry.CUMULATIVE_ACCURACY_METRIC))} over {int(m.get(registry.CUMULATIVE_ROWS_METRIC, 0))}",
             f"  drift share {_fmt(m.get(registry.DRIFT_SHARE_METRIC))}; monitoring run {self.run_id}",
         ]
+        if self.challenger_version is not None:
+            lines.append(_challenger_line(self.challenger_version, m))
+        if self.promotion:
+            lines.append(f"  live promotion: {self.promotion}")
         lines += [f"  note: {note}" for note in self.notes]
         # The alerts are printed once, by raise_alerts (with the dataset and date).
         return "\n".join(lines)
+
+
+def _challenger_line(version: int, m: dict[str, float]) -> str:
+    """The summary's line about the shadow challenger and the paired comparison."""
+    return (
+        f"  challenger version {version} (shadow): batch accuracy {_fmt(m.get(registry.CHALLENGER_BATCH_ACCURACY_METRIC))}, "
+        f"estimated {_fmt(m.get(registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC))}; paired over "
+        f"{int(m.get(registry.PAIRED_ROWS_METRIC, 0))} labelled rows: champion {_fmt(m.get(registry.PAIRED_CHAMPION_ACCURACY_METRIC))} "
+        f"vs challenger {_fmt(m.get(registry.PAIRED_CHALLENGER_ACCURACY_METRIC))}, difference "
+        f"{_fmt(m.get(registry.PAIRED_DIFFERENCE_METRIC))} ({_fmt(m.get(registry.PAIRED_DIFFERENCE_CI_LOW_METRIC))}"
+        f"..{_fmt(m.get(registry.PAIRED_DIFFERENCE_CI_HIGH_METRIC))}), McNemar p {_fmt(m.get(registry.PAIRED_P_VALUE_METRIC))} "
+        f"(discordant {int(m.get(registry.PAIRED_CHAMPION_ONLY_METRIC, 0))} champion / "
+        f"{int(m.get(registry.PAIRED_CHALLENGER_ONLY_METRIC, 0))} challenger)"
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -236,6 +285,52 @@ def load_champion(spec: DatasetSpec, group: FeatureGroup, current: pd.DataFrame 
     )
 
 
+@dataclass
+class Challenger:
+    """The model behind ``@challenger`` when it is not the champion: it scores each batch
+    in the shadow (its predictions stored with its version, never served)."""
+
+    version: int
+    info: Any
+    """Its ``ModelVersion``."""
+    model: Any = None
+    """Loaded by :meth:`load` (a job with nothing to score does not pay for it)."""
+    training_keys: KeySet = field(default_factory=lambda: KeySet(np.array([])))
+    """Rows it was trained on: not shadow-scored (a model judged on its training rows looks better than it is)."""
+
+    def load(self, spec: DatasetSpec, client: MlflowClient) -> str | None:
+        """Load the model and its training keys; a note when it cannot score this
+        dataset's rows (the batch is scored by the champion as always: a shadow never
+        fails the job)."""
+        import mlflow
+
+        name, version = registry.model_name(spec.name), self.version
+        try:
+            signature = mlflow.models.get_model_info(registry.version_uri(name, version)).signature
+            expected = [c.name for c in signature.inputs.inputs] if signature is not None else None
+            if expected is not None and expected != spec.feature_names:
+                return f"challenger version {version} not scored: it expects columns {expected}, not {spec.feature_names}"
+            model = registry.load_version_model(name, version)
+            missing = [c for c in spec.classes if c not in list(model.classes_)]
+            if missing:
+                return f"challenger version {version} not scored: it does not know class(es) {missing}"
+            keys = registry.version_training_keys(self.info, spec.primary_key, client)
+        except Exception as exc:  # noqa: BLE001 - any load failure is one note, not a failed batch
+            return f"challenger version {version} not scored: it cannot be loaded: {str(exc).splitlines()[0][:200]}"
+        self.model = model
+        if keys is not None:
+            self.training_keys = KeySet(np.asarray(keys.all))
+        return None
+
+
+def find_challenger(spec: DatasetSpec, champion: Champion, client: MlflowClient) -> Challenger | None:
+    """``@challenger`` (not loaded), unless there is none or it is the champion."""
+    info = registry.alias_version(registry.model_name(spec.name), registry.CHALLENGER, client)
+    if info is None or int(info.version) == champion.version:
+        return None
+    return Challenger(int(info.version), info)
+
+
 def _group_rows(group: FeatureGroup, where: Any, version: int | None = None) -> pd.DataFrame:
     """The group's rows that satisfy ``where`` (read in batches), in key order, typed as
     :meth:`FeatureGroup.read` types them."""
@@ -314,6 +409,8 @@ def load_context(spec: DatasetSpec, store: FeatureStore, tracker: tracking.Track
     champion = load_champion(spec, group, features, tracker.client)
     target = predictions_group(spec, store)
     history = target.read() if target.exists() else pd.DataFrame(columns=[f.name for f in predictions_schema(spec)])
+    if not history.empty:  # the challenger's shadow rows were never served: not the history
+        history = history[served_mask(history["run_id"])].reset_index(drop=True)
     experiment_id = tracking.get_or_create_experiment(registry.monitoring_experiment(spec.name))
     source = tracking.feature_group_source(store, group, data_version)
     return InferContext(group, target, data_version, features, history, champion, experiment_id, source)
@@ -334,6 +431,14 @@ def infer(
     existing_feature_group(spec, store)
     with job_lock(settings.state_dir, f"infer-{spec.name}"):
         report = score_batch(spec, store, options, now, tracker, as_of_end, as_of_label)
+        if options.notify:  # under the lock: two jobs cannot both find an alert unsent
+            from serverless_ml.pipelines.notifications import notify_batch, notify_live_promotion, sent_notes
+
+            report.notes += sent_notes(notify_batch(spec.name, report.run_id, options.notify, tracker))
+            moved = notify_live_promotion(spec.name, report.promotion, report.challenger_version, report.run_id,
+                                          options.notify, tracker)
+            if moved is not None:
+                report.notes.append(f"alias move of @{registry.CHAMPION} to version {report.challenger_version} sent")
     raise_alerts(spec, report, options)
     return report
 
@@ -362,11 +467,44 @@ class StreamedContext:
     rows: int = 0
     """The batch's rows (counted before scoring)."""
     batch_days: dict[Any, int] = field(default_factory=dict)
+    shadow: Shadow | None = None
+    """The challenger's scoring of the batch, when there is one (:func:`find_challenger`)."""
 
 
-def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals) -> tuple[KeySet, set[str]]:
-    """The predictions so far, read in batches into ``totals``: their keys and the runs
-    whose predictions landed."""
+@dataclass
+class Shadow:
+    """The challenger scoring a batch beside the champion: its totals (batch accuracy and
+    estimate) and the rows of the rolling window both scored (the paired comparison)."""
+
+    challenger: Challenger
+    totals: BatchTotals
+    paired: PairedRows
+    scorer: ChunkScorer | None = None
+    """Set once the run exists (its predictions carry :func:`shadow_run_id` of the run)."""
+    skipped: int = 0
+    """The batch's rows it trained on (not shadow-scored)."""
+
+    def score(self, rows: pd.DataFrame, model_input: Any) -> pd.DataFrame | None:
+        """The challenger's predictions of the batch's ``rows`` it did not train on (``None``: none)."""
+        assert self.scorer is not None, "the run exists"
+        fresh = ~self.challenger.training_keys.contains(rows[self.scorer.spec.primary_key].to_numpy())
+        self.skipped += int((~fresh).sum())
+        if not fresh.any():
+            return None
+        if not fresh.all():
+            rows, model_input = rows[fresh], model_input[fresh]
+        scored = self.scorer.score(rows, model_input)
+        self.totals.add_batch(scored, self.scorer.spec)
+        self.paired.add(scored, np.zeros(len(scored), dtype=bool), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
+        return scored
+
+
+def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
+                  paired: PairedRows | None = None) -> tuple[KeySet, set[str]]:
+    """The predictions so far, read in batches into ``totals`` (the served ones: the
+    challenger's shadow rows are not the champion's history) and ``paired`` (the rolling
+    window's rows of champion and challenger): their keys and the runs whose predictions
+    landed."""
     if not target.exists():
         return KeySet(np.array([])), set()
     import pyarrow.compute as pc
@@ -376,9 +514,13 @@ def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals) 
     needed = [spec.primary_key, *(c for c in HISTORY_COLUMNS if c != "run_id")]
     for batch in target.read_batches(columns=[*needed, "run_id"]):
         # The run ids stay Arrow strings: a Python string per row costs seconds a million.
-        runs.update(str(v) for v in pc.unique(batch.column(batch.schema.get_field_index("run_id"))).drop_null().to_pylist())
+        run_ids = batch.column(batch.schema.get_field_index("run_id"))
+        runs.update(str(v) for v in pc.unique(run_ids).drop_null().to_pylist())
         frame = batch.select(needed).to_pandas()
-        totals.add_history(frame)
+        served = ~np.asarray(pc.fill_null(pc.starts_with(run_ids, SHADOW_RUN_PREFIX), False), dtype=bool)
+        if paired is not None:
+            paired.add(frame, served, frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
+        totals.add_history(frame if served.all() else frame[served])
         keys.append(frame[spec.primary_key].to_numpy())
     if not keys:
         return KeySet(np.array([])), runs
@@ -402,19 +544,27 @@ def load_streamed_context(
     champion = load_champion(spec, group, None, tracker.client)
     target = predictions_group(spec, store)
     totals = BatchTotals(list(spec.classes), champion.version, as_of_end, rolling_days)
-    scored, landed = _read_history(spec, target, totals)
+    totals.slices = slice_stats.SliceTotals(slice_stats.plan_slices(spec, champion.reference_rows))
+    challenger = find_challenger(spec, champion, tracker.client)
+    shadow = None
+    if challenger is not None:
+        shadow = Shadow(challenger, BatchTotals(list(spec.classes), challenger.version, as_of_end, rolling_days),
+                        PairedRows(spec.primary_key, champion.version, challenger.version,
+                                   as_of_end - pd.Timedelta(days=rolling_days), as_of_end))
+    scored, landed = _read_history(spec, target, totals, shadow.paired if shadow is not None else None)
     training = np.asarray(champion.training_keys)
     excluded = (scored, KeySet(training))
     experiment_id = tracking.get_or_create_experiment(registry.monitoring_experiment(spec.name))
     source = tracking.feature_group_source(store, group, data_version)
-    ctx = StreamedContext(group, target, data_version, champion, experiment_id, source, totals, excluded, scored, landed)
+    ctx = StreamedContext(group, target, data_version, champion, experiment_id, source, totals, excluded, scored, landed,
+                          shadow=shadow)
     # The batch's rows per day, from two columns: the drift windows are known before scoring.
     for batch in group.read_batches(columns=[spec.primary_key, EVENT_TIME_COLUMN], version=data_version,
                                     where=group.get_feature(EVENT_TIME_COLUMN) < as_of_end):
         frame = batch.to_pandas()
         new = new_rows_mask(frame, spec, excluded, as_of_end)
         ctx.rows += int(new.sum())
-        days, counts = np.unique(utc_values(frame.loc[new, EVENT_TIME_COLUMN]).astype("datetime64[D]"), return_counts=True)
+        days, counts = count_days(utc_values(frame.loc[new, EVENT_TIME_COLUMN]).astype("datetime64[D]"))
         for day, count in zip(days, counts, strict=True):
             ctx.batch_days[day] = ctx.batch_days.get(day, 0) + int(count)
     return ctx
@@ -435,9 +585,7 @@ class _PredictionSink:
         if self.stage is None:
             self.frames.append(scored)
             return
-        import pyarrow as pa
-
-        self.stage.write(pa.Table.from_pandas(scored, schema=self.schema, preserve_index=False))
+        self.stage.write(predictions_table(scored, self.schema))
 
     def upsert(self) -> None:
         """Write the predictions to the group in one commit."""
@@ -454,8 +602,8 @@ class _PredictionSink:
 
 
 class _Worker:
-    """One background thread for the work that can overlap ``predict``: encoding and
-    writing the scored chunks, digesting the batch's rows (Arrow and NumPy release the
+    """One background thread for the work that can overlap ``predict``: counting the
+    scored chunks into the batch's totals, encoding and writing them, digesting the batch's rows (Arrow and NumPy release the
     interpreter lock). At most ``depth`` tasks wait, so memory holds a few chunks."""
 
     def __init__(self, depth: int = 2) -> None:
@@ -497,6 +645,15 @@ def score_batch(
     if not ctx.rows:
         return report
     model = ctx.champion.load_model()  # before the run: a model that cannot load logs nothing
+    shadow = ctx.shadow
+    if shadow is None and options.promote == "live":
+        report.notes.append(f"--promote live: nothing to judge, @{registry.CHALLENGER} is not another version than "
+                            f"@{registry.CHAMPION}")
+    if shadow is not None:
+        note = shadow.challenger.load(spec, client)
+        if note is not None:
+            report.notes.append(note)
+            shadow = ctx.shadow = None
     with contextlib.ExitStack() as stack:
         run = stack.enter_context(tracking.job_run(ctx.experiment_id, f"{spec.name}-batch-{as_of_label}", client))
         report.run_id = run.info.run_id
@@ -504,19 +661,132 @@ def score_batch(
         sink = _PredictionSink(spec, ctx.target, in_memory=ctx.rows <= CHUNK_ROWS)
         stack.callback(sink.close)
         scorer = ChunkScorer(model, spec, ctx.champion.version, to_utc(now), run.info.run_id)
+        if shadow is not None:
+            shadow.scorer = ChunkScorer(shadow.challenger.model, spec, shadow.challenger.version, to_utc(now),
+                                        shadow_run_id(run.info.run_id))
         drift, digest = _score_stream(spec, ctx, scorer, sink, as_of_end, options)
         stats = streamed_statistics(spec, ctx.totals, drift, ctx.champion, options.rule)
+        looks = (earlier_looks(ctx.experiment_id, shadow.challenger.version, client)
+                 if shadow is not None and options.promote == "live" else 0)
+        judged = judge_shadow(shadow, stats, options, looks) if shadow is not None else None
         report.metrics, report.alerts = stats.metrics, stats.alerts.messages
         report.notes += stats.notes
         dataset = tracking.dataset_input(
             spec.name, ctx.source, digest.rows, tracking.spec_columns(spec, list(digest.schema.names)),
             digest.hexdigest(tracking.DIGEST_LENGTH), BATCH_INPUT_CONTEXT, tags={registry.AS_OF_TAG: as_of_label})
         log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options,
-                      dataset=dataset, client=client)
+                      dataset=dataset, client=client, shadow=judged)
         crash_point("infer.after_run_logged")
         sink.upsert()
         crash_point("infer.after_upsert")
+    # After the run is finished: the batch is logged and its predictions landed whatever
+    # the registry says next; a decision that cannot be applied is a note, not a failed job.
+    if judged is not None:
+        report.challenger_version = judged.version
+        if judged.decision is not None:
+            try:
+                report.promotion = apply_live_decision(spec, judged, ctx.champion.version, report.run_id, as_of_end, now,
+                                                       client)
+            except Exception as exc:  # noqa: BLE001 - the batch stands; the next batch judges again
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                report.notes.append(f"--promote live: the decision could not be applied ({type(exc).__name__}: {first}); "
+                                    "the next batch judges again")
     return report
+
+
+@dataclass(frozen=True)
+class ShadowJudgement:
+    """What a monitoring run logs about its batch's challenger (:func:`judge_shadow`)."""
+
+    version: int
+    window: str
+    """The days of the paired comparison."""
+    comparison: paired.PairedComparison
+    decision: Any = None
+    """``--promote live``: the :class:`promotion.PromotionDecision`; ``None`` otherwise."""
+
+    def tags(self) -> dict[str, str]:
+        return {registry.CHALLENGER_VERSION_TAG: str(self.version), registry.PAIRED_WINDOW_TAG: self.window}
+
+
+def earlier_looks(experiment_id: str, version: int, client: MlflowClient) -> int:
+    """How many earlier batches judged challenger ``version`` with ``--promote live`` (the
+    monitoring runs that logged :data:`registry.LIVE_PROMOTION_LOOK_METRIC` for it)."""
+    runs = client.search_runs(
+        [experiment_id], max_results=10_000,
+        filter_string=(f"tags.`{registry.CHALLENGER_VERSION_TAG}` = '{int(version)}' "
+                       f"and metrics.`{registry.LIVE_PROMOTION_LOOK_METRIC}` > 0"))
+    return len(runs)
+
+
+def judge_shadow(shadow: Shadow, stats: BatchStatistics, options: InferOptions, looks_before: int = 0) -> ShadowJudgement:
+    """The challenger's figures and the paired comparison added to the batch's
+    ``stats`` (metrics, and a note for rows it was not judged on), and, with
+    ``--promote live``, the promotion decision: this batch's is the challenger's look
+    ``looks_before + 1`` (:func:`promotion.look_level`), counted only when there were
+    enough discordant rows to test at all."""
+    from serverless_ml.training import promotion
+
+    version = shadow.challenger.version
+    comparison = shadow.paired.comparison()
+    stats.metrics.update(paired.shadow_metrics(shadow.totals.matrices["batch"], shadow.totals.accuracy_estimate(),
+                                               comparison))
+    if shadow.skipped:
+        stats.notes.append(f"challenger version {version} did not score {shadow.skipped} of the batch's rows: "
+                           "it was trained on them")
+    last_day = as_of_day(shadow.paired.end)
+    first_day = (shadow.paired.start.to_datetime64()).astype("datetime64[D]")
+    window = f"{first_day}..{last_day}"
+    decision = None
+    if options.promote == "live":
+        look = looks_before + 1
+        decision = promotion.decide_live_promotion(comparison.p_value_better, comparison.discordant, comparison.difference,
+                                                   comparison.rows, window=window, look=look)
+        if comparison.discordant >= defaults.LIVE_PROMOTE_MIN_DISCORDANT:
+            stats.metrics[registry.LIVE_PROMOTION_LOOK_METRIC] = float(look)
+            stats.metrics[registry.LIVE_PROMOTION_LEVEL_METRIC] = promotion.look_level(defaults.LIVE_PROMOTE_ALPHA, look)
+    return ShadowJudgement(version, window, comparison, decision)
+
+
+def apply_live_decision(
+    spec: DatasetSpec, judged: ShadowJudgement, champion_version: int, run_id: str, as_of_end: pd.Timestamp,
+    now: dt.datetime, client: MlflowClient,
+) -> str:
+    """``--promote live``, after the batch's predictions landed: move ``@champion`` to the
+    challenger when the decision says so (stamping the version as a training job's
+    promotion does, plus the run whose evidence promoted it and the champion it replaced),
+    then log the decision on the monitoring run. Returns the decision as one line.
+
+    A champion that moved since the batch started (a training job promoted another
+    version) is left alone: the evidence was about the champion this batch compared."""
+    from mlflow.entities import Metric, RunTag
+
+    decision = judged.decision
+    promote, reason = bool(decision.promote), str(decision.reason)
+    name = registry.model_name(spec.name)
+    if promote:
+        current = registry.alias_version(name, registry.CHAMPION, client)
+        if current is None or int(current.version) != champion_version:
+            promote = False
+            reason = (f"{reason}; not applied: @{registry.CHAMPION} moved to version "
+                      f"{getattr(current, 'version', None)} while the batch was scored")
+    if promote:
+        # The version's record first, then the alias: a crash in between leaves a version
+        # tagged by the run whose evidence would have promoted it, still @challenger, and
+        # the next batch judges it again (a crash after the alias move: the tags say why).
+        version = str(judged.version)
+        client.set_model_version_tag(name, version, registry.PROMOTED_AT_TAG, to_utc(now).isoformat())
+        client.set_model_version_tag(name, version, registry.PROMOTED_BY_RUN_TAG, run_id)
+        client.set_model_version_tag(name, version, registry.PROMOTION_PREVIOUS_CHAMPION_TAG, str(champion_version))
+        crash_point("infer.before_live_promotion")
+        client.set_registered_model_alias(name, registry.CHAMPION, version)
+        crash_point("infer.after_live_promotion")
+    stamp = int((as_of_end - pd.Timedelta(milliseconds=1)).timestamp() * 1000)
+    word = "promoted" if promote else "not promoted"
+    client.log_batch(run_id, metrics=[Metric(registry.LIVE_PROMOTED_METRIC, float(promote), stamp, 0)], tags=[
+        RunTag(registry.LIVE_PROMOTION_DECISION_TAG, word), RunTag(registry.LIVE_PROMOTION_REASON_TAG, reason[:4000])])
+    target = f"version {judged.version} is now @{registry.CHAMPION}" if promote else f"version {champion_version} stays @{registry.CHAMPION}"
+    return f"{word}: {target} ({reason})"
 
 
 def _new_chunks(
@@ -538,7 +808,11 @@ def _new_chunks(
                                         where=ctx.group.get_feature(EVENT_TIME_COLUMN) < scan_end):
         frame = batch.to_pandas()
         new = new_rows_mask(frame, spec, ctx.excluded, as_of_end)
-        if new.any():
+        if new.all():  # no copies of a chunk of new rows only
+            digest.add(batch)
+            pending.append(frame)
+            held += len(frame)
+        elif new.any():
             digest.add(batch.filter(pa.array(new)))
             pending.append(frame[new])
             held += int(new.sum())
@@ -596,6 +870,13 @@ def _in_background(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join()
 
 
+def _count_and_write(totals: BatchTotals, sink: _PredictionSink, spec: DatasetSpec, scored: pd.DataFrame,
+                     rows: pd.DataFrame) -> None:
+    """A scored chunk counted into the batch's totals and written to ``sink``."""
+    totals.add_batch(scored, spec, rows)
+    sink.write(scored)
+
+
 def _score_stream(
     spec: DatasetSpec, ctx: StreamedContext, scorer: ChunkScorer, sink: _PredictionSink, as_of_end: pd.Timestamp,
     options: InferOptions,
@@ -619,8 +900,13 @@ def _score_stream(
     try:
         for rows, model_input in _in_background(_new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest)):
             scored = scorer.score(rows, model_input)
-            ctx.totals.add_batch(scored, spec)
-            worker.submit(sink.write, scored)
+            # Counted and written in the writing thread, in chunk order: this one predicts.
+            worker.submit(_count_and_write, ctx.totals, sink, spec, scored, rows)
+            if ctx.shadow is not None:
+                ctx.shadow.paired.add(scored, np.ones(len(scored), dtype=bool), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
+                shadow_scored = ctx.shadow.score(rows, model_input)
+                if shadow_scored is not None:
+                    worker.submit(sink.write, shadow_scored)
         worker.finish()
     finally:
         worker.close()
@@ -661,6 +947,7 @@ def batch_run_tags(
         registry.LATEST_KEY_TAG: str(latest[spec.primary_key]),
         registry.LATEST_PREDICTION_TAG: str(latest["prediction"]),
         registry.LATEST_ACTUAL_TAG: str(latest["actual"]),
+        **slice_stats.worst_slice_tags(stats.slices),
         tracking.NOTE_TAG: f"Batch of {int(stats.metrics[registry.ROWS_SCORED_METRIC])} {spec.name} rows up to {as_of_label}, "
         f"scored by champion version {champion.version}.",
     }
@@ -702,6 +989,7 @@ def log_batch_run(
     source: dict[str, Any] | None = None,
     dataset: Any = None,
     client: MlflowClient,
+    shadow: ShadowJudgement | None = None,
 ) -> None:
     """Log a batch's statistics on the run ``run_info`` (an ``mlflow.entities.RunInfo``):
     metrics, params and (unless ``tags_logged``) tags in one batch call, timestamped at
@@ -713,7 +1001,9 @@ def log_batch_run(
 
     stamp = int((as_of_end - pd.Timedelta(milliseconds=1)).timestamp() * 1000)
     tags = {} if tags_logged else batch_run_tags(spec, stats, champion, as_of_label, data_version)
-    params = {
+    if shadow is not None:  # (its metrics are in stats.metrics)
+        tags.update(shadow.tags())
+    params: dict[str, Any] = {
         registry.ROLLING_DAYS_PARAM: options.rolling_days,
         registry.ACCURACY_DROP_PARAM: options.rule.accuracy_drop,
         registry.DRIFT_P_VALUE_PARAM: options.rule.drift_p_value,
@@ -721,6 +1011,10 @@ def log_batch_run(
         registry.DRIFT_MIN_EFFECT_PARAM: options.rule.drift_min_effect,
         registry.DRIFT_WINDOW_ROWS_PARAM: drift_stats.WINDOW_ROWS,
     }
+    if shadow is not None:
+        params.update({registry.PROMOTE_MODE_PARAM: options.promote,
+                       registry.LIVE_PROMOTE_ALPHA_PARAM: defaults.LIVE_PROMOTE_ALPHA,
+                       registry.LIVE_PROMOTE_MIN_DISCORDANT_PARAM: defaults.LIVE_PROMOTE_MIN_DISCORDANT})
     client.log_batch(
         run_info.run_id,
         metrics=[Metric(k, float(v), stamp, 0) for k, v in stats.metrics.items() if not math.isnan(float(v))],
@@ -740,6 +1034,8 @@ def log_batch_run(
         features=tuple(vars(d) for d in stats.drift),
     ).to_json()
     files[registry.LATEST_ARTIFACT] = {k: str(v) for k, v in stats.latest.items()}
+    if stats.slices is not None:
+        files[registry.SLICES_ARTIFACT] = stats.slices.to_json()
     # One upload for all of a batch's files, straight to the run's artifact location
     # (``MlflowClient.log_artifacts`` would first fetch the whole run to find it).
     with tempfile.TemporaryDirectory() as folder:

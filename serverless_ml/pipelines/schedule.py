@@ -14,6 +14,11 @@ real and synthetic rows, promoted by the usual rule). One process, no extra serv
   data covers them all).
 - SIGINT/SIGTERM stop it cleanly: the running job is interrupted, its MLflow run ends as
   FAILED or KILLED (never left RUNNING), and the scheduler exits.
+- ``retrain_on_alert`` closes the loop: a batch whose infer job raises an alert is
+  followed by a retrain (:class:`RetrainOnAlert`), unless one (on an alert or on the
+  retrain schedule) ran within the cooldown; the new version becomes ``@challenger``
+  only, and the infer jobs run with ``--promote live``, so it becomes champion when the
+  paired test on the next live batches says it is better.
 
 The clock and the sleep are parameters, so tests drive it with a fake clock.
 """
@@ -38,6 +43,7 @@ from serverless_ml.errors import SmlError
 from serverless_ml.locks import LockBusy, job_lock
 
 if TYPE_CHECKING:
+    from serverless_ml.notify import Receiver
     from serverless_ml.tracking import Tracking
 
 log = logging.getLogger("serverless_ml.schedule")
@@ -65,6 +71,12 @@ class ScheduleOptions:
     rows: int = defaults.DAILY_ROWS
     seed: int = defaults.DAILY_SEED
     retrain_trials: int = defaults.SIMULATE_RETRAIN_TRIALS
+    notify: tuple[Receiver, ...] = ()
+    """Where the infer jobs' alerts and the retrains' alias moves are sent (``--notify``)."""
+    promote: str = defaults.INFER_PROMOTE
+    """The infer jobs' ``--promote`` (``live`` whatever it says with ``retrain_on_alert``)."""
+    retrain_on_alert: bool = False
+    retrain_cooldown_h: float = defaults.SCHEDULE_RETRAIN_COOLDOWN_H
 
     def __post_init__(self) -> None:
         from serverless_ml.datasets.synthetic import check_rows_and_seed  # pandas: not at import
@@ -72,6 +84,10 @@ class ScheduleOptions:
         check_rows_and_seed(self.rows, self.seed)
         if self.retrain_trials < 1:
             raise SmlError(f"--retrain-trials must be >= 1, got {self.retrain_trials}")
+        if self.promote not in defaults.INFER_PROMOTE_MODES:
+            raise SmlError(f"--promote must be one of {', '.join(defaults.INFER_PROMOTE_MODES)}, got {self.promote!r}")
+        if not 0 <= self.retrain_cooldown_h <= 24 * 366:  # also refuses nan
+            raise SmlError(f"--retrain-cooldown must be 0..{24 * 366} hours, got {self.retrain_cooldown_h}")
         for job, expression in self.crons.items():
             try:
                 Cron.parse(expression)
@@ -79,9 +95,93 @@ class ScheduleOptions:
                 raise SmlError(f"--{job}-cron: {exc}") from None
 
     @property
+    def infer_promote(self) -> str:
+        """What the infer jobs promote with: ``live`` when retraining on alerts (the
+        retrained version is only a challenger until the live rule promotes it)."""
+        return "live" if self.retrain_on_alert else self.promote
+
+    @property
     def crons(self) -> dict[str, str]:
         """Job name -> its cron expression (UTC)."""
         return {"daily": self.daily_cron, "infer": self.infer_cron, "retrain": self.retrain_cron}
+
+
+def _state_path(state_dir: Path, dataset: str) -> Path:
+    return state_dir / STATE_DIR / f"{dataset}.json"
+
+
+def load_state(state_dir: Path, dataset: str) -> dict[str, str]:
+    """The schedule's record of a dataset: each job's last slot, when it was last alive,
+    when a retrain on an alert last ran."""
+    path = _state_path(state_dir, dataset)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_state(state_dir: Path, dataset: str, key: str, moment: dt.datetime) -> None:
+    """Record ``moment`` under ``key`` (written to a temporary file, then renamed)."""
+    state = load_state(state_dir, dataset)
+    state[key] = moment.isoformat()
+    path = _state_path(state_dir, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+ALERT_RETRAIN_KEY = "retrain_on_alert"
+"""The state key of the last retrain an alert started (the scheduled one is ``retrain``)."""
+
+
+@dataclass
+class RetrainOnAlert:
+    """``--retrain-on-alert``: after a batch whose infer job raised an alert, retrain
+    (``retrain``: registers a challenger, returns one line) unless a retrain, on an alert
+    or on the retrain schedule, ran within ``cooldown`` of ``clock()``. Takes the retrain
+    job's lock (a retrain already running is not started twice)."""
+
+    state_dir: Path
+    dataset: str
+    cooldown: dt.timedelta
+    retrain: Callable[[], str]
+    clock: Callable[[], dt.datetime]
+
+    def last_retrain(self) -> dt.datetime | None:
+        state = load_state(self.state_dir, self.dataset)
+        known = [dt.datetime.fromisoformat(state[k]) for k in ("retrain", ALERT_RETRAIN_KEY) if k in state]
+        return max(known) if known else None
+
+    def after_batch(self, alerts: list[str]) -> str | None:
+        """What the batch's alerts led to (``None``: no alert)."""
+        if not alerts:
+            return None
+        now = self.clock()
+        last = self.last_retrain()
+        if last is not None and now - last < self.cooldown:
+            return (f"retrain on alert skipped: the last retrain ran at {last.isoformat()} "
+                    f"(cooldown {self.cooldown.total_seconds() / 3600:g} h)")
+        try:
+            with job_lock(self.state_dir, f"schedule-retrain-{self.dataset}", wait=False):
+                outcome = self.retrain()
+                save_state(self.state_dir, self.dataset, ALERT_RETRAIN_KEY, now)
+        except LockBusy:
+            return "retrain on alert skipped: a retrain is running"
+        return f"retrained on alert: {outcome}"
+
+
+def infer_then_retrain(
+    run_infer: Callable[[dt.datetime], tuple[str, list[str]]], retrainer: RetrainOnAlert | None,
+) -> Callable[[dt.datetime], str]:
+    """The infer job's action: ``run_infer`` (its line and alerts), then, with
+    ``retrainer``, a retrain when the batch raised an alert (a retrain that fails fails
+    the job's slot, logged; the batch itself was scored and logged before)."""
+
+    def action(slot: dt.datetime) -> str:
+        line, alerts = run_infer(slot)
+        followed = retrainer.after_batch(alerts) if retrainer is not None else None
+        return f"{line}; {followed}" if followed else line
+
+    return action
 
 
 @dataclass(frozen=True)
@@ -114,12 +214,8 @@ class Scheduler:
     sleep: Callable[[float], None]
     outcomes: list[Outcome] = field(default_factory=list)
 
-    def _state_path(self, dataset: str) -> Path:
-        return self.state_dir / STATE_DIR / f"{dataset}.json"
-
     def _load_state(self, dataset: str) -> dict[str, str]:
-        path = self._state_path(dataset)
-        return json.loads(path.read_text()) if path.exists() else {}
+        return load_state(self.state_dir, dataset)
 
     def _save_slot(self, job: Job, slot: dt.datetime) -> None:
         self._save(job.dataset, job.name, slot)
@@ -130,14 +226,7 @@ class Scheduler:
             self._save(dataset, ALIVE_KEY, now)
 
     def _save(self, dataset: str, key: str, moment: dt.datetime) -> None:
-        state = self._load_state(dataset)
-        state[key] = moment.isoformat()
-        path = self._state_path(dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        save_state(self.state_dir, dataset, key, moment)
 
     def missed_slots(self, now: dt.datetime) -> list[tuple[dt.datetime, Job]]:
         """Slots after each job's last recorded slot and after the scheduler was last seen
@@ -248,22 +337,38 @@ def pipeline_jobs(
         def daily(slot: dt.datetime, spec: Any = spec) -> str:
             return add_daily_rows(spec, store, slot.date(), options.rows, options.seed).summary()
 
-        def batch(slot: dt.datetime, spec: Any = spec) -> str:
+        def batch(slot: dt.datetime, spec: Any = spec) -> tuple[str, list[str]]:
             # The server was probed when the scheduler started; a job hours later probes it
             # again, so an outage is one line within seconds, not minutes of MLflow's retries.
             check_tracking_reachable(tracker.uri)
-            report = infer(spec, store, settings, InferOptions(as_of=slot.date(), figures=False), clock(), tracker)
-            return report.summary().splitlines()[0]
+            report = infer(spec, store, settings, InferOptions(as_of=slot.date(), figures=False, notify=options.notify,
+                                                               promote=options.infer_promote),
+                           clock(), tracker)
+            line = report.summary().splitlines()[0]
+            return line + (f"; live promotion: {report.promotion}" if report.promotion else ""), list(report.alerts)
+
+        def challenger(spec: Any = spec) -> str:
+            check_tracking_reachable(tracker.uri)
+            report = train(spec, store, settings, TrainOptions(trials=options.retrain_trials, seed=options.seed,
+                                                               include_synthetic=True, quiet=True, notify=options.notify,
+                                                               promote="never"), tracker)
+            return report.outcome()
+
+        retrainer = (RetrainOnAlert(settings.state_dir, spec.name, dt.timedelta(hours=options.retrain_cooldown_h), challenger,
+                                    clock) if options.retrain_on_alert else None)
 
         def retrain(slot: dt.datetime, spec: Any = spec) -> str:
             check_tracking_reachable(tracker.uri)
-            report = train(spec, store, settings, TrainOptions(trials=options.retrain_trials, seed=options.seed, include_synthetic=True, quiet=True),
+            report = train(spec, store, settings, TrainOptions(trials=options.retrain_trials, seed=options.seed, include_synthetic=True, quiet=True,
+                                                                notify=options.notify),
                            tracker)
             return report.outcome()
 
+        # Locks and the last slots are kept under the dataset's name, not the argument (a
+        # spec file's path has slashes, and two spellings of one spec are one dataset).
         jobs += [
-            Job("daily", name, Cron.parse(options.daily_cron), daily),
-            Job("infer", name, Cron.parse(options.infer_cron), batch),
-            Job("retrain", name, Cron.parse(options.retrain_cron), retrain, collapse_missed=True),
+            Job("daily", spec.name, Cron.parse(options.daily_cron), daily),
+            Job("infer", spec.name, Cron.parse(options.infer_cron), infer_then_retrain(batch, retrainer)),
+            Job("retrain", spec.name, Cron.parse(options.retrain_cron), retrain, collapse_missed=True),
         ]
     return jobs

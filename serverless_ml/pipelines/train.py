@@ -62,6 +62,8 @@ from serverless_ml.trial_logging import TrialLogger
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from serverless_ml.notify import Receiver
+
 MIN_ROWS = 20
 WORKER_RUN_ATTR = "worker_run_id"
 """Trial user attribute: the MLflow run of the worker that ran the trial."""
@@ -96,6 +98,8 @@ class TrainOptions:
     progress: ProgressCallback | None = field(default=None, compare=False, repr=False)
     """Called as ``progress(done, total, label)`` after each trial this process ran (the
     ``sml`` command's line per trial in a log; on a terminal Optuna's bar is shown instead)."""
+    notify: tuple[Receiver, ...] = ()
+    """Where each alias move is sent (``--notify``; :mod:`.notifications`)."""
 
     def __post_init__(self) -> None:
         """Refuse out-of-range options in one line each, before anything is read."""
@@ -562,6 +566,8 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     )
     space = search.search_space_for(spec, y_train)
     storage = options.storage or settings.optuna_storage
+    if not options.storage:  # the default database's folder (SML_STATE_DIR) may not exist yet
+        settings.optuna_dir.mkdir(parents=True, exist_ok=True)
     if storage.startswith("sqlite:///"):
         remember_place("Optuna study database", storage.removeprefix("sqlite:///").split("?", 1)[0])
     study_name = options.study_name or default_study_name(spec, data_version, options, space)
@@ -842,7 +848,14 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         evaluated = _evaluate(spec, prep, fitted)
         _log_run(run_id, spec, prep, fitted, evaluated)
         registered = _register_and_promote(run_id, spec, prep, fitted, evaluated, baseline, fingerprint)
-    return _report(run_id, prep, fitted, evaluated, baseline, registered)
+    report = _report(run_id, prep, fitted, evaluated, baseline, registered)
+    if options.notify:
+        from serverless_ml.pipelines.notifications import notify_training
+
+        notify_training(spec.name, str(report.model_version), report.decision.promote, report.outcome(),
+                        report.decision.reason, options.notify, prep.tracker, run_id=run_id,
+                        experiment_id=report.experiment_id)
+    return report
 
 
 @dataclass(frozen=True)
@@ -1038,7 +1051,8 @@ def _register_and_promote(run_id: str, spec: DatasetSpec, prep: _Prepared, fitte
     name = registry.model_name(spec.name)
     comparison, decision = _decide(name, spec, prep, fitted.model, evaluated.holdout_accuracy)
     version = log_and_register(fitted.model, prep.x_train, name, logged_model_name(spec.name), params=dict(fitted.best.params),
-                               tags={"dataset": spec.name, registry.DATA_VERSION_TAG: str(prep.data_version), registry.TRAINING_RUN_ID_TAG: run_id})
+                               tags={"dataset": spec.name, registry.DATA_VERSION_TAG: str(prep.data_version), registry.TRAINING_RUN_ID_TAG: run_id},
+                               spec=spec)
     client = prep.tracker.client
     describe_registered_model(client, name, spec)
     client.update_model_version(name, version, description=version_description(
@@ -1142,12 +1156,18 @@ def version_description(
 
 def log_and_register(
     model: Any, x_train: pd.DataFrame, name: str, logged_name: str | None = None, *,
-    params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None, tags: dict[str, str] | None = None, spec: DatasetSpec | None = None,
 ) -> str:
     """Log the pipeline with a signature and input example as ``logged_name`` (default:
-    :func:`logged_model_name` of ``name``); register it under ``name``."""
+    :func:`logged_model_name` of ``name``); register it under ``name``.
+
+    With ``spec``, one MLmodel holds two flavors (:mod:`serverless_ml.serving.flavor`):
+    ``sklearn``, the plain Pipeline (what the jobs and the site load), and
+    ``python_function``, which checks rows against the spec and answers class names and
+    per-class probabilities (``mlflow.pyfunc.load_model``, ``mlflow models serve``).
+    Without it, the sklearn flavor's own pyfunc (class values)."""
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
     example = x_train.head(5)
     with warnings.catch_warnings():
@@ -1155,11 +1175,20 @@ def log_and_register(
         # hint about integer columns with missing values does not apply.
         warnings.simplefilter("ignore", category=UserWarning)
         signature = infer_signature(example, model.predict(example))
-    info = mlflow.sklearn.log_model(
-        model, name=logged_name or logged_model_name(name), signature=signature, input_example=example,
-        params=params, tags=tags,
+    common: dict[str, Any] = dict(
+        signature=signature, input_example=example, params=params, tags=tags,
         registered_model_name=name, skops_trusted_types=SKOPS_TRUSTED_TYPES,
         # Stated, not inferred: inference loads the model in a subprocess (~10 s).
         pip_requirements=model_requirements(),
+    )
+    if spec is None:
+        info = mlflow.sklearn.log_model(model, name=logged_name or logged_model_name(name), **common)
+        return str(info.registered_model_version)
+    from serverless_ml.serving import flavor
+    from serverless_ml.serving.schema import ServingSchema
+
+    info = Model.log(
+        artifact_path=None, name=logged_name or logged_model_name(name), flavor=flavor, flavor_name="sklearn",
+        sk_model=model, serving_schema=ServingSchema.from_spec(spec), serialization_format="skops", **common,
     )
     return str(info.registered_model_version)

@@ -73,3 +73,49 @@ def same_training_message(alias: str, version: str | int) -> str:
     and is given back instead of registering an identical version."""
     return (f"{alias} version {version} was trained on the same data, seed and search: kept; "
             "use --promote always to register anew")
+
+
+def look_level(alpha: float, look: int) -> float:
+    """The significance level of the live rule's ``look``-th judgement of one challenger:
+    ``alpha / (look (look + 1))``.
+
+    The rule looks again at every batch, over a window that mostly overlaps the last one;
+    testing each look at ``alpha`` would promote a challenger no better than the champion
+    far more often than ``alpha`` over its life (``python -m bench live_promotion`` measures it).
+    The levels sum to ``alpha`` over all looks, so by the union bound the chance of any
+    false promotion in a challenger's life stays below ``alpha`` whatever the looks share.
+    """
+    if look < 1:
+        raise ValueError(f"look must be 1 or more, got {look}")
+    return alpha / (look * (look + 1))
+
+
+def decide_live_promotion(
+    p_value_better: float, discordant: int, difference: float, rows: int, alpha: float = defaults.LIVE_PROMOTE_ALPHA,
+    min_discordant: int = defaults.LIVE_PROMOTE_MIN_DISCORDANT, window: str = "", look: int = 1,
+) -> PromotionDecision:
+    """``--promote live``: promote the challenger when, on the live rows both models
+    scored and whose labels are known, the one-sided McNemar exact test says it is right
+    more often than the champion (``p_value_better`` below this look's level,
+    :func:`look_level`) on at least ``min_discordant`` rows where exactly one of them is
+    right.
+
+    Args:
+        p_value_better: The one-sided p-value (:func:`serverless_ml.inference.paired.mcnemar_exact`).
+        discordant: Rows where exactly one model is right.
+        difference: The challenger's accuracy minus the champion's on the paired rows.
+        rows: The paired labelled rows.
+        alpha: The chance of a false promotion over all of the challenger's looks.
+        window: The days compared (named in the reason).
+        look: Which judgement of this challenger this is (1: its first).
+    """
+    level = look_level(alpha, look)
+    over = f" over {rows} paired labelled rows" + (f" ({window})" if window else "")
+    at = f"look {look}: level {level:.3g} of {alpha} over the challenger's looks"
+    if discordant < min_discordant:
+        return PromotionDecision(False, f"{discordant} discordant rows < {min_discordant} needed{over}")
+    if p_value_better < level and difference > 0:
+        return PromotionDecision(True, f"challenger more often right: accuracy difference {difference:+.4f}, "
+                                       f"one-sided McNemar p = {p_value_better:.4g} < {level:.3g} ({at}){over}")
+    return PromotionDecision(False, f"not shown better: accuracy difference {difference:+.4f}, "
+                                    f"one-sided McNemar p = {p_value_better:.4g} >= {level:.3g} ({at}){over}")

@@ -322,7 +322,8 @@ def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
     """Create or load the study (``load_if_exists``: studies resume and can be shared).
 
     Workers started together on a fresh database race to create Optuna's tables (on
-    PostgreSQL the loser gets a unique violation); the loser retries and finds them.
+    PostgreSQL the loser gets a unique violation, or ``relation "studies" already exists``
+    when both issue ``CREATE TABLE`` at once); the loser retries and finds them.
     """
     import sqlalchemy.exc
 
@@ -336,8 +337,9 @@ def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
                 pruner=make_pruner(),
                 load_if_exists=True,
             )
-        except sqlalchemy.exc.IntegrityError as exc:
-            if attempt == OPEN_STUDY_ATTEMPTS:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            lost_race = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)
+            if not lost_race or attempt == OPEN_STUDY_ATTEMPTS:
                 raise storage_error(storage, exc) from None
             time.sleep(0.2 * attempt)
         except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds

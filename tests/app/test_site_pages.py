@@ -18,6 +18,7 @@ pytestmark = pytest.mark.browser
 PAGES = {
     "/": ("overview", "Latest prediction", 4),
     "/confusion": ("confusion", "since promotion", 3),
+    "/slices": ("slices", "A slice's realized accuracy needs", 0),
     "/predictions": ("predictions", "Type in a column's filter cell", 0),
     "/drift": ("drift", "per feature", 2),
     "/models": ("models", "Holdout metrics", 1),

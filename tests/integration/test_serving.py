@@ -1,4 +1,5 @@
-"""The champion served over REST by MLflow's own server gives batch inference's answers."""
+"""The champion served over REST by MLflow's own server (its pyfunc flavor) gives batch
+inference's answers, as class names and probabilities, and refuses a row outside the spec."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -78,8 +80,23 @@ def test_rest_serving_matches_batch_predictions(world, tmp_path: Path) -> None: 
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             served = json.loads(response.read())["predictions"]
+        # The pyfunc flavor refuses a row outside the spec, naming the field and the values.
+        bad = json.loads(request_body(rows.head(2)))
+        bad["dataframe_split"]["data"][1][bad["dataframe_split"]["columns"].index("sex")] = "alien"
+        refused = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(bad).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(refused, timeout=30)
+        error = json.loads(caught.value.read())
     finally:
         server.terminate()
         server.wait(timeout=30)
         log.close()
-    assert served == predictions["prediction"].tolist()
+    # Class names and probabilities, as batch inference wrote them for the same rows.
+    names = {0: "died", 1: "survived"}
+    assert [row["prediction"] for row in served] == [names[p] for p in predictions["prediction"]]
+    np.testing.assert_allclose([row["probability_survived"] for row in served], predictions["proba_1"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose([row["probability"] for row in served], predictions["probability"], rtol=0, atol=1e-12)
+    assert caught.value.code == 400
+    assert error["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "row 1: field 'sex'" in error["message"] and "'male', 'female'" in error["message"]

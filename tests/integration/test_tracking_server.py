@@ -10,6 +10,7 @@ log, run params or tags, registry tags, stored artifacts nor process command lin
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sqlalchemy
 from mlflow import MlflowClient
@@ -216,7 +216,7 @@ def test_the_champion_alias_resolves_and_predicts_over_http(
 
     spec = get_dataset("titanic")
     rows = LocalFeatureStore(pipeline.store_dir).get_feature_group("titanic", 1).read().head(20)
-    assert set(np.unique(model.predict(as_model_input(rows, spec)))) <= {0, 1}
+    assert set(model.predict(as_model_input(rows, spec))["prediction"]) <= {"died", "survived"}  # the pyfunc flavor
 
 
 def test_training_logged_a_parent_and_nested_trials(tracking_server: TrackingServer, pipeline: PipelineRun) -> None:
@@ -241,6 +241,21 @@ def test_one_monitoring_run_per_batch_over_http(tracking_server: TrackingServer,
         assert run.data.metrics["rows_scored"] == 40
     artifacts = {a.path for a in client.list_artifacts(runs[-1].info.run_id)}
     assert artifacts, "the monitoring run's artifacts are listed through the server"
+
+
+def test_a_run_s_slice_plan_is_read_through_the_server(tracking_server: TrackingServer, pipeline: PipelineRun) -> None:
+    from serverless_ml.inference.slices import SliceTable
+    from serverless_ml.pipelines.labels import slice_plan
+
+    client = _client(tracking_server)
+    experiment = client.get_experiment_by_name("titanic-monitoring")
+    run = client.search_runs([experiment.experiment_id])[0]
+    assert not run.info.artifact_uri.startswith(("/", "file:"))  # the server's store, not a local path
+    with tempfile.TemporaryDirectory() as tmp:
+        table = SliceTable.from_json(json.loads(Path(client.download_artifacts(run.info.run_id, "slices.json", tmp)).read_text()))
+    assert table is not None and slice_plan(client, run.info) == table.plan
+    training = client.search_runs([client.get_experiment_by_name("titanic-training").experiment_id])[0]
+    assert slice_plan(client, training.info) is None
 
 
 def test_site_data_access_over_http(tracking_server: TrackingServer, pipeline: PipelineRun) -> None:

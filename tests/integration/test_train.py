@@ -55,9 +55,14 @@ def test_registered_champion_loads_and_predicts_from_raw_rows(titanic_store: Loc
 
     model = mlflow.pyfunc.load_model("models:/titanic@champion")
     rows = titanic_store.get_feature_group("titanic", 1).read().head(25)
-    predicted = model.predict(as_model_input(rows, spec))
-    assert set(np.unique(predicted)) <= {0, 1}
-    assert (np.asarray(predicted) == rows["survived"].to_numpy()).mean() > 0.6
+    # The pyfunc flavor answers class names (serverless_ml/serving/flavor.py); the sklearn
+    # flavor is the Pipeline, answering class values.
+    predicted = model.predict(as_model_input(rows, spec))["prediction"]
+    assert set(predicted) <= {"died", "survived"}
+    assert (predicted.map({"died": 0, "survived": 1}).to_numpy() == rows["survived"].to_numpy()).mean() > 0.6
+    values = mlflow.sklearn.load_model("models:/titanic@champion").predict(as_model_input(rows, spec))
+    assert set(np.unique(values)) <= {0, 1}
+    assert (values == predicted.map({"died": 0, "survived": 1}).to_numpy()).all()
     signature_inputs = [c.name for c in model.metadata.get_input_schema().inputs]
     assert signature_inputs == spec.feature_names
 
@@ -179,9 +184,12 @@ def test_the_champion_is_compared_only_on_holdout_rows_it_did_not_train_on(
 
 def test_a_resumed_study_continues_its_trial_count(titanic_store: LocalFeatureStore, tracking_uri: str) -> None:
     spec = get_dataset("titanic")
-    settings = _settings(titanic_store, tracking_uri)
+    # A state folder that does not exist yet: the default study database's folder is made.
+    state = titanic_store.root.parent / "state" / "not-yet"
+    settings = resolve_settings(store_dir=titanic_store.root, tracking_uri=tracking_uri, state_dir=state)
     options = dataclasses.replace(FAST, trials=2, study_name="resume-me")
     first = train(spec, titanic_store, settings, options)
+    assert (state / "optuna.db").is_file()
     # Other --trials (the same ones would give the champion back: see test_promotion_rerun.py).
     second = train(spec, titanic_store, settings, dataclasses.replace(options, trials=3))
     assert (first.trials_total, second.trials_total, second.trials_this_run) == (2, 5, 3)

@@ -623,6 +623,8 @@ CASES: dict[str, Case] = {
     ),
     "schedule: unknown dataset": Case(_args("schedule", "--dataset", "wine"), ("unknown dataset 'wine'",)),
     "schedule: --retrain-trials 0": Case(_args("schedule", "--retrain-trials", "0"), ("--retrain-trials must be >= 1, got 0",)),
+    "schedule: --retrain-cooldown -1": Case(_args("schedule", "--retrain-on-alert", "--retrain-cooldown", "-1"),
+                                            ("--retrain-cooldown must be 0..8784 hours, got -1.0",)),
     "schedule: tracking database below a file": Case(
         _with(_text_file("notes.txt", "sqlite:///{root}/notes.txt/mlflow.db"), ["schedule"]),
         ("MLflow tracking database", "notes.txt is a file, not a folder"),
@@ -653,6 +655,12 @@ CASES: dict[str, Case] = {
         _args("dashboard", "--host", "192.0.2.1", "--port", "{closed}"), ("cannot serve the site on 192.0.2.1:", "Cannot assign requested address")
     ),
     "dashboard: store dir is a file": Case(_args("dashboard", "--port", "{closed}"), ("is a file, expected a directory",), store="file"),
+    # --- serve (each case must fail at once: a good server serves forever) ------------
+    "serve: no champion": Case(_args("serve", "--port", "{closed}"), ("model 'titanic' has no champion", "sml train --dataset titanic")),
+    "serve: --port 70000": Case(_args("serve", "--port", "70000"), ("--port must be between 1 and 65535, got 70000",)),
+    "serve: port in use": Case(_args("serve", "--port", "{busy}"), ("cannot serve the model on 127.0.0.1:", "another program listens there")),
+    "serve: --flush-seconds nan": Case(_args("serve", "--flush-seconds", "nan"), ("--flush-seconds must be 0.01..86400, got nan",)),
+    "serve: --flush-rows 0": Case(_args("serve", "--flush-rows", "0"), ("--flush-rows must be >= 1, got 0",)),
     # --- main (used to start MLflow project runs, and run features and train, before
     # finding the bad dataset or drift of a later step) -----------------------------
     "main: unknown dataset": Case(_args("main", "--dataset", "wine"), ("unknown dataset 'wine'",)),
@@ -858,7 +866,7 @@ SLOW_COMMANDS = ("train", "infer", "simulate", "main")
 """Cases named "<command>: ..." of these commands import scikit-learn and MLflow (4-9 s of CPU)."""
 
 COMMANDS = ("features", "daily", "train", "infer", "simulate", "schedule", "dashboard", "main", "tracking-server", "spec",
-            "labels", "ingest")
+            "labels", "ingest", "serve")
 
 
 @dataclass

@@ -56,7 +56,7 @@ URI_USER = "sml"
 START_TIMEOUT_S = 240
 COMMAND_TIMEOUT_S = 600
 DAY = dt.date(2024, 2, 1)
-PAGES = ("/", "/confusion", "/predictions", "/drift", "/models", "/data", "/predict")
+PAGES = ("/", "/confusion", "/slices", "/predictions", "/drift", "/models", "/data", "/predict")
 NO_NETWORK = {
     "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
     "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",

@@ -284,6 +284,7 @@ PAGES_AND_TEXT = {
     "/data?dataset=evil": [DESCRIPTION_PAYLOAD, *CATEGORY_PAYLOADS, CLASS_PAYLOAD],
     "/models?dataset=evil": [],
     "/drift?dataset=evil": [],
+    "/slices?dataset=evil": [],
 }
 
 

@@ -236,3 +236,19 @@ def test_the_installed_sml_script_and_the_entry_points_use_the_console_main() ->
     text = (REPO_ROOT / "pyproject.toml").read_text()
     assert 'sml = "serverless_ml.cli:console_main"' in text
     assert "console_main(args, strict_switches=True)" in (REPO_ROOT / "entrypoints" / "__init__.py").read_text()
+
+
+def test_the_console_script_exit_stops_an_idle_thread_pool_as_the_interpreter_would(tmp_path: Path) -> None:
+    """A ThreadPoolExecutor left without ``shutdown`` (its idle workers are non-daemon
+    threads that stop only when threading's exit callbacks tell them) does not hang the
+    exit: a plain join of every non-daemon thread did."""
+    script = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from serverless_ml.cli import console_main\n"
+        "pool = ThreadPoolExecutor(max_workers=1)\n"
+        "print(pool.submit(lambda: 'worked').result())\n"
+        "console_main(['--version'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("worked\nsml (serverless-ml)"), proc.stdout

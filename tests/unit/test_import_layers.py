@@ -33,6 +33,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("serverless_ml.training", "serverless_ml.trial_logging"),
     # Monitoring maths and scoring.
     ("serverless_ml.inference",),
+    # Serving: the rows a served model accepts, the pyfunc flavor, `sml serve`.
+    ("serverless_ml.serving",),
     # The jobs (a job may run another as a step).
     ("serverless_ml.pipelines",),
     # The site.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -185,3 +186,102 @@ def test_a_scheduled_job_probes_the_tracking_server_first(tmp_path: Path, free_p
             jobs[name].action(now)
         assert time.monotonic() - started < 30  # not MLflow's minutes of retries
     assert not (tmp_path / "store" / "iris").exists()  # the job did not start
+
+
+def test_jobs_of_a_spec_file_given_by_path_are_kept_under_the_datasets_name(tmp_path: Path) -> None:
+    """`sml schedule --dataset ./specs/tiny.yaml`: locks and the last slots live under the
+    dataset's name (a path's slashes made the lock file's name a missing folder: a
+    traceback), and a slot runs under its lock."""
+    from serverless_ml.pipelines.schedule import ScheduleOptions, Scheduler, pipeline_jobs
+    from serverless_ml.settings import resolve_settings
+    from serverless_ml.tracking import Tracking
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "tiny.csv").write_text("id,x,kind\n1,0.5,a\n2,1.5,b\n")
+    (specs / "tiny.yaml").write_text("name: tiny\nsource: {path: tiny.csv}\nlabel: kind\nprimary_key: id\n"
+                                     "classes: [a, b]\nfeatures:\n  x: {type: double}\n")
+    settings = resolve_settings(store_dir=tmp_path / "store", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    now = dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)
+    jobs = pipeline_jobs([str(specs / "tiny.yaml")], settings, ScheduleOptions(), lambda: now, Tracking(settings.tracking_uri))
+    assert {job.dataset for job in jobs} == {"tiny"}
+    ran: list[dt.datetime] = []
+    job = dataclasses.replace(next(j for j in jobs if j.name == "daily"), action=lambda slot: ran.append(slot) or "ok")
+    outcome = Scheduler([job], settings.state_dir, lambda: now, lambda _s: None).run_slot(job, now)
+    assert outcome.status == "ok" and ran == [now]
+    assert (settings.state_dir / "_locks").is_dir()
+
+
+# --- --retrain-on-alert ---------------------------------------------------------------------------
+
+
+def test_retrain_on_alert_retrains_after_an_alert_unless_a_retrain_ran_within_the_cooldown(tmp_path: Path) -> None:
+    """Alerts on Jan 2nd, 3rd, 5th and 8th; a 36-hour cooldown; the weekly retrain on
+    Sunday Jan 7th. Jan 2nd retrains; Jan 3rd is 24 h later (skipped); Jan 5th retrains;
+    Jan 8th is under a day after the scheduled retrain of the 7th (skipped)."""
+    from serverless_ml.pipelines.schedule import RetrainOnAlert, infer_then_retrain, load_state
+
+    clock = FakeClock(T0)
+    alert_days = {2, 3, 5, 8}
+    retrains: list[dt.datetime] = []
+
+    def run_infer(slot: dt.datetime) -> tuple[str, list[str]]:
+        return f"scored {slot.date()}", (["accuracy dropped"] if slot.day in alert_days else [])
+
+    def retrain_challenger() -> str:
+        retrains.append(clock())
+        return f"registered version {len(retrains) + 1} as challenger"
+
+    retrainer = RetrainOnAlert(tmp_path, "titanic", dt.timedelta(hours=36), retrain_challenger, clock)
+    scheduled: list[dt.datetime] = []
+    jobs = [
+        Job("infer", "titanic", Cron.parse("15 0 * * *"), infer_then_retrain(run_infer, retrainer)),
+        Job("retrain", "titanic", Cron.parse("30 0 * * 0"), lambda slot: scheduled.append(slot) or "retrained",
+            collapse_missed=True),
+    ]
+    scheduler = Scheduler(jobs, tmp_path, clock, clock.sleep)
+    scheduler.run(until=dt.datetime(2024, 1, 9, 1, 0, tzinfo=UTC))
+
+    assert [t.date().day for t in retrains] == [2, 5]
+    assert scheduled == [dt.datetime(2024, 1, 7, 0, 30, tzinfo=UTC)]
+    details = {o.slot.day: o.detail for o in scheduler.outcomes if o.job == "infer"}
+    assert details[1] == "scored 2024-01-01" and details[4] == "scored 2024-01-04"  # no alert, no retrain
+    assert details[2] == "scored 2024-01-02; retrained on alert: registered version 2 as challenger"
+    assert details[3].startswith("scored 2024-01-03; retrain on alert skipped: the last retrain ran at 2024-01-02T00:15")
+    assert details[5].endswith("retrained on alert: registered version 3 as challenger")
+    assert "skipped: the last retrain ran at 2024-01-07T00:30" in details[8] and "(cooldown 36 h)" in details[8]
+    assert load_state(tmp_path, "titanic")["retrain_on_alert"] == "2024-01-05T00:15:00+00:00"
+
+
+def test_a_failing_retrain_on_alert_fails_the_slot_is_not_recorded_and_is_tried_on_the_next_alert(tmp_path: Path) -> None:
+    from serverless_ml.pipelines.schedule import RetrainOnAlert, infer_then_retrain
+
+    clock = FakeClock(T0)
+    attempts: list[dt.datetime] = []
+
+    def retrain_challenger() -> str:
+        attempts.append(clock())
+        if len(attempts) == 1:
+            raise RuntimeError("tracking server down")
+        return "registered version 2 as challenger"
+
+    retrainer = RetrainOnAlert(tmp_path, "titanic", dt.timedelta(hours=48), retrain_challenger, clock)
+    jobs = [Job("infer", "titanic", Cron.parse("15 0 * * *"), infer_then_retrain(lambda s: ("scored", ["drift"]), retrainer))]
+    scheduler = Scheduler(jobs, tmp_path, clock, clock.sleep)
+    scheduler.run(until=dt.datetime(2024, 1, 2, 1, 0, tzinfo=UTC))
+    assert [(o.status, o.detail) for o in scheduler.outcomes] == [
+        ("failed", "RuntimeError: tracking server down"), ("ok", "scored; retrained on alert: registered version 2 as challenger")]
+
+
+def test_schedule_options_of_the_loop() -> None:
+    from serverless_ml.pipelines.schedule import ScheduleOptions
+
+    assert ScheduleOptions().infer_promote == "never"
+    assert ScheduleOptions(retrain_on_alert=True).infer_promote == "live"
+    assert ScheduleOptions(promote="live").infer_promote == "live"
+    with pytest.raises(SmlError, match=r"--retrain-cooldown must be 0\.\.8784 hours, got -1"):
+        ScheduleOptions(retrain_cooldown_h=-1)
+    with pytest.raises(SmlError, match="--retrain-cooldown must be"):
+        ScheduleOptions(retrain_cooldown_h=float("nan"))
+    with pytest.raises(SmlError, match="--promote must be one of never, live"):
+        ScheduleOptions(promote="always")

@@ -478,7 +478,7 @@ def test_the_csv_export_keeps_rows_as_shown_and_defuses_formulas() -> None:
 
 
 def test_the_navigation_marks_the_page_shown() -> None:
-    names = ["overview", "confusion", "predictions", "drift", "models", "data", "predict"]
+    names = ["overview", "confusion", "slices", "predictions", "drift", "models", "data", "predict"]
     for path, active in (("/", "overview"), ("/drift", "drift"), ("/drift/", "drift"), ("/predict", "predict"),
                          (None, "overview")):
         classes = dict(zip(names, highlight_nav(path), strict=True))

@@ -18,7 +18,7 @@ import pytest
 from serverless_ml import registry
 from serverless_ml.datasets import titanic
 from serverless_ml.feature_store.local import LocalFeatureStore
-from serverless_ml.inference import batch, drift, monitoring
+from serverless_ml.inference import batch, drift, monitoring, slices
 from serverless_ml.inference.scoring import KeySet, RowsDigest
 
 pytestmark = pytest.mark.unit
@@ -79,6 +79,7 @@ def _streamed(features: pd.DataFrame, history: pd.DataFrame, scored: pd.DataFram
     """What the job computes from chunks: the history, the batch's predictions and the
     feature rows each offered ``chunk`` rows at a time (the features in a shuffled order)."""
     totals = batch.BatchTotals(list(SPEC.classes), champion.version, AS_OF_END, rolling_days)
+    totals.slices = slices.SliceTotals(slices.plan_slices(SPEC, champion.reference_rows))
     for part in _chunks(history, chunk):
         totals.add_history(part)
     day_counts = dict(totals.history_days)
@@ -90,11 +91,25 @@ def _streamed(features: pd.DataFrame, history: pd.DataFrame, scored: pd.DataFram
     scored_before, new = KeySet(history[KEY].to_numpy()), set(scored[KEY])
     for part in _chunks(features.sample(frac=1.0, random_state=1), chunk):
         rows.add(part, part[KEY].isin(new).to_numpy(), scored_before)
+    by_key = features.set_index(KEY)
     for part in _chunks(scored, chunk):
-        totals.add_batch(part, SPEC)
+        # As the job does: each chunk's feature rows, in the order they were scored.
+        totals.add_batch(part, SPEC, by_key.loc[part[KEY]].reset_index())
     found = batch.streamed_drift(SPEC, rows, totals, champion.drift_reference, AS_OF_END, rolling_days,
                                  monitoring.AlertRule())
     return batch.streamed_statistics(SPEC, totals, found, champion, monitoring.AlertRule())
+
+
+def _same_slices(got: slices.SliceTable | None, want: slices.SliceTable | None) -> None:
+    """The same slices, counts and labels exactly, figures up to the order of summation."""
+    assert got is not None and want is not None
+    assert (got.plan, got.notes, len(got.slices)) == (want.plan, want.notes, len(want.slices))
+    for a, b in zip(got.slices, want.slices, strict=True):
+        for name, value in vars(b).items():
+            if isinstance(value, float):
+                assert getattr(a, name) == pytest.approx(value, rel=1e-9), (b.name, name)
+            else:
+                assert getattr(a, name) == value, (b.name, name)
 
 
 @pytest.mark.parametrize("rolling_days", [3, 30])
@@ -121,7 +136,9 @@ def test_chunked_statistics_equal_the_one_shot_statistics_on_the_same_rows(rolli
             one_shot.drift_basis, one_shot.drift_window, one_shot.drift_window_rolling, one_shot.accuracy_basis)
         assert streamed.notes == one_shot.notes
         assert streamed.alerts.messages == one_shot.alerts.messages
+        _same_slices(streamed.slices, one_shot.slices)
     assert one_shot.metrics[registry.DRIFT_ROWS_METRIC] > 0  # drift was computed, not skipped
+    assert one_shot.slices is not None and one_shot.slices.worst is not None
 
 
 def test_a_window_larger_than_its_cap_is_judged_on_a_sample_and_the_notes_say_so() -> None:
