@@ -40,3 +40,18 @@ def text_of(component: Any) -> str:
 
     walk(component)
     return " ".join(found)
+
+
+def find(component: Any, component_id: Any) -> Any:
+    """The component with ``component_id`` in a tree (or ``None``)."""
+    if isinstance(component, (list, tuple)):
+        for child in component:
+            hit = find(child, component_id)
+            if hit is not None:
+                return hit
+        return None
+    if isinstance(component, dash.development.base_component.Component):
+        if getattr(component, "id", None) == component_id:
+            return component
+        return find(getattr(component, "children", None), component_id)
+    return None

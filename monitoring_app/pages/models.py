@@ -200,8 +200,13 @@ def render_version(site: Site, spec: DatasetSpec, number: int) -> Any:
     best = details.tags.get(registry.BEST_TRIAL_NUMBER_TAG)
     summary = f" ({len(trials)} trials" + (f", best trial {best}" if best else "") + ")."
     reason = details.tags.get(registry.PROMOTION_REASON_TAG)
+    live_run = version.tags.get(registry.PROMOTED_BY_RUN_TAG)
     if reason:
-        summary += f" Promotion decision: {details.tags.get(registry.PROMOTION_DECISION_TAG, '?')} ({reason})."
+        decided = "at training: " if live_run else ""
+        summary += f" Promotion decision {decided}{details.tags.get(registry.PROMOTION_DECISION_TAG, '?')} ({reason})."
+    if live_run:  # --promote live moved @champion to it later, on paired live evidence
+        summary += (f" Promoted live by monitoring run {live_run} at {version.tags.get(registry.PROMOTED_AT_TAG, '?')}, "
+                    f"replacing version {version.tags.get(registry.PROMOTION_PREVIOUS_CHAMPION_TAG, '?')}.")
     about = [f"Version {number} was trained by run ", link_or_text(details.name or details.run_id, url), summary]
     return [
         html.Div(about, className="muted"),

@@ -14,14 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, dcc, html
+import pandas as pd
+from dash import html
 
 from monitoring_app import ids
-from monitoring_app.components import (
-    control, dataset_callback, dataset_page, fmt, guarded, kept_on_failure, link_or_text, refresh_target,
-    register_page, token,
+from monitoring_app.components import fmt, register_page
+from monitoring_app.run_picker import (
+    picker_layout,
+    register_callbacks,
+    render_run,
+    show_run_callback,
 )
-from monitoring_app.pages.confusion import run_options
 from monitoring_app.site import Site
 from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
@@ -29,8 +32,6 @@ from serverless_ml.inference import slices as slice_stats
 
 PATH = "/slices"
 TITLE = "Slices"
-METRICS = (registry.ROWS_SCORED_METRIC, registry.ROWS_LABELLED_METRIC)
-TAGS = (registry.MODEL_VERSION_TAG, registry.ALERT_TAG, registry.LABELS_UPDATED_AT_TAG)
 COLUMNS = ("feature", "slice", "rows", "labelled", "realized accuracy", "estimated accuracy")
 NOT_COMPUTED = "not computed"
 WORST_ROW_STYLE = {"background": "#fef3c7", "fontWeight": 600}
@@ -38,35 +39,17 @@ KIND_TEXT = {slice_stats.CATEGORY: "each value", slice_stats.VALUES: "each value
              slice_stats.BINS: "quantile bins of the training rows"}
 
 
+IDS = (ids.SLICES_RUN, ids.SLICES_BODY, ids.SLICES_STATE)
+"""The picker's, the body's and the page state's component ids."""
+
+
 def register(app: dash.Dash) -> None:
     register_page(__name__, PATH, TITLE, order=7, layout=layout)
-    app.callback(
-        Output(ids.SLICES_BODY, "children"),
-        Input(ids.SLICES_RUN, "value"),
-        State(ids.SLICES_STATE, "data"),
-        prevent_initial_call=True,
-    )(show_run)
-    app.callback(
-        Output(ids.SLICES_RUN, "options"),
-        Output(ids.SLICES_STATE, "data"),
-        Input(ids.REFRESH, "n_intervals"),
-        State(ids.SLICES_STATE, "data"),
-        prevent_initial_call=True,
-    )(refresh_runs)
+    register_callbacks(app, IDS, show_run, ids.REFRESH)
 
 
 def layout(dataset: str | None = None, run: str | None = None, **_: Any) -> html.Div:
-    def picker(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
-        state["signature"] = token(site.data.runs_signature(registry.monitoring_experiment(spec.name)))
-        runs = site.data.monitoring_runs(spec, METRICS, TAGS)
-        chosen = run if run is not None and run in runs.index else str(runs.index[-1])
-        return [
-            control("Monitoring run", dcc.Dropdown(id=ids.SLICES_RUN, options=run_options(runs), value=chosen,
-                                                   clearable=False, className="dropdown-wide")),
-            html.Div(render(site, spec, chosen), id=ids.SLICES_BODY),
-        ]
-
-    return dataset_page(TITLE, dataset, ids.SLICES_STATE, picker)
+    return picker_layout(TITLE, dataset, run, IDS, render)
 
 
 def _accuracy(value: float | None, low: float | None, high: float | None) -> Any:
@@ -111,46 +94,17 @@ def about_plan(table: slice_stats.SliceTable) -> html.Div:
     ], className="muted")
 
 
-def render(site: Site, spec: DatasetSpec, run_id: str) -> Any:
+def render(site: Site, spec: DatasetSpec, run_id: str, runs: pd.DataFrame | None = None) -> Any:
     """The slice table of ``run_id`` and a line about the run."""
 
-    def draw() -> Any:
-        frame = site.data.monitoring_runs(spec, METRICS, TAGS)
-        if run_id not in frame.index:
-            return html.Div(f"run {run_id} is not a finished monitoring run of {spec.name}", className="notice notice-error")
-        row = frame.loc[run_id]
-        experiment_id = site.data.experiment_id(registry.monitoring_experiment(spec.name))
-        relabelled = row.get(registry.tag_column(registry.LABELS_UPDATED_AT_TAG))
-        version = relabelled if isinstance(relabelled, str) else None
-        about = html.Div([
-            f"Batch {row[registry.tag_column(registry.AS_OF_TAG)]}, model v{row.get(registry.tag_column(registry.MODEL_VERSION_TAG))}, run ",
-            link_or_text(run_id, site.run_url(experiment_id, run_id)),
-        ], className="muted")
+    def body(run_id: str, version: str | None) -> list[Any]:
         table = slice_stats.SliceTable.from_json(site.data.run_json(run_id, registry.SLICES_ARTIFACT, version))
         if table is None:
-            return [about, html.Div("This run logged no slice table (scored before slices were logged).",
-                                    className="notice notice-info", id=ids.SLICES_WORST)]
-        return [about, worst_line(table), html.Div(slice_table(table), className="table-wrap"), about_plan(table)]
+            return [html.Div("This run logged no slice table (scored before slices were logged).",
+                             className="notice notice-info", id=ids.SLICES_WORST)]
+        return [worst_line(table), html.Div(slice_table(table), className="table-wrap"), about_plan(table)]
 
-    return guarded(draw)
-
-
-def show_run(run_id: str | None, state: dict[str, Any] | None) -> Any:
-    def draw(site: Site, spec: DatasetSpec) -> Any:
-        if not run_id:
-            raise dash.exceptions.PreventUpdate
-        return render(site, spec, run_id)
-
-    return dataset_callback(state, draw)
+    return render_run(site, spec, run_id, runs, body)
 
 
-def refresh_runs(n_intervals: int | None, state: dict[str, Any] | None) -> tuple[Any, Any]:
-    """New runs join the picker (the chosen run stays chosen)."""
-    site, spec, state = refresh_target(state)
-    with kept_on_failure():
-        current = token(site.data.runs_signature(registry.monitoring_experiment(spec.name)))
-        if current == state.get("signature"):
-            raise dash.exceptions.PreventUpdate
-        runs = site.data.monitoring_runs(spec, METRICS, TAGS)
-    state["signature"] = current
-    return run_options(runs), state
+show_run = show_run_callback(render)

@@ -190,14 +190,14 @@ def _challenger_line(version: int, m: dict[str, float]) -> str:
         f"{int(m.get(registry.PAIRED_ROWS_METRIC, 0))} labelled rows: champion {_fmt(m.get(registry.PAIRED_CHAMPION_ACCURACY_METRIC))} "
         f"vs challenger {_fmt(m.get(registry.PAIRED_CHALLENGER_ACCURACY_METRIC))}, difference "
         f"{_fmt(m.get(registry.PAIRED_DIFFERENCE_METRIC))} ({_fmt(m.get(registry.PAIRED_DIFFERENCE_CI_LOW_METRIC))}"
-        f"..{_fmt(m.get(registry.PAIRED_DIFFERENCE_CI_HIGH_METRIC))}), McNemar p {_fmt(m.get(registry.PAIRED_P_VALUE_METRIC))} "
+        f"..{_fmt(m.get(registry.PAIRED_DIFFERENCE_CI_HIGH_METRIC))}), McNemar p {_fmt(m.get(registry.PAIRED_P_VALUE_METRIC), '.3g')} "
         f"(discordant {int(m.get(registry.PAIRED_CHAMPION_ONLY_METRIC, 0))} champion / "
         f"{int(m.get(registry.PAIRED_CHALLENGER_ONLY_METRIC, 0))} challenger)"
     )
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 @dataclass

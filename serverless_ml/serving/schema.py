@@ -203,7 +203,7 @@ def check_value(feature: FieldRules, raw: Any, missing_token: str | None = None)
 
 @dataclass(frozen=True)
 class RowError:
-    """One refused value of a request: the row (0-based), the field, why, and what it accepts."""
+    """One refused value of a request: the row (its index in the request, from 0), the field, why, and what it accepts."""
 
     row: int
     field: str
@@ -211,7 +211,7 @@ class RowError:
     allowed: str
 
     def describe(self) -> str:
-        return f"row {self.row}: field '{self.field}': {self.message}; allowed: {self.allowed}"
+        return f"rows[{self.row}]: field '{self.field}': {self.message}; allowed: {self.allowed}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"row": self.row, "field": self.field, "message": self.message, "allowed": self.allowed}

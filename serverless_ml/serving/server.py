@@ -46,7 +46,14 @@ from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.feature_store.base import FeatureStore
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, KeySet
 from serverless_ml.serving import schema as rules
-from serverless_ml.serving.recorder import KeyBlocks, Recorder, ServedRow, largest_generated_key, write_rows
+from serverless_ml.serving.recorder import (
+    GENERATED_KEY_PREFIX,
+    KeyBlocks,
+    Recorder,
+    ServedRow,
+    largest_generated_key,
+    write_rows,
+)
 from serverless_ml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -243,8 +250,15 @@ class ServingApp:
             value = record[key]
             ok = (isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63) if integer else \
                 (isinstance(value, str) and 0 < len(value) <= rules.MAX_TEXT_LENGTH)
+            reserved = ok and (defaults.SERVE_KEY_BASE <= value < 2**53 if integer
+                               else value.startswith(GENERATED_KEY_PREFIX))
             if not ok:
                 out.append(rules.RowError(position, key, f"{str(value)[:40]!r} is not a valid key", allowed))
+            elif reserved:
+                out.append(rules.RowError(
+                    position, key, f"key {str(value)[:40]!r} is one sml serve generates",
+                    f"below {defaults.SERVE_KEY_BASE} or from 2**53 (or leave it out: one is generated)" if integer
+                    else f"a key not starting with {GENERATED_KEY_PREFIX!r} (or leave it out: one is generated)"))
             elif value in seen:
                 out.append(rules.RowError(position, key, f"key {str(value)[:40]!r} is given twice in this request",
                                           "each key once per request"))

@@ -113,7 +113,8 @@ def decide_live_promotion(
     over = f" over {rows} paired labelled rows" + (f" ({window})" if window else "")
     at = f"look {look}: level {level:.3g} of {alpha} over the challenger's looks"
     if discordant < min_discordant:
-        return PromotionDecision(False, f"{discordant} discordant rows < {min_discordant} needed{over}")
+        rows_word = "row" if discordant == 1 else "rows"
+        return PromotionDecision(False, f"{discordant} discordant {rows_word} < {min_discordant} needed{over}")
     if p_value_better < level and difference > 0:
         return PromotionDecision(True, f"challenger more often right: accuracy difference {difference:+.4f}, "
                                        f"one-sided McNemar p = {p_value_better:.4g} < {level:.3g} ({at}){over}")

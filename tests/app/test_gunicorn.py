@@ -4,8 +4,6 @@ the port differs), serves the Overview to a browser."""
 from __future__ import annotations
 
 import os
-import re
-import shlex
 import socket
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from monitoring_app import ids
+from readme_blocks import gunicorn_block
 from serverless_ml.testing import stop_process_group
 
 pytestmark = pytest.mark.browser
@@ -29,20 +28,7 @@ STARTUP_TIMEOUT_S = 180
 
 def readme_command() -> tuple[dict[str, str], list[str]]:
     """The README block after the marker: the variables it exports and the gunicorn command."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert MARKER in text, f"README.md lost the marker {MARKER!r}"
-    block = re.search(r"```sh\n(.*?)```", text[text.index(MARKER):], re.S)
-    assert block is not None
-    exported: dict[str, str] = {}
-    command: list[str] = []
-    for line in block.group(1).splitlines():
-        words = shlex.split(line, comments=True)
-        if words[:1] == ["export"]:
-            exported.update(word.split("=", 1) for word in words[1:])
-        elif words[:1] == ["gunicorn"]:
-            command = words
-    assert command, "the README block has no gunicorn command"
-    return exported, command
+    return gunicorn_block(MARKER)
 
 
 def test_the_readme_documents_a_safe_command() -> None:

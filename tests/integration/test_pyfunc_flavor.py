@@ -107,7 +107,7 @@ def test_invalid_rows_are_refused_naming_the_field_and_allowed_values(trained_te
         with pytest.raises(MlflowException) as caught:
             model.predict(pd.DataFrame([good, {**good, field: value}]))
         message = caught.value.message
-        assert f"row 1: field '{field}'" in message and allowed in message, message
+        assert f"rows[1]: field '{field}'" in message and allowed in message, message
         assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
     # A required value missing (age is nullable, sex is not).
     assert model.predict(pd.DataFrame([{**good, "age": None}]))["prediction"].iloc[0] in {"died", "survived"}

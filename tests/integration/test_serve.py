@@ -79,7 +79,7 @@ def test_requests_answers_refusals_and_rows_recorded_on_sigterm(world, tmp_path:
         assert set(fields) == {(1, "pclass"), (2, "sex"), (2, "fare")}
         assert "1 to 3" in fields[(1, "pclass")]["allowed"] and "whole number" in fields[(1, "pclass")]["allowed"]
         assert fields[(2, "sex")]["allowed"] == "one of 'male', 'female'"
-        assert "row 1: field 'pclass'" in body["error"]
+        assert "rows[1]: field 'pclass'" in body["error"]
         status, body = server.predict([{**ROW, "sex": None}, {**ROW, "cabin": "C85"}, {**ROW, KEY: "x"}])
         assert status == 422 and {(e["row"], e["field"]) for e in body["errors"]} == {(0, "sex"), (1, "cabin"), (2, KEY)}
         status, body = server.predict([{**ROW, KEY: 5}, {**ROW, KEY: 5}])
@@ -239,22 +239,9 @@ README_MARKER = "<!-- tests/integration/test_serve.py runs this block -->"
 
 def readme_gunicorn_command() -> tuple[dict[str, str], list[str]]:
     """The README block after the marker: the variables it exports and the gunicorn command."""
-    import re
-    import shlex
+    from readme_blocks import gunicorn_block
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert README_MARKER in text
-    block = re.search(r"```sh\n(.*?)```", text[text.index(README_MARKER):], re.S)
-    assert block is not None
-    exported: dict[str, str] = {}
-    command: list[str] = []
-    for line in block.group(1).splitlines():
-        words = shlex.split(line, comments=True)
-        if words[:1] == ["export"]:
-            exported.update(word.split("=", 1) for word in words[1:])
-        elif words[:1] == ["gunicorn"]:
-            command = words
-    return exported, command
+    return gunicorn_block(README_MARKER)
 
 
 def test_gunicorn_workers_serve_and_record_as_the_readme_says(world, tmp_path: Path) -> None:  # noqa: ANN001

@@ -99,4 +99,4 @@ def test_rest_serving_matches_batch_predictions(world, tmp_path: Path) -> None: 
     np.testing.assert_allclose([row["probability"] for row in served], predictions["probability"], rtol=0, atol=1e-12)
     assert caught.value.code == 400
     assert error["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert "row 1: field 'sex'" in error["message"] and "'male', 'female'" in error["message"]
+    assert "rows[1]: field 'sex'" in error["message"] and "'male', 'female'" in error["message"]

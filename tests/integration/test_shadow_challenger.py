@@ -164,6 +164,21 @@ def test_a_better_challenger_is_promoted_by_the_live_rule(world) -> None:  # noq
     assert champion.tags[registry.PROMOTED_BY_RUN_TAG] == report.run_id
     assert champion.tags[registry.PROMOTION_PREVIOUS_CHAMPION_TAG] == str(worse)
     assert champion.tags[registry.PROMOTED_AT_TAG].startswith(DAY.isoformat())
+    # The Models page says how it became champion (it had said the training run's decision only).
+    from dash_text import text_of
+
+    from monitoring_app import create_app
+    from monitoring_app.pages import models
+    from monitoring_app.site import current_site
+
+    app = create_app(world[1], cache_ttl_s=0.0)
+    with app.server.test_request_context():
+        try:
+            about = text_of(models.render_version(current_site(), SPEC, 1))
+        finally:
+            current_site().data.close()
+    assert f"Promoted live by monitoring run {report.run_id} at {champion.tags[registry.PROMOTED_AT_TAG]}" in about
+    assert f"replacing version {worse}" in about
     # Now challenger is champion: the next batch is scored once, by version 1.
     next_day = DAY + dt.timedelta(days=1)
     add_daily_rows(SPEC, store, next_day, n=10, seed=0)
@@ -219,7 +234,7 @@ def test_late_labels_move_the_challengers_figures_and_the_paired_test(world, tmp
 
 
 def test_the_site_shows_champion_vs_challenger_and_serves_only_the_champions_rows(world) -> None:  # noqa: ANN001
-    from dash_text import text_of
+    from dash_text import find, text_of
 
     from monitoring_app import create_app, ids
     from monitoring_app.pages import models
@@ -240,25 +255,9 @@ def test_the_site_shows_champion_vs_challenger_and_serves_only_the_champions_row
         finally:
             current_site().data.close()
     assert len(shown) == ROWS and set(shown["run_id"]) == {report.run_id}  # the Predictions page's rows
-    live = text_of(_find(page, ids.MODELS_LIVE_TABLE))
+    live = text_of(find(page, ids.MODELS_LIVE_TABLE))
     for value in (f"{expected.champion_accuracy:.3f}", f"{expected.challenger_accuracy:.3f}", f"{expected.p_value:.4g}",
                   f"{expected.champion_only}/{expected.challenger_only}", "not promoted", DAY.isoformat()):
         assert value in live, value
-    assert "Last live promotion decision (2024-03-01): not promoted" in text_of(_find(page, ids.MODELS_LIVE_DECISION))
+    assert "Last live promotion decision (2024-03-01): not promoted" in text_of(find(page, ids.MODELS_LIVE_DECISION))
 
-
-def _find(component: object, component_id: str) -> object:
-    """The component with ``component_id`` in a Dash tree."""
-    import dash
-
-    if isinstance(component, (list, tuple)):
-        for child in component:
-            hit = _find(child, component_id)
-            if hit is not None:
-                return hit
-        return None
-    if isinstance(component, dash.development.base_component.Component):
-        if getattr(component, "id", None) == component_id:
-            return component
-        return _find(getattr(component, "children", None), component_id)
-    return None

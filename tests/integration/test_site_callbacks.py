@@ -37,7 +37,7 @@ from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import backfill
 from serverless_ml.pipelines.simulate import SimulateOptions, simulate
 from serverless_ml.settings import Settings, resolve_settings
-from dash_text import text_of
+from dash_text import find, text_of
 from worlds import (  # noqa: F401 - fixture
     IRIS_DAYS, IRIS_ROWS, IRIS_START, add_iris_batch, add_iris_live_batch, copy_world, iris_day, iris_monitored_template,
 )
@@ -85,21 +85,6 @@ def _calls_into(app: Any) -> Iterator[Call]:
     yield run
     with app.server.app_context():
         current_site().data.close()
-
-
-def find(component: Any, component_id: Any) -> Any:
-    """The component with ``component_id`` in a tree (or ``None``)."""
-    if isinstance(component, (list, tuple)):
-        for child in component:
-            hit = find(child, component_id)
-            if hit is not None:
-                return hit
-        return None
-    if isinstance(component, dash.development.base_component.Component):
-        if getattr(component, "id", None) == component_id:
-            return component
-        return find(getattr(component, "children", None), component_id)
-    return None
 
 
 def graphs(component: Any) -> list[Any]:

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import fcntl
 import json
 import os
 import random
@@ -82,6 +81,7 @@ from serverless_ml.faults import CRASH_AT_ENV, CRASH_TRACE_ENV
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.tracking import HOST_TAG, PID_TAG
+from lock_checks import assert_locks_free
 from snapshots import Run, read_runs
 from worlds import copy_database
 from worlds import trained_template  # noqa: F401 - fixture
@@ -532,19 +532,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, request: pytes
 
 
 # --- checks ----------------------------------------------------------------------------------
-
-
-def assert_locks_free(store: Path) -> None:
-    """Every lock file in the store can be taken at once: the kernel released the killed
-    holder's flock."""
-    locks = sorted(store.glob(".*.lock")) + sorted((store / "_locks").glob("*.lock"))
-    for path in locks:
-        with open(path, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pytest.fail(f"lock {path.name} is still held after its holder was killed")
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def assert_all_or_nothing(job: Job, folder: Path, before: Snapshot, reference: Reference, where: str) -> Snapshot:

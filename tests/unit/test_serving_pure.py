@@ -32,7 +32,7 @@ def test_rows_are_checked_with_the_forms_rules_and_errors_name_row_field_and_all
     assert set(found) == {(1, "pclass"), (1, "sex"), (3, "fare"), (4, ""), (5, "deck")}
     assert found[(1, "pclass")].allowed == "a whole number (1 to 3)"
     assert found[(1, "sex")].allowed == "one of 'male', 'female'"
-    assert found[(1, "sex")].describe() == "row 1: field 'sex': 'alien' is not one of male, female; allowed: one of 'male', 'female'"
+    assert found[(1, "sex")].describe() == "rows[1]: field 'sex': 'alien' is not one of male, female; allowed: one of 'male', 'female'"
     assert "finite number" in found[(3, "fare")].message
     # The same message as the Predict page gives for the same value.
     assert found[(1, "pclass")].message == forms.validate_form(TITANIC, {**ROW, "pclass": 7}).errors["pclass"]
