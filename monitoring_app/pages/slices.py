@@ -85,7 +85,11 @@ def worst_line(table: slice_stats.SliceTable) -> html.Div:
 
 
 def about_plan(table: slice_stats.SliceTable) -> html.Div:
-    features = "; ".join(f"{f.name}: {KIND_TEXT.get(f.kind, f.kind)}" for f in table.plan.features)
+    present = {item.feature for item in table.slices}
+    features = "; ".join(f"{f.name}: {KIND_TEXT.get(f.kind, f.kind)}" for f in table.plan.features if f.name in present)
+    left_out = [f.name for f in table.plan.features if f.name not in present]
+    if left_out:  # dropped for too many values (the notes below say why)
+        features += f". Not sliced in this batch: {', '.join(left_out)}"
     return html.Div([
         f"A slice's realized accuracy needs {table.plan.min_rows} labelled rows, its estimate (mean probability of the "
         f"predicted class) {table.plan.min_rows} rows; below, it is not computed. A missing value is a slice of its own. "

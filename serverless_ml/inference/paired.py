@@ -205,7 +205,8 @@ def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None,
     labelled rows (``batch_matrix``: its confusion matrix there; none without labels), its
     estimated accuracy (``estimated``: CBPE of its probabilities), and the paired
     comparison with the champion (rows, accuracies, difference and interval, discordant
-    counts, p-values; the accuracies and the difference only with paired rows)."""
+    counts, p-values; the accuracies, the difference and the p-values only with paired
+    rows)."""
     metrics: dict[str, float] = {}
     labelled = int(batch_matrix.sum())
     metrics[registry.CHALLENGER_ROWS_LABELLED_METRIC] = float(labelled)
@@ -219,11 +220,11 @@ def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None,
         registry.PAIRED_ROWS_METRIC: float(comparison.rows),
         registry.PAIRED_CHAMPION_ONLY_METRIC: float(comparison.champion_only),
         registry.PAIRED_CHALLENGER_ONLY_METRIC: float(comparison.challenger_only),
-        registry.PAIRED_P_VALUE_METRIC: comparison.p_value,
-        registry.PAIRED_P_VALUE_BETTER_METRIC: comparison.p_value_better,
     })
-    if comparison.rows:
+    if comparison.rows:  # no paired labelled rows: no test, not a p-value of 1 from nothing
         metrics.update({
+            registry.PAIRED_P_VALUE_METRIC: comparison.p_value,
+            registry.PAIRED_P_VALUE_BETTER_METRIC: comparison.p_value_better,
             registry.PAIRED_CHAMPION_ACCURACY_METRIC: comparison.champion_accuracy,
             registry.PAIRED_CHALLENGER_ACCURACY_METRIC: comparison.challenger_accuracy,
             registry.PAIRED_DIFFERENCE_METRIC: comparison.difference,

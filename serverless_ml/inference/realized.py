@@ -88,6 +88,9 @@ class RealizedFigures:
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     slices: dict[str, Any] | None = None
     """The run's slice table (:data:`registry.SLICES_ARTIFACT`; ``None``: it logged none)."""
+    notes: tuple[str, ...] = ()
+    """Why a label-dependent figure is not computed (:func:`is_label_note`), as batch
+    inference would say it now."""
 
     @property
     def digest(self) -> str:
@@ -193,13 +196,33 @@ def realized_figures(
     metrics[registry.LABELLED_SHARE_METRIC] = metrics[registry.ROWS_LABELLED_METRIC] / len(batch)
     tables = {label: evaluation.table_from_matrix(matrix, list(spec.classes))
               for label, matrix in matrices.items() if matrix.sum()}
+    notes = tuple(accuracy.notes + per_class.notes)
     if run.slices is None or features is None:
-        return RealizedFigures(run.run_id, metrics, tables)
+        return RealizedFigures(run.run_id, metrics, tables, notes=notes)
     table = slice_stats.slice_table(spec, run.slices, batch, features)
     worst = table.worst
     if worst is not None and worst.accuracy is not None:
         metrics[registry.WORST_SLICE_ACCURACY_METRIC] = worst.accuracy
-    return RealizedFigures(run.run_id, metrics, tables, table.to_json())
+    return RealizedFigures(run.run_id, metrics, tables, table.to_json(), notes)
+
+
+LABEL_NOTE_STARTS = ("batch accuracy not computed", *(f"{label} per-class metrics not computed"
+                                                      for label in batch_stats.CLASS_METRIC_WINDOWS))
+"""How the notes of label-dependent figures start (:func:`batch_stats.accuracy_metrics`,
+:func:`batch_stats.class_metrics`)."""
+
+
+def is_label_note(note: str) -> bool:
+    """A note about a figure labels can make computable (it changes when labels arrive)."""
+    return note.startswith(LABEL_NOTE_STARTS)
+
+
+def updated_notes(logged: str | None, figures: RealizedFigures) -> str | None:
+    """The run's :data:`registry.NOT_COMPUTED_TAG` with its label-dependent notes replaced
+    by ``figures``' (``None``: unchanged)."""
+    kept = [n for n in (logged or "").split(registry.MESSAGE_SEPARATOR) if n and not is_label_note(n)]
+    new = registry.MESSAGE_SEPARATOR.join([*figures.notes, *kept])[:4000]
+    return None if new == (logged or "") else new
 
 
 def figures_by_run(
@@ -223,7 +246,8 @@ def _same(a: float, b: float) -> bool:
 
 
 def plan_run_update(
-    spec: DatasetSpec, figures: RealizedFigures, logged: Mapping[str, float], logged_digest: str | None
+    spec: DatasetSpec, figures: RealizedFigures, logged: Mapping[str, float], logged_digest: str | None,
+    logged_notes: str | None = None,
 ) -> RunUpdate | None:
     """What to log on the run so that it shows ``figures``; ``None`` when its digest says
     it does already. ``logged``: the run's metrics as MLflow shows them (latest values).
@@ -247,4 +271,7 @@ def plan_run_update(
             changed.append(name)
     metrics.setdefault(registry.ROWS_LABELLED_METRIC, figures.metrics[registry.ROWS_LABELLED_METRIC])
     tags = slice_stats.worst_slice_tags(slice_stats.SliceTable.from_json(figures.slices)) if figures.slices else {}
+    notes = updated_notes(logged_notes, figures)
+    if notes is not None:  # "batch accuracy not computed: no labelled rows" no more, once they arrived
+        tags[registry.NOT_COMPUTED_TAG] = notes
     return RunUpdate(figures.run_id, metrics, figures.tables, figures.digest, changed, figures.slices, tags)

@@ -305,6 +305,8 @@ class MonitoringRun:
     digest: str | None
     challenger_version: int | None = None
     """The challenger that shadow-scored its batch (its :data:`registry.CHALLENGER_VERSION_TAG`)."""
+    notes: str | None = None
+    """Its :data:`registry.NOT_COMPUTED_TAG`."""
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
@@ -354,7 +356,8 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
         challenger = tags.get(registry.CHALLENGER_VERSION_TAG)
         out.append(MonitoringRun(run.info, batch, as_of_label,
                                  stamp, next_step, dict(run.data.metrics), tags.get(registry.REALIZED_DIGEST_TAG),
-                                 int(challenger) if challenger and challenger.isdigit() else None))
+                                 int(challenger) if challenger and challenger.isdigit() else None,
+                                 tags.get(registry.NOT_COMPUTED_TAG)))
     return out
 
 
@@ -522,7 +525,7 @@ def follow_labels(
         # from the labels its predictions had; only changed labels move them.
         if run.digest is None and not every_run:
             continue
-        update = realized.plan_run_update(spec, figures[run.info.run_id], run.metrics, run.digest)
+        update = realized.plan_run_update(spec, figures[run.info.run_id], run.metrics, run.digest, run.notes)
         if update is None or (run.digest is None and not update.changed):
             continue
         if run.challenger_version is not None:

@@ -41,9 +41,9 @@ def decide_promotion(
     if mode not in PROMOTE_MODES:
         raise ValueError(f"promote mode must be one of {', '.join(PROMOTE_MODES)}, got {mode!r}")
     if mode == "always":
-        return PromotionDecision(True, "forced (--promote always)")
+        return PromotionDecision(True, "forced by --promote always")
     if mode == "never":
-        return PromotionDecision(False, "forced (--promote never)")
+        return PromotionDecision(False, "forced by --promote never")
     if champion_accuracy is None:
         return PromotionDecision(True, "no champion yet")
     if challenger_accuracy > champion_accuracy:

@@ -193,6 +193,7 @@ def test_labels_arriving_in_three_parts_update_exactly_the_runs_they_touch(
         metrics = runs[i].data.metrics
         assert metrics["rows_scored"] == IRIS_ROWS and metrics["rows_labelled"] == 0, i
         assert metrics["labelled_share"] == 0 and "batch_accuracy" not in metrics, "no labels: no accuracy, not a 0"
+        assert "batch accuracy not computed: no labelled rows" in runs[i].data.tags["not_computed"]
         assert features.loc[features[KEY].isin(generated.index), LABEL].isna().all()
     for run in runs.values():
         assert_run_shows(store, settings, run)
@@ -237,6 +238,8 @@ def test_labels_arriving_in_three_parts_update_exactly_the_runs_they_touch(
     final = runs_by_day(settings)
     for i in LIVE:
         assert final[i].data.metrics["labelled_share"] == 1.0
+        # Found by a new user: the run still said why its accuracy was not computed.
+        assert "batch accuracy not computed" not in final[i].data.tags.get("not_computed", "")
     # The last live day was scored with figures: they follow the tables.
     client = mlflow.MlflowClient(settings.tracking_uri)
     assert {a.path for a in client.list_artifacts(final[LIVE[-1]].info.run_id, "confusion")} >= {

@@ -137,7 +137,7 @@ def test_sml_train_notifies_each_alias_move(world, run_cli) -> None:  # noqa: AN
     assert {p["run"]["id"] for p in payloads} == {run_id}
     assert all(p["dataset"] == "titanic" and p["model"]["name"] == "titanic" for p in payloads)
     assert "registered version 2 as challenger; promoted to champion" in payloads[0]["message"]
-    assert payloads[1]["message"] == "titanic: version 2 promoted to champion (forced (--promote always))"
+    assert payloads[1]["message"] == "titanic: version 2 promoted to champion (forced by --promote always)"
 
 
 

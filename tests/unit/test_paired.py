@@ -155,3 +155,15 @@ def test_a_later_look_needs_stronger_evidence() -> None:
     assert first.promote and not third.promote
     assert "look 3: level 0.00417 of 0.05" in third.reason
     assert decide_live_promotion(0.004, 40, 0.05, rows=100, look=3).promote
+
+
+def test_a_run_with_no_paired_labelled_rows_logs_no_test() -> None:
+    """Found by a new user: a batch without labels logged McNemar p-values of 1 over 0 rows."""
+    from serverless_ml import registry
+
+    empty = paired.shadow_metrics(np.zeros((2, 2)), None, paired.compare_paired(np.array([], bool), np.array([], bool)))
+    assert empty[registry.PAIRED_ROWS_METRIC] == 0
+    assert registry.PAIRED_P_VALUE_METRIC not in empty and registry.PAIRED_P_VALUE_BETTER_METRIC not in empty
+    some = paired.shadow_metrics(np.zeros((2, 2)), None, paired.compare_paired(np.array([True, False]),
+                                                                                np.array([True, True])))
+    assert some[registry.PAIRED_P_VALUE_BETTER_METRIC] == pytest.approx(0.5)

@@ -328,3 +328,19 @@ def test_a_few_valued_number_meeting_many_values_in_a_batch_is_dropped_too() -> 
     table = slices.slice_table(GAPS, plan, predictions, features)
     assert [s.name for s in table.slices] == ["colour: red"]
     assert table.notes == (f"slices: size not sliced: more than {slices.MAX_VALUES} distinct values in the batch",)
+
+
+def test_the_page_does_not_call_a_dropped_feature_sliced() -> None:
+    """Found by a new user: the footnote said "Sliced: clinic: each value" next to the note
+    that clinic was not sliced."""
+    from dash_text import text_of
+
+    from monitoring_app.pages.slices import about_plan
+
+    n = slices.MAX_VALUES + 1
+    features = pd.DataFrame({"row_id": range(1, n + 1), "colour": [f"c{i}" for i in range(n)], "size": 1.0})
+    predictions = pd.DataFrame({"row_id": range(1, n + 1), "actual": 0, "prediction": 0, "probability": 0.9})
+    plan = slices.SlicePlan((slices.SliceFeature("colour", slices.CATEGORY), slices.SliceFeature("size", slices.VALUES)))
+    text = text_of(about_plan(slices.slice_table(GAPS, plan, predictions, features)))
+    assert "Sliced: size: each value. Not sliced in this batch: colour." in text
+    assert "colour not sliced: more than" in text
