@@ -19,12 +19,15 @@ final ``train`` with ``trials=0`` refits the study's best trial and registers it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import multiprocessing
 import secrets
+import signal
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -382,17 +385,18 @@ def tune(
         sink = next((c.sink() for c in callbacks if hasattr(c, "sink")), None)
         if options.workers > 1:
             context = multiprocessing.get_context("spawn")
-            for index in range(1, options.workers):
-                args = {
-                    "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
-                    "sampler_seed": base_seed + index, "study": study_name, "storage": storage,
-                    "n_trials": per_process, "timeout": timeout, "total_cap": cap, "space": space,
-                    "dataset": spec.name, "trial_attrs": trial_attrs,
-                    "trial_sink": sink,
-                }
-                process = context.Process(target=_worker, args=(args,), daemon=True)
-                process.start()
-                processes.append(process)
+            with signals_deferred():  # a SIGTERM or Ctrl-C while spawning is raised after it
+                for index in range(1, options.workers):
+                    args = {
+                        "spec": spec, "x": x, "y": y, "folds": folds, "seed": options.seed,
+                        "sampler_seed": base_seed + index, "study": study_name, "storage": storage,
+                        "n_trials": per_process, "timeout": timeout, "total_cap": cap, "space": space,
+                        "dataset": spec.name, "trial_attrs": trial_attrs,
+                        "trial_sink": sink,
+                    }
+                    process = context.Process(target=_worker, args=(args,), daemon=True)
+                    process.start()
+                    processes.append(process)
         objective = search.make_objective(spec, x, y, folds, options.seed, space,
                                           n_jobs=search.forest_jobs(options.workers, len(y)))
         objective = _with_trial_attrs(objective, trial_attrs)
@@ -410,6 +414,33 @@ def tune(
         return study, len(study.get_trials(deepcopy=False)) - before
     finally:
         _close_callbacks(callbacks)
+
+
+@contextlib.contextmanager
+def signals_deferred(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (their Python handlers) until the block ends, then raise the
+    ones that came: spawning a tuning worker writes its pickled arguments into the child's
+    pipe after starting it, and a handler raising in between (the scheduler's ``Shutdown``)
+    left a child reading an empty pipe, which printed a traceback ("Ran out of input").
+    Outside the main thread (where handlers cannot be set) the block runs as it is."""
+    import threading
+
+    held = {s: signal.getsignal(s) for s in signals} if threading.current_thread() is threading.main_thread() else {}
+    held = {s: h for s, h in held.items() if h is not None}  # a handler set outside Python stays
+    caught: list[int] = []
+
+    def hold(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+
+    for sig in held:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def default_study_name(spec: DatasetSpec, data_version: int | None, options: TrainOptions,

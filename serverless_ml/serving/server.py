@@ -243,13 +243,13 @@ class ServingApp:
         bad_rows = {e.row for e in errors}
         integer = self.spec.primary_key_type == "bigint"
         allowed = "a whole number (or leave it out: one is generated)" if integer else \
-            f"a text of at most {rules.MAX_TEXT_LENGTH} characters (or leave it out: one is generated)"
+            f"a text of at most {rules.MAX_TEXT_LENGTH} printable characters, no control characters (or leave it out: one is generated)"
         for position, record in enumerate(records):
             if position in bad_rows or not isinstance(record, Mapping) or record.get(key) is None:
                 continue
             value = record[key]
             ok = (isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63) if integer else \
-                (isinstance(value, str) and 0 < len(value) <= rules.MAX_TEXT_LENGTH)
+                (isinstance(value, str) and 0 < len(value) <= rules.MAX_TEXT_LENGTH and value.isprintable())
             reserved = ok and (defaults.SERVE_KEY_BASE <= value < 2**53 if integer
                                else value.startswith(GENERATED_KEY_PREFIX))
             if not ok:

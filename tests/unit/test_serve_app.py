@@ -157,3 +157,24 @@ def _no_leaked_threads() -> Any:
     yield
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
     assert not leaked, leaked
+
+
+def test_a_text_key_with_control_characters_or_the_generated_prefix_is_refused(tmp_path: Path) -> None:
+    """Found by a new user: a key holding a NUL or a newline was stored."""
+    import dataclasses
+
+    spec = dataclasses.replace(TITANIC, primary_key_type="string")
+    model = pipeline(Gate())
+    app = ServingApp(spec, lambda: 1, lambda version: model,
+                     Recorder(lambda rows: FlushReport(len(rows), len(rows), len(rows), []), flush_rows=10**6, flush_s=3600),
+                     KeyBlocks(tmp_path, "titanic", "string", lambda: None), start=False)
+    try:
+        for key, message in (("a\nb", "is not a valid key"), ("nul\x00", "is not a valid key"),
+                             ("served-abc", "is one sml serve generates")):
+            status, body = call(app, [{**ROW, KEY: key}])
+            assert status.startswith("422"), (key, status)
+            assert message in json.dumps(body), body
+        status, body = call(app, [{**ROW, KEY: "P-0001"}])
+        assert status.startswith("200") and body["predictions"][0][KEY] == "P-0001"
+    finally:
+        app.close()
