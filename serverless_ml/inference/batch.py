@@ -440,9 +440,7 @@ def attach_slices(stats: BatchStatistics, table: slice_stats.SliceTable) -> Batc
     """``stats`` with the batch's slice table, the worst slice's accuracy as a metric
     (:data:`registry.WORST_SLICE_ACCURACY_METRIC`) and the table's notes."""
     stats.slices = table
-    worst = table.worst
-    if worst is not None and worst.accuracy is not None:
-        stats.metrics[registry.WORST_SLICE_ACCURACY_METRIC] = worst.accuracy
+    stats.metrics.update(slice_stats.worst_slice_metrics(table))
     stats.notes += list(table.notes)
     return stats
 

@@ -200,9 +200,7 @@ def realized_figures(
     if run.slices is None or features is None:
         return RealizedFigures(run.run_id, metrics, tables, notes=notes)
     table = slice_stats.slice_table(spec, run.slices, batch, features)
-    worst = table.worst
-    if worst is not None and worst.accuracy is not None:
-        metrics[registry.WORST_SLICE_ACCURACY_METRIC] = worst.accuracy
+    metrics.update(slice_stats.worst_slice_metrics(table))
     return RealizedFigures(run.run_id, metrics, tables, table.to_json(), notes)
 
 

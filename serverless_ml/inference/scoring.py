@@ -39,6 +39,13 @@ def served_mask(run_ids: pd.Series) -> np.ndarray:
     return ~run_ids.astype("string").str.startswith(SHADOW_RUN_PREFIX).fillna(False).to_numpy(dtype=bool)
 
 
+def served_mask_arrow(run_ids: Any) -> np.ndarray:
+    """:func:`served_mask` of an Arrow ``run_id`` column (no Python string per row)."""
+    import pyarrow.compute as pc
+
+    return ~np.asarray(pc.fill_null(pc.starts_with(run_ids, SHADOW_RUN_PREFIX), False), dtype=bool)
+
+
 def batch_run_ids(run_ids: pd.Series) -> pd.Series:
     """The monitoring run of each predictions row, served or shadow."""
     return run_ids.astype("string").str.removeprefix(SHADOW_RUN_PREFIX)

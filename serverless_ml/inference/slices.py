@@ -367,6 +367,15 @@ def features_by_key(spec: DatasetSpec, features: pd.DataFrame) -> pd.DataFrame:
     return features.drop_duplicates(spec.primary_key).set_index(spec.primary_key)
 
 
+def worst_slice_metrics(table: SliceTable) -> dict[str, float]:
+    """The worst slice's accuracy as :data:`registry.WORST_SLICE_ACCURACY_METRIC` (none when
+    no slice has a figure)."""
+    worst = table.worst
+    if worst is None or worst.accuracy is None:
+        return {}
+    return {registry.WORST_SLICE_ACCURACY_METRIC: worst.accuracy}
+
+
 def worst_slice_tags(table: SliceTable | None) -> dict[str, str]:
     """The tags that name a batch's worst slice (none when no slice has a figure)."""
     worst = None if table is None else table.worst

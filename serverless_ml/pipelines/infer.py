@@ -88,12 +88,12 @@ from serverless_ml.inference.scoring import (
     KeySet,
     RowsDigest,
     new_rows_mask,
-    SHADOW_RUN_PREFIX,
     normalise_predictions,
     predictions_group,
     predictions_schema,
     predictions_table,
     served_mask,
+    served_mask_arrow,
     shadow_run_id,
 )
 from serverless_ml.locks import job_lock
@@ -316,7 +316,7 @@ class Challenger:
                 return f"challenger version {version} not scored: it does not know class(es) {missing}"
             keys = registry.version_training_keys(self.info, spec.primary_key, client)
         except Exception as exc:  # noqa: BLE001 - any load failure is one note, not a failed batch
-            return f"challenger version {version} not scored: it cannot be loaded: {str(exc).splitlines()[0][:200]}"
+            return f"challenger version {version} not scored: it cannot be loaded: {tracking.first_line(exc, '')[:200]}"
         self.model = model
         if keys is not None:
             self.training_keys = KeySet(np.asarray(keys.all))
@@ -517,7 +517,7 @@ def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
         run_ids = batch.column(batch.schema.get_field_index("run_id"))
         runs.update(str(v) for v in pc.unique(run_ids).drop_null().to_pylist())
         frame = batch.select(needed).to_pandas()
-        served = ~np.asarray(pc.fill_null(pc.starts_with(run_ids, SHADOW_RUN_PREFIX), False), dtype=bool)
+        served = served_mask_arrow(run_ids)
         if paired is not None:
             paired.add(frame, served, frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
         totals.add_history(frame if served.all() else frame[served])
@@ -688,7 +688,7 @@ def score_batch(
                 report.promotion = apply_live_decision(spec, judged, ctx.champion.version, report.run_id, as_of_end, now,
                                                        client)
             except Exception as exc:  # noqa: BLE001 - the batch stands; the next batch judges again
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                first = tracking.first_line(exc, tracker.uri)
                 report.notes.append(f"--promote live: the decision could not be applied ({type(exc).__name__}: {first}); "
                                     "the next batch judges again")
     return report

@@ -37,7 +37,7 @@ from serverless_ml.notify import (
     utc_now_iso,
 )
 from serverless_ml.redaction import scrub_known
-from serverless_ml.tracking import Tracking
+from serverless_ml.tracking import Tracking, first_line
 
 log = logging.getLogger("serverless_ml.notify")
 
@@ -45,8 +45,8 @@ log = logging.getLogger("serverless_ml.notify")
 def _not_sent(exc: Exception) -> None:
     """A job's notifications never fail the job: reading or tagging the run failed (the
     tracking store went away after the batch was logged) is one warning line."""
-    first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-    log.warning("notifications not sent (%s: %s); the job goes on", type(exc).__name__, scrub_known(first))
+    log.warning("notifications not sent (%s: %s); the job goes on", type(exc).__name__,
+                scrub_known(first_line(exc, "")))
 
 
 def _notifier(receivers: Sequence[Receiver] | Notifier) -> Notifier:
