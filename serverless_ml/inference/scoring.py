@@ -120,16 +120,33 @@ class ChunkScorer:
         self.order = [classes.index(c) for c in spec.classes]
         self.labels = pd.Index(list(spec.classes))
         self.label_values = np.asarray(spec.classes, dtype=np.int64 if spec.label_type == "bigint" else object)
+        # A Pipeline's transforming steps and its final estimator, for :meth:`prepare`.
+        steps = getattr(model, "steps", None)
+        self.transforms = model[:-1] if steps and len(steps) > 1 else None
+        self.final = steps[-1][1] if steps and len(steps) > 1 else model
 
-    def score(self, chunk: pd.DataFrame, model_input: Any = None) -> pd.DataFrame:
-        """The predictions of ``chunk`` (one ``predict_proba`` call on ``model_input``, its
-        model input when already prepared)."""
+    def prepare(self, model_input: Any) -> Any:
+        """``model_input`` through the model's transforming steps (what its ``predict_proba``
+        does before the final estimator's): a thread can prepare the next chunk while
+        another predicts (the transforms, a one-hot encoder's per-value lookups among them,
+        hold the interpreter lock; the forest mostly does not). ``model_input`` itself for a
+        model that is not a Pipeline."""
+        return model_input if self.transforms is None else self.transforms.transform(model_input)
+
+    def score(self, chunk: pd.DataFrame, model_input: Any = None, prepared: Any = None) -> pd.DataFrame:
+        """The predictions of ``chunk``: one ``predict_proba`` call on ``model_input`` (its
+        model input when already made) or on ``prepared``, that input through
+        :meth:`prepare` (the same probabilities)."""
         from serverless_ml.training.model import as_model_input
 
         spec = self.spec
-        if model_input is None:
-            model_input = as_model_input(chunk, spec)
-        proba = self.model.predict_proba(model_input)[:, self.order]
+        if prepared is not None:
+            proba = self.final.predict_proba(prepared)
+        else:
+            if model_input is None:
+                model_input = as_model_input(chunk, spec)
+            proba = self.model.predict_proba(model_input)
+        proba = proba[:, self.order]
         best = proba.argmax(axis=1)
         out = pd.DataFrame({
             spec.primary_key: chunk[spec.primary_key].to_numpy(),

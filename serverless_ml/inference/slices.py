@@ -283,21 +283,27 @@ class SliceTotals:
         if not n:
             return
         labelled = actual >= 0
-        weights = np.zeros((5, n))
-        weights[_ROWS] = 1.0
-        weights[_LABELLED] = labelled
-        weights[_CORRECT] = labelled & (actual == predicted)
+        # Each row's outcome: 0 unlabelled, 1 labelled and wrong, 2 labelled and right: the
+        # rows, labelled and correct counts of every slice from one integer count.
+        outcome = labelled.astype(np.int64) + (labelled & (actual == predicted))
         if confidence is None:
             self.probabilities = False
         else:
-            weights[_CONFIDENCE] = confidence
-            weights[_SPREAD] = confidence * (1.0 - confidence)
+            spread = confidence * (1.0 - confidence)
         for feature in self.plan.features:
             if feature.name in self.dropped:
                 continue
             codes, keys = feature.keys(features[feature.name])
             shifted = codes + 1  # 0: missing
-            sums = np.stack([np.bincount(shifted, weights=w, minlength=len(keys) + 1) for w in weights], axis=1)
+            slots = len(keys) + 1
+            counts = np.bincount(shifted * 3 + outcome, minlength=3 * slots).reshape(slots, 3).astype(np.float64)
+            sums = np.zeros((slots, 5))
+            sums[:, _ROWS] = counts.sum(axis=1)
+            sums[:, _LABELLED] = counts[:, 1] + counts[:, 2]
+            sums[:, _CORRECT] = counts[:, 2]
+            if confidence is not None:
+                sums[:, _CONFIDENCE] = np.bincount(shifted, weights=confidence, minlength=slots)
+                sums[:, _SPREAD] = np.bincount(shifted, weights=spread, minlength=slots)
             held = self.counts[feature.name]
             for position in np.flatnonzero(sums[:, _ROWS]):
                 key = None if position == 0 else keys[position - 1]

@@ -791,11 +791,12 @@ def apply_live_decision(
 
 def _new_chunks(
     spec: DatasetSpec, ctx: StreamedContext, as_of_end: pd.Timestamp, scan_end: pd.Timestamp, sampler: DriftWindowRows,
-    digest: RowsDigest,
-) -> Iterator[tuple[pd.DataFrame, Any]]:
+    digest: RowsDigest, prepare: Any,
+) -> Iterator[tuple[pd.DataFrame, Any, Any]]:
     """The batch's new rows read from the feature group, ``CHUNK_ROWS`` or so at a time,
-    each with its model input; on the way, the digest of the rows and the drift windows'
-    samples (run in a background thread: :func:`_in_background`)."""
+    each with its model input and that input through the champion's transforming steps
+    (``prepare``: :meth:`ChunkScorer.prepare`); on the way, the digest of the rows and
+    the drift windows' samples (run in a background thread: :func:`_in_background`)."""
     import pyarrow as pa
 
     from serverless_ml.training.model import as_model_input
@@ -819,11 +820,13 @@ def _new_chunks(
         sampler.add(frame, new, ctx.scored)
         if held >= CHUNK_ROWS:
             rows = pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
-            yield rows, as_model_input(rows, spec)
+            model_input = as_model_input(rows, spec)
+            yield rows, model_input, prepare(model_input)
             pending, held = [], 0
     if pending:
         rows = pd.concat(pending, ignore_index=True)
-        yield rows, as_model_input(rows, spec)
+        model_input = as_model_input(rows, spec)
+        yield rows, model_input, prepare(model_input)
 
 
 def _in_background(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -898,8 +901,9 @@ def _score_stream(
     scan_end = max(to_utc(pd.Timestamp(last_day + np.timedelta64(1, "D"))), as_of_end)
     worker = _Worker()
     try:
-        for rows, model_input in _in_background(_new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest)):
-            scored = scorer.score(rows, model_input)
+        chunks = _new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest, scorer.prepare)
+        for rows, model_input, prepared in _in_background(chunks):
+            scored = scorer.score(rows, prepared=prepared)
             # Counted and written in the writing thread, in chunk order: this one predicts.
             worker.submit(_count_and_write, ctx.totals, sink, spec, scored, rows)
             if ctx.shadow is not None:

@@ -172,7 +172,9 @@ def as_model_input(frame: Any, spec: DatasetSpec) -> Any:
     row with the value missing is accepted)."""
     x = frame[spec.feature_names].copy()
     for name in categorical_features(spec):
-        x[name] = x[name].astype(object).where(x[name].notna(), None)
+        column = x[name] if x[name].dtype == object else x[name].astype(object)
+        missing = column.isna()
+        x[name] = column.where(~missing, None) if missing.any() else column
     for name in numeric_features(spec):
         feature = spec.feature(name)
         if feature.type == "double" or feature.nullable:

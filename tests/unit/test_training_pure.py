@@ -419,3 +419,48 @@ def test_a_study_half_pinned_by_a_concurrent_worker_is_completed_and_a_different
     with pytest.raises(SmlError, match=r"\(folds, search_space differ\)"):
         check_study_rows(study, {**pins, "sml.folds": "5", "sml.search_space": "bad"})
     assert study.user_attrs == pins
+
+
+@pytest.mark.parametrize("name", ["titanic", "iris"])
+def test_a_chunk_prepared_in_another_step_scores_exactly_as_the_whole_pipeline(name: str) -> None:
+    """``sml infer`` runs the pipeline's transforming steps in its reading thread
+    (:meth:`ChunkScorer.prepare`) and the final estimator in its predicting one: the
+    predictions must be the ones ``predict_proba`` of the whole pipeline gives, bit for bit."""
+    import pandas as pd
+
+    from serverless_ml.inference.scoring import ChunkScorer
+
+    spec = get_dataset(name)
+    x, y = _rows(name)
+    frame = x.copy()
+    frame[spec.label] = y
+    frame[spec.primary_key] = range(len(frame))
+    frame["event_time"] = pd.Timestamp("2024-01-01", tz="UTC")
+    frame["origin"] = "live"
+    calibrated = calibrated_pipeline(spec, {"n_estimators": 10}, 0, y).fit(as_model_input(x, spec), y)
+    plain = build_pipeline(spec, {"n_estimators": 10}, seed=0).fit(as_model_input(x, spec), y)
+    raw = as_model_input(frame, spec)
+    # The two pipelines on raw rows, and a bare forest (not a Pipeline: nothing to
+    # prepare) on the encoded matrix.
+    for model, model_input in ((calibrated, raw), (plain, raw), (plain.named_steps["forest"], plain[:-1].transform(raw))):
+        scorer = ChunkScorer(model, spec, 1, pd.Timestamp("2024-01-02", tz="UTC"), "run")
+        assert (scorer.transforms is None) == (model is not calibrated and model is not plain)
+        whole = scorer.score(frame, model_input)
+        split = scorer.score(frame, prepared=scorer.prepare(model_input))
+        pd.testing.assert_frame_equal(whole, split, check_exact=True)
+        direct = model.predict_proba(model_input)[:, scorer.order]
+        assert np.array_equal(whole[[c for c in whole.columns if c.startswith("proba_")]].to_numpy(), direct)
+
+
+def test_model_input_keeps_text_categories_and_turns_only_missing_ones_into_none() -> None:
+    spec = get_dataset("titanic")
+    x, _ = _rows("titanic")
+    frame = x.head(4).copy()
+    frame["embarked"] = pd.array(["S", None, "C", "Q"], dtype="string")
+    full = x.head(4).copy()
+    full["embarked"] = ["S", "C", "C", "Q"]
+    gaps, whole = as_model_input(frame, spec), as_model_input(full, spec)
+    assert gaps["embarked"].dtype == object and whole["embarked"].dtype == object
+    assert gaps["embarked"].tolist() == ["S", None, "C", "Q"]
+    assert whole["embarked"].tolist() == ["S", "C", "C", "Q"]
+    assert frame["embarked"].dtype == "string"  # the caller's frame is left as it was
