@@ -508,7 +508,7 @@ def infer(
     from serverless_ml.inference.monitoring import AlertRule
     from serverless_ml.pipelines.infer import AlertRaised, InferOptions
     from serverless_ml.pipelines.infer import infer as run_inference
-    from serverless_ml.tracking import configure_tracking
+    from serverless_ml.tracking import configure_tracking, refuse_without_database
 
     options = InferOptions(
         as_of=parse_date(as_of, "--as-of"), rolling_days=rolling_days,
@@ -518,6 +518,7 @@ def infer(
         fail_on_alert=False, figures=figures, notify=notify, promote=promote,
     )
     spec = get_dataset(dataset)
+    refuse_without_database(settings.tracking_uri, spec)
     store = open_feature_store(settings)
     now = dt.datetime.now(dt.timezone.utc)
     report = run_inference(spec, store, settings, options, now, configure_tracking(settings))
@@ -681,6 +682,7 @@ def serve(dataset: str, host: str, port: int, flush_rows: int, flush_seconds: fl
     from serverless_ml.datasets import get_dataset
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.serving.server import build_app, serve_forever
+    from serverless_ml.tracking import refuse_without_database
 
     if not 1 <= port <= 65535:
         raise SmlError(f"--port must be between 1 and 65535, got {port}")
@@ -689,6 +691,7 @@ def serve(dataset: str, host: str, port: int, flush_rows: int, flush_seconds: fl
     if not 0.01 <= flush_seconds <= 86400:  # also refuses nan
         raise SmlError(f"--flush-seconds must be 0.01..86400, got {flush_seconds}")
     spec = get_dataset(dataset)
+    refuse_without_database(settings.tracking_uri, spec)
     check_can_listen(host, port, what="the model")
     app = build_app(spec, open_feature_store(settings), settings, flush_rows=flush_rows, flush_s=flush_seconds)
     from serverless_ml.sqlite_exit import exit_on_sigterm

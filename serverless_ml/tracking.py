@@ -133,6 +133,21 @@ def sqlite_database_path(uri: str) -> Path | None:
     return Path(raw).expanduser().resolve()
 
 
+def refuse_without_database(uri: str, dataset: Any) -> None:
+    """A command that reads a champion (``sml infer``, ``sml serve``) refuses at once when
+    its tracking URI names a SQLite database that does not exist yet: no model can be
+    registered there, and opening it would leave an empty database (and its folder)
+    behind a refused command."""
+    from serverless_ml.errors import NotFoundError
+    from serverless_ml.registry import model_name
+
+    path = sqlite_database_path(uri)
+    if path is not None and not path.exists():
+        name = getattr(dataset, "name", dataset)
+        raise NotFoundError(f"model '{model_name(name)}' has no champion; run `sml train --dataset {name}` first "
+                            f"(the MLflow tracking database {path} does not exist)")
+
+
 def artifact_root(uri: str) -> Path | None:
     """Where this project puts the artifacts of the experiments it creates in the tracking
     store ``uri``: :data:`ARTIFACTS_DIRNAME` next to a SQLite database, whatever the

@@ -548,6 +548,10 @@ CASES: dict[str, Case] = {
     ),
     # --- infer ---------------------------------------------------------------------
     "infer: no champion": Case(_args("infer"), ("model 'titanic' has no champion", "sml train --dataset titanic")),
+    "infer: no champion, no tracking database yet": Case(
+        _with(_env(MLFLOW_TRACKING_URI="sqlite:///{root}/new/mlflow.db"), ["infer"]),
+        ("model 'titanic' has no champion", "sml train --dataset titanic", "/new/mlflow.db does not exist"),
+    ),
     "infer: bad --as-of": Case(_args("infer", "--as-of", "2024-13-01"), ("--as-of '2024-13-01' is not a date",), store="trained"),
     "infer: far --as-of": Case(
         _args("infer", "--as-of", "9999-12-31"), ("--as-of 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)",),
@@ -657,6 +661,10 @@ CASES: dict[str, Case] = {
     "dashboard: store dir is a file": Case(_args("dashboard", "--port", "{closed}"), ("is a file, expected a directory",), store="file"),
     # --- serve (each case must fail at once: a good server serves forever) ------------
     "serve: no champion": Case(_args("serve", "--port", "{closed}"), ("model 'titanic' has no champion", "sml train --dataset titanic")),
+    "serve: no champion, no tracking database yet": Case(
+        _with(_env(MLFLOW_TRACKING_URI="sqlite:///{root}/new/mlflow.db"), ["serve", "--port", "{closed}"]),
+        ("model 'titanic' has no champion", "sml train --dataset titanic", "/new/mlflow.db does not exist"),
+    ),
     "serve: --port 70000": Case(_args("serve", "--port", "70000"), ("--port must be between 1 and 65535, got 70000",)),
     "serve: port in use": Case(_args("serve", "--port", "{busy}"), ("cannot serve the model on 127.0.0.1:", "another program listens there")),
     "serve: --flush-seconds nan": Case(_args("serve", "--flush-seconds", "nan"), ("--flush-seconds must be 0.01..86400, got nan",)),
