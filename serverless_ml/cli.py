@@ -682,7 +682,6 @@ def serve(dataset: str, host: str, port: int, flush_rows: int, flush_seconds: fl
     from serverless_ml.datasets import get_dataset
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.serving.server import build_app, serve_forever
-    from serverless_ml.tracking import refuse_without_database
 
     if not 1 <= port <= 65535:
         raise SmlError(f"--port must be between 1 and 65535, got {port}")
@@ -691,7 +690,6 @@ def serve(dataset: str, host: str, port: int, flush_rows: int, flush_seconds: fl
     if not 0.01 <= flush_seconds <= 86400:  # also refuses nan
         raise SmlError(f"--flush-seconds must be 0.01..86400, got {flush_seconds}")
     spec = get_dataset(dataset)
-    refuse_without_database(settings.tracking_uri, spec)
     check_can_listen(host, port, what="the model")
     app = build_app(spec, open_feature_store(settings), settings, flush_rows=flush_rows, flush_s=flush_seconds)
     from serverless_ml.sqlite_exit import exit_on_sigterm

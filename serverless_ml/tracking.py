@@ -35,6 +35,7 @@ from serverless_ml.system_faults import remember_place
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from serverless_ml.datasets.spec import DatasetSpec
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
@@ -133,7 +134,7 @@ def sqlite_database_path(uri: str) -> Path | None:
     return Path(raw).expanduser().resolve()
 
 
-def refuse_without_database(uri: str, dataset: Any) -> None:
+def refuse_without_database(uri: str, dataset: DatasetSpec) -> None:
     """A command that reads a champion (``sml infer``, ``sml serve``) refuses at once when
     its tracking URI names a SQLite database that does not exist yet: no model can be
     registered there, and opening it would leave an empty database (and its folder)
@@ -143,9 +144,8 @@ def refuse_without_database(uri: str, dataset: Any) -> None:
 
     path = sqlite_database_path(uri)
     if path is not None and not path.exists():
-        name = getattr(dataset, "name", dataset)
-        raise NotFoundError(f"model '{model_name(name)}' has no champion; run `sml train --dataset {name}` first "
-                            f"(the MLflow tracking database {path} does not exist)")
+        raise NotFoundError(f"model '{model_name(dataset.name)}' has no champion; run `sml train --dataset "
+                            f"{dataset.dataset_arg}` first (the MLflow tracking database {path} does not exist)")
 
 
 def artifact_root(uri: str) -> Path | None:

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +38,7 @@ from deltalake.exceptions import SchemaMismatchError as DeltaSchemaMismatchError
 
 from serverless_ml.errors import NotFoundError, SchemaMismatchError, SmlError
 from serverless_ml.faults import crash_point
+from serverless_ml.files import atomic_write_text
 from serverless_ml.system_faults import OS_FAULTS, os_fault, remember_place
 from serverless_ml.feature_store.base import (
     COMPARISONS,
@@ -66,20 +66,7 @@ _APPEND_FILE_ROWS = 1_000_000
 
 
 def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        crash_point("store.json.before_replace")
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave no half-written temporary file behind.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True), before_replace="store.json.before_replace")
 
 
 def logged_file_names(table_path: Path) -> set[str]:

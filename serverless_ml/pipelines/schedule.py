@@ -28,9 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from serverless_ml import defaults
 from serverless_ml.cron import Cron
 from serverless_ml.errors import SmlError
+from serverless_ml.files import atomic_write_text
 from serverless_ml.locks import LockBusy, job_lock
 
 if TYPE_CHECKING:
@@ -118,15 +117,10 @@ def load_state(state_dir: Path, dataset: str) -> dict[str, str]:
 
 
 def save_state(state_dir: Path, dataset: str, key: str, moment: dt.datetime) -> None:
-    """Record ``moment`` under ``key`` (written to a temporary file, then renamed)."""
+    """Record ``moment`` under ``key`` (:func:`atomic_write_text`)."""
     state = load_state(state_dir, dataset)
     state[key] = moment.isoformat()
-    path = _state_path(state_dir, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(_state_path(state_dir, dataset), json.dumps(state, indent=2, sort_keys=True))
 
 
 ALERT_RETRAIN_KEY = "retrain_on_alert"

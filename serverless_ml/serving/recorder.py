@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import threading
 import time
 import uuid
@@ -51,6 +50,7 @@ import pandas as pd
 from serverless_ml import defaults
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.faults import crash_point
+from serverless_ml.files import atomic_write_text
 from serverless_ml.feature_store.base import LIVE_ORIGIN, ORIGIN_COLUMN, FeatureStore
 from serverless_ml.inference.scoring import (
     MODEL_VERSION_COLUMN,
@@ -132,17 +132,7 @@ class KeyBlocks:
                 largest = self.largest_stored() if self.largest_stored is not None else None
                 start = max(defaults.SERVE_KEY_BASE, largest + 1 if largest is not None else 0)
             end = start + defaults.SERVE_KEY_BLOCK
-            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            with open(temporary, "w", encoding="utf-8") as fh:
-                fh.write(str(end))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temporary, self.path)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            atomic_write_text(self.path, str(end))
         return start, end
 
 
