@@ -199,6 +199,9 @@ TRAINING_SHARE_STEM = "training_share"
 The precision and recall stems are :func:`window_metric_prefix` of ``rolling`` and the
 names :func:`serverless_ml.training.evaluation.metrics_from_confusion` gives them."""
 ROLLING_DAYS_PARAM = "rolling_days"
+FIGURES_PARAM = "figures"
+"""A monitoring run's ``--figures`` (``True``: its confusion matrices are drawn as PNGs too,
+and ``sml labels`` draws them when labels arrive, even for a batch that had none)."""
 ACCURACY_DROP_PARAM = "accuracy_drop"
 DRIFT_SHARE_THRESHOLD_PARAM = "drift_share_threshold"
 DRIFT_WINDOW_ROWS_PARAM = "drift_window_rows"

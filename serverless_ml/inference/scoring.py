@@ -103,6 +103,75 @@ def select_new_rows(
     return features[mask].reset_index(drop=True)
 
 
+class DistinctRowsEncoder:
+    """A fitted ``OneHotEncoder`` applied to the distinct rows of its input only, its
+    output then gathered back row by row: the same matrix (the encoder maps each row on
+    its own), without scikit-learn's Python lookup of every value of a text column (most
+    of a chunk's preparation, and time the predicting thread waits for the interpreter
+    lock). Used by :meth:`ChunkScorer.prepare` on the job's own copy of the pipeline; the
+    registered model is not changed.
+
+    A column whose missing values are not all ``None`` (``NaN`` beside ``None``: the
+    encoder may tell them apart) is encoded as it is."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+    def transform(self, x: Any, **params: Any) -> Any:
+        if params or not isinstance(x, pd.DataFrame) or len(x) < 2:
+            return self.encoder.transform(x, **params)
+        rows = len(x)
+        combined = np.zeros(rows, dtype=np.int64)
+        bound = 1
+        for name in x.columns:
+            values = x[name].to_numpy()
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            missing = codes < 0
+            if missing.any() and any(v is not None for v in values[missing]):
+                return self.encoder.transform(x)
+            combined = combined * (len(uniques) + 1) + (codes + 1)
+            bound *= len(uniques) + 1
+            if bound > 4 * rows:  # renumber the combinations seen so far: the codes stay small
+                kept, combined = np.unique(combined, return_inverse=True)
+                bound = len(kept)
+        seen = np.zeros(bound, dtype=bool)
+        seen[combined] = True
+        used = np.flatnonzero(seen)
+        representative = np.empty(bound, dtype=np.int64)
+        representative[combined] = np.arange(rows)  # any row of a combination: the same values
+        number = np.full(bound, -1, dtype=np.int64)
+        number[used] = np.arange(len(used))
+        encoded = self.encoder.transform(x.iloc[representative[used]])
+        return encoded[number[combined]]
+
+
+def _job_transforms(model: Any) -> Any:
+    """The transforming steps of Pipeline ``model`` (``None``: it has none), for scoring
+    chunks: a ``ColumnTransformer`` step's one-hot encoders wrapped in
+    :class:`DistinctRowsEncoder`, in a copy (the model itself is untouched)."""
+    import copy
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    steps = getattr(model, "steps", None)
+    if not steps or len(steps) < 2:
+        return None
+    transforms = copy.copy(model[:-1])
+    transforms.steps = list(transforms.steps)
+    for index, (name, step) in enumerate(transforms.steps):
+        if isinstance(step, ColumnTransformer) and hasattr(step, "transformers_"):
+            wrapped = copy.copy(step)
+            wrapped.transformers_ = [
+                (part, DistinctRowsEncoder(fitted) if type(fitted) is OneHotEncoder else fitted, columns)
+                for part, fitted, columns in step.transformers_]
+            transforms.steps[index] = (name, wrapped)
+    return transforms
+
+
 class ChunkScorer:
     """Scores chunks of rows (feature group layout) with one model: each chunk's predicted
     class and class probabilities, shaped as rows of ``<dataset>_predictions``.
@@ -121,9 +190,8 @@ class ChunkScorer:
         self.labels = pd.Index(list(spec.classes))
         self.label_values = np.asarray(spec.classes, dtype=np.int64 if spec.label_type == "bigint" else object)
         # A Pipeline's transforming steps and its final estimator, for :meth:`prepare`.
-        steps = getattr(model, "steps", None)
-        self.transforms = model[:-1] if steps and len(steps) > 1 else None
-        self.final = steps[-1][1] if steps and len(steps) > 1 else model
+        self.transforms = _job_transforms(model)
+        self.final = model.steps[-1][1] if self.transforms is not None else model
 
     def prepare(self, model_input: Any) -> Any:
         """``model_input`` through the model's transforming steps (what its ``predict_proba``

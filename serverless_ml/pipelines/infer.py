@@ -1014,6 +1014,7 @@ def log_batch_run(
         registry.DRIFT_SHARE_THRESHOLD_PARAM: options.rule.drift_share,
         registry.DRIFT_MIN_EFFECT_PARAM: options.rule.drift_min_effect,
         registry.DRIFT_WINDOW_ROWS_PARAM: drift_stats.WINDOW_ROWS,
+        registry.FIGURES_PARAM: options.figures,
     }
     if shadow is not None:
         params.update({registry.PROMOTE_MODE_PARAM: options.promote,

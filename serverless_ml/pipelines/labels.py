@@ -307,6 +307,8 @@ class MonitoringRun:
     """The challenger that shadow-scored its batch (its :data:`registry.CHALLENGER_VERSION_TAG`)."""
     notes: str | None = None
     """Its :data:`registry.NOT_COMPUTED_TAG`."""
+    figures: bool | None = None
+    """Its :data:`registry.FIGURES_PARAM` (``None``: a run logged before the param was)."""
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
@@ -357,7 +359,8 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
         out.append(MonitoringRun(run.info, batch, as_of_label,
                                  stamp, next_step, dict(run.data.metrics), tags.get(registry.REALIZED_DIGEST_TAG),
                                  int(challenger) if challenger and challenger.isdigit() else None,
-                                 tags.get(registry.NOT_COMPUTED_TAG)))
+                                 tags.get(registry.NOT_COMPUTED_TAG),
+                                 {"True": True, "False": False}.get(params.get(registry.FIGURES_PARAM, ""))))
     return out
 
 
@@ -406,10 +409,14 @@ def log_run_update(
     from mlflow.entities import Metric, RunTag
 
     run_id = run.info.run_id
-    # A run logged with figures (PNGs beside the tables: `--figures`) gets its figures
-    # redrawn, and drawn for a window that has labelled rows now (never the since-promotion one).
-    folder_name = registry.confusion_artifact("batch").split("/")[0]
-    figures = any(a.path.endswith(".png") for a in client.list_artifacts(run_id, folder_name))
+    # A run logged with figures (`--figures`: PNGs beside the tables) gets its figures
+    # redrawn, and drawn for a window that has labelled rows now (never the since-promotion
+    # one), a batch scored before any label included. A run logged before the param was:
+    # when it has PNGs.
+    figures = run.figures
+    if figures is None:
+        folder_name = registry.confusion_artifact("batch").split("/")[0]
+        figures = any(a.path.endswith(".png") for a in client.list_artifacts(run_id, folder_name))
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         names = list(spec.class_names) if spec.class_names else None
@@ -456,6 +463,41 @@ def log_challenger_update(spec: DatasetSpec, client: MlflowClient, run: Monitori
         client.log_batch(batch.run_id, metrics=[Metric(k, float(v), run.stamp_ms, run.next_step) for k, v in changed.items()])
 
 
+def check_tracking_holds_runs(spec: DatasetSpec, target: Any, settings: Settings,
+                              tracker: tracking.Tracking | None) -> None:
+    """Refuse a tracking store that is down, or that holds none of the monitoring runs the
+    predictions group ``target`` names: the labels would be stored and no run would
+    follow them (and a SQLite database that does not exist would be created empty)."""
+    import pyarrow.compute as pc
+    from mlflow.exceptions import MlflowException
+
+    from serverless_ml.errors import SmlError
+    from serverless_ml.inference.scoring import batch_run_ids
+
+    run_ids: set[str] = set()
+    for batch in target.read_batches(columns=[realized.RUN_ID_COLUMN]):
+        run_ids.update(v for v in pc.unique(batch.column(0)).to_pylist() if v)
+    run_ids = set(batch_run_ids(pd.Series(sorted(run_ids), dtype=object)))
+    if not run_ids:
+        return
+    uri = tracker.uri if tracker is not None else settings.tracking_uri
+    wrong = "set MLFLOW_TRACKING_URI to the one `sml infer` logged them in"
+    database = tracking.sqlite_database_path(uri)
+    if database is not None and not database.exists():
+        raise SmlError(f"the predictions of {spec.name} name {len(run_ids)} monitoring run(s), and the MLflow "
+                       f"tracking database {database} does not exist: {wrong}")
+    client = tracking.tracking_for(settings, tracker).client
+    client.search_experiments(max_results=1)  # a store that is down fails here, in one line
+    for run_id in sorted(run_ids)[:20]:
+        try:
+            client.get_run(run_id)
+            return
+        except MlflowException:
+            continue
+    raise SmlError(f"the MLflow tracking store {tracking.redact_uri(uri)} holds none of the {len(run_ids)} monitoring "
+                   f"run(s) that scored the predictions of {spec.name} (run {min(run_ids)} among them): {wrong}")
+
+
 def attach_labels(
     spec: DatasetSpec, store: FeatureStore, settings: Settings, source: Source, options: LabelOptions,
     now: dt.datetime, tracker: tracking.Tracking | None = None,
@@ -469,11 +511,13 @@ def attach_labels(
         features = group.read()
         write = rows_to_label(spec, features, labels, options.overwrite)
         report.labels_set, report.labels_changed, report.unchanged = write.labels_set, write.labels_changed, write.unchanged
+        # The tracking store is checked before the first write: one that is down, or that
+        # holds none of the runs the predictions name (another MLFLOW_TRACKING_URI, a
+        # database not created yet), is refused with nothing written (not labels stored
+        # and runs left behind, nor an empty database).
+        if predictions_group(spec, store).exists():
+            check_tracking_holds_runs(spec, predictions_group(spec, store), settings, tracker)
         if len(write.rows):
-            # The tracking store is reached before the first write: one that is down is
-            # refused with nothing written (not labels stored and runs left behind).
-            if predictions_group(spec, store).exists():
-                tracking.tracking_for(settings, tracker).client.search_experiments(max_results=1)
             result = group.insert(write.rows, wait=True)
             features = group.read()
             report.data_version = result.version

@@ -284,3 +284,63 @@ def test_refresh_brings_runs_logged_with_older_labels_up_to_the_store(
         assert (run.data.tags == before[day][1]) == (day not in LIVE), day
     assert refresh_realized(IRIS, store, settings) == 0
     assert snapshot(settings) == {day: (run.data.metrics, run.data.tags) for day, run in after.items()}
+
+
+def test_a_run_logged_with_figures_gets_them_when_its_labels_arrive_even_if_it_had_none(
+    live_world: tuple[LocalFeatureStore, Settings, pd.Series], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by a new user: a batch scored with ``--figures`` before any window had a
+    labelled row has its tables and no PNG; ``sml labels`` judged "logged with figures"
+    by the PNGs it found, and never drew them. The run's ``figures`` param says it."""
+    from urllib.parse import urlparse
+
+    store, settings, generated = live_world
+    runs = runs_by_day(settings)
+    assert [runs[i].data.params["figures"] for i in LIVE] == ["False"] * (LIVE_DAYS - 1) + ["True"]
+    last = runs[LIVE[-1]]
+    folder = Path(urlparse(last.info.artifact_uri).path) / "confusion"
+    for png in folder.glob("*.png"):  # as a batch scored before any label leaves it
+        png.unlink()
+    assert not list(folder.glob("*.png"))
+    keys = day_keys(store.get_feature_group("iris", 1).read(), LIVE[-1])
+    rows = pd.DataFrame({KEY: keys.to_numpy(), LABEL: keys.map(generated).to_numpy()})
+    run_labels(capsys, "--source", str(write_labels(tmp_path, "last.csv", rows)))
+    assert sorted(p.name for p in folder.glob("*.png")) == ["batch.png", "rolling.png"]
+    # A run logged without figures gets none.
+    first = Path(urlparse(runs[LIVE[0]].info.artifact_uri).path) / "confusion"
+    assert not list(first.glob("*.png"))
+
+
+def test_labels_refuse_a_tracking_store_without_the_runs_that_scored_the_predictions(
+    live_world: tuple[LocalFeatureStore, Settings, pd.Series], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a new user: ``sml labels`` with MLFLOW_TRACKING_URI naming a database
+    that did not exist stored the labels, created the database and left every run stale."""
+    from serverless_ml import cli
+
+    store, _settings, generated = live_world
+    features = store.get_feature_group("iris", 1).read()
+    keys = day_keys(features, LIVE[0])
+    rows = pd.DataFrame({KEY: keys.to_numpy(), LABEL: keys.map(generated).to_numpy()})
+    path = write_labels(tmp_path, "labels.csv", rows)
+    versions = (store.get_feature_group("iris", 1).data_version(), store.get_feature_group("iris_predictions", 1).data_version())
+    # A database that does not exist, then one that exists and holds other runs.
+    empty = tmp_path / "other" / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{tmp_path / 'elsewhere.db'}").create_experiment("iris-monitoring")
+    for database, expected in ((empty, f"the MLflow tracking database {empty} does not exist"),
+                               (tmp_path / "elsewhere.db", "holds none of the")):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["labels", "--dataset", "iris", "--source", str(path)])
+        mlflow.set_tracking_uri(None)
+        err = capsys.readouterr().err
+        assert exited.value.code != 0
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+        assert "set MLFLOW_TRACKING_URI to the one `sml infer` logged them in" in lines[0]
+    assert not empty.exists() and not empty.parent.exists()
+    assert (store.get_feature_group("iris", 1).data_version(),
+            store.get_feature_group("iris_predictions", 1).data_version()) == versions
+    assert store.get_feature_group("iris", 1).read()[LABEL].isna().sum() == features[LABEL].isna().sum()

@@ -464,3 +464,60 @@ def test_model_input_keeps_text_categories_and_turns_only_missing_ones_into_none
     assert gaps["embarked"].tolist() == ["S", None, "C", "Q"]
     assert whole["embarked"].tolist() == ["S", "C", "C", "Q"]
     assert frame["embarked"].dtype == "string"  # the caller's frame is left as it was
+
+
+def _encoder_cases() -> list[tuple[object, pd.DataFrame]]:
+    """Fitted one-hot encoders (the spec's categories, or learnt ones with ``None`` among
+    them) and frames to encode: unknown values, ``None``, ``NaN`` beside ``None``, many
+    distinct combinations, one row."""
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    frame = pd.DataFrame({
+        "a": rng.choice(["x", "y", "z", "unseen", None], n).astype(object),
+        "b": rng.choice(["p", "q", None], n).astype(object),
+        "c": np.array([f"v{i}" for i in rng.integers(0, 4_000, n)], dtype=object),  # many values
+    })
+    given = OneHotEncoder(categories=[["x", "y", "z"], ["p", "q"], [f"v{i}" for i in range(3_000)]],
+                          handle_unknown="ignore", sparse_output=False).fit(frame.head(10))
+    learnt = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(frame.iloc[: n // 2])
+    nan_and_none = frame.copy()
+    nan_and_none.loc[::7, "b"] = np.nan  # NaN beside None in one column
+    return [(encoder, case) for encoder in (given, learnt)
+            for case in (frame, frame.iloc[n // 2:], nan_and_none, frame.head(1), frame[["a", "b", "c"]].iloc[:0])]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_the_distinct_rows_encoder_gives_the_encoders_matrix_exactly(index: int) -> None:
+    from serverless_ml.inference.scoring import DistinctRowsEncoder
+
+    encoder, frame = _encoder_cases()[index]
+    if frame.empty:  # refused alike
+        with pytest.raises(ValueError, match="0 sample"):
+            encoder.transform(frame)
+        with pytest.raises(ValueError, match="0 sample"):
+            DistinctRowsEncoder(encoder).transform(frame)
+        return
+    expected = encoder.transform(frame)
+    got = DistinctRowsEncoder(encoder).transform(frame)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert np.array_equal(got, expected)
+
+
+def test_the_job_copy_of_a_pipeline_wraps_its_encoders_and_leaves_the_model_alone() -> None:
+    from sklearn.preprocessing import OneHotEncoder
+
+    from serverless_ml.inference.scoring import ChunkScorer, DistinctRowsEncoder
+
+    spec = get_dataset("titanic")
+    x, y = _rows("titanic")
+    model = calibrated_pipeline(spec, {"n_estimators": 10}, 0, y).fit(as_model_input(x, spec), y)
+    scorer = ChunkScorer(model, spec, 1, pd.Timestamp("2024-01-02", tz="UTC"), "run")
+    wrapped = [t for _, t, _ in scorer.transforms[0].transformers_ if isinstance(t, DistinctRowsEncoder)]
+    assert len(wrapped) == 1
+    assert [type(t) for _, t, _ in model[0].transformers_ if isinstance(t, (OneHotEncoder, DistinctRowsEncoder))] == [OneHotEncoder]
+    probe = as_model_input(x, spec)
+    probe.loc[::5, "embarked"] = None
+    probe.loc[::3, "title"] = "Unheard-of"
+    assert np.array_equal(scorer.prepare(probe), model[:-1].transform(probe))
