@@ -508,7 +508,8 @@ def infer(
     from serverless_ml.inference.monitoring import AlertRule
     from serverless_ml.pipelines.infer import AlertRaised, InferOptions
     from serverless_ml.pipelines.infer import infer as run_inference
-    from serverless_ml.tracking import configure_tracking, refuse_without_database
+    from serverless_ml import registry
+    from serverless_ml.tracking import configure_tracking
 
     options = InferOptions(
         as_of=parse_date(as_of, "--as-of"), rolling_days=rolling_days,
@@ -518,7 +519,7 @@ def infer(
         fail_on_alert=False, figures=figures, notify=notify, promote=promote,
     )
     spec = get_dataset(dataset)
-    refuse_without_database(settings.tracking_uri, spec)
+    registry.refuse_without_database(settings.tracking_uri, spec.name, spec.dataset_arg)
     store = open_feature_store(settings)
     now = dt.datetime.now(dt.timezone.utc)
     report = run_inference(spec, store, settings, options, now, configure_tracking(settings))

@@ -582,3 +582,17 @@ alert reaches each receiver once however often the job runs."""
 def notified_tag(kind: str) -> str:
     """The tag recording where a monitoring run's alert of ``kind`` was delivered."""
     return f"{NOTIFIED_TAG_PREFIX}{kind}"
+
+
+def refuse_without_database(uri: str, dataset: str, dataset_arg: str) -> None:
+    """A command that reads a champion (``sml infer``, ``sml serve``) refuses at once when
+    its tracking URI names a SQLite database that does not exist yet: no model can be
+    registered there, and opening it would leave an empty database (and its folder)
+    behind a refused command."""
+    from serverless_ml.errors import NotFoundError
+    from serverless_ml.tracking import sqlite_database_path
+
+    path = sqlite_database_path(uri)
+    if path is not None and not path.exists():
+        raise NotFoundError(f"model '{model_name(dataset)}' has no champion; run `sml train --dataset "
+                            f"{dataset_arg}` first (the MLflow tracking database {path} does not exist)")

@@ -35,7 +35,6 @@ from serverless_ml.system_faults import remember_place
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from serverless_ml.datasets.spec import DatasetSpec
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
@@ -132,20 +131,6 @@ def sqlite_database_path(uri: str) -> Path | None:
     if not raw or raw == ":memory:":
         return None
     return Path(raw).expanduser().resolve()
-
-
-def refuse_without_database(uri: str, dataset: DatasetSpec) -> None:
-    """A command that reads a champion (``sml infer``, ``sml serve``) refuses at once when
-    its tracking URI names a SQLite database that does not exist yet: no model can be
-    registered there, and opening it would leave an empty database (and its folder)
-    behind a refused command."""
-    from serverless_ml.errors import NotFoundError
-    from serverless_ml.registry import model_name
-
-    path = sqlite_database_path(uri)
-    if path is not None and not path.exists():
-        raise NotFoundError(f"model '{model_name(dataset.name)}' has no champion; run `sml train --dataset "
-                            f"{dataset.dataset_arg}` first (the MLflow tracking database {path} does not exist)")
 
 
 def artifact_root(uri: str) -> Path | None:

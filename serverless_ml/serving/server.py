@@ -320,7 +320,7 @@ def build_app(spec: DatasetSpec, store: FeatureStore, settings: Settings, record
     from serverless_ml.datasets.groups import existing_feature_group
 
     existing_feature_group(spec, store)  # served rows go there: it must exist
-    tracking.refuse_without_database(settings.tracking_uri, spec)
+    registry.refuse_without_database(settings.tracking_uri, spec.name, spec.dataset_arg)
     tracker = tracking.configure_tracking(settings)
     name = registry.model_name(spec.name)
 
