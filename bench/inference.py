@@ -10,7 +10,8 @@ them all.
   ``serverless_ml.cli.main``) in its own process (read, select, predict in chunks, the
   monitoring statistics with drift on the last 30 days, log the run, write the
   predictions), timed from the process's start to its exit (imports, the model's loading
-  and the interpreter's teardown included; the time until the entry point returned is
+  and the process's end as the ``sml`` command ends it included: ``exit_process``, the
+  Python side of an exit then ``os._exit``; the time until the entry point returned is
   printed too); its peak RSS is that process's own (``VmHWM``, see :func:`_infer_process`);
 * ``bare_predict``: the reference, the champion pipeline's ``predict`` on the same rows,
   regenerated chunk by chunk in this process and converted to the model's input
@@ -94,19 +95,25 @@ def _bare_predict(model: Any, rows: int, chunk_rows: int) -> tuple[float, float]
 
 JOB_MARK = "bench: sml infer returned after"
 # `sml infer`'s own entry point, timed from before its imports until it returns (the
-# interpreter's start and teardown are in the process's wall time only).
+# interpreter's start and its end are in the process's wall time only), then ended as the
+# `sml` command ends (``console_main``: ``exit_process``, the Python side of an exit, then
+# ``os._exit``; not the interpreter's teardown of every module and object).
 CHILD = f"""
 import sys, time
 started = time.perf_counter()
-from serverless_ml.cli import main
+from serverless_ml.cli import exit_process, main
 sys.argv = ["sml", "infer", "--dataset", "titanic", "--as-of", "{AS_OF}", "--no-figures"]
+code = 0
 try:
     main()
+except SystemExit as exc:
+    code = exc.code
 finally:
     seconds = time.perf_counter() - started
     with open("/proc/self/status") as status:
         peak = [line.split()[1] for line in status if line.startswith("VmHWM:")][0]
     print("{JOB_MARK}", seconds, peak, flush=True)
+exit_process(code)  # as the `sml` command ends (console_main)
 """
 
 
@@ -185,7 +192,7 @@ def report(results: dict[str, Any]) -> str:
         f"the mean of {' and '.join(f'{s:.1f}' for s in results['bare_predict_before_after_s'])} s before and after), "
         f"end to end {results['end_to_end_rows_per_s']:,.0f} rows/s ({results['end_to_end_s']:.1f} s)",
         f"  (the process's wall time; until sml infer's entry point returned: {results['job_s']:.1f} s, "
-        f"{results['job_ratio']:.0%} of bare predict; the rest is the interpreter's start and teardown)",
+        f"{results['job_ratio']:.0%} of bare predict; the rest is the interpreter's start and the process's end)",
         f"  CPU seconds (user and system, every thread): bare predict {results['bare_predict_cpu_s']:.1f} s, "
         f"sml infer {results['end_to_end_cpu_s']:.1f} s ({results['cpu_ratio']:.0%}: the share of the job's work that is "
         f"predict; the wall-time ratio can exceed it only by running the rest beside predict on a free core)",
