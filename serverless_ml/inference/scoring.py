@@ -145,6 +145,8 @@ class DistinctRowsEncoder:
         number = np.full(bound, -1, dtype=np.int64)
         number[used] = np.arange(len(used))
         encoded = self.encoder.transform(x.iloc[representative[used]])
+        if not isinstance(encoded, np.ndarray) and not hasattr(encoded, "tocsr"):
+            return self.encoder.transform(x)  # a frame (scikit-learn's pandas output): as it is
         return encoded[number[combined]]
 
 

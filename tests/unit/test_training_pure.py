@@ -521,3 +521,16 @@ def test_the_job_copy_of_a_pipeline_wraps_its_encoders_and_leaves_the_model_alon
     probe.loc[::5, "embarked"] = None
     probe.loc[::3, "title"] = "Unheard-of"
     assert np.array_equal(scorer.prepare(probe), model[:-1].transform(probe))
+
+
+def test_the_distinct_rows_encoder_under_pandas_output_returns_the_encoders_frame() -> None:
+    import sklearn
+
+    from serverless_ml.inference.scoring import DistinctRowsEncoder
+
+    encoder, frame = _encoder_cases()[0]
+    with sklearn.config_context(transform_output="pandas"):
+        expected = encoder.transform(frame)
+        got = DistinctRowsEncoder(encoder).transform(frame)
+    assert isinstance(got, pd.DataFrame)
+    pd.testing.assert_frame_equal(got, expected)
