@@ -203,16 +203,18 @@ class ChunkScorer:
         model that is not a Pipeline."""
         return model_input if self.transforms is None else self.transforms.transform(model_input)
 
-    def score(self, chunk: pd.DataFrame, model_input: Any = None, prepared: Any = None) -> pd.DataFrame:
+    def score(self, chunk: pd.DataFrame, model_input: Any = None, prepared: Any = None,
+              proba: Any = None) -> pd.DataFrame:
         """The predictions of ``chunk``: one ``predict_proba`` call on ``model_input`` (its
         model input when already made) or on ``prepared``, that input through
-        :meth:`prepare` (the same probabilities)."""
+        :meth:`prepare` (the same probabilities); or shaped from ``proba``, the final
+        estimator's probabilities of ``prepared`` computed already."""
         from serverless_ml.training.model import as_model_input
 
         spec = self.spec
-        if prepared is not None:
+        if proba is None and prepared is not None:
             proba = self.final.predict_proba(prepared)
-        else:
+        elif proba is None:
             if model_input is None:
                 model_input = as_model_input(chunk, spec)
             proba = self.model.predict_proba(model_input)

@@ -880,6 +880,13 @@ def _count_and_write(totals: BatchTotals, sink: _PredictionSink, spec: DatasetSp
     sink.write(scored)
 
 
+def _shape_count_and_write(scorer: ChunkScorer, totals: BatchTotals, sink: _PredictionSink, spec: DatasetSpec,
+                           rows: pd.DataFrame, proba: Any) -> None:
+    """A chunk's predictions shaped from the final estimator's ``proba``
+    (:meth:`ChunkScorer.score`), then :func:`_count_and_write`."""
+    _count_and_write(totals, sink, spec, scorer.score(rows, proba=proba), rows)
+
+
 def _score_stream(
     spec: DatasetSpec, ctx: StreamedContext, scorer: ChunkScorer, sink: _PredictionSink, as_of_end: pd.Timestamp,
     options: InferOptions,
@@ -903,14 +910,19 @@ def _score_stream(
     try:
         chunks = _new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest, scorer.prepare)
         for rows, model_input, prepared in _in_background(chunks):
+            if ctx.shadow is None:
+                # Shaped, counted and written in the writing thread, in chunk order: this
+                # one only predicts.
+                worker.submit(_shape_count_and_write, scorer, ctx.totals, sink, spec, rows,
+                              scorer.final.predict_proba(prepared))
+                continue
+            # With a challenger, its paired rows need the champion's predictions here.
             scored = scorer.score(rows, prepared=prepared)
-            # Counted and written in the writing thread, in chunk order: this one predicts.
             worker.submit(_count_and_write, ctx.totals, sink, spec, scored, rows)
-            if ctx.shadow is not None:
-                ctx.shadow.paired.add(scored, np.ones(len(scored), dtype=bool), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
-                shadow_scored = ctx.shadow.score(rows, model_input)
-                if shadow_scored is not None:
-                    worker.submit(sink.write, shadow_scored)
+            ctx.shadow.paired.add(scored, np.ones(len(scored), dtype=bool), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
+            shadow_scored = ctx.shadow.score(rows, model_input)
+            if shadow_scored is not None:
+                worker.submit(sink.write, shadow_scored)
         worker.finish()
     finally:
         worker.close()
