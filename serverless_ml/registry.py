@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from serverless_ml.errors import NotFoundError
     import pandas as pd
 
 # --- registry aliases ----------------------------------------------------------------------
@@ -382,13 +383,21 @@ def champion_version(dataset: str, client: Any, dataset_arg: str | None = None) 
     Raises:
         NotFoundError: there is no champion (the message says to run ``sml train``).
     """
+    version = alias_version(model_name(dataset), CHAMPION, client)
+    if version is None:
+        raise no_champion(dataset, dataset_arg)
+    return version
+
+
+def no_champion(dataset: str, dataset_arg: str | None = None, why: str = "") -> NotFoundError:
+    """The error of a command that needs the dataset's champion and finds none: it names
+    the model and says to run ``sml train`` (``dataset_arg``: how the user named the
+    dataset, a spec file's path for one; ``why``: appended in parentheses)."""
     from serverless_ml.errors import NotFoundError
 
-    name = model_name(dataset)
-    version = alias_version(name, CHAMPION, client)
-    if version is None:
-        raise NotFoundError(f"model '{name}' has no champion; run `sml train --dataset {dataset_arg or dataset}` first")
-    return version
+    detail = f" ({why})" if why else ""
+    return NotFoundError(f"model '{model_name(dataset)}' has no champion; run `sml train --dataset "
+                         f"{dataset_arg or dataset}` first{detail}")
 
 
 def load_version_model(name: str, version: str | int, tracking_uri: str | None = None) -> Any:
@@ -589,10 +598,8 @@ def refuse_without_database(uri: str, dataset: str, dataset_arg: str) -> None:
     its tracking URI names a SQLite database that does not exist yet: no model can be
     registered there, and opening it would leave an empty database (and its folder)
     behind a refused command."""
-    from serverless_ml.errors import NotFoundError
     from serverless_ml.tracking import sqlite_database_path
 
     path = sqlite_database_path(uri)
     if path is not None and not path.exists():
-        raise NotFoundError(f"model '{model_name(dataset)}' has no champion; run `sml train --dataset "
-                            f"{dataset_arg}` first (the MLflow tracking database {path} does not exist)")
+        raise no_champion(dataset, dataset_arg, f"the MLflow tracking database {path} does not exist")

@@ -104,10 +104,7 @@ class ServingApp:
         self.alias_check_s, self.max_body_bytes, self.max_rows = alias_check_s, max_body_bytes, max_rows
         version = load_version()
         if version is None:
-            from serverless_ml.errors import NotFoundError
-
-            raise NotFoundError(f"model '{registry.model_name(spec.name)}' has no champion; "
-                                f"run `sml train --dataset {spec.dataset_arg}` first")
+            raise registry.no_champion(spec.name, spec.dataset_arg)
         self.served = self._load(version)
         self.stopping = threading.Event()
         self.starting = threading.Lock()
