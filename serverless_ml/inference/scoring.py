@@ -162,8 +162,7 @@ def _job_transforms(model: Any) -> Any:
     steps = getattr(model, "steps", None)
     if not steps or len(steps) < 2:
         return None
-    transforms = copy.copy(model[:-1])
-    transforms.steps = list(transforms.steps)
+    transforms = model[:-1]  # a new Pipeline over a new list of the same fitted steps
     for index, (name, step) in enumerate(transforms.steps):
         if isinstance(step, ColumnTransformer) and hasattr(step, "transformers_"):
             wrapped = copy.copy(step)
@@ -203,18 +202,14 @@ class ChunkScorer:
         model that is not a Pipeline."""
         return model_input if self.transforms is None else self.transforms.transform(model_input)
 
-    def score(self, chunk: pd.DataFrame, model_input: Any = None, prepared: Any = None,
-              proba: Any = None) -> pd.DataFrame:
-        """The predictions of ``chunk``: one ``predict_proba`` call on ``model_input`` (its
-        model input when already made) or on ``prepared``, that input through
-        :meth:`prepare` (the same probabilities); or shaped from ``proba``, the final
-        estimator's probabilities of ``prepared`` computed already."""
+    def score(self, chunk: pd.DataFrame, model_input: Any = None, proba: Any = None) -> pd.DataFrame:
+        """The predictions of ``chunk``: from one ``predict_proba`` call on ``model_input``
+        (its model input when already made), or shaped from ``proba``, probabilities
+        computed already (the final estimator's on :meth:`prepare`'s output: the same)."""
         from serverless_ml.training.model import as_model_input
 
         spec = self.spec
-        if proba is None and prepared is not None:
-            proba = self.final.predict_proba(prepared)
-        elif proba is None:
+        if proba is None:
             if model_input is None:
                 model_input = as_model_input(chunk, spec)
             proba = self.model.predict_proba(model_input)

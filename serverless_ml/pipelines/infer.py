@@ -910,14 +910,14 @@ def _score_stream(
     try:
         chunks = _new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest, scorer.prepare)
         for rows, model_input, prepared in _in_background(chunks):
+            proba = scorer.final.predict_proba(prepared)
             if ctx.shadow is None:
                 # Shaped, counted and written in the writing thread, in chunk order: this
                 # one only predicts.
-                worker.submit(_shape_count_and_write, scorer, ctx.totals, sink, spec, rows,
-                              scorer.final.predict_proba(prepared))
+                worker.submit(_shape_count_and_write, scorer, ctx.totals, sink, spec, rows, proba)
                 continue
             # With a challenger, its paired rows need the champion's predictions here.
-            scored = scorer.score(rows, prepared=prepared)
+            scored = scorer.score(rows, proba=proba)
             worker.submit(_count_and_write, ctx.totals, sink, spec, scored, rows)
             ctx.shadow.paired.add(scored, np.ones(len(scored), dtype=bool), scored[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
             shadow_scored = ctx.shadow.score(rows, model_input)

@@ -446,7 +446,7 @@ def test_a_chunk_prepared_in_another_step_scores_exactly_as_the_whole_pipeline(n
         scorer = ChunkScorer(model, spec, 1, pd.Timestamp("2024-01-02", tz="UTC"), "run")
         assert (scorer.transforms is None) == (model is not calibrated and model is not plain)
         whole = scorer.score(frame, model_input)
-        split = scorer.score(frame, prepared=scorer.prepare(model_input))
+        split = scorer.score(frame, proba=scorer.final.predict_proba(scorer.prepare(model_input)))
         pd.testing.assert_frame_equal(whole, split, check_exact=True)
         direct = model.predict_proba(model_input)[:, scorer.order]
         assert np.array_equal(whole[[c for c in whole.columns if c.startswith("proba_")]].to_numpy(), direct)
