@@ -474,10 +474,10 @@ def check_tracking_holds_runs(spec: DatasetSpec, target: Any, settings: Settings
     from serverless_ml.errors import SmlError
     from serverless_ml.inference.scoring import batch_run_ids
 
-    run_ids: set[str] = set()
+    found: set[str] = set()
     for batch in target.read_batches(columns=[realized.RUN_ID_COLUMN]):
-        run_ids.update(v for v in pc.unique(batch.column(0)).to_pylist() if v)
-    run_ids = set(batch_run_ids(pd.Series(sorted(run_ids), dtype=object)))
+        found.update(v for v in pc.unique(batch.column(0)).to_pylist() if v)
+    run_ids = set(batch_run_ids(pd.Series(list(found), dtype=object)))  # a shadow row names its batch's run
     if not run_ids:
         return
     uri = tracker.uri if tracker is not None else settings.tracking_uri
@@ -515,8 +515,9 @@ def attach_labels(
         # holds none of the runs the predictions name (another MLFLOW_TRACKING_URI, a
         # database not created yet), is refused with nothing written (not labels stored
         # and runs left behind, nor an empty database).
-        if predictions_group(spec, store).exists():
-            check_tracking_holds_runs(spec, predictions_group(spec, store), settings, tracker)
+        predictions = predictions_group(spec, store)
+        if predictions.exists():
+            check_tracking_holds_runs(spec, predictions, settings, tracker)
         if len(write.rows):
             result = group.insert(write.rows, wait=True)
             features = group.read()
