@@ -180,6 +180,16 @@ class PageProblems:
         return [*self.console, *self.exceptions, *self.failed, *self.external]
 
 
+@pytest.fixture
+def own_site_world(site_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """A copy of :func:`site_world` for a test that writes to it (scores a new batch), the
+    working directory and ``MLFLOW_TRACKING_URI`` set to it."""
+    world = site_world.copy_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
+    return world
+
+
 @pytest.fixture(scope="module")
 def browser_context(browser: Any) -> Iterator[Any]:
     """One browser context per test module (1280x900), so its HTTP cache serves Dash's

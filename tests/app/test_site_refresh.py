@@ -4,7 +4,6 @@ the refresh interval, without a reload or a restart."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -20,13 +19,10 @@ REFRESH_S = 2.0
 
 
 def test_a_new_monitoring_run_appears_after_the_refresh_interval(
-    page: Any, site_world: Any, serve: Any, settle: Any, screenshot: Any, world_dates: dict[str, Any],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    page: Any, own_site_world: Any, serve: Any, settle: Any, screenshot: Any, world_dates: dict[str, Any],
 ) -> None:
     tab, problems = page
-    world = site_world.copy_to(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
+    world = own_site_world
     url = serve(create_app(world.settings, refresh_s=REFRESH_S, cache_ttl_s=REFRESH_S / 2))
     days, rows = world_dates["iris_days"], world_dates["iris_rows"]
     tab.goto(f"{url}/?dataset=iris")

@@ -23,13 +23,10 @@ ROWS = 120
 
 
 def test_the_slice_table_shows_not_computed_cells_and_highlights_the_worst_slice(
-    page: Any, site_world: Any, serve: Any, settle: Any, screenshot: Any, world_dates: dict[str, Any],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    page: Any, own_site_world: Any, serve: Any, settle: Any, screenshot: Any, world_dates: dict[str, Any],
 ) -> None:
     tab, problems = page
-    world = site_world.copy_to(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
+    world = own_site_world
     # A batch large enough for some slices to be computed (the world's batches are 30 rows).
     run_id = world_dates["score_day"](get_dataset("titanic"), LocalFeatureStore(world.folder / "store"), world.settings,
                                       world_dates["titanic_days"], ROWS)
