@@ -38,15 +38,19 @@ the project's generator (``synthetic.generate_rows``, as ``sml simulate`` makes 
   changes P(label | features), which no estimator without labels can see; it is not
   simulated here.
 
-Per batch: the **estimate**, ``estimate.estimate_accuracy`` of each row's probability of
-its predicted class (made when the batch is scored, before any label), and its 95 %
-interval; the **realized** accuracy, from the batch's labels. A label delay changes when
-the realized figure is known, not what it is: the estimate is made on the scoring day from
-the rows alone and compared with the realized accuracy once the labels arrive, so the
-per-batch comparison is the same for any delay and the batch's own labels are used.
+Labels arrive as ``sml simulate`` delivers them in the demo: ``--label-delay`` days after
+a batch's day (3), for ``--label-share`` of its rows (0.8, drawn at random). Per batch: the
+**estimate**, ``estimate.estimate_accuracy`` of each row's probability of its predicted
+class, made when the batch is scored, before any of its labels, and recalibrated as ``sml
+infer`` recalibrates it (:class:`serverless_ml.inference.estimate.Recalibration`, fitted on
+the latest ``RECALIBRATION_ROWS`` labelled rows of the earlier batches whose labels have
+arrived by then; the first ``--label-delay`` batches have none, so their estimate is
+plain CBPE), and its 95 % interval; **plain CBPE**, the same without recalibration (what
+the estimate would be with no label ever back); the **realized** accuracy, from the
+batch's labels (all of them: the labels that never arrive still have a value).
 
 Printed per dataset, segment (clean, degraded) and the calibrated model: the mean absolute
-error (MAE) of the estimate against the realized accuracy; the **floor**, the expected gap
+error (MAE) of the estimate against the realized accuracy, and of plain CBPE; the **floor**, the expected gap
 between a batch's realized accuracy and the model's true accuracy ``a`` on the batch's
 population, ``E|K/n - a|`` with ``K ~ Binomial(n, a)``, computed exactly
 (:func:`noise_floor`), ``a`` measured on ``--population-rows`` generated rows (importance
@@ -67,6 +71,7 @@ Goals (issue 17), per dataset, on both segments: estimate MAE <= 1.25 x the floo
 the naive estimate's MAE.
 
     python -m bench estimate [--datasets iris,titanic,...] [--seeds 3] [--batches 40] [--rows 100,500]
+                             [--label-delay 3] [--label-share 0.8]
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ import numpy as np
 import pandas as pd
 
 from bench import resolve_data_dir, write_results
+from serverless_ml.demo import DEMO_LABEL_DELAY, DEMO_LABEL_SHARE
 
 FLOOR_RATIO_GOAL = 1.25
 START = dt.date(2025, 1, 1)
@@ -215,7 +221,7 @@ def degraded_rows(setup: Setup, day: dt.date, n: int, seed: int, threshold: floa
 
 
 def run_dataset(setup: Setup, sizes: list[int], batches: int, population_rows: int, hard_share: float,
-                keep_easy: float, seed: int) -> dict[str, Any]:
+                keep_easy: float, seed: int, label_delay: int, label_share: float) -> dict[str, Any]:
     spec = setup.spec
     started = time.perf_counter()
     holdout = score(setup, setup.holdout)
@@ -253,9 +259,11 @@ def run_dataset(setup: Setup, sizes: list[int], batches: int, population_rows: i
         "sizes": {},
     }
     rng = np.random.default_rng([seed, 17])
+    labels_rng = np.random.default_rng([seed, 23])
     first_degraded = batches // 2 + 1
     for n in sizes:
         days: list[dict[str, Any]] = []
+        arrived: list[tuple[int, np.ndarray, np.ndarray]] = []  # (day, confidences, right) of labelled rows
         for d in range(1, batches + 1):
             day = START + dt.timedelta(days=d - 1)
             segment = "clean" if d < first_degraded else "degraded"
@@ -264,14 +272,17 @@ def run_dataset(setup: Setup, sizes: list[int], batches: int, population_rows: i
             else:
                 rows = degraded_rows(setup, day, n, seed, threshold, keep_easy, rng)
             s = score(setup, rows)
-            estimate = estimate_of(s.confidence)
+            estimate, recalibration_rows = estimate_of(s.confidence, [a for a in arrived if a[0] <= d - label_delay])
             days.append({
                 "day": d, "segment": segment, "rows": n,
                 "estimated": estimate.accuracy, "low": estimate.low, "high": estimate.high,
+                "estimated_plain": float(s.confidence.mean()), "recalibration_rows": recalibration_rows,
                 "estimated_uncalibrated": float(s.confidence_plain.mean()),
                 "realized": float(s.right.mean()), "realized_uncalibrated": float(s.right_plain.mean()),
                 "true_accuracy": truth[segment], "floor": noise_floor(n, truth[segment]), "naive": naive,
             })
+            labelled = labels_rng.random(n) < label_share
+            arrived.append((d, s.confidence[labelled], s.right[labelled]))
         entry["sizes"][str(n)] = days
     entry["seconds"] = time.perf_counter() - started + setup.fit_s
     return entry
@@ -297,6 +308,7 @@ def summarise(days: list[dict[str, Any]]) -> dict[str, Any]:
         "oracle_mae": float(np.mean(np.abs(realized - truth))),
         "estimate_mae": mae,
         "estimate_bias": float(np.mean(estimated - realized)),
+        "plain_mae": float(np.mean(np.abs(np.array([b["estimated_plain"] for b in days]) - realized))),
         "naive_mae": naive_mae,
         "uncalibrated_mae": float(np.mean(np.abs(plain_estimated - plain_realized))),
         "uncalibrated_bias": float(np.mean(plain_estimated - plain_realized)),
@@ -307,10 +319,17 @@ def summarise(days: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def estimate_of(confidence: np.ndarray) -> Any:
-    from serverless_ml.inference.estimate import estimate_accuracy
+def estimate_of(confidence: np.ndarray, arrived: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[Any, int]:
+    """The estimate of a batch's ``confidence`` as ``sml infer`` makes it, recalibrated on
+    the labelled rows that have ``arrived`` (day, confidences, right), the latest kept as
+    :class:`estimate.LabelledTail` keeps them; and how many rows it was recalibrated on."""
+    from serverless_ml.inference.estimate import LabelledTail, estimate_accuracy
 
-    return estimate_accuracy(confidence)
+    tail = LabelledTail()
+    for day, conf, right in arrived:
+        tail.add(np.full(len(conf), np.datetime64(START + dt.timedelta(days=day - 1), "ns")), conf, right)
+    recalibration = tail.fit()
+    return estimate_accuracy(confidence, recalibration=recalibration), recalibration.rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population-rows", type=int, default=50_000, help="generated rows that measure the true accuracy")
     parser.add_argument("--hard-share", type=float, default=0.3, help="share of the population counted as hard")
     parser.add_argument("--keep-easy", type=float, default=0.1, help="probability a non-hard row is kept in the degradation")
+    parser.add_argument("--label-delay", type=int, default=DEMO_LABEL_DELAY,
+                        help="days after a batch's day its labels arrive (as `make demo` simulates them)")
+    parser.add_argument("--label-share", type=float, default=DEMO_LABEL_SHARE,
+                        help="share of a batch's rows whose label arrives")
     args = parser.parse_args(argv)
 
     from serverless_ml.errors import SmlError
@@ -340,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batches must be at least 4 and --seeds at least 1")
     if not 0 < args.pool < 1 or not 0 < args.hard_share < 1 or not 0 < args.keep_easy <= 1:
         parser.error("--pool and --hard-share must be in (0, 1), --keep-easy in (0, 1]")
+    if args.label_delay < 1 or not 0 <= args.label_share <= 1:
+        parser.error("--label-delay must be at least 1 day (a batch's labels cannot be known when it is scored), "
+                     "--label-share in [0, 1]")
 
     started = time.perf_counter()
     results: dict[str, Any] = {"settings": vars(args), "datasets": {}}
@@ -353,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds):
                 setup = fit_models(name, spec, real, args.pool, seed)
                 runs.append(run_dataset(setup, sizes, args.batches, args.population_rows, args.hard_share,
-                                        args.keep_easy, seed))
+                                        args.keep_easy, seed, args.label_delay, args.label_share))
             summary = {
                 str(n): {segment: summarise([b for run in runs for b in run["sizes"][str(n)] if b["segment"] == segment])
                          for segment in SEGMENTS}
@@ -382,12 +408,13 @@ def _mean(runs: list[dict[str, Any]], *keys: str) -> float:
 def print_table(results: dict[str, Any], sizes: list[int]) -> None:
     s = results["settings"]
     print(f"\nEstimated vs realized accuracy per batch: {s['seeds']} seeds x {s['batches']} batches (first half clean, "
-          f"then covariate shift to hard rows); the calibrated default forest's estimate (CBPE)")
+          f"then covariate shift to hard rows); the calibrated default forest's estimate (CBPE recalibrated on the labels "
+          f"back so far: {100 * s['label_share']:.0f} % of each batch's rows, {s['label_delay']} days after it)")
     print("MAE of each estimate against the realized accuracy. floor: E|realized - true accuracy of the batch's population| "
-          "(exact binomial); oracle: the true accuracy as the estimate (the floor, measured); naive: the holdout accuracy carried forward; uncal.: the uncalibrated forest's CBPE; "
+          "(exact binomial); oracle: the true accuracy as the estimate (the floor, measured); CBPE: plain, never recalibrated; naive: the holdout accuracy carried forward; uncal.: the uncalibrated forest's CBPE; "
           "bias: mean estimate - mean realized; cover: the 95 % interval holds the realized accuracy")
     print(f"{'dataset':<16} {'calibration':<11} {'rows':>5} {'segment':<9} {'true acc':>8} {'holdout':>8} {'floor':>7} "
-          f"{'oracle':>7} {'estimate':>9} {'x floor':>7} {'naive':>7} {'uncal.':>7} {'bias':>7} {'uncal. bias':>11} {'cover':>6}  goal")
+          f"{'oracle':>7} {'estimate':>9} {'x floor':>7} {'CBPE':>7} {'naive':>7} {'uncal.':>7} {'bias':>7} {'uncal. bias':>11} {'cover':>6}  goal")
     for name, entry in results["datasets"].items():
         runs = entry["runs"]
         methods = "/".join(sorted({r["calibration"] for r in runs}))
@@ -396,7 +423,7 @@ def print_table(results: dict[str, Any], sizes: list[int]) -> None:
                 ok = "PASS" if g["within_floor_goal"] and g["below_naive"] else "MISS"
                 print(f"{name:<16} {methods:<11} {n:>5} {segment:<9} {g['true_accuracy']:>8.3f} "
                       f"{_mean(runs, 'naive_estimate'):>8.3f} {g['floor']:>7.4f} {g['oracle_mae']:>7.4f} {g['estimate_mae']:>9.4f} "
-                      f"{g['floor_ratio']:>7.2f} {g['naive_mae']:>7.4f} {g['uncalibrated_mae']:>7.4f} "
+                      f"{g['floor_ratio']:>7.2f} {g['plain_mae']:>7.4f} {g['naive_mae']:>7.4f} {g['uncalibrated_mae']:>7.4f} "
                       f"{g['estimate_bias']:>+7.4f} {g['uncalibrated_bias']:>+11.4f} {100 * g['coverage']:>5.0f}%  {ok}")
     print("\nGenerator check, means over seeds: the calibrated model's accuracy / mean confidence on the real pool rows "
           "and on the population generated from them; the same with the degradation's weights")

@@ -333,37 +333,90 @@ def class_share_of_counts(
     return metrics
 
 
+ROLLING_CONFIDENCE_GRID = 10_000
+"""The rolling window's confidences are counted on a grid of this many steps (a
+recalibrated window's estimate needs each row's confidence, and the history streams by
+before the recalibration is fitted); the estimate is then exact to ``1 / (2 * GRID)``."""
+
+
+def confidence_counts(confidence: np.ndarray) -> np.ndarray:
+    """How many of the (finite) confidences fall on each point of the grid of
+    :data:`ROLLING_CONFIDENCE_GRID` steps (nearest point)."""
+    c = np.asarray(confidence, dtype=float)
+    c = c[np.isfinite(c)]
+    return np.bincount(np.rint(np.clip(c, 0.0, 1.0) * ROLLING_CONFIDENCE_GRID).astype(np.int64),
+                       minlength=ROLLING_CONFIDENCE_GRID + 1)
+
+
+def rolling_estimate(counts: np.ndarray, exact_sum: float, rows: int, recalibration: estimate.Recalibration) -> float | None:
+    """The rolling window's estimated accuracy: the mean of its confidences mapped through
+    ``recalibration`` (the exact mean when it is the identity; from the grid's ``counts``
+    otherwise); ``None`` when the window has no row."""
+    if not rows:
+        return None
+    if recalibration.identity:
+        return exact_sum / rows
+    grid = np.arange(ROLLING_CONFIDENCE_GRID + 1) / ROLLING_CONFIDENCE_GRID
+    return float(counts @ recalibration.apply(grid)) / rows
+
+
+def labelled_before(codes: PredictionCodes, history_rows: int, champion_version: int,
+                    as_of_end: pd.Timestamp) -> np.ndarray:
+    """Which of the first ``history_rows`` rows of ``codes`` (the predictions so far) a
+    batch's estimate is recalibrated on: the champion's, labelled, with a confidence, before
+    the end of the as-of date."""
+    mask = np.zeros(len(codes.actual), dtype=bool)
+    mask[:history_rows] = True
+    mask &= (codes.actual >= 0) & (codes.versions == champion_version) & (codes.event_time < as_of_end.to_datetime64())
+    if codes.confidence is not None:
+        mask &= np.isfinite(codes.confidence)
+    return mask
+
+
 def estimated_metrics(
     spec: DatasetSpec, scored: pd.DataFrame, codes: PredictionCodes, as_of_end: pd.Timestamp, rolling_days: int,
-    class_keys: list[str],
+    class_keys: list[str], champion_version: int,
 ) -> tuple[Computed, estimate.AccuracyEstimate | None]:
     """The batch's accuracy estimated from the champion's probabilities with the interval
-    of the accuracy its rows will realise, estimated per-class precision/recall/F1 (from
-    :data:`monitoring.MIN_ROWS_FOR_CLASS_METRICS` rows), and the rolling window's estimated
-    accuracy (every scored row of the window, labelled or not)."""
+    of the accuracy its rows will realise, recalibrated on the champion's labelled
+    predictions so far (:class:`estimate.Recalibration`), estimated per-class
+    precision/recall/F1 (from :data:`monitoring.MIN_ROWS_FOR_CLASS_METRICS` rows; plain
+    CBPE of the probabilities), and the rolling window's estimated accuracy (every scored
+    row of the window, labelled or not, recalibrated as the batch)."""
     out = Computed()
     columns = [probability_column(c) for c in spec.classes]
     if codes.confidence is None or any(c not in scored.columns for c in columns):
         out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
         return out, None
-    found = estimate.estimate_accuracy(codes.confidence[-len(scored):])
+    history_rows = len(codes.actual) - len(scored)
+    tail = estimate.LabelledTail()
+    known = labelled_before(codes, history_rows, champion_version, as_of_end)
+    tail.add(codes.event_time[known], codes.confidence[known], codes.actual[known] == codes.predicted[known])
+    recalibration = tail.fit()
+    found = estimate.estimate_accuracy(codes.confidence[-len(scored):], recalibration=recalibration)
     expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted)
     end = as_of_end.to_datetime64()
     in_rolling = (codes.event_time >= (as_of_end - pd.Timedelta(days=rolling_days)).to_datetime64()) & (codes.event_time < end)
-    rolling = float(codes.confidence[in_rolling].mean()) if in_rolling.any() else None
-    return estimated_figures(spec, found, expected, rolling, class_keys), found
+    window = codes.confidence[in_rolling]
+    rolling = rolling_estimate(confidence_counts(window), float(window.sum()), int(in_rolling.sum()), recalibration)
+    return estimated_figures(spec, found, expected, rolling, class_keys, recalibration), found
 
 
 def estimated_figures(
     spec: DatasetSpec, found: estimate.AccuracyEstimate, expected: np.ndarray, rolling: float | None,
-    class_keys: list[str],
+    class_keys: list[str], recalibration: estimate.Recalibration,
 ) -> Computed:
-    """The estimated metrics of a batch from its estimate, its expected confusion matrix
-    and the rolling window's mean confidence (``None``: no row in the window): the one
-    ending of :func:`estimated_metrics` and :func:`estimated_of_totals`."""
+    """The estimated metrics of a batch from its estimate, its expected confusion matrix,
+    the rolling window's estimated accuracy (``None``: no row in the window) and the
+    recalibration the estimates used: the one ending of :func:`estimated_metrics` and
+    :func:`estimated_of_totals`."""
     out = Computed({registry.ESTIMATED_ACCURACY_METRIC: found.accuracy,
                     registry.ESTIMATED_ACCURACY_CI_LOW_METRIC: found.low,
-                    registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high})
+                    registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC: found.high,
+                    registry.ESTIMATE_RECALIBRATION_ROWS_METRIC: float(recalibration.rows)})
+    if not recalibration.identity:
+        out.metrics[registry.ESTIMATE_RECALIBRATION_A_METRIC] = recalibration.a
+        out.metrics[registry.ESTIMATE_RECALIBRATION_B_METRIC] = recalibration.b
     if found.rows >= monitoring.MIN_ROWS_FOR_CLASS_METRICS:
         per_class = evaluation.metrics_from_confusion(expected, list(spec.classes), registry.ESTIMATED_PREFIX,
                                                       positive_class=spec.positive_class, class_keys=class_keys)
@@ -427,7 +480,7 @@ def batch_statistics(
     per_class = class_metrics(spec, matrices, class_keys)
     drift = drift_statistics(spec, codes, scored, features, champion.drift_reference, as_of_end, rolling_days, rule,
                              batch_features)
-    estimated, found = estimated_metrics(spec, scored, codes, as_of_end, rolling_days, class_keys)
+    estimated, found = estimated_metrics(spec, scored, codes, as_of_end, rolling_days, class_keys, champion.version)
     shares = class_share_metrics(spec, codes.batch_predicted, len(scored), champion.reference_rows, class_keys)
     stats = assemble_statistics(spec, matrices, [accuracy, per_class, estimated], drift, shares, found,
                                 monitoring.latest_row(scored, spec.primary_key), len(scored), champion, rule)
@@ -508,6 +561,15 @@ class BatchTotals:
     """Whether every frame had the class probabilities (else nothing is estimated)."""
     rolling_confidence_sum: float = 0.0
     rolling_confidence_rows: int = 0
+    rolling_confidence_counts: np.ndarray = field(init=False)
+    """The rolling window's confidences on a grid (:func:`confidence_counts`)."""
+    labelled: estimate.LabelledTail = field(default_factory=estimate.LabelledTail)
+    """The champion's latest labelled predictions so far (:meth:`add_history`), which the
+    batch's estimate is recalibrated on."""
+    recalibration: estimate.Recalibration | None = None
+    """Fitted on ``labelled`` when the first chunk of the batch arrives (then fixed)."""
+    gradient_sums: np.ndarray = field(init=False)
+    """The batch's :meth:`estimate.Recalibration.gradient_sums` (for the interval)."""
     latest: dict[str, Any] | None = None
     day_counts: dict[np.datetime64, int] = field(default_factory=dict)
     """Rows scored per event day (history and batch), for the drift windows."""
@@ -521,6 +583,8 @@ class BatchTotals:
         self.matrices = {label: np.zeros((k, k), dtype=np.int64) for label in CONFUSION_WINDOWS}
         self.expected = np.zeros((k, k))
         self.predicted_counts = np.zeros(k, dtype=np.int64)
+        self.rolling_confidence_counts = np.zeros(ROLLING_CONFIDENCE_GRID + 1, dtype=np.int64)
+        self.gradient_sums = np.zeros(2)
 
     def _codes(self, frame: pd.DataFrame, column: str) -> np.ndarray:
         return evaluation.class_codes(frame[column], pd.Index(self.classes))
@@ -538,6 +602,7 @@ class BatchTotals:
         elif in_rolling.any():
             self.rolling_confidence_sum += float(np.sum(confidence[in_rolling]))
             self.rolling_confidence_rows += int(in_rolling.sum())
+            self.rolling_confidence_counts += confidence_counts(confidence[in_rolling])
         days, counts = count_days(event_time.astype("datetime64[D]"))
         for day, count in zip(days, counts, strict=True):
             self.day_counts[day] = self.day_counts.get(day, 0) + int(count)
@@ -548,7 +613,22 @@ class BatchTotals:
         """Count in predictions made before the batch (the predictions group's rows)."""
         if history.empty:
             return
-        self._windows(history, self._codes(history, "actual"), self._codes(history, "prediction"), history=True)
+        assert self.recalibration is None, "the history comes before the batch"
+        actual, predicted = self._codes(history, "actual"), self._codes(history, "prediction")
+        self._windows(history, actual, predicted, history=True)
+        confidence = _confidence(history)
+        if confidence is not None:
+            event_time = utc_values(history[EVENT_TIME_COLUMN])
+            known = ((actual >= 0) & (history[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64) == self.champion_version)
+                     & (event_time < self.as_of_end.to_datetime64()) & np.isfinite(confidence))
+            if known.any():
+                self.labelled.add(event_time[known], confidence[known], actual[known] == predicted[known])
+
+    def fitted_recalibration(self) -> estimate.Recalibration:
+        """The recalibration of the batch's estimate, fitted on the labelled history once."""
+        if self.recalibration is None:
+            self.recalibration = self.labelled.fit()
+        return self.recalibration
 
     def add_batch(self, scored: pd.DataFrame, spec: DatasetSpec, features: pd.DataFrame | None = None) -> None:
         """Count in a chunk of the batch's predictions (:class:`scoring.ChunkScorer`'s rows)
@@ -568,8 +648,11 @@ class BatchTotals:
         if confidence is None or any(c not in scored.columns for c in columns):
             self.probabilities = False
         else:
-            self.confidence_sum += float(np.sum(confidence))
-            self.confidence_spread += float(np.sum(confidence * (1.0 - confidence)))
+            recalibration = self.fitted_recalibration()
+            mapped = recalibration.apply(confidence)
+            self.confidence_sum += float(np.sum(mapped))
+            self.confidence_spread += float(np.sum(mapped * (1.0 - mapped)))
+            self.gradient_sums += recalibration.gradient_sums(confidence)
             self.expected += estimate.expected_confusion(scored[columns].to_numpy(dtype=float), predicted)
         candidate = monitoring.latest_row(scored, spec.primary_key)
         if self.latest is None or (candidate[EVENT_TIME_COLUMN], candidate[spec.primary_key]) > (
@@ -580,7 +663,9 @@ class BatchTotals:
         """:func:`estimate.estimate_accuracy` of the batch's confidences, from their sums."""
         if not self.probabilities:
             return None
-        return estimate.estimate_from_sums(self.confidence_sum, self.confidence_spread, self.rows)
+        recalibration = self.fitted_recalibration()
+        return estimate.estimate_from_sums(self.confidence_sum, self.confidence_spread, self.rows,
+                                           fit_variance=recalibration.sum_variance(self.gradient_sums))
 
 
 def estimated_of_totals(spec: DatasetSpec, totals: BatchTotals, class_keys: list[str]) -> tuple[Computed, estimate.AccuracyEstimate | None]:
@@ -588,8 +673,10 @@ def estimated_of_totals(spec: DatasetSpec, totals: BatchTotals, class_keys: list
     found = totals.accuracy_estimate()
     if found is None:
         return Computed(notes=["estimated accuracy not computed: the predictions have no class probabilities"]), None
-    rolling = (totals.rolling_confidence_sum / totals.rolling_confidence_rows) if totals.rolling_confidence_rows else None
-    return estimated_figures(spec, found, totals.expected, rolling, class_keys), found
+    recalibration = totals.fitted_recalibration()
+    rolling = rolling_estimate(totals.rolling_confidence_counts, totals.rolling_confidence_sum,
+                               totals.rolling_confidence_rows, recalibration)
+    return estimated_figures(spec, found, totals.expected, rolling, class_keys, recalibration), found
 
 
 class DriftSample:

@@ -17,6 +17,18 @@ with probability ``p_i(a)``. So, for a batch of ``n`` rows:
 Training calibrates the probabilities (:mod:`serverless_ml.training.model`) and logs how
 well on the holdout (:func:`calibration_summary`); ``python -m bench estimate`` measures
 the estimate against realized accuracy on simulated histories.
+
+**Recalibrated on the labels that came back** (:class:`Recalibration`). Calibration fitted
+at training time is only as good as the few hundred holdout rows it saw, and under
+covariate shift a forest is over-confident in the regions that grow. Once labels of the
+champion's earlier batches arrive, the estimate for a new batch maps each confidence
+``p`` through ``g(p) = sigmoid(a + b logit p)``, fitted (``a``, ``b``) by maximum likelihood
+on the most recent :data:`RECALIBRATION_ROWS` labelled predictions of the same model
+version (whether each was right against its confidence), with a weak prior towards no
+change (``a = 0``, ``b = 1``): few labels leave the estimate close to plain CBPE, and labels
+that are all right (or all wrong) do not push it to 1 (or 0). The estimate is then the
+mean of ``g(p)``, and its interval adds the fit's own uncertainty (delta method) to the
+batch's Poisson-binomial spread. Without labelled rows ``g`` is the identity: plain CBPE.
 """
 
 from __future__ import annotations
@@ -29,6 +41,12 @@ import numpy as np
 
 Z_95 = 1.959963984540054
 RELIABILITY_BINS = 10
+RECALIBRATION_ROWS = 3000
+"""The most recent labelled predictions of the champion a batch's estimate is recalibrated on."""
+RECALIBRATION_PRIOR = 1.0
+"""Strength of the prior towards no change (``a = 0``, ``b = 1``): a Gaussian penalty
+``PRIOR / 2 * (a^2 + (b - 1)^2)`` on the log-likelihood, worth about one labelled row."""
+_LOGIT_CLIP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -42,24 +60,176 @@ class AccuracyEstimate:
     rows: int
 
 
-def estimate_accuracy(confidence: np.ndarray, z: float = Z_95) -> AccuracyEstimate:
-    """The estimate from each row's probability of its predicted class (``confidence``).
+def estimate_accuracy(confidence: np.ndarray, z: float = Z_95,
+                      recalibration: Recalibration | None = None) -> AccuracyEstimate:
+    """The estimate from each row's probability of its predicted class (``confidence``),
+    mapped through ``recalibration`` when given (:class:`Recalibration`).
 
     The interval is the normal approximation of the Poisson-binomial count of right
-    predictions, clipped to [0, 1]; NaN figures for no rows.
+    predictions plus the recalibration fit's variance, clipped to [0, 1]; NaN figures for
+    no rows.
     """
     p = np.asarray(confidence, dtype=float)
-    return estimate_from_sums(float(p.sum()), float(np.sum(p * (1.0 - p))), int(p.size), z)
+    r = recalibration if recalibration is not None else Recalibration()
+    g = r.apply(p)
+    return estimate_from_sums(float(g.sum()), float(np.sum(g * (1.0 - g))), int(p.size), z,
+                              r.sum_variance(r.gradient_sums(p)))
 
 
-def estimate_from_sums(confidence_sum: float, spread_sum: float, rows: int, z: float = Z_95) -> AccuracyEstimate:
+def estimate_from_sums(confidence_sum: float, spread_sum: float, rows: int, z: float = Z_95,
+                       fit_variance: float = 0.0) -> AccuracyEstimate:
     """:func:`estimate_accuracy` from the sums of ``p`` and of ``p (1 - p)`` over ``rows``
-    rows (a batch that streams by keeps only these)."""
+    rows (a batch that streams by keeps only these). ``fit_variance``: the variance of the
+    sum of ``p`` that comes from the recalibration's fit (:meth:`Recalibration.sum_variance`)."""
     if rows == 0:
         return AccuracyEstimate(math.nan, math.nan, math.nan, 0)
     mean = confidence_sum / rows
-    half = z * math.sqrt(spread_sum) / rows
+    half = z * math.sqrt(spread_sum + fit_variance) / rows
     return AccuracyEstimate(mean, max(0.0, mean - half), min(1.0, mean + half), rows)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """The map ``g(p) = sigmoid(a + b logit p)`` of a confidence ``p`` to the probability
+    the prediction is right, fitted on labelled predictions (:func:`fit_recalibration`);
+    the default is the identity (no labelled rows: plain CBPE).
+
+    Attributes:
+        a, b: The map's intercept and slope (``0``, ``1``: the identity).
+        rows: The labelled predictions it was fitted on.
+        covariance: The covariance of (``a``, ``b``) (the inverse of the penalised
+            log-likelihood's Hessian), for the interval.
+    """
+
+    a: float = 0.0
+    b: float = 1.0
+    rows: int = 0
+    covariance: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
+
+    @property
+    def identity(self) -> bool:
+        return self.rows == 0
+
+    def apply(self, confidence: np.ndarray) -> np.ndarray:
+        """``g`` of each confidence (the confidences themselves for the identity)."""
+        p = np.asarray(confidence, dtype=float)
+        if self.identity:
+            return p
+        return _sigmoid(self.a + self.b * _logit(p))
+
+    def gradient_sums(self, confidence: np.ndarray) -> np.ndarray:
+        """Sums over rows of the derivatives of ``g`` with respect to (``a``, ``b``): what
+        :meth:`sum_variance` needs of a batch, kept as two numbers while it streams by."""
+        if self.identity:
+            return np.zeros(2)
+        x = _logit(confidence)
+        g = _sigmoid(self.a + self.b * x)
+        w = g * (1.0 - g)
+        return np.array([float(np.sum(w)), float(np.sum(w * x))])
+
+    def sum_variance(self, gradient_sums: np.ndarray) -> float:
+        """The variance the fit adds to the sum of ``g`` over a batch (delta method), given
+        the batch's :meth:`gradient_sums`."""
+        if self.identity:
+            return 0.0
+        j = np.asarray(gradient_sums, dtype=float)
+        return float(max(0.0, j @ np.asarray(self.covariance) @ j))
+
+
+def fit_recalibration(confidence: np.ndarray, right: np.ndarray, prior: float = RECALIBRATION_PRIOR) -> Recalibration:
+    """The :class:`Recalibration` of labelled predictions: their confidences and whether each
+    was right. Maximum likelihood of ``right ~ Bernoulli(sigmoid(a + b logit p))`` with the
+    penalty ``prior / 2 * (a^2 + (b - 1)^2)`` (Newton's method; the problem is strictly
+    convex, so it converges from the identity). No rows: the identity."""
+    p = np.asarray(confidence, dtype=float)
+    y = np.asarray(right, dtype=float)
+    keep = np.isfinite(p)
+    p, y = p[keep], y[keep]
+    if p.size == 0:
+        return Recalibration()
+    x = _logit(p)
+    design = np.column_stack([np.ones_like(x), x])
+    theta = np.array([0.0, 1.0])
+    centre = np.array([0.0, 1.0])
+
+    def objective(t: np.ndarray) -> float:
+        z = design @ t
+        return float(-np.sum(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))
+                     - prior / 2.0 * np.sum((t - centre) ** 2))
+
+    current = objective(theta)
+    for _ in range(100):
+        g = _sigmoid(design @ theta)
+        gradient = design.T @ (y - g) - prior * (theta - centre)
+        hessian = (design * (g * (1.0 - g))[:, None]).T @ design + prior * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        # Damped: halve the step until the penalised likelihood does not fall.
+        for _ in range(60):
+            candidate = objective(theta + step)
+            if candidate >= current:
+                break
+            step = step / 2.0
+        else:
+            break
+        theta, current = theta + step, candidate
+        if float(np.max(np.abs(step))) < 1e-10:
+            break
+    g = _sigmoid(design @ theta)
+    hessian = (design * (g * (1.0 - g))[:, None]).T @ design + prior * np.eye(2)
+    cov = np.linalg.inv(hessian)
+    return Recalibration(float(theta[0]), float(theta[1]), int(p.size),
+                         ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))))
+
+
+class LabelledTail:
+    """The most recent ``cap`` labelled predictions offered to it (by event time), kept in
+    bounded memory (at most twice ``cap`` rows) while the predictions so far stream by."""
+
+    def __init__(self, cap: int = RECALIBRATION_ROWS) -> None:
+        self.cap = cap
+        self._time: list[np.ndarray] = []
+        self._confidence: list[np.ndarray] = []
+        self._right: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, event_time: np.ndarray, confidence: np.ndarray, right: np.ndarray) -> None:
+        if len(event_time) == 0:
+            return
+        self._time.append(np.asarray(event_time).astype("datetime64[ns]").astype(np.int64))
+        self._confidence.append(np.asarray(confidence, dtype=float))
+        self._right.append(np.asarray(right, dtype=bool))
+        self._held += len(event_time)
+        if self._held > 2 * self.cap:
+            self._trim()
+
+    def _trim(self) -> None:
+        time, confidence, right = (np.concatenate(parts) for parts in (self._time, self._confidence, self._right))
+        if len(time) > self.cap:
+            # Latest first; ties broken by confidence and outcome so the result does not
+            # depend on the order the rows came in.
+            order = np.lexsort((right, confidence, -time))[: self.cap]
+            time, confidence, right = time[order], confidence[order], right[order]
+        self._time, self._confidence, self._right = [time], [confidence], [right]
+        self._held = len(time)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The confidences and outcomes kept."""
+        if not self._time:
+            return np.array([], dtype=float), np.array([], dtype=bool)
+        self._trim()
+        return self._confidence[0], self._right[0]
+
+    def fit(self) -> Recalibration:
+        return fit_recalibration(*self.rows())
 
 
 def expected_confusion(proba: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -168,7 +168,8 @@ class InferReport:
             f"  batch accuracy {_fmt(m.get(registry.BATCH_ACCURACY_METRIC))} "
             f"({int(m.get(registry.ROWS_LABELLED_METRIC, 0))} labelled), "
             f"estimated {_fmt(m.get(registry.ESTIMATED_ACCURACY_METRIC))} "
-            f"({_fmt(m.get(registry.ESTIMATED_ACCURACY_CI_LOW_METRIC))}-{_fmt(m.get(registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC))}), "
+            f"({_fmt(m.get(registry.ESTIMATED_ACCURACY_CI_LOW_METRIC))}-{_fmt(m.get(registry.ESTIMATED_ACCURACY_CI_HIGH_METRIC))}"
+            f"{_recalibrated(m)}), "
             f"rolling {_fmt(m.get(registry.ROLLING_ACCURACY_METRIC))} over {int(m.get(registry.ROLLING_ROWS_METRIC, 0))}, "
             f"since promotion {_fmt(m.get(registry.CUMULATIVE_ACCURACY_METRIC))} over {int(m.get(registry.CUMULATIVE_ROWS_METRIC, 0))}",
             f"  drift share {_fmt(m.get(registry.DRIFT_SHARE_METRIC))}; monitoring run {self.run_id}",
@@ -180,6 +181,12 @@ class InferReport:
         lines += [f"  note: {note}" for note in self.notes]
         # The alerts are printed once, by raise_alerts (with the dataset and date).
         return "\n".join(lines)
+
+
+def _recalibrated(m: dict[str, float]) -> str:
+    """``, recalibrated on N labels`` when the estimate was (:class:`estimate.Recalibration`)."""
+    rows = int(m.get(registry.ESTIMATE_RECALIBRATION_ROWS_METRIC, 0) or 0)
+    return f", recalibrated on {rows:,} labels" if rows else ""
 
 
 def _challenger_line(version: int, m: dict[str, float]) -> str:

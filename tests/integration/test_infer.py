@@ -22,6 +22,7 @@ from serverless_ml.datasets.synthetic import parse_drift
 from serverless_ml.errors import SmlError
 from serverless_ml.feature_store.local import LocalFeatureStore
 from serverless_ml.inference.monitoring import wilson_interval
+from serverless_ml.inference import estimate
 from serverless_ml.pipelines import infer as infer_module
 from serverless_ml.pipelines.features import add_daily_rows, backfill
 from serverless_ml.pipelines.infer import InferOptions, infer
@@ -391,13 +392,24 @@ def test_a_live_batch_without_labels_is_scored_with_an_estimate_and_no_realized_
     predictions = _predictions(store)
     batch = predictions[predictions["run_id"] == report.run_id]
     assert batch["actual"].isna().all() and batch["correct"].isna().all()
-    # The estimate is the mean probability of the predicted classes, its interval the
-    # Poisson-binomial one of the accuracy these rows will realise.
+    # The estimate is the mean probability of the predicted classes, recalibrated on the
+    # champion's labelled predictions before the batch (the labelled day), its interval the
+    # Poisson-binomial one of the accuracy these rows will realise plus the fit's own.
+    labelled = predictions[(predictions["run_id"] != report.run_id) & predictions["actual"].notna()
+                           & (predictions["model_version"] == int(tags["model_version"]))]
+    assert len(labelled) == 60 and metrics["estimate_recalibration_rows"] == 60
+    assert "recalibrated on 60 labels)" in report.summary()
+    fitted = estimate.fit_recalibration(labelled["probability"].to_numpy(),
+                                        (labelled["prediction"] == labelled["actual"]).to_numpy())
     confidence = batch["probability"].to_numpy()
-    assert metrics["estimated_accuracy"] == pytest.approx(confidence.mean())
-    half = 1.959964 * np.sqrt(np.sum(confidence * (1 - confidence))) / len(confidence)
-    assert metrics["estimated_accuracy_ci_low"] == pytest.approx(max(0.0, confidence.mean() - half))
-    assert metrics["estimated_accuracy_ci_high"] == pytest.approx(min(1.0, confidence.mean() + half))
+    mapped = fitted.apply(confidence)
+    assert metrics["estimated_accuracy"] == pytest.approx(mapped.mean())
+    spread = np.sum(mapped * (1 - mapped)) + fitted.sum_variance(fitted.gradient_sums(confidence))
+    half = 1.959964 * np.sqrt(spread) / len(confidence)
+    assert metrics["estimated_accuracy_ci_low"] == pytest.approx(max(0.0, mapped.mean() - half))
+    assert metrics["estimated_accuracy_ci_high"] == pytest.approx(min(1.0, mapped.mean() + half))
+    assert (metrics["estimate_recalibration_a"], metrics["estimate_recalibration_b"]) == (
+        pytest.approx(fitted.a), pytest.approx(fitted.b))
     assert "estimated_precision_survived" in metrics and "estimated_recall_died" in metrics
     assert tags["accuracy_basis"] == "estimated"
     # The labelled day before was judged on its labels.

@@ -132,7 +132,7 @@ def test_an_unlabelled_batch_gets_an_estimate_from_its_probabilities_and_no_real
     survived = [0.9] * 10 + [0.3] * 15  # confidence 0.9 x 10, 0.7 x 15
     scored = _with_probabilities(rows, survived)
     codes = batch.prediction_codes(SPEC, scored, HISTORY.iloc[:0])
-    computed, found = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"])
+    computed, found = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"], 2)
     expected = (10 * 0.9 + 15 * 0.7) / 25
     variance = 10 * 0.9 * 0.1 + 15 * 0.7 * 0.3
     assert found is not None and found.accuracy == pytest.approx(expected)
@@ -140,6 +140,8 @@ def test_an_unlabelled_batch_gets_an_estimate_from_its_probabilities_and_no_real
                                                      expected + 1.959964 * variance ** 0.5 / 25))
     metrics = computed.metrics
     assert metrics[registry.ESTIMATED_ACCURACY_METRIC] == pytest.approx(expected)
+    assert metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] == 0.0  # no labelled history: plain CBPE
+    assert registry.ESTIMATE_RECALIBRATION_A_METRIC not in metrics
     assert metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] == pytest.approx(expected)
     # Expected confusion: predicted survived (10 rows at 0.9): 9 right, 1 wrong; predicted died (15 at 0.7 died).
     assert metrics[registry.class_metric("estimated_precision", "survived")] == pytest.approx(0.9)
@@ -166,3 +168,41 @@ def test_the_accuracy_alert_uses_the_estimate_while_labels_are_missing_and_says_
     # Every row labelled: the realized accuracy is judged, not the estimate.
     labelled = {"batch": np.array([[100, 0], [0, 100]]), "rolling": np.zeros((2, 2))}
     assert not batch.alert_decision(rule, 0.85, labelled, drift, None, low_confidence).accuracy
+
+
+def test_the_estimate_is_recalibrated_on_the_champions_labelled_predictions_before_the_batch() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    times = pd.Timestamp("2024-03-01", tz="UTC") + pd.to_timedelta(rng.uniform(0, 12, n), unit="D")
+    survived = rng.uniform(0.05, 0.95, n)
+    confidence = np.maximum(survived, 1 - survived)
+    # Over-confident: a prediction is right with probability confidence - 0.15.
+    right = rng.uniform(size=n) < confidence - 0.15
+    prediction = (survived > 0.5).astype(int)
+    actual = np.where(right, prediction, 1 - prediction).astype(float)
+    actual[rng.uniform(size=n) < 0.2] = np.nan  # some labels not back
+    version = np.where(rng.uniform(size=n) < 0.25, 1, 2)  # some by the old champion
+    history = _with_probabilities(pd.DataFrame({KEY: np.arange(100, 100 + n), "event_time": times,
+                                                "actual": pd.array(actual).astype("Int64"), "model_version": version}),
+                                  list(survived))
+    rows = _rows([(10 + i, "2024-03-10 12:00", 0, 0, 2) for i in range(50)]).assign(actual=None)
+    scored = _with_probabilities(rows, list(rng.uniform(0.05, 0.95, 50)))
+    codes = batch.prediction_codes(SPEC, scored, history)
+    computed, found = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"], 2)
+    # Directly: the champion's (version 2) labelled rows before the end of the as-of date.
+    used = (~np.isnan(actual)) & (version == 2) & (times < AS_OF_END)
+    assert 0 < used.sum() < n  # some rows of each kind are left out
+    fitted = batch.estimate.fit_recalibration(confidence[used], right[used])
+    want = batch.estimate.estimate_accuracy(scored["probability"].to_numpy(), recalibration=fitted)
+    assert (found.accuracy, found.low, found.high) == pytest.approx((want.accuracy, want.low, want.high))
+    metrics = computed.metrics
+    assert metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] == float(used.sum())
+    assert (metrics[registry.ESTIMATE_RECALIBRATION_A_METRIC], metrics[registry.ESTIMATE_RECALIBRATION_B_METRIC]) == (
+        pytest.approx(fitted.a), pytest.approx(fitted.b))
+    plain = float(scored["probability"].mean())
+    assert found.accuracy < plain - 0.05  # the over-confidence is taken out
+    # The rolling window (2 days up to the as-of date): history and batch rows, mapped the same way.
+    window = np.concatenate([confidence[(times >= AS_OF_END - pd.Timedelta(days=2)) & (times < AS_OF_END)],
+                             scored["probability"].to_numpy()])
+    assert metrics[registry.ROLLING_ESTIMATED_ACCURACY_METRIC] == pytest.approx(float(np.mean(fitted.apply(window))),
+                                                                                 abs=1e-4)

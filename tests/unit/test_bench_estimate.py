@@ -38,6 +38,7 @@ def test_the_summary_is_the_direct_computation() -> None:
         realized, estimated = rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9)
         days.append({"realized": realized, "estimated": estimated, "low": estimated - 0.05, "high": estimated + 0.05,
                      "realized_uncalibrated": rng.uniform(0.6, 0.9), "estimated_uncalibrated": rng.uniform(0.6, 0.9),
+                     "estimated_plain": rng.uniform(0.6, 0.9),
                      "true_accuracy": 0.75, "floor": noise_floor(100, 0.75), "naive": 0.8})
     got = summarise(days)
     realized = np.array([d["realized"] for d in days])
@@ -45,6 +46,7 @@ def test_the_summary_is_the_direct_computation() -> None:
     mae = np.mean(np.abs(estimated - realized))
     assert got["estimate_mae"] == pytest.approx(mae)
     assert got["naive_mae"] == pytest.approx(np.mean(np.abs(0.8 - realized)))
+    assert got["plain_mae"] == pytest.approx(np.mean(np.abs(np.array([d["estimated_plain"] for d in days]) - realized)))
     assert got["oracle_mae"] == pytest.approx(np.mean(np.abs(0.75 - realized)))
     assert got["coverage"] == pytest.approx(np.mean(np.abs(estimated - realized) <= 0.05))
     assert got["floor_ratio"] == pytest.approx(mae / noise_floor(100, 0.75))

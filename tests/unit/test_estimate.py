@@ -61,3 +61,99 @@ def test_brier_score_and_reliability_bins_match_scikit_learn_on_a_binary_problem
     weights = np.array([b["rows"] for b in found.bins]) / len(actual)
     assert found.ece == pytest.approx(float(np.sum(weights * np.abs(accuracy - mean_confidence))))
     assert found.ece > 0.02  # the miscalibration is seen
+
+
+# --- recalibration on the labels that came back ---------------------------------------------
+
+
+def _miscalibrated(rng: np.random.Generator, n: int, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences and outcomes whose true map is ``sigmoid(a + b logit p)``."""
+    p = rng.uniform(0.5, 0.999, size=n)
+    truth = 1.0 / (1.0 + np.exp(-(a + b * np.log(p / (1 - p)))))
+    return p, rng.uniform(size=n) < truth
+
+
+def test_without_labelled_rows_the_recalibration_is_the_identity_and_the_estimate_plain_cbpe() -> None:
+    identity = estimate.fit_recalibration(np.array([]), np.array([], dtype=bool))
+    assert identity.identity and identity.rows == 0
+    confidence = np.random.default_rng(1).uniform(0.5, 1.0, 300)
+    assert estimate.estimate_accuracy(confidence, recalibration=identity) == estimate.estimate_accuracy(confidence)
+
+
+def test_the_fit_recovers_a_known_map_and_its_estimate_the_accuracy_of_new_rows() -> None:
+    rng = np.random.default_rng(11)
+    confidence, right = _miscalibrated(rng, 20_000, a=-0.8, b=0.7)  # over-confident
+    fitted = estimate.fit_recalibration(confidence, right)
+    assert fitted.rows == 20_000
+    assert fitted.a == pytest.approx(-0.8, abs=0.1) and fitted.b == pytest.approx(0.7, abs=0.06)
+    # The standard errors from the covariance are what the spread of refits shows.
+    refits = np.array([(f.a, f.b) for f in (estimate.fit_recalibration(*_miscalibrated(rng, 20_000, -0.8, 0.7))
+                                            for _ in range(40))])
+    assert np.sqrt(np.diag(np.asarray(fitted.covariance))) == pytest.approx(refits.std(axis=0), rel=0.35)
+    new_conf, new_right = _miscalibrated(rng, 5_000, a=-0.8, b=0.7)
+    plain, recalibrated = estimate.estimate_accuracy(new_conf), estimate.estimate_accuracy(new_conf, recalibration=fitted)
+    assert plain.accuracy - new_right.mean() > 0.05  # plain CBPE is over-confident here
+    assert abs(recalibrated.accuracy - new_right.mean()) < 0.015
+    assert recalibrated.low <= new_right.mean() <= recalibrated.high
+
+
+def test_the_fit_is_the_penalised_maximum_likelihood_scipy_finds() -> None:
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(8)
+    confidence, right = _miscalibrated(rng, 400, a=0.5, b=1.4)
+    x = np.log(confidence / (1 - confidence))
+
+    def loss(theta: np.ndarray) -> float:
+        z = theta[0] + theta[1] * x
+        return float(np.sum(np.logaddexp(0, -z) * right + np.logaddexp(0, z) * ~right)
+                     + estimate.RECALIBRATION_PRIOR / 2 * (theta[0] ** 2 + (theta[1] - 1) ** 2))
+
+    best = minimize(loss, np.array([0.0, 1.0]), method="BFGS", options={"gtol": 1e-8})
+    fitted = estimate.fit_recalibration(confidence, right)
+    assert (fitted.a, fitted.b) == pytest.approx(tuple(best.x), abs=1e-4)
+
+
+def test_labels_that_are_all_right_or_all_wrong_move_the_estimate_without_driving_it_to_the_edge() -> None:
+    confidence = np.random.default_rng(2).uniform(0.6, 0.99, 3000)
+    up = estimate.fit_recalibration(confidence, np.ones(3000, dtype=bool))
+    down = estimate.fit_recalibration(confidence, np.zeros(3000, dtype=bool))
+    assert confidence.mean() < up.apply(confidence).mean() < 1.0
+    assert 0.0 < down.apply(confidence).mean() < confidence.mean()
+    assert all(np.isfinite([up.a, up.b, down.a, down.b]))
+
+
+def test_a_few_labelled_rows_move_the_map_little() -> None:
+    rng = np.random.default_rng(4)
+    confidence, right = _miscalibrated(rng, 5, a=-2.0, b=0.5)
+    few = estimate.fit_recalibration(confidence, right)
+    grid = np.linspace(0.55, 0.99, 20)
+    many = estimate.fit_recalibration(*_miscalibrated(rng, 5000, a=-2.0, b=0.5))
+    assert np.max(np.abs(few.apply(grid) - grid)) < np.max(np.abs(many.apply(grid) - grid))
+
+
+def test_the_recalibrated_interval_covers_the_realized_accuracy_about_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(9)
+    covered, batches = 0, 600
+    for _ in range(batches):
+        fitted = estimate.fit_recalibration(*_miscalibrated(rng, 300, a=0.3, b=0.6))  # few labels: a wide fit
+        confidence, right = _miscalibrated(rng, 500, a=0.3, b=0.6)
+        found = estimate.estimate_accuracy(confidence, recalibration=fitted)
+        covered += found.low <= right.mean() <= found.high
+    assert 0.92 <= covered / batches <= 0.98
+
+
+def test_the_labelled_tail_keeps_the_latest_rows_whatever_the_order_they_come_in() -> None:
+    rng = np.random.default_rng(5)
+    time = rng.permutation(np.arange(1000)).astype("datetime64[s]")
+    confidence, right = rng.uniform(0.5, 1, 1000), rng.uniform(size=1000) < 0.8
+    latest = np.argsort(time)[-100:]
+    for chunk in (1, 37, 1000):
+        tail = estimate.LabelledTail(cap=100)
+        for start in range(0, 1000, chunk):
+            part = slice(start, start + chunk)
+            tail.add(time[part], confidence[part], right[part])
+            assert tail._held <= 2 * 100 + chunk
+        kept_conf, kept_right = tail.rows()
+        assert sorted(kept_conf) == sorted(confidence[latest])
+        assert sorted(zip(kept_conf, kept_right, strict=True)) == sorted(zip(confidence[latest], right[latest], strict=True))

@@ -138,6 +138,7 @@ def test_chunked_statistics_equal_the_one_shot_statistics_on_the_same_rows(rolli
         assert streamed.alerts.messages == one_shot.alerts.messages
         _same_slices(streamed.slices, one_shot.slices)
     assert one_shot.metrics[registry.DRIFT_ROWS_METRIC] > 0  # drift was computed, not skipped
+    assert one_shot.metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] > 0  # the estimate was recalibrated
     assert one_shot.slices is not None and one_shot.slices.worst is not None
 
 
