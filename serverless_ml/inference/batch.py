@@ -602,7 +602,8 @@ class BatchTotals:
         elif in_rolling.any():
             self.rolling_confidence_sum += float(np.sum(confidence[in_rolling]))
             self.rolling_confidence_rows += int(in_rolling.sum())
-            self.rolling_confidence_counts += confidence_counts(confidence[in_rolling])
+            if history or not self.fitted_recalibration().identity:  # the identity reads the exact sum
+                self.rolling_confidence_counts += confidence_counts(confidence[in_rolling])
         days, counts = count_days(event_time.astype("datetime64[D]"))
         for day, count in zip(days, counts, strict=True):
             self.day_counts[day] = self.day_counts.get(day, 0) + int(count)
