@@ -43,8 +43,8 @@ a batch's day (3), for ``--label-share`` of its rows (0.8, drawn at random). Per
 **estimate**, ``estimate.estimate_accuracy`` of each row's probability of its predicted
 class, made when the batch is scored, before any of its labels, and recalibrated as ``sml
 infer`` recalibrates it (:class:`serverless_ml.inference.estimate.Recalibration`, fitted on
-the latest ``RECALIBRATION_ROWS`` labelled rows of the earlier batches whose labels have
-arrived by then; the first ``--label-delay`` batches have none, so their estimate is
+the latest ``recalibration_rows`` labelled rows (six batches' worth, at least 3,000) of
+the earlier batches whose labels have arrived by then; the first ``--label-delay`` batches have none, so their estimate is
 plain CBPE), and its 95 % interval; **plain CBPE**, the same without recalibration (what
 the estimate would be with no label ever back); the **realized** accuracy, from the
 batch's labels (all of them: the labels that never arrive still have a value).
@@ -328,7 +328,7 @@ def estimate_of(confidence: np.ndarray, arrived: list[tuple[int, np.ndarray, np.
     tail = LabelledTail()
     for day, conf, right in arrived:
         tail.add(np.full(len(conf), np.datetime64(START + dt.timedelta(days=day - 1), "ns")), conf, right)
-    recalibration = tail.fit()
+    recalibration = tail.fit(len(confidence))
     return estimate_accuracy(confidence, recalibration=recalibration), recalibration.rows
 
 

@@ -392,7 +392,7 @@ def estimated_metrics(
     tail = estimate.LabelledTail()
     known = labelled_before(codes, history_rows, champion_version, as_of_end)
     tail.add(codes.event_time[known], codes.confidence[known], codes.actual[known] == codes.predicted[known])
-    recalibration = tail.fit()
+    recalibration = tail.fit(len(scored))
     found = estimate.estimate_accuracy(codes.confidence[-len(scored):], recalibration=recalibration)
     expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted)
     end = as_of_end.to_datetime64()
@@ -568,6 +568,9 @@ class BatchTotals:
     batch's estimate is recalibrated on."""
     recalibration: estimate.Recalibration | None = None
     """Fitted on ``labelled`` when the first chunk of the batch arrives (then fixed)."""
+    batch_rows: int = 0
+    """The batch's rows, when counted before it is scored (how many labelled rows the
+    recalibration reads: :func:`estimate.recalibration_rows`)."""
     gradient_sums: np.ndarray = field(init=False)
     """The batch's :meth:`estimate.Recalibration.gradient_sums` (for the interval)."""
     latest: dict[str, Any] | None = None
@@ -628,7 +631,7 @@ class BatchTotals:
     def fitted_recalibration(self) -> estimate.Recalibration:
         """The recalibration of the batch's estimate, fitted on the labelled history once."""
         if self.recalibration is None:
-            self.recalibration = self.labelled.fit()
+            self.recalibration = self.labelled.fit(self.batch_rows)
         return self.recalibration
 
     def add_batch(self, scored: pd.DataFrame, spec: DatasetSpec, features: pd.DataFrame | None = None) -> None:

@@ -19,16 +19,18 @@ well on the holdout (:func:`calibration_summary`); ``python -m bench estimate`` 
 the estimate against realized accuracy on simulated histories.
 
 **Recalibrated on the labels that came back** (:class:`Recalibration`). Calibration fitted
-at training time is only as good as the few hundred holdout rows it saw, and under
-covariate shift a forest is over-confident in the regions that grow. Once labels of the
-champion's earlier batches arrive, the estimate for a new batch maps each confidence
-``p`` through ``g(p) = sigmoid(a + b logit p)``, fitted (``a``, ``b``) by maximum likelihood
-on the most recent :data:`RECALIBRATION_ROWS` labelled predictions of the same model
-version (whether each was right against its confidence), with a weak prior towards no
-change (``a = 0``, ``b = 1``): few labels leave the estimate close to plain CBPE, and labels
-that are all right (or all wrong) do not push it to 1 (or 0). The estimate is then the
-mean of ``g(p)``, and its interval adds the fit's own uncertainty (delta method) to the
-batch's Poisson-binomial spread. Without labelled rows ``g`` is the identity: plain CBPE.
+at training time rests on out-of-fold predictions of weaker fold models (a few hundred
+rows on small datasets), and under covariate shift a forest is over-confident in the
+regions that grow. Once labels of the champion's earlier batches arrive, the estimate
+for a new batch maps each confidence ``p`` through ``g(p) = sigmoid(a + b logit p)``,
+fitted (``a``, ``b``) by maximum likelihood on whether each of the most recent labelled
+predictions of the same model version was right against its confidence (six batches'
+worth, at least :data:`RECALIBRATION_ROWS`: :func:`recalibration_rows`), with a weak prior
+towards no change (``a = 0``, ``b = 1``): few labels leave the estimate close to plain
+CBPE, and labels that are all right (or all wrong) do not push it to 1 (or 0). The
+estimate is then the mean of ``g(p)``, and its interval adds the fit's own uncertainty
+(delta method) to the batch's Poisson-binomial spread. Without labelled rows ``g`` is the
+identity: plain CBPE.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ import numpy as np
 Z_95 = 1.959963984540054
 RELIABILITY_BINS = 10
 RECALIBRATION_ROWS = 3000
-"""The most recent labelled predictions of the champion a batch's estimate is recalibrated on."""
+RECALIBRATION_BATCHES = 6
+RECALIBRATION_MAX_ROWS = 200_000
+"""A batch's estimate is recalibrated on the champion's most recent labelled predictions:
+:data:`RECALIBRATION_BATCHES` times the batch's rows, at least :data:`RECALIBRATION_ROWS`
+and at most :data:`RECALIBRATION_MAX_ROWS` (:func:`recalibration_rows`). Counted in
+batches, the fit follows a shift as fast whatever the batch size, and its own noise stays
+under the batch's sampling noise (the labels of six batches against one batch)."""
 RECALIBRATION_PRIOR = 1.0
 """Strength of the prior towards no change (``a = 0``, ``b = 1``): a Gaussian penalty
 ``PRIOR / 2 * (a^2 + (b - 1)^2)`` on the log-likelihood, worth about one labelled row."""
@@ -86,6 +94,12 @@ def estimate_from_sums(confidence_sum: float, spread_sum: float, rows: int, z: f
     mean = confidence_sum / rows
     half = z * math.sqrt(spread_sum + fit_variance) / rows
     return AccuracyEstimate(mean, max(0.0, mean - half), min(1.0, mean + half), rows)
+
+
+def recalibration_rows(batch_rows: int) -> int:
+    """How many of the latest labelled predictions a batch of ``batch_rows`` rows is
+    recalibrated on (:data:`RECALIBRATION_BATCHES`)."""
+    return int(min(RECALIBRATION_MAX_ROWS, max(RECALIBRATION_ROWS, RECALIBRATION_BATCHES * batch_rows)))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -194,7 +208,7 @@ class LabelledTail:
     """The most recent ``cap`` labelled predictions offered to it (by event time), kept in
     bounded memory (at most twice ``cap`` rows) while the predictions so far stream by."""
 
-    def __init__(self, cap: int = RECALIBRATION_ROWS) -> None:
+    def __init__(self, cap: int = RECALIBRATION_MAX_ROWS) -> None:
         self.cap = cap
         self._time: list[np.ndarray] = []
         self._confidence: list[np.ndarray] = []
@@ -221,15 +235,21 @@ class LabelledTail:
         self._time, self._confidence, self._right = [time], [confidence], [right]
         self._held = len(time)
 
-    def rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The confidences and outcomes kept."""
+    def rows(self, latest: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The confidences and outcomes kept (the ``latest`` of them, when given)."""
         if not self._time:
             return np.array([], dtype=float), np.array([], dtype=bool)
         self._trim()
-        return self._confidence[0], self._right[0]
+        confidence, right = self._confidence[0], self._right[0]
+        if latest is not None and latest < len(confidence):
+            order = np.lexsort((right, confidence, -self._time[0]))[:latest]
+            confidence, right = confidence[order], right[order]
+        return confidence, right
 
-    def fit(self) -> Recalibration:
-        return fit_recalibration(*self.rows())
+    def fit(self, batch_rows: int) -> Recalibration:
+        """The recalibration of a batch of ``batch_rows`` rows: fitted on the latest
+        :func:`recalibration_rows` rows kept."""
+        return fit_recalibration(*self.rows(recalibration_rows(batch_rows)))
 
 
 def expected_confusion(proba: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -574,6 +574,7 @@ def load_streamed_context(
         days, counts = count_days(utc_values(frame.loc[new, EVENT_TIME_COLUMN]).astype("datetime64[D]"))
         for day, count in zip(days, counts, strict=True):
             ctx.batch_days[day] = ctx.batch_days.get(day, 0) + int(count)
+    totals.batch_rows = ctx.rows  # how many labelled rows the estimate's recalibration reads
     return ctx
 
 

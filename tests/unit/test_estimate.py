@@ -157,3 +157,24 @@ def test_the_labelled_tail_keeps_the_latest_rows_whatever_the_order_they_come_in
         kept_conf, kept_right = tail.rows()
         assert sorted(kept_conf) == sorted(confidence[latest])
         assert sorted(zip(kept_conf, kept_right, strict=True)) == sorted(zip(confidence[latest], right[latest], strict=True))
+
+
+def test_a_batch_is_recalibrated_on_six_batches_of_labels_at_least_3000_and_at_most_200000() -> None:
+    assert estimate.recalibration_rows(0) == estimate.recalibration_rows(100) == 3000
+    assert estimate.recalibration_rows(10_000) == 60_000
+    assert estimate.recalibration_rows(10_000_000) == 200_000
+    rng = np.random.default_rng(6)
+    time = rng.permutation(np.arange(10_000)).astype("datetime64[s]")
+    confidence, right = rng.uniform(0.5, 1, 10_000), rng.uniform(size=10_000) < 0.8
+    tail = estimate.LabelledTail()
+    for start in range(0, 10_000, 999):
+        tail.add(time[start:start + 999], confidence[start:start + 999], right[start:start + 999])
+    latest = np.argsort(time)[-3000:]
+    kept, _ = tail.rows(3000)
+    assert sorted(kept) == sorted(confidence[latest])
+    fitted = tail.fit(batch_rows=200)  # 3,000 rows: the latest
+    assert fitted.rows == 3000
+    assert (fitted.a, fitted.b) == pytest.approx(
+        (estimate.fit_recalibration(confidence[latest], right[latest]).a,
+         estimate.fit_recalibration(confidence[latest], right[latest]).b))
+    assert tail.fit(batch_rows=1000).rows == 6000

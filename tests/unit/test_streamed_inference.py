@@ -80,6 +80,7 @@ def _streamed(features: pd.DataFrame, history: pd.DataFrame, scored: pd.DataFram
     feature rows each offered ``chunk`` rows at a time (the features in a shuffled order)."""
     totals = batch.BatchTotals(list(SPEC.classes), champion.version, AS_OF_END, rolling_days)
     totals.slices = slices.SliceTotals(slices.plan_slices(SPEC, champion.reference_rows))
+    totals.batch_rows = len(scored)  # as the job counts the batch before scoring it
     for part in _chunks(history, chunk):
         totals.add_history(part)
     day_counts = dict(totals.history_days)
