@@ -23,7 +23,7 @@ Writes, in this order, under the lock ``sml infer`` takes (no batch is scored in
 
 Refused in one line, nothing written: missing columns, a missing or non-integer key, a
 label missing or outside the classes, a key twice in the file, an unreadable
-``labelled_at`` or one before its row's event time, a key the feature group does not
+``labelled_at``, one before its row's event time or after now, a key the feature group does not
 have, and a label that would change one already known (unless ``overwrite``).
 
 Crash safety: a run about to change is first tagged with a pending digest, then the
@@ -180,10 +180,18 @@ def _parse_keys(raw: pd.DataFrame, spec: DatasetSpec, column: str, loc: _Locator
     return numbers.astype("int64")
 
 
+LABELLED_AT_SLACK = dt.timedelta(days=1)
+"""How far after now a ``labelled_at`` may be (time zones) before it is refused as in the future."""
+
+
 def _parse_labelled_at(raw: pd.DataFrame, loc: _Locator) -> pd.Series:
-    """``labelled_at`` as UTC timestamps (naive means UTC; an empty field: not known)."""
+    """``labelled_at`` as UTC timestamps (naive means UTC; an empty field: not known); one
+    later than now (with :data:`LABELLED_AT_SLACK`) is refused."""
     texts = raw[LABELLED_AT_COLUMN].astype(str).str.strip()
     present = texts != ""
+    now = dt.datetime.now(dt.timezone.utc)
+    # A day of slack: a naive time is read as UTC, and a user east of UTC may write local time.
+    latest = now + LABELLED_AT_SLACK
     out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     for i in np.flatnonzero(present.to_numpy()):
         text = texts.iloc[i]
@@ -193,6 +201,10 @@ def _parse_labelled_at(raw: pd.DataFrame, loc: _Locator) -> pd.Series:
             raise loc.fail(f"'{LABELLED_AT_COLUMN}'", int(i), f"{_show(text)} is not an ISO date or date-time") from None
         if not MIN_DATE <= moment.date() <= MAX_DATE:
             raise loc.fail(f"'{LABELLED_AT_COLUMN}'", int(i), f"{text} is outside the supported dates ({RANGE_TEXT})")
+        if moment > latest:
+            raise loc.fail(f"'{LABELLED_AT_COLUMN}'", int(i),
+                           f"{text} is in the future (a label cannot have become known after now, "
+                           f"{now.isoformat(timespec='seconds')})")
         out.iloc[i] = moment
     return out
 

@@ -197,8 +197,10 @@ class SimulateReport:
             lines.append(f"  {self.replaced.summary()}; those days were scored again")
         if options.late_labels:
             arrived = f"{self.labels_arrived} label(s) of days simulated before arrived; " if self.labels_arrived else ""
+            waiting = (f"(the last {options.label_delay} day(s)' batches await theirs)" if options.label_delay
+                       else "(the rest never arrive)")
             lines.append(f"  labels: {options.label_share:.0%} of the rows, {options.label_delay} day(s) after their day "
-                         f"(the last days' batches await theirs); {arrived}realized figures of {self.runs_relabelled} run(s) "
+                         f"{waiting}; {arrived}realized figures of {self.runs_relabelled} run(s) "
                          "updated to the labels known at the end")
         if self.kept_days:
             lines.append(f"  {self.kept_days} day(s) already had other rows and were kept as they are (--keep-existing)")

@@ -860,6 +860,10 @@ CASES: dict[str, Case] = {
         lambda ws: _labels(ws, "PassengerId,Survived,labelled_at\n1,0,2023-12-31\n"),
         ("column 'labelled_at', row 1 (line 2)", "is before the row's event time 2024-01-01"),
     ),
+    "labels: labelled_at in the future": Case(
+        lambda ws: _labels(ws, "PassengerId,Survived,labelled_at\n1,0,2024-02-01\n2,1,2200-01-01\n"),
+        ("column 'labelled_at', row 2 (line 3)", "2200-01-01 is in the future", "after now"),
+    ),
     "labels: semicolon-separated": Case(
         lambda ws: _labels(ws, "PassengerId;Survived\n1;0\n"),
         ("labels.csv: missing column(s) 'PassengerId', 'Survived'", "semicolon-separated"),
