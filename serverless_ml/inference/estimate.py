@@ -236,15 +236,14 @@ class LabelledTail:
         self._held = len(time)
 
     def rows(self, latest: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The confidences and outcomes kept (the ``latest`` of them, when given)."""
+        """The confidences and outcomes kept (the ``latest`` of them, when given), latest
+        first, in an order that does not depend on the order they came in (so a fit on
+        them is the same to the last bit whichever backend read the predictions)."""
         if not self._time:
             return np.array([], dtype=float), np.array([], dtype=bool)
         self._trim()
-        confidence, right = self._confidence[0], self._right[0]
-        if latest is not None and latest < len(confidence):
-            order = np.lexsort((right, confidence, -self._time[0]))[:latest]
-            confidence, right = confidence[order], right[order]
-        return confidence, right
+        order = np.lexsort((self._right[0], self._confidence[0], -self._time[0]))[:latest]
+        return self._confidence[0][order], self._right[0][order]
 
     def fit(self, batch_rows: int) -> Recalibration:
         """The recalibration of a batch of ``batch_rows`` rows: fitted on the latest

@@ -178,3 +178,18 @@ def test_a_batch_is_recalibrated_on_six_batches_of_labels_at_least_3000_and_at_m
         (estimate.fit_recalibration(confidence[latest], right[latest]).a,
          estimate.fit_recalibration(confidence[latest], right[latest]).b))
     assert tail.fit(batch_rows=1000).rows == 6000
+
+
+def test_the_fit_does_not_depend_on_the_order_the_labelled_rows_came_in() -> None:
+    rng = np.random.default_rng(12)
+    time = rng.integers(0, 50, 2000).astype("datetime64[D]")  # many ties in time
+    confidence, right = _miscalibrated(rng, 2000, a=0.2, b=0.8)
+    fits = []
+    for order in (np.arange(2000), rng.permutation(2000), np.arange(2000)[::-1]):
+        tail = estimate.LabelledTail()
+        for start in range(0, 2000, 300):
+            part = order[start:start + 300]
+            tail.add(time[part], confidence[part], right[part])
+        fitted = tail.fit(batch_rows=100)
+        fits.append((fitted.a, fitted.b, fitted.covariance))
+    assert fits[0] == fits[1] == fits[2]  # bit for bit
