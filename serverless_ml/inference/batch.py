@@ -641,7 +641,7 @@ class BatchTotals:
             return
         actual, predicted = self._codes(scored, "actual"), self._codes(scored, "prediction")
         if self.slices is not None and features is not None:
-            self.slices.add(features.reset_index(drop=True), actual, predicted, _confidence(scored))
+            self.slices.add(features, actual, predicted, _confidence(scored))  # by position: no index reset (a copy)
         k = len(self.classes)
         self.matrices["batch"] += evaluation.confusion_from_codes(actual, predicted, k)
         self._windows(scored, actual, predicted, history=False)
@@ -695,12 +695,33 @@ class DriftSample:
         self._frames: list[pd.DataFrame] = []
         self._priorities: list[np.ndarray] = []
         self._held = 0
+        self._limit = 2.0
 
-    def add(self, rows: pd.DataFrame, priorities: np.ndarray) -> None:
-        """Offer ``rows`` with their ``priorities`` (uniform draws, one per row)."""
+    @property
+    def threshold(self) -> float:
+        """A row whose priority is not below this can no longer be kept: the largest
+        priority kept by the last shrink to a full sample (the sample's cut only falls
+        after it); 2.0, above every draw, before the sample was ever full."""
+        return self._limit
+
+    def offer(self, frame: pd.DataFrame, mask: np.ndarray, columns: list[str], priorities: np.ndarray) -> None:
+        """:meth:`add` the ``columns`` of ``frame``'s rows in ``mask``, copying only those
+        whose priority can still be kept (the rest are counted in ``seen``): once the
+        sample is full, a chunk adds a handful of rows, not all of them. The sample is the
+        one :meth:`add` of every masked row would keep."""
+        offered = int(mask.sum())
+        if not offered:
+            return
+        chosen = mask & (priorities < self.threshold)
+        self.add(frame.loc[chosen, columns], priorities[chosen], seen=offered)
+
+    def add(self, rows: pd.DataFrame, priorities: np.ndarray, seen: int | None = None) -> None:
+        """Offer ``rows`` with their ``priorities`` (uniform draws, one per row); ``seen``:
+        how many rows of the window they stand for (more when :meth:`offer` left out rows
+        that could not be kept)."""
+        self.seen += len(rows) if seen is None else seen
         if rows.empty:
             return
-        self.seen += len(rows)
         self._frames.append(rows)
         self._priorities.append(priorities)
         self._held += len(rows)
@@ -714,6 +735,8 @@ class DriftSample:
             keep = np.sort(np.argpartition(priorities, self.cap - 1)[: self.cap])
             frame, priorities = frame.iloc[keep].reset_index(drop=True), priorities[keep]
         self._frames, self._priorities, self._held = [frame], [priorities], len(frame)
+        if len(frame) == self.cap:
+            self._limit = float(priorities.max())
 
     @property
     def sampled(self) -> bool:
@@ -759,9 +782,9 @@ class DriftWindowRows:
             counted[before] = scored.contains(frame.loc[before, self.spec.primary_key].to_numpy())
         priorities = self._rng.random(len(frame))
         in_recent = counted & (days >= self.windows.recent_first_day)
-        self.recent.add(frame.loc[in_recent, self._columns], priorities[in_recent])
+        self.recent.offer(frame, in_recent, self._columns, priorities)
         if self.rolling is not None:
-            self.rolling.add(frame.loc[counted, self._columns], priorities[counted])
+            self.rolling.offer(frame, counted, self._columns, priorities)
 
 
 def streamed_drift(

@@ -162,6 +162,23 @@ def test_a_window_larger_than_its_cap_is_judged_on_a_sample_and_the_notes_say_so
     assert again.metrics == capped.metrics  # seeded: the same sample
 
 
+def test_offering_rows_keeps_the_sample_adding_every_row_keeps_and_copies_few_once_it_is_full() -> None:
+    rng = np.random.default_rng(21)
+    frame = pd.DataFrame({"i": np.arange(20_000), "x": rng.normal(size=20_000)})
+    mask = rng.uniform(size=20_000) < 0.7
+    everything, offered = batch.DriftSample(500), batch.DriftSample(500)
+    copied = 0
+    for start in range(0, 20_000, 1000):
+        part, chosen = frame.iloc[start:start + 1000], mask[start:start + 1000]
+        priorities = rng.random(len(part))
+        everything.add(part.loc[chosen, ["i", "x"]], priorities[chosen])
+        copied += int((chosen & (priorities < offered.threshold)).sum())
+        offered.offer(part, chosen, ["i", "x"], priorities)
+    assert offered.seen == everything.seen == int(mask.sum())
+    assert offered.sampled and offered.rows().equals(everything.rows())
+    assert copied < 0.3 * mask.sum()  # 500 ln(14,000 / 1,000) + 1,000 expected: about 2,300 of 14,000
+
+
 def test_a_drift_sample_is_uniform_and_bounded() -> None:
     kept = np.zeros(1000)
     for seed in range(200):
