@@ -26,8 +26,9 @@ for a new batch maps each confidence ``p`` through ``g(p) = sigmoid(a + b logit 
 fitted (``a``, ``b``) by maximum likelihood on whether each of the most recent labelled
 predictions of the same model version was right against its confidence (six batches'
 worth, at least :data:`RECALIBRATION_ROWS`: :func:`recalibration_rows`), with a weak prior
-towards no change (``a = 0``, ``b = 1``): few labels leave the estimate close to plain
-CBPE, and labels that are all right (or all wrong) do not push it to 1 (or 0). The
+towards no change (``a = 0``, ``b = 1``) worth about one labelled row: labels that are all
+right (or all wrong) do not push it to 1 (or 0), but a few labels move it, and the
+interval's fit variance says how much that is worth. The
 estimate is then the mean of ``g(p)``, and its interval adds the fit's own uncertainty
 (delta method) to the batch's Poisson-binomial spread. Without labelled rows ``g`` is the
 identity: plain CBPE.

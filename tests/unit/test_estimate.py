@@ -123,7 +123,7 @@ def test_labels_that_are_all_right_or_all_wrong_move_the_estimate_without_drivin
     assert all(np.isfinite([up.a, up.b, down.a, down.b]))
 
 
-def test_a_few_labelled_rows_move_the_map_little() -> None:
+def test_a_few_labelled_rows_move_the_map_less_than_many() -> None:
     rng = np.random.default_rng(4)
     confidence, right = _miscalibrated(rng, 5, a=-2.0, b=0.5)
     few = estimate.fit_recalibration(confidence, right)
