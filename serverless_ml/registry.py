@@ -227,6 +227,7 @@ ESTIMATED_PREFIX = "estimated_"
 ``estimated_recall_<class key>``, ``estimated_f1_<class key>`` (the window prefix of
 :func:`window_metric_prefix` for the window ``estimated``)."""
 ROLLING_ESTIMATED_ACCURACY_METRIC = "rolling_estimated_accuracy"
+"""The estimated accuracy over the rolling window's scored rows (labelled or not)."""
 ESTIMATE_RECALIBRATION_ROWS_METRIC = "estimate_recalibration_rows"
 """The champion's labelled predictions the batch's estimated accuracy was recalibrated on
 (0: plain CBPE of the probabilities; :class:`serverless_ml.inference.estimate.Recalibration`)."""
@@ -234,7 +235,6 @@ ESTIMATE_RECALIBRATION_A_METRIC = "estimate_recalibration_a"
 ESTIMATE_RECALIBRATION_B_METRIC = "estimate_recalibration_b"
 """The recalibration's intercept and slope, ``g(p) = sigmoid(a + b logit p)`` (logged when it
 was fitted on labelled rows)."""
-"""The estimated accuracy over the rolling window's scored rows (labelled or not)."""
 ACCURACY_BASIS_TAG = "accuracy_basis"
 """What the batch's accuracy alert was judged on when the batch was scored: ``realized``
 (every row labelled), ``estimated`` (labels missing: the CBPE estimate) or ``none``. A
