@@ -360,17 +360,13 @@ def rolling_estimate(counts: np.ndarray, exact_sum: float, rows: int, recalibrat
     return float(counts @ recalibration.apply(grid)) / rows
 
 
-def labelled_before(codes: PredictionCodes, history_rows: int, champion_version: int,
-                    as_of_end: pd.Timestamp) -> np.ndarray:
-    """Which of the first ``history_rows`` rows of ``codes`` (the predictions so far) a
-    batch's estimate is recalibrated on: the champion's, labelled, with a confidence, before
-    the end of the as-of date."""
-    mask = np.zeros(len(codes.actual), dtype=bool)
-    mask[:history_rows] = True
-    mask &= (codes.actual >= 0) & (codes.versions == champion_version) & (codes.event_time < as_of_end.to_datetime64())
-    if codes.confidence is not None:
-        mask &= np.isfinite(codes.confidence)
-    return mask
+def labelled_before(actual: np.ndarray, versions: np.ndarray, event_time: np.ndarray, confidence: np.ndarray,
+                    champion_version: int, as_of_end: pd.Timestamp) -> np.ndarray:
+    """Which predictions made before a batch (their actual class codes, model versions,
+    UTC event times and confidences) its estimate is recalibrated on: the champion's,
+    labelled, with a confidence, before the end of the as-of date."""
+    return ((actual >= 0) & (versions == champion_version) & (event_time < as_of_end.to_datetime64())
+            & np.isfinite(confidence))
 
 
 def estimated_metrics(
@@ -388,10 +384,12 @@ def estimated_metrics(
     if codes.confidence is None or any(c not in scored.columns for c in columns):
         out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
         return out, None
-    history_rows = len(codes.actual) - len(scored)
+    history = slice(0, len(codes.actual) - len(scored))
+    actual, predicted, event_time, confidence = (codes.actual[history], codes.predicted[history],
+                                                 codes.event_time[history], codes.confidence[history])
+    known = labelled_before(actual, codes.versions[history], event_time, confidence, champion_version, as_of_end)
     tail = estimate.LabelledTail()
-    known = labelled_before(codes, history_rows, champion_version, as_of_end)
-    tail.add(codes.event_time[known], codes.confidence[known], codes.actual[known] == codes.predicted[known])
+    tail.add(event_time[known], confidence[known], actual[known] == predicted[known])
     recalibration = tail.fit(len(scored))
     found = estimate.estimate_accuracy(codes.confidence[-len(scored):], recalibration=recalibration)
     expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted)
@@ -572,7 +570,7 @@ class BatchTotals:
     """The batch's rows, when counted before it is scored (how many labelled rows the
     recalibration reads: :func:`estimate.recalibration_rows`)."""
     gradient_sums: np.ndarray = field(init=False)
-    """The batch's :meth:`estimate.Recalibration.gradient_sums` (for the interval)."""
+    """The batch's gradient sums (:meth:`estimate.Recalibration.sums`, for the interval)."""
     latest: dict[str, Any] | None = None
     day_counts: dict[np.datetime64, int] = field(default_factory=dict)
     """Rows scored per event day (history and batch), for the drift windows."""
@@ -623,8 +621,8 @@ class BatchTotals:
         confidence = _confidence(history)
         if confidence is not None:
             event_time = utc_values(history[EVENT_TIME_COLUMN])
-            known = ((actual >= 0) & (history[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64) == self.champion_version)
-                     & (event_time < self.as_of_end.to_datetime64()) & np.isfinite(confidence))
+            known = labelled_before(actual, history[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64), event_time, confidence,
+                                    self.champion_version, self.as_of_end)
             if known.any():
                 self.labelled.add(event_time[known], confidence[known], actual[known] == predicted[known])
 
@@ -652,11 +650,10 @@ class BatchTotals:
         if confidence is None or any(c not in scored.columns for c in columns):
             self.probabilities = False
         else:
-            recalibration = self.fitted_recalibration()
-            mapped = recalibration.apply(confidence)
-            self.confidence_sum += float(np.sum(mapped))
-            self.confidence_spread += float(np.sum(mapped * (1.0 - mapped)))
-            self.gradient_sums += recalibration.gradient_sums(confidence)
+            total, spread, gradient = self.fitted_recalibration().sums(confidence)
+            self.confidence_sum += total
+            self.confidence_spread += spread
+            self.gradient_sums += gradient
             self.expected += estimate.expected_confusion(scored[columns].to_numpy(dtype=float), predicted)
         candidate = monitoring.latest_row(scored, spec.primary_key)
         if self.latest is None or (candidate[EVENT_TIME_COLUMN], candidate[spec.primary_key]) > (
@@ -695,14 +692,10 @@ class DriftSample:
         self._frames: list[pd.DataFrame] = []
         self._priorities: list[np.ndarray] = []
         self._held = 0
-        self._limit = 2.0
-
-    @property
-    def threshold(self) -> float:
+        self.threshold = 2.0
         """A row whose priority is not below this can no longer be kept: the largest
         priority kept by the last shrink to a full sample (the sample's cut only falls
         after it); 2.0, above every draw, before the sample was ever full."""
-        return self._limit
 
     def offer(self, frame: pd.DataFrame, mask: np.ndarray, columns: list[str], priorities: np.ndarray) -> None:
         """:meth:`add` the ``columns`` of ``frame``'s rows in ``mask``, copying only those
@@ -736,7 +729,7 @@ class DriftSample:
             frame, priorities = frame.iloc[keep].reset_index(drop=True), priorities[keep]
         self._frames, self._priorities, self._held = [frame], [priorities], len(frame)
         if len(frame) == self.cap:
-            self._limit = float(priorities.max())
+            self.threshold = float(priorities.max())
 
     @property
     def sampled(self) -> bool:

@@ -80,9 +80,8 @@ def estimate_accuracy(confidence: np.ndarray, z: float = Z_95,
     """
     p = np.asarray(confidence, dtype=float)
     r = recalibration if recalibration is not None else Recalibration()
-    g = r.apply(p)
-    return estimate_from_sums(float(g.sum()), float(np.sum(g * (1.0 - g))), int(p.size), z,
-                              r.sum_variance(r.gradient_sums(p)))
+    total, spread, gradient = r.sums(p)
+    return estimate_from_sums(total, spread, int(p.size), z, r.sum_variance(gradient))
 
 
 def estimate_from_sums(confidence_sum: float, spread_sum: float, rows: int, z: float = Z_95,
@@ -141,19 +140,23 @@ class Recalibration:
             return p
         return _sigmoid(self.a + self.b * _logit(p))
 
-    def gradient_sums(self, confidence: np.ndarray) -> np.ndarray:
-        """Sums over rows of the derivatives of ``g`` with respect to (``a``, ``b``): what
-        :meth:`sum_variance` needs of a batch, kept as two numbers while it streams by."""
+    def sums(self, confidence: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """What an estimate needs of some rows, kept as sums while a batch streams by (each
+        row's ``g`` computed once): the sum of ``g``, of ``g (1 - g)`` (the batch's own
+        spread), and the sums of ``g``'s derivatives with respect to (``a``, ``b``), for
+        :meth:`sum_variance` (zero for the identity)."""
+        p = np.asarray(confidence, dtype=float)
         if self.identity:
-            return np.zeros(2)
-        x = _logit(confidence)
+            return float(p.sum()), float(np.sum(p * (1.0 - p))), np.zeros(2)
+        x = _logit(p)
         g = _sigmoid(self.a + self.b * x)
-        w = g * (1.0 - g)
-        return np.array([float(np.sum(w)), float(np.sum(w * x))])
+        w = g * (1.0 - g)  # dg/da; dg/db is w x
+        spread = float(np.sum(w))
+        return float(g.sum()), spread, np.array([spread, float(np.sum(w * x))])
 
     def sum_variance(self, gradient_sums: np.ndarray) -> float:
         """The variance the fit adds to the sum of ``g`` over a batch (delta method), given
-        the batch's :meth:`gradient_sums`."""
+        the batch's gradient sums (:meth:`sums`)."""
         if self.identity:
             return 0.0
         j = np.asarray(gradient_sums, dtype=float)
@@ -181,11 +184,15 @@ def fit_recalibration(confidence: np.ndarray, right: np.ndarray, prior: float = 
         return float(-np.sum(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))
                      - prior / 2.0 * np.sum((t - centre) ** 2))
 
+    def curvature(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``g`` at ``t`` and the penalised negative log-likelihood's Hessian."""
+        g = _sigmoid(design @ t)
+        return g, (design * (g * (1.0 - g))[:, None]).T @ design + prior * np.eye(2)
+
     current = objective(theta)
     for _ in range(100):
-        g = _sigmoid(design @ theta)
+        g, hessian = curvature(theta)
         gradient = design.T @ (y - g) - prior * (theta - centre)
-        hessian = (design * (g * (1.0 - g))[:, None]).T @ design + prior * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
         # Damped: halve the step until the penalised likelihood does not fall.
         for _ in range(60):
@@ -198,9 +205,7 @@ def fit_recalibration(confidence: np.ndarray, right: np.ndarray, prior: float = 
         theta, current = theta + step, candidate
         if float(np.max(np.abs(step))) < 1e-10:
             break
-    g = _sigmoid(design @ theta)
-    hessian = (design * (g * (1.0 - g))[:, None]).T @ design + prior * np.eye(2)
-    cov = np.linalg.inv(hessian)
+    cov = np.linalg.inv(curvature(theta)[1])
     return Recalibration(float(theta[0]), float(theta[1]), int(p.size),
                          ((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))))
 
@@ -215,6 +220,8 @@ class LabelledTail:
         self._confidence: list[np.ndarray] = []
         self._right: list[np.ndarray] = []
         self._held = 0
+        self._ordered = True
+        """Whether the rows are one array each, in :meth:`_trim`'s order."""
 
     def add(self, event_time: np.ndarray, confidence: np.ndarray, right: np.ndarray) -> None:
         if len(event_time) == 0:
@@ -223,28 +230,28 @@ class LabelledTail:
         self._confidence.append(np.asarray(confidence, dtype=float))
         self._right.append(np.asarray(right, dtype=bool))
         self._held += len(event_time)
+        self._ordered = False
         if self._held > 2 * self.cap:
             self._trim()
 
     def _trim(self) -> None:
+        """Keep the latest ``cap`` rows as one array each, latest first, ties broken by
+        confidence and outcome: an order that does not depend on the order the rows came
+        in (so a fit on them is the same to the last bit whichever backend read them)."""
         time, confidence, right = (np.concatenate(parts) for parts in (self._time, self._confidence, self._right))
-        if len(time) > self.cap:
-            # Latest first; ties broken by confidence and outcome so the result does not
-            # depend on the order the rows came in.
-            order = np.lexsort((right, confidence, -time))[: self.cap]
-            time, confidence, right = time[order], confidence[order], right[order]
-        self._time, self._confidence, self._right = [time], [confidence], [right]
-        self._held = len(time)
+        order = np.lexsort((right, confidence, -time))[: self.cap]
+        self._time, self._confidence, self._right = [time[order]], [confidence[order]], [right[order]]
+        self._held = len(order)
+        self._ordered = True
 
     def rows(self, latest: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The confidences and outcomes kept (the ``latest`` of them, when given), latest
-        first, in an order that does not depend on the order they came in (so a fit on
-        them is the same to the last bit whichever backend read the predictions)."""
+        """The confidences and outcomes kept (the ``latest`` of them, when given), in the
+        order of :meth:`_trim`."""
         if not self._time:
             return np.array([], dtype=float), np.array([], dtype=bool)
-        self._trim()
-        order = np.lexsort((self._right[0], self._confidence[0], -self._time[0]))[:latest]
-        return self._confidence[0][order], self._right[0][order]
+        if not self._ordered:
+            self._trim()
+        return self._confidence[0][:latest], self._right[0][:latest]
 
     def fit(self, batch_rows: int) -> Recalibration:
         """The recalibration of a batch of ``batch_rows`` rows: fitted on the latest

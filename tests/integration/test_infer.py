@@ -404,7 +404,7 @@ def test_a_live_batch_without_labels_is_scored_with_an_estimate_and_no_realized_
     confidence = batch["probability"].to_numpy()
     mapped = fitted.apply(confidence)
     assert metrics["estimated_accuracy"] == pytest.approx(mapped.mean())
-    spread = np.sum(mapped * (1 - mapped)) + fitted.sum_variance(fitted.gradient_sums(confidence))
+    spread = np.sum(mapped * (1 - mapped)) + fitted.sum_variance(fitted.sums(confidence)[2])
     half = 1.959964 * np.sqrt(spread) / len(confidence)
     assert metrics["estimated_accuracy_ci_low"] == pytest.approx(max(0.0, mapped.mean() - half))
     assert metrics["estimated_accuracy_ci_high"] == pytest.approx(min(1.0, mapped.mean() + half))
