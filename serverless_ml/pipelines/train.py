@@ -372,13 +372,12 @@ def tune(
                              f"timeout={options.timeout}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         base_seed = options.seed if sampler_seed is None else sampler_seed
-        study = search.open_study(storage, study_name, base_seed)
-        before = len(study.get_trials(deepcopy=False))
+        study = search.open_study(storage, study_name, base_seed)  # the default trials queued once
+        before = search.started_trials(study)
         if options.workers_only:
             per_process, cap = search.trial_cap(options.trials, options.workers), None
         else:
             per_process, cap = options.trials, before + options.trials
-        search.enqueue_default_forest(study)
         space = search.search_space_for(spec, y)
         folds = search.cv_folds(y, options.folds, options.seed)
         processes = []
@@ -411,7 +410,7 @@ def tune(
         failed = [p.exitcode for p in processes if p.exitcode != 0]
         if failed:
             raise SmlError(f"{len(failed)} tuning worker process(es) failed (exit codes {failed})")
-        return study, len(study.get_trials(deepcopy=False)) - before
+        return study, search.started_trials(study) - before
     finally:
         _close_callbacks(callbacks)
 
@@ -826,7 +825,7 @@ def kept_report(alias: str, version: Any, prep: _Prepared) -> TrainReport:
         holdout[registry.HOLDOUT_ACCURACY_METRIC] = recorded
     return TrainReport(
         run_id=run_id, experiment_id=experiment_id, study_name=tags.get(registry.STUDY_NAME_TAG, prep.study_name),
-        trials_total=len(prep.study.get_trials(deepcopy=False)), trials_this_run=0,
+        trials_total=search.started_trials(prep.study), trials_this_run=0,
         best_trial=int(tags.get(registry.BEST_TRIAL_NUMBER_TAG, -1)), best_params=best_params,
         cv_mean=float(metrics.get(registry.CV_ACCURACY_METRIC, float("nan"))),
         cv_std=float(metrics.get(registry.CV_ACCURACY_STD_METRIC, float("nan"))),

@@ -40,7 +40,7 @@ DEFAULT_FOREST: dict[str, Any] = {
     "bootstrap": True,
 }
 """scikit-learn's ``RandomForestClassifier()`` on every searched knob: enqueued as a study's
-first trial (:func:`enqueue_default_forest`), so the search never ends below it."""
+first trial by the process that creates it (:func:`open_study`), so the search never ends below it."""
 
 DEFAULT_EXTRA_TREES: dict[str, Any] = {**DEFAULT_FOREST, "family": "extra_trees", "bootstrap": False}
 """scikit-learn's ``ExtraTreesClassifier()``: the second trial."""
@@ -147,14 +147,72 @@ def suggest_params(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dic
     return params
 
 
+DEFAULT_TRIALS = (DEFAULT_FOREST, DEFAULT_EXTRA_TREES)
+"""The trials a study :func:`open_study` creates starts from, in their order."""
+
+
 def enqueue_default_forest(study: optuna.Study) -> None:
     """Queue :data:`DEFAULT_FOREST` and :data:`DEFAULT_EXTRA_TREES` as the study's next
-    trials, each unless the study has one with those params already (a resumed or shared
-    study keeps a single one)."""
+    trials, each unless the study has one with those params already (a resumed study keeps
+    a single one).
+
+    ``skip_if_exists`` looks, then inserts: two processes calling this on one study at the
+    same time may both find no such trial and both queue it. Only the process that created
+    the study calls it for a new one (:func:`open_study`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-        for params in (DEFAULT_FOREST, DEFAULT_EXTRA_TREES):
+        for params in DEFAULT_TRIALS:
             study.enqueue_trial(dict(params), skip_if_exists=True)
+
+
+DEFAULT_TRIALS_WAIT_S = 2.0
+"""How long a process that loaded a study waits for the default trials its creator is
+queueing (the creator queues them right after creating it: milliseconds)."""
+
+
+def await_default_forest(study: optuna.Study, wait: float | None = None) -> None:
+    """For a study this process loaded (another created it): wait for the default trials
+    its creator queues, or queue them into a study that was made without them.
+
+    - The study has both: nothing to do.
+    - Its only trials are part of the defaults, waiting (none yet, or the first): its
+      creator is queueing them. Wait up to ``wait`` seconds (default
+      :data:`DEFAULT_TRIALS_WAIT_S`) for the rest, and queue nothing even when they do not
+      come: every process that loaded the study would queue them at once.
+    - It has other trials but neither default (a study made outside sml, or whose creator
+      stopped between creating it and queueing them and that was searched since): queue
+      both. Two processes loading such a study at the same instant may both queue them;
+      a study :func:`open_study` created never comes here.
+    - It has other trials and one default: its creator stopped between queueing the two.
+      The other is left out (queueing it could race a creator that was only slow).
+    """
+    deadline = time.monotonic() + (DEFAULT_TRIALS_WAIT_S if wait is None else wait)
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        found = [any(_has_params(t, params) for t in trials) for params in DEFAULT_TRIALS]
+        if all(found):
+            return
+        queueing = all(t.state == optuna.trial.TrialState.WAITING and any(_has_params(t, p) for p in DEFAULT_TRIALS)
+                       for t in trials)
+        if not queueing:
+            if not any(found):
+                enqueue_default_forest(study)
+            return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
+def _has_params(trial: optuna.trial.FrozenTrial, params: dict[str, Any]) -> bool:
+    """Whether ``trial`` is (or is queued to be) the point ``params`` (a queued trial's
+    params are its ``fixed_params`` until it runs)."""
+    return bool(trial.system_attrs.get("fixed_params", trial.params) == params)
+
+
+def started_trials(study: optuna.Study) -> int:
+    """The study's trials that have started (all but the queued ones, WAITING)."""
+    waiting = optuna.trial.TrialState.WAITING
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != waiting)
 
 
 PARALLEL_ROWS = 1000
@@ -319,24 +377,50 @@ OPEN_STUDY_ATTEMPTS = 3
 
 
 def open_study(storage: str, study_name: str, seed: int) -> optuna.Study:
-    """Create or load the study (``load_if_exists``: studies resume and can be shared).
+    """Create the study, or load it when it exists (studies resume and can be shared),
+    with its default trials queued exactly once.
+
+    The process whose call creates the study queues them at once
+    (:func:`enqueue_default_forest`); a process that loads it waits for them, or queues them
+    only into a study that has other trials and none of them (:func:`await_default_forest`).
+    The database decides which process creates it (study names are unique): workers that
+    open a new study together and each queued the defaults unless the study had them (a
+    look, then an insert) both found none and both queued them.
 
     Workers started together on a fresh database race to create Optuna's tables (on
     PostgreSQL the loser gets a unique violation, or ``relation "studies" already exists``
     when both issue ``CREATE TABLE`` at once); the loser retries and finds them.
     """
+    study, created = _create_or_load_study(storage, study_name, seed)
+    try:
+        if created:
+            enqueue_default_forest(study)
+        else:
+            await_default_forest(study)
+    except Exception as exc:  # noqa: BLE001 - storage drivers raise many kinds
+        raise storage_error(storage, exc) from None
+    return study
+
+
+def _create_or_load_study(storage: str, study_name: str, seed: int) -> tuple[optuna.Study, bool]:
+    """The study, and whether this call created it (``False``: it existed and was loaded)."""
     import sqlalchemy.exc
 
+    sampler, pruner = make_sampler(seed), make_pruner()
     for attempt in range(1, OPEN_STUDY_ATTEMPTS + 1):
         try:
-            return optuna.create_study(
-                storage=storage,
-                study_name=study_name,
-                direction="maximize",
-                sampler=make_sampler(seed),
-                pruner=make_pruner(),
-                load_if_exists=True,
-            )
+            try:
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=study_name,
+                    direction="maximize",
+                    sampler=sampler,
+                    pruner=pruner,
+                    load_if_exists=False,
+                )
+                return study, True
+            except optuna.exceptions.DuplicatedStudyError:
+                return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner), False
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             lost_race = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)
             if not lost_race or attempt == OPEN_STUDY_ATTEMPTS:
