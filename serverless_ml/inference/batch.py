@@ -372,18 +372,20 @@ def labelled_before(actual: np.ndarray, versions: np.ndarray, event_time: np.nda
 def estimated_metrics(
     spec: DatasetSpec, scored: pd.DataFrame, codes: PredictionCodes, as_of_end: pd.Timestamp, rolling_days: int,
     class_keys: list[str], champion_version: int,
-) -> tuple[Computed, estimate.AccuracyEstimate | None]:
+) -> tuple[Computed, estimate.AccuracyEstimate | None, estimate.Recalibration]:
     """The batch's accuracy estimated from the champion's probabilities with the interval
     of the accuracy its rows will realise, recalibrated on the champion's labelled
     predictions so far (:class:`estimate.Recalibration`), estimated per-class
-    precision/recall/F1 (from :data:`monitoring.MIN_ROWS_FOR_CLASS_METRICS` rows; plain
-    CBPE of the probabilities), and the rolling window's estimated accuracy (every scored
-    row of the window, labelled or not, recalibrated as the batch)."""
+    precision/recall/F1 (from :data:`monitoring.MIN_ROWS_FOR_CLASS_METRICS` rows; the
+    expected confusion matrix of the recalibrated probabilities,
+    :func:`estimate.expected_confusion`), and the rolling window's estimated accuracy
+    (every scored row of the window, labelled or not, recalibrated as the batch); and the
+    recalibration (the slice table's estimates use it too)."""
     out = Computed()
     columns = [probability_column(c) for c in spec.classes]
     if codes.confidence is None or any(c not in scored.columns for c in columns):
         out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
-        return out, None
+        return out, None, estimate.Recalibration()
     history = slice(0, len(codes.actual) - len(scored))
     actual, predicted, event_time, confidence = (codes.actual[history], codes.predicted[history],
                                                  codes.event_time[history], codes.confidence[history])
@@ -391,13 +393,15 @@ def estimated_metrics(
     tail = estimate.LabelledTail()
     tail.add(event_time[known], confidence[known], actual[known] == predicted[known])
     recalibration = tail.fit(len(scored))
-    found = estimate.estimate_accuracy(codes.confidence[-len(scored):], recalibration=recalibration)
-    expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted)
+    batch_confidence = codes.confidence[-len(scored):]
+    found = estimate.estimate_accuracy(batch_confidence, recalibration=recalibration)
+    expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted,
+                                           None if recalibration.identity else recalibration.apply(batch_confidence))
     end = as_of_end.to_datetime64()
     in_rolling = (codes.event_time >= (as_of_end - pd.Timedelta(days=rolling_days)).to_datetime64()) & (codes.event_time < end)
     window = codes.confidence[in_rolling]
     rolling = rolling_estimate(confidence_counts(window), float(window.sum()), int(in_rolling.sum()), recalibration)
-    return estimated_figures(spec, found, expected, rolling, class_keys, recalibration), found
+    return estimated_figures(spec, found, expected, rolling, class_keys, recalibration), found, recalibration
 
 
 def estimated_figures(
@@ -478,13 +482,14 @@ def batch_statistics(
     per_class = class_metrics(spec, matrices, class_keys)
     drift = drift_statistics(spec, codes, scored, features, champion.drift_reference, as_of_end, rolling_days, rule,
                              batch_features)
-    estimated, found = estimated_metrics(spec, scored, codes, as_of_end, rolling_days, class_keys, champion.version)
+    estimated, found, recalibration = estimated_metrics(spec, scored, codes, as_of_end, rolling_days, class_keys,
+                                                        champion.version)
     shares = class_share_metrics(spec, codes.batch_predicted, len(scored), champion.reference_rows, class_keys)
     stats = assemble_statistics(spec, matrices, [accuracy, per_class, estimated], drift, shares, found,
                                 monitoring.latest_row(scored, spec.primary_key), len(scored), champion, rule)
     rows = batch_features if batch_features is not None else features[features[spec.primary_key].isin(scored[spec.primary_key])]
     plan = slice_stats.plan_slices(spec, champion.reference_rows)
-    return attach_slices(stats, slice_stats.slice_table(spec, plan, scored, rows))
+    return attach_slices(stats, slice_stats.slice_table(spec, plan, scored, rows, recalibration))
 
 
 def attach_slices(stats: BatchStatistics, table: slice_stats.SliceTable) -> BatchStatistics:
@@ -638,23 +643,27 @@ class BatchTotals:
         if scored.empty:
             return
         actual, predicted = self._codes(scored, "actual"), self._codes(scored, "prediction")
+        columns = [probability_column(c) for c in spec.classes]
+        confidence = _confidence(scored)
+        mapped = None  # each row's recalibrated confidence
+        if confidence is None or any(c not in scored.columns for c in columns):
+            self.probabilities = False
+        else:
+            recalibration = self.fitted_recalibration()
+            mapped, total, spread, gradient = recalibration.mapped_sums(confidence)
+            self.confidence_sum += total
+            self.confidence_spread += spread
+            self.gradient_sums += gradient
+            self.expected += estimate.expected_confusion(scored[columns].to_numpy(dtype=float), predicted,
+                                                         None if recalibration.identity else mapped)
         if self.slices is not None and features is not None:
-            self.slices.add(features, actual, predicted, _confidence(scored))  # by position: no index reset (a copy)
+            # Recalibrated as the batch's estimate (without class probabilities: not estimated, as they are).
+            self.slices.add(features, actual, predicted, confidence if mapped is None else mapped)  # by position: no index reset
         k = len(self.classes)
         self.matrices["batch"] += evaluation.confusion_from_codes(actual, predicted, k)
         self._windows(scored, actual, predicted, history=False)
         self.rows += len(scored)
         self.predicted_counts += np.bincount(predicted[predicted >= 0], minlength=k)
-        columns = [probability_column(c) for c in spec.classes]
-        confidence = _confidence(scored)
-        if confidence is None or any(c not in scored.columns for c in columns):
-            self.probabilities = False
-        else:
-            total, spread, gradient = self.fitted_recalibration().sums(confidence)
-            self.confidence_sum += total
-            self.confidence_spread += spread
-            self.gradient_sums += gradient
-            self.expected += estimate.expected_confusion(scored[columns].to_numpy(dtype=float), predicted)
         candidate = monitoring.latest_row(scored, spec.primary_key)
         if self.latest is None or (candidate[EVENT_TIME_COLUMN], candidate[spec.primary_key]) > (
                 self.latest[EVENT_TIME_COLUMN], self.latest[spec.primary_key]):

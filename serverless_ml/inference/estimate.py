@@ -31,7 +31,10 @@ right (or all wrong) do not push it to 1 (or 0), but a few labels move it, and t
 interval's fit variance says how much that is worth. The
 estimate is then the mean of ``g(p)``, and its interval adds the fit's own uncertainty
 (delta method) to the batch's Poisson-binomial spread. Without labelled rows ``g`` is the
-identity: plain CBPE.
+identity: plain CBPE. The per-class estimates use the same map (a row's predicted class
+gets ``g(p)``, its other classes share ``1 - g(p)`` in proportion to their probabilities:
+:func:`expected_confusion`), and so do the slices' estimates, so that every estimated
+figure of a batch agrees with its estimated accuracy.
 """
 
 from __future__ import annotations
@@ -141,18 +144,23 @@ class Recalibration:
         return _sigmoid(self.a + self.b * _logit(p))
 
     def sums(self, confidence: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """What an estimate needs of some rows, kept as sums while a batch streams by (each
-        row's ``g`` computed once): the sum of ``g``, of ``g (1 - g)`` (the batch's own
-        spread), and the sums of ``g``'s derivatives with respect to (``a``, ``b``), for
-        :meth:`sum_variance` (zero for the identity)."""
+        """What an estimate needs of some rows, kept as sums while a batch streams by: the
+        sum of ``g``, of ``g (1 - g)`` (the batch's own spread), and the sums of ``g``'s
+        derivatives with respect to (``a``, ``b``), for :meth:`sum_variance` (zero for the
+        identity)."""
+        return self.mapped_sums(confidence)[1:]
+
+    def mapped_sums(self, confidence: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
+        """Each row's ``g`` (as :meth:`apply` gives it) and :meth:`sums`, from one logit and
+        one sigmoid a row."""
         p = np.asarray(confidence, dtype=float)
         if self.identity:
-            return float(p.sum()), float(np.sum(p * (1.0 - p))), np.zeros(2)
+            return p, float(p.sum()), float(np.sum(p * (1.0 - p))), np.zeros(2)
         x = _logit(p)
         g = _sigmoid(self.a + self.b * x)
         w = g * (1.0 - g)  # dg/da; dg/db is w x
         spread = float(np.sum(w))
-        return float(g.sum()), spread, np.array([spread, float(np.sum(w * x))])
+        return g, float(g.sum()), spread, np.array([spread, float(np.sum(w * x))])
 
     def sum_variance(self, gradient_sums: np.ndarray) -> float:
         """The variance the fit adds to the sum of ``g`` over a batch (delta method), given
@@ -259,17 +267,48 @@ class LabelledTail:
         return fit_recalibration(*self.rows(recalibration_rows(batch_rows)))
 
 
-def expected_confusion(proba: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+def expected_confusion(proba: np.ndarray, predicted: np.ndarray, mapped: np.ndarray | None = None) -> np.ndarray:
     """The expected confusion matrix (rows actual, columns predicted, in the probability
     columns' class order) of rows with class probabilities ``proba`` (``n x k``) and
-    predicted class codes ``predicted``."""
+    predicted class codes ``predicted``.
+
+    ``mapped``: each row's recalibrated probability that its prediction is right
+    (:meth:`Recalibration.apply` of its confidence; ``None``: the probabilities as they
+    are). A row's predicted class then gets that probability and its other classes share
+    the rest in proportion to their probabilities (evenly when they have none), so the
+    matrix's trace is the recalibrated estimate's expected correct rows and the per-class
+    estimates agree with it."""
     proba = np.asarray(proba, dtype=float)
     k = proba.shape[1]
+    if mapped is not None:
+        return _recalibrated_confusion(proba, np.asarray(predicted), np.asarray(mapped, dtype=float))
     matrix = np.zeros((k, k))
     for column in range(k):
         chosen = predicted == column
         if chosen.any():
             matrix[:, column] = proba[chosen].sum(axis=0)
+    return matrix
+
+
+def _recalibrated_confusion(proba: np.ndarray, predicted: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    """:func:`expected_confusion` with each row's predicted class at ``mapped`` and its other
+    classes scaled by ``(1 - mapped) / (1 - p)`` (shared evenly when ``p`` is 1), without
+    building the scaled rows: row ``a`` is the sum of ``scale * p(a)`` by predicted class
+    (a ``bincount`` per class), the diagonal the sum of ``mapped``."""
+    n, k = proba.shape
+    valid = (predicted >= 0) & (predicted < k)
+    chosen = np.where(valid, predicted, 0)
+    rest = 1.0 - np.take_along_axis(proba, chosen[:, None], axis=1)[:, 0]
+    has_rest = valid & (rest > 0)
+    scale = np.zeros(n)  # 0 for a row without a valid prediction: it adds nothing
+    np.divide(1.0 - mapped, rest, out=scale, where=has_rest)
+    matrix = np.empty((k, k))
+    for actual in range(k):
+        matrix[actual] = np.bincount(chosen, weights=scale * proba[:, actual], minlength=k)
+    sure = valid & ~has_rest  # p is 1: the rest shared evenly among the other classes
+    if sure.any():
+        matrix += (np.bincount(chosen[sure], weights=1.0 - mapped[sure], minlength=k) / max(k - 1, 1))[None, :]
+    matrix[np.arange(k), np.arange(k)] = np.bincount(chosen[valid], weights=mapped[valid], minlength=k)
     return matrix
 
 

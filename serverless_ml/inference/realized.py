@@ -33,6 +33,7 @@ import pandas as pd
 from serverless_ml import registry
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.inference import batch as batch_stats
+from serverless_ml.inference import estimate
 from serverless_ml.inference import monitoring
 from serverless_ml.inference import slices as slice_stats
 from serverless_ml.training import evaluation
@@ -70,6 +71,9 @@ class BatchRun:
         as_of_end: The end of its as-of bound (exclusive; its metrics are timestamped a
             millisecond before it).
         slices: The slice plan of its slice table (``None``: it logged none).
+        recalibration: The recalibration its estimates used (from its
+            ``estimate_recalibration_a``/``_b`` metrics; the identity when it logged none),
+            with which the slice table's estimated part is recomputed as it was logged.
     """
 
     run_id: str
@@ -77,6 +81,7 @@ class BatchRun:
     rolling_days: int
     as_of_end: pd.Timestamp
     slices: slice_stats.SlicePlan | None = None
+    recalibration: estimate.Recalibration = field(default_factory=estimate.Recalibration)
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ def realized_figures(
     :func:`batch.accuracy_metrics`, :func:`batch.class_metrics`); with ``features`` (the
     feature group's rows) and the run's slice plan, its slice table
     (:func:`slices.slice_table`: the realized part follows the labels, the estimated part
-    is the one the probabilities gave)."""
+    is the one the probabilities gave, recalibrated as the run's estimate was)."""
     mine = (predictions[RUN_ID_COLUMN] == run.run_id).to_numpy()
     if not mine.any():
         return None
@@ -199,7 +204,7 @@ def realized_figures(
     notes = tuple(accuracy.notes + per_class.notes)
     if run.slices is None or features is None:
         return RealizedFigures(run.run_id, metrics, tables, notes=notes)
-    table = slice_stats.slice_table(spec, run.slices, batch, features)
+    table = slice_stats.slice_table(spec, run.slices, batch, features, run.recalibration)
     metrics.update(slice_stats.worst_slice_metrics(table))
     return RealizedFigures(run.run_id, metrics, tables, table.to_json(), notes)
 

@@ -24,7 +24,8 @@ labels`` recomputes a run's realized slice figures with that plan, not a new one
 Each slice has its rows, its labelled rows, its realized accuracy (labelled rows, with
 the Wilson interval) when it has at least ``min_rows`` labelled rows and its accuracy
 estimated from the champion's probabilities (mean probability of the predicted class,
-CBPE: :mod:`serverless_ml.inference.estimate`) when it has at least ``min_rows`` rows;
+CBPE, recalibrated as the batch's estimate: :mod:`serverless_ml.inference.estimate`) when
+it has at least ``min_rows`` rows;
 below, the figure is "not computed" (``None``), never a number drawn from a handful of
 rows. The worst slice is the one with the lowest accuracy among those with a figure: its
 realized accuracy when computed, else its estimate (ties: the slice with more rows).
@@ -352,10 +353,13 @@ def _sort_key(key: Any) -> tuple[int, Any]:
 
 def slice_table(
     spec: DatasetSpec, plan: SlicePlan, predictions: pd.DataFrame, features: pd.DataFrame,
+    recalibration: estimate.Recalibration | None = None,
 ) -> SliceTable:
     """The slice table of a batch's ``predictions`` (``actual``, ``prediction`` and, when
     known, ``probability``), their feature values looked up in ``features`` by key (or in
-    :func:`features_by_key` of them, when many batches are looked up)."""
+    :func:`features_by_key` of them, when many batches are looked up). The slices'
+    estimates map each probability through ``recalibration``, the batch estimate's
+    (``None``: as they are)."""
     key = spec.primary_key
     names = [f.name for f in plan.features]
     indexed = features if features.index.name == key else features_by_key(spec, features)
@@ -363,6 +367,8 @@ def slice_table(
     totals = SliceTotals(plan)
     lookup = pd.Index(list(spec.classes))
     confidence = predictions["probability"].to_numpy(dtype=float) if "probability" in predictions.columns else None
+    if confidence is not None and recalibration is not None:
+        confidence = recalibration.apply(confidence)
     totals.add(values.reset_index(drop=True), evaluation.class_codes(predictions["actual"], lookup),
                evaluation.class_codes(predictions["prediction"], lookup), confidence)
     return totals.table()

@@ -38,7 +38,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +67,7 @@ from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT
 from serverless_ml.errors import DataValidationError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureStore, to_utc
-from serverless_ml.inference import paired, realized
+from serverless_ml.inference import estimate, paired, realized
 from serverless_ml.inference import slices as slice_stats
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, predictions_group, served_mask, shadow_run_id
 from serverless_ml.locks import job_lock
@@ -366,7 +368,8 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
         version = int(tags.get(registry.MODEL_VERSION_TAG) or predictions.loc[
             predictions[realized.RUN_ID_COLUMN] == run_id, MODEL_VERSION_COLUMN].iloc[0])
         rolling_days = int(params.get(registry.ROLLING_DAYS_PARAM) or defaults.INFER_ROLLING_DAYS)
-        batch = realized.BatchRun(run_id, version, rolling_days, end, slice_plan(client, run.info))
+        batch = realized.BatchRun(run_id, version, rolling_days, end, slice_plan(client, run.info),
+                                  logged_recalibration(run.data.metrics))
         challenger = tags.get(registry.CHALLENGER_VERSION_TAG)
         out.append(MonitoringRun(run.info, batch, as_of_label,
                                  stamp, next_step, dict(run.data.metrics), tags.get(registry.REALIZED_DIGEST_TAG),
@@ -374,6 +377,16 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
                                  tags.get(registry.NOT_COMPUTED_TAG),
                                  {"True": True, "False": False}.get(params.get(registry.FIGURES_PARAM, ""))))
     return out
+
+
+def logged_recalibration(metrics: Mapping[str, float]) -> estimate.Recalibration:
+    """The recalibration a monitoring run's estimates used, from its metrics (the identity
+    when it logged none: plain CBPE, or a run from before recalibration)."""
+    a, b = metrics.get(registry.ESTIMATE_RECALIBRATION_A_METRIC), metrics.get(registry.ESTIMATE_RECALIBRATION_B_METRIC)
+    rows = int(metrics.get(registry.ESTIMATE_RECALIBRATION_ROWS_METRIC, 0) or 0)
+    if a is None or b is None or rows <= 0 or not (math.isfinite(a) and math.isfinite(b)):
+        return estimate.Recalibration()
+    return estimate.Recalibration(float(a), float(b), rows)
 
 
 def slice_plan(client: MlflowClient, run_info: Any) -> slice_stats.SlicePlan | None:

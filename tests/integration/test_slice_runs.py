@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -70,7 +71,14 @@ def assert_run_shows_its_table(store: LocalFeatureStore, client: MlflowClient, r
     table = slice_table_of(client, run_id)
     # The bins were cut at the champion's training rows, the same plan a direct call gives.
     assert table.plan == slices.plan_slices(SPEC, training_rows(store, client))
-    assert_matches_direct(table.plan, table, batch_rows(store, run_id))
+    # The estimates map each probability as the run's estimate did (its logged a and b).
+    metrics = run.data.metrics
+    rows = batch_rows(store, run_id)
+    if metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] > 0:
+        a, b = metrics[registry.ESTIMATE_RECALIBRATION_A_METRIC], metrics[registry.ESTIMATE_RECALIBRATION_B_METRIC]
+        p = rows["probability"].to_numpy(dtype=float).clip(1e-6, 1 - 1e-6)
+        rows = rows.assign(probability=1 / (1 + np.exp(-(a + b * np.log(p / (1 - p))))))
+    assert_matches_direct(table.plan, table, rows)
     worst = table.worst
     assert worst is not None
     assert run.data.tags[registry.WORST_SLICE_TAG] == worst.name
@@ -100,6 +108,10 @@ def test_sml_infer_logs_the_slice_table_and_names_the_worst_slice(world: Any, ru
 
 def test_late_labels_recompute_the_realized_slice_figures(world: Any) -> None:
     store, settings = world
+    # A labelled day first: the live batch's estimates, its slices' too, are recalibrated on it.
+    add_daily_rows(SPEC, store, DAY - dt.timedelta(days=1), n=ROWS, seed=5)
+    infer(SPEC, store, settings, InferOptions(as_of=DAY - dt.timedelta(days=1), figures=False),
+          noon_of(DAY - dt.timedelta(days=1)))
     group = store.get_feature_group("titanic", 1)
     stored = group.read()
     rows = generate_rows(stored[stored[ORIGIN_COLUMN] == BACKFILL_ORIGIN], SPEC, DAY, ROWS, 11)
@@ -111,6 +123,7 @@ def test_late_labels_recompute_the_realized_slice_figures(world: Any) -> None:
     mlflow.set_tracking_uri(None)
     assert report.run_id is not None
     client = MlflowClient(settings.tracking_uri)
+    assert client.get_run(report.run_id).data.metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] == ROWS
     before = assert_run_shows_its_table(store, client, report.run_id)
     assert all(s.realized is None and s.labelled == 0 for s in before.slices)
     assert before.worst is not None and before.worst.basis == slices.ESTIMATED

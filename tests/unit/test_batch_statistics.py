@@ -132,7 +132,8 @@ def test_an_unlabelled_batch_gets_an_estimate_from_its_probabilities_and_no_real
     survived = [0.9] * 10 + [0.3] * 15  # confidence 0.9 x 10, 0.7 x 15
     scored = _with_probabilities(rows, survived)
     codes = batch.prediction_codes(SPEC, scored, HISTORY.iloc[:0])
-    computed, found = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"], 2)
+    computed, found, recalibration = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"], 2)
+    assert recalibration.identity
     expected = (10 * 0.9 + 15 * 0.7) / 25
     variance = 10 * 0.9 * 0.1 + 15 * 0.7 * 0.3
     assert found is not None and found.accuracy == pytest.approx(expected)
@@ -188,7 +189,7 @@ def test_the_estimate_is_recalibrated_on_the_champions_labelled_predictions_befo
     rows = _rows([(10 + i, "2024-03-10 12:00", 0, 0, 2) for i in range(50)]).assign(actual=None)
     scored = _with_probabilities(rows, list(rng.uniform(0.05, 0.95, 50)))
     codes = batch.prediction_codes(SPEC, scored, history)
-    computed, found = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"], 2)
+    computed, found, recalibration = batch.estimated_metrics(SPEC, scored, codes, AS_OF_END, 2, ["died", "survived"], 2)
     # Directly: the champion's (version 2) labelled rows before the end of the as-of date.
     used = (~np.isnan(actual)) & (version == 2) & (times < AS_OF_END)
     assert 0 < used.sum() < n  # some rows of each kind are left out
@@ -199,8 +200,20 @@ def test_the_estimate_is_recalibrated_on_the_champions_labelled_predictions_befo
     assert metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] == float(used.sum())
     assert (metrics[registry.ESTIMATE_RECALIBRATION_A_METRIC], metrics[registry.ESTIMATE_RECALIBRATION_B_METRIC]) == (
         pytest.approx(fitted.a), pytest.approx(fitted.b))
+    assert (recalibration.a, recalibration.b) == (pytest.approx(fitted.a), pytest.approx(fitted.b))
     plain = float(scored["probability"].mean())
     assert found.accuracy < plain - 0.05  # the over-confidence is taken out
+    # The per-class estimates come from the recalibrated probabilities: a row predicted
+    # survived is survived with probability g(confidence), died with the rest.
+    g = fitted.apply(scored["probability"].to_numpy())
+    says_survived = scored["prediction"].to_numpy() == 1
+    true_survived = float(np.sum(g[says_survived]))
+    false_survived = float(np.sum(1 - g[says_survived]))
+    missed_survived = float(np.sum(1 - g[~says_survived]))
+    assert metrics[registry.class_metric("estimated_precision", "survived")] == pytest.approx(
+        true_survived / (true_survived + false_survived), rel=1e-4)
+    assert metrics[registry.class_metric("estimated_recall", "survived")] == pytest.approx(
+        true_survived / (true_survived + missed_survived), rel=1e-4)
     # The rolling window (2 days up to the as-of date): history and batch rows, mapped the same way.
     window = np.concatenate([confidence[(times >= AS_OF_END - pd.Timedelta(days=2)) & (times < AS_OF_END)],
                              scored["probability"].to_numpy()])

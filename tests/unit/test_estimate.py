@@ -45,6 +45,26 @@ def test_the_expected_confusion_matrix_sums_each_rows_probabilities_under_its_pr
     assert np.trace(matrix) / len(proba) == pytest.approx(estimate.estimate_accuracy(proba.max(axis=1)).accuracy)
 
 
+def test_a_recalibrated_expected_confusion_matrix_gives_the_predicted_class_g_and_shares_the_rest() -> None:
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    predicted = np.array([0, 1, 2, 0, 1])
+    recalibration = estimate.Recalibration(0.4, 0.7, 50)
+    g = recalibration.apply(proba[np.arange(5), predicted])
+    matrix = estimate.expected_confusion(proba, predicted, g)
+    expected = np.zeros((3, 3))
+    expected[:, 0] += [g[0], 0.2 / 0.3 * (1 - g[0]), 0.1 / 0.3 * (1 - g[0])]
+    expected[:, 1] += [0.1 / 0.4 * (1 - g[1]), g[1], 0.3 / 0.4 * (1 - g[1])]
+    expected[:, 2] += [0.5 * (1 - g[2]), 0.5 * (1 - g[2]), g[2]]
+    expected[:, 0] += [g[3], (1 - g[3]) / 2, (1 - g[3]) / 2]  # sure: the rest shared evenly
+    expected[:, 1] += [1 - g[4], g[4], 0.0]
+    np.testing.assert_allclose(matrix, expected)
+    assert matrix.sum() == pytest.approx(5.0)  # each row still sums to 1
+    # Its trace is the recalibrated estimate's expected right rows.
+    assert np.trace(matrix) / 5 == pytest.approx(
+        estimate.estimate_accuracy(proba[np.arange(5), predicted], recalibration=recalibration).accuracy)
+    assert not np.allclose(matrix, estimate.expected_confusion(proba, predicted))
+
+
 def test_brier_score_and_reliability_bins_match_scikit_learn_on_a_binary_problem() -> None:
     rng = np.random.default_rng(3)
     p1 = rng.uniform(size=500)

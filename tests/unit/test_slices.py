@@ -344,3 +344,36 @@ def test_the_page_does_not_call_a_dropped_feature_sliced() -> None:
     text = text_of(about_plan(slices.slice_table(GAPS, plan, predictions, features)))
     assert "Sliced: size: each value. Not sliced in this batch: colour." in text
     assert "colour not sliced: more than" in text
+
+
+def test_the_recomputed_slice_estimates_are_recalibrated_as_the_run_logged_them() -> None:
+    from serverless_ml.inference.estimate import Recalibration
+    from serverless_ml.pipelines.labels import logged_recalibration
+
+    minimum = defaults.SLICE_MIN_ROWS
+    features, predictions = _frame({"red": (minimum + 10, 0, 0), "green": (minimum + 10, 0, 0)})
+    predictions = predictions.assign(run_id="r1", scored_at=pd.Timestamp("2024-02-01 12:00", tz="UTC"),
+                                     event_time=pd.Timestamp("2024-02-01", tz="UTC"), model_version=1)
+    plan = slices.SlicePlan((slices.SliceFeature("colour", slices.CATEGORY),))
+    logged = {registry.ESTIMATE_RECALIBRATION_ROWS_METRIC: 400.0, registry.ESTIMATE_RECALIBRATION_A_METRIC: -0.8,
+              registry.ESTIMATE_RECALIBRATION_B_METRIC: 0.9}
+    recalibration = logged_recalibration(logged)
+    assert (recalibration.a, recalibration.b, recalibration.rows) == (-0.8, 0.9, 400)
+    assert logged_recalibration({registry.ESTIMATE_RECALIBRATION_ROWS_METRIC: 0.0}).identity  # plain CBPE
+    assert logged_recalibration({}).identity  # a run from before recalibration
+    scored_then = slices.slice_table(GAPS, plan, predictions, features, recalibration)
+    run = realized.BatchRun("r1", 1, 30, pd.Timestamp("2024-02-02", tz="UTC"), plan, recalibration)
+    red = (features["colour"] == "red").to_numpy()
+    labels = features.assign(y=pd.array(np.where(red, 0, None), dtype="Int64"))
+    relabelled, _ = realized.relabel_predictions(GAPS, predictions, labels)
+    after = realized.realized_figures(GAPS, relabelled, run, labels)
+    assert after is not None and after.slices is not None
+    table = slices.SliceTable.from_json(after.slices)
+    assert table is not None
+    green = {s.slice: s for s in table.slices}["green"]
+    want = {s.slice: s for s in scored_then.slices}["green"]
+    # Unlabelled: its estimate is the one logged at scoring time, the map of its 0.9s.
+    assert green.estimated == pytest.approx(float(Recalibration(-0.8, 0.9, 400).apply(np.array([0.9]))[0]))
+    assert (green.estimated, green.estimated_low, green.estimated_high) == (
+        want.estimated, want.estimated_low, want.estimated_high)
+    assert green.estimated < 0.8  # not the plain 0.9
