@@ -538,8 +538,12 @@ CHALLENGER_ROWS_LABELLED_METRIC = "challenger_rows_labelled"
 CHALLENGER_ESTIMATED_ACCURACY_METRIC = "challenger_estimated_accuracy"
 CHALLENGER_ESTIMATED_ACCURACY_CI_LOW_METRIC = "challenger_estimated_accuracy_ci_low"
 CHALLENGER_ESTIMATED_ACCURACY_CI_HIGH_METRIC = "challenger_estimated_accuracy_ci_high"
-"""The challenger's accuracy on the batch estimated from its probabilities (CBPE), with
-the interval of :data:`ESTIMATED_ACCURACY_CI_LOW_METRIC`."""
+"""The challenger's accuracy on the batch estimated from its probabilities (CBPE,
+recalibrated on its own labelled shadow predictions as the champion's is on its own),
+with the interval of :data:`ESTIMATED_ACCURACY_CI_LOW_METRIC`."""
+CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC = "challenger_estimate_recalibration_rows"
+"""The challenger's labelled shadow predictions its estimated accuracy was recalibrated on
+(0: plain CBPE), as :data:`ESTIMATE_RECALIBRATION_ROWS_METRIC` is the champion's."""
 PAIRED_ROWS_METRIC = "paired_rows"
 """Labelled rows of the rolling window scored by both the champion and the challenger."""
 PAIRED_CHAMPION_ACCURACY_METRIC = "paired_champion_accuracy"

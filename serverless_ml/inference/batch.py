@@ -623,6 +623,18 @@ class BatchTotals:
         assert self.recalibration is None, "the history comes before the batch"
         actual, predicted = self._codes(history, "actual"), self._codes(history, "prediction")
         self._windows(history, actual, predicted, history=True)
+        self._add_labelled(history, actual, predicted)
+
+    def add_labelled_history(self, history: pd.DataFrame) -> None:
+        """Keep the labelled predictions among ``history`` for the recalibration only (a
+        challenger's totals: its shadow rows recalibrate its estimate, and are no
+        window's rows)."""
+        if history.empty:
+            return
+        assert self.recalibration is None, "the history comes before the batch"
+        self._add_labelled(history, self._codes(history, "actual"), self._codes(history, "prediction"))
+
+    def _add_labelled(self, history: pd.DataFrame, actual: np.ndarray, predicted: np.ndarray) -> None:
         confidence = _confidence(history)
         if confidence is not None:
             event_time = utc_values(history[EVENT_TIME_COLUMN])

@@ -200,10 +200,12 @@ class PairedRows:
         return paired_window(self._frame(self.champion), self._frame(self.challenger), self.key, self.start, self.end)
 
 
-def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None, comparison: PairedComparison) -> dict[str, float]:
+def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None, comparison: PairedComparison,
+                   recalibration_rows: int | None = None) -> dict[str, float]:
     """What a monitoring run logs about the challenger: its accuracy on the batch's
     labelled rows (``batch_matrix``: its confusion matrix there; none without labels), its
-    estimated accuracy (``estimated``: CBPE of its probabilities), and the paired
+    estimated accuracy (``estimated``: CBPE of its probabilities, recalibrated on
+    ``recalibration_rows`` of its labelled shadow predictions), and the paired
     comparison with the champion (rows, accuracies, difference and interval, discordant
     counts, p-values; the accuracies, the difference and the p-values only with paired
     rows)."""
@@ -216,6 +218,8 @@ def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None,
         metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC] = estimated.accuracy
         metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_LOW_METRIC] = estimated.low
         metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_HIGH_METRIC] = estimated.high
+        if recalibration_rows is not None:
+            metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] = float(recalibration_rows)
     metrics.update({
         registry.PAIRED_ROWS_METRIC: float(comparison.rows),
         registry.PAIRED_CHAMPION_ONLY_METRIC: float(comparison.champion_only),

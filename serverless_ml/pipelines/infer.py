@@ -507,11 +507,12 @@ class Shadow:
 
 
 def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
-                  paired: PairedRows | None = None) -> tuple[KeySet, set[str]]:
+                  shadow: Shadow | None = None) -> tuple[KeySet, set[str]]:
     """The predictions so far, read in batches into ``totals`` (the served ones: the
-    challenger's shadow rows are not the champion's history) and ``paired`` (the rolling
-    window's rows of champion and challenger): their keys and the runs whose predictions
-    landed."""
+    challenger's shadow rows are not the champion's history) and, with a ``shadow``
+    challenger, its paired rows (the rolling window's rows of champion and challenger)
+    and its totals' recalibration (its own labelled shadow rows): their keys and the
+    runs whose predictions landed."""
     if not target.exists():
         return KeySet(np.array([])), set()
     import pyarrow.compute as pc
@@ -525,8 +526,10 @@ def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
         runs.update(str(v) for v in pc.unique(run_ids).drop_null().to_pylist())
         frame = batch.select(needed).to_pandas()
         served = served_mask_arrow(run_ids)
-        if paired is not None:
-            paired.add(frame, served, frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
+        if shadow is not None:
+            shadow.paired.add(frame, served, frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
+            if not served.all():
+                shadow.totals.add_labelled_history(frame[~served])
         totals.add_history(frame if served.all() else frame[served])
         keys.append(frame[spec.primary_key].to_numpy())
     if not keys:
@@ -558,7 +561,7 @@ def load_streamed_context(
         shadow = Shadow(challenger, BatchTotals(list(spec.classes), challenger.version, as_of_end, rolling_days),
                         PairedRows(spec.primary_key, champion.version, challenger.version,
                                    as_of_end - pd.Timedelta(days=rolling_days), as_of_end))
-    scored, landed = _read_history(spec, target, totals, shadow.paired if shadow is not None else None)
+    scored, landed = _read_history(spec, target, totals, shadow)
     training = np.asarray(champion.training_keys)
     excluded = (scored, KeySet(training))
     experiment_id = tracking.get_or_create_experiment(registry.monitoring_experiment(spec.name))
@@ -575,6 +578,8 @@ def load_streamed_context(
         for day, count in zip(days, counts, strict=True):
             ctx.batch_days[day] = ctx.batch_days.get(day, 0) + int(count)
     totals.batch_rows = ctx.rows  # how many labelled rows the estimate's recalibration reads
+    if shadow is not None:
+        shadow.totals.batch_rows = ctx.rows
     return ctx
 
 
@@ -738,7 +743,7 @@ def judge_shadow(shadow: Shadow, stats: BatchStatistics, options: InferOptions, 
     version = shadow.challenger.version
     comparison = shadow.paired.comparison()
     stats.metrics.update(paired.shadow_metrics(shadow.totals.matrices["batch"], shadow.totals.accuracy_estimate(),
-                                               comparison))
+                                               comparison, shadow.totals.fitted_recalibration().rows))
     if shadow.skipped:
         stats.notes.append(f"challenger version {version} did not score {shadow.skipped} of the batch's rows: "
                            "it was trained on them")

@@ -22,7 +22,7 @@ from serverless_ml import defaults, registry
 from serverless_ml.datasets import get_dataset
 from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN
 from serverless_ml.feature_store.local import LocalFeatureStore
-from serverless_ml.inference import paired
+from serverless_ml.inference import estimate, paired
 from serverless_ml.inference.scoring import SHADOW_RUN_PREFIX, served_mask, shadow_run_id
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
@@ -98,6 +98,7 @@ def test_a_worse_challenger_is_scored_in_the_shadow_and_not_promoted(world) -> N
     assert metrics[registry.CHALLENGER_BATCH_ACCURACY_METRIC] == pytest.approx(
         float((shadow["prediction"] == shadow["actual"]).mean()))
     assert metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC] == pytest.approx(float(shadow["probability"].mean()))
+    assert metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] == 0  # no labelled shadow row yet: plain CBPE
     expected = _direct_comparison(predictions, 1, worse)
     assert expected.rows == ROWS and expected.challenger_only < expected.champion_only
     assert metrics[registry.PAIRED_ROWS_METRIC] == ROWS
@@ -126,6 +127,21 @@ def test_a_worse_challenger_is_scored_in_the_shadow_and_not_promoted(world) -> N
     predictions = _predictions(store)
     assert len(predictions) == 2 * (ROWS + 20)
     assert metrics[registry.PAIRED_CHAMPION_ONLY_METRIC] == _direct_comparison(predictions, 1, worse).champion_only
+    # The challenger's estimate is recalibrated on its own labelled shadow rows (the first
+    # batch's), as the champion's is on its served ones.
+    shadow_rows = predictions[~served_mask(predictions["run_id"])]
+    first = shadow_rows[shadow_rows["run_id"] == shadow_run_id(report.run_id)]
+    fitted = estimate.fit_recalibration(first["probability"].to_numpy(dtype=float),
+                                        (first["prediction"] == first["actual"]).to_numpy())
+    latest = shadow_rows[shadow_rows["run_id"] == shadow_run_id(second.run_id)]
+    want = estimate.estimate_accuracy(latest["probability"].to_numpy(dtype=float), recalibration=fitted)
+    assert metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] == ROWS
+    assert (metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC], metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_LOW_METRIC],
+            metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_HIGH_METRIC]) == pytest.approx((want.accuracy, want.low, want.high))
+    assert want.accuracy != pytest.approx(float(latest["probability"].mean()), abs=1e-3)  # not plain CBPE
+    # The champion's is recalibrated on the champion's rows only.
+    assert metrics[registry.ESTIMATE_RECALIBRATION_ROWS_METRIC] == ROWS
+    assert metrics[registry.ESTIMATE_RECALIBRATION_A_METRIC] != pytest.approx(fitted.a)
     # Without --promote live nothing is decided (nor counted as a look).
     assert registry.LIVE_PROMOTION_DECISION_TAG not in MlflowClient().get_run(second.run_id).data.tags
     assert registry.LIVE_PROMOTION_LOOK_METRIC not in metrics
