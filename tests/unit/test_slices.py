@@ -257,12 +257,19 @@ def test_a_spec_file_naming_an_unknown_slice_feature_is_refused_at_load(tmp_path
 # --- late labels: the realized part follows -------------------------------------------------------
 
 
-def test_the_realized_slice_figures_follow_the_labels_and_move_the_digest() -> None:
+def _red_and_green_batch() -> tuple[pd.DataFrame, pd.DataFrame, slices.SlicePlan]:
+    """A scored batch (run r1) of two colours, each 10 rows above the slice minimum, its
+    feature rows, and a plan slicing it by colour."""
     minimum = defaults.SLICE_MIN_ROWS
     features, predictions = _frame({"red": (minimum + 10, 0, 0), "green": (minimum + 10, 0, 0)})
     predictions = predictions.assign(run_id="r1", scored_at=pd.Timestamp("2024-02-01 12:00", tz="UTC"),
                                      event_time=pd.Timestamp("2024-02-01", tz="UTC"), model_version=1)
-    plan = slices.SlicePlan((slices.SliceFeature("colour", slices.CATEGORY),))
+    return features, predictions, slices.SlicePlan((slices.SliceFeature("colour", slices.CATEGORY),))
+
+
+def test_the_realized_slice_figures_follow_the_labels_and_move_the_digest() -> None:
+    minimum = defaults.SLICE_MIN_ROWS
+    features, predictions, plan = _red_and_green_batch()
     run = realized.BatchRun("r1", 1, 30, pd.Timestamp("2024-02-02", tz="UTC"), plan)
     before = realized.realized_figures(GAPS, predictions, run, features)
     assert before is not None and before.slices is not None
@@ -350,11 +357,7 @@ def test_the_recomputed_slice_estimates_are_recalibrated_as_the_run_logged_them(
     from serverless_ml.inference.estimate import Recalibration
     from serverless_ml.pipelines.labels import logged_recalibration
 
-    minimum = defaults.SLICE_MIN_ROWS
-    features, predictions = _frame({"red": (minimum + 10, 0, 0), "green": (minimum + 10, 0, 0)})
-    predictions = predictions.assign(run_id="r1", scored_at=pd.Timestamp("2024-02-01 12:00", tz="UTC"),
-                                     event_time=pd.Timestamp("2024-02-01", tz="UTC"), model_version=1)
-    plan = slices.SlicePlan((slices.SliceFeature("colour", slices.CATEGORY),))
+    features, predictions, plan = _red_and_green_batch()
     logged = {registry.ESTIMATE_RECALIBRATION_ROWS_METRIC: 400.0, registry.ESTIMATE_RECALIBRATION_A_METRIC: -0.8,
               registry.ESTIMATE_RECALIBRATION_B_METRIC: 0.9}
     recalibration = logged_recalibration(logged)
