@@ -346,23 +346,31 @@ def origin_label(origin: str) -> str:
     return ORIGIN_LABELS.get(origin, origin)
 
 
+ORIGIN_ORDER = (BACKFILL_ORIGIN, SYNTHETIC_ORIGIN, LIVE_ORIGIN)
+"""How the Data page orders the rows' origins: real (backfilled), synthetic, live."""
+
+
+def origins_present(rows: pd.DataFrame) -> list[str]:
+    """The origins ``rows`` has, in :data:`ORIGIN_ORDER` (real always first), then any other."""
+    present = set(rows[ORIGIN_COLUMN].dropna().astype(str).unique())
+    others = sorted(present - set(ORIGIN_ORDER))
+    return [BACKFILL_ORIGIN, *(o for o in ORIGIN_ORDER[1:] if o in present), *others]
+
+
 def feature_summary(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """Per feature: type, schema, missing values among real and synthetic rows, and a
-    short description of the values (range and mean, or the most common categories)."""
-    real = rows[rows[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
-    synthetic = rows[rows[ORIGIN_COLUMN] != BACKFILL_ORIGIN]
+    """Per feature: type, schema, missing values among the rows of each origin present
+    (real, synthetic, live: a column each, ``missing (real)`` always), and a short
+    description of the values (range and mean, or the most common categories)."""
+    origins = origins_present(rows)
+    parts = {origin: rows[rows[ORIGIN_COLUMN] == origin] for origin in origins}
     out = []
     for feature in spec.features:
         column = rows[feature.name]
-        out.append({
-            "feature": feature.name,
-            "type": feature.type,
-            "schema": schema_text(feature),
-            "missing (real)": _missing_text(real[feature.name]),
-            "missing (synthetic)": _missing_text(synthetic[feature.name]),
-            "values": _values_text(column, feature),
-            "description": feature.description,
-        })
+        line = {"feature": feature.name, "type": feature.type, "schema": schema_text(feature)}
+        for origin in origins:
+            line[f"missing ({origin_label(origin)})"] = _missing_text(parts[origin][feature.name])
+        line.update({"values": _values_text(column, feature), "description": feature.description})
+        out.append(line)
     return pd.DataFrame(out)
 
 
@@ -417,8 +425,10 @@ def encoded_features(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 
 def label_correlations(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """Pearson correlation of each (encoded) feature with each class indicator: rows are
-    features, columns class names. Missing numeric values are left out pairwise; a
-    constant column has no correlation (NaN)."""
+    features, columns class names. Rows without a label (live rows whose label has not
+    come) are left out; so are missing numeric values, pairwise; a constant column has
+    no correlation (NaN)."""
+    rows = rows[rows[spec.label].notna()]
     features = encoded_features(rows, spec)
     out = {}
     for cls in spec.classes:
@@ -438,12 +448,12 @@ def _corr(a: pd.Series, b: pd.Series) -> float:
 
 
 def select_origin(rows: pd.DataFrame, which: str) -> pd.DataFrame:
-    """``real`` (backfill), ``synthetic`` (synthetic and live) or ``all`` rows."""
-    if which == "real":
-        return rows[rows[ORIGIN_COLUMN] == BACKFILL_ORIGIN]
-    if which == "synthetic":
-        return rows[rows[ORIGIN_COLUMN] != BACKFILL_ORIGIN]
-    return rows
+    """The ``real`` (backfill), ``synthetic`` or ``live`` rows (an origin's label,
+    :data:`ORIGIN_LABELS`), or ``all`` of them."""
+    if which == "all":
+        return rows
+    origin = next((o for o, label in ORIGIN_LABELS.items() if label == which), which)
+    return rows[rows[ORIGIN_COLUMN] == origin]
 
 
 # --- data quality over time (the Overview) ------------------------------------------------------

@@ -788,11 +788,12 @@ def tuning_figure(trials: pd.DataFrame, title: str) -> go.Figure:
 
 
 def class_distribution_figure(rows: pd.DataFrame, feature: FeatureSpec, spec: DatasetSpec) -> go.Figure:
-    """A feature's distribution per class, real rows and synthetic rows side by side."""
+    """A feature's distribution per class, the rows of each origin (``origin_label``:
+    real, synthetic, live) side by side; rows without a label are in no class."""
     title = f"{plot_text(feature.name)} by {plot_text(spec.label)}"
     if rows.empty:
         return empty_figure("no rows", title)
-    origins = [o for o in ("real", "synthetic") if (rows["origin_label"] == o).any()]
+    origins = [o for o in ("real", "synthetic", "live") if (rows["origin_label"] == o).any()]
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=len(origins), subplot_titles=[f"{o} rows" for o in origins], shared_yaxes=True,

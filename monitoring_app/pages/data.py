@@ -1,7 +1,7 @@
 """Data: what the lab looked at in a notebook before building features, read from the
 feature group: per-feature type and schema, missing values, distributions by class, and
-the correlation of each feature with the label. Real (backfilled) and synthetic rows are
-told apart throughout.
+the correlation of each feature with the label. Real (backfilled), synthetic and live
+rows are told apart throughout.
 
 Reads the feature group ``<dataset>`` (cached until its data version moves).
 """
@@ -19,13 +19,12 @@ from monitoring_app.components import (
 )
 from monitoring_app.site import Site
 from serverless_ml.datasets.spec import DatasetSpec
-from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN
+from serverless_ml.feature_store.base import ORIGIN_COLUMN
 
 PATH = "/data"
 TITLE = "Data"
 ROWS_OPTIONS = [{"label": "real rows", "value": "real"}, {"label": "synthetic rows", "value": "synthetic"},
-                {"label": "all rows", "value": "all"}]
-SUMMARY_COLUMNS = ["feature", "type", "schema", "missing (real)", "missing (synthetic)", "values", "description"]
+                {"label": "live rows", "value": "live"}, {"label": "all rows", "value": "all"}]
 
 
 def register(app: dash.Dash) -> None:
@@ -55,7 +54,7 @@ def content(site: Site, spec: DatasetSpec, state: dict[str, Any]) -> Any:
         html.P(f"{spec.description or spec.name}. {len(rows):,} rows in feature group '{spec.name}' "
                f"version {spec.version}: {described}. Label: {spec.label} "
                f"({', '.join(analysis.class_label(c, spec) for c in spec.classes)}).", className="muted"),
-        html.Div(simple_table(summary.to_dict("records"), SUMMARY_COLUMNS, table_id=ids.DATA_SUMMARY),
+        html.Div(simple_table(summary.to_dict("records"), list(summary.columns), table_id=ids.DATA_SUMMARY),
                  className="table-wrap"),
         html.H3("Distribution by class"),
         feature_picker(ids.DATA_FEATURE, spec, spec.feature_names[0]),
@@ -72,7 +71,7 @@ def show_distribution(feature: str | None, state: dict[str, Any] | None) -> Any:
 
 def distribution_graph(site: Site, spec: DatasetSpec, feature: str) -> dcc.Graph:
     rows = site.data.feature_rows(spec)
-    rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(lambda o: "real" if o == BACKFILL_ORIGIN else "synthetic"))
+    rows = rows.assign(origin_label=rows[ORIGIN_COLUMN].map(analysis.origin_label))
     figure = figures.class_distribution_figure(rows, spec.feature(feature), spec)
     return dcc.Graph(figure=figure, config=GRAPH_CONFIG, id=ids.DATA_DISTRIBUTION_GRAPH)
 
@@ -82,10 +81,13 @@ def show_correlation(which: str | None, state: dict[str, Any] | None) -> Any:
 
     def draw(site: Site, spec: DatasetSpec) -> Any:
         rows = analysis.select_origin(site.data.feature_rows(spec), which)
-        if rows.empty:
-            return html.Div(f"no {which} rows yet", className="notice notice-info")
+        labelled = int(rows[spec.label].notna().sum())
+        kind = "" if which == "all" else f" {which}"
+        if not labelled:
+            return html.Div(f"no labelled{kind} rows yet", className="notice notice-info")
         matrix = analysis.label_correlations(rows, spec)
-        title = f"correlation with each class ({len(rows):,} {which if which != 'all' else ''} rows)".replace("  ", " ")
+        unlabelled = f"; {len(rows) - labelled:,} without a label yet left out" if labelled < len(rows) else ""
+        title = f"correlation with each class ({labelled:,}{kind} rows{unlabelled})"
         return dcc.Graph(figure=figures.correlation_figure(matrix, title), config=GRAPH_CONFIG, id=ids.DATA_CORRELATION_GRAPH)
 
     return dataset_callback(state, draw)

@@ -355,3 +355,23 @@ def test_an_unknown_dataset_in_the_url_is_a_message(page: Any, site: str, settle
     tab.get_by_text("unknown dataset '<img src=x onerror=window.__pwned=1>'").wait_for()
     assert tab.evaluate("() => window.__pwned") is None
     assert problems.all() == []
+
+
+def test_the_data_page_calls_live_rows_live_and_leaves_rows_without_a_label_out_of_correlations(
+    page: Any, site: str, settle: Any, world_dates: dict[str, Any]
+) -> None:
+    tab, problems = page
+    tab.goto(f"{site}/data?dataset=iris")
+    settle(tab)
+    headers = tab.locator(f"#{ids.DATA_SUMMARY} th").all_inner_texts()
+    # The iris world has backfilled, synthetic (simulated days) and live rows, each told apart.
+    assert headers[3:6] == ["missing (real)", "missing (synthetic)", "missing (live)"], headers
+    live_rows = world_dates["iris_rows"]
+    assert f"{live_rows:,} live" in tab.get_by_text("rows in feature group").inner_text()
+    # Its live rows have no label yet: no correlation is drawn from them.
+    tab.get_by_label("live rows").check()
+    tab.locator(f"#{ids.DATA_CORRELATION}").get_by_text("no labelled live rows yet").wait_for()
+    tab.get_by_label("all rows").check()
+    graph = tab.locator(f"#{ids.DATA_CORRELATION} .gtitle")
+    graph.filter(has_text=f"{live_rows:,} without a label yet left out").wait_for()
+    assert problems.all() == []

@@ -502,6 +502,12 @@ def test_class_distribution_tells_real_and_synthetic_rows_apart() -> None:
     figure = as_dict(figures.class_distribution_figure(rows, TITANIC.feature("age"), TITANIC))
     assert [a["text"] for a in figure["layout"]["annotations"]] == ["real rows", "synthetic rows"]
     assert len(figure["data"]) == 4 and {t["name"] for t in figure["data"]} == {"died", "survived"}
+    # Live rows are a panel of their own, not "synthetic"; those without a label yet are in no class.
+    live = pd.concat([rows, pd.DataFrame({"age": [60.0, 70.0, 80.0], "survived": pd.array([1, None, None], dtype="Int64"),
+                                          "origin_label": ["live"] * 3})], ignore_index=True)
+    figure = as_dict(figures.class_distribution_figure(live, TITANIC.feature("age"), TITANIC))
+    assert [a["text"] for a in figure["layout"]["annotations"]] == ["real rows", "synthetic rows", "live rows"]
+    assert [list(t["x"]) for t in figure["data"][4:]] == [[], [60.0]]
 
 
 def test_correlation_and_probability_figures() -> None:
@@ -711,6 +717,31 @@ def test_feature_summary_and_correlations_from_the_feature_group() -> None:
     assert correlations.loc["sex=female", "survived"] > 0 and correlations.loc["sex=female", "died"] < 0
     assert "sex=<missing>" in correlations.index
     assert len(analysis.select_origin(rows, "real")) == 2 and len(analysis.select_origin(rows, "synthetic")) == 2
+    assert list(summary.columns) == ["type", "schema", "missing (real)", "missing (synthetic)", "values", "description"]
+
+
+def test_live_rows_are_summarised_as_live_and_rows_without_a_label_do_not_count_in_correlations() -> None:
+    labelled = pd.DataFrame({
+        "age": [10.0, 20.0, 30.0, 40.0], "sex": ["male", "female", "male", "female"], "pclass": [1, 2, 3, 1],
+        "fare": [1.0, 2.0, 3.0, 4.0], "embarked": ["S", "C", "C", "Q"], "sibsp": [0, 1, 0, 1], "parch": [0, 0, 1, 1],
+        "title": ["Mr", "Mrs", "Mr", "Miss"], "family_size": [1, 2, 2, 3], "survived": [0, 1, 0, 1],
+        "origin": ["backfill"] * 4,
+    })
+    # Live rows: one missing age; the two without a label yet are all male (they would
+    # pull sex=male towards "died" if a missing label counted as "not survived").
+    live = labelled.assign(age=[np.nan, 21.0, 31.0, 41.0], sex=["female", "female", "male", "male"],
+                           survived=[1, 0, None, None], origin="live")
+    rows = pd.concat([labelled, live], ignore_index=True)
+    summary = analysis.feature_summary(rows, TITANIC).set_index("feature")
+    assert list(summary.columns) == ["type", "schema", "missing (real)", "missing (live)", "values", "description"]
+    assert summary.loc["age", "missing (live)"] == "1 (25.0%)" and summary.loc["age", "missing (real)"] == "0 (0.0%)"
+    assert len(analysis.select_origin(rows, "live")) == 4 and analysis.select_origin(rows, "synthetic").empty
+    assert len(analysis.select_origin(rows, "all")) == 8
+    got = analysis.label_correlations(rows, TITANIC)
+    want = analysis.label_correlations(rows[rows["survived"].notna()], TITANIC)
+    pd.testing.assert_frame_equal(got, want)
+    assert got.loc["sex=female", "survived"] == pytest.approx(
+        np.corrcoef(np.array([0, 1, 0, 1, 1, 1]), np.array([0, 1, 0, 1, 1, 0]))[0, 1])
 
 
 # --- the predict form ------------------------------------------------------------------------------
