@@ -34,3 +34,14 @@ def check_date(day: dt.date, what: str) -> dt.date:
     if problem:
         raise SmlError(problem)
     return day
+
+
+FUTURE_SLACK = dt.timedelta(days=1)
+"""How far after now a time a user wrote (an event time, a label's ``labelled_at``) may be
+before it is refused as in the future: a time without an offset is read as UTC, and a
+user east of UTC may have written local time."""
+
+
+def latest_time(now: dt.datetime | None = None) -> dt.datetime:
+    """The latest time a user's row may carry: now (UTC) plus :data:`FUTURE_SLACK`."""
+    return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_SLACK

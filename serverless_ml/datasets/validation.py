@@ -31,7 +31,7 @@ import pandas as pd
 
 from serverless_ml.datasets.sources import Source, other_delimiter_hint
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec, FeatureSpec
-from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT
+from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT, latest_time
 from serverless_ml.errors import DataValidationError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, to_utc
 
@@ -399,6 +399,11 @@ def parse_event_times(values: pd.Series, column: str, loc: _Locator) -> pd.Serie
     outside = (times < _FIRST_TIME) | (times >= _END_TIME)
     if (i := loc.first(outside)) is not None:
         raise loc.fail(shown, i, f"event time {_show(values.iloc[i])} is outside the supported dates ({RANGE_TEXT})")
+    now = dt.datetime.now(dt.timezone.utc)
+    future = times > pd.Timestamp(latest_time(now))
+    if (i := loc.first(future)) is not None:
+        raise loc.fail(shown, i, f"event time {_show(values.iloc[i])} is in the future (a row cannot have happened "
+                                 f"after now, {now.isoformat(timespec='seconds')})")
     finer = times.dt.nanosecond != 0
     if (i := loc.first(finer)) is not None:
         raise loc.fail(shown, i, f"event time {_show(values.iloc[i])} is finer than a microsecond, which is what is stored")

@@ -63,7 +63,7 @@ from serverless_ml.datasets.validation import (
     _too_large_for_int64,
     missing_column_hint,
 )
-from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT
+from serverless_ml.dates import FUTURE_SLACK, MAX_DATE, MIN_DATE, RANGE_TEXT
 from serverless_ml.errors import DataValidationError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureStore, to_utc
@@ -182,7 +182,7 @@ def _parse_keys(raw: pd.DataFrame, spec: DatasetSpec, column: str, loc: _Locator
     return numbers.astype("int64")
 
 
-LABELLED_AT_SLACK = dt.timedelta(days=1)
+LABELLED_AT_SLACK = FUTURE_SLACK
 """How far after now a ``labelled_at`` may be (time zones) before it is refused as in the future."""
 
 

@@ -794,6 +794,13 @@ CASES: dict[str, Case] = {
         _live_passengers("2024-02-30"), ("seen.csv: column 'seen', row 2 (line 3)", "event time '2024-02-30' is not an ISO date"),
     ),
     "ingest: missing event time": Case(_live_passengers(""), ("seen.csv: column 'seen', row 2 (line 3)", "event time is missing")),
+    "ingest: event time in the future": Case(
+        _live_passengers("2099-01-01T00:00:00"),
+        ("seen.csv: column 'seen', row 2 (line 3)", "event time '2099-01-01T00:00:00' is in the future", "after now"),
+    ),
+    "ingest: --date in the future": Case(
+        lambda ws: [*_live("ok.csv")(ws), "--date", "2200-01-01"], ("--date 2200-01-01 is in the future",),
+    ),
     "ingest: --date with an event_time_column": Case(
         _live_passengers("2024-02-01", "--date", "2024-02-01"),
         ("--date 2024-02-01: dataset 'passengers' takes each row's event time from its column 'seen'", "leave --date out"),
