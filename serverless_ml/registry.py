@@ -544,6 +544,10 @@ with the interval of :data:`ESTIMATED_ACCURACY_CI_LOW_METRIC`."""
 CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC = "challenger_estimate_recalibration_rows"
 """The challenger's labelled shadow predictions its estimated accuracy was recalibrated on
 (0: plain CBPE), as :data:`ESTIMATE_RECALIBRATION_ROWS_METRIC` is the champion's."""
+CHALLENGER_ESTIMATE_RECALIBRATION_A_METRIC = "challenger_estimate_recalibration_a"
+CHALLENGER_ESTIMATE_RECALIBRATION_B_METRIC = "challenger_estimate_recalibration_b"
+"""The challenger's recalibration's intercept and slope (logged when it was fitted), as
+:data:`ESTIMATE_RECALIBRATION_B_METRIC` is the champion's."""
 PAIRED_ROWS_METRIC = "paired_rows"
 """Labelled rows of the rolling window scored by both the champion and the challenger."""
 PAIRED_CHAMPION_ACCURACY_METRIC = "paired_champion_accuracy"

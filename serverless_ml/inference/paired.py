@@ -28,7 +28,7 @@ import pandas as pd
 
 from serverless_ml import registry
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN
-from serverless_ml.inference.estimate import AccuracyEstimate
+from serverless_ml.inference.estimate import AccuracyEstimate, Recalibration
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, served_mask
 
 Z_95 = 1.959963984540054
@@ -201,11 +201,11 @@ class PairedRows:
 
 
 def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None, comparison: PairedComparison,
-                   recalibration_rows: int | None = None) -> dict[str, float]:
+                   recalibration: Recalibration | None = None) -> dict[str, float]:
     """What a monitoring run logs about the challenger: its accuracy on the batch's
     labelled rows (``batch_matrix``: its confusion matrix there; none without labels), its
-    estimated accuracy (``estimated``: CBPE of its probabilities, recalibrated on
-    ``recalibration_rows`` of its labelled shadow predictions), and the paired
+    estimated accuracy (``estimated``: CBPE of its probabilities, mapped through
+    ``recalibration``, fitted on its labelled shadow predictions), and the paired
     comparison with the champion (rows, accuracies, difference and interval, discordant
     counts, p-values; the accuracies, the difference and the p-values only with paired
     rows)."""
@@ -218,8 +218,11 @@ def shadow_metrics(batch_matrix: np.ndarray, estimated: AccuracyEstimate | None,
         metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC] = estimated.accuracy
         metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_LOW_METRIC] = estimated.low
         metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_HIGH_METRIC] = estimated.high
-        if recalibration_rows is not None:
-            metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] = float(recalibration_rows)
+        if recalibration is not None:
+            metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] = float(recalibration.rows)
+            if not recalibration.identity:
+                metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_A_METRIC] = recalibration.a
+                metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_B_METRIC] = recalibration.b
     metrics.update({
         registry.PAIRED_ROWS_METRIC: float(comparison.rows),
         registry.PAIRED_CHAMPION_ONLY_METRIC: float(comparison.champion_only),

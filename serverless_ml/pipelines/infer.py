@@ -743,7 +743,7 @@ def judge_shadow(shadow: Shadow, stats: BatchStatistics, options: InferOptions, 
     version = shadow.challenger.version
     comparison = shadow.paired.comparison()
     stats.metrics.update(paired.shadow_metrics(shadow.totals.matrices["batch"], shadow.totals.accuracy_estimate(),
-                                               comparison, shadow.totals.fitted_recalibration().rows))
+                                               comparison, shadow.totals.fitted_recalibration()))
     if shadow.skipped:
         stats.notes.append(f"challenger version {version} did not score {shadow.skipped} of the batch's rows: "
                            "it was trained on them")

@@ -99,6 +99,7 @@ def test_a_worse_challenger_is_scored_in_the_shadow_and_not_promoted(world) -> N
         float((shadow["prediction"] == shadow["actual"]).mean()))
     assert metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC] == pytest.approx(float(shadow["probability"].mean()))
     assert metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] == 0  # no labelled shadow row yet: plain CBPE
+    assert registry.CHALLENGER_ESTIMATE_RECALIBRATION_A_METRIC not in metrics
     expected = _direct_comparison(predictions, 1, worse)
     assert expected.rows == ROWS and expected.challenger_only < expected.champion_only
     assert metrics[registry.PAIRED_ROWS_METRIC] == ROWS
@@ -136,6 +137,8 @@ def test_a_worse_challenger_is_scored_in_the_shadow_and_not_promoted(world) -> N
     latest = shadow_rows[shadow_rows["run_id"] == shadow_run_id(second.run_id)]
     want = estimate.estimate_accuracy(latest["probability"].to_numpy(dtype=float), recalibration=fitted)
     assert metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_ROWS_METRIC] == ROWS
+    assert (metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_A_METRIC],
+            metrics[registry.CHALLENGER_ESTIMATE_RECALIBRATION_B_METRIC]) == (pytest.approx(fitted.a), pytest.approx(fitted.b))
     assert (metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_METRIC], metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_LOW_METRIC],
             metrics[registry.CHALLENGER_ESTIMATED_ACCURACY_CI_HIGH_METRIC]) == pytest.approx((want.accuracy, want.low, want.high))
     assert want.accuracy != pytest.approx(float(latest["probability"].mean()), abs=1e-3)  # not plain CBPE
