@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.sources import CHUNK_ROWS, Source, load_rows, open_rows
-from serverless_ml.datasets.spec import DatasetSpec
+from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.validation import KeyLedger, build_feature_rows, describe_row, iter_feature_rows
 from serverless_ml.dates import check_date, latest_time
 from serverless_ml.errors import DataValidationError, SmlError
@@ -84,6 +84,8 @@ class IngestReport:
         labelled: Inserted rows that came with a label (the rest await one).
         stored_labels: Unchanged rows of the file that carried a label (not applied).
         data_version: The table version after the ingest.
+        retimed: Unchanged rows whose event time, given by the file's column or
+            ``--date``, differs from the stored one (kept as stored).
     """
 
     group: str
@@ -93,6 +95,7 @@ class IngestReport:
     labelled: int
     stored_labels: int
     data_version: int | None
+    retimed: int = 0
 
     @property
     def unlabelled(self) -> int:
@@ -108,6 +111,11 @@ class IngestReport:
             line += (
                 f"\n  {self.stored_labels} of the unchanged rows carried a label: ingest leaves stored rows as they are; "
                 "attach labels with `sml labels`"
+            )
+        if self.retimed:
+            line += (
+                f"\n  {self.retimed} of the unchanged rows have another event time than the stored one: ingest leaves "
+                "stored rows as they are (a row's event time, like its features, is history)"
             )
         return line
 
@@ -179,10 +187,12 @@ class IngestPlan:
     Attributes:
         is_new: Rows whose key is not stored (aligned with the file's rows).
         stored_labels: Rows whose key is stored (same features) that carry a label.
+        retimed: Rows whose key is stored (same features) with another event time.
     """
 
     is_new: np.ndarray
     stored_labels: int
+    retimed: int = 0
 
 
 def _value_text(value: Any) -> str:
@@ -228,7 +238,10 @@ def plan_ingest(group: FeatureGroup, rows: pd.DataFrame, spec: DatasetSpec, sour
             "the features of a stored row are history (a scored row's prediction was made from them), "
             f"so ingest changes none: nothing written ({int(differs.sum())} row(s) of the file differ so)"
         )
-    return IngestPlan(comparison.is_new, stored_labels)
+    stored_times = comparison.changed.set_index(key)[EVENT_TIME_COLUMN]
+    retimed = int((pd.to_datetime(incoming[EVENT_TIME_COLUMN], utc=True).to_numpy()
+                   != pd.to_datetime(stored_times.reindex(incoming[key].to_numpy()), utc=True).to_numpy()).sum())
+    return IngestPlan(comparison.is_new, stored_labels, retimed)
 
 
 def ingest_rows(
@@ -247,13 +260,15 @@ def ingest_rows(
     check_event_time_options(spec, day)
     group = existing_feature_group(spec, store)
     rows = read_live_rows(spec, source, day, now)
+    given = times_given(spec, day)
     for _ in range(INSERT_ATTEMPTS):
         plan = plan_ingest(group, rows, spec, source)
         new_rows = rows[plan.is_new].reset_index(drop=True)
         labelled = int(new_rows[spec.label].notna().sum())
+        retimed = plan.retimed if given else 0
         if new_rows.empty:
             version = group.data_version()
-            return IngestReport(group.name, len(rows), 0, len(rows), 0, plan.stored_labels, version)
+            return IngestReport(group.name, len(rows), 0, len(rows), 0, plan.stored_labels, version, retimed)
         crash_point("ingest.before_insert")
         try:
             # Only new keys: a stored row is never rewritten. Should another writer store
@@ -265,11 +280,18 @@ def ingest_rows(
         crash_point("ingest.after_insert")
         return IngestReport(
             group.name, len(rows), result.inserted, len(rows) - result.inserted, labelled, plan.stored_labels, result.version,
+            retimed,
         )
     raise SmlError(
         f"feature group '{group.label}': other writers kept adding rows of these keys while ingest compared them "
         f"({INSERT_ATTEMPTS} attempts); nothing was written by this run, run it again"
     )
+
+
+def times_given(spec: DatasetSpec, day: dt.date | None) -> bool:
+    """Whether the rows' event times are the user's (the file's column, or ``--date``), not
+    the time of the ingest (which a re-run of the same file gives anew)."""
+    return spec.event_time_column is not None or day is not None
 
 
 def live_event_time(spec: DatasetSpec, day: dt.date | None, now: pd.Timestamp | None) -> pd.Timestamp | None:
@@ -302,7 +324,8 @@ def ingest_file(
         rows = load_rows(source, spec.name, cache_dir)
         return rows.location, ingest_rows(spec, store, rows, day, now)
     with open_rows(source, spec.name, cache_dir, chunk_rows) as (location, parts):
-        return location, ingest_parts(spec, store, location, parts, live_event_time(spec, day, now), chunk_rows)
+        report = ingest_parts(spec, store, location, parts, live_event_time(spec, day, now), chunk_rows)
+        return location, report if times_given(spec, day) else dataclasses.replace(report, retimed=0)
 
 
 SPOOL_PREFIX = "sml-ingest-"
@@ -412,13 +435,14 @@ def _feature_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
 
 def _compare_stored(
     group: FeatureGroup, spec: DatasetSpec, spool: _Spool, stored_keys: np.ndarray, location: str, batch_rows: int,
-) -> int:
+) -> tuple[int, int]:
     """Compare the file's rows of stored keys with the stored rows by a hash of their
     features (as :func:`plan_ingest` does): one pass over the stored rows (each shared
-    key's hash kept, 8 bytes a key), then one over the spool.
+    key's hash and event time kept, 16 bytes a key), then one over the spool.
 
     Returns:
-        How many of them carry a label (which ingest does not apply).
+        How many of them carry a label (which ingest does not apply), and how many have
+        another event time than the stored one (kept as stored).
 
     Raises:
         StoredFeaturesChanged: as :func:`plan_ingest`.
@@ -426,12 +450,15 @@ def _compare_stored(
     key = spec.primary_key
     features = list(spec.feature_names)
     stored_hashes = np.zeros(len(stored_keys), dtype=np.uint64)
-    for batch in group.read_batches(columns=[key, *features]):
+    stored_times = np.zeros(len(stored_keys), dtype=np.int64)
+    for batch in group.read_batches(columns=[key, EVENT_TIME_COLUMN, *features]):
         mask = _members(batch.column(0).to_numpy(zero_copy_only=False), stored_keys)
         if mask.any():
             rows = pa.Table.from_batches([batch]).filter(pa.array(mask))
-            stored_hashes[np.searchsorted(stored_keys, rows.column(key).to_numpy())] = _feature_hashes(rows, features)
-    stored_labels = differing = 0
+            where = np.searchsorted(stored_keys, rows.column(key).to_numpy())
+            stored_hashes[where] = _feature_hashes(rows, features)
+            stored_times[where] = _micros(rows.column(EVENT_TIME_COLUMN))
+    stored_labels = differing = retimed = 0
     first: int | None = None
     for offset, batch in _spool_batches(spool, batch_rows):
         mask = _members(batch.column(key).to_numpy(zero_copy_only=False), stored_keys)
@@ -439,12 +466,14 @@ def _compare_stored(
             continue
         rows = pa.Table.from_batches([batch]).filter(pa.array(mask))
         stored_labels += rows.num_rows - rows.column(spec.label).null_count
-        differs = stored_hashes[np.searchsorted(stored_keys, rows.column(key).to_numpy())] != _feature_hashes(rows, features)
+        where = np.searchsorted(stored_keys, rows.column(key).to_numpy())
+        differs = stored_hashes[where] != _feature_hashes(rows, features)
         differing += int(differs.sum())
+        retimed += int((stored_times[where] != _micros(rows.column(EVENT_TIME_COLUMN))).sum())
         if first is None and differs.any():
             first = offset + int(np.flatnonzero(mask)[np.flatnonzero(differs)[0]])
     if first is None:
-        return stored_labels
+        return stored_labels, retimed
     new = _spool_row(spool, first, batch_rows)
     old = pa.Table.from_batches(list(group.read_batches(where=group[key] == new[key]))).to_pandas().iloc[0]
     feature = next(f for f in spec.features if not _same(old[f.name], new[f.name]))
@@ -455,6 +484,11 @@ def _compare_stored(
         "the features of a stored row are history (a scored row's prediction was made from them), "
         f"so ingest changes none: nothing written ({differing} row(s) of the file differ so)"
     )
+
+
+def _micros(times: pa.ChunkedArray) -> np.ndarray:
+    """UTC event times as microseconds since the epoch (how they are stored)."""
+    return np.asarray(times.to_numpy(zero_copy_only=False).astype("datetime64[us]").astype(np.int64))
 
 
 def _spool_row(spool: _Spool, position: int, batch_rows: int) -> pd.Series:
@@ -492,13 +526,14 @@ def ingest_parts(
         schema = arrow_schema(group.features)
         for _ in range(INSERT_ATTEMPTS):
             stored_keys = _stored_keys_of(group, spool, key_type)
-            stored_labels = _compare_stored(group, spec, spool, stored_keys, location, chunk_rows) if len(stored_keys) else 0
+            stored_labels, retimed = (_compare_stored(group, spec, spool, stored_keys, location, chunk_rows)
+                                      if len(stored_keys) else (0, 0))
             new = spool.rows - sum(
                 int(_members(batch.column(spec.primary_key).to_numpy(zero_copy_only=False), stored_keys).sum())
                 for _, batch in _spool_batches(spool, chunk_rows)
             ) if len(stored_keys) else spool.rows
             if new == 0:
-                return IngestReport(group.name, spool.rows, 0, spool.rows, 0, stored_labels, group.data_version())
+                return IngestReport(group.name, spool.rows, 0, spool.rows, 0, stored_labels, group.data_version(), retimed)
             crash_point("ingest.before_insert")
 
             def new_rows(known: np.ndarray = stored_keys) -> Iterator[pa.RecordBatch]:
@@ -518,7 +553,7 @@ def ingest_parts(
             crash_point("ingest.after_insert")
             return IngestReport(
                 group.name, spool.rows, result.inserted, spool.rows - result.inserted, spool.labelled - stored_labels,
-                stored_labels, result.version,
+                stored_labels, result.version, retimed,
             )
     raise SmlError(
         f"feature group '{group.label}': other writers kept adding rows of these keys while ingest compared them "

@@ -51,6 +51,8 @@ def test_ingest_adds_live_rows_once_and_refuses_to_change_a_stored_row(
     assert out.startswith("source: live.csv\n")
     assert _summary(out) == {"rows": 13, "inserted": 10, "labelled": 6, "unlabelled": 4, "unchanged": 3, "version": 1}
     assert "3 of the unchanged rows carried a label: ingest leaves stored rows as they are" in out
+    # They are backfilled passengers: --date does not move their event time, and it says so.
+    assert "3 of the unchanged rows have another event time than the stored one: ingest leaves stored rows" in out
     table = LocalFeatureStore(store_dir).get_feature_group("titanic", 1).read()
     rows = table[table["origin"] == "live"].sort_values("passenger_id")
     assert rows["passenger_id"].tolist() == NEW_IDS
@@ -66,6 +68,7 @@ def test_ingest_adds_live_rows_once_and_refuses_to_change_a_stored_row(
     assert code == 0, err
     assert _summary(out) == {"rows": 13, "inserted": 0, "labelled": 0, "unlabelled": 0, "unchanged": 13, "version": 1}
     assert "nothing written, table version 1" in out
+    assert "another event time" not in out  # the time of the ingest, not the user's: not noted
     assert tree_digest(store_dir) == after, "a re-run writes no byte"
 
     # A Parquet file (typed columns, no label column at all): event time now.

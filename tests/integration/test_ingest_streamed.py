@@ -66,10 +66,20 @@ def test_a_file_in_parts_is_ingested_as_the_whole_file(stores: tuple[Path, Path]
     assert location == str(path)
     assert report == expected
     assert (report.rows, report.inserted, report.unchanged, report.labelled, report.stored_labels) == (43, 40, 3, 26, 3)
+    assert report.retimed == 3  # the stored passengers keep their backfill event time, not this file's day
     pd.testing.assert_frame_equal(_table(parts), _table(whole))
-    # Again: nothing written (the table's version stays).
+    # Again: nothing written (the table's version stays); the new rows' day is the stored one.
     _, again = ingest_file(titanic.SPEC, LocalFeatureStore(parts), str(path), DAY, chunk_rows=PART)
-    assert (again.inserted, again.unchanged, again.data_version) == (0, 43, report.data_version)
+    assert (again.inserted, again.unchanged, again.data_version, again.retimed) == (0, 43, report.data_version, 3)
+    # Another day: every stored row's event time differs from the one given, on both paths.
+    later = dt.date(2024, 2, 9)
+    _, moved = ingest_file(titanic.SPEC, LocalFeatureStore(parts), str(path), later, chunk_rows=PART)
+    assert (moved.inserted, moved.retimed) == (0, 43)
+    assert ingest_rows(titanic.SPEC, LocalFeatureStore(whole), load_rows(str(path), "titanic"), later).retimed == 43
+    # No day: the event time is the ingest's own, which a re-run gives anew: not noted.
+    _, unstated = ingest_file(titanic.SPEC, LocalFeatureStore(parts), str(path), None, chunk_rows=PART)
+    assert (unstated.inserted, unstated.retimed) == (0, 0)
+    assert ingest_rows(titanic.SPEC, LocalFeatureStore(whole), load_rows(str(path), "titanic"), None).retimed == 0
     # The same rows as Parquet, over the whole file's table: nothing new either.
     parquet = tmp_path / "live.parquet"
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), parquet, row_group_size=5)

@@ -260,6 +260,11 @@ def test_the_summary_says_what_was_written_and_what_was_left() -> None:
         "titanic: 12 rows in, 0 inserted (0 labelled, 0 awaiting a label), 12 unchanged; nothing written, table version 4\n"
         "  5 of the unchanged rows carried a label: ingest leaves stored rows as they are; attach labels with `sml labels`"
     )
+    moved = IngestReport("titanic", rows=12, inserted=0, unchanged=12, labelled=0, stored_labels=0, data_version=4, retimed=2)
+    assert moved.summary().endswith(
+        "\n  2 of the unchanged rows have another event time than the stored one: ingest leaves stored rows as they are "
+        "(a row's event time, like its features, is history)"
+    )
 
 
 def test_a_url_is_downloaded_afresh_each_time_and_nothing_is_left_in_the_cache(tmp_path: Path) -> None:
