@@ -211,6 +211,14 @@ def _parse_labelled_at(raw: pd.DataFrame, loc: _Locator) -> pd.Series:
     return out
 
 
+def _same_day_hint(labelled_at: pd.Timestamp, event_time: pd.Timestamp) -> str:
+    """For a ``labelled_at`` at midnight of its row's own day (a date alone is midnight
+    UTC): how to say the label came later that day."""
+    if labelled_at != labelled_at.normalize() or labelled_at.date() != event_time.date():
+        return ""
+    return f"; a date alone is midnight UTC: give the time the label became known, e.g. {event_time.isoformat()} or later"
+
+
 def read_labels(source: Source, spec: DatasetSpec) -> LabelFile:
     """Validate a labels file on its own (the checks against the store come later).
 
@@ -279,7 +287,7 @@ def rows_to_label(spec: DatasetSpec, stored: pd.DataFrame, labels: LabelFile, ov
             raise loc.fail(
                 f"'{LABELLED_AT_COLUMN}'", int(frame["position"].iloc[i]),
                 f"{labelled_at.iloc[i].isoformat()} is before the row's event time {event_times.iloc[i].isoformat()} "
-                f"(key {_show(frame[key].iloc[i])})",
+                f"(key {_show(frame[key].iloc[i])}){_same_day_hint(labelled_at.iloc[i], event_times.iloc[i])}",
             )
     old = realized.label_codes(spec, matched[label])
     new = realized.label_codes(spec, frame[label])

@@ -73,8 +73,17 @@ def test_integer_keys_compare_as_numbers_and_labelled_at_is_checked() -> None:
     assert pd.isna(labels.frame["labelled_at"].iloc[1]), "an empty field: not known"
     assert rows_to_label(IRIS, stored, labels, overwrite=False).labels_set == 2
     early = read_labels(source([["8", "Virginica", "2024-01-31"]], header), IRIS)
-    with pytest.raises(DataValidationError, match=r"2024-01-31T00:00:00\+00:00 is before the row's event time 2024-02-01"):
+    with pytest.raises(DataValidationError, match=r"2024-01-31T00:00:00\+00:00 is before the row's event time 2024-02-01") as caught:
         rows_to_label(IRIS, stored, early, overwrite=False)
+    assert "a date alone" not in str(caught.value)  # another day: no hint
+    # A date alone on the row's own day is midnight, before a row that happened later that day: the error says so.
+    evening = stored.assign(event_time=pd.Timestamp("2024-02-01 21:18", tz=UTC))
+    same_day = read_labels(source([["8", "Virginica", "2024-02-01"]], header), IRIS)
+    with pytest.raises(DataValidationError) as caught:
+        rows_to_label(IRIS, evening, same_day, overwrite=False)
+    assert str(caught.value).endswith(
+        "2024-02-01T00:00:00+00:00 is before the row's event time 2024-02-01T21:18:00+00:00 (key 8); a date alone is "
+        "midnight UTC: give the time the label became known, e.g. 2024-02-01T21:18:00+00:00 or later")
     with pytest.raises(DataValidationError, match=r"key '7' appears twice \(first in row 1 \(line 2\)\)"):
         read_labels(source([["7", "Setosa"], ["7", "Setosa"]], ["iris_id", "variety"]), IRIS)
     with pytest.raises(DataValidationError, match=r"missing column\(s\) 'iris_id' \(did you mean 'iris_ids'\?\)"):
