@@ -24,13 +24,19 @@ process's peak RSS <= 1 GiB. Prints rows per second for both, the ratio, the pea
 the CPU seconds of both (the job's every thread: on a shared machine the work done, whatever
 the waiting) and the load average; writes ``bench/results/inference.json``.
 
-    python -m bench inference [--rows 10000000]
+``--history-rows N`` first appends N labelled rows of 2023 and scores them (``sml infer
+--as-of 2023-12-31``, untimed): the measured run then reads them as its history and
+recalibrates its estimate on the latest 200,000 of them, as a loop with labels coming back
+does (the labels are random: only the cost is measured).
+
+    python -m bench inference [--rows 10000000] [--history-rows 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,23 +52,32 @@ GOAL_RSS_MIB = 1024
 KEY_OFFSET = 10_000_000
 SETUP_CHUNK = 1_000_000
 AS_OF = "2024-12-31"
+HISTORY_AS_OF = "2023-12-31"
+HISTORY_KEY_OFFSET = 1_000_000_000
+HISTORY_SEED = 1000
 
 
-def _chunks(rows: int) -> Iterator[tuple[int, Any]]:
-    """The new rows, a million at a time (the same rows on every call)."""
+def _chunks(rows: int, history: bool = False) -> Iterator[tuple[int, Any]]:
+    """The new rows, a million at a time (the same rows on every call); ``history``: the
+    rows of the year before (2023, other seeds, keys after the new rows')."""
+    import pandas as pd
+
     from bench.backfill import make_frame
     from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.spec import EVENT_TIME_COLUMN
 
     spec = get_dataset("titanic")
     for index, start in enumerate(range(0, rows, SETUP_CHUNK)):
-        frame = make_frame(min(SETUP_CHUNK, rows - start), seed=index)
-        frame[spec.primary_key] += KEY_OFFSET + start
+        frame = make_frame(min(SETUP_CHUNK, rows - start), seed=index + (HISTORY_SEED if history else 0))
+        frame[spec.primary_key] += (HISTORY_KEY_OFFSET if history else KEY_OFFSET) + start
+        if history:
+            frame[EVENT_TIME_COLUMN] -= pd.Timedelta(days=365)
         frame["origin"] = "live"
         yield index, frame
 
 
-def _append_rows(group: Any, rows: int) -> None:
-    """Append the new rows in one commit, streamed chunk by chunk."""
+def _append_rows(group: Any, rows: int, history: bool = False) -> None:
+    """Append the new rows (or the ``history`` rows) in one commit, streamed chunk by chunk."""
     import pyarrow as pa
 
     from serverless_ml.feature_store.base import arrow_schema, conform
@@ -70,7 +85,7 @@ def _append_rows(group: Any, rows: int) -> None:
     schema = arrow_schema(group.features)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for _, frame in _chunks(rows):
+        for _, frame in _chunks(rows, history):
             yield from conform(frame, group.features, group.primary_key, group.label).to_batches()
 
     group.append_new(pa.RecordBatchReader.from_batches(schema, batches()))
@@ -141,7 +156,27 @@ def _infer_process(folder: Path, settings: Any) -> tuple[float, float, float, st
     return wall, float(marks[0][0]), int(marks[0][1]) / 1024, output, usage.ru_utime + usage.ru_stime
 
 
-def run(rows: int, data_dir: Path) -> dict[str, Any]:
+def _score_history(store: Any, settings: Any, history_rows: int) -> None:
+    """``history_rows`` labelled rows of 2023 appended and scored (``sml infer --as-of
+    2023-12-31``, in this process, untimed): the champion's labelled predictions that the
+    measured run reads as its history and recalibrates its estimate on."""
+    import datetime as dt
+
+    import mlflow
+
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.pipelines.infer import InferOptions, infer
+
+    _append_rows(store.get_feature_group("titanic", 1), history_rows, history=True)
+    day = dt.date.fromisoformat(HISTORY_AS_OF)
+    report = infer(get_dataset("titanic"), store, settings, InferOptions(as_of=day, figures=False),
+                   dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone.utc))
+    mlflow.set_tracking_uri(None)
+    if report.rows_scored != history_rows:
+        raise SystemExit(f"the history run scored {report.rows_scored} rows, not {history_rows}")
+
+
+def run(rows: int, data_dir: Path, history_rows: int = 0) -> dict[str, Any]:
     from bench.simulate import _world
     from serverless_ml import defaults
     from serverless_ml.inference.scoring import CHUNK_ROWS
@@ -151,6 +186,8 @@ def run(rows: int, data_dir: Path) -> dict[str, Any]:
         # The champion `sml train` makes by default: its forests set the cost of predict.
         store, settings = _world(Path(tmp), data_dir, trials=defaults.TRAIN_TRIALS)
         _append_rows(store.get_feature_group("titanic", 1), rows)
+        if history_rows:
+            _score_history(store, settings, history_rows)
         model = load_version_model("titanic", 1, settings.tracking_uri)
         load = os.getloadavg()
         # Bare predict before and after sml infer (the machine's load changes in between):
@@ -163,8 +200,13 @@ def run(rows: int, data_dir: Path) -> dict[str, Any]:
         scored = f"scored {rows} rows"
         if scored not in str(output):
             raise SystemExit(f"sml infer did not score {rows} rows:\n{output}")
+        recalibrated = re.search(r"recalibrated on ([\d,]+) labels", str(output))
+        if history_rows and recalibrated is None:
+            raise SystemExit(f"sml infer's estimate was not recalibrated on the history:\n{output}")
     return {
         "rows": rows,
+        "history_rows": history_rows,
+        "recalibration_rows": int(recalibrated.group(1).replace(",", "")) if recalibrated else 0,
         "bare_predict_s": bare,
         "bare_predict_before_after_s": [bare_before, bare_after],
         "end_to_end_s": end_to_end,
@@ -187,8 +229,10 @@ def run(rows: int, data_dir: Path) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> str:
+    history = (f" after {results['history_rows']:,} labelled rows of history (estimate recalibrated on "
+               f"{results['recalibration_rows']:,})" if results.get("history_rows") else "")
     return "\n".join([
-        f"{results['rows']:,} rows: bare predict {results['bare_rows_per_s']:,.0f} rows/s ({results['bare_predict_s']:.1f} s, "
+        f"{results['rows']:,} rows{history}: bare predict {results['bare_rows_per_s']:,.0f} rows/s ({results['bare_predict_s']:.1f} s, "
         f"the mean of {' and '.join(f'{s:.1f}' for s in results['bare_predict_before_after_s'])} s before and after), "
         f"end to end {results['end_to_end_rows_per_s']:,.0f} rows/s ({results['end_to_end_s']:.1f} s)",
         f"  (the process's wall time; until sml infer's entry point returned: {results['job_s']:.1f} s, "
@@ -205,8 +249,13 @@ def report(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--history-rows", type=int, default=0,
+                        help="labelled rows scored the year before (the run's history: its estimate is recalibrated on them)")
     args = parser.parse_args(argv)
-    results = run(args.rows, resolve_data_dir())
+    if args.rows < 1 or args.history_rows < 0:
+        print("error: --rows must be at least 1 and --history-rows at least 0", file=sys.stderr)
+        return 2
+    results = run(args.rows, resolve_data_dir(), args.history_rows)
     print(report(results))
     write_results("inference", results)
     return 0
