@@ -179,3 +179,53 @@ def test_the_realized_names_are_the_label_dependent_ones() -> None:
                   registry.ALERT_ACCURACY, registry.CHAMPION_HOLDOUT_ACCURACY_METRIC):
         assert other not in names
     assert np.all([n.startswith(("batch_", "rolling_", "rows_", "labelled_", "cumulative_")) for n in names])
+
+
+def test_every_run_s_figures_equal_those_of_its_own_rows_and_history_computed_directly() -> None:
+    """figures_by_run (the predictions' arrays made once, windows as slices) against
+    batch inference's own functions on each run's rows and the history it had (every other
+    row scored no later than its last one), on runs of two model versions whose rows are
+    scored late, out of event-time order, with labels missing."""
+    from serverless_ml.inference import batch as batch_stats
+    from serverless_ml.training import evaluation
+
+    rng = np.random.default_rng(11)
+    n, classes = 3000, list(IRIS.classes)
+    runs = [f"r{i:02d}" for i in range(40)]
+    run_of = rng.integers(0, len(runs), n)
+    start = pd.Timestamp("2024-01-01", tz=UTC)
+    scored_at = start + pd.to_timedelta(run_of * 24 + 12, unit="h")
+    # Most rows happen the day before they are scored; some days earlier (late rows).
+    event_time = scored_at - pd.to_timedelta(np.where(rng.random(n) < 0.8, 12, rng.integers(12, 24 * 20, n)), unit="h")
+    # Some at the very end of their run's as-of date (in no window), and some scoring times lost.
+    event_time = event_time.where(rng.random(n) > 0.05, scored_at + pd.Timedelta(hours=12))
+    scored_at = scored_at.where(rng.random(n) > 0.03, pd.NaT)
+    predicted = np.asarray(classes, dtype=object)[rng.integers(0, 3, n)]
+    actual = np.where(rng.random(n) < 0.7, predicted, np.asarray(classes, dtype=object)[rng.integers(0, 3, n)])
+    actual[rng.random(n) < 0.3] = None
+    frame = pd.DataFrame({"iris_id": np.arange(n), "model_version": np.where(run_of < 25, 1, 2),
+                          "prediction": predicted, "actual": actual, "event_time": event_time, "scored_at": scored_at,
+                          "run_id": np.asarray(runs, dtype=object)[run_of], "probability": rng.uniform(0.4, 1, n)})
+    frame = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)  # stored in no particular order
+    facts = [realized.BatchRun(run, 1 if i < 25 else 2, rolling, start + pd.Timedelta(days=i + 1))
+             for i, run in enumerate(runs) for rolling in [(3, 30)[i % 2]]]
+    got = realized.figures_by_run(IRIS, frame, [*facts, realized.BatchRun("gone", 1, 30, start)])
+    assert set(got) == set(runs)
+    compared = 0
+    for run in facts:
+        mine = (frame["run_id"] == run.run_id).to_numpy()
+        batch = frame[mine]
+        history = frame[~mine & (frame["scored_at"] <= batch["scored_at"].max()).to_numpy()]
+        codes = batch_stats.prediction_codes(IRIS, batch, history)
+        matrices = batch_stats.confusion_windows(codes, 3, run.model_version, run.as_of_end, run.rolling_days)
+        for label, matrix in matrices.items():
+            if matrix.sum():
+                assert got[run.run_id].tables[label] == evaluation.table_from_matrix(matrix, classes), (run, label)
+                compared += 1
+            else:
+                assert label not in got[run.run_id].tables
+        want = batch_stats.accuracy_metrics(matrices, len(batch), None).metrics
+        for name in (registry.ROWS_LABELLED_METRIC, registry.ROLLING_ROWS_METRIC, registry.CUMULATIVE_ROWS_METRIC,
+                     registry.BATCH_ACCURACY_METRIC, registry.ROLLING_ACCURACY_METRIC):
+            assert got[run.run_id].metrics.get(name) == want.get(name), (run, name)
+    assert compared > 2 * len(runs)  # the windows held rows
