@@ -973,13 +973,23 @@ def batch_run_tags(
         registry.ACCURACY_BASIS_TAG: stats.accuracy_basis,
         registry.ALERTS_TAG: registry.MESSAGE_SEPARATOR.join(stats.alerts.messages)[:4000],
         registry.NOT_COMPUTED_TAG: registry.MESSAGE_SEPARATOR.join(stats.notes)[:4000],
-        registry.LATEST_KEY_TAG: str(latest[spec.primary_key]),
-        registry.LATEST_PREDICTION_TAG: str(latest["prediction"]),
-        registry.LATEST_ACTUAL_TAG: str(latest["actual"]),
+        registry.LATEST_KEY_TAG: _text(latest[spec.primary_key]),
+        registry.LATEST_PREDICTION_TAG: _text(latest["prediction"]),
+        registry.LATEST_ACTUAL_TAG: _text(latest["actual"]),  # empty while its label is not known
         **slice_stats.worst_slice_tags(stats.slices),
         tracking.NOTE_TAG: f"Batch of {int(stats.metrics[registry.ROWS_SCORED_METRIC])} {spec.name} rows up to {as_of_label}, "
         f"scored by champion version {champion.version}.",
     }
+
+
+def _missing(value: Any) -> bool:
+    """``None``, ``pd.NA``, ``NaT`` or NaN: a value not known (a label not back yet)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def _text(value: Any) -> str:
+    """A value as a tag holds it: empty when it is not known (not the text "None" or "<NA>")."""
+    return "" if _missing(value) else str(value)
 
 
 BATCH_INPUT_CONTEXT = "inference"
@@ -1063,7 +1073,7 @@ def log_batch_run(
         p_threshold=options.rule.drift_p_value, min_effect=options.rule.drift_min_effect,
         features=tuple(vars(d) for d in stats.drift),
     ).to_json()
-    files[registry.LATEST_ARTIFACT] = {k: str(v) for k, v in stats.latest.items()}
+    files[registry.LATEST_ARTIFACT] = {k: None if _missing(v) else str(v) for k, v in stats.latest.items()}
     if stats.slices is not None:
         files[registry.SLICES_ARTIFACT] = stats.slices.to_json()
     # One upload for all of a batch's files, straight to the run's artifact location

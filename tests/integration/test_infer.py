@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -389,6 +391,11 @@ def test_a_live_batch_without_labels_is_scored_with_an_estimate_and_no_realized_
     metrics, tags = run.data.metrics, run.data.tags
     assert "batch_accuracy" not in metrics  # not a zero: no label is known
     assert metrics["rows_labelled"] == 0 and metrics["labelled_share"] == 0
+    # The latest row's label is not known: empty, not the text "None" or "<NA>".
+    assert tags["latest_actual"] == "" and tags["latest_key"] and tags["latest_prediction"] in {"0", "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        latest = json.loads(Path(MlflowClient().download_artifacts(report.run_id, "latest.json", tmp)).read_text())
+    assert latest["actual"] is None and latest["prediction"] in {"0", "1"}
     predictions = _predictions(store)
     batch = predictions[predictions["run_id"] == report.run_id]
     assert batch["actual"].isna().all() and batch["correct"].isna().all()
