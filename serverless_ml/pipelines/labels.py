@@ -94,12 +94,14 @@ class LabelOptions:
 class LabelFile:
     """A validated labels file: one row per key (stored key type), its label (the spec's
     label type) and, when the file has the column, ``labelled_at`` (UTC, may be missing);
-    ``position`` is each row's position in the file (for messages)."""
+    ``position`` is each row's position in the file (for messages); ``ignored``: the
+    file's other columns, which are not read."""
 
     frame: pd.DataFrame
     key_column: str
     has_labelled_at: bool
     locator: _Locator
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass
@@ -244,7 +246,9 @@ def read_labels(source: Source, spec: DatasetSpec) -> LabelFile:
     has_labelled_at = LABELLED_AT_COLUMN in raw.columns
     if has_labelled_at:
         frame[LABELLED_AT_COLUMN] = _parse_labelled_at(raw, loc).to_numpy()
-    return LabelFile(frame, key_column, has_labelled_at, loc)
+    used = {key_column, spec.raw_label, LABELLED_AT_COLUMN}
+    ignored = tuple(str(c) for c in raw.columns if c not in used)
+    return LabelFile(frame, key_column, has_labelled_at, loc, ignored)
 
 
 @dataclass(frozen=True)
@@ -540,6 +544,10 @@ def attach_labels(
     group = existing_feature_group(spec, store)
     labels = read_labels(source, spec)
     report = LabelsReport(spec.name, source.location, len(labels.frame), has_labelled_at=labels.has_labelled_at)
+    if labels.ignored:
+        report.notes.append(f"column(s) {', '.join(repr(c) for c in labels.ignored)} not read: a labels file gives "
+                            f"the key ('{labels.key_column}'), the label ('{spec.raw_label}') and optionally "
+                            f"'{LABELLED_AT_COLUMN}'")
     with job_lock(settings.state_dir, f"infer-{spec.name}"):
         features = group.read()
         write = rows_to_label(spec, features, labels, options.overwrite)

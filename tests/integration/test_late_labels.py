@@ -155,10 +155,12 @@ def assert_run_shows(store: LocalFeatureStore, settings: Settings, run: Any) -> 
         assert {m.timestamp for m in history} == {int(pd.Timestamp(run.data.tags["as_of"], tz="UTC").timestamp() * 1000) + 86_399_999}
 
 
-def write_labels(folder: Path, name: str, rows: pd.DataFrame, labelled_at: str | None = None) -> Path:
+def write_labels(folder: Path, name: str, rows: pd.DataFrame, labelled_at: str | None = None, note: bool = False) -> Path:
     frame = rows[[KEY, LABEL]].copy()
     if labelled_at is not None:
         frame["labelled_at"] = labelled_at
+    if note:  # a column of the team's own, which labels does not read
+        frame["reviewer"] = "ana"
     path = folder / name
     frame.to_csv(path, index=False)
     return path
@@ -213,7 +215,8 @@ def test_labels_arriving_in_three_parts_update_exactly_the_runs_they_touch(
         before = snapshot(settings)
         rows = pd.DataFrame({KEY: part.to_numpy(), LABEL: part.map(generated).to_numpy()})
         assert rows[LABEL].notna().all()
-        path = write_labels(tmp_path, f"part{n}.csv", rows, labelled_at="2024-04-01T09:30:00" if n == 3 else None)
+        path = write_labels(tmp_path, f"part{n}.csv", rows, labelled_at="2024-04-01T09:30:00" if n == 3 else None,
+                            note=n == 2)
         out = run_labels(capsys, "--source", str(path))
         assert f"iris: {len(rows)} labels in, {len(rows)} set, 0 changed, 0 unchanged" in out
         assert f"predictions: {len(rows)} rows' actual label updated" in out
@@ -234,6 +237,8 @@ def test_labels_arriving_in_three_parts_update_exactly_the_runs_they_touch(
                 assert tags == old_tags, f"part {n} touched the run of day {day}"
         if n == 3:
             assert "labelled_at: validated, not stored" in out
+        reviewer = f"note: column(s) 'reviewer' not read: a labels file gives the key ('{KEY}'), the label"
+        assert (reviewer in out) == (n == 2), out
 
     final = runs_by_day(settings)
     for i in LIVE:
