@@ -22,6 +22,10 @@ and whose feature schema the same CSV passes. Every guess is a comment in the te
   like an id (``id``, ``*_id``, ``PassengerId``, ``key``), or whole numbers increasing down
   the file, or codes holding a digit (``C-1001``); else rows are numbered
   (``primary_key: null``).
+* **event time**: the first column left out whose every value is an ISO date or date-time
+  (``2024-03-01``, ``2024-03-01T09:30:00Z``) is offered, commented out, as
+  ``event_time_column`` (from which ``sml ingest`` would read each live row's event time;
+  a date column is not always when the row happened: a signup date is not).
 * **label**: integer classes when every label is an integer written plainly (``0``,
   ``-1``; sorted numerically), else text classes as written (sorted); for two classes
   ``positive_class`` is the one named like a positive (``1``, ``yes``, ``true``,
@@ -253,6 +257,18 @@ def _is_dates(info: _Column) -> bool:
     ``05/01/2023``), with or without a time."""
     present = info.values[info.present].str.strip()
     return info.type == "string" and not present.empty and bool(present.str.fullmatch(_DATE).all())
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
+
+
+def _is_event_times(info: _Column) -> bool:
+    """Whether every value of the column is an ISO date or date-time ``sml ingest`` reads
+    as an event time (none missing)."""
+    values = info.values.str.strip()
+    if info.missing or values.empty or not bool(values.str.fullmatch(_ISO_TIME).all()):
+        return False
+    return bool(pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce").notna().all())
 
 
 def _label_classes(info: _Column) -> tuple[str, list[Any], pd.Series]:
@@ -582,6 +598,12 @@ def draft_spec(
         if info.excluded:
             warnings.append(f"column {_shown(info.column)} left out: {info.excluded}")
 
+    times = [info for info in features if info.excluded and _is_event_times(info)]
+    event_time = times[0] if times else None
+    if len(times) > 1:
+        warnings.append(f"columns {', '.join(_shown(t.column) for t in times)} all hold ISO dates: event_time_column "
+                        f"is the first, {_shown(times[0].column)}; name another if it is the rows' event time")
+
     positive = _positive_class(classes, counts) if len(classes) == 2 else None
     numeric = [c for c in kept if c.type != "string"]
     if spec_dir is None:
@@ -597,7 +619,7 @@ def draft_spec(
         dataset=dataset, csv_path=csv_path, rows=rows, n_columns=len(columns), source_path=source_path,
         source_note=source_note, label_info=label_info, label_type=label_type, classes=classes, counts=counts,
         positive=positive, key_info=key_info, key_type=key_type, key_reason=key_reason, features=features,
-        numeric=numeric, warnings=warnings,
+        numeric=numeric, warnings=warnings, event_time=event_time,
     )
     return Draft(text, tuple(warnings))
 
@@ -606,7 +628,7 @@ def _render(
     *, dataset: str, csv_path: Path, rows: int, n_columns: int, source_path: str, source_note: str, label_info: _Column,
     label_type: str, classes: list[Any], counts: dict[Any, int], positive: tuple[Any, str] | None,
     key_info: _Column | None, key_type: str, key_reason: str, features: list[_Column], numeric: list[_Column],
-    warnings: list[str],
+    warnings: list[str], event_time: _Column | None = None,
 ) -> str:
     def value(item: Any) -> str:
         return str(item) if label_type == "bigint" else _quoted(item)
@@ -643,6 +665,11 @@ def _render(
         ref = _column_ref(key_info.column, key_info.name, f"type: {key_type}")
         out.append(f"primary_key: {ref}  # {key_reason}")
     out.append(f"backfill_event_time: {_quoted(DEFAULT_BACKFILL_EVENT_TIME)}  # event time of the CSV's rows (a fixed date)")
+    if event_time is not None:
+        out += _comment_lines(f"{_shown(event_time.column)} holds an ISO date in every row. If it is when each row "
+                              "happened, uncomment the next line: `sml ingest` then reads each live row's event time "
+                              "from it (else --date, else the time of the ingest).")
+        out.append(f"# event_time_column: {_quoted(event_time.column)}")
     out.append("")
     margin = f"{RANGE_MARGIN:.0%}"
     out += _comment_lines(f"Numeric ranges: the seen range widened by {margin} of its width on each side, rounded "

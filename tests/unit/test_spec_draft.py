@@ -413,3 +413,20 @@ def test_the_bundled_datasets_draft_to_their_own_schema(tmp_path: Path, name: st
             seen = rows[feature.name].astype(float)
             low = max(seen.min() - RANGE_MARGIN * (seen.max() - seen.min()), 0 if seen.min() >= 0 else -math.inf)
             assert feature.min <= low and seen.max() + RANGE_MARGIN * (seen.max() - seen.min()) <= feature.max
+
+
+def test_a_column_of_iso_times_is_offered_as_the_event_time_column_commented_out(tmp_path: Path) -> None:
+    rows = [["sample_id", "x", "seen", "signup", "y"]] + [
+        [str(100 + i), str(i % 7), f"2024-04-0{1 + i % 3}T0{i % 10}:15:00Z", "2023-01-05", "ab"[i % 2]] for i in range(20)]
+    draft, spec, _ = _drafted(tmp_path, _csv(rows), "y")
+    assert spec.event_time_column is None  # offered, not chosen
+    lines = draft.text.splitlines()
+    assert '# event_time_column: "seen"' in lines
+    assert "columns 'seen', 'signup' all hold ISO dates: event_time_column is the first, 'seen'" in " ".join(draft.warnings)
+    # Uncommented, the spec loads and `sml ingest` reads the column.
+    (tmp_path / "draft.yaml").write_text(draft.text.replace("# event_time_column:", "event_time_column:"), encoding="utf-8")
+    assert load_spec_file(tmp_path / "draft.yaml").event_time_column == "seen"
+    # No ISO column (a date written 05/01/2023 is not one sml ingest reads): nothing offered.
+    plain = [["x", "when", "y"]] + [[str(i % 7), "05/01/2023", "ab"[i % 2]] for i in range(20)]
+    draft, _, _ = _drafted(tmp_path, _csv(plain), "y")
+    assert "event_time_column" not in draft.text
