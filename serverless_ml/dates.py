@@ -45,3 +45,14 @@ user east of UTC may have written local time."""
 def latest_time(now: dt.datetime | None = None) -> dt.datetime:
     """The latest time a user's row may carry: now (UTC) plus :data:`FUTURE_SLACK`."""
     return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_SLACK
+
+
+def check_not_future(day: dt.date, what: str, meaning: str, now: dt.datetime | None = None) -> dt.date:
+    """``day`` itself, or :class:`SmlError` when it is after today (UTC, with
+    :data:`FUTURE_SLACK`): rows and batches are dated when they happen, and a future date
+    is a typo (``meaning`` says what the date is, for the message)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if day > latest_time(now).date():
+        raise SmlError(f"{what} {day.isoformat()} is in the future ({meaning} cannot be after today, "
+                       f"{now.date().isoformat()} UTC)")
+    return day

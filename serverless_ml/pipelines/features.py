@@ -20,7 +20,7 @@ from serverless_ml.datasets.sources import Source
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, check_rows_and_seed, generate_rows
 from serverless_ml.datasets.validation import build_feature_rows
-from serverless_ml.dates import check_date
+from serverless_ml.dates import check_date, check_not_future
 from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureStore, RowsChangedError
 from serverless_ml.pipelines.history import (
     HistoryConflict,
@@ -93,6 +93,7 @@ def add_daily_rows(
             would change or leave behind, and ``replace`` is not set; nothing is written.
     """
     check_date(day, "--date")
+    check_not_future(day, "--date", "the rows' event time")
     check_rows_and_seed(n, seed)  # before anything is read, whoever calls (the CLI, the scheduler)
     if replace and settings is None:
         raise ValueError("replace=True needs the settings (tracking URI and store directory)")

@@ -54,7 +54,7 @@ import pandas as pd
 from serverless_ml import defaults, registry, tracking
 from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
-from serverless_ml.dates import check_date
+from serverless_ml.dates import check_date, check_not_future
 from serverless_ml.errors import NotFoundError, SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import (
@@ -132,6 +132,7 @@ class InferOptions:
     def __post_init__(self) -> None:
         if self.as_of is not None:
             check_date(self.as_of, "--as-of")
+            check_not_future(self.as_of, "--as-of", "a batch's date")
         if self.rolling_days < 1:
             raise SmlError(f"--rolling-days must be >= 1, got {self.rolling_days}")
         if self.promote not in defaults.INFER_PROMOTE_MODES:

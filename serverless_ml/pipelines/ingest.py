@@ -49,7 +49,7 @@ from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.sources import CHUNK_ROWS, Source, load_rows, open_rows
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.validation import KeyLedger, build_feature_rows, describe_row, iter_feature_rows
-from serverless_ml.dates import check_date, latest_time
+from serverless_ml.dates import check_date, check_not_future
 from serverless_ml.errors import DataValidationError, SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import (
@@ -135,10 +135,7 @@ def check_event_time_options(spec: DatasetSpec, day: dt.date | None) -> None:
             f"'{spec.event_time_column}' (the spec's event_time_column); leave --date out"
         )
     check_date(day, "--date")
-    now = dt.datetime.now(dt.timezone.utc)
-    if day > latest_time(now).date():
-        raise SmlError(f"--date {day.isoformat()} is in the future (the rows' event time cannot be after now, "
-                       f"{now.date().isoformat()})")
+    check_not_future(day, "--date", "the rows' event time")
 
 
 def keyed_spec(spec: DatasetSpec) -> DatasetSpec:

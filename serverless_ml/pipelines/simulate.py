@@ -43,7 +43,7 @@ from serverless_ml import defaults, registry, tracking
 from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, check_rows_and_seed, generate_rows
-from serverless_ml.dates import check_date
+from serverless_ml.dates import check_date, check_not_future
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureStore, RowsChangedError, to_utc
@@ -108,6 +108,7 @@ class SimulateOptions:
         if not 1 <= self.days <= MAX_DAYS:
             raise SmlError(f"--days must be between 1 and {MAX_DAYS}, got {self.days}")
         check_date(self.end_date, "--end-date")
+        check_not_future(self.end_date, "--end-date", "a simulated day")
         # The first simulated day too: --days back from --end-date must stay in range.
         check_date(self.first_day, f"the first simulated day (--end-date {self.end_date.isoformat()} minus --days {self.days} + 1)")
         if self.retrain_every is not None and self.retrain_every < 1:

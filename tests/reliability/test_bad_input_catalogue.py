@@ -493,6 +493,10 @@ CASES: dict[str, Case] = {
     # after writing two days). One range for every date, checked before anything is written.
     "far --date": Case(_args("daily", "--date", "9999-12-31"), ("--date 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)",)),
     "ancient --date": Case(_args("daily", "--date", "0001-01-01"), ("--date 0001-01-01 is outside the supported dates",)),
+    # Future dates (issue 17): a day of synthetic rows, a batch or a simulated day dated
+    # 2200 was written, and became the latest batch.
+    "daily: --date in the future": Case(_args("daily", "--date", "2200-01-01"),
+                                        ("--date 2200-01-01 is in the future", "the rows' event time cannot be after today")),
     "spec: far backfill time": Case(
         _spec_with("features", "features:", "backfill_event_time: '9999-12-31'\nfeatures:"),
         ("passengers.yaml", "backfill_event_time 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)"),
@@ -555,6 +559,14 @@ CASES: dict[str, Case] = {
     "infer: bad --as-of": Case(_args("infer", "--as-of", "2024-13-01"), ("--as-of '2024-13-01' is not a date",), store="trained"),
     "infer: far --as-of": Case(
         _args("infer", "--as-of", "9999-12-31"), ("--as-of 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)",),
+        store="trained",
+    ),
+    "infer: --as-of in the future": Case(
+        _args("infer", "--as-of", "2200-01-01"), ("--as-of 2200-01-01 is in the future", "a batch's date cannot be after today"),
+        store="trained",
+    ),
+    "simulate: --end-date in the future": Case(
+        _args("simulate", "--days", "2", "--end-date", "2200-01-01"), ("--end-date 2200-01-01 is in the future",),
         store="trained",
     ),
     "simulate: far --end-date": Case(

@@ -32,3 +32,13 @@ def test_parse_date_checks_the_range() -> None:
     assert parse_date("2261-12-31") == MAX_DATE
     with pytest.raises(SmlError, match="--as-of 9999-12-31 is outside"):
         parse_date("9999-12-31", "--as-of")
+
+
+def test_a_date_after_today_is_refused_with_a_day_of_slack() -> None:
+    from serverless_ml.dates import check_not_future
+
+    now = dt.datetime(2026, 12, 7, 23, 30, tzinfo=dt.timezone.utc)
+    assert check_not_future(dt.date(2026, 12, 8), "--as-of", "a batch's date", now) == dt.date(2026, 12, 8)  # time zones
+    with pytest.raises(SmlError) as caught:
+        check_not_future(dt.date(2026, 12, 9), "--as-of", "a batch's date", now)
+    assert str(caught.value) == "--as-of 2026-12-09 is in the future (a batch's date cannot be after today, 2026-12-07 UTC)"
