@@ -415,6 +415,14 @@ def tune(
         _close_callbacks(callbacks)
 
 
+def start_trial_logger(prep: _Prepared, run_id: str, spec: DatasetSpec) -> TrialLogger:
+    """The trials' logger of run ``run_id``, its helper process spawned with the signals
+    held (:func:`signals_deferred`): a SIGTERM while the child reads its arguments left it
+    printing "Ran out of input" under the scheduler's clean stop."""
+    with signals_deferred():
+        return TrialLogger(prep.tracker.uri, prep.experiment_id, run_id, spec.name)
+
+
 @contextlib.contextmanager
 def signals_deferred(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """Hold SIGINT and SIGTERM (their Python handlers) until the block ends, then raise the
@@ -734,7 +742,7 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         }, client=prep.tracker.client)
         _log_training_inputs(run_id, spec, prep, options)
         _log_baseline(run_id, prep, options)
-        logger = TrialLogger(prep.tracker.uri, prep.experiment_id, run_id, spec.name)
+        logger = start_trial_logger(prep, run_id, spec)
         study, _ = tune(
             spec, prep.x_train, prep.y_train, options, prep.storage, prep.study_name, logger,
             sampler_seed=sampler_seed, trial_attrs={WORKER_RUN_ATTR: run_id},
@@ -979,7 +987,7 @@ def _fit(run_id: str, spec: DatasetSpec, prep: _Prepared) -> _Fitted:
         if workers:
             mlflow.set_tag(registry.WORKER_RUN_IDS_TAG, ",".join(workers)[: tracking.MAX_PARAM_LENGTH])
     else:
-        logger = TrialLogger(prep.tracker.uri, prep.experiment_id, run_id, spec.name)
+        logger = start_trial_logger(prep, run_id, spec)
         study, added = tune(spec, prep.x_train, prep.y_train, options, prep.storage, prep.study_name, logger)
     if not search.finished_trials(study):
         raise SmlError(f"study {prep.study_name} has no completed trial (all pruned or failed); run more --trials")

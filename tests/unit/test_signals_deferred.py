@@ -54,3 +54,30 @@ def test_outside_the_main_thread_the_block_just_runs() -> None:
     thread.start()
     thread.join()
     assert ran == [True]
+
+
+def test_the_trial_logger_s_helper_is_spawned_with_the_signals_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trials' logger spawns a helper process as tuning workers are spawned: a SIGTERM
+    during it is handled after it (CI: the scheduler's clean stop printed a traceback from
+    the logger's child, "Ran out of input")."""
+    from types import SimpleNamespace
+
+    from serverless_ml.pipelines import train
+
+    seen: list[str] = []
+
+    class Spawning:
+        def __init__(self, *_args: Any) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("spawned")
+
+    monkeypatch.setattr(train, "TrialLogger", Spawning)
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: seen.append("handled"))
+    try:
+        prep = SimpleNamespace(tracker=SimpleNamespace(uri="sqlite:///x.db"), experiment_id="1")
+        logger = train.start_trial_logger(prep, "run", SimpleNamespace(name="titanic"))  # type: ignore[arg-type]
+        assert isinstance(logger, Spawning)
+        assert seen == ["spawned", "handled"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
