@@ -60,6 +60,18 @@ def to_utc(moment: datetime | str | pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def is_missing(value: Any) -> bool:
+    """Whether one stored or incoming value is missing: ``None``, ``pd.NA``, ``NaT`` or NaN
+    (a text is never missing, whatever it says)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two values of a row are the same: both missing, or both present and equal."""
+    a_missing, b_missing = is_missing(a), is_missing(b)
+    return (a_missing and b_missing) or (not a_missing and not b_missing and a == b)
+
+
 @dataclass(frozen=True, eq=False)
 class Feature:
     """A typed column of a feature group (hsfs ``Feature``: name and type)."""

@@ -64,6 +64,7 @@ from serverless_ml.feature_store.base import (
     FeatureStore,
     arrow_schema,
     conform,
+    is_missing,
     to_utc,
 )
 from serverless_ml.inference import drift as drift_stats
@@ -983,14 +984,9 @@ def batch_run_tags(
     }
 
 
-def _missing(value: Any) -> bool:
-    """``None``, ``pd.NA``, ``NaT`` or NaN: a value not known (a label not back yet)."""
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
-
-
 def _text(value: Any) -> str:
     """A value as a tag holds it: empty when it is not known (not the text "None" or "<NA>")."""
-    return "" if _missing(value) else str(value)
+    return "" if is_missing(value) else str(value)
 
 
 BATCH_INPUT_CONTEXT = "inference"
@@ -1074,7 +1070,7 @@ def log_batch_run(
         p_threshold=options.rule.drift_p_value, min_effect=options.rule.drift_min_effect,
         features=tuple(vars(d) for d in stats.drift),
     ).to_json()
-    files[registry.LATEST_ARTIFACT] = {k: None if _missing(v) else str(v) for k, v in stats.latest.items()}
+    files[registry.LATEST_ARTIFACT] = {k: None if is_missing(v) else str(v) for k, v in stats.latest.items()}
     if stats.slices is not None:
         files[registry.SLICES_ARTIFACT] = stats.slices.to_json()
     # One upload for all of a batch's files, straight to the run's artifact location

@@ -60,6 +60,8 @@ from serverless_ml.feature_store.base import (
     arrow_schema,
     classify_rows,
     conform,
+    is_missing,
+    same_value,
 )
 from serverless_ml.feature_store.local import LocalFeatureGroup, LocalFeatureStore
 
@@ -193,16 +195,10 @@ class IngestPlan:
 
 
 def _value_text(value: Any) -> str:
-    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+    if is_missing(value):
         return "missing"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _same(a: Any, b: Any) -> bool:
-    a_missing = a is None or (not isinstance(a, str) and bool(pd.isna(a)))
-    b_missing = b is None or (not isinstance(b, str) and bool(pd.isna(b)))
-    return (a_missing and b_missing) or (not a_missing and not b_missing and a == b)
 
 
 def plan_ingest(group: FeatureGroup, rows: pd.DataFrame, spec: DatasetSpec, source: Source) -> IngestPlan:
@@ -228,7 +224,7 @@ def plan_ingest(group: FeatureGroup, rows: pd.DataFrame, spec: DatasetSpec, sour
         position = int(np.flatnonzero(comparison.is_changed)[np.flatnonzero(differs)[0]])
         new = incoming.loc[position]
         stored = comparison.changed.loc[comparison.changed[key] == new[key]].iloc[0]
-        feature = next(f for f in spec.features if not _same(stored[f.name], new[f.name]))
+        feature = next(f for f in spec.features if not same_value(stored[f.name], new[f.name]))
         raise StoredFeaturesChanged(
             f"{source.location}: {describe_row(source, position)}: {key} {_value_text(new[key])} is stored with "
             f"{feature.display_column} {_value_text(stored[feature.name])}, this file has {_value_text(new[feature.name])}; "
@@ -473,7 +469,7 @@ def _compare_stored(
         return stored_labels, retimed
     new = _spool_row(spool, first, batch_rows)
     old = pa.Table.from_batches(list(group.read_batches(where=group[key] == new[key]))).to_pandas().iloc[0]
-    feature = next(f for f in spec.features if not _same(old[f.name], new[f.name]))
+    feature = next(f for f in spec.features if not same_value(old[f.name], new[f.name]))
     row = describe_row(Source(pd.DataFrame(), location, spool.is_file), first)
     raise StoredFeaturesChanged(
         f"{location}: {row}: {key} {_value_text(new[key])} is stored with "

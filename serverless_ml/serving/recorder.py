@@ -51,7 +51,7 @@ from serverless_ml import defaults
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.faults import crash_point
 from serverless_ml.files import atomic_write_text
-from serverless_ml.feature_store.base import LIVE_ORIGIN, ORIGIN_COLUMN, FeatureStore
+from serverless_ml.feature_store.base import LIVE_ORIGIN, ORIGIN_COLUMN, FeatureStore, is_missing, same_value
 from serverless_ml.inference.scoring import (
     MODEL_VERSION_COLUMN,
     normalise_predictions,
@@ -289,12 +289,12 @@ def write_rows(spec: DatasetSpec, store: FeatureStore, state_dir: Path, rows: Se
             stored = comparison.changed.set_index(spec.primary_key)
             for position in np.flatnonzero(comparison.is_changed):
                 key = features.at[position, spec.primary_key]
-                same = all(_same(stored.at[key, f], features.at[position, f]) for f in spec.feature_names)
+                same = all(same_value(stored.at[key, f], features.at[position, f]) for f in spec.feature_names)
                 keep[position] = same
                 if same:
                     stored_as[key] = (stored.at[key, EVENT_TIME_COLUMN], stored.at[key, ORIGIN_COLUMN])
                     label = stored.at[key, spec.label]
-                    if not _same(label, None):
+                    if not is_missing(label):
                         labels[key] = label
                 else:
                     not_recorded.append(key)
@@ -318,12 +318,6 @@ def write_rows(spec: DatasetSpec, store: FeatureStore, state_dir: Path, rows: Se
         predicted = target.insert(predictions, wait=True, on_change="refuse").inserted if len(predictions) else 0
         crash_point("serve.after_predictions")
     return FlushReport(len(rows), inserted, predicted, not_recorded, len(served_before))
-
-
-def _same(a: Any, b: Any) -> bool:
-    a_missing = a is None or (not isinstance(a, str) and bool(pd.isna(a)))
-    b_missing = b is None or (not isinstance(b, str) and bool(pd.isna(b)))
-    return (a_missing and b_missing) or (not a_missing and not b_missing and a == b)
 
 
 class Recorder:
