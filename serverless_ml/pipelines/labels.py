@@ -63,7 +63,7 @@ from serverless_ml.datasets.validation import (
     _too_large_for_int64,
     missing_column_hint,
 )
-from serverless_ml.dates import FUTURE_SLACK, MAX_DATE, MIN_DATE, RANGE_TEXT
+from serverless_ml.dates import FUTURE_SLACK, MAX_DATE, MIN_DATE, RANGE_TEXT, latest_time
 from serverless_ml.errors import DataValidationError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureStore, to_utc
@@ -194,8 +194,7 @@ def _parse_labelled_at(raw: pd.DataFrame, loc: _Locator) -> pd.Series:
     texts = raw[LABELLED_AT_COLUMN].astype(str).str.strip()
     present = texts != ""
     now = dt.datetime.now(dt.timezone.utc)
-    # A day of slack: a naive time is read as UTC, and a user east of UTC may write local time.
-    latest = now + LABELLED_AT_SLACK
+    latest = latest_time(now)  # a day of slack: a naive time is read as UTC, a user east of UTC may write local time
     out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     for i in np.flatnonzero(present.to_numpy()):
         text = texts.iloc[i]
