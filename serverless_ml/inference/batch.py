@@ -393,10 +393,11 @@ def estimated_metrics(
     tail = estimate.LabelledTail()
     tail.add(event_time[known], confidence[known], actual[known] == predicted[known])
     recalibration = tail.fit(len(scored))
-    batch_confidence = codes.confidence[-len(scored):]
-    found = estimate.estimate_accuracy(batch_confidence, recalibration=recalibration)
+    # Each row's g once, for the estimate and the expected confusion matrix, as a chunk of the streamed path.
+    mapped, total, spread, gradient = recalibration.mapped_sums(codes.confidence[-len(scored):])
+    found = estimate.estimate_from_sums(total, spread, len(scored), fit_variance=recalibration.sum_variance(gradient))
     expected = estimate.expected_confusion(scored[columns].to_numpy(dtype=float), codes.batch_predicted,
-                                           None if recalibration.identity else recalibration.apply(batch_confidence))
+                                           None if recalibration.identity else mapped)
     end = as_of_end.to_datetime64()
     in_rolling = (codes.event_time >= (as_of_end - pd.Timedelta(days=rolling_days)).to_datetime64()) & (codes.event_time < end)
     window = codes.confidence[in_rolling]
