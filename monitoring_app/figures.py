@@ -793,7 +793,7 @@ def class_distribution_figure(rows: pd.DataFrame, feature: FeatureSpec, spec: Da
     title = f"{plot_text(feature.name)} by {plot_text(spec.label)}"
     if rows.empty:
         return empty_figure("no rows", title)
-    origins = [o for o in ("real", "synthetic", "live") if (rows["origin_label"] == o).any()]
+    origins = [label for label in map(analysis.origin_label, analysis.ORIGIN_ORDER) if (rows["origin_label"] == label).any()]
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=len(origins), subplot_titles=[f"{o} rows" for o in origins], shared_yaxes=True,
