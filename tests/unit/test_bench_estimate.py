@@ -34,9 +34,9 @@ def test_the_floor_at_the_edges() -> None:
 def test_the_summary_is_the_direct_computation() -> None:
     rng = np.random.default_rng(5)
     days = []
-    for _ in range(30):
+    for day in range(30):
         realized, estimated = rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9)
-        days.append({"realized": realized, "estimated": estimated, "low": estimated - 0.05, "high": estimated + 0.05,
+        days.append({"labels_back": day >= 3, "realized": realized, "estimated": estimated, "low": estimated - 0.05, "high": estimated + 0.05,
                      "realized_uncalibrated": rng.uniform(0.6, 0.9), "estimated_uncalibrated": rng.uniform(0.6, 0.9),
                      "estimated_plain": rng.uniform(0.6, 0.9),
                      "true_accuracy": 0.75, "floor": noise_floor(100, 0.75), "naive": 0.8})
@@ -53,3 +53,19 @@ def test_the_summary_is_the_direct_computation() -> None:
     assert got["within_floor_goal"] == (mae <= 1.25 * noise_floor(100, 0.75))
     assert got["below_naive"] == (mae < got["naive_mae"])
     assert got["batches"] == 30
+    # The first three batches were scored before any label was back; the rest after.
+    floor = noise_floor(100, 0.75)
+    assert got["waiting_ratio"] == pytest.approx(np.mean(np.abs(estimated - realized)[:3]) / floor)
+    assert got["labels_back_ratio"] == pytest.approx(np.mean(np.abs(estimated - realized)[3:]) / floor)
+    back_mae = np.mean(np.abs(estimated - realized)[3:])
+    assert got["labels_back_goal"] == (back_mae <= 1.25 * floor and back_mae < np.mean(np.abs(0.8 - realized[3:])))
+
+
+def test_a_summary_without_waiting_batches() -> None:
+    days = [{"labels_back": True, "realized": 0.8, "estimated": 0.8, "low": 0.7, "high": 0.9,
+             "realized_uncalibrated": 0.8, "estimated_uncalibrated": 0.8, "estimated_plain": 0.8,
+             "true_accuracy": 0.8, "floor": noise_floor(100, 0.8), "naive": 0.7}] * 4
+    got = summarise(days)
+    assert np.isnan(got["waiting_ratio"])
+    assert got["labels_back_ratio"] == 0.0
+    assert got["labels_back_goal"]
