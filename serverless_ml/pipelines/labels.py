@@ -238,7 +238,7 @@ def read_labels(source: Source, spec: DatasetSpec) -> LabelFile:
     if duplicated.any():
         i = _first(duplicated)
         first = _first(keys == keys.iloc[i])
-        raise loc.fail(f"'{key_column}'", i, f"key {_show(raw[key_column].iloc[i])} appears twice (first in {loc.row(first)})")
+        raise loc.fail(f"'{key_column}'", i, f"key {_show(keys.iloc[i])} appears twice (first in {loc.row(first)})")
     labels = _coerce_label(raw, spec, loc)
     frame = pd.DataFrame({spec.primary_key: keys.to_numpy(), spec.label: labels.to_numpy(),
                           "position": np.arange(len(raw))})

@@ -865,7 +865,7 @@ CASES: dict[str, Case] = {
     ),
     "labels: duplicate key": Case(
         lambda ws: _labels(ws, "PassengerId,Survived\n3,1\n4,1\n3,1\n"),
-        ("column 'PassengerId', row 3 (line 4)", "key '3' appears twice (first in row 1 (line 2))"),
+        ("column 'PassengerId', row 3 (line 4)", "key 3 appears twice (first in row 1 (line 2))"),
     ),
     "labels: a known label changed": Case(
         lambda ws: _labels(ws, "PassengerId,Survived\n2,1\n1,1\n"),

@@ -84,8 +84,11 @@ def test_integer_keys_compare_as_numbers_and_labelled_at_is_checked() -> None:
     assert str(caught.value).endswith(
         "2024-02-01T00:00:00+00:00 is before the row's event time 2024-02-01T21:18:00+00:00 (key 8); a date alone is "
         "midnight UTC: give the time the label became known, e.g. 2024-02-01T21:18:00+00:00 or later")
-    with pytest.raises(DataValidationError, match=r"key '7' appears twice \(first in row 1 \(line 2\)\)"):
+    with pytest.raises(DataValidationError, match=r"key 7 appears twice \(first in row 1 \(line 2\)\)"):
         read_labels(source([["7", "Setosa"], ["7", "Setosa"]], ["iris_id", "variety"]), IRIS)
+    # One key written two ways: the parsed key is shown, as for an unknown key.
+    with pytest.raises(DataValidationError, match=r"row 2 \(line 3\).*key 7 appears twice \(first in row 1 \(line 2\)\)"):
+        read_labels(source([["7", "Setosa"], ["7.0", "Setosa"]], ["iris_id", "variety"]), IRIS)
     with pytest.raises(DataValidationError, match=r"missing column\(s\) 'iris_id' \(did you mean 'iris_ids'\?\)"):
         read_labels(source([["7", "Setosa"]], ["iris_ids", "variety"]), IRIS)
 
