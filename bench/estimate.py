@@ -161,7 +161,13 @@ def fit_models(name: str, spec: Any, real: pd.DataFrame, pool_share: float, seed
     from sklearn.preprocessing import StandardScaler
 
     from serverless_ml.defaults import TRAIN_AUTO_HOLDOUT, TRAIN_SEED
-    from serverless_ml.training.model import as_model_input, build_pipeline, calibrated_pipeline, calibration_method
+    from serverless_ml.training.model import (
+        as_model_input,
+        build_pipeline,
+        calibrated_pipeline,
+        calibration_method,
+        fit_pipeline,
+    )
     from serverless_ml.training.search import DEFAULT_FOREST, forest_jobs
 
     rest, pool = train_test_split(real, test_size=pool_share, stratify=real[spec.label], random_state=seed)
@@ -170,7 +176,7 @@ def fit_models(name: str, spec: Any, real: pd.DataFrame, pool_share: float, seed
     x, y = as_model_input(train, spec), train[spec.label]
     jobs = forest_jobs(1, len(train))
     t0 = time.perf_counter()
-    model = calibrated_pipeline(spec, dict(DEFAULT_FOREST), seed, y, n_jobs=jobs).fit(x, y)
+    model = fit_pipeline(calibrated_pipeline(spec, dict(DEFAULT_FOREST), seed, y, n_jobs=jobs), x, y)
     fit_s = time.perf_counter() - t0
     plain = build_pipeline(spec, dict(DEFAULT_FOREST), seed, n_jobs=jobs).fit(x, y)
     linear = Pipeline([("prepare", clone(build_pipeline(spec, {}, seed).named_steps["prepare"])),

@@ -57,6 +57,7 @@ from serverless_ml.training.model import (
     as_model_input,
     calibrated_pipeline,
     calibration_method,
+    fit_pipeline,
     raw_feature_importances,
 )
 from serverless_ml.tracking import Tracking
@@ -997,7 +998,7 @@ def _fit(run_id: str, spec: DatasetSpec, prep: _Prepared) -> _Fitted:
     model = calibrated_pipeline(spec, dict(best.params), options.seed, prep.y_train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        model.fit(prep.x_train, prep.y_train)
+        fit_pipeline(model, prep.x_train, prep.y_train)
     return _Fitted(study=study, added=added, best=best, scores=best.user_attrs.get("val_scores", [best.value]),
                    model=model)
 

@@ -125,6 +125,28 @@ def calibrated_pipeline(spec: DatasetSpec, params: dict[str, Any], seed: int, la
     return Pipeline([("prepare", plain.named_steps["prepare"]), (CALIBRATED_STEP, calibrator)])
 
 
+def fit_pipeline(pipeline: Pipeline, x: Any, y: Any) -> Pipeline:
+    """Fit a pipeline of :func:`calibrated_pipeline` or :func:`build_pipeline` on ``x``, ``y``.
+
+    scikit-learn 1.9's temperature scaling encodes text labels to ``0..K-1`` and takes
+    numeric ones as those codes already: labels ``1, 2, 3`` (or ``10, 20, 30``) gave
+    every row probabilities near ``1/K`` (its predictions stayed right, so only the
+    calibration, the estimate and the alerts showed it). Numeric labels other than
+    ``0..K-1`` are therefore fitted as their codes (in sorted order, as scikit-learn's
+    ``LabelEncoder`` orders classes) and the calibrated step's ``classes_`` set back to the
+    labels: ``predict`` returns the labels, ``predict_proba``'s columns are in their order.
+    """
+    step = pipeline.steps[-1][1]
+    labels = np.asarray(y)
+    if getattr(step, "method", None) == "temperature" and labels.size and not isinstance(labels[0], str):
+        classes, codes = np.unique(labels, return_inverse=True)
+        if not np.array_equal(classes, np.arange(len(classes))):
+            pipeline.fit(x, codes)
+            step.classes_ = classes
+            return pipeline
+    return pipeline.fit(x, y)
+
+
 def calibration_method(pipeline: Pipeline) -> str:
     """``sigmoid``/``isotonic`` for a calibrated pipeline, ``none`` for a plain one."""
     last = pipeline.steps[-1][1]

@@ -21,6 +21,7 @@ from serverless_ml.training.model import (
     calibrated_pipeline,
     calibration_method,
     calibration_plan,
+    fit_pipeline,
     fitted_forest,
     raw_feature_importances,
 )
@@ -128,6 +129,35 @@ def test_a_calibrated_pipeline_is_one_pipeline_whose_forest_is_refitted_on_every
     proba = model.predict_proba(as_model_input(x.head(5), spec))
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert set(raw_feature_importances(model, spec)) == set(spec.feature_names)
+
+
+@pytest.mark.parametrize("coding", [[1, 2, 3], [10, 20, 30], [1.0, 2.0, 3.0], [-1, 0, 1]])
+def test_temperature_scaling_does_not_depend_on_the_numbers_that_name_the_classes(coding: list[float]) -> None:
+    """scikit-learn's temperature scaling took numeric labels as class codes: classes 1, 2, 3
+    got probabilities near 1/3 on rows it predicted right (found by a user trial)."""
+    spec = get_dataset("iris")
+    x, _ = _rows("iris", n=300)
+    # A label the features decide (petal length in thirds), so the forest is sure of most rows.
+    thirds = np.digitize(x["petal_length"], [10 / 3, 20 / 3])
+    codes = pd.Series(thirds)  # 0, 1, 2
+    recoded = pd.Series(np.asarray(coding)[thirds])
+    names = pd.Series(np.asarray(["Setosa", "Versicolor", "Virginica"], dtype=object)[thirds])
+    rows = as_model_input(x, spec)
+    params = {"n_estimators": 20}
+    by_code = fit_pipeline(calibrated_pipeline(spec, params, 0, codes), rows, codes)
+    model = fit_pipeline(calibrated_pipeline(spec, params, 0, recoded), rows, recoded)
+    by_name = fit_pipeline(calibrated_pipeline(spec, params, 0, names), rows, names)
+    assert calibration_method(model) == "temperature"
+    assert list(model.classes_) == coding
+    proba = model.predict_proba(rows)
+    assert np.array_equal(proba, by_code.predict_proba(rows))
+    assert np.allclose(proba, by_name.predict_proba(rows))
+    assert proba.max(axis=1).mean() > 0.9  # near 1/3 before the fix
+    assert np.array_equal(model.predict(rows), np.asarray(coding)[by_code.predict(rows)])
+    # The model file holds the labels: a loaded copy predicts them.
+    loaded = skops.io.loads(skops.io.dumps(model), trusted=SKOPS_TRUSTED_TYPES)
+    assert list(loaded.classes_) == coding
+    assert np.array_equal(loaded.predict(rows), model.predict(rows))
 
 
 def test_the_calibration_plan_follows_the_rows_and_the_rarest_class() -> None:
