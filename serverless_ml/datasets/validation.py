@@ -210,6 +210,22 @@ def describe_row(source: Source, position: int) -> str:
     return _Locator(source).row(position)
 
 
+def check_text_keys(keys: pd.Series, column: str, location: str) -> None:
+    """A text key read from a typed file (Parquet) must be text there too: a number has lost
+    how the key was written (``015051`` stored as the number 15051 would be another key,
+    ``'15051'``), so it is refused rather than turned into text. A CSV's values are text.
+
+    Raises:
+        DataValidationError: the column holds numbers or booleans.
+    """
+    if pd.api.types.is_bool_dtype(keys) or pd.api.types.is_numeric_dtype(keys):
+        kind = "true/false values" if pd.api.types.is_bool_dtype(keys) else "numbers"
+        raise DataValidationError(
+            f"{location}: column {column} holds {kind}, but the key is text: write the keys as text "
+            f"(a number loses how the key was written: 015051 would become 15051, another key)"
+        )
+
+
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -504,6 +520,8 @@ def build_feature_rows(
     if spec.primary_key_source is not None:
         keys = raw[spec.primary_key_source]
         key_column = f"'{spec.primary_key_source}'"
+        if spec.primary_key_type != "bigint":
+            check_text_keys(keys, key_column, source.location)
         missing = _missing(keys, spec.missing_for(spec.primary_key_type))
         if (i := loc.first(missing)) is not None:
             raise loc.fail(key_column, i, "primary key is missing")

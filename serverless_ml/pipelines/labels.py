@@ -61,6 +61,7 @@ from serverless_ml.datasets.validation import (
     _show,
     _show_number,
     _too_large_for_int64,
+    check_text_keys,
     missing_column_hint,
 )
 from serverless_ml.dates import FUTURE_SLACK, MAX_DATE, MIN_DATE, RANGE_TEXT, latest_time
@@ -172,6 +173,7 @@ def _parse_keys(raw: pd.DataFrame, spec: DatasetSpec, column: str, loc: _Locator
     if missing.any():
         raise loc.fail(shown, _first(missing), "key is missing")
     if spec.primary_key_type != "bigint":
+        check_text_keys(keys, shown, loc.location)
         return keys.astype(str)
     numbers = _parse_numbers(keys, ~missing)
     bad = numbers.isna() | (numbers.fillna(0) % 1 != 0)

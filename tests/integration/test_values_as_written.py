@@ -146,3 +146,32 @@ def test_a_key_name_with_a_quote_upserts(tmp_path: Path) -> None:
     group.delete(pd.DataFrame({key: ["a"]}))
     assert group.read()[key].tolist() == ["b", "c"]
     assert np.array_equal(group.read()["v"].to_numpy(), [20, 3])
+
+
+def test_a_typed_file_with_numbers_for_a_text_key_is_refused(run_cli, tmp_path: Path, store_dir: Path) -> None:
+    """A Parquet column of numbers has lost how a text key was written (0001 is 1): ingest
+    and labels refuse it in one line, rather than add key '1' beside '0001' or label it."""
+    before = _features(run_cli, tmp_path, store_dir, CODES_CSV, CODES_SPEC)
+    table = store_dir / "codes_1"
+    files = sorted(str(p.relative_to(table)) for p in table.rglob("*"))
+    rows = pd.DataFrame({"code": [1, 2], "zip": ["02134", "02135"], "grade": ["01", "02"], "note": ["a", "b"],
+                         "empty_is_text": ["", ""], "weight": [1.0, 2.0], "count": [1, 2], "kind": ["7", "007"]})
+    rows.to_parquet(tmp_path / "live.parquet")
+    returncode, stdout, stderr = run_cli("ingest", "--dataset", "codes.yaml", "--source", "live.parquet")
+    assert returncode == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [
+        "error: live.parquet: column 'code' holds numbers, but the key is text: write the keys as "
+        "text (a number loses how the key was written: 015051 would become 15051, another key)"
+    ]
+    pd.DataFrame({"code": [1], "kind": ["7"]}).to_parquet(tmp_path / "labels.parquet")
+    returncode, _, stderr = run_cli("labels", "--dataset", "codes.yaml", "--source", "labels.parquet")
+    assert returncode == 2
+    assert stderr.strip().splitlines() == [
+        "error: labels.parquet: column 'code' holds numbers, but the key is text: write the keys "
+        "as text (a number loses how the key was written: 015051 would become 15051, another key)"
+    ]
+    assert sorted(str(p.relative_to(table)) for p in table.rglob("*")) == files
+    pd.testing.assert_frame_equal(LocalFeatureStore(store_dir).get_feature_group("codes", 1).read(), before)
+    # The same keys as text are taken.
+    rows.assign(code=["0002", "0003"]).to_parquet(tmp_path / "live.parquet")
+    assert run_cli("ingest", "--dataset", "codes.yaml", "--source", "live.parquet")[0] == 0
