@@ -67,7 +67,7 @@ from serverless_ml.datasets.validation import (
 from serverless_ml.dates import FUTURE_SLACK, MAX_DATE, MIN_DATE, RANGE_TEXT, latest_time
 from serverless_ml.errors import DataValidationError
 from serverless_ml.faults import crash_point
-from serverless_ml.feature_store.base import FeatureStore, to_utc
+from serverless_ml.feature_store.base import FeatureStore, is_missing, to_utc
 from serverless_ml.inference import estimate, paired, realized
 from serverless_ml.inference import slices as slice_stats
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, predictions_group, served_mask, shadow_run_id
@@ -336,6 +336,10 @@ class MonitoringRun:
     """Its :data:`registry.NOT_COMPUTED_TAG`."""
     figures: bool | None = None
     """Its :data:`registry.FIGURES_PARAM` (``None``: a run logged before the param was)."""
+    latest_key: str = ""
+    latest_actual: str = ""
+    """Its :data:`registry.LATEST_KEY_TAG` and :data:`registry.LATEST_ACTUAL_TAG`: the batch's
+    latest row and its label when the run was last logged (empty: not known)."""
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
@@ -388,8 +392,24 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
                                  stamp, next_step, dict(run.data.metrics), tags.get(registry.REALIZED_DIGEST_TAG),
                                  int(challenger) if challenger and challenger.isdigit() else None,
                                  tags.get(registry.NOT_COMPUTED_TAG),
-                                 {"True": True, "False": False}.get(params.get(registry.FIGURES_PARAM, ""))))
+                                 {"True": True, "False": False}.get(params.get(registry.FIGURES_PARAM, "")),
+                                 tags.get(registry.LATEST_KEY_TAG, ""), tags.get(registry.LATEST_ACTUAL_TAG, "")))
     return out
+
+
+def latest_actuals(spec: DatasetSpec, predictions: pd.DataFrame, runs: list[MonitoringRun]) -> dict[str, str]:
+    """Each run's latest row's label in ``predictions`` (their ``actual`` as the store has it
+    now), as the run's :data:`registry.LATEST_ACTUAL_TAG` holds it: empty while not known.
+    A run whose latest row is not among its predictions is left out."""
+    wanted = {run.info.run_id: run.latest_key for run in runs if run.latest_key}
+    if not wanted:
+        return {}
+    rows = predictions[predictions[realized.RUN_ID_COLUMN].isin(list(wanted))]
+    same = rows[spec.primary_key].astype(str).to_numpy() == rows[realized.RUN_ID_COLUMN].map(wanted).to_numpy()
+    chosen = rows[same]
+    actual = realized.label_values(spec, chosen[realized.ACTUAL_COLUMN])
+    return {str(run_id): "" if is_missing(value) else str(value)
+            for run_id, value in zip(chosen[realized.RUN_ID_COLUMN], actual, strict=True)}
 
 
 def logged_recalibration(metrics: Mapping[str, float]) -> estimate.Recalibration:
@@ -402,6 +422,23 @@ def logged_recalibration(metrics: Mapping[str, float]) -> estimate.Recalibration
     return estimate.Recalibration(float(a), float(b), rows)
 
 
+def _artifact_text(client: MlflowClient, run_info: Any, name: str) -> str | None:
+    """The text of the run's top-level artifact ``name`` (``None``: it has none). Artifacts
+    on this machine (a SQLite tracking database's ``mlruns/``) are read in place."""
+    import urllib.parse
+
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    uri = str(run_info.artifact_uri)
+    if urllib.parse.urlparse(uri).scheme in ("", "file"):
+        path = Path(local_file_uri_to_path(uri)) / name
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    if any(a.path == name for a in client.list_artifacts(run_info.run_id)):
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_info.run_id, name, tmp)).read_text(encoding="utf-8")
+    return None
+
+
 def slice_plan(client: MlflowClient, run_info: Any) -> slice_stats.SlicePlan | None:
     """The slice plan of the run's slice table (``None``: the run logged none), with which
     its realized slice figures are recomputed: the edges the batch was cut at.
@@ -409,19 +446,7 @@ def slice_plan(client: MlflowClient, run_info: Any) -> slice_stats.SlicePlan | N
     Artifacts on this machine (a SQLite tracking database's ``mlruns/``) are read in
     place: through the client, listing and downloading cost 18 ms a run (0.5 s for 30
     runs, measured), which every ``sml labels`` would pay for every run."""
-    import urllib.parse
-
-    from mlflow.utils.file_utils import local_file_uri_to_path
-
-    uri = str(run_info.artifact_uri)
-    if urllib.parse.urlparse(uri).scheme in ("", "file"):
-        path = Path(local_file_uri_to_path(uri)) / registry.SLICES_ARTIFACT
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    elif any(a.path == registry.SLICES_ARTIFACT for a in client.list_artifacts(run_info.run_id)):
-        with tempfile.TemporaryDirectory() as tmp:
-            text = Path(client.download_artifacts(run_info.run_id, registry.SLICES_ARTIFACT, tmp)).read_text(encoding="utf-8")
-    else:
-        text = None
+    text = _artifact_text(client, run_info, registry.SLICES_ARTIFACT)
     if text is None:
         return None
     try:
@@ -470,7 +495,10 @@ def log_run_update(
                 plt.close(figure)
         if update.slices is not None:
             (root / registry.SLICES_ARTIFACT).write_text(json.dumps(update.slices, indent=1, default=str))
-        if update.tables or update.slices is not None:
+        latest = _latest_file(client, run, update)
+        if latest is not None:
+            (root / registry.LATEST_ARTIFACT).write_text(json.dumps(latest, indent=1, default=str))
+        if update.tables or update.slices is not None or latest is not None:
             tracking.upload_artifacts(run.info, folder)
     crash_point("labels.after_run_artifacts")
     # Stamped with every update, also one that moved only the tables (the site re-reads a
@@ -481,6 +509,22 @@ def log_run_update(
                      tags=tags)
     crash_point("labels.after_run_metrics")
     client.set_tag(run_id, registry.REALIZED_DIGEST_TAG, update.digest)
+
+
+def _latest_file(client: MlflowClient, run: MonitoringRun, update: realized.RunUpdate) -> dict[str, Any] | None:
+    """The run's ``latest.json`` with the label ``update`` gives its latest row (``None``: the
+    label did not change, or the run has no readable file, whose tag is still updated)."""
+    if registry.LATEST_ACTUAL_TAG not in update.tags:
+        return None
+    text = _artifact_text(client, run.info, registry.LATEST_ARTIFACT)
+    try:
+        latest = json.loads(text) if text is not None else None
+    except ValueError:
+        latest = None
+    if not isinstance(latest, dict):
+        return None
+    actual = update.tags[registry.LATEST_ACTUAL_TAG]
+    return {**latest, "actual": actual or None}
 
 
 def log_challenger_update(spec: DatasetSpec, client: MlflowClient, run: MonitoringRun, predictions: pd.DataFrame) -> None:
@@ -607,6 +651,7 @@ def follow_labels(
         report.predictions_updated, report.predictions_version = result.written, result.version
         crash_point("labels.after_predictions")
         runs = [_marked(run, before, figures) for run in runs]
+    latest = latest_actuals(spec, relabelled, runs)
     for run in runs:
         # A run no `sml labels` has touched shows the figures batch inference logged,
         # from the labels its predictions had; only changed labels move them.
@@ -615,6 +660,11 @@ def follow_labels(
         update = realized.plan_run_update(spec, figures[run.info.run_id], run.metrics, run.digest, run.notes)
         if update is None or (run.digest is None and not update.changed):
             continue
+        # The latest row's label, as the store has it now (its row's label moves the
+        # run's figures, so a run whose figures stay has the same one).
+        actual = latest.get(run.info.run_id)
+        if actual is not None and actual != run.latest_actual:
+            update.tags[registry.LATEST_ACTUAL_TAG] = actual
         if run.challenger_version is not None:
             log_challenger_update(spec, client, run, relabelled)
         log_run_update(spec, client, run, update, now)

@@ -149,6 +149,13 @@ def assert_run_shows(store: LocalFeatureStore, settings: Settings, run: Any) -> 
     for window, matrix in expected["tables"].items():
         table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/confusion/{window}.json")
         assert table["matrix"] == matrix, (run.data.tags["as_of"], window)
+    # The latest row's label, on the tag and in latest.json, is the store's now (found by a
+    # new user: both kept what was known when the batch was scored).
+    features = store.get_feature_group("iris", 1).read()
+    label = features.set_index(features[KEY].astype(str))[LABEL].get(run.data.tags["latest_key"])
+    shown = "" if label is None or pd.isna(label) else str(label)
+    assert run.data.tags["latest_actual"] == shown, run.data.tags["as_of"]
+    assert mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/latest.json")["actual"] == (shown or None)
     # Every value MLflow shows is stamped at the batch's as-of time.
     for name in expected["metrics"]:
         history = client.get_metric_history(run.info.run_id, name)
