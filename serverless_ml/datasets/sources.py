@@ -103,20 +103,30 @@ def _limit(name: str, default: float) -> float:
     return value
 
 
-def _check_regular_file(path: Path) -> None:
+def _check_regular_file(path: Path, expected: str = "a regular CSV file") -> None:
     """A source on disk must be a regular file (or a link to one): a named pipe would
-    block the read forever, and a device (``/dev/zero``) never ends."""
+    block the read forever, and a device (``/dev/zero``) never ends. ``expected`` says what
+    the command reads (live rows and labels: a CSV or Parquet file); a folder is left to
+    the reader unless it is given."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return  # the reader says it does not exist
     except OSError as exc:
         raise DataValidationError(f"source {path} cannot be read ({exc.strerror})") from None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        if expected == ROWS_FILE:
+            raise DataValidationError(f"source {path} is a directory, expected {ROWS_FILE}")
         return  # a folder: the reader says so
     kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
-    raise DataValidationError(f"source {path} is {kind}, expected a regular CSV file")
+    raise DataValidationError(f"source {path} is {kind}, expected {expected}")
+
+
+ROWS_FILE = "a CSV or Parquet file"
+"""What a file of live rows or labels is (:func:`read_rows_file`, :func:`iter_rows_file`)."""
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -256,7 +266,8 @@ def _check_field_counts(text: str | IO[str], path: Path) -> None:
         return
 
 
-def _download(url: str, cache_dir: Path, name: str, *, suffix: str = ".csv", fresh: bool = False) -> Path:
+def _download(url: str, cache_dir: Path, name: str, *, suffix: str = ".csv", fresh: bool = False,
+              hint: str | None = None) -> Path:
     """Download ``url`` once into ``cache_dir`` (later calls reuse the file); with
     ``fresh``, download it again into a file of its own, which the caller deletes.
 
@@ -275,7 +286,8 @@ def _download(url: str, cache_dir: Path, name: str, *, suffix: str = ".csv", fre
     max_bytes = int(_limit(ENV_MAX_DOWNLOAD_BYTES, DEFAULT_MAX_DOWNLOAD_BYTES))
     deadline_s = _limit(ENV_DOWNLOAD_DEADLINE_S, DEFAULT_DOWNLOAD_DEADLINE_S)
     deadline = time.monotonic() + deadline_s
-    hint = f"give --source PATH or set SML_DATA_DIR to a folder with {name}.csv"
+    # A dataset's own source can also be found in SML_DATA_DIR; a file of live rows or labels only by --source.
+    hint = hint or f"give --source PATH or set SML_DATA_DIR to a folder with {name}.csv"
     created_dir = not cache_dir.exists()
     tmp: str | None = None
     try:
@@ -388,7 +400,7 @@ def read_parquet_file(path: Path) -> pd.DataFrame:
 
 def read_rows_file(path: Path) -> Source:
     """A local CSV or Parquet file (by its name) of live rows."""
-    _check_regular_file(path)
+    _check_regular_file(path, ROWS_FILE)
     if is_parquet(str(path)):
         # A Parquet row has no line of the file: messages name rows only.
         return Source(read_parquet_file(path), str(path), False)
@@ -558,7 +570,7 @@ def iter_parquet_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | 
 def iter_rows_file(path: Path, chunk_rows: int = CHUNK_ROWS, location: str | None = None) -> Iterator[Source]:
     """A local CSV or Parquet file (by its name) of live rows, in parts (see
     :func:`iter_csv_file`)."""
-    _check_regular_file(path)
+    _check_regular_file(path, ROWS_FILE)
     if is_parquet(str(path)):
         return iter_parquet_file(path, chunk_rows, location)
     return iter_csv_file(path, chunk_rows, location)
@@ -601,7 +613,8 @@ def open_rows(source: str, name: str, cache_dir: Path | None = None,
 @contextlib.contextmanager
 def _fresh_download(url: str, cache_dir: Path, name: str) -> Iterator[Path]:
     """``url`` downloaded now into a file of its own, deleted afterwards."""
-    path = _download(url, cache_dir, name, suffix=PARQUET_SUFFIX if is_parquet(url) else ".csv", fresh=True)
+    path = _download(url, cache_dir, name, suffix=PARQUET_SUFFIX if is_parquet(url) else ".csv", fresh=True,
+                     hint="check the URL, or download the file and give --source its path")
     try:
         yield path
     finally:

@@ -16,7 +16,7 @@ from typing import ClassVar
 import pytest
 
 from serverless_ml.datasets import iris
-from serverless_ml.datasets.sources import load_source
+from serverless_ml.datasets.sources import load_rows, load_source
 from serverless_ml.datasets.spec import MAX_SPEC_FILE_BYTES, load_spec_file
 from serverless_ml.errors import SmlError, SpecError
 
@@ -35,6 +35,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.split("?")[0]
         Handler.seen_auth.append(self.headers.get("Authorization"))
+        if path == "/missing.csv":
+            self.send_response(404)
+            self.end_headers()
+            return
         if path == "/to-file":
             self.send_response(302)
             self.send_header("Location", "file:///etc/passwd")
@@ -101,6 +105,26 @@ def test_a_named_pipe_or_a_device_is_refused_at_once(tmp_path: Path) -> None:
     assert _refused(str(fifo), tmp_path / "cache") == f"source {fifo} is a named pipe (FIFO), expected a regular CSV file"
     assert _refused("/dev/zero", tmp_path / "cache") == "source /dev/zero is a device, expected a regular CSV file"
     assert time.monotonic() - started < HANG_S
+
+
+def test_a_file_of_live_rows_or_labels_is_refused_as_what_it_is(server: str, tmp_path: Path) -> None:
+    """Found by a user trial: a folder was "expected a CSV file" (Parquet is read too), and a
+    missing URL was told to set SML_DATA_DIR (which only a dataset's own source is found in)."""
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    fifo = tmp_path / "rows.parquet"
+    os.mkfifo(fifo)
+    for source, expected in [
+        (folder, f"source {folder} is a directory, expected a CSV or Parquet file"),
+        (fifo, f"source {fifo} is a named pipe (FIFO), expected a CSV or Parquet file"),
+        (f"{server}/missing.csv", f"could not download {server}/missing.csv (HTTP 404 Not Found); "
+                                  "check the URL, or download the file and give --source its path"),
+    ]:
+        with pytest.raises(SmlError) as info:
+            load_rows(str(source), "iris", tmp_path / "cache")
+        assert str(info.value) == expected
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x.csv", "FILE:///etc/hosts"])
