@@ -273,9 +273,9 @@ def write_rows(spec: DatasetSpec, store: FeatureStore, state_dir: Path, rows: Se
         group = existing_feature_group(spec, store)
         # A key with a served prediction already (any version): it counts once in
         # monitoring; its feature row is stored already.
+        # Still compared with its stored row: one served with other features is named in
+        # the log as any such key is (its features are history), though neither is recorded.
         served_before = served_keys(spec, store, list(seen))
-        if served_before:
-            unique = [row for row in unique if row.key not in served_before]
         features = feature_rows(spec, unique)
         comparison = group.compare(features)
         keep = comparison.is_new.copy()
@@ -299,8 +299,9 @@ def write_rows(spec: DatasetSpec, store: FeatureStore, state_dir: Path, rows: Se
                 else:
                     not_recorded.append(key)
         already = ~comparison.is_new & ~comparison.is_changed  # stored exactly as served: keep it
-        record = keep | already
-        new_features = features[comparison.is_new].reset_index(drop=True)
+        fresh = np.array([row.key not in served_before for row in unique], dtype=bool)
+        record = (keep | already) & fresh
+        new_features = features[comparison.is_new & fresh].reset_index(drop=True)
         inserted = group.insert(new_features, wait=True, on_change="refuse").inserted if len(new_features) else 0
         crash_point("serve.after_features")
         recorded = [row for row, ok in zip(unique, record, strict=True) if ok]

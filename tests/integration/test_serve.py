@@ -169,6 +169,13 @@ def test_a_row_served_again_counts_once_and_a_flush_waits_for_the_lock_so_long_o
     table = predictions(store)
     assert sorted(table[KEY]) == [880001, 880002, 880003, 2**52 + 77]
     assert table.set_index(KEY)["model_version"].to_dict() == {880001: 1, 880002: 1, 880003: 2, 2**52 + 77: 1}
+    # Served again with other features: not recorded either, and named as any key stored
+    # with other features is (found by a user trial: it was dropped without a word).
+    changed = ServedRow(880002, {**ROW, "fare": ROW["fare"] + 1}, 1, proba, at)
+    third = write_rows(SPEC, store, settings.state_dir, [changed, served(880003, 1)])
+    assert (third.predictions_inserted, third.features_inserted, third.already_served) == (0, 0, 2)
+    assert third.not_recorded == [880002]
+    assert predictions(store).equals(table)
     # sml infer (or sml labels) holds the lock: the flush gives up after its wait, writing nothing.
     with job_lock(settings.state_dir, f"infer-{SPEC.name}"):
         started = time.monotonic()
