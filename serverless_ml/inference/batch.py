@@ -35,7 +35,7 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.inference import drift as drift_stats
 from serverless_ml.inference import estimate, monitoring
 from serverless_ml.inference import slices as slice_stats
-from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, KeySet, probability_column
+from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, KeySet, probability_columns
 from serverless_ml.training import evaluation
 
 CONFUSION_WINDOWS = ("batch", "rolling", "since_promotion")
@@ -382,7 +382,7 @@ def estimated_metrics(
     (every scored row of the window, labelled or not, recalibrated as the batch); and the
     recalibration (the slice table's estimates use it too)."""
     out = Computed()
-    columns = [probability_column(c) for c in spec.classes]
+    columns = probability_columns(spec.classes)
     if codes.confidence is None or any(c not in scored.columns for c in columns):
         out.notes.append("estimated accuracy not computed: the predictions have no class probabilities")
         return out, None, estimate.Recalibration()
@@ -656,7 +656,7 @@ class BatchTotals:
         if scored.empty:
             return
         actual, predicted = self._codes(scored, "actual"), self._codes(scored, "prediction")
-        columns = [probability_column(c) for c in spec.classes]
+        columns = probability_columns(spec.classes)
         confidence = _confidence(scored)
         mapped = None  # each row's recalibrated confidence
         if confidence is None or any(c not in scored.columns for c in columns):

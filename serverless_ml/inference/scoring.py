@@ -51,8 +51,20 @@ def batch_run_ids(run_ids: pd.Series) -> pd.Series:
     return run_ids.astype("string").str.removeprefix(SHADOW_RUN_PREFIX)
 
 
-def probability_column(value: Any) -> str:
-    return f"proba_{metric_key(value).lower()}"
+def probability_columns(classes: Sequence[Any]) -> list[str]:
+    """The predictions table's probability column of each class: ``proba_`` and the class
+    value as a metric name allows it, in lower case. Table columns are compared ignoring
+    case (Delta), so a name an earlier class has (``a b`` and ``a_b``; ``Yes`` and ``yes``)
+    takes a counter: ``proba_a_b_2``; a name never changes once classes are fixed."""
+    out: list[str] = []
+    for value in classes:
+        base = f"proba_{metric_key(value).lower()}"
+        candidate, counter = base, 1
+        while candidate in out:
+            counter += 1
+            candidate = f"{base}_{counter}"
+        out.append(candidate)
+    return out
 
 
 def predictions_schema(spec: DatasetSpec) -> list[Feature]:
@@ -64,7 +76,8 @@ def predictions_schema(spec: DatasetSpec) -> list[Feature]:
         Feature(EVENT_TIME_COLUMN, "timestamp"),
         Feature("prediction", spec.label_type),
         Feature("probability", "double", "probability of the predicted class"),
-        *[Feature(probability_column(c), "double", f"probability of class {c}") for c in spec.classes],
+        *[Feature(column, "double", f"probability of class {c}")
+          for column, c in zip(probability_columns(spec.classes), spec.classes, strict=True)],
         Feature("actual", spec.label_type, "the row's label when known"),
         Feature("correct", "boolean"),
         Feature(ORIGIN_COLUMN, "string", "origin of the scored feature row"),
@@ -223,8 +236,8 @@ class ChunkScorer:
             "prediction": self.label_values[best],
             "probability": proba[np.arange(len(best)), best],
         })
-        for i, cls in enumerate(spec.classes):
-            out[probability_column(cls)] = proba[:, i]
+        for i, column in enumerate(probability_columns(spec.classes)):
+            out[column] = proba[:, i]
         actual = chunk[spec.label]
         # Prediction and actual come from the same row; class indices compare fast.
         actual_index = self.labels.get_indexer(actual)

@@ -56,7 +56,7 @@ from serverless_ml.inference.scoring import (
     MODEL_VERSION_COLUMN,
     normalise_predictions,
     predictions_group,
-    probability_column,
+    probability_columns,
     served_mask,
 )
 from serverless_ml.locks import LockBusy, job_lock
@@ -183,8 +183,8 @@ def prediction_rows(spec: DatasetSpec, rows: Sequence[ServedRow]) -> pd.DataFram
         "prediction": classes[best],
         "probability": proba[np.arange(len(best)), best],
     })
-    for i, cls in enumerate(spec.classes):
-        frame[probability_column(cls)] = proba[:, i]
+    for i, column in enumerate(probability_columns(spec.classes)):
+        frame[column] = proba[:, i]
     frame["actual"] = pd.Series([None] * len(rows), dtype="Int64" if spec.label_type == "bigint" else object)
     frame["correct"] = pd.array([pd.NA] * len(rows), dtype="boolean")
     frame[ORIGIN_COLUMN] = LIVE_ORIGIN

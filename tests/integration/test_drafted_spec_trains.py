@@ -82,3 +82,32 @@ def test_drafted_specs_load_unedited_and_train(dataset: str, tracking_uri: str, 
         except SystemExit as exc:
             assert not exc.code, capsys.readouterr().err
     assert "registered version 1 as challenger; promoted to champion" in capsys.readouterr().out
+
+
+def test_classes_one_column_name_apart_are_scored(run_cli, tracking_uri: str, tmp_path: Path, store_dir: Path) -> None:  # noqa: ANN001
+    """Found by a user trial: classes ``a b``, ``a_b`` and ``A_B`` trained, then every
+    ``sml infer`` failed with a traceback (Delta: duplicate column ``proba_a_b``)."""
+    import numpy as np
+    import pandas as pd
+
+    from serverless_ml.inference.scoring import probability_columns
+
+    rng = np.random.default_rng(3)
+    kind = rng.integers(0, 3, 240)
+    x = rng.normal(size=(240, 2)) + kind[:, None] * 2.0
+    classes = ["A_B", "a b", "a_b"]
+    pd.DataFrame({"u": x[:, 0].round(3), "v": x[:, 1].round(3),
+                  "kind": np.asarray(classes, dtype=object)[kind]}).to_csv(tmp_path / "clash.csv", index=False)
+    draft = draft_spec(tmp_path / "clash.csv", "kind", name="clash", spec_dir=tmp_path)
+    (tmp_path / "clash.yaml").write_text(draft.text, encoding="utf-8")
+    assert probability_columns(classes) == ["proba_a_b", "proba_a_b_2", "proba_a_b_3"]
+    for args in (("features",), ("train", "--trials", "1", "--folds", "2", "-q"), ("daily", "--rows", "12"),
+                 ("infer",)):
+        code, _, err = run_cli(args[0], "--dataset", "clash.yaml", *args[1:])
+        assert code == 0 and "Traceback" not in err, (args, err)
+    scored = LocalFeatureStore(store_dir).get_feature_group("clash_predictions", 1).read()
+    assert len(scored) == 12
+    proba = scored[["proba_a_b", "proba_a_b_2", "proba_a_b_3"]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    best = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    assert (best == scored["prediction"].to_numpy()).all()
