@@ -123,6 +123,28 @@ def test_missing_share_change_is_drift() -> None:
     assert result.effect == pytest.approx(0.45, abs=0.08) and result.drifted
 
 
+def test_a_window_with_no_value_of_a_mostly_missing_feature_is_judged_on_its_missing_share() -> None:
+    """Found by a user trial: a feature with values in 3 of 640 training rows drifted (p 0,
+    effect 1) on every day that had none of them; Fisher's test on those counts says p 1."""
+    rng = np.random.default_rng(8)
+    sparse = frame(rng, 640, missing=0.0)
+    sparse.loc[3:, "x"] = np.nan
+    reference = drift.DriftReference(sparse, SPEC)
+    day = frame(rng, 40, missing=1.0)
+    result = reference.compare(day, 0.001, 0.1)[0]
+    assert result.p_value == pytest.approx(stats.fisher_exact([[637, 3], [40, 0]]).pvalue)
+    assert result.effect == pytest.approx(3 / 640) and result.effect_name == "missing_share"
+    assert not result.drifted
+    # A feature that always had values and now has none has drifted, by all of its rows.
+    full = drift.DriftReference(frame(rng, 640, missing=0.0), SPEC).compare(day, 0.001, 0.1)[0]
+    assert full.drifted and full.effect == 1.0 and full.p_value < 1e-10
+    # And one never seen in training that now has values.
+    empty = frame(rng, 640, missing=0.0)
+    empty["x"] = np.nan
+    seen = drift.DriftReference(empty, SPEC).compare(frame(rng, 40, missing=0.0), 0.001, 0.1)[0]
+    assert seen.drifted and seen.effect == 1.0
+
+
 def test_rare_categories_are_pooled_for_small_windows() -> None:
     """Two rows of a 2 % category in a 30-row window are not evidence of drift."""
     table = drift.pooled_table({"p": 400, "q": 180, "rare": 12}, {"p": 18, "q": 10, "rare": 2})
