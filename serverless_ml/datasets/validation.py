@@ -34,6 +34,7 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec, FeatureS
 from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT, latest_time
 from serverless_ml.errors import DataValidationError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, to_utc
+from serverless_ml.serving.schema import FLOAT32_MAX
 
 
 class RowError(DataValidationError):
@@ -426,6 +427,12 @@ def parse_event_times(values: pd.Series, column: str, loc: _Locator) -> pd.Serie
     return times.astype("datetime64[us, UTC]")
 
 
+def model_value_limit(numeric_products: bool) -> float:
+    """The largest size a numeric feature may have: :data:`FLOAT32_MAX`, or its square root
+    when the pipeline multiplies pairs of numeric features (``numeric_products``)."""
+    return math.sqrt(FLOAT32_MAX) if numeric_products else FLOAT32_MAX
+
+
 def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, loc: _Locator) -> pd.Series:
     column = feature.display_column
     present = ~_missing(values, spec.missing_for(feature.type, feature))
@@ -454,6 +461,12 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, l
             else:
                 allowed = f"is outside the allowed range [{feature.min}, {feature.max}]"
             raise loc.fail(column, i, f"{loc.show_number(values, numeric, i)} {allowed}")
+        limit = model_value_limit(spec.numeric_products)
+        beyond = present & (numeric.abs() > limit)
+        if (i := loc.first(beyond)) is not None:
+            products = " (with numeric_products a product of two values must fit too)" if spec.numeric_products else ""
+            raise loc.fail(column, i, f"{loc.show_number(values, numeric, i)} is beyond what the model takes: its trees "
+                                      f"compare 32-bit floats, so a value is at most {limit:.4g} in size{products}")
         if feature.type == "bigint":
             too_large = present & _too_large_for_int64(numeric)
             if (i := loc.first(too_large)) is not None:

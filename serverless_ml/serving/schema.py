@@ -35,6 +35,12 @@ CLASS_PROBABILITY_PREFIX = "probability_"
 NUMERIC_TYPES = ("bigint", "double")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""scikit-learn's trees compare ``float32`` features: a larger number becomes infinity and
+the forest refuses the whole input. Feature values are held to it here and when rows are
+stored (:func:`serverless_ml.datasets.validation.model_value_limit`)."""
+
+
 class FieldRules(Protocol):
     """What the checks read of a feature (a :class:`serverless_ml.datasets.spec.FeatureSpec`
     or a :class:`Field`)."""
@@ -168,6 +174,8 @@ def check_number(feature: FieldRules, raw: Any) -> tuple[Any, str | None]:
         return None, f"'{str(raw)[:40]}' is not a number"
     if math.isnan(value) or math.isinf(value):
         return None, f"enter a finite number ({range_text(feature)})"
+    if abs(value) > FLOAT32_MAX:  # the forest compares 32-bit floats
+        return None, f"{value:g} is beyond what the model takes (at most {FLOAT32_MAX:.4g} in size)"
     if (feature.min is not None and value < feature.min) or (feature.max is not None and value > feature.max):
         return None, f"{value:g} is outside the allowed range ({range_text(feature)})"
     if feature.type == "bigint":

@@ -131,6 +131,32 @@ def test_integers_that_do_not_fit_64_bits_are_refused(tmp_path: Path) -> None:
     assert rows["id"].tolist() == [1, 2**63 - 1] and rows["count"].tolist() == [5, -(2**63) + 1]
 
 
+def test_numbers_a_forest_cannot_take_are_refused(tmp_path: Path) -> None:
+    """Found by a user trial: 1e39 (beyond float32, which scikit-learn's trees compare) was
+    stored, then training failed and every later batch, each with a traceback."""
+    from serverless_ml.serving.schema import Field, check_number
+
+    spec = _spec(v={"type": "double"}, w={"type": "double", "nullable": True})
+    path = tmp_path / "things.csv"
+    path.write_text("id,v,w,y\n1,3.4e38,,0\n2,-3.5e38,1,1\n")
+    assert _refused(path, spec).endswith(
+        "column 'v', row 2 (line 3): -3.5e+38 is beyond what the model takes: its trees compare 32-bit floats, "
+        "so a value is at most 3.403e+38 in size")
+    path.write_text("id,v,w,y\n1,3.4e38,,0\n2,-3.4e38,1,1\n")
+    assert _build(path, spec)["v"].tolist() == [3.4e38, -3.4e38]
+    # With numeric_products a product of two values must fit too.
+    products = parse_spec({"name": "things", "label": "y", "classes": [0, 1], "primary_key": "id",
+                           "numeric_products": True, "features": {"v": {"type": "double"}, "w": {"type": "double"}}},
+                          "things.yaml")
+    path.write_text("id,v,w,y\n1,1.8e19,1,0\n2,2e19,1,1\n")
+    assert _refused(path, products).endswith("is at most 1.845e+19 in size (with numeric_products a product of two "
+                                             "values must fit too)")
+    # Served values are held to the same limit.
+    field = Field("v", "double", None, None, None, False)
+    assert check_number(field, 3.4e38) == (3.4e38, None)
+    assert check_number(field, -1e39)[1] == "-1e+39 is beyond what the model takes (at most 3.403e+38 in size)"
+
+
 def test_whole_numbers_only_in_integer_features(tmp_path: Path) -> None:
     spec = _spec(count={"type": "bigint", "min": 0, "max": 10})
     path = tmp_path / "things.csv"
