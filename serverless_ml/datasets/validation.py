@@ -34,7 +34,6 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec, FeatureS
 from serverless_ml.dates import MAX_DATE, MIN_DATE, RANGE_TEXT, latest_time
 from serverless_ml.errors import DataValidationError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, to_utc
-from serverless_ml.serving.schema import FLOAT32_MAX
 
 
 class RowError(DataValidationError):
@@ -425,6 +424,12 @@ def parse_event_times(values: pd.Series, column: str, loc: _Locator) -> pd.Serie
     if (i := loc.first(finer)) is not None:
         raise loc.fail(shown, i, f"event time {_show(values.iloc[i])} is finer than a microsecond, which is what is stored")
     return times.astype("datetime64[us, UTC]")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""scikit-learn's trees compare ``float32`` features: a larger number becomes infinity and
+the forest refuses the whole input (``sml train`` and every later ``sml infer`` failed).
+``serving.schema`` holds the same limit for served values (it imports nothing of the project)."""
 
 
 def model_value_limit(numeric_products: bool) -> float:

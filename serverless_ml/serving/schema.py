@@ -36,9 +36,8 @@ NUMERIC_TYPES = ("bigint", "double")
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-"""scikit-learn's trees compare ``float32`` features: a larger number becomes infinity and
-the forest refuses the whole input. Feature values are held to it here and when rows are
-stored (:func:`serverless_ml.datasets.validation.model_value_limit`)."""
+"""The largest number a forest takes (``validation.FLOAT32_MAX``, which rows are held to
+when they are stored; this module imports nothing of the project)."""
 
 
 class FieldRules(Protocol):

@@ -134,7 +134,11 @@ def test_integers_that_do_not_fit_64_bits_are_refused(tmp_path: Path) -> None:
 def test_numbers_a_forest_cannot_take_are_refused(tmp_path: Path) -> None:
     """Found by a user trial: 1e39 (beyond float32, which scikit-learn's trees compare) was
     stored, then training failed and every later batch, each with a traceback."""
+    from serverless_ml.datasets import validation
+    from serverless_ml.serving import schema
     from serverless_ml.serving.schema import Field, check_number
+
+    assert schema.FLOAT32_MAX == validation.FLOAT32_MAX
 
     spec = _spec(v={"type": "double"}, w={"type": "double", "nullable": True})
     path = tmp_path / "things.csv"
