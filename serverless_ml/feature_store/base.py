@@ -348,8 +348,16 @@ def conform(
     return table
 
 
-def _row_hashes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    return pd.util.hash_pandas_object(df[list(columns)], index=False)
+def row_hashes(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """A 64-bit hash of each row's ``columns``: equal values hash equal, ``-0.0`` and
+    ``0.0`` too (they are one number, as :func:`same_value` says; their bits differ)."""
+    frame = df[list(columns)]
+    floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    if floats:
+        frame = frame.copy(deep=False)
+        for column in floats:
+            frame[column] = frame[column] + 0.0  # -0.0 + 0.0 is 0.0; a missing value stays missing
+    return pd.util.hash_pandas_object(frame, index=False)
 
 
 def _aligned_dtypes(incoming: pd.DataFrame, existing: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -389,8 +397,8 @@ def classify_rows(
     keys = list(primary_key)
     values = [c for c in incoming.columns if c not in keys]
     incoming, existing = _aligned_dtypes(incoming, existing, values)
-    incoming_keys = incoming[keys].assign(_hash=_row_hashes(incoming, values).to_numpy())
-    existing_keys = existing[keys].assign(_old=_row_hashes(existing, values).to_numpy())
+    incoming_keys = incoming[keys].assign(_hash=row_hashes(incoming, values).to_numpy())
+    existing_keys = existing[keys].assign(_old=row_hashes(existing, values).to_numpy())
     joined = incoming_keys.merge(existing_keys, on=keys, how="left", indicator=True)
     is_new = (joined["_merge"] == "left_only").to_numpy()
     is_changed = (~is_new) & (joined["_hash"] != joined["_old"]).to_numpy()

@@ -61,6 +61,7 @@ from serverless_ml.feature_store.base import (
     classify_rows,
     conform,
     is_missing,
+    row_hashes,
     same_value,
 )
 from serverless_ml.feature_store.local import LocalFeatureGroup, LocalFeatureStore
@@ -423,7 +424,7 @@ null (by default a bigint column is ``int64``, or ``float64`` beside a null)."""
 def _feature_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
     """A 64-bit hash of each row's ``columns`` (as :func:`classify_rows` compares rows)."""
     frame = table.select(columns).to_pandas(types_mapper=_CANONICAL_TYPES.get)
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return row_hashes(frame, columns).to_numpy()
 
 
 def _compare_stored(

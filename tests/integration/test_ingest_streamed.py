@@ -87,6 +87,24 @@ def test_a_file_in_parts_is_ingested_as_the_whole_file(stores: tuple[Path, Path]
     assert (from_parquet.rows, from_parquet.inserted, from_parquet.data_version) == (43, 0, expected.data_version)
 
 
+def test_negative_zero_is_the_stored_zero(stores: tuple[Path, Path], tmp_path: Path, data_dir: Path) -> None:
+    """Found by a user trial: a stored 0.0 written as -0.0 crashed ingest in parts (its hash
+    differed, its value did not) and counted as changed in the whole file's path."""
+    whole, parts = stores
+    raw = read_csv_file(data_dir / "titanic.csv")
+    free = raw[raw["Fare"].astype(float) == 0.0].head(2).assign(Fare="-0.0")
+    assert len(free) == 2
+    path = tmp_path / "free.csv"
+    free.to_csv(path, index=False)
+    _, streamed = ingest_file(titanic.SPEC, LocalFeatureStore(parts), str(path), None, chunk_rows=PART)
+    whole_report = ingest_rows(titanic.SPEC, LocalFeatureStore(whole), load_rows(str(path), "titanic"), None)
+    for report in (streamed, whole_report):
+        assert (report.inserted, report.unchanged, report.data_version) == (0, 2, 0)
+    # And through a backfill: unchanged, no new table version.
+    again = backfill(titanic.SPEC, LocalFeatureStore(whole), load_source(titanic.SPEC, str(path), data_dir))
+    assert (again.updated, again.unchanged) == (0, 2)
+
+
 def _refusal(call) -> str:  # noqa: ANN001
     with pytest.raises(DataValidationError) as info:
         call()
