@@ -599,6 +599,7 @@ def simulate(
     from serverless_ml.feature_store import open_feature_store
     from serverless_ml.pipelines.infer import InferOptions
     from serverless_ml.pipelines.simulate import SimulateOptions
+    from serverless_ml import registry
     from serverless_ml.pipelines.simulate import simulate as run_simulation
     from serverless_ml.tracking import configure_tracking
 
@@ -610,6 +611,7 @@ def simulate(
         retrain_trials=retrain_trials, replace=replace, keep_existing=keep_existing, infer=InferOptions(figures=figures),
         label_delay=label_delay, label_share=label_share,
     )
+    registry.refuse_without_database(settings.tracking_uri, spec.name, spec.dataset_arg)  # no champion there
     store = open_feature_store(settings)
     tracker = configure_tracking(settings)
     if retrain_every:

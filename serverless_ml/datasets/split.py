@@ -96,18 +96,21 @@ def plan_split(counts: Mapping[Hashable, int], holdout: float, folds: int, datas
     """
     holdout_auto, folds_auto = not holdout, not folds
     share = defaults.TRAIN_AUTO_HOLDOUT if holdout_auto else holdout
+    given = " ".join(([] if folds_auto else [f"--folds {folds}"]) + ([] if holdout_auto else [f"--holdout {holdout:g}"]))
     for cls, n in counts.items():
         if n < MIN_CLASS_ROWS:
+            least = f"{MIN_CLASS_ROWS} (1 held out, {MIN_FOLDS} for {MIN_FOLDS}-fold CV)"
+            if given:  # what the options given need, and what no option goes below
+                least = (f"{max(MIN_CLASS_ROWS, rows_needed_per_class(folds, holdout))} for {given} "
+                         f"(and {least} whatever the options)")
             raise DataValidationError(
-                f"dataset '{dataset}': class {cls!r} has {n} training rows; need at least {MIN_CLASS_ROWS} "
-                f"(1 held out, {MIN_FOLDS} for {MIN_FOLDS}-fold CV): add rows of that class, or drop it or merge "
-                "it into another class (in the source data and the spec's `classes`)"
+                f"dataset '{dataset}': class {cls!r} has {n} rows; need at least {least}: add rows of that class, "
+                "or drop it or merge it into another class (in the source data and the spec's `classes`)"
             )
     held = holdout_rows_per_class(counts, share)
     train = {cls: counts[cls] - held[cls] for cls in counts}
     smallest = min(train, key=lambda cls: (train[cls], str(cls)))
     have = train[smallest]
-    given = " ".join(([] if folds_auto else [f"--folds {folds}"]) + ([] if holdout_auto else [f"--holdout {holdout:g}"]))
     if have < MIN_FOLDS or (not folds_auto and folds > have):
         needed = rows_needed_per_class(folds, holdout)
         fewer = (f"use --folds {have} or fewer" if not folds_auto and have >= MIN_FOLDS

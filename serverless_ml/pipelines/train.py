@@ -255,6 +255,17 @@ def read_training_rows(
     return as_model_input(x, spec).reset_index(drop=True), y[spec.label].reset_index(drop=True), keys, data_version
 
 
+def training_labels(spec: DatasetSpec, group: FeatureGroup, include_synthetic: bool) -> pd.Series:
+    """The labels :func:`read_training_rows` would train on (the known labels of the real
+    rows, or of every row with ``include_synthetic``), read from the group alone."""
+    origins = None if include_synthetic else [BACKFILL_ORIGIN, LIVE_ORIGIN]
+    parts = [batch.to_pandas() for batch in group.read_batches(columns=[spec.label, ORIGIN_COLUMN])]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[spec.label, ORIGIN_COLUMN])
+    if origins is not None:
+        frame = frame[frame[ORIGIN_COLUMN].isin(origins)]
+    return frame[spec.label].dropna().reset_index(drop=True)
+
+
 def check_training_rows(spec: DatasetSpec, y: pd.Series, holdout: float, folds: int,
                         auto_folds: int = defaults.TRAIN_AUTO_FOLDS) -> split.SplitPlan:
     """Enough rows, at least two classes, and every class in both splits and every fold:
@@ -594,6 +605,10 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     tracker = tracking.tracking_for(settings, tracker)
     if options.storage:
         search.check_storage(options.storage)
+    # The classes are checked on the group's labels before the feature view is created, so
+    # that a refusal writes nothing (the view's metadata included).
+    check_training_rows(spec, training_labels(spec, existing_feature_group(spec, store), options.include_synthetic),
+                        options.holdout, options.folds, options.auto_folds)
     group, view = training_view(spec, store)
     x, y, keys, data_version = read_training_rows(spec, group, view, options.include_synthetic)
     plan = check_training_rows(spec, y, options.holdout, options.folds, options.auto_folds)

@@ -60,11 +60,14 @@ def test_a_class_of_three_rows_trains_with_adapted_folds_and_two_rows_are_refuse
     spec_path = _rare_class_spec(bad_dir, 2)
     other_store = tmp_path / "store2"
     backfill(get_dataset(str(spec_path)), LocalFeatureStore(other_store), load_source(get_dataset(str(spec_path))))
+    files = sorted(p.relative_to(other_store) for p in other_store.rglob("*"))
     code, out, err = run_cli("train", "--dataset", str(spec_path), "--trials", "2", "--quiet", store_dir=other_store,
                              env={"MLFLOW_TRACKING_URI": tracking_uri})
     assert code != 0
     assert err.strip().splitlines() == [
-        "error: dataset 'rare': class 'rare' has 2 training rows; need at least 3 (1 held out, 2 for 2-fold CV): "
+        "error: dataset 'rare': class 'rare' has 2 rows; need at least 3 (1 held out, 2 for 2-fold CV): "
         "add rows of that class, or drop it or merge it into another class (in the source data and the spec's `classes`)"
     ]
     assert [str(v.version) for v in client.search_model_versions("name = 'rare'")] == ["1"]  # nothing more registered
+    # Nothing written in the store either (found by a user trial: the training feature view was).
+    assert sorted(p.relative_to(other_store) for p in other_store.rglob("*")) == files

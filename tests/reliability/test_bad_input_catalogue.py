@@ -673,6 +673,10 @@ CASES: dict[str, Case] = {
     "dashboard: store dir is a file": Case(_args("dashboard", "--port", "{closed}"), ("is a file, expected a directory",), store="file"),
     # --- serve (each case must fail at once: a good server serves forever) ------------
     "serve: no champion": Case(_args("serve", "--port", "{closed}"), ("model 'titanic' has no champion", "sml train --dataset titanic")),
+    "simulate: no champion, no tracking database yet": Case(
+        _with(_env(MLFLOW_TRACKING_URI="sqlite:///{root}/new/mlflow.db"), ["simulate", "--days", "2"]),
+        ("model 'titanic' has no champion", "sml train --dataset titanic", "/new/mlflow.db does not exist"),
+    ),
     "serve: no champion, no tracking database yet": Case(
         _with(_env(MLFLOW_TRACKING_URI="sqlite:///{root}/new/mlflow.db"), ["serve", "--port", "{closed}"]),
         ("model 'titanic' has no champion", "sml train --dataset titanic", "/new/mlflow.db does not exist"),

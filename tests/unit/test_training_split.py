@@ -38,10 +38,18 @@ def test_a_class_of_two_rows_is_refused_naming_it_its_rows_and_the_options() -> 
     with pytest.raises(DataValidationError) as caught:
         check_training_rows(IRIS, y, defaults.TRAIN_HOLDOUT, defaults.TRAIN_FOLDS)
     assert str(caught.value) == (
-        "dataset 'iris': class 'Setosa' has 2 training rows; need at least 3 (1 held out, 2 for 2-fold CV): "
+        "dataset 'iris': class 'Setosa' has 2 rows; need at least 3 (1 held out, 2 for 2-fold CV): "
         "add rows of that class, or drop it or merge it into another class (in the source data and the spec's `classes`)"
     )
     assert "\n" not in str(caught.value)
+    # With options given: what they need (found by a user trial: it said 3, then 3 rows were refused asking for 6).
+    with pytest.raises(DataValidationError) as caught:
+        split.plan_split({"Setosa": 2, "Versicolor": 40}, 0.2, 5, "iris")
+    assert str(caught.value).startswith(
+        "dataset 'iris': class 'Setosa' has 2 rows; need at least 6 for --folds 5 --holdout 0.2 (and 3 (1 held out, "
+        "2 for 2-fold CV) whatever the options): add rows")
+    with pytest.raises(DataValidationError, match=r"has 3 rows; need at least 6 for --folds 5 --holdout 0\.2"):
+        split.plan_split({"Setosa": 3, "Versicolor": 40}, 0.2, 5, "iris")
 
 
 @pytest.mark.parametrize(("rows", "folds"), [(3, 2), (4, 3), (5, 4), (7, 5), (500, 5)])
