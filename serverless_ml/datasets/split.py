@@ -102,7 +102,7 @@ def plan_split(counts: Mapping[Hashable, int], holdout: float, folds: int, datas
             least = f"{MIN_CLASS_ROWS} (1 held out, {MIN_FOLDS} for {MIN_FOLDS}-fold CV)"
             if given:  # what the options given need, and what no option goes below
                 least = (f"{max(MIN_CLASS_ROWS, rows_needed_per_class(folds, holdout))} for {given} "
-                         f"(and {least} whatever the options)")
+                         f"(never fewer than {MIN_CLASS_ROWS}: 1 held out, {MIN_FOLDS} for {MIN_FOLDS}-fold CV)")
             raise DataValidationError(
                 f"dataset '{dataset}': class {cls!r} has {n} rows; need at least {least}: add rows of that class, "
                 "or drop it or merge it into another class (in the source data and the spec's `classes`)"

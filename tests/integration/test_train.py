@@ -274,7 +274,7 @@ def _tiny(n: int, labels: list[str]) -> pd.DataFrame:
     [
         ("too_few_rows", "training rows; need at least 20"),
         ("single_class", "single class"),
-        ("class_missing_from_data", "class 'c' has 0 rows; need at least 3"),
+        ("class_missing_from_data", "class 'c' has 0 rows; need at least 4 for --folds 3"),
         ("unknown_dataset", "unknown dataset 'nope'"),
         ("bad_storage", "cannot open Optuna storage"),
         ("no_features_yet", "run `sml features --dataset titanic` first"),

@@ -46,8 +46,8 @@ def test_a_class_of_two_rows_is_refused_naming_it_its_rows_and_the_options() -> 
     with pytest.raises(DataValidationError) as caught:
         split.plan_split({"Setosa": 2, "Versicolor": 40}, 0.2, 5, "iris")
     assert str(caught.value).startswith(
-        "dataset 'iris': class 'Setosa' has 2 rows; need at least 6 for --folds 5 --holdout 0.2 (and 3 (1 held out, "
-        "2 for 2-fold CV) whatever the options): add rows")
+        "dataset 'iris': class 'Setosa' has 2 rows; need at least 6 for --folds 5 --holdout 0.2 (never fewer than 3: "
+        "1 held out, 2 for 2-fold CV): add rows")
     with pytest.raises(DataValidationError, match=r"has 3 rows; need at least 6 for --folds 5 --holdout 0\.2"):
         split.plan_split({"Setosa": 3, "Versicolor": 40}, 0.2, 5, "iris")
 
