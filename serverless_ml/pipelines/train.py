@@ -1223,7 +1223,11 @@ def log_and_register(
     import mlflow
     from mlflow.models import Model, infer_signature
 
-    example = x_train.head(5)
+    # Rows without a missing value where there are such: MLflow writes a missing number in
+    # the example files as a bare NaN, which is not JSON (posting the model's own example
+    # to a server was refused). Rows with the fewest missing values otherwise.
+    missing = x_train.isna().sum(axis=1).to_numpy()
+    example = x_train.iloc[np.argsort(missing, kind="stable")[:5]]
     with warnings.catch_warnings():
         # A nullable integer feature is a float column here (as_model_input), so MLflow's
         # hint about integer columns with missing values does not apply.

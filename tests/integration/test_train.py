@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import mlflow
@@ -65,6 +66,31 @@ def test_registered_champion_loads_and_predicts_from_raw_rows(titanic_store: Loc
     assert (values == predicted.map({"died": 0, "survived": 1}).to_numpy()).all()
     signature_inputs = [c.name for c in model.metadata.get_input_schema().inputs]
     assert signature_inputs == spec.feature_names
+
+
+def test_the_models_own_examples_are_json(titanic_store: LocalFeatureStore, tracking_uri: str) -> None:
+    """Found by a user trial: a missing age in the first training rows was written as a bare
+    NaN in the model's example files, and a server refused the model's own example."""
+    from serverless_ml.pipelines.train import log_and_register
+    from serverless_ml.training.model import build_pipeline
+
+    spec = get_dataset("titanic")
+    rows = titanic_store.get_feature_group("titanic", 1).read()
+    rows = rows.iloc[np.argsort(rows["age"].notna().to_numpy(), kind="stable")]  # missing ages first
+    x = as_model_input(rows, spec)
+    assert x["age"].head(5).isna().all()
+    mlflow.set_tracking_uri(tracking_uri)
+    model = build_pipeline(spec, {"n_estimators": 5}, seed=0).fit(x, rows[spec.label])
+    version = log_and_register(model, x, "titanic", spec=spec)
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/titanic/{version}"))
+    for name in ("input_example.json", "serving_input_example.json"):
+        example = json.loads((folder / name).read_text(), parse_constant=no_constants)
+        assert example
+    mlflow.set_tracking_uri(None)
 
 
 def test_every_trial_is_a_nested_run_and_the_parent_has_the_evaluation(
