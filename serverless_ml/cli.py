@@ -933,6 +933,15 @@ def _verbose_requested(args: Sequence[str]) -> bool:
     return "--verbose" in args or "-v" in args or os.environ.get("SML_VERBOSE", "").strip().lower() in TRUE_WORDS
 
 
+def quiet_missing_glyphs() -> None:
+    """matplotlib warns, once per character, when a class name has a character its font
+    lacks (CJK, emoji): eight lines on stderr for one ``sml train``. The figure shows a box
+    for it; the names are in the JSON tables beside it."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+
+
 def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) -> None:
     """Run ``sml``; turn expected failures into one line and a non-zero exit.
 
@@ -944,6 +953,7 @@ def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) ->
     from serverless_ml.system_faults import ignore_file_size_signal
 
     ignore_file_size_signal()
+    quiet_missing_glyphs()
     try:
         args = switch_values_to_flags(args, strict=strict_switches)
         cli.main(args=args, prog_name="sml", standalone_mode=False)

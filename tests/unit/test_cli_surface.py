@@ -252,3 +252,32 @@ def test_the_console_script_exit_stops_an_idle_thread_pool_as_the_interpreter_wo
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("worked\nsml (serverless-ml)"), proc.stdout
+
+
+def test_a_class_name_the_font_lacks_draws_without_a_warning_line(tmp_path) -> None:  # noqa: ANN001
+    """Found by a user trial: 8 lines of "Glyph ... missing" on stderr for one `sml train`."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from serverless_ml.cli import quiet_missing_glyphs
+    from serverless_ml.training.evaluation import confusion_figure, confusion_table
+
+    classes = ["日本", "🎉 party"]
+    table = confusion_table(["日本", "🎉 party", "日本"], ["日本", "日本", "日本"], classes)
+
+    def drawn() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if quiet:
+                quiet_missing_glyphs()
+            figure = confusion_figure(table, "unicode")
+            figure.savefig(tmp_path / "unicode.png")
+            plt.close(figure)
+        return [str(w.message) for w in caught if "Glyph" in str(w.message)]
+
+    quiet = False
+    assert drawn(), "the font lacks these characters: matplotlib warns"
+    quiet = True
+    assert drawn() == []
+    assert (tmp_path / "unicode.png").stat().st_size > 0
