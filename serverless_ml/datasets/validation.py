@@ -23,7 +23,7 @@ import datetime as dt
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -360,8 +360,21 @@ def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator, required:
     text = values.where(present, "").astype(str).str.strip()
     bad = present & ~text.isin(spec.classes)
     if (i := loc.first(bad)) is not None:
-        raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}")
+        raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}"
+                                  f"{_unicode_form_hint(text.iloc[i], spec.classes)}")
     return text.where(present, None).astype(object)
+
+
+def _unicode_form_hint(value: str, allowed: Sequence[Any]) -> str:
+    """When ``value`` is one of ``allowed`` written in another Unicode form (``é`` as ``e``
+    and a combining accent): a note saying so, since both look the same in the message."""
+    import unicodedata
+
+    same = [a for a in allowed if unicodedata.normalize("NFC", str(a)) == unicodedata.normalize("NFC", value)]
+    if not same:
+        return ""
+    return (f" ({_show(value)} is {_show(same[0])} written with other Unicode characters, e.g. an accent as a "
+            "separate character; values are compared exactly: write it as the spec does, e.g. in Unicode NFC form)")
 
 
 # An ISO 8601 date, optionally with a time (``T`` or a space) and a UTC offset or ``Z``;
@@ -487,6 +500,7 @@ def _check_feature(values: pd.Series, feature: FeatureSpec, spec: DatasetSpec, l
             if (i := loc.first(unknown)) is not None:
                 raise loc.fail(
                     column, i, f"{_show(values.iloc[i])} is not one of {', '.join(feature.categories)}"
+                               f"{_unicode_form_hint(str(checked.iloc[i]), feature.categories)}"
                 )
     if not feature.nullable and (i := loc.first(~present)) is not None:
         raise loc.fail(column, i, "value is missing and the feature is not nullable")

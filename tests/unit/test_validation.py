@@ -249,3 +249,22 @@ def test_titanic_rows_name_the_raw_column(tmp_path: Path, data_dir: Path) -> Non
     raw.loc[4, "SibSp"] = 11
     with pytest.raises(DataValidationError, match=r"^frame: column 'SibSp' \(feature 'sibsp'\), row 5: 11 is outside"):
         build_feature_rows(Source(raw, "frame", False), titanic.SPEC, "backfill", "2024-01-01")
+
+
+def test_a_value_in_another_unicode_form_is_refused_saying_so(tmp_path: Path) -> None:
+    """Found by a user trial: 'café noir' with a combining accent was refused as "not one of
+    café noir, ..." — the same text to the eye."""
+    import unicodedata
+
+    spec = parse_spec({"name": "drinks", "label": "y", "classes": ["café noir", "thé"], "primary_key": "id",
+                       "features": {"cup": {"type": "string", "categories": ["grande", "petite"]}, "v": {"type": "double"}}},
+                      "drinks.yaml")
+    decomposed = unicodedata.normalize("NFD", "café noir")
+    path = tmp_path / "drinks.csv"
+    path.write_text(f"id,cup,v,y\n1,grande,1.0,thé\n2,petite,2.0,{decomposed}\n", encoding="utf-8")
+    message = _refused(path, spec)
+    assert message.endswith(f"label {decomposed!r} is not one of café noir, thé ({decomposed!r} is 'café noir' written "
+                            "with other Unicode characters, e.g. an accent as a separate character; values are compared "
+                            "exactly: write it as the spec does, e.g. in Unicode NFC form)")
+    path.write_text("id,cup,v,y\n1,grande,1.0,thé\n2,tall,2.0,thé\n", encoding="utf-8")
+    assert _refused(path, spec).endswith("'tall' is not one of grande, petite")  # no hint where none applies
