@@ -201,7 +201,10 @@ def _profile(raw: pd.DataFrame, column: str, position: int) -> _Column:
         info.type = "bigint" if whole else "double"
         info.present = numeric_present
         info.numbers = numbers.astype("int64" if whole else float)
-        info.distinct = sorted(set(values[numeric_present].str.strip()))
+        # One text per number: 0, 0.0 and -0.0 are one value (a column of them is constant).
+        texts = pd.DataFrame({"text": values[numeric_present].str.strip().to_numpy(),
+                              "number": info.numbers.astype(float).to_numpy() + 0.0})
+        info.distinct = sorted(texts.drop_duplicates("number")["text"])
         return info
     info.type = "string"
     info.present = values != ""

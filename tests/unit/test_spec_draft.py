@@ -430,3 +430,14 @@ def test_a_column_of_iso_times_is_offered_as_the_event_time_column_commented_out
     plain = [["x", "when", "y"]] + [[str(i % 7), "05/01/2023", "ab"[i % 2]] for i in range(20)]
     draft, _, _ = _drafted(tmp_path, _csv(plain), "y")
     assert "event_time_column" not in draft.text
+
+
+def test_a_column_of_one_number_written_several_ways_is_constant(tmp_path: Path) -> None:
+    """Found by a user trial: 0.0 and -0.0 were two values, and the column a feature
+    "from -0 to -0"."""
+    path = tmp_path / "zeros.csv"
+    rows = [f"{i},{('0.0', '-0.0', '0')[i % 3]},{i % 7},{('a', 'b')[i % 2]}" for i in range(60)]
+    path.write_text("id,zero,x,y\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    draft = draft_spec(path, "y", spec_dir=tmp_path)
+    assert "\n  zero:" not in draft.text and "\n  # zero: {type: double}" in draft.text
+    assert "column 'zero' left out: constant: one value ('0.0') in 60 rows" in draft.text
