@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,11 +40,19 @@ def parse_date(value: str | None, option: str = "--date") -> dt.date | None:
     empty means unset."""
     if value is None or not str(value).strip():
         return None
+    text = str(value).strip()
+    # Only YYYY-MM-DD: Python also reads 2024-W05 and 20240201 as dates, which the
+    # message would not say (found by a user trial: --date 2024-W05 wrote 2024-01-29).
+    if not _DAY_FORMAT.fullmatch(text):
+        raise SmlError(f"{option} {value!r} is not a date (expected YYYY-MM-DD)")
     try:
-        day = dt.date.fromisoformat(str(value).strip())
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise SmlError(f"{option} {value!r} is not a date (expected YYYY-MM-DD)") from None
     return check_date(day, option)
+
+
+_DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _blank_to_none(value: str | None) -> str | None:

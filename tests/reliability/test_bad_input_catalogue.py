@@ -507,6 +507,9 @@ CASES: dict[str, Case] = {
         ("passengers.yaml", "is 260 characters long, longer than 64"),
     ),
     "bad --date": Case(lambda ws: ["daily", "--date", "2024-02-30"], ("--date '2024-02-30' is not a date", "YYYY-MM-DD")),
+    # Found by a user trial: Python's ISO reader took these, and 2024-W05 wrote rows for 2024-01-29.
+    "--date as an ISO week": Case(lambda ws: ["daily", "--date", "2024-W05"], ("--date '2024-W05' is not a date", "YYYY-MM-DD")),
+    "--date without dashes": Case(lambda ws: ["daily", "--date", "20240201"], ("--date '20240201' is not a date", "YYYY-MM-DD")),
     "negative --rows": Case(lambda ws: ["daily", "--date", "2024-02-01", "--rows", "-5"], ("--rows must be between 1 and 10000, got -5",)),
     # A seed above 9999 used to reuse seed % 10000's keys and overwrite those rows.
     "--seed too large": Case(lambda ws: ["daily", "--date", "2024-02-01", "--seed", "10000"], ("--seed must be between 0 and 9999, got 10000",)),
