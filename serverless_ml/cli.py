@@ -904,7 +904,8 @@ def switch_values_to_flags(args: Sequence[str], *, strict: bool = False) -> list
 
     The old form keeps working in crontabs and scripts written for it. ``strict`` (the
     MLproject entry points, which always pass a value): the value must be a true/false
-    word or empty (unset), else one ``error:`` line naming it.
+    word or empty (unset), else one ``error:`` line naming it; and any other option given
+    an empty value is left out, so that its default applies (``-P rows=`` as no ``--rows``).
     """
     out: list[str] = []
     i = 0
@@ -917,6 +918,10 @@ def switch_values_to_flags(args: Sequence[str], *, strict: bool = False) -> list
         # Commands take no arguments: a word after a switch can only be meant as its value.
         if name in SWITCHES and not equals and following is not None and (strict or not following.startswith("-")):
             value, equals, i = following, "=", i + 1
+        if strict and name.startswith("--") and name not in SWITCHES and not equals and following is not None \
+                and not following.strip():
+            i += 2  # an empty MLproject value means "not set": the option's own default applies
+            continue
         if name in SWITCHES and equals:
             word = value.strip().lower()
             if word in TRUE_WORDS:

@@ -125,6 +125,12 @@ def test_entry_points_translate_typed_parameters_and_refuse_other_values() -> No
     """MLproject passes every switch a value; an empty value leaves the default."""
     assert switch_values_to_flags(["train", "--include-synthetic", "", "--trials", "2"], strict=True) == ["train", "--trials", "2"]
     assert switch_values_to_flags(["infer", "--fail-on-alert", "true"], strict=True) == ["infer", "--fail-on-alert"]
+    # Any other option with an empty value: left out, so its default applies, as the README
+    # says (found by a user trial: -P rows= was "'' is not a valid integer").
+    assert switch_values_to_flags(["daily", "--dataset", "iris", "--rows", "", "--seed", " ", "--date", ""],
+                                  strict=True) == ["daily", "--dataset", "iris"]
+    # Outside the entry points an empty value is the user's: click judges it.
+    assert switch_values_to_flags(["daily", "--rows", ""]) == ["daily", "--rows", ""]
     proc = subprocess.run([sys.executable, "-m", "entrypoints.batch_inference", "--fail-on-alert", "sometimes"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
