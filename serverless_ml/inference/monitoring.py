@@ -56,7 +56,7 @@ class AlertRule:
         if not 0 <= self.accuracy_drop <= 1:
             raise SmlError(f"--accuracy-drop must be between 0 and 1, got {self.accuracy_drop}")
         if not 0 < self.drift_p_value < 1:
-            raise SmlError(f"--drift-p-value must be between 0 and 1, got {self.drift_p_value}")
+            raise SmlError(f"--drift-p-value must be in (0, 1), 0 and 1 excluded, got {self.drift_p_value}")
         if not 0 <= self.drift_share < 1:
             raise SmlError(f"--drift-share must be in [0, 1), got {self.drift_share}")
         if not 0 <= self.drift_min_effect < 100:

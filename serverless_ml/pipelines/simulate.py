@@ -112,7 +112,7 @@ class SimulateOptions:
         # The first simulated day too: --days back from --end-date must stay in range.
         check_date(self.first_day, f"the first simulated day (--end-date {self.end_date.isoformat()} minus --days {self.days} + 1)")
         if self.retrain_every is not None and self.retrain_every < 1:
-            raise SmlError(f"--retrain-every must be >= 1, got {self.retrain_every}")
+            raise SmlError(f"--retrain-every must be >= 1 (or 0: no retraining), got {self.retrain_every}")
         if self.drift and self.drift_from is None:
             raise SmlError("--drift needs --drift-from DAY (the first day of the drift episode, 1..--days)")
         if self.drift_from is not None and not 1 <= self.drift_from <= self.days:
@@ -120,7 +120,7 @@ class SimulateOptions:
         if self.drift_from is not None and not self.drift:
             raise SmlError("--drift-from needs --drift SPEC (e.g. 'age+15,fare*2')")
         if self.drift_days is not None and self.drift_days < 1:
-            raise SmlError(f"--drift-days must be >= 1, got {self.drift_days}")
+            raise SmlError(f"--drift-days must be >= 1 (or 0: to the last day), got {self.drift_days}")
         if self.retrain_trials < 1:
             raise SmlError(f"--retrain-trials must be >= 1, got {self.retrain_trials}")
         if not 0 <= self.label_delay <= MAX_DAYS:

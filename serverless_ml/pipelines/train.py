@@ -129,7 +129,7 @@ class TrainOptions:
         if self.workers < 1:
             raise SmlError(f"--workers must be >= 1, got {self.workers}")
         if self.timeout is not None and self.timeout <= 0:
-            raise SmlError(f"--timeout must be > 0 seconds, got {self.timeout}")
+            raise SmlError(f"--timeout must be > 0 seconds (or 0 for the default budget), got {self.timeout}")
         if self.promote not in defaults.TRAIN_PROMOTE_MODES:
             raise SmlError(f"--promote must be one of {', '.join(defaults.TRAIN_PROMOTE_MODES)}")
 

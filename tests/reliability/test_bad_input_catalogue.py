@@ -609,7 +609,7 @@ CASES: dict[str, Case] = {
         _args("infer", "--drift-min-effect", "nan"), ("--drift-min-effect must be between 0 and 100, got nan",), store="trained"
     ),
     "infer: --drift-share 1": Case(_args("infer", "--drift-share", "1"), ("--drift-share must be in [0, 1), got 1.0",), store="trained"),
-    "infer: --drift-p-value 0": Case(_args("infer", "--drift-p-value", "0"), ("--drift-p-value must be between 0 and 1, got 0.0",), store="trained"),
+    "infer: --drift-p-value 0": Case(_args("infer", "--drift-p-value", "0"), ("--drift-p-value must be in (0, 1), 0 and 1 excluded, got 0.0",), store="trained"),
     "simulate: --replace with --keep-existing": Case(
         _args("simulate", "--days", "2", "--replace", "--keep-existing"), ("--replace and --keep-existing exclude each other",),
         store="trained",

@@ -45,7 +45,7 @@ def _refused(build, message: str) -> None:  # noqa: ANN001 - a callable building
     ({"folds": 1}, f"--folds must be between 2 and 20 (or 0: {defaults.TRAIN_AUTO_FOLDS}, fewer when a class "
                    "has fewer training rows), got 1"),
     ({"workers": 0}, "--workers must be >= 1, got 0"),
-    ({"timeout": 0.0}, "--timeout must be > 0 seconds, got 0.0"),
+    ({"timeout": 0.0}, "--timeout must be > 0 seconds (or 0 for the default budget), got 0.0"),
     ({"promote": "sometimes"}, "--promote must be one of if-better, always, never"),
 ])
 def test_train_options_refuse_each_bad_value(changes: dict, message: str) -> None:
@@ -64,8 +64,8 @@ def test_train_options_defaults_are_the_defaults_module() -> None:
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"accuracy_drop": 1.5}, "--accuracy-drop must be between 0 and 1, got 1.5"),
-    ({"drift_p_value": 0.0}, "--drift-p-value must be between 0 and 1, got 0.0"),
-    ({"drift_p_value": math.nan}, "--drift-p-value must be between 0 and 1, got nan"),
+    ({"drift_p_value": 0.0}, "--drift-p-value must be in (0, 1), 0 and 1 excluded, got 0.0"),
+    ({"drift_p_value": math.nan}, "--drift-p-value must be in (0, 1), 0 and 1 excluded, got nan"),
     ({"drift_share": 1.0}, "--drift-share must be in [0, 1), got 1.0"),
     ({"drift_min_effect": -0.1}, "--drift-min-effect must be between 0 and 100, got -0.1"),
     ({"drift_min_effect": math.nan}, "--drift-min-effect must be between 0 and 100, got nan"),
@@ -108,11 +108,11 @@ DRIFT = parse_drift("age+15", TITANIC)
     ({"replace": True, "keep_existing": True},
      "--replace and --keep-existing exclude each other: rewrite the existing days, or keep them"),
     ({"days": 0}, "--days must be between 1 and 3660, got 0"),
-    ({"retrain_every": 0}, "--retrain-every must be >= 1, got 0"),
+    ({"retrain_every": 0}, "--retrain-every must be >= 1 (or 0: no retraining), got 0"),
     ({"drift": DRIFT}, "--drift needs --drift-from DAY (the first day of the drift episode, 1..--days)"),
     ({"drift": DRIFT, "drift_from": 4}, "--drift-from must be a day between 1 and 3, got 4"),
     ({"drift_from": 1}, "--drift-from needs --drift SPEC (e.g. 'age+15,fare*2')"),
-    ({"drift": DRIFT, "drift_from": 1, "drift_days": 0}, "--drift-days must be >= 1, got 0"),
+    ({"drift": DRIFT, "drift_from": 1, "drift_days": 0}, "--drift-days must be >= 1 (or 0: to the last day), got 0"),
     ({"retrain_trials": 0}, "--retrain-trials must be >= 1, got 0"),
 ])
 def test_simulate_options_refuse_each_bad_value(changes: dict, message: str) -> None:
