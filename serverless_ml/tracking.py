@@ -462,12 +462,23 @@ def job_run(experiment_id: str, run_name: str, client: MlflowClient | None = Non
     try:
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=owner_tags()) as run:
             if project_run_id:
-                mlflow.set_tag("sml.project_run_id", project_run_id)
+                mlflow.set_tag(PROJECT_RUN_TAG, project_run_id)
                 _client(client).set_tag(project_run_id, "sml.job_run_id", run.info.run_id)
             yield run
     finally:
         if project_run_id is not None:
             os.environ["MLFLOW_RUN_ID"] = project_run_id
+
+
+PROJECT_RUN_TAG = "sml.project_run_id"
+"""Tag of a run a job logs under ``mlflow run``: the project run it belongs to."""
+
+
+def project_run_tags() -> dict[str, str]:
+    """:data:`PROJECT_RUN_TAG` for a run created with the client (not :func:`job_run`) under
+    ``mlflow run`` (whose run id MLflow gives the command in ``MLFLOW_RUN_ID``); none outside."""
+    project_run_id = os.environ.get("MLFLOW_RUN_ID")
+    return {PROJECT_RUN_TAG: project_run_id} if project_run_id else {}
 
 
 HOST_TAG = "sml.host"

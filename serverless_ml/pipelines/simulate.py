@@ -473,7 +473,8 @@ def replay_batches(
                 started_ms = int(scored_at.timestamp() * 1000)
                 run = client.create_run(
                     ctx.experiment_id, start_time=started_ms,
-                    run_name=f"{spec.name}-batch-{day.isoformat()}", tags={registry.SIMULATED_TAG: "true", **tags},
+                    run_name=f"{spec.name}-batch-{day.isoformat()}",
+                    tags={registry.SIMULATED_TAG: "true", **tags, **tracking.project_run_tags()},
                 )
                 batch_ms[run.info.run_id] = started_ms
                 run_ids.append(run.info.run_id)

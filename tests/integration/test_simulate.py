@@ -28,15 +28,21 @@ def _runs() -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=[monitoring_experiment("titanic")])
 
 
-def test_simulate_gives_one_dated_monitoring_run_per_day(world) -> None:  # noqa: ANN001
+def test_simulate_gives_one_dated_monitoring_run_per_day(world, monkeypatch) -> None:  # noqa: ANN001
     store, settings = world
     options = SimulateOptions(days=12, end_date=END, rows=5)
+    # As under `mlflow run -e simulate`: its runs name the project run (found by a user trial: they did not).
+    project = MlflowClient(settings.tracking_uri).create_run(
+        MlflowClient(settings.tracking_uri).create_experiment("project")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", project)
     report = simulate(SPEC, store, settings, options)
+    monkeypatch.delenv("MLFLOW_RUN_ID")
     assert (report.days, report.runs, report.rows_added) == (12, 12, 60)
     runs = _runs()
     days = [(END - dt.timedelta(days=11 - i)).isoformat() for i in range(12)]
     assert sorted(runs["tags.as_of"]) == days
     assert set(runs["status"]) == {"FINISHED"}
+    assert set(runs["tags.sml.project_run_id"]) == {project}
     # Each run is dated like the job that would have run on the day: the next day, 00:15 UTC.
     for _, run in runs.iterrows():
         expected = pd.Timestamp(run["tags.as_of"], tz="UTC") + pd.Timedelta(days=1, minutes=15)
