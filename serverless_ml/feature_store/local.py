@@ -139,6 +139,18 @@ _DAMAGE_WORDS = re.compile(r"json|delta log|_delta_log|log segment|checkpoint|pa
 """Words of a delta-rs error about a table's damaged files (its other errors are bugs)."""
 
 
+def _unreadable_part(table_path: Path) -> Path | None:
+    """The first data file of the table whose Parquet footer cannot be read, if any."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(table_path.rglob("*.parquet")):
+        try:
+            pq.read_metadata(path)
+        except (OSError, pa.ArrowException):
+            return path
+    return None
+
+
 def _damaged_log_entry(table_path: Path) -> Path | None:
     """The first Delta log entry under ``table_path`` with a line that is not JSON."""
     for entry in sorted((table_path / "_delta_log").glob("*.json")):
@@ -229,7 +241,8 @@ class LocalFeatureGroup(FeatureGroup):
             if "parquet" not in str(exc).lower():
                 raise
             named = re.search(r"source '([^']+)'", str(exc))
-            part = self.table_path / named.group(1) if named else self.table_path
+            # A scan (read_batches) does not name the file: look for it.
+            part = self.table_path / named.group(1) if named else (_unreadable_part(self.table_path) or self.table_path)
             reason = str(exc).split("': ", 1)[-1].splitlines()[0][:120]
             raise SmlError(
                 f"feature group '{self.label}': data file {part} of its Delta table is damaged "

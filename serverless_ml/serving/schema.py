@@ -173,10 +173,10 @@ def check_number(feature: FieldRules, raw: Any) -> tuple[Any, str | None]:
         return None, f"'{str(raw)[:40]}' is not a number"
     if math.isnan(value) or math.isinf(value):
         return None, f"enter a finite number ({range_text(feature)})"
-    if abs(value) > FLOAT32_MAX:  # the forest compares 32-bit floats
-        return None, f"{value:g} is beyond what the model takes (at most {FLOAT32_MAX:.4g} in size)"
     if (feature.min is not None and value < feature.min) or (feature.max is not None and value > feature.max):
         return None, f"{value:g} is outside the allowed range ({range_text(feature)})"
+    if abs(value) > FLOAT32_MAX:  # the forest compares 32-bit floats
+        return None, f"{value:g} is beyond what the model takes (at most {FLOAT32_MAX:.4g} in size)"
     if feature.type == "bigint":
         if not value.is_integer():
             return None, f"{value:g} is not a whole number ({range_text(feature)})"
