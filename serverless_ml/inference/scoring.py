@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.feature_store.base import ORIGIN_COLUMN, Feature, FeatureGroup, FeatureStore
-from serverless_ml.training.evaluation import metric_key
+from serverless_ml.training.evaluation import metric_key, numbered
 
 
 CHUNK_ROWS = 100_000
@@ -58,12 +58,7 @@ def probability_columns(classes: Sequence[Any]) -> list[str]:
     takes a counter: ``proba_a_b_2``; a name never changes once classes are fixed."""
     out: list[str] = []
     for value in classes:
-        base = f"proba_{metric_key(value).lower()}"
-        candidate, counter = base, 1
-        while candidate in out:
-            counter += 1
-            candidate = f"{base}_{counter}"
-        out.append(candidate)
+        out.append(numbered(f"proba_{metric_key(value).lower()}", out, "_"))
     return out
 
 

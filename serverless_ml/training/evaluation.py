@@ -34,12 +34,18 @@ def class_metric_keys(classes: Sequence[Any], class_names: Sequence[str] | None 
         key = metric_key(name) or metric_key(label) or "class"
         if key in keys:
             key = f"{key}-{metric_key(label)}"
-        candidate, counter = key, 1
-        while candidate in keys:
-            counter += 1
-            candidate = f"{key}-{counter}"
-        keys.append(candidate)
+        keys.append(numbered(key, keys))
     return keys
+
+
+def numbered(base: str, taken: Sequence[str], separator: str = "-") -> str:
+    """``base``, or ``base`` with the first counter from 2 (``a_b-2``) that no name in
+    ``taken`` has."""
+    candidate, counter = base, 1
+    while candidate in taken:
+        counter += 1
+        candidate = f"{base}{separator}{counter}"
+    return candidate
 
 
 def confusion_counts(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> np.ndarray:
