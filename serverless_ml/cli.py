@@ -794,6 +794,14 @@ def main_command(dataset: str, trials: int, days: int, drift: str, drift_from: i
         settings = resolve_settings(store_dir=_blank_to_none(store_dir),
                                     tracking_uri=f"sqlite:///{database}" + (f"?{query}" if query else ""))
     refuse_store_file(settings)
+    if settings.feature_store == "local":
+        # What the first step would do, done before any run is started: a folder that cannot
+        # be made fails here in one line (found by a user trial: `--store-dir /proc/nope` left
+        # FAILED main and features runs and printed two lines).
+        try:
+            settings.store_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SmlError(f"feature store folder {settings.store_dir} cannot be created ({exc.strerror or exc})") from None
     tracker = configure_tracking(settings)
     uri = tracker.uri
     # The steps run in the project's folder: every path they are given is absolute (a

@@ -691,6 +691,8 @@ CASES: dict[str, Case] = {
     # --- main (used to start MLflow project runs, and run features and train, before
     # finding the bad dataset or drift of a later step) -----------------------------
     "main: unknown dataset": Case(_args("main", "--dataset", "wine"), ("unknown dataset 'wine'",)),
+    "main: store folder that cannot be made": Case(
+        _args("main", "--store-dir", "/proc/sml-nope"), ("feature store folder /proc/sml-nope cannot be created",)),
     "main: bad --drift": Case(_args("main", "--drift", "age+x", "--drift-from", "1"), ("--drift 'age+x'", "'x' is not a number")),
     "main: tracking server down": Case(
         _with(_env(**SERVER_DOWN), ["main"]), ("MLflow tracking server http://127.0.0.1:", "cannot be reached")
