@@ -103,11 +103,11 @@ def _limit(name: str, default: float) -> float:
     return value
 
 
-def _check_regular_file(path: Path, expected: str = "a regular CSV file") -> None:
+def _check_regular_file(path: Path, expected: str | None = None) -> None:
     """A source on disk must be a regular file (or a link to one): a named pipe would
-    block the read forever, and a device (``/dev/zero``) never ends. ``expected`` says what
-    the command reads (live rows and labels: a CSV or Parquet file); a folder is left to
-    the reader unless it is given."""
+    block the read forever, and a device (``/dev/zero``) never ends. ``expected``: what the
+    command reads (live rows and labels: :data:`ROWS_FILE`), a folder refused as well;
+    without it a regular CSV file, and a folder is left to the CSV reader to name."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -117,12 +117,12 @@ def _check_regular_file(path: Path, expected: str = "a regular CSV file") -> Non
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        if expected == ROWS_FILE:
-            raise DataValidationError(f"source {path} is a directory, expected {ROWS_FILE}")
-        return  # a folder: the reader says so
+        if expected is not None:
+            raise DataValidationError(f"source {path} is a directory, expected {expected}")
+        return  # a folder: the CSV reader says so
     kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
-    raise DataValidationError(f"source {path} is {kind}, expected {expected}")
+    raise DataValidationError(f"source {path} is {kind}, expected {expected or 'a regular CSV file'}")
 
 
 ROWS_FILE = "a CSV or Parquet file"

@@ -237,13 +237,18 @@ def load_training_rows(
     return read_training_rows(spec, group, view, include_synthetic)
 
 
+REAL_ORIGINS = (BACKFILL_ORIGIN, LIVE_ORIGIN)
+"""The rows training reads unless synthetic rows are included: the backfill and the live
+rows (``sml ingest``) whose labels have arrived."""
+
+
 def read_training_rows(
     spec: DatasetSpec, group: Any, view: Any, include_synthetic: bool
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series, int | None]:
     """:func:`load_training_rows` from the group and view :func:`training_view` opened."""
     data_version = group.data_version()
     # Real rows: the backfill and the live rows (`sml ingest`) whose labels have arrived.
-    only_real = None if include_synthetic else group.get_feature(ORIGIN_COLUMN).isin([BACKFILL_ORIGIN, LIVE_ORIGIN])
+    only_real = None if include_synthetic else group.get_feature(ORIGIN_COLUMN).isin(list(REAL_ORIGINS))
     x, y = view.training_data(extra_filter=only_real, version=data_version)
     # Rows whose label is not known yet (live rows awaiting `sml labels`) cannot be trained on.
     labelled = y[spec.label].notna().to_numpy()
@@ -258,7 +263,7 @@ def read_training_rows(
 def training_labels(spec: DatasetSpec, group: FeatureGroup, include_synthetic: bool) -> pd.Series:
     """The labels :func:`read_training_rows` would train on (the known labels of the real
     rows, or of every row with ``include_synthetic``), read from the group alone."""
-    origins = None if include_synthetic else [BACKFILL_ORIGIN, LIVE_ORIGIN]
+    origins = None if include_synthetic else list(REAL_ORIGINS)
     parts = [batch.to_pandas() for batch in group.read_batches(columns=[spec.label, ORIGIN_COLUMN])]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[spec.label, ORIGIN_COLUMN])
     if origins is not None:
