@@ -93,7 +93,13 @@ def run(command: str) -> None:
     ``mlflow run`` was started in when the file is there (:func:`resolve_typed_paths`),
     else from the project directory.
     """
-    args = [command, *resolve_typed_paths(sys.argv[1:], caller_dir())]
+    caller = caller_dir()
+    args = [command, *resolve_typed_paths(sys.argv[1:], caller)]
+    if caller is not None and not os.environ.get("SML_CALLER_DIR"):
+        # Where a database tracking URI's artifacts go (serverless_ml.tracking.artifact_root):
+        # the folder the user ran from, not the project's folder this process runs in. Set
+        # once: the steps of `mlflow run -e main` inherit the user's folder from main's.
+        os.environ["SML_CALLER_DIR"] = str(caller)
     try:
         from serverless_ml.cli import console_main
 

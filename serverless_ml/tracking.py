@@ -133,20 +133,40 @@ def sqlite_database_path(uri: str) -> Path | None:
     return Path(raw).expanduser().resolve()
 
 
+CALLER_DIR_ENV = "SML_CALLER_DIR"
+"""Set by the MLproject entry points (``entrypoints.run``) to the folder ``mlflow run`` or
+``sml main`` was started from: the working directory the user meant, where the entry
+point's own process runs in the project's folder."""
+
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+"""Tracking URIs of a database used directly (``postgresql://``, ``mysql+pymysql://``, ...)."""
+
+
+def is_database_uri(uri: str) -> bool:
+    """Whether ``uri`` is a database other than SQLite, used directly (not a server)."""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES and "://" in uri
+
+
 def artifact_root(uri: str) -> Path | None:
     """Where this project puts the artifacts of the experiments it creates in the tracking
     store ``uri``: :data:`ARTIFACTS_DIRNAME` next to a SQLite database, whatever the
-    working directory. ``None`` leaves the choice to MLflow: a tracking server
-    (``http(s)://``) stores them in its own (proxied) artifact store.
+    working directory; for a database used directly (``postgresql://``), ``./mlruns`` of
+    the folder the user ran the command from (:data:`CALLER_DIR_ENV` under ``mlflow run``
+    and ``sml main``, else the working directory). ``None`` leaves the choice to MLflow:
+    a tracking server (``http(s)://``) stores them in its own (proxied) artifact store.
 
     Why: MLflow's default is ``./mlruns`` of the process that creates an experiment;
     under ``mlflow run`` that is the code checkout, which a re-clone or ``git clean -X``
-    empties while the database still points at the files. (A database used directly
-    through ``postgresql://`` and the like keeps MLflow's default: use a tracking
-    server to share artifacts.)
+    empties while the database still points at the files. (With a database used
+    directly, the artifacts are on the machine that created the experiment: use a
+    tracking server to share them.)
     """
     database = sqlite_database_path(uri)
-    return None if database is None else database.parent / ARTIFACTS_DIRNAME
+    if database is not None:
+        return database.parent / ARTIFACTS_DIRNAME
+    if is_database_uri(uri):
+        return Path(os.environ.get(CALLER_DIR_ENV) or os.getcwd()).resolve() / ARTIFACTS_DIRNAME
+    return None
 
 
 def experiment_artifact_location(name: str, uri: str) -> str | None:

@@ -94,6 +94,7 @@ XDIST_UNITS: dict[str, tuple[str, ...]] = {
     "site_world": ("tests/app/",),
     # A PostgreSQL server.
     "postgres_cluster": ("tests/integration/test_tracking_server.py", "tests/integration/test_shared_study.py",
+                         "tests/integration/test_database_tracking.py",
                          "tests/reliability/test_secrets.py::test_no_secret_shows_anywhere"),
 }
 

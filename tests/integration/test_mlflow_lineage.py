@@ -89,8 +89,23 @@ def test_a_relative_database_resolves_against_the_working_directory_and_a_server
     assert tracking.artifact_root("sqlite:///dbs/mlflow.db") == tmp_path / "dbs" / "mlruns"
     assert tracking.experiment_artifact_location("iris-monitoring", "sqlite:////srv/ml/mlflow.db?mode=rwc") == (
         "/srv/ml/mlruns/iris-monitoring")
-    for uri in ("http://127.0.0.1:5000", "https://user:pw@mlflow.internal", "postgresql://u:p@db/mlflow", "sqlite://"):
+    for uri in ("http://127.0.0.1:5000", "https://user:pw@mlflow.internal", "sqlite://", "file:///srv/mlruns"):
         assert tracking.experiment_artifact_location("iris-training", uri) is None, uri
+
+
+def test_a_database_used_directly_keeps_artifacts_in_the_folder_the_user_ran_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``postgresql://`` (and MySQL, SQL Server): ``./mlruns`` of the working directory, or of
+    the folder ``mlflow run`` was started from (``SML_CALLER_DIR``, set by the entry points:
+    their own process runs in the project's folder)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(tracking.CALLER_DIR_ENV, raising=False)
+    for uri in ("postgresql://u:p@db/mlflow", "postgresql+psycopg2://db/mlflow", "mysql+pymysql://u@db/m", "mssql://db/m"):
+        assert tracking.experiment_artifact_location("iris-training", uri) == str(tmp_path / "mlruns" / "iris-training"), uri
+    monkeypatch.setenv(tracking.CALLER_DIR_ENV, str(tmp_path / "caller"))
+    assert tracking.artifact_root("postgresql://u:p@db/mlflow") == tmp_path / "caller" / "mlruns"
+    assert tracking.artifact_root("sqlite:////srv/ml/mlflow.db") == Path("/srv/ml/mlruns")
 
 
 # --- the training run -----------------------------------------------------------------------------
