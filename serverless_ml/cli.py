@@ -983,17 +983,17 @@ def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) ->
         verbose = verbose or _verbose_requested(())
         if verbose:
             click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
-        click.echo(scrub_known(f"error: {exc}"), err=True)
+        _error_line(scrub_known(f"error: {exc}"), strict_switches)
         sys.exit(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - click >= 8.2
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "sml"
-        click.echo(f"error: {exc.format_message()} (see '{command} --help')", err=True)
+        _error_line(f"error: {exc.format_message()} (see '{command} --help')", strict_switches)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        _error_line(f"error: {exc.format_message()}", strict_switches)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -1008,8 +1008,18 @@ def main(argv: Sequence[str] | None = None, *, strict_switches: bool = False) ->
             click.echo(scrub_known(traceback.format_exc()).rstrip("\n"), err=True)
         if fault is None:
             sys.exit(1)
-        click.echo(scrub_known(f"error: {fault}"), err=True)
+        _error_line(scrub_known(f"error: {fault}"), strict_switches)
         sys.exit(fault.exit_code)
+
+
+def _error_line(line: str, project_run: bool) -> None:
+    """Print the ``error:`` line; as an MLproject entry point (``project_run``), also tag
+    the project run MLflow made for the command with it (MLflow marks it FAILED, nothing more)."""
+    click.echo(line, err=True)
+    if project_run and os.environ.get("MLFLOW_RUN_ID"):
+        from serverless_ml.tracking import record_project_run_error
+
+        record_project_run_error(line.removeprefix("error: "))
 
 
 def exit_process(code: int | str | None) -> None:

@@ -501,6 +501,49 @@ def project_run_tags() -> dict[str, str]:
     return {PROJECT_RUN_TAG: project_run_id} if project_run_id else {}
 
 
+ERROR_TAG = "sml.error"
+"""Tag of an MLflow project run (``mlflow run``, a step of ``sml main``) whose command
+failed, and of the ``main`` run a step failed in: the ``error:`` line the user saw (MLflow
+itself records only the FAILED status)."""
+ERROR_TAG_TIMEOUT_S = 10.0
+
+
+def record_project_run_error(message: str, run_id: str | None = None, timeout_s: float = ERROR_TAG_TIMEOUT_S) -> bool:
+    """Tag the project run this process runs in (``MLFLOW_RUN_ID``; or ``run_id``) with
+    ``message`` as :data:`ERROR_TAG`, on the tracking URI MLflow gave the command. Best
+    effort and bounded: the failure may be the tracking store itself (down, locked), so
+    a server is asked once without retries and the write gets ``timeout_s``; a tag that
+    cannot be written is left out (the ``error:`` line has been printed), and a reason the
+    run already has is kept. Whether it was written."""
+    import threading
+
+    run_id = run_id or os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return False
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    # Read by MLflow at each request: this process is ending, the job's calls are over.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_s))
+    written: list[bool] = []
+
+    def write() -> None:
+        try:
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            # A reason already there stays (`sml main` tags its run with the failed step's).
+            if ERROR_TAG not in client.get_run(run_id).data.tags:
+                client.set_tag(run_id, ERROR_TAG, message[:MAX_PARAM_LENGTH])
+                written.append(True)
+        except Exception:  # noqa: BLE001 - the store may be what failed: the message was printed
+            pass
+
+    thread = threading.Thread(target=write, name="sml-error-tag", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(written)
+
+
 HOST_TAG = "sml.host"
 PID_TAG = "sml.pid"
 RECOVERED_TAG = "recovered"

@@ -140,18 +140,41 @@ def run_main(options: MainOptions, today: dt.date, progress: ProgressCallback | 
             if progress is not None:
                 progress(number, len(plan), entry_point)
             step_started = time.monotonic()
+            step_started_ms = int(time.time() * 1000)
             try:
                 submitted = mlflow.projects.run(
                     str(project), entry_point=entry_point, parameters=parameters, env_manager="local",
                     experiment_id=parent.info.experiment_id, run_name=step_run_name(options.dataset_name, entry_point, today),
                 )
             except ExecutionException as exc:
-                raise SmlError(f"step '{entry_point}' failed: {str(exc).splitlines()[0]}") from None
+                message = f"step '{entry_point}' failed: {str(exc).splitlines()[0]}"
+                why = _step_error(parent.info.experiment_id, parent.info.run_id, step_started_ms)
+                # The main run says which step failed and why (the step's run has the reason too).
+                tracking.record_project_run_error(message + (f" ({why})" if why else ""), parent.info.run_id)
+                raise SmlError(message) from None
             report.steps.append(StepRun(entry_point, submitted.run_id, time.monotonic() - step_started))
         report.seconds = time.monotonic() - started
         if progress is not None:
             progress(len(plan), len(plan), "finished")
     return report
+
+
+def _step_error(experiment_id: str, parent_run_id: str, since_ms: int) -> str:
+    """The ``sml.error`` tag of the step run of ``parent_run_id`` that failed last (started
+    at ``since_ms`` or later), or ``""``."""
+    import mlflow
+
+    from serverless_ml import tracking
+
+    try:
+        runs = mlflow.MlflowClient().search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'FAILED' "
+                          f"and attributes.start_time >= {since_ms}",
+            order_by=["attributes.start_time DESC"], max_results=1)
+    except Exception:  # noqa: BLE001 - the store may be what failed
+        return ""
+    return runs[0].data.tags.get(tracking.ERROR_TAG, "") if runs else ""
 
 
 @dataclass

@@ -71,3 +71,33 @@ def test_demo_reports_a_failed_dataset_in_one_line(tmp_path: Path, data_dir: Pat
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "error: the main job failed for wine (exit 2)"
     assert "[wine] error: unknown dataset 'wine'" in proc.stdout
+
+
+def test_a_failed_step_leaves_its_reason_on_its_run_and_on_the_main_run(tmp_path: Path, data_dir: Path) -> None:
+    """A source with a label outside the spec's classes passes main's up-front checks and
+    fails in the features step: both FAILED runs carry the step's ``error:`` line."""
+    (tmp_path / "mine.csv").write_text("id,x,kind\n" + "".join(f"{i},{i / 10},{'abc'[i % 3]}\n" for i in range(30)))
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\nsource: {path: mine.csv}\nlabel: kind\nprimary_key: id\nclasses: [a, b]\n"
+        "features:\n  x: {type: double}\n")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SML_DATA_DIR": str(data_dir),
+           "SML_STORE_DIR": str(tmp_path / "feature_store"), "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_RUN_ID", None)
+    sml = str(Path(sys.executable).parent / "sml")
+    proc = subprocess.run([sml, "main", "--dataset", "mine.yaml", "--trials", "1", "--days", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    step_error = next(line for line in errors if "'c'" in line)
+    assert "Traceback" not in proc.stderr
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (main,) = [r for r in runs if r.data.tags.get("mlflow.runName") == "mine-main"]
+    (features,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == main.info.run_id]
+    assert main.info.status == features.info.status == "FAILED"
+    assert features.data.tags["mlflow.project.entryPoint"] == "features"
+    assert features.data.tags["sml.error"] == step_error.removeprefix("error: ")
+    assert main.data.tags["sml.error"].startswith("step 'features' failed: ")
+    assert main.data.tags["sml.error"].endswith(f"({features.data.tags['sml.error']})")

@@ -207,6 +207,8 @@ def test_local_bad_int_parameter_fails_in_one_line(tmp_path: Path, tracking_uri:
     assert "Traceback" not in proc.stderr
     (run,) = project_runs(tracking_uri)
     check_run(run, entry_point="daily", status="FAILED", env="local", params={"rows": "abc"})
+    # The FAILED run says why, as the terminal did (MLflow records the status only).
+    assert run.data.tags["sml.error"] == line.removeprefix("error: ")
     assert not (tmp_path / "store").exists()
 
 
