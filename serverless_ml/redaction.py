@@ -187,6 +187,15 @@ def scrub(text: str, *uris: str | None) -> str:
     return _remove(text, secrets) if secrets else text
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_uri` (for text that is
+    stored, where a URL the user typed may carry a password no process remembered)."""
+    return _URL.sub(lambda match: redact_uri(match.group(0)), text)
+
+
 # --- what this process was given -------------------------------------------------------
 
 _KNOWN: list[str] = []

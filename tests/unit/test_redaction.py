@@ -108,3 +108,14 @@ def test_log_records_of_the_process_lose_the_secrets_it_was_given(monkeypatch: p
         assert redaction.scrub_known(f"error: {HEAD}") == "error: ***"
     finally:
         logging.setLogRecordFactory(factory)
+
+
+def test_redact_urls_masks_the_password_of_every_url_in_a_text() -> None:
+    from serverless_ml.redaction import redact_urls
+
+    text = ("storage 'postgresql://u:pw-one@db:5432/optuna' unreachable; see https://h.example/x?token=pw-two "
+            "and sqlite:///tmp/mlflow.db")
+    redacted = redact_urls(text)
+    assert "pw-one" not in redacted and "pw-two" not in redacted
+    assert "postgresql://u:***@db:5432/optuna" in redacted and "sqlite:///tmp/mlflow.db" in redacted
+    assert redact_urls("no url here") == "no url here"
