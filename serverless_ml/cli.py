@@ -384,7 +384,8 @@ def ingest(dataset: str, source: str, date_: str, settings: Settings) -> None:
 @click.option("--source", default="", help="CSV or Parquet path, or http(s) URL: the key column, the label column, optionally labelled_at (required).")
 @click.option("--overwrite", is_flag=True, help="Replace labels that are already known with the file's (refused otherwise).")
 @store_options
-def labels(dataset: str, source: str, overwrite: bool, settings: Settings) -> None:
+@notify_option
+def labels(dataset: str, source: str, overwrite: bool, settings: Settings, notify: tuple[Any, ...] = ()) -> None:
     """Attach labels to rows of the feature group, and make everything that depends on
     them follow.
 
@@ -393,9 +394,10 @@ def labels(dataset: str, source: str, overwrite: bool, settings: Settings) -> No
     group <dataset> (the rows' labels), the actual labels of <dataset>_predictions, and
     the realized figures (labelled share, batch accuracy, rolling and since-promotion
     accuracy, per-class metrics, confusion matrices) of every monitoring run they touch,
-    on the run itself. Unknown keys, labels outside the classes, duplicate keys and
-    changes to known labels (without --overwrite) are refused, and nothing is written.
-    Re-running the same file changes nothing.
+    on the run itself, and the accuracy alert of each run the labels show failing (printed
+    as ALERT lines, sent to --notify). Unknown keys, labels outside the classes, duplicate
+    keys and changes to known labels (without --overwrite) are refused, and nothing is
+    written. Re-running the same file changes nothing.
     """
     from serverless_ml.datasets import get_dataset
     from serverless_ml.datasets.sources import load_rows
@@ -407,7 +409,8 @@ def labels(dataset: str, source: str, overwrite: bool, settings: Settings) -> No
     spec = get_dataset(dataset)
     # Read afresh like `sml ingest` (a URL may serve new labels each day), CSV or Parquet.
     raw = load_rows(source, spec.name, settings.cache_dir)
-    report = attach_labels(spec, open_feature_store(settings), settings, raw, LabelOptions(overwrite=overwrite), dt.datetime.now(dt.timezone.utc))
+    report = attach_labels(spec, open_feature_store(settings), settings, raw, LabelOptions(overwrite=overwrite, notify=notify),
+                            dt.datetime.now(dt.timezone.utc))
     click.echo(f"source: {raw.location}")
     click.echo(report.summary())
 

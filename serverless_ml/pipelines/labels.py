@@ -68,7 +68,7 @@ from serverless_ml.dates import FUTURE_SLACK, MAX_DATE, MIN_DATE, RANGE_TEXT, la
 from serverless_ml.errors import DataValidationError
 from serverless_ml.faults import crash_point
 from serverless_ml.feature_store.base import FeatureStore, is_missing, to_utc
-from serverless_ml.inference import estimate, paired, realized
+from serverless_ml.inference import estimate, monitoring, paired, realized
 from serverless_ml.inference import slices as slice_stats
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, predictions_group, served_mask, shadow_run_id
 from serverless_ml.locks import job_lock
@@ -89,6 +89,8 @@ class LabelOptions:
     """Options of one ``sml labels`` job."""
 
     overwrite: bool = False
+    notify: tuple[Any, ...] = ()
+    """Where an accuracy alert the labels raise is sent (``--notify``, ``SML_NOTIFY_URL``)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class LabelsReport:
     runs_updated: list[str] = field(default_factory=list)
     runs_checked: int = 0
     notes: list[str] = field(default_factory=list)
+    alerts: list[tuple[str, str, str]] = field(default_factory=list)
+    """(batch's as-of, message, run id) of each accuracy alert the labels raised on a run."""
 
     def summary(self) -> str:
         written = self.labels_set + self.labels_changed
@@ -140,6 +144,7 @@ class LabelsReport:
             lines.append(f"  monitoring runs: {len(self.runs_updated)} of {self.runs_checked} updated"
                          + (f" ({shown})" if shown else ""))
         lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"ALERT {self.dataset} {as_of}: {message}" for as_of, message, _run in self.alerts]
         return "\n".join(lines)
 
 
@@ -340,6 +345,13 @@ class MonitoringRun:
     latest_actual: str = ""
     """Its :data:`registry.LATEST_KEY_TAG` and :data:`registry.LATEST_ACTUAL_TAG`: the batch's
     latest row and its label when the run was last logged (empty: not known)."""
+    holdout_accuracy: float | None = None
+    accuracy_drop: float = defaults.INFER_ACCURACY_DROP
+    """The champion's holdout accuracy and the ``--accuracy-drop`` the batch was judged with
+    (its :data:`registry.CHAMPION_HOLDOUT_ACCURACY_METRIC` and :data:`registry.ACCURACY_DROP_PARAM`)."""
+    alert_accuracy: bool = False
+    alerts: str = ""
+    """Its :data:`registry.ALERT_ACCURACY` tag (``true``) and :data:`registry.ALERTS_TAG`."""
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
@@ -393,8 +405,23 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
                                  int(challenger) if challenger and challenger.isdigit() else None,
                                  tags.get(registry.NOT_COMPUTED_TAG),
                                  {"True": True, "False": False}.get(params.get(registry.FIGURES_PARAM, "")),
-                                 tags.get(registry.LATEST_KEY_TAG, ""), tags.get(registry.LATEST_ACTUAL_TAG, "")))
+                                 tags.get(registry.LATEST_KEY_TAG, ""), tags.get(registry.LATEST_ACTUAL_TAG, ""),
+                                 _finite(run.data.metrics.get(registry.CHAMPION_HOLDOUT_ACCURACY_METRIC)),
+                                 _float_param(params.get(registry.ACCURACY_DROP_PARAM), defaults.INFER_ACCURACY_DROP),
+                                 tags.get(registry.ALERT_ACCURACY) == "true", tags.get(registry.ALERTS_TAG, "")))
     return out
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _float_param(value: str | None, default: float) -> float:
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        return default
+    return number if math.isfinite(number) else default
 
 
 def latest_actuals(spec: DatasetSpec, predictions: pd.DataFrame, runs: list[MonitoringRun]) -> dict[str, str]:
@@ -612,6 +639,12 @@ def attach_labels(
             report.data_version = group.data_version()
         crash_point("labels.after_features")
         follow_labels(spec, store, settings, features, report, now, tracker, every_run=False)
+        if options.notify and report.alerts:  # under the lock, as `sml infer` sends its alerts
+            from serverless_ml.pipelines.notifications import notify_batch, sent_notes
+
+            for _as_of, _message, run_id in report.alerts:
+                report.notes += sent_notes(notify_batch(spec.name, run_id, options.notify,
+                                                        tracking.tracking_for(settings, tracker)))
     return report
 
 
@@ -665,10 +698,47 @@ def follow_labels(
         actual = latest.get(run.info.run_id)
         if actual is not None and actual != run.latest_actual:
             update.tags[registry.LATEST_ACTUAL_TAG] = actual
+        alert = labelled_accuracy_alert(run, figures[run.info.run_id])
+        if alert is not None:
+            update.tags.update({registry.ALERT_ACCURACY: "true", registry.ALERT_TAG: "true",
+                                registry.ALERTS_TAG: registry.MESSAGE_SEPARATOR.join(
+                                    m for m in (run.alerts, alert) if m)[:4000]})
+            update.metrics[registry.ALERT_ACCURACY] = 1.0
+            report.alerts.append((run.as_of_label, alert, run.info.run_id))
         if run.challenger_version is not None:
             log_challenger_update(spec, client, run, relabelled)
         log_run_update(spec, client, run, update, now)
         report.runs_updated.append(run.info.run_id)
+
+
+def labelled_accuracy_alert(run: MonitoringRun, figures: realized.RealizedFigures) -> str | None:
+    """The accuracy alert the labels now raise on ``run`` (``None``: none, or the run has
+    one already): the rule batch inference applies (:func:`monitoring.evaluate_alerts`,
+    with the champion's holdout accuracy and ``--accuracy-drop`` the batch was judged
+    with) on the batch's labelled rows and its rolling window as the labels show them.
+    A batch scored before its labels came could only be judged on its estimate; without
+    this a model that the labels show failing raised nothing until a later batch's rolling
+    window had enough of them (found by a user trial: seven batches at 0.29-0.32 against a
+    floor of 0.64, no alert). Alerts are only added: an alert decided when the batch was
+    scored stays."""
+    if run.alert_accuracy or run.holdout_accuracy is None:
+        return None
+    m = figures.metrics
+
+    def counts(rows_metric: str, accuracy_metric: str) -> tuple[int, int]:
+        rows, accuracy = m.get(rows_metric), m.get(accuracy_metric)
+        if not rows or accuracy is None:
+            return 0, 0
+        return int(round(accuracy * rows)), int(rows)
+
+    batch_correct, batch_rows = counts(registry.ROWS_LABELLED_METRIC, registry.BATCH_ACCURACY_METRIC)
+    rolling_correct, rolling_rows = counts(registry.ROLLING_ROWS_METRIC, registry.ROLLING_ACCURACY_METRIC)
+    alerts = monitoring.evaluate_alerts(
+        monitoring.AlertRule(accuracy_drop=min(max(run.accuracy_drop, 0.0), 1.0)), run.holdout_accuracy,
+        batch_correct, batch_rows, rolling_correct, rolling_rows, None, [])
+    if not alerts.accuracy:
+        return None
+    return alerts.messages[0].replace("accuracy alert: ", "accuracy alert (from labels that came after the batch was scored): ", 1)
 
 
 def refresh_realized(

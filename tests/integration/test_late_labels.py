@@ -356,3 +356,57 @@ def test_labels_refuse_a_tracking_store_without_the_runs_that_scored_the_predict
     assert (store.get_feature_group("iris", 1).data_version(),
             store.get_feature_group("iris_predictions", 1).data_version()) == versions
     assert store.get_feature_group("iris", 1).read()[LABEL].isna().sum() == features[LABEL].isna().sum()
+
+
+def test_labels_that_show_the_model_failing_raise_the_accuracy_alert_on_the_runs_they_judge(
+    live_world: tuple[LocalFeatureStore, Settings, pd.Series], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by a user trial: with late labels a batch is scored on its estimate, so a
+    model that the labels later show failing (a concept shift: every label another class)
+    raised no alert until a later batch's rolling window held enough of them. The labels
+    now apply the alert rule to each run they update, with the run's own holdout accuracy
+    and ``accuracy_drop``; the expectation is computed here from the predictions."""
+    store, settings, _generated = live_world
+    predictions = store.get_feature_group("iris_predictions", 1).read()
+    keys = day_keys(store.get_feature_group("iris", 1).read(), LIVE[0])
+    predicted = predictions.set_index(KEY).loc[keys, "prediction"]
+    wrong = [next(c for c in IRIS.classes if c != p) for p in predicted]
+    path = write_labels(tmp_path, "flipped.csv", pd.DataFrame({KEY: keys.to_numpy(), LABEL: wrong}))
+    before = runs_by_day(settings)
+    assert all(before[i].data.tags["alert_accuracy"] == "false" for i in LIVE)
+
+    from receivers import hook_receiver
+
+    with hook_receiver() as hook:
+        out = run_labels(capsys, "--source", str(path), "--notify", hook.url)
+        payloads = hook.payloads()
+    after = runs_by_day(settings)
+    raised = []
+    for day, run in after.items():
+        expected = expected_figures(store, run)
+        floor = run.data.metrics["champion_holdout_accuracy"] - float(run.data.params["accuracy_drop"])
+        fails = [wilson(int((rows["actual"] == rows["prediction"]).sum()), len(rows))[1] < floor
+                 for rows in (expected["batch"], expected["rolling"]) if len(rows)]
+        was = before[day].data.tags["alert_accuracy"] == "true"
+        assert (run.data.tags["alert_accuracy"] == "true") == (was or any(fails)), day
+        if any(fails) and not was:
+            raised.append(day)
+            assert run.data.tags["alert"] == "true"
+            assert "accuracy alert (from labels that came after the batch was scored)" in run.data.tags["alerts"]
+            assert run.data.metrics["alert_accuracy"] == 1.0
+            assert f"ALERT iris {run.data.tags['as_of']}: accuracy alert (from labels" in out
+        else:
+            assert run.data.tags.get("alerts") == before[day].data.tags.get("alerts"), day
+    assert LIVE[0] in raised, "12 rows, all wrong: the batch's own accuracy is 0"
+    assert "batch accuracy 0.000 over 12 rows" in after[LIVE[0]].data.tags["alerts"]
+    assert out.count("ALERT iris") == len(raised)
+    # Each is sent as `sml infer` sends a batch's alert, once.
+    assert sorted(p["batch_date"] for p in payloads) == sorted(after[day].data.tags["as_of"] for day in raised)
+    assert {p["kind"] for p in payloads} == {"accuracy_alert"}
+    assert all(p["message"].startswith("accuracy alert (from labels") for p in payloads)
+    assert f"accuracy alert of {after[LIVE[0]].data.tags['as_of']} sent to" in out
+
+    # The same file again: nothing new, no alert said twice.
+    out = run_labels(capsys, "--source", str(path))
+    assert "ALERT" not in out
+    assert snapshot(settings) == {day: (run.data.metrics, run.data.tags) for day, run in after.items()}
