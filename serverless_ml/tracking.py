@@ -329,35 +329,46 @@ def check_tracking_uri(uri: str) -> None:
 def check_sqlite_database(path: Path, what: str) -> None:
     """Refuse, in one line, an existing SQLite file that is not a database or whose schema
     cannot be read: damaged, or truncated (then the message says so: the file is shorter
-    than its header says). Reads only, through a read-only connection; a database that is
-    merely busy (another process writes) passes."""
+    than its header says). Reads only, through a read-only SQLite connection; a database
+    that is merely busy (another process writes) passes.
+
+    The file itself is opened outside SQLite only once SQLite has found it unreadable:
+    closing any descriptor of a file drops every POSIX lock the process holds on it, the
+    SQLite connections' too, and another process closing its last connection then takes
+    itself for the last one and deletes the write-ahead log under this process's feet
+    (found by a user trial: the site checks the database every 30 s, then read a deleted
+    WAL, showed stale runs and finally called a sound database damaged). SQLite's own
+    connections in one process share their locks and keep them across a close.
+    """
     import sqlite3
 
+    if not os.access(path, os.R_OK):
+        raise SmlError(f"{what} {path} cannot be read (Permission denied)")
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return  # cannot even open it read-only: MLflow says why
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return
+    except sqlite3.OperationalError:
+        return  # busy or locked by a writer, or read-only trouble: not damage
+    except sqlite3.DatabaseError as exc:
+        error = exc
+    finally:
+        db.close()
     try:
         with path.open("rb") as fh:
             header = fh.read(100)
     except OSError as exc:
         raise SmlError(f"{what} {path} cannot be read ({exc.strerror})") from None
-    if not header:
-        return  # empty: SQLite makes it a new database
     if header[: len(SQLITE_HEADER)] != SQLITE_HEADER:
         raise SmlError(f"{what} {path} is not a SQLite database")
-    try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return  # cannot even open it read-only (permissions...): MLflow says why
-    try:
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError:
-        pass  # busy or locked by a writer, or read-only trouble: not damage
-    except sqlite3.DatabaseError as exc:
-        expected = _sqlite_header_size(header)
-        size = path.stat().st_size
-        state = (f"truncated ({size} bytes; its header says {expected})" if expected and size < expected
-                 else f"damaged ({exc})")
-        raise SmlError(f"{what} {path} is {state}: restore it from a backup") from None
-    finally:
-        db.close()
+    expected = _sqlite_header_size(header)
+    size = path.stat().st_size
+    state = (f"truncated ({size} bytes; its header says {expected})" if expected and size < expected
+             else f"damaged ({error})")
+    raise SmlError(f"{what} {path} is {state}: restore it from a backup") from None
 
 
 def _sqlite_header_size(header: bytes) -> int | None:

@@ -88,3 +88,39 @@ def test_mlflow_gives_up_on_a_damaged_database_within_seconds(tmp_path: Path, ml
     with pytest.raises(Exception, match=r"malformed|not a database"):
         utils.create_sqlalchemy_engine_with_retry(f"sqlite:///{path}")
     assert time.monotonic() - started < 10
+
+
+def test_checking_a_database_this_process_has_open_keeps_its_locks_and_the_wal(tmp_path: Path) -> None:
+    """Found by a user trial: the site checks its database every 30 s. Reading the file's
+    header with a plain open() and close() dropped the process's SQLite locks on it, so
+    another process closing its last connection deleted the write-ahead log under the
+    site's open connection (stale runs, then a sound database called damaged)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "mlflow.db"
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        with db:
+            db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+            db.execute("INSERT INTO runs VALUES (1)")
+        db.execute("SELECT count(*) FROM runs").fetchone()
+        tracking.check_sqlite_database(path, "MLflow tracking database")
+        # Another process writes and closes its only connection: it must see this one.
+        subprocess.run([sys.executable, "-c", "import sqlite3, sys; d = sqlite3.connect(sys.argv[1]); "
+                        "d.execute('INSERT INTO runs VALUES (2)'); d.commit(); d.close()", str(path)], check=True)
+        assert (tmp_path / "mlflow.db-wal").exists(), "the other process took itself for the last and removed the WAL"
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+    finally:
+        db.close()
+
+
+def test_a_file_that_is_not_a_database_and_an_empty_one(tmp_path: Path) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("these are notes, not a database\n" * 10)
+    with pytest.raises(SmlError, match=r"is not a SQLite database$"):
+        tracking.check_sqlite_database(text, "MLflow tracking database")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    tracking.check_sqlite_database(empty, "MLflow tracking database")  # SQLite makes it a new database
