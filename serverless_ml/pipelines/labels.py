@@ -551,7 +551,10 @@ def _latest_file(client: MlflowClient, run: MonitoringRun, update: realized.RunU
     if not isinstance(latest, dict):
         return None
     actual = update.tags[registry.LATEST_ACTUAL_TAG]
-    return {**latest, "actual": actual or None}
+    # `correct` follows too (found by a user trial: it stayed null beside the new label).
+    # Written as batch inference writes the file: every value as text.
+    correct = None if not actual or latest.get("prediction") is None else str(str(latest["prediction"]) == actual)
+    return {**latest, "actual": actual or None, "correct": correct}
 
 
 def log_challenger_update(spec: DatasetSpec, client: MlflowClient, run: MonitoringRun, predictions: pd.DataFrame) -> None:

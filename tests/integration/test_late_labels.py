@@ -155,7 +155,9 @@ def assert_run_shows(store: LocalFeatureStore, settings: Settings, run: Any) -> 
     label = features.set_index(features[KEY].astype(str))[LABEL].get(run.data.tags["latest_key"])
     shown = "" if label is None or pd.isna(label) else str(label)
     assert run.data.tags["latest_actual"] == shown, run.data.tags["as_of"]
-    assert mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/latest.json")["actual"] == (shown or None)
+    latest = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/latest.json")
+    assert latest["actual"] == (shown or None)
+    assert latest["correct"] == (None if not shown else str(latest["prediction"] == shown)), run.data.tags["as_of"]
     # Every value MLflow shows is stamped at the batch's as-of time.
     for name in expected["metrics"]:
         history = client.get_metric_history(run.info.run_id, name)
