@@ -53,6 +53,9 @@ def check_not_future(day: dt.date, what: str, meaning: str, now: dt.datetime | N
     is a typo (``meaning`` says what the date is, for the message)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     if day > latest_time(now).date():
-        raise SmlError(f"{what} {day.isoformat()} is in the future ({meaning} cannot be after today, "
-                       f"{now.date().isoformat()} UTC)")
+        # The bound named is the one applied (found by a user trial: "cannot be after today"
+        # was said of the day after tomorrow, while tomorrow was taken).
+        raise SmlError(f"{what} {day.isoformat()} is in the future ({meaning} cannot be later than "
+                       f"{latest_time(now).date().isoformat()}: today, {now.date().isoformat()} UTC, "
+                       "and a day of slack for time zones)")
     return day

@@ -496,7 +496,7 @@ CASES: dict[str, Case] = {
     # Future dates (issue 17): a day of synthetic rows, a batch or a simulated day dated
     # 2200 was written, and became the latest batch.
     "daily: --date in the future": Case(_args("daily", "--date", "2200-01-01"),
-                                        ("--date 2200-01-01 is in the future", "the rows' event time cannot be after today")),
+                                        ("--date 2200-01-01 is in the future", "the rows' event time cannot be later than")),
     "spec: far backfill time": Case(
         _spec_with("features", "features:", "backfill_event_time: '9999-12-31'\nfeatures:"),
         ("passengers.yaml", "backfill_event_time 9999-12-31 is outside the supported dates (1970-01-01 to 2261-12-31)"),
@@ -565,7 +565,7 @@ CASES: dict[str, Case] = {
         store="trained",
     ),
     "infer: --as-of in the future": Case(
-        _args("infer", "--as-of", "2200-01-01"), ("--as-of 2200-01-01 is in the future", "a batch's date cannot be after today"),
+        _args("infer", "--as-of", "2200-01-01"), ("--as-of 2200-01-01 is in the future", "a batch's date cannot be later than"),
         store="trained",
     ),
     "simulate: --end-date in the future": Case(

@@ -41,4 +41,5 @@ def test_a_date_after_today_is_refused_with_a_day_of_slack() -> None:
     assert check_not_future(dt.date(2026, 12, 8), "--as-of", "a batch's date", now) == dt.date(2026, 12, 8)  # time zones
     with pytest.raises(SmlError) as caught:
         check_not_future(dt.date(2026, 12, 9), "--as-of", "a batch's date", now)
-    assert str(caught.value) == "--as-of 2026-12-09 is in the future (a batch's date cannot be after today, 2026-12-07 UTC)"
+    assert str(caught.value) == ("--as-of 2026-12-09 is in the future (a batch's date cannot be later than 2026-12-08: "
+                                 "today, 2026-12-07 UTC, and a day of slack for time zones)")
