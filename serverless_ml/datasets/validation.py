@@ -23,6 +23,7 @@ import datetime as dt
 import difflib
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -312,12 +313,42 @@ def check_columns(
     if event_time_column is not None and event_time_column not in needed:
         needed.append(event_time_column)
     missing = [c for c in needed if c not in raw.columns]
+    if not label_required and spec.raw_label not in raw.columns:
+        # An optional label under another spelling would be dropped without a word (found by
+        # a user trial: "Risk level" for "Risk Level", 30 rows stored awaiting a label).
+        alike = label_lookalike(spec.raw_label, [c for c in raw.columns if c not in spec.raw_columns])
+        if alike is not None:
+            raise DataValidationError(
+                f"{where}: column {alike!r} is not the label column {spec.raw_label!r} (names are matched exactly): "
+                f"rename it to {spec.raw_label!r} to store its labels, or leave it out to add the rows without labels")
     if not missing:
         return
     hint = missing_column_hint(missing, list(raw.columns), where)
     raise DataValidationError(
         f"{where}: missing column(s) {', '.join(map(repr, missing))}{hint}; expected {', '.join(needed)}"
     )
+
+
+def _name_key(name: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", name).casefold() if ch.isalnum())
+
+
+def label_lookalike(label: str, columns: list[Any]) -> str | None:
+    """The column of ``columns`` that is the label column ``label`` spelled otherwise (case,
+    spaces, punctuation, or a close typo), or ``None``."""
+    names = [str(c) for c in columns]
+    for name in names:
+        if _name_key(name) == _name_key(label):
+            return name
+    close = difflib.get_close_matches(label.casefold(), [n.casefold() for n in names], n=1, cutoff=0.85)
+    return names[[n.casefold() for n in names].index(close[0])] if close else None
+
+
+def unread_columns(spec: DatasetSpec, columns: list[Any], event_time_column: str | None = None) -> tuple[str, ...]:
+    """The columns of a file of rows that nothing reads: not the spec's (key, features,
+    label) nor its event-time column."""
+    read = set(spec.raw_columns) | ({event_time_column} if event_time_column else set())
+    return tuple(str(c) for c in columns if c not in read)
 
 
 def missing_column_hint(missing: list[str], columns: list[Any], where: str) -> str:

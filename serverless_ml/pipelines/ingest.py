@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from serverless_ml.datasets.groups import existing_feature_group
 from serverless_ml.datasets.sources import CHUNK_ROWS, Source, load_rows, open_rows
 from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
-from serverless_ml.datasets.validation import KeyLedger, build_feature_rows, describe_row, iter_feature_rows
+from serverless_ml.datasets.validation import KeyLedger, build_feature_rows, describe_row, iter_feature_rows, unread_columns
 from serverless_ml.dates import check_date, check_not_future
 from serverless_ml.errors import DataValidationError, SmlError
 from serverless_ml.faults import crash_point
@@ -99,6 +99,8 @@ class IngestReport:
     stored_labels: int
     data_version: int | None
     retimed: int = 0
+    ignored: tuple[str, ...] = ()
+    """The file's columns that nothing reads (not the spec's)."""
 
     @property
     def unlabelled(self) -> int:
@@ -120,6 +122,9 @@ class IngestReport:
                 f"\n  {self.retimed} of the unchanged rows have another event time than the stored one: ingest leaves "
                 "stored rows as they are (a row's event time, like its features, is history)"
             )
+        if self.ignored:
+            shown = ", ".join(repr(c) for c in self.ignored[:10]) + (", ..." if len(self.ignored) > 10 else "")
+            line += f"\n  note: column(s) {shown} not read: not in the spec (key, features, label, event time)"
         return line
 
 
@@ -255,6 +260,7 @@ def ingest_rows(
     group = existing_feature_group(spec, store)
     rows = read_live_rows(spec, source, day, now)
     given = times_given(spec, day)
+    ignored = unread_columns(spec, list(source.frame.columns), spec.event_time_column)
     for _ in range(INSERT_ATTEMPTS):
         plan = plan_ingest(group, rows, spec, source)
         new_rows = rows[plan.is_new].reset_index(drop=True)
@@ -262,7 +268,7 @@ def ingest_rows(
         retimed = plan.retimed if given else 0
         if new_rows.empty:
             version = group.data_version()
-            return IngestReport(group.name, len(rows), 0, len(rows), 0, plan.stored_labels, version, retimed)
+            return IngestReport(group.name, len(rows), 0, len(rows), 0, plan.stored_labels, version, retimed, ignored)
         crash_point("ingest.before_insert")
         try:
             # Only new keys: a stored row is never rewritten. Should another writer store
@@ -274,7 +280,7 @@ def ingest_rows(
         crash_point("ingest.after_insert")
         return IngestReport(
             group.name, len(rows), result.inserted, len(rows) - result.inserted, labelled, plan.stored_labels, result.version,
-            retimed,
+            retimed, ignored,
         )
     raise SmlError(
         f"feature group '{group.label}': other writers kept adding rows of these keys while ingest compared them "
@@ -317,8 +323,17 @@ def ingest_file(
     if not isinstance(store, LocalFeatureStore):
         rows = load_rows(source, spec.name, cache_dir)
         return rows.location, ingest_rows(spec, store, rows, day, now)
+    columns: list[Any] = []
+
+    def noted(all_parts: Iterable[Source]) -> Iterator[Source]:
+        for part in all_parts:
+            if not columns:
+                columns.extend(part.frame.columns)
+            yield part
+
     with open_rows(source, spec.name, cache_dir, chunk_rows) as (location, parts):
-        report = ingest_parts(spec, store, location, parts, live_event_time(spec, day, now), chunk_rows)
+        report = ingest_parts(spec, store, location, noted(parts), live_event_time(spec, day, now), chunk_rows)
+        report = dataclasses.replace(report, ignored=unread_columns(spec, columns, spec.event_time_column))
         return location, report if times_given(spec, day) else dataclasses.replace(report, retimed=0)
 
 

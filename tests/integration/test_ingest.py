@@ -96,3 +96,29 @@ def test_ingest_adds_live_rows_once_and_refuses_to_change_a_stored_row(
         "prediction was made from them), so ingest changes none: nothing written (1 row(s) of the file differ so)\n"
     )
     assert tree_digest(store_dir) == after
+
+
+def test_a_label_column_spelled_otherwise_is_refused_and_unread_columns_are_named(
+    run_cli, store_dir: Path, tmp_path: Path, data_dir: Path, tree_digest,  # noqa: ANN001
+) -> None:
+    """Found by a user trial: labels under "Risk level" (the spec's "Risk Level") were
+    dropped without a word, the rows stored awaiting a label; an extra column went unsaid."""
+    backfill(titanic.SPEC, LocalFeatureStore(store_dir), load_source(titanic.SPEC, None, data_dir))
+    live = _live_csv(data_dir, tmp_path / "live.csv")
+    before = tree_digest(store_dir)
+    for other in ("survived", "SURVIVED ", "Survivd"):
+        live.rename(columns={"Survived": other}).to_csv(tmp_path / "renamed.csv", index=False)
+        code, out, err = run_cli("ingest", "--dataset", "titanic", "--source", "renamed.csv", "--date", DAY)
+        assert code != 0 and out == "", out
+        assert err.strip() == (f"error: renamed.csv: column {other.strip()!r} is not the label column 'Survived' (names are "
+                               "matched exactly): rename it to 'Survived' to store its labels, or leave it out to add "
+                               "the rows without labels"), err
+        assert tree_digest(store_dir) == before
+
+    raw_columns = set(titanic.SPEC.raw_columns)
+    live.assign(Comments="checked").to_csv(tmp_path / "extra.csv", index=False)
+    code, out, err = run_cli("ingest", "--dataset", "titanic", "--source", "extra.csv", "--date", DAY)
+    assert code == 0, err
+    unread = [c for c in [*live.columns, "Comments"] if c not in raw_columns]
+    assert "Comments" in unread
+    assert f"note: column(s) {', '.join(map(repr, unread))} not read: not in the spec" in out
