@@ -392,8 +392,22 @@ def _coerce_label(raw: pd.DataFrame, spec: DatasetSpec, loc: _Locator, required:
     bad = present & ~text.isin(spec.classes)
     if (i := loc.first(bad)) is not None:
         raise loc.fail(column, i, f"label {_show(values.iloc[i])} is not one of {', '.join(map(str, spec.classes))}"
-                                  f"{_unicode_form_hint(text.iloc[i], spec.classes)}")
+                                  f"{_unicode_form_hint(text.iloc[i], spec.classes) or _class_hint(text.iloc[i], spec)}")
     return text.where(present, None).astype(object)
+
+
+def _class_hint(value: str, spec: DatasetSpec) -> str:
+    """When ``value`` is a class's display name (``class_names``), or a class in other
+    letter case: a note naming the class to write (found by a user trial: a labels file
+    written with the names the site shows was refused without a word why)."""
+    names = list(spec.class_names or [])
+    for cls, name in zip(spec.classes, names, strict=False):
+        if value == str(name) and value != str(cls):
+            return f" ({_show(value)} is the display name of class {_show(str(cls))} in class_names: files give the classes)"
+    same = [c for c in spec.classes if str(c).casefold() == value.casefold()]
+    if same:
+        return f" (classes are matched exactly, letter case too: {_show(str(same[0]))})"
+    return ""
 
 
 def _unicode_form_hint(value: str, allowed: Sequence[Any]) -> str:

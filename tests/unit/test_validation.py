@@ -268,3 +268,19 @@ def test_a_value_in_another_unicode_form_is_refused_saying_so(tmp_path: Path) ->
                             "exactly: write it as the spec does, e.g. in Unicode NFC form)")
     path.write_text("id,cup,v,y\n1,grande,1.0,thé\n2,tall,2.0,thé\n", encoding="utf-8")
     assert _refused(path, spec).endswith("'tall' is not one of grande, petite")  # no hint where none applies
+
+
+def test_a_label_given_by_its_display_name_or_in_other_case_is_refused_saying_which_class(tmp_path: Path) -> None:
+    """Found by a user trial: a labels file written with the names the site shows
+    (``class_names``) was refused as "not one of bajo riesgo, ..." with no word why."""
+    spec = parse_spec({"name": "risk", "label": "y", "classes": ["bajo riesgo", "alto"], "primary_key": "id",
+                       "class_names": ["Bajo Riesgo", "High"], "features": {"v": {"type": "double"}}}, "risk.yaml")
+    path = tmp_path / "risk.csv"
+    path.write_text("id,v,y\n1,1.0,alto\n2,2.0,High\n", encoding="utf-8")
+    assert _refused(path, spec).endswith("label 'High' is not one of bajo riesgo, alto ('High' is the display name of "
+                                         "class 'alto' in class_names: files give the classes)")
+    path.write_text("id,v,y\n1,1.0,alto\n2,2.0,ALTO\n", encoding="utf-8")
+    assert _refused(path, spec).endswith("label 'ALTO' is not one of bajo riesgo, alto (classes are matched exactly, "
+                                         "letter case too: 'alto')")
+    path.write_text("id,v,y\n1,1.0,alto\n2,2.0,low\n", encoding="utf-8")
+    assert _refused(path, spec).endswith("label 'low' is not one of bajo riesgo, alto")
