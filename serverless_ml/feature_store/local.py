@@ -163,6 +163,51 @@ def _damaged_log_entry(table_path: Path) -> Path | None:
     return None
 
 
+DELTA_ACTIONS = frozenset({"add", "remove", "metaData", "protocol", "commitInfo", "txn", "cdc", "domainMetadata",
+                           "checkpointMetadata", "sidecar"})
+"""The actions a Delta log entry's lines hold (one per line, as a JSON object's only key)."""
+_CHECKED_ENTRIES: dict[tuple[str, int, int], bool] = {}
+"""Log entries found sound, by (path, size, modification time): each is read once a process."""
+
+
+def _hollow_log_entry(table_path: Path) -> tuple[Path, str] | None:
+    """The first Delta log entry after the table's last checkpoint (the entries a reader
+    replays) that JSON parsing alone lets through but that is damaged: empty, or with a
+    line that is not a Delta action, and why. delta-rs takes an empty entry for a commit
+    of nothing, so the rows that commit added vanish without an error (found by a user
+    trial: a 0-byte entry of the predictions table, and the next `sml infer` scored and
+    logged the same batch again)."""
+    log = table_path / "_delta_log"
+    first = 0
+    try:
+        first = int(json.loads((log / "_last_checkpoint").read_text(encoding="utf-8"))["version"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for entry in sorted(log.glob("*.json")):
+        if not entry.stem.isdigit() or int(entry.stem) < first:
+            continue
+        try:
+            stat = entry.stat()
+        except OSError:
+            continue  # gone meanwhile, or unreadable: the reader says so
+        key = (str(entry), stat.st_size, stat.st_mtime_ns)
+        if key in _CHECKED_ENTRIES:
+            continue
+        try:
+            lines = [line for line in entry.read_text(encoding="utf-8").splitlines() if line.strip()]
+            actions = [json.loads(line) for line in lines]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not JSON: the reader fails on it and _damaged_log_entry names it
+        if not actions:
+            return entry, "empty"
+        for action in actions:
+            if not isinstance(action, dict) or not action or not set(action) <= DELTA_ACTIONS:
+                shown = json.dumps(action)[:80]
+                return entry, f"a line that is not a Delta action: {shown}"
+        _CHECKED_ENTRIES[key] = True
+    return None
+
+
 def _value_to_json(value: Any) -> Any:
     """A filter value as JSON: timestamps (and dates) as ``{"timestamp": ISO}``, numpy
     scalars as Python numbers."""
@@ -225,7 +270,14 @@ class LocalFeatureGroup(FeatureGroup):
     def _table_faults(self) -> Iterator[None]:
         """Turn what delta-rs and the OS raise for a table this process cannot write, or
         whose files are damaged or gone, into one SmlError line naming the file and what
-        to do (other errors are bugs and keep their traceback)."""
+        to do (other errors are bugs and keep their traceback). A log entry that is
+        damaged yet parses (:func:`_hollow_log_entry`) is refused before any read or write."""
+        hollow = _hollow_log_entry(self.table_path) if (self.table_path / "_delta_log").is_dir() else None
+        if hollow is not None:
+            raise SmlError(
+                f"feature group '{self.label}': its Delta log entry {hollow[0]} is damaged ({hollow[1]}): "
+                f"restore the folder {self.table_path} from a backup"
+            )
         try:
             yield
         except SmlError:

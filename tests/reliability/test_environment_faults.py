@@ -169,6 +169,16 @@ def _delta_log_damaged(lab: Lab) -> None:
     entry.write_text('{"add": {"path": "part-0', encoding="utf-8")
 
 
+def _delta_log_emptied(lab: Lab) -> None:
+    """Found by a user trial: delta-rs took an empty entry for a commit of nothing, and the
+    rows it added vanished without an error (the next infer scored a batch again)."""
+    sorted((lab.store / "titanic_1" / "_delta_log").glob("*.json"))[-1].write_bytes(b"")
+
+
+def _delta_log_not_actions(lab: Lab) -> None:
+    sorted((lab.store / "titanic_1" / "_delta_log").glob("*.json"))[-1].write_text('{"foo": 1}\n', encoding="utf-8")
+
+
 def _parquet_deleted(lab: Lab) -> None:
     for part in sorted((lab.store / "titanic_1").glob("*.parquet"))[:1]:
         part.unlink()
@@ -218,6 +228,13 @@ CASES = {
                                            ("restore the folder",)),
     "damaged Delta log entry: infer": Case(_delta_log_damaged, INFER, ("{root}/store/titanic_1/_delta_log/0",),
                                            ("restore the folder",)),
+    "empty Delta log entry: infer": Case(_delta_log_emptied, INFER, ("{root}/store/titanic_1/_delta_log/0", "(empty)"),
+                                         ("restore the folder",)),
+    "empty Delta log entry: daily": Case(_delta_log_emptied, DAILY, ("{root}/store/titanic_1/_delta_log/0", "(empty)"),
+                                         ("restore the folder",)),
+    "Delta log entry of no action: train": Case(_delta_log_not_actions, TRAIN,
+                                                ("{root}/store/titanic_1/_delta_log/0", "not a Delta action"),
+                                                ("restore the folder",)),
     "deleted parquet file: train": Case(_parquet_deleted, TRAIN, ("{root}/store/titanic_1/part-", "is missing"),
                                         ("restore the folder",)),
     "deleted parquet file: daily": Case(_parquet_deleted, DAILY, ("{root}/store/titanic_1/part-", "is missing"),
