@@ -371,6 +371,36 @@ def check_sqlite_database(path: Path, what: str) -> None:
     raise SmlError(f"{what} {path} is {state}: restore it from a backup") from None
 
 
+def check_sqlite_writable(uri: str) -> None:
+    """Refuse, in one line, a SQLite tracking database another process holds a write
+    transaction on (after waiting :data:`SQLITE_BUSY_TIMEOUT_S`, as a write would): for a
+    job that writes elsewhere first and the tracking store after, so that it stops before
+    its first write (found by a user trial: `sml labels` stored the labels, then failed on
+    the locked database; reads pass under another's write, in WAL mode). Takes the write
+    lock and gives it back at once: nothing is written. Nothing to do for another store."""
+    import sqlite3
+
+    from serverless_ml.system_faults import SQLITE_FAULTS
+
+    path = sqlite_database_path(uri)
+    if path is None or not path.is_file():
+        return
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=rw", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+                             isolation_level=None)
+    except sqlite3.Error:
+        return  # what cannot be opened, the job's own first call names
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        what = next((hint for words, hint in SQLITE_FAULTS if words in str(exc)), None)
+        if what is not None:
+            raise SmlError(f"MLflow tracking database {path}: {what}") from None
+    finally:
+        db.close()
+
+
 def _sqlite_header_size(header: bytes) -> int | None:
     """The database size a SQLite header records (``None`` when it does not: old
     writers leave it stale, which the two change counters reveal)."""

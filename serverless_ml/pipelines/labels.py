@@ -634,6 +634,10 @@ def attach_labels(
         predictions = predictions_group(spec, store)
         if predictions.exists():
             check_tracking_holds_runs(spec, predictions, settings, tracker)
+            if len(write.rows):
+                # The runs are written after the labels: a database another process is
+                # writing stops the job here, before anything is.
+                tracking.check_sqlite_writable(tracking.tracking_for(settings, tracker).uri)
         if len(write.rows):
             result = group.insert(write.rows, wait=True)
             features = group.read()

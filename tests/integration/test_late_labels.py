@@ -412,3 +412,38 @@ def test_labels_that_show_the_model_failing_raise_the_accuracy_alert_on_the_runs
     out = run_labels(capsys, "--source", str(path))
     assert "ALERT" not in out
     assert snapshot(settings) == {day: (run.data.metrics, run.data.tags) for day, run in after.items()}
+
+
+def test_labels_stop_before_writing_when_another_process_holds_the_tracking_database(
+    live_world: tuple[LocalFeatureStore, Settings, pd.Series], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by a user trial: with another process's write transaction on mlflow.db, reads
+    pass (WAL), so the labels were stored, then the runs could not be written: "nothing
+    written" was broken. The job now takes and returns the write lock first."""
+    import sqlite3
+
+    from serverless_ml import cli
+
+    store, settings, generated = live_world
+    keys = day_keys(store.get_feature_group("iris", 1).read(), LIVE[0])
+    path = write_labels(tmp_path, "day.csv", pd.DataFrame({KEY: keys.to_numpy(), LABEL: keys.map(generated).to_numpy()}))
+    versions = (store.get_feature_group("iris", 1).data_version(), store.get_feature_group("iris_predictions", 1).data_version())
+    database = settings.tracking_uri.removeprefix("sqlite:///")
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["labels", "--dataset", "iris", "--source", str(path)])
+        err = capsys.readouterr().err
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        mlflow.set_tracking_uri(None)
+    assert exited.value.code != 0
+    assert err.strip() == (f"error: MLflow tracking database {Path(database).resolve()}: another process holds a write "
+                           "transaction on it: let it finish (or stop it) and run again"), err
+    assert (store.get_feature_group("iris", 1).data_version(),
+            store.get_feature_group("iris_predictions", 1).data_version()) == versions
+    # Once it is free, the same file goes in.
+    assert f"{len(keys)} set" in run_labels(capsys, "--source", str(path))
