@@ -664,6 +664,12 @@ def load_source(
         _check_regular_file(path)
         return Source(read_csv_file(path), str(path), True)
     if data_dir is not None:
+        if not data_dir.is_dir():
+            # A typo would otherwise fall back to the public copy without a word (found by a
+            # user trial: a misspelled SML_DATA_DIR trained on scikit-learn's Iris).
+            state = "is not a folder" if data_dir.exists() else "does not exist"
+            raise SmlError(f"data folder {data_dir} (SML_DATA_DIR) {state}: point it at the folder of "
+                           f"<dataset>.csv files, or unset it")
         candidate = data_dir / f"{spec.name}.csv"
         if candidate.exists():
             _check_regular_file(candidate)
@@ -677,7 +683,8 @@ def load_source(
         return Source(spec.sklearn_loader(), "scikit-learn bundled copy", False)
     if spec.source_url:
         return Source(read_csv_file(_download(spec.source_url, cache_dir, spec.name)), redact_uri(spec.source_url), True)
+    where = f"put {spec.name}.csv in SML_DATA_DIR ({data_dir})" if data_dir is not None else "set SML_DATA_DIR"
     raise NotFoundError(
-        f"dataset '{spec.name}' has no source: give --source PATH_OR_URL, set SML_DATA_DIR, "
+        f"dataset '{spec.name}' has no source: give --source PATH_OR_URL, {where}, "
         "or add source.url / source.path to its spec"
     )

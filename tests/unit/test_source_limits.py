@@ -217,3 +217,19 @@ def test_a_spec_file_is_bounded_in_size_depth_and_kind(tmp_path: Path) -> None:
     assert _spec_error(tmp_path / "pipe.yaml").endswith("pipe.yaml is not a regular file")
     (tmp_path / "good.yaml").write_text(SPEC + "description: &d plain anchors are harmless\n")
     assert load_spec_file(tmp_path / "good.yaml").description == "plain anchors are harmless"
+
+
+def test_a_data_folder_that_does_not_exist_is_refused_not_replaced_by_the_public_copy(tmp_path: Path) -> None:
+    """Found by a user trial: a misspelled SML_DATA_DIR fell back to scikit-learn's Iris
+    (or the download) without a word."""
+    from serverless_ml.datasets import get_dataset
+    from serverless_ml.datasets.sources import load_source
+    from serverless_ml.errors import SmlError
+
+    with pytest.raises(SmlError, match=r"^data folder .*/typo \(SML_DATA_DIR\) does not exist: point it at the folder"):
+        load_source(get_dataset("iris"), None, tmp_path / "typo")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SmlError, match=r"\(SML_DATA_DIR\) is not a folder"):
+        load_source(get_dataset("iris"), None, tmp_path / "file")
+    # A folder without the dataset's file: the next source, as before.
+    assert load_source(get_dataset("iris"), None, tmp_path).location == "scikit-learn bundled copy"
