@@ -379,7 +379,11 @@ def alias_version(name: str, alias: str, client: Any,
     except MlflowException as exc:
         if reraise is not None and reraise(exc):
             raise
-        return None
+        # Only "not found" is an answer: a server that fails is not a missing champion
+        # (found by a user trial: a server answering 503 was told "run sml train first").
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc).lower():
+            return None
+        raise
 
 
 def champion_version(dataset: str, client: Any, dataset_arg: str | None = None) -> Any:

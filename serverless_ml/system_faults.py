@@ -143,10 +143,57 @@ def _file_size_limited() -> bool:
         return False
 
 
+_MLFLOW_HTTP = re.compile(r"API request to (?:endpoint )?(\S+?)\.? failed with (?:exception|error code (\d+))")
+_HTTP_STATUS_RETRIED = re.compile(r"too many (\d+) error responses")
+_SERVER_GONE = re.compile(
+    r"server closed the connection|the database system is (?:shutting down|starting up)|connection refused|"
+    r"could not connect|terminating connection|connection to server|lost connection|can't connect|"
+    r"connection reset|broken pipe|connection timed out|timeout expired", re.IGNORECASE)
+
+
+def _server_fault(exc: BaseException, item: BaseException) -> SmlError | None:
+    """One line for a tracking server or database server that stopped working mid-job (the
+    checks before a job find one that is down from the start)."""
+    module = type(item).__module__.split(".")[0]
+    text = str(item)
+    if module == "mlflow":
+        found = _MLFLOW_HTTP.search(text)
+        if found is None:
+            return None
+        import urllib.parse
+
+        from serverless_ml.redaction import redact_uri
+
+        parts = urllib.parse.urlsplit(found.group(1))
+        if parts.netloc:
+            server = redact_uri(f"{parts.scheme}://{parts.netloc}")
+        else:  # an endpoint's path only: the server is the process's tracking URI
+            import mlflow
+
+            server = redact_uri(mlflow.get_tracking_uri())
+        status = found.group(2) or next(iter(_HTTP_STATUS_RETRIED.findall(text)), None)
+        if status is not None:
+            return SmlError(f"MLflow tracking server {server} answered HTTP {status} to {parts.path or 'a request'}: "
+                            "it is not working as an MLflow tracking server; check it (its log) and "
+                            "MLFLOW_TRACKING_URI, then run again")
+        return SmlError(f"MLflow tracking server {server} stopped answering: check that it is up, then run again")
+    if module in ("psycopg2", "psycopg", "pymysql", "MySQLdb", "sqlalchemy") and _SERVER_GONE.search(text):
+        frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+        kind = "Optuna study database" if any("/optuna/" in f.filename for f in frames) else "MLflow tracking database"
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), type(item).__name__)
+        reason = re.sub(r"^\(\S+\)\s*", "", reason)[:160]
+        return SmlError(f"{kind} server stopped answering ({reason}): check that it is up, then run again")
+    return None
+
+
 def describe(exc: BaseException) -> SmlError | None:
     """One line for an environment fault anywhere in ``exc``'s chain, else ``None`` (a
     bug: the caller keeps the traceback)."""
     chain = _chain(exc)
+    for item in chain:
+        server = _server_fault(exc, item)
+        if server is not None:
+            return server
     for item in chain:
         hint = _sqlite_fault(item)
         if hint is not None:

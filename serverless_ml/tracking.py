@@ -86,6 +86,11 @@ def configure_tracking(settings: Settings) -> Tracking:
     # Against a tracking server MLflow prints a "View run ... at: URL" line per run ended
     # (one per trial) to stdout, between the commands' own lines.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # A tracking server that fails mid-job: MLflow retries each request 7 times with
+    # doubling waits, about 4 minutes, before the error (found by a user trial); these
+    # 5 retries wait about 31 s, enough for a server restart. The user's settings win.
+    for name, value in HTTP_RETRIES.items():
+        os.environ.setdefault(name, value)
     uri = settings.tracking_uri
     remember(uri)
     bound_database_retries(uri)
@@ -97,6 +102,10 @@ def configure_tracking(settings: Settings) -> Tracking:
     check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
     return Tracking(uri)
+
+
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+"""MLflow's retries of a tracking server's request in this project's processes (unless set)."""
 
 
 def tracking_for(settings: Settings, given: Tracking | None) -> Tracking:

@@ -78,3 +78,74 @@ def test_the_file_size_signal_is_ignored() -> None:
         assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGXFSZ, previous)
+
+
+class _Broken:
+    """A local HTTP server whose /health answers 200 and every other request ``status``
+    with an HTML body: a tracking server that is up but broken, or not MLflow at all."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                code = 200 if self.path.startswith("/health") else status
+                self.send_response(code)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(b"OK" if code == 200 else b"<html>bad gateway</html>")
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [503, 404])
+def test_a_tracking_server_that_answers_errors_is_one_line_not_a_missing_champion(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a user trial: a server whose API answered 503 (or a web server that is not
+    MLflow) gave "model 'iris' has no champion" after 4 minutes, or a traceback."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from serverless_ml import registry
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    server = _Broken(status)
+    try:
+        mlflow.set_tracking_uri(server.url)  # as a command sets it (conftest forgets it after the test)
+        client = mlflow.MlflowClient(tracking_uri=server.url)
+        with pytest.raises(MlflowException) as raised:
+            registry.alias_version("iris", "champion", client)  # not "no champion"
+        line = str(describe(raised.value))
+    finally:
+        server.close()
+    assert line.startswith(f"MLflow tracking server {server.url} answered HTTP {status} to /api/2.0/mlflow/"), line
+    assert line.endswith("it is not working as an MLflow tracking server; check it (its log) and MLFLOW_TRACKING_URI, "
+                         "then run again")
+
+
+def test_a_database_server_that_stops_answering_is_one_line() -> None:
+    import sqlalchemy.exc
+
+    class OperationalError(Exception):
+        __module__ = "psycopg2"
+
+    driver = OperationalError("server closed the connection unexpectedly\n\tThis probably means the server terminated")
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, driver)
+    assert str(describe(_raised(wrapped))) == (
+        "MLflow tracking database server stopped answering (server closed the connection unexpectedly): check that it "
+        "is up, then run again")
+    assert describe(_raised(ValueError("connection refused"))) is None  # not a driver's: a bug keeps its traceback
