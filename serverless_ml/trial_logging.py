@@ -127,6 +127,13 @@ def _serve(records: Any, errors: Any, tracking_uri: str, experiment_id: str, par
         # A spawned process: the bounds and the log scrubbing of the tuning process again.
         remember(tracking_uri)
         install_log_scrubber()
+        # MLflow logs each database error with its traceback before raising it; the error
+        # goes back to the tuning process, which says it in one line (found by a user
+        # trial: 70 lines of it on a locked database). `--verbose` shows it.
+        if not os.environ.get("SML_VERBOSE"):
+            import logging
+
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         bound_database_retries(tracking_uri)
         use_sqlite_wal()
         client = MlflowClient(tracking_uri=tracking_uri)

@@ -638,9 +638,9 @@ def _prepare(spec: DatasetSpec, store: FeatureStore, settings: Settings, options
     check_study_rows(study, rows_fingerprint)
     experiment_id = tracking.get_or_create_experiment(registry.training_experiment(spec.name))
     for run_id in tracking.close_orphaned_runs(experiment_id, tracker.client):
-        print(f"closed run {run_id}: left RUNNING by a training process of this machine that was killed")
+        print(f"closed run {run_id}: left RUNNING by a training process of this machine that ended without closing it (killed, or its store failed)")
     for number in search.fail_orphaned_trials(study):
-        print(f"failed trial {number} of study {study_name}: left RUNNING by a training process of this machine that was killed")
+        print(f"failed trial {number} of study {study_name}: left RUNNING by a training process of this machine that ended without closing it (killed, or its store failed)")
     return _Prepared(
         x_train=x_train, x_hold=x_hold, y_train=y_train, y_hold=y_hold, keys_train=keys_train,
         keys_hold=keys_hold, rows_total=len(y), data_version=data_version, tracker=tracker,
