@@ -27,8 +27,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-MAX_TEXT_LENGTH = 200
-"""The longest text a categorical value may be (a served row's value is echoed in errors)."""
+MAX_TEXT_LENGTH = 1000
+"""The longest text a categorical value may be in a request (a hardening bound; errors echo
+40 characters of it). 200 refused a 300-character city that `sml ingest` had stored (found
+by a user trial): a stored row must be servable as it is."""
 PREDICTION_COLUMN = "prediction"
 PROBABILITY_COLUMN = "probability"
 CLASS_PROBABILITY_PREFIX = "probability_"

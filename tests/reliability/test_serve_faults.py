@@ -112,7 +112,7 @@ def hostile_requests() -> dict[str, tuple[str, bytes, int, str]]:
         # Found by a new user: a client's key in the generated range later collided with a
         # generated one, and that served row was never recorded.
         "a key in the generated range": ("/predict", rows({**ROW, KEY: 2**52 + 3}), 422, "is one sml serve generates"),
-        "a 100 kB category": ("/predict", rows({**ROW, "sex": "x" * 100_000}), 422, "longer than 200 characters"),
+        "a 100 kB category": ("/predict", rows({**ROW, "sex": "x" * 100_000}), 422, "longer than 1000 characters"),
         "a boolean number": ("/predict", rows({**ROW, "pclass": True}), 422, "True is not a number"),
         "a list as a value": ("/predict", rows({**ROW, "age": [1, 2]}), 422, "is not a number"),
         "a row that is not an object": ("/predict", rows([1, 2, 3]), 422, "a row must be an object"),

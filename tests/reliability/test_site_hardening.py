@@ -353,7 +353,7 @@ PREDICTOR_CASES: dict[str, tuple[Any, Any, tuple[str, str, str]]] = {
     "integer beyond float": ([10**400, "blue"], STATE, ("outside the schema", "enter a finite number (0 to 10)", "")),
     "negative integer beyond float": ([-(10**400), "blue"], STATE, ("outside the schema", "enter a finite number (0 to 10)", "")),
     "100 kB string for a number": (["x" * 100_000, "blue"], STATE, ("outside the schema", "is not a number", "")),
-    "100 kB string for a category": ([5, "x" * 100_000], STATE, ("outside the schema", "", "longer than 200 characters")),
+    "100 kB string for a category": ([5, "x" * 100_000], STATE, ("outside the schema", "", "longer than 1000 characters")),
     "unknown category": ([5, "green"], STATE, ("outside the schema", "", "'green' is not one of")),
     "a list for a number": ([[1, 2], "blue"], STATE, ("outside the schema", "'[1, 2]' is not a number", "")),
     "an object for a category": ([5, {"a": 1}], STATE, ("outside the schema", "", "is not one of")),
@@ -424,7 +424,7 @@ def test_a_well_formed_prediction_request_is_answered(server: Server) -> None:
 HTTP_VALUES = {
     # values -> (status, text in the answer)
     "huge number": ([1e308, "blue"], (200, "1e+308 is outside the allowed range (0 to 10)")),
-    "100 kB string": ([5, "x" * 100_000], (200, "longer than 200 characters")),
+    "100 kB string": ([5, "x" * 100_000], (200, "longer than 1000 characters")),
     "integer beyond float": ([10**400, "blue"], (200, "enter a finite number (0 to 10)")),
     "unknown category": ([5, "green"], (200, "is not one of")),
     "a field missing": ([5], (200, "the form does not match the dataset")),
@@ -460,7 +460,7 @@ def _malformed_bodies() -> dict[str, tuple[Any, int, str]]:
                                f"nested deeper than {MAX_JSON_DEPTH} levels"),
         "nested 40 deep in the store's data": (predict_body([5, "blue"], state=_nested(40)), 400,
                                                f"nested deeper than {MAX_JSON_DEPTH} levels"),
-        "brackets inside strings are not nesting": (predict_body([5, "[{" * 1000]), 200, "longer than 200 characters"),
+        "brackets inside strings are not nesting": (predict_body([5, "[{" * 1000]), 200, "longer than 1000 characters"),
         "a click count beyond float": ({**good, "inputs": [{"id": ids.PREDICT_SUBMIT, "property": "n_clicks", "value": 10**400}]},
                                        400, "the value of n_clicks must be a whole number"),
     }
