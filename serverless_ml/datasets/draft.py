@@ -63,10 +63,15 @@ from serverless_ml.datasets.spec import (
 from serverless_ml.errors import DataValidationError, NotFoundError, SpecError
 from serverless_ml.feature_store.base import ORIGIN_COLUMN
 
-RANGE_MARGIN = 0.1
+RANGE_MARGIN = 1.0
 """Each numeric range is the seen one widened by this share of its width on both sides:
-synthetic drift (``age+15``) is clipped to the range, and live rows slightly outside the
-seen values must still pass validation."""
+synthetic drift (``age+15``) is clipped to the range, and live rows outside the seen
+values must still pass validation. 10 % refused whole files of rows from the very
+distribution the draft was made from (found by a user trial: 13 of 200 batches of 200
+rows of a normal feature, 27 of 200 with a heavy-tailed one); measured on 1,000 seen
+rows and batches of 200, the width on each side refuses none of 1,000 normal or
+exponential batches and 1.7 % of lognormal ones, and still catches a value typed 10 times
+too large."""
 
 MAX_CATEGORIES = 50
 """Text with more distinct values than this (or fewer than two rows per value on

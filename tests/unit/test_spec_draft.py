@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -209,7 +210,7 @@ def test_ranges_have_a_margin_and_pass_rows_a_little_outside_the_seen_range(tmp_
     age, count, temp = spec.feature("age"), spec.feature("count"), spec.feature("temp")
     assert age.min == 0 and age.max >= 80 + RANGE_MARGIN * (80 - 0.42)  # never negative: not below 0
     assert count.type == "bigint" and isinstance(count.min, int) and isinstance(count.max, int)
-    assert count.min <= 3 - RANGE_MARGIN * 17 and count.max >= 20 + RANGE_MARGIN * 17
+    assert count.min <= max(3 - RANGE_MARGIN * 17, 0) and count.max >= 20 + RANGE_MARGIN * 17
     assert temp.min <= -20.5 - RANGE_MARGIN * 51 and temp.max >= 30.5 + RANGE_MARGIN * 51 and temp.max > 0
     # A live row 5 % of the width beyond each end passes validation.
     live = pd.DataFrame({"age": ["84"], "count": ["21"], "temp": ["-23"], "y": ["a"]})
@@ -441,3 +442,17 @@ def test_a_column_of_one_number_written_several_ways_is_constant(tmp_path: Path)
     draft = draft_spec(path, "y", spec_dir=tmp_path)
     assert "\n  zero:" not in draft.text and "\n  # zero: {type: double}" in draft.text
     assert "column 'zero' left out: constant: one value ('0.0') in 60 rows" in draft.text
+
+
+def test_drafted_ranges_pass_rows_of_the_distribution_they_were_drafted_from() -> None:
+    """Found by a user trial: a 10 % margin refused 13 of 200 files of 200 rows drawn from
+    the same normal distribution as the drafted CSV (one value beyond the range refuses the
+    file). Measured here on 1,000 seen rows: no 200-row batch of 100 is refused."""
+    from serverless_ml.datasets.draft import _bounds
+
+    rng = np.random.default_rng(0)
+    for draw in (lambda n: rng.normal(50, 10, n), lambda n: rng.exponential(1.0, n)):
+        seen = draw(1000)
+        low, high = (float(b) for b in _bounds(float(seen.min()), float(seen.max()), False))
+        refused = sum(bool(((batch := draw(200)) < low).any() or (batch > high).any()) for _ in range(100))
+        assert refused == 0
