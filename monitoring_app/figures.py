@@ -508,7 +508,7 @@ def confusion_figure(table: dict[str, Any] | None, spec: DatasetSpec, title: str
             text=matrix.astype(str), texttemplate="%{text}", textfont={"size": 14},
             hovertemplate="actual %{y}<br>predicted %{x}<br>%{z} rows<extra></extra>",
         ),
-        layout=_base(f"{plot_text(title)} ({total} rows)", height=360),
+        layout=_base(f"{plot_text(title)} ({total} labelled rows)", height=360),
     )
     figure.update_xaxes(title="predicted", side="bottom", type="category")
     figure.update_yaxes(title="actual", autorange="reversed", type="category")

@@ -30,7 +30,7 @@ from serverless_ml.datasets.spec import DatasetSpec
 
 PATH = "/confusion"
 TITLE = "Confusion matrices"
-TABLES = (("batch", "latest batch"), ("rolling", "rolling window"), ("since_promotion", "since promotion"))
+TABLES = (("batch", "this batch"), ("rolling", "rolling window"), ("since_promotion", "since promotion"))
 
 
 IDS = (ids.CONFUSION_RUN, ids.CONFUSION_BODY, ids.CONFUSION_STATE)

@@ -422,7 +422,7 @@ def test_confusion_figure_writes_counts_and_class_names() -> None:
     heatmap = figure["data"][0]
     assert list(heatmap["x"]) == ["died", "survived"]
     assert np.asarray(heatmap["text"]).tolist() == [["5", "1"], ["2", "3"]]
-    assert "(11 rows)" in figure["layout"]["title"]["text"]
+    assert "(11 labelled rows)" in figure["layout"]["title"]["text"]  # a user trial read it as the batch's rows
     assert "not computed" in as_dict(figures.confusion_figure(None, TITANIC, "x"))["layout"]["annotations"][0]["text"]
 
 
