@@ -95,6 +95,11 @@ def configure_tracking(settings: Settings) -> Tracking:
     remember(uri)
     bound_database_retries(uri)
     check_tracking_uri(uri)
+    root = artifact_root(uri)
+    if root is not None:
+        # Named when a fault does not say its file (a model file past `ulimit -f`, found
+        # by a user trial: the line named the store and the databases, not these).
+        remember_place("MLflow artifacts", root)
     if uri.startswith("sqlite:///"):
         remember_place("MLflow tracking database", uri.removeprefix("sqlite:///").split("?", 1)[0])
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

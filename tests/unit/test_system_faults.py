@@ -149,3 +149,15 @@ def test_a_database_server_that_stops_answering_is_one_line() -> None:
         "MLflow tracking database server stopped answering (server closed the connection unexpectedly): check that it "
         "is up, then run again")
     assert describe(_raised(ValueError("connection refused"))) is None  # not a driver's: a bug keeps its traceback
+
+
+def test_a_fault_without_a_file_names_the_artifact_folder_too(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Found by a user trial: a model file past `ulimit -f` was said to be in the store or
+    the databases; the artifacts' folder (next to a SQLite database) is named with them."""
+    from serverless_ml.settings import resolve_settings
+    from serverless_ml.tracking import configure_tracking
+
+    monkeypatch.setattr(system_faults, "_PLACES", {})
+    configure_tracking(resolve_settings(store_dir=tmp_path / "store", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    line = str(describe(_raised(OSError(errno.EFBIG, "File too large"))))
+    assert f"MLflow artifacts {tmp_path / 'mlruns'}" in line and f"MLflow tracking database {tmp_path / 'mlflow.db'}" in line
