@@ -333,12 +333,33 @@ def _name_key(name: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", name).casefold() if ch.isalnum())
 
 
+def _edits(a: str, b: str) -> int:
+    """The optimal-string-alignment distance of ``a`` and ``b``: letters inserted, removed,
+    replaced, or two neighbours swapped."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], previous2[j - 2] + 1)
+        previous2, previous = previous, row
+    return previous[-1]
+
+
 def label_lookalike(label: str, columns: list[Any]) -> str | None:
     """The column of ``columns`` that is the label column ``label`` spelled otherwise (case,
-    spaces, punctuation, or a close typo), or ``None``."""
+    spaces, punctuation, or a close typo: one letter added, dropped, replaced or two
+    swapped, two from 8 letters on), or ``None``."""
     names = [str(c) for c in columns]
+    target = _name_key(label)
     for name in names:
-        if _name_key(name) == _name_key(label):
+        if _name_key(name) == target:
+            return name
+    allowed = 2 if len(target) >= 8 else 1 if len(target) >= 4 else 0
+    for name in names:
+        if allowed and abs(len(_name_key(name)) - len(target)) <= allowed and _edits(_name_key(name), target) <= allowed:
             return name
     close = difflib.get_close_matches(label.casefold(), [n.casefold() for n in names], n=1, cutoff=0.85)
     return names[[n.casefold() for n in names].index(close[0])] if close else None
@@ -400,13 +421,18 @@ def _class_hint(value: str, spec: DatasetSpec) -> str:
     """When ``value`` is a class's display name (``class_names``), or a class in other
     letter case: a note naming the class to write (found by a user trial: a labels file
     written with the names the site shows was refused without a word why)."""
-    names = list(spec.class_names or [])
-    for cls, name in zip(spec.classes, names, strict=False):
-        if value == str(name) and value != str(cls):
-            return f" ({_show(value)} is the display name of class {_show(str(cls))} in class_names: files give the classes)"
-    same = [c for c in spec.classes if str(c).casefold() == value.casefold()]
-    if same:
-        return f" (classes are matched exactly, letter case too: {_show(str(same[0]))})"
+    names = [str(name) for name in spec.class_names or []]
+    classes = [str(cls) for cls in spec.classes]
+    for cls, name in zip(classes, names, strict=False):
+        if value == name and value != cls:
+            return f" ({_show(value)} is the display name of class {_show(cls)} in class_names: files give the classes)"
+    cased = [cls for cls in classes if cls.casefold() == value.casefold()]
+    if cased:
+        return f" (classes are matched exactly, letter case too: {_show(cased[0])})"
+    for cls, name in zip(classes, names, strict=False):
+        if value.casefold() == name.casefold():
+            return (f" ({_show(value)} is in other letter case the display name of class {_show(cls)} in class_names: "
+                    "files give the classes)")
     return ""
 
 

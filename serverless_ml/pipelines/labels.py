@@ -144,7 +144,7 @@ class LabelsReport:
             lines.append(f"  monitoring runs: {len(self.runs_updated)} of {self.runs_checked} updated"
                          + (f" ({shown})" if shown else ""))
         lines += [f"  note: {note}" for note in self.notes]
-        lines += [f"ALERT {self.dataset} {as_of}: {message}" for as_of, message, _run in self.alerts]
+        lines += [f"ALERT {self.dataset} {as_of}: {message}" for as_of, message, _run in sorted(self.alerts)]
         return "\n".join(lines)
 
 
@@ -719,8 +719,8 @@ def follow_labels(
 
 
 def labelled_accuracy_alert(run: MonitoringRun, figures: realized.RealizedFigures) -> str | None:
-    """The accuracy alert the labels now raise on ``run`` (``None``: none, or the run has
-    one already): the rule batch inference applies (:func:`monitoring.evaluate_alerts`,
+    """The accuracy alert the labels now raise on ``run`` (``None``: none, or the run has one
+    from labels already; one decided on the estimate gets this one beside it): the rule batch inference applies (:func:`monitoring.evaluate_alerts`,
     with the champion's holdout accuracy and ``--accuracy-drop`` the batch was judged
     with) on the batch's labelled rows and its rolling window as the labels show them.
     A batch scored before its labels came could only be judged on its estimate; without
@@ -728,8 +728,10 @@ def labelled_accuracy_alert(run: MonitoringRun, figures: realized.RealizedFigure
     window had enough of them (found by a user trial: seven batches at 0.29-0.32 against a
     floor of 0.64, no alert). Alerts are only added: an alert decided when the batch was
     scored stays."""
-    if run.alert_accuracy or run.holdout_accuracy is None:
+    if run.holdout_accuracy is None:
         return None
+    if run.alert_accuracy and not (ESTIMATED_ALERT in run.alerts and LABELS_ALERT not in run.alerts):
+        return None  # alerted on its labels already (or before any of this)
     m = figures.metrics
 
     def counts(rows_metric: str, accuracy_metric: str) -> tuple[int, int]:
@@ -745,7 +747,14 @@ def labelled_accuracy_alert(run: MonitoringRun, figures: realized.RealizedFigure
         batch_correct, batch_rows, rolling_correct, rolling_rows, None, [])
     if not alerts.accuracy:
         return None
-    return alerts.messages[0].replace("accuracy alert: ", "accuracy alert (from labels that came after the batch was scored): ", 1)
+    return alerts.messages[0].replace("accuracy alert: ", f"{LABELS_ALERT}: ", 1)
+
+
+ESTIMATED_ALERT = "accuracy alert (estimated"
+"""How an accuracy alert decided on the estimate begins (:func:`monitoring.evaluate_alerts`):
+labels that then show the batch failing add theirs beside it, so the run does not say only
+that its rows have no label yet (found by a user trial)."""
+LABELS_ALERT = "accuracy alert (from labels that came after the batch was scored)"
 
 
 def refresh_realized(

@@ -232,3 +232,30 @@ def test_every_run_s_figures_equal_those_of_its_own_rows_and_history_computed_di
                      registry.BATCH_ACCURACY_METRIC, registry.ROLLING_ACCURACY_METRIC):
             assert got[run.run_id].metrics.get(name) == want.get(name), (run, name)
     assert compared > 2 * len(runs)  # the windows held rows
+
+
+def test_the_labels_alert_is_added_once_and_beside_an_estimate_s_alert() -> None:
+    """The accuracy rule on a run's labelled figures: raised when the batch fails, not again
+    once raised, and added beside an alert decided on the estimate (found by a user trial:
+    such a run kept saying its rows had no label yet)."""
+    from serverless_ml.inference.realized import RealizedFigures
+    from serverless_ml.pipelines.labels import LABELS_ALERT, MonitoringRun, labelled_accuracy_alert
+
+    def run(alert: bool, alerts: str) -> MonitoringRun:
+        return MonitoringRun(None, None, "2024-03-02", 0, 1, {}, None, holdout_accuracy=0.85, accuracy_drop=0.1,
+                             alert_accuracy=alert, alerts=alerts)
+
+    failing = RealizedFigures("r", {"rows_labelled": 200.0, "batch_accuracy": 0.075, "rolling_rows": 400.0,
+                                    "rolling_accuracy": 0.46})
+    fine = RealizedFigures("r", {"rows_labelled": 200.0, "batch_accuracy": 0.84, "rolling_rows": 400.0,
+                                 "rolling_accuracy": 0.85})
+    message = labelled_accuracy_alert(run(False, ""), failing)
+    assert message is not None and message.startswith(f"{LABELS_ALERT}: batch accuracy 0.075 over 200 rows")
+    assert "is below 0.750 (champion holdout 0.850 - 0.10)" in message
+    assert labelled_accuracy_alert(run(False, ""), fine) is None
+    assert labelled_accuracy_alert(run(True, message), failing) is None
+    estimated = "accuracy alert (estimated: 200 rows have no label yet): estimated batch accuracy 0.461"
+    assert labelled_accuracy_alert(run(True, estimated), failing) == message
+    assert labelled_accuracy_alert(run(True, f"{estimated} | {message}"), failing) is None
+    assert labelled_accuracy_alert(run(True, "drift alert: 1 feature(s) drifted"), failing) is None  # decided: kept
+    assert labelled_accuracy_alert(run(False, ""), RealizedFigures("r", {"rows_labelled": 0.0})) is None

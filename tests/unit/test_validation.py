@@ -284,3 +284,17 @@ def test_a_label_given_by_its_display_name_or_in_other_case_is_refused_saying_wh
                                          "letter case too: 'alto')")
     path.write_text("id,v,y\n1,1.0,alto\n2,2.0,low\n", encoding="utf-8")
     assert _refused(path, spec).endswith("label 'low' is not one of bajo riesgo, alto")
+
+
+def test_a_label_column_spelled_otherwise_is_found() -> None:
+    """Found by user trials: "Risk level" for "Risk Level" first, then "Lable" and "Labe1"
+    for "Label" (difflib's ratio is 0.8 there) were not taken for the label."""
+    from serverless_ml.datasets.validation import label_lookalike
+
+    for other in ("label", "LABEL", "Lable", "Labe1", "Lbel", "Labels", "Label_", "la bel"):
+        assert label_lookalike("Label", ["id", other, "x"]) == other, other
+    assert label_lookalike("Risk Level", ["Risk level"]) == "Risk level"
+    assert label_lookalike("Survived", ["Survied"]) == "Survied"
+    for unrelated in ("Ladle x", "Table2", "cabel3", "id", "x"):
+        assert label_lookalike("Label", [unrelated]) is None, unrelated
+    assert label_lookalike("y", ["x", "z"]) is None  # a short name: only its other spellings (case, spaces)
