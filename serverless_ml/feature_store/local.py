@@ -528,32 +528,53 @@ class LocalFeatureGroup(FeatureGroup):
             remove_unlogged_files(self.table_path, _APPEND_PREFIX)  # a killed append's (under the lock)
             token, writer, rows = uuid.uuid4().hex, None, 0
             try:
-                for batch in batches:
-                    if writer is None:
-                        written.append((f"{_APPEND_PREFIX}{token}-{len(written):05d}.parquet", 0))
-                        writer = pq.ParquetWriter(
-                            self.table_path / written[-1][0], schema, compression="snappy",
-                            use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)],
-                            write_statistics=[*self.primary_key, *([self.event_time] if self.event_time else [])],
-                        )
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-                    if rows >= _APPEND_FILE_ROWS:
+                try:
+                    for batch in batches:
+                        if writer is None:
+                            written.append((f"{_APPEND_PREFIX}{token}-{len(written):05d}.parquet", 0))
+                            writer = pq.ParquetWriter(
+                                self.table_path / written[-1][0], schema, compression="snappy",
+                                use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)],
+                                write_statistics=[*self.primary_key, *([self.event_time] if self.event_time else [])],
+                            )
+                        writer.write_batch(batch)
+                        rows += batch.num_rows
+                        if rows >= _APPEND_FILE_ROWS:
+                            writer.close()
+                            written[-1], writer, rows = (written[-1][0], rows), None, 0
+                finally:
+                    if writer is not None:
                         writer.close()
-                        written[-1], writer, rows = (written[-1][0], rows), None, 0
-            finally:
-                if writer is not None:
-                    writer.close()
-                    written[-1] = (written[-1][0], rows)
-            actions = []
-            for name, count in written:
-                stat = (self.table_path / name).stat()
-                actions.append(AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, json.dumps({"numRecords": count})))
-            crash_point("store.upsert.before_commit")
-            if actions:
-                delta.create_write_transaction(actions, mode="append", schema=schema)
+                        written[-1] = (written[-1][0], rows)
+                actions = []
+                for name, count in written:
+                    stat = (self.table_path / name).stat()
+                    actions.append(AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True,
+                                             json.dumps({"numRecords": count})))
+                crash_point("store.upsert.before_commit")
+                if actions:
+                    delta.create_write_transaction(actions, mode="append", schema=schema)
+            except Exception:
+                self._remove_uncommitted(written, delta.version())
+                raise
             crash_point("store.after_commit")
             return InsertResult(sum(count for _, count in written), 0, 0, self.data_version())
+
+    def _remove_uncommitted(self, written: list[tuple[str, int]], version_before: int) -> None:
+        """Delete the files of an append that failed before its commit (a full disk), rather
+        than leave them for the next append to find (found by a user trial: a 0-byte one
+        stayed). Only while the table is still at ``version_before``: files a commit names
+        are never deleted."""
+        try:
+            if DeltaTable(str(self.table_path)).version() != version_before:
+                return
+        except Exception:  # noqa: BLE001 - cannot tell: leave them (the next append removes what no commit names)
+            return
+        for name, _count in written:
+            try:
+                (self.table_path / name).unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def stage_new(self) -> StagedRows:
         """Parquet files written into the table's folder as the rows come (a reader sees

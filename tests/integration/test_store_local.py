@@ -251,3 +251,29 @@ def test_views_with_timestamp_and_numpy_filters_are_stored_and_reopened(view_gro
         store.get_or_create_feature_view("recent", 1, view_group.select_all(), labels=["label"])
     leftovers = [p.name for p in (store_dir / "_feature_views").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_an_append_that_fails_before_its_commit_leaves_no_file(store_dir: Path) -> None:
+    """Found by a user trial: an ingest on a full disk left a 0-byte appended file in the
+    table's folder (named by no commit; the next append removed it). A failure before the
+    commit now removes the append's files at once; the table is unchanged."""
+    import errno
+
+    import pyarrow as pa
+
+    from serverless_ml.feature_store.base import arrow_schema
+
+    group = open_group(store_dir)
+    group.insert(frame([1, 2, 3]))
+    before = sorted(p.name for p in (store_dir / "things_1").iterdir())
+    schema = arrow_schema(group.features)
+    first = pa.Table.from_pandas(frame([10, 11]), schema=schema, preserve_index=False).to_batches()[0]
+
+    def batches():  # noqa: ANN202
+        yield first
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SmlError, match="the disk is full"):
+        group.append_if(pa.RecordBatchReader.from_batches(schema, batches()), lambda: True)
+    assert sorted(p.name for p in (store_dir / "things_1").iterdir()) == before
+    assert group.data_version() == 0 and sorted(group.read()["id"]) == [1, 2, 3]
