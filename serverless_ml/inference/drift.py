@@ -398,16 +398,20 @@ def _compare_categorical(ref: _CategoricalReference, values: pd.Series) -> _Resu
     table = _pool_rare(full)
     if full.shape[1] < 2 or full[1].sum() == 0 or full[0].sum() == 0:
         statistic, p_value = 0.0, 1.0
-    elif table.shape[1] == full[:, full.sum(axis=0) > 0].shape[1]:
-        # Every category expected 5 times or more: the chi-squared distribution holds.
+    elif table.shape[1] >= max(2, full[:, full.sum(axis=0) > 0].shape[1] / 2):
+        # Every category expected 5 times or more, or a few rare ones pooled: the
+        # chi-squared distribution holds.
         result = stats.chi2_contingency(table, correction=False)
         statistic, p_value = float(result.statistic), float(result.pvalue)
     else:
-        # Rare categories: pooling them keeps the chi-squared distribution, but a window in
+        # Most categories rare: pooling keeps the chi-squared distribution, but a window in
         # which no category is expected 5 times pools them all into one column and can
         # see nothing (found by a user trial: 200 cities, their shares reversed, p = 1.0).
         # The permutation test of the unpooled table holds at any count; the feature's
-        # p-value is the smaller of the two, times two (Bonferroni, as for numbers).
+        # p-value is the smaller of the two, times two (Bonferroni, as for numbers). Only
+        # here: with few categories the factor two cost power that pooling had not
+        # (`python -m bench drift`: Titanic's +20-point category shifts found by the end
+        # of the episode in 60 % of 40 episodes instead of 68 %).
         pooled = (float(stats.chi2_contingency(table, correction=False).pvalue)
                   if table.shape[1] >= 2 and table[1].sum() and table[0].sum() else 1.0)
         permuted = permutation_p_value(full)
