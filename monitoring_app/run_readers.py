@@ -29,7 +29,7 @@ from serverless_ml.errors import NotFoundError
 REST_PAGE_SIZE = 1000
 RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
 FINISHED = "FINISHED"
-_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_SQL_SCHEMES = ("sqlite", *tracking.DATABASE_SCHEMES)
 
 
 def is_sql_uri(uri: str) -> bool:

@@ -1020,11 +1020,12 @@ def _error_line(line: str, project_run: bool) -> None:
     the project run MLflow made for the command with it (MLflow marks it FAILED, nothing more)."""
     click.echo(line, err=True)
     if project_run and os.environ.get("MLFLOW_RUN_ID"):
+        from serverless_ml.feature_store.hopsworks import ENV_API_KEY
         from serverless_ml.redaction import redact_urls
         from serverless_ml.tracking import record_project_run_error
 
         stored = redact_urls(scrub_known(line.removeprefix("error: ")))
-        api_key = os.environ.get("HOPSWORKS_API_KEY")
+        api_key = os.environ.get(ENV_API_KEY)
         record_project_run_error(stored.replace(api_key, "***") if api_key and len(api_key) >= 4 else stored)
 
 

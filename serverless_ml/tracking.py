@@ -323,7 +323,7 @@ def check_tracking_uri(uri: str) -> None:
                 f"MLflow tracking URI {redact_uri(uri)} is a file store, which MLflow no longer supports; "
                 "use a database, e.g. sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)"
             )
-    if scheme.split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+    if scheme.split("+", 1)[0] in DATABASE_SCHEMES:
         _check_database_reachable(uri, scheme.split("+", 1)[0])
     if scheme == "sqlite" and uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
@@ -394,7 +394,7 @@ def check_sqlite_writable(uri: str) -> None:
     lock and gives it back at once: nothing is written. Nothing to do for another store."""
     import sqlite3
 
-    from serverless_ml.system_faults import SQLITE_FAULTS
+    from serverless_ml.system_faults import describe
 
     path = sqlite_database_path(uri)
     if path is None or not path.is_file():
@@ -408,9 +408,9 @@ def check_sqlite_writable(uri: str) -> None:
         db.execute("BEGIN IMMEDIATE")
         db.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
-        what = next((hint for words, hint in SQLITE_FAULTS if words in str(exc)), None)
-        if what is not None:
-            raise SmlError(f"MLflow tracking database {path}: {what}") from None
+        fault = describe(exc)  # the line any command gives for it (system_faults)
+        if fault is not None:
+            raise fault from None
     finally:
         db.close()
 

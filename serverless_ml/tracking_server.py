@@ -22,6 +22,7 @@ from serverless_ml import defaults
 from serverless_ml.errors import SmlError
 from serverless_ml.settings import DEFAULT_HOME
 from serverless_ml.redaction import remember
+from serverless_ml.tracking import DATABASE_SCHEMES as DIRECT_DATABASE_SCHEMES
 from serverless_ml.tracking import check_sqlite_database, probe_database, redact_uri
 
 ENV_BACKEND_STORE_URI = "SML_TRACKING_DB_URI"
@@ -32,7 +33,7 @@ MLFLOW_BACKEND_STORE_ENV = "MLFLOW_BACKEND_STORE_URI"
 
 DEFAULT_ARTIFACTS_DIRNAME = "mlartifacts"
 
-DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "sqlite")
+DATABASE_SCHEMES = (*DIRECT_DATABASE_SCHEMES, "sqlite")
 CONNECT_TIMEOUT_S = 5
 
 

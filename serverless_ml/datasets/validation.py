@@ -353,16 +353,17 @@ def label_lookalike(label: str, columns: list[Any]) -> str | None:
     spaces, punctuation, or a close typo: one letter added, dropped, replaced or two
     swapped, two from 8 letters on), or ``None``."""
     names = [str(c) for c in columns]
+    keys = [_name_key(name) for name in names]
     target = _name_key(label)
-    for name in names:
-        if _name_key(name) == target:
-            return name
+    if target in keys:
+        return names[keys.index(target)]
     allowed = 2 if len(target) >= 8 else 1 if len(target) >= 4 else 0
-    for name in names:
-        if allowed and abs(len(_name_key(name)) - len(target)) <= allowed and _edits(_name_key(name), target) <= allowed:
+    for name, key in zip(names, keys, strict=True):
+        if allowed and abs(len(key) - len(target)) <= allowed and _edits(key, target) <= allowed:
             return name
-    close = difflib.get_close_matches(label.casefold(), [n.casefold() for n in names], n=1, cutoff=0.85)
-    return names[[n.casefold() for n in names].index(close[0])] if close else None
+    folded = [n.casefold() for n in names]
+    close = difflib.get_close_matches(label.casefold(), folded, n=1, cutoff=0.85)
+    return names[folded.index(close[0])] if close else None
 
 
 def unread_columns(spec: DatasetSpec, columns: list[Any], event_time_column: str | None = None) -> tuple[str, ...]:

@@ -363,6 +363,16 @@ def _chi2_statistics(current: np.ndarray, totals: np.ndarray, rows: float, refer
     return np.sum((current - expected) ** 2 * (both * both / (totals * rows * reference_rows)), axis=-1)
 
 
+def _table_statistic(table: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """A 2 x k table of counts without its empty categories, its rows per side (current,
+    reference) and its chi-squared statistic (0 when a side is empty)."""
+    table = table[:, table.sum(axis=0) > 0]
+    rows, reference_rows = float(table[1].sum()), float(table[0].sum())
+    if not rows or not reference_rows:
+        return table, rows, reference_rows, 0.0
+    return table, rows, reference_rows, float(_chi2_statistics(table[1], table.sum(axis=0), rows, reference_rows))
+
+
 def permutation_p_value(table: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
     """The p-value of the chi-squared statistic of a 2 x k table of counts (reference,
     current) by permutation: the share of random tables with the same category totals and
@@ -370,12 +380,10 @@ def permutation_p_value(table: np.ndarray, permutations: int = PERMUTATIONS, see
     whose statistic is at least the table's, counting the table itself. Valid for any
     counts, where the chi-squared distribution needs expected counts of 5 or more.
     Seeded: the same table gives the same p-value."""
-    table = table[:, table.sum(axis=0) > 0]
+    table, rows, reference_rows, observed = _table_statistic(table)
     totals = table.sum(axis=0)
-    rows, reference_rows = float(table[1].sum()), float(table[0].sum())
     if table.shape[1] < 2 or rows == 0 or reference_rows == 0:
         return 1.0
-    observed = float(_chi2_statistics(table[1], totals, rows, reference_rows))
     # Bounded work and memory with many categories (at least 1,000 tables).
     # "count" costs a step per drawn row, "marginals" one per category: the cheaper one.
     method: Literal["count", "marginals"] = "count" if rows < totals.size else "marginals"
@@ -398,7 +406,7 @@ def _compare_categorical(ref: _CategoricalReference, values: pd.Series) -> _Resu
     table = _pool_rare(full)
     if full.shape[1] < 2 or full[1].sum() == 0 or full[0].sum() == 0:
         statistic, p_value = 0.0, 1.0
-    elif table.shape[1] >= max(2, full[:, full.sum(axis=0) > 0].shape[1] / 2):
+    elif table.shape[1] >= max(2, full.shape[1] / 2):  # (every category of the table has a row)
         # Every category expected 5 times or more, or a few rare ones pooled: the
         # chi-squared distribution holds.
         result = stats.chi2_contingency(table, correction=False)
@@ -412,12 +420,10 @@ def _compare_categorical(ref: _CategoricalReference, values: pd.Series) -> _Resu
         # here: with few categories the factor two cost power that pooling had not
         # (`python -m bench drift`: Titanic's +20-point category shifts found by the end
         # of the episode in 60 % of 40 episodes instead of 68 %).
-        pooled = (float(stats.chi2_contingency(table, correction=False).pvalue)
-                  if table.shape[1] >= 2 and table[1].sum() and table[0].sum() else 1.0)
+        pooled = float(stats.chi2_contingency(table, correction=False).pvalue) if table.shape[1] >= 2 else 1.0
         permuted = permutation_p_value(full)
         p_value = min(1.0, 2 * min(pooled, permuted))
-        statistic = float(_chi2_statistics(full[1][full.sum(axis=0) > 0], full.sum(axis=0)[full.sum(axis=0) > 0],
-                                           float(full[1].sum()), float(full[0].sum())))
+        statistic = _table_statistic(full)[3]
     shares = full / np.maximum(full.sum(axis=1, keepdims=True), 1)
     effect = float(np.abs(shares[0] - shares[1]).sum() / 2)
     return _Result("chi2", statistic, p_value, effect, "total_variation", psi(full[0], full[1]))
