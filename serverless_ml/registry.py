@@ -156,6 +156,9 @@ LATEST_PROBABILITY_METRIC = "latest_probability"
 """The batch's latest row: its key, prediction, actual label (tags) and probability (metric)."""
 
 ROWS_SCORED_METRIC = "rows_scored"
+ROWS_SERVED_METRIC = "rows_served"
+"""How many of a batch's ``rows_scored`` are rows ``sml serve`` answered (and recorded)
+that the batch took in with their served predictions, rather than scored."""
 ROWS_LABELLED_METRIC = "rows_labelled"
 BATCH_ACCURACY_METRIC = "batch_accuracy"
 BATCH_ACCURACY_CI_LOW_METRIC = "batch_accuracy_ci_low"

@@ -115,3 +115,24 @@ def predictions(store: LocalFeatureStore, dataset: str = "titanic") -> pd.DataFr
         return store.get_feature_group(f"{dataset}_predictions", 1).read()
     except NotFoundError:
         return pd.DataFrame(columns=["passenger_id", "model_version", "run_id"])
+
+
+def record_served(spec: Any, store: Any, state_dir: Path, keys: list[Any], at: pd.Timestamp, version: int,
+                  tracking_uri: str | None = None) -> None:
+    """Record stored rows of ``spec``'s feature group as ``sml serve`` records what it
+    answers, without a server: the recorder's own write (``write_rows``) with version
+    ``version``'s probabilities. Rows served with their stored features keep their event
+    times and labels in their predictions."""
+    from serverless_ml import registry
+    from serverless_ml.serving.recorder import ServedRow, write_rows
+    from serverless_ml.training.model import as_model_input
+
+    rows = store.get_feature_group(spec.name, spec.version).read()
+    rows = rows[rows[spec.primary_key].isin(keys)].reset_index(drop=True)
+    pipeline = registry.load_version_model(spec.name, version, tracking_uri)
+    order = [list(pipeline.classes_).index(c) for c in spec.classes]
+    proba = pipeline.predict_proba(as_model_input(rows, spec))[:, order]
+    served = [ServedRow(row[spec.primary_key], {f: row[f] for f in spec.feature_names}, version, proba[i], at)
+              for i, row in rows.iterrows()]
+    report = write_rows(spec, store, state_dir, served)
+    assert report.predictions_inserted == len(keys) and report.features_inserted == 0, report

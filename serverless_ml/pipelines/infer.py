@@ -11,6 +11,12 @@ worst slice as tags and a metric; slice edges from the champion's training rows,
 too), and alerts as tags; the batch's rows as its dataset input and the champion's logged
 model as its model input.
 
+Served rows: the rows ``sml serve`` answered with the champion before the batch's bound
+and recorded with no ``run_id`` (:func:`unbatched_served`) are the batch's rows too, taken
+in with their served predictions rather than scored again (:func:`_take_in_served`); the
+run's ``rows_served`` says how many, and their predictions rows are written back naming
+the run, so a deployment whose only traffic is served gets its monitoring runs.
+
 Shadow challenger: when ``@challenger`` is another version, it scores the batch's rows it
 was not trained on too; its predictions go to the same group with its version and the
 ``run_id`` :func:`~serverless_ml.inference.scoring.shadow_run_id` of the run (never
@@ -156,6 +162,8 @@ class InferReport:
     """The ``@challenger`` version that shadow-scored the batch (``None``: none did)."""
     promotion: str | None = None
     """``--promote live``: the decision and its reason."""
+    rows_served: int = 0
+    """How many of ``rows_scored`` are served rows the batch took in (predicted when served)."""
 
     def summary(self) -> str:
         if self.rows_scored == 0:
@@ -165,8 +173,12 @@ class InferReport:
                 *(f"  note: {note}" for note in self.notes),
             ])
         m = self.metrics
+        what = f"scored {self.rows_scored} rows"
+        if self.rows_served:
+            what = (f"scored {self.rows_scored - self.rows_served} rows and took in {self.rows_served} served "
+                    f"row{'s' if self.rows_served != 1 else ''} (predicted when served), {self.rows_scored} in the batch,")
         lines = [
-            f"{self.dataset}: scored {self.rows_scored} rows up to {self.as_of} with champion version {self.model_version}",
+            f"{self.dataset}: {what} up to {self.as_of} with champion version {self.model_version}",
             f"  batch accuracy {_fmt(m.get(registry.BATCH_ACCURACY_METRIC))} "
             f"({int(m.get(registry.ROWS_LABELLED_METRIC, 0))} labelled), "
             f"estimated {_fmt(m.get(registry.ESTIMATED_ACCURACY_METRIC))} "
@@ -478,6 +490,11 @@ class StreamedContext:
     batch_days: dict[Any, int] = field(default_factory=dict)
     shadow: Shadow | None = None
     """The challenger's scoring of the batch, when there is one (:func:`find_challenger`)."""
+    served: KeySet = field(default_factory=lambda: KeySet(np.array([])))
+    """Keys of the batch's served rows (:func:`unbatched_served` whose feature rows are
+    stored): predicted when served, taken in by the batch's run without scoring them again."""
+    served_rows: int = 0
+    """How many of :attr:`rows` they are."""
 
 
 @dataclass
@@ -509,17 +526,20 @@ class Shadow:
 
 
 def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
-                  shadow: Shadow | None = None) -> tuple[KeySet, set[str]]:
+                  shadow: Shadow | None = None) -> tuple[KeySet, set[str], KeySet]:
     """The predictions so far, read in batches into ``totals`` (the served ones: the
     challenger's shadow rows are not the champion's history) and, with a ``shadow``
     challenger, its paired rows (the rolling window's rows of champion and challenger)
-    and its totals' recalibration (its own labelled shadow rows): their keys and the
-    runs whose predictions landed."""
+    and its totals' recalibration (its own labelled shadow rows): their keys, the runs
+    whose predictions landed, and the keys of the rows ``sml serve`` answered with the
+    champion before ``totals.as_of_end`` that no run holds yet (:func:`unbatched_served`:
+    they are the batch's, not its history)."""
     if not target.exists():
-        return KeySet(np.array([])), set()
+        return KeySet(np.array([])), set(), KeySet(np.array([]))
     import pyarrow.compute as pc
 
     keys: list[np.ndarray] = []
+    waiting: list[np.ndarray] = []
     runs: set[str] = set()
     needed = [spec.primary_key, *(c for c in HISTORY_COLUMNS if c != "run_id")]
     for batch in target.read_batches(columns=[*needed, "run_id"]):
@@ -532,14 +552,29 @@ def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
             shadow.paired.add(frame, served, frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
             if not served.all():
                 shadow.totals.add_labelled_history(frame[~served])
+        unbatched = unbatched_served(frame, np.asarray(pc.is_null(run_ids), dtype=bool), totals.champion_version,
+                                     totals.as_of_end)
+        if unbatched.any():
+            waiting.append(frame.loc[unbatched, spec.primary_key].to_numpy())
+            served &= ~unbatched
         totals.add_history(frame if served.all() else frame[served])
         keys.append(frame[spec.primary_key].to_numpy())
+    waiting_keys = KeySet(np.concatenate(waiting) if waiting else np.array([]))
     if not keys:
-        return KeySet(np.array([])), runs
+        return KeySet(np.array([])), runs, waiting_keys
     scored = np.concatenate(keys)
     del keys
     scored.sort()  # in place: one copy of the key column, not two
-    return KeySet(scored, presorted=True), runs
+    return KeySet(scored, presorted=True), runs, waiting_keys
+
+
+def unbatched_served(frame: pd.DataFrame, no_run: np.ndarray, champion_version: int, as_of_end: pd.Timestamp) -> np.ndarray:
+    """Which predictions rows ``sml serve`` recorded (no ``run_id``) with the champion's
+    version, for rows before ``as_of_end``: served traffic no monitoring run holds yet, which
+    the next batch takes in as its own rows (not scored again). A row served by an
+    earlier champion stays history: a batch is one version's."""
+    return (no_run & (frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64) == champion_version)
+            & (utc_values(frame[EVENT_TIME_COLUMN]) < to_utc(as_of_end).to_datetime64()))
 
 
 def load_streamed_context(
@@ -563,22 +598,31 @@ def load_streamed_context(
         shadow = Shadow(challenger, BatchTotals(list(spec.classes), challenger.version, as_of_end, rolling_days),
                         PairedRows(spec.primary_key, champion.version, challenger.version,
                                    as_of_end - pd.Timedelta(days=rolling_days), as_of_end))
-    scored, landed = _read_history(spec, target, totals, shadow)
+    scored, landed, waiting = _read_history(spec, target, totals, shadow)
     training = np.asarray(champion.training_keys)
     excluded = (scored, KeySet(training))
     experiment_id = tracking.get_or_create_experiment(registry.monitoring_experiment(spec.name))
     source = tracking.feature_group_source(store, group, data_version)
     ctx = StreamedContext(group, target, data_version, champion, experiment_id, source, totals, excluded, scored, landed,
                           shadow=shadow)
+    served: list[np.ndarray] = []
     # The batch's rows per day, from two columns: the drift windows are known before scoring.
     for batch in group.read_batches(columns=[spec.primary_key, EVENT_TIME_COLUMN], version=data_version,
                                     where=group.get_feature(EVENT_TIME_COLUMN) < as_of_end):
         frame = batch.to_pandas()
         new = new_rows_mask(frame, spec, excluded, as_of_end)
+        if len(waiting):
+            was_served = waiting.contains(frame[spec.primary_key].to_numpy())
+            if was_served.any():
+                served.append(frame.loc[was_served, spec.primary_key].to_numpy())
+                ctx.served_rows += int(was_served.sum())
+                new = new | was_served
         ctx.rows += int(new.sum())
         days, counts = count_days(utc_values(frame.loc[new, EVENT_TIME_COLUMN]).astype("datetime64[D]"))
         for day, count in zip(days, counts, strict=True):
             ctx.batch_days[day] = ctx.batch_days.get(day, 0) + int(count)
+    if served:
+        ctx.served = KeySet(np.concatenate(served))
     totals.batch_rows = ctx.rows  # how many labelled rows the estimate's recalibration reads
     if shadow is not None:
         shadow.totals.batch_rows = ctx.rows
@@ -594,6 +638,7 @@ class _PredictionSink:
         self.spec, self.target = spec, target
         self.schema = arrow_schema(predictions_schema(spec))
         self.frames: list[pd.DataFrame] = []
+        self.served: list[pd.DataFrame] = []
         self.stage = None if in_memory else target.stage_new()
 
     def write(self, scored: pd.DataFrame) -> None:
@@ -602,12 +647,22 @@ class _PredictionSink:
             return
         self.stage.write(predictions_table(scored, self.schema))
 
+    def write_served(self, predictions: pd.DataFrame) -> None:
+        """Stored predictions of served rows, now naming the batch's run (an update of
+        their rows: never staged, which adds new keys only)."""
+        self.served.append(predictions)
+
     def upsert(self) -> None:
-        """Write the predictions to the group in one commit."""
+        """Write the predictions to the group: in one commit, but for a staged batch with
+        served rows, whose run is named by a second commit after it (a crash between
+        leaves them to the next batch, which takes them in again)."""
         if self.stage is not None:
             self.stage.commit()
+            if self.served:
+                self.target.insert(normalise_predictions(pd.concat(self.served, ignore_index=True), self.spec), wait=True)
             return
-        frame = self.frames[0] if len(self.frames) == 1 else pd.concat(self.frames, ignore_index=True)
+        frames = self.frames + self.served
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         self.target.insert(normalise_predictions(frame, self.spec), wait=True)
 
     def close(self) -> None:
@@ -656,7 +711,7 @@ def score_batch(
     client = tracker.client
     landed = pd.DataFrame({"run_id": sorted(ctx.landed_runs)})
     notes = [f"closed stale run {run_id}" for run_id in close_stale_runs(ctx.experiment_id, landed, client)]
-    report = InferReport(spec.name, ctx.champion.version, as_of_label, ctx.rows, notes=notes)
+    report = InferReport(spec.name, ctx.champion.version, as_of_label, ctx.rows, notes=notes, rows_served=ctx.served_rows)
     if not ctx.rows:
         return report
     model = ctx.champion.load_model()  # before the run: a model that cannot load logs nothing
@@ -681,6 +736,7 @@ def score_batch(
                                         shadow_run_id(run.info.run_id))
         drift, digest = _score_stream(spec, ctx, scorer, sink, as_of_end, options)
         stats = streamed_statistics(spec, ctx.totals, drift, ctx.champion, options.rule)
+        stats.metrics[registry.ROWS_SERVED_METRIC] = float(ctx.served_rows)
         looks = (earlier_looks(ctx.experiment_id, shadow.challenger.version, client)
                  if shadow is not None and options.promote == "live" else 0)
         judged = judge_shadow(shadow, stats, options, looks) if shadow is not None else None
@@ -806,12 +862,13 @@ def apply_live_decision(
 
 def _new_chunks(
     spec: DatasetSpec, ctx: StreamedContext, as_of_end: pd.Timestamp, scan_end: pd.Timestamp, sampler: DriftWindowRows,
-    digest: RowsDigest, prepare: Any,
+    digest: RowsDigest, prepare: Any, served: list[pd.DataFrame],
 ) -> Iterator[tuple[pd.DataFrame, Any, Any]]:
     """The batch's new rows read from the feature group, ``CHUNK_ROWS`` or so at a time,
     each with its model input and that input through the champion's transforming steps
     (``prepare``: :meth:`ChunkScorer.prepare`); on the way, the digest of the rows and
-    the drift windows' samples (run in a background thread: :func:`_in_background`)."""
+    the drift windows' samples (run in a background thread: :func:`_in_background`), and
+    the feature rows of the batch's served rows (``ctx.served``) appended to ``served``."""
     import pyarrow as pa
 
     from serverless_ml.training.model import as_model_input
@@ -824,6 +881,11 @@ def _new_chunks(
                                         where=ctx.group.get_feature(EVENT_TIME_COLUMN) < scan_end):
         frame = batch.to_pandas()
         new = new_rows_mask(frame, spec, ctx.excluded, as_of_end)
+        if ctx.served_rows:
+            was_served = ctx.served.contains(frame[spec.primary_key].to_numpy())
+            if was_served.any():
+                digest.add(batch.filter(pa.array(was_served)))
+                served.append(frame[was_served])
         if new.all():  # no copies of a chunk of new rows only
             digest.add(batch)
             pending.append(frame)
@@ -923,7 +985,8 @@ def _score_stream(
     scan_end = max(to_utc(pd.Timestamp(last_day + np.timedelta64(1, "D"))), as_of_end)
     worker = _Worker()
     try:
-        chunks = _new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest, scorer.prepare)
+        served: list[pd.DataFrame] = []
+        chunks = _new_chunks(spec, ctx, as_of_end, scan_end, sampler, digest, scorer.prepare, served)
         for rows, model_input, prepared in _in_background(chunks):
             proba = scorer.final.predict_proba(prepared)
             if ctx.shadow is None:
@@ -939,11 +1002,52 @@ def _score_stream(
             if shadow_scored is not None:
                 worker.submit(sink.write, shadow_scored)
         worker.finish()
+        if served:
+            _take_in_served(spec, ctx, scorer.run_id, sink, pd.concat(served, ignore_index=True))
     finally:
         worker.close()
     drift = streamed_drift(spec, sampler, ctx.totals, ctx.champion.drift_reference, as_of_end, options.rolling_days,
                            options.rule)
     return drift, digest
+
+
+def _take_in_served(spec: DatasetSpec, ctx: StreamedContext, run_id: str, sink: _PredictionSink,
+                    features: pd.DataFrame) -> None:
+    """The batch's served rows (``features``: their feature rows): their predictions as
+    ``sml serve`` recorded them (version, probabilities, the request's time as
+    ``scored_at``), counted into the batch's totals and written back naming the run, with
+    ``actual`` and ``correct`` from the rows' current labels. A challenger scores them as
+    it scores the batch's other rows."""
+    from serverless_ml.training.model import as_model_input
+
+    key = spec.primary_key
+    version = ctx.champion.version
+    stored = []
+    for batch in ctx.target.read_batches(where=(ctx.target.get_feature(MODEL_VERSION_COLUMN) == version)
+                                         & ctx.target.get_feature(key).isin(features[key].tolist())):
+        frame = batch.to_pandas()
+        stored.append(frame[frame["run_id"].isna().to_numpy()])
+    predictions = pd.concat(stored, ignore_index=True).drop_duplicates(key)
+    # In the feature rows' order, with their labels (the store's current ones).
+    predictions = predictions.set_index(key).reindex(features[key].to_numpy()).reset_index(names=key)
+    assert not predictions["prediction"].isna().any(), "every served key has its stored prediction"
+    labels = pd.Index(list(spec.classes))
+    actual = features[spec.label]
+    correct = pd.array(labels.get_indexer(predictions["prediction"]) == labels.get_indexer(actual), dtype="boolean")
+    correct[actual.isna().to_numpy()] = pd.NA
+    predictions["actual"] = actual.array
+    predictions["correct"] = correct
+    predictions["run_id"] = run_id
+    predictions = normalise_predictions(predictions, spec)
+    for start in range(0, len(predictions), CHUNK_ROWS):
+        part = slice(start, start + CHUNK_ROWS)
+        rows, scored = features.iloc[part].reset_index(drop=True), predictions.iloc[part].reset_index(drop=True)
+        ctx.totals.add_batch(scored, spec, rows)
+        sink.write_served(scored)
+        if ctx.shadow is not None:
+            shadow_scored = ctx.shadow.score(rows, as_model_input(rows, spec))
+            if shadow_scored is not None:
+                sink.write(shadow_scored)
 
 
 def raise_alerts(spec: DatasetSpec, report: InferReport, options: InferOptions) -> None:

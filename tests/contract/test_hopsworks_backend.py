@@ -37,6 +37,7 @@ from serverless_ml.pipelines.simulate import SimulateOptions, simulate
 from serverless_ml.pipelines.train import TrainOptions, load_training_rows, train
 from serverless_ml.settings import resolve_settings
 
+from served import record_served
 from hopsworks_standin import STAND_INS, StandInService, StandInSignatureError
 from test_feature_store_contract import SCHEMA, frame, open_group
 
@@ -332,6 +333,10 @@ def _run_loop(spec, store, source, settings, noon_of) -> dict[str, object]:  # n
     scored = []
     for day in (dt.date(2024, 3, 1), dt.date(2024, 3, 2)):
         add_daily_rows(spec, store, day, n=5, seed=0)
+        if scored:  # 2 of the second day's rows served before its batch takes them in
+            rows = store.get_feature_group(spec.name, spec.version).read()
+            record_served(spec, store, settings.state_dir, sorted(rows.loc[rows["event_time"].dt.date == day, spec.primary_key])[:2],
+                          pd.Timestamp(noon_of(day)) - pd.Timedelta(hours=1), report.model_version, settings.tracking_uri)
         result = infer(spec, store, settings, InferOptions(figures=False, as_of=day), noon_of(day))
         scored.append((result.rows_scored, result.model_version, result.metrics))
     simulated = simulate(spec, store, settings, SimulateOptions(days=2, end_date=dt.date(2024, 3, 5), rows=4))
@@ -394,6 +399,7 @@ def test_the_loop_runs_on_hopsworks_with_the_local_store_s_results(
         pd.testing.assert_frame_equal(run["features"], on_local["features"])
         pd.testing.assert_frame_equal(run["predictions"], on_local["predictions"])
     assert on_hops["training"][-1], "the first model is promoted"
+    assert [metrics["rows_served"] for _, _, metrics in on_hops["scored"]] == [0, 2]
     assert on_hops["simulated"][0] == 2 and on_hops["simulated"][1] == 8
     for include_synthetic in (False, True):
         x_h, y_h, keys_h, _ = load_training_rows(spec, hops, include_synthetic)

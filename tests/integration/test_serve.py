@@ -198,29 +198,89 @@ def test_a_late_label_for_a_served_row_reaches_monitoring(world, tmp_path: Path,
         wait_for(lambda: len(predictions(store)) == 2, what="the served rows' flush")
     finally:
         server.stop(signal.SIGTERM)
-    # Batch inference afterwards: the served rows are not scored again; they are in the
-    # rolling window of the run it logs.
+    served_before = predictions(store).set_index(KEY).loc[keys]
+    # Batch inference afterwards: the served rows are not scored again; the batch takes
+    # them in beside the day's 6 new rows, and its run names them.
     today = dt.datetime.now(dt.timezone.utc).date()
     add_daily_rows(SPEC, store, today, n=6, seed=5)
     report = infer(SPEC, store, settings, InferOptions(as_of=today, figures=False), dt.datetime.now(dt.timezone.utc))
     mlflow.set_tracking_uri(None)
-    assert report.rows_scored == 6
+    assert (report.rows_scored, report.rows_served) == (8, 2)
+    assert "scored 6 rows and took in 2 served rows" in report.summary()
     scored = predictions(store)
-    assert (scored[KEY].isin(keys)).sum() == 2 and scored.loc[scored[KEY].isin(keys), "run_id"].isna().all()
+    assert len(scored) == 8 and (scored["run_id"] == report.run_id).all()
+    after_infer = scored.set_index(KEY).loc[keys]
+    # What was served stays as served: version, prediction, probabilities, request time.
+    for column in ["model_version", "prediction", "probability", "scored_at", *[c for c in scored if c.startswith("proba_")]]:
+        assert after_infer[column].tolist() == served_before[column].tolist(), column
     client = mlflow.MlflowClient(settings.tracking_uri)
-    rolling_before = client.get_run(report.run_id).data.metrics["rolling_rows"]
+    metrics = client.get_run(report.run_id).data.metrics
+    assert metrics["rows_scored"] == 8 and metrics["rows_served"] == 2
+    assert metrics["rows_labelled"] == 6  # the day's rows came with labels; the served ones have none
+    rolling_before = metrics["rolling_rows"]
 
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"PassengerId": keys, "Survived": [0, 1]}).to_csv(labels, index=False)
     result = run_cli("labels", "--dataset", "titanic", "--source", str(labels), store_dir=store.root)
     assert result.returncode == 0, result.stderr
     assert "2 set" in result.stdout
-    after = predictions(store).set_index(KEY).loc[keys]
-    assert after["actual"].tolist() == [0, 1]
-    assert after["correct"].tolist() == [p == a for p, a in zip(after["prediction"], [0, 1], strict=True)]
+    after = predictions(store).set_index(KEY)
+    assert after.loc[keys, "actual"].tolist() == [0, 1]
+    assert after.loc[keys, "correct"].tolist() == [p == a for p, a in zip(after.loc[keys, "prediction"], [0, 1], strict=True)]
     run = client.get_run(report.run_id)
     assert run.data.metrics["rolling_rows"] == rolling_before + 2
+    # The served rows are the batch's: its realized accuracy now counts them.
+    assert run.data.metrics["rows_labelled"] == 8
+    assert run.data.metrics["batch_accuracy"] == pytest.approx(after["correct"].astype(bool).mean())
     assert "labels_updated_at" in run.data.tags
+
+
+def test_served_traffic_alone_gets_its_own_monitoring_run(world, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """A deployment whose only traffic is served rows: ``sml infer`` logs a run of them
+    (estimated, not realized, until labels come), not scoring them again; the next
+    ``sml infer`` has nothing new; the labels give that run its realized accuracy."""
+    store, settings = world
+    rows = [{**ROW, "age": float(age), "sex": sex} for age in (4, 19, 33, 48, 61) for sex in ("male", "female")]
+    server = start_server(tmp_path, store, settings, "--flush-rows", "5", "--flush-seconds", "0.5")
+    try:
+        status, body = server.predict(rows)
+        assert status == 200
+        keys = [p[KEY] for p in body["predictions"]]
+        wait_for(lambda: len(predictions(store)) == len(rows), what="the served rows' flush")
+    finally:
+        server.stop(signal.SIGTERM)
+    served = predictions(store)
+    assert served["run_id"].isna().all()
+
+    result = run_cli("infer", "--dataset", "titanic", store_dir=store.root)
+    assert result.returncode == 0, result.stderr
+    assert "scored 0 rows and took in 10 served rows (predicted when served), 10 in the batch" in result.stdout
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name("titanic-monitoring")
+    (run,) = client.search_runs([experiment.experiment_id])
+    metrics = run.data.metrics
+    assert metrics["rows_scored"] == 10 and metrics["rows_served"] == 10 and metrics["rows_labelled"] == 0
+    assert "batch_accuracy" not in metrics
+    # The estimate is CBPE of the served probabilities (no label yet: no recalibration).
+    assert metrics["estimated_accuracy"] == pytest.approx(served["probability"].mean())
+    after = predictions(store).set_index(KEY).loc[keys]
+    assert (after["run_id"] == run.info.run_id).all()
+    assert after["prediction"].tolist() == served.set_index(KEY).loc[keys, "prediction"].tolist()
+
+    again = run_cli("infer", "--dataset", "titanic", store_dir=store.root)
+    assert again.returncode == 0, again.stderr
+    assert "nothing new to score" in again.stdout
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+
+    truth = [i % 2 for i in range(len(keys))]
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"PassengerId": keys, "Survived": truth}).to_csv(labels, index=False)
+    result = run_cli("labels", "--dataset", "titanic", "--source", str(labels), store_dir=store.root)
+    assert result.returncode == 0, result.stderr
+    metrics = client.get_run(run.info.run_id).data.metrics
+    right = np.mean([p == t for p, t in zip(after["prediction"], truth, strict=True)])
+    assert metrics["rows_labelled"] == 10
+    assert metrics["batch_accuracy"] == pytest.approx(right)
 
 
 def test_a_promotion_is_served_without_a_restart(world, tmp_path: Path) -> None:  # noqa: ANN001

@@ -28,6 +28,7 @@ from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
 from serverless_ml.pipelines.train import log_and_register
 from serverless_ml.training.model import as_model_input, build_pipeline
+from served import record_served
 from worlds import insert_live_rows, noon_of, trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
@@ -151,8 +152,21 @@ def test_a_worse_challenger_is_scored_in_the_shadow_and_not_promoted(world) -> N
     # The next judged batch is the challenger's second look, tested at a stricter level.
     third_day = next_day + dt.timedelta(days=1)
     add_daily_rows(SPEC, store, third_day, n=20, seed=1)
+    # 5 of its rows served first: the batch takes them in, and the challenger scores
+    # them in the shadow as it scores the batch's other rows.
+    rows = store.get_feature_group("titanic", 1).read()
+    served_keys = sorted(rows.loc[rows["event_time"].dt.date == third_day, "passenger_id"])[:5]
+    record_served(SPEC, store, settings.state_dir, served_keys, pd.Timestamp(noon_of(third_day)) - pd.Timedelta(hours=2), 1)
     third = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=third_day, promote="live"), noon_of(third_day))
+    assert (third.rows_scored, third.rows_served) == (20, 5)
+    predictions = _predictions(store)
+    assert len(predictions) == 2 * (ROWS + 40)
+    assert (predictions["run_id"] == shadow_run_id(third.run_id)).sum() == 20
+    assert set(predictions.loc[predictions["passenger_id"].isin(served_keys), "run_id"]) == {
+        third.run_id, shadow_run_id(third.run_id)}
     run = MlflowClient().get_run(third.run_id)
+    assert run.data.metrics[registry.PAIRED_ROWS_METRIC] == ROWS + 40
+    assert run.data.metrics[registry.PAIRED_CHAMPION_ONLY_METRIC] == _direct_comparison(predictions, 1, worse).champion_only
     assert run.data.metrics[registry.LIVE_PROMOTION_LOOK_METRIC] == 2
     assert run.data.metrics[registry.LIVE_PROMOTION_LEVEL_METRIC] == pytest.approx(defaults.LIVE_PROMOTE_ALPHA / 6)
     assert "look 2: level 0.00833 of 0.05" in run.data.tags[registry.LIVE_PROMOTION_REASON_TAG]
