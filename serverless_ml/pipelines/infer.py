@@ -552,11 +552,12 @@ def _read_history(spec: DatasetSpec, target: FeatureGroup, totals: BatchTotals,
             shadow.paired.add(frame, served, frame[MODEL_VERSION_COLUMN].to_numpy(dtype=np.int64))
             if not served.all():
                 shadow.totals.add_labelled_history(frame[~served])
-        unbatched = unbatched_served(frame, np.asarray(pc.is_null(run_ids), dtype=bool), totals.champion_version,
-                                     totals.as_of_end)
-        if unbatched.any():
-            waiting.append(frame.loc[unbatched, spec.primary_key].to_numpy())
-            served &= ~unbatched
+        if run_ids.null_count:
+            unbatched = unbatched_served(frame, np.asarray(pc.is_null(run_ids), dtype=bool), totals.champion_version,
+                                         totals.as_of_end)
+            if unbatched.any():
+                waiting.append(frame.loc[unbatched, spec.primary_key].to_numpy())
+                served &= ~unbatched
         totals.add_history(frame if served.all() else frame[served])
         keys.append(frame[spec.primary_key].to_numpy())
     waiting_keys = KeySet(np.concatenate(waiting) if waiting else np.array([]))
