@@ -156,7 +156,12 @@ LATEST_PROBABILITY_METRIC = "latest_probability"
 """The batch's latest row: its key, prediction, actual label (tags) and probability (metric)."""
 
 ROWS_SCORED_METRIC = "rows_scored"
-ROWS_SERVED_METRIC = "rows_served"
+SCORED_AT_TAG = "batch_scored_at"
+"""When ``sml infer`` scored a batch (ISO 8601, UTC, microseconds): the ``scored_at`` of
+the rows it scored, and the bound of the predictions its windows had seen (its served rows
+keep their requests' earlier times). Runs logged before it: the latest ``scored_at`` of
+their rows."""
+ROWS_SERVED_METRIC = "served_rows"
 """How many of a batch's ``rows_scored`` are rows ``sml serve`` answered (and recorded)
 that the batch took in with their served predictions, rather than scored."""
 ROWS_LABELLED_METRIC = "rows_labelled"

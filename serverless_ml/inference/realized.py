@@ -83,6 +83,10 @@ class BatchRun:
     as_of_end: pd.Timestamp
     slices: slice_stats.SlicePlan | None = None
     recalibration: estimate.Recalibration = field(default_factory=estimate.Recalibration)
+    scored_through: pd.Timestamp | None = None
+    """When it was scored (its :data:`registry.SCORED_AT_TAG`): the predictions its windows
+    had seen are those scored no later (``None``: a run logged before the tag, whose rows
+    were all scored by it, bounded by their latest ``scored_at``)."""
 
 
 @dataclass(frozen=True)
@@ -235,8 +239,12 @@ class PredictionArrays:
         end = int(np.searchsorted(self.event_time, run.as_of_end.to_datetime64(), side="left"))
         start = int(np.searchsorted(self.event_time, (run.as_of_end - pd.Timedelta(days=run.rolling_days)).to_datetime64(),
                                     side="left"))
-        # Of the rows before the as-of end, those the run had seen: scored no later than it, and its own.
-        seen = self.scored_at[:end] <= scored.max() if len(scored) else np.zeros(end, dtype=bool)
+        # Of the rows before the as-of end, those the run had seen: scored no later than it
+        # (its served rows keep their requests' times), and its own.
+        if run.scored_through is not None:
+            seen = self.scored_at[:end] <= run.scored_through.tz_convert(None).to_datetime64()
+        else:
+            seen = self.scored_at[:end] <= scored.max() if len(scored) else np.zeros(end, dtype=bool)
         seen[rows[rows < end]] = True
         return {
             "batch": self._confusion(self.pairs[rows]),

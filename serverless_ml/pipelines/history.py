@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from serverless_ml import registry, tracking
@@ -47,7 +48,8 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, synthetic_keys
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
-from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError
+from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError, to_utc
+from serverless_ml.inference.batch import utc_values
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, batch_run_ids, predictions_group
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
@@ -207,42 +209,88 @@ def unscore_rows(spec: DatasetSpec, store: FeatureStore, settings: Settings, key
     # A challenger's shadow rows go with the run of their batch (batch_run_ids).
     runs = batch_run_ids(history["run_id"])
     run_ids = sorted({str(r) for r in runs[hit].dropna()} - {""})
-    doomed = history[hit | runs.isin(run_ids).fillna(False).to_numpy(dtype=bool)]
+    in_runs = runs.isin(run_ids).fillna(False).to_numpy(dtype=bool)
     reason = (f"its rows were rewritten by `{command} --replace` at "
               f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
-    # Tracking is reached only when there are runs to delete (as before).
-    deleted = (delete_runs(tracking.tracking_for(settings, tracker).client, registry.monitoring_experiment(spec.name),
-                           run_ids, reason) if run_ids else [])
+    if not run_ids:
+        doomed = history[hit]
+        deleted: list[str] = []
+    else:
+        # Tracking is reached only when there are runs to delete (as before).
+        client = tracking.tracking_for(settings, tracker).client
+        experiment = registry.monitoring_experiment(spec.name)
+        found = find_runs(client, experiment, run_ids)
+        # Served rows those runs took in are answers given, not rows of the replaced
+        # days: handed back to the next batch (no run), first, so that a crash after
+        # leaves them to a re-run of the same command rather than naming a deleted run.
+        kept = served_in_runs(history, found) & in_runs & ~hit
+        if kept.any():
+            handed_back = history[kept].copy()
+            handed_back["run_id"] = None
+            target.insert(handed_back.reset_index(drop=True), wait=True)
+            crash_point("replace.after_served_handed_back")
+        doomed = history[hit | (in_runs & ~kept)]
+        deleted = delete_runs(client, experiment, run_ids, reason, found)
     crash_point("replace.after_runs_deleted")
     target.delete(doomed[[key, MODEL_VERSION_COLUMN]], wait=True)
     crash_point("replace.after_predictions_deleted")
     return len(doomed), deleted
 
 
-def delete_runs(client: MlflowClient, experiment: str, run_ids: list[str], reason: str) -> list[str]:
-    """Tag each run of ``experiment`` with ``reason`` and delete it (MLflow's soft
-    delete). A run that is already deleted (by an interrupted replace) or unknown to the
-    tracking store is skipped; one left RUNNING by a crashed job is closed as FAILED
-    first."""
+def served_in_runs(history: pd.DataFrame, runs: dict[str, Any]) -> np.ndarray:
+    """Which predictions rows are served rows a batch took in: the champion's rows of one
+    of ``runs`` (its own ``run_id``, not a shadow one) scored before the run's
+    :data:`registry.SCORED_AT_TAG` (each keeps its request's time; a run without the tag
+    took in none)."""
+    out = np.zeros(len(history), dtype=bool)
+    run_ids = history["run_id"].astype(object).to_numpy()
+    scored_at = utc_values(history["scored_at"])
+    for run_id, run in runs.items():
+        tag = run.data.tags.get(registry.SCORED_AT_TAG)
+        if not tag:
+            continue
+        try:
+            bound = to_utc(pd.Timestamp(tag)).tz_convert(None).to_datetime64()
+        except ValueError:
+            continue
+        out |= (run_ids == run_id) & (scored_at < bound)
+    return out
+
+
+def find_runs(client: MlflowClient, experiment: str, run_ids: list[str]) -> dict[str, Any]:
+    """The runs of ``experiment`` among ``run_ids``, deleted ones included (one query
+    per 100 runs, not one per run)."""
     from mlflow.entities import ViewType
 
-    if not run_ids:
-        return []
     found_experiment = client.get_experiment_by_name(experiment)
-    if found_experiment is None:
-        return []
+    if found_experiment is None or not run_ids:
+        return {}
     found = {}
-    for start in range(0, len(run_ids), 100):  # one query per 100 runs, not one per run
+    for start in range(0, len(run_ids), 100):
         chunk = run_ids[start:start + 100]
         quoted = ", ".join(f"'{run_id}'" for run_id in chunk)
         for run in client.search_runs(
             [found_experiment.experiment_id], filter_string=f"attributes.run_id IN ({quoted})",
             run_view_type=ViewType.ALL, max_results=len(chunk),
         ):
-            found[run.info.run_id] = run.info
+            found[run.info.run_id] = run
+    return found
+
+
+def delete_runs(client: MlflowClient, experiment: str, run_ids: list[str], reason: str,
+                found: dict[str, Any] | None = None) -> list[str]:
+    """Tag each run of ``experiment`` with ``reason`` and delete it (MLflow's soft
+    delete). A run that is already deleted (by an interrupted replace) or unknown to the
+    tracking store is skipped; one left RUNNING by a crashed job is closed as FAILED
+    first. ``found``: :func:`find_runs` of them, when looked up already."""
+    if not run_ids:
+        return []
+    if found is None:
+        found = find_runs(client, experiment, run_ids)
     deleted = []
     for run_id in run_ids:
-        info = found.get(run_id)
+        run = found.get(run_id)
+        info = run.info if run is not None else None
         if info is None or info.lifecycle_stage == "deleted":
             continue
         if info.status == "RUNNING":

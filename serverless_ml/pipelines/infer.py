@@ -14,7 +14,7 @@ model as its model input.
 Served rows: the rows ``sml serve`` answered with the champion before the batch's bound
 and recorded with no ``run_id`` (:func:`unbatched_served`) are the batch's rows too, taken
 in with their served predictions rather than scored again (:func:`_take_in_served`); the
-run's ``rows_served`` says how many, and their predictions rows are written back naming
+run's ``served_rows`` says how many, and their predictions rows are written back naming
 the run, so a deployment whose only traffic is served gets its monitoring runs.
 
 Shadow challenger: when ``@challenger`` is another version, it scores the batch's rows it
@@ -747,7 +747,7 @@ def score_batch(
             spec.name, ctx.source, digest.rows, tracking.spec_columns(spec, list(digest.schema.names)),
             digest.hexdigest(tracking.DIGEST_LENGTH), BATCH_INPUT_CONTEXT, tags={registry.AS_OF_TAG: as_of_label})
         log_batch_run(spec, run.info, stats, ctx.champion, as_of_label, as_of_end, ctx.data_version, options,
-                      dataset=dataset, client=client, shadow=judged)
+                      dataset=dataset, client=client, shadow=judged, scored_at=scorer.scored_at)
         crash_point("infer.after_run_logged")
         sink.upsert()
         crash_point("infer.after_upsert")
@@ -1131,6 +1131,7 @@ def log_batch_run(
     dataset: Any = None,
     client: MlflowClient,
     shadow: ShadowJudgement | None = None,
+    scored_at: pd.Timestamp | None = None,
 ) -> None:
     """Log a batch's statistics on the run ``run_info`` (an ``mlflow.entities.RunInfo``):
     metrics, params and (unless ``tags_logged``) tags in one batch call, timestamped at
@@ -1144,6 +1145,8 @@ def log_batch_run(
     tags = {} if tags_logged else batch_run_tags(spec, stats, champion, as_of_label, data_version)
     if shadow is not None:  # (its metrics are in stats.metrics)
         tags.update(shadow.tags())
+    if scored_at is not None:
+        tags[registry.SCORED_AT_TAG] = to_utc(scored_at).isoformat()
     params: dict[str, Any] = {
         registry.ROLLING_DAYS_PARAM: options.rolling_days,
         registry.ACCURACY_DROP_PARAM: options.rule.accuracy_drop,

@@ -380,7 +380,9 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
             continue
         tags, params = run.data.tags, run.data.params
         history = client.get_metric_history(run_id, registry.ROWS_LABELLED_METRIC)
-        batch_scored_at = pd.Timestamp(scored_at[run_id])
+        scored_through = _scored_at_tag(tags.get(registry.SCORED_AT_TAG))
+        # When it scored its rows (its served rows keep their requests' earlier times).
+        batch_scored_at = scored_through if scored_through is not None else pd.Timestamp(scored_at[run_id])
         as_of_label = tags.get(registry.AS_OF_TAG, "")
         if history:
             stamp = min(m.timestamp for m in history)
@@ -398,7 +400,7 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
             predictions[realized.RUN_ID_COLUMN] == run_id, MODEL_VERSION_COLUMN].iloc[0])
         rolling_days = int(params.get(registry.ROLLING_DAYS_PARAM) or defaults.INFER_ROLLING_DAYS)
         batch = realized.BatchRun(run_id, version, rolling_days, end, slice_plan(client, run.info),
-                                  logged_recalibration(run.data.metrics))
+                                  logged_recalibration(run.data.metrics), scored_through)
         challenger = tags.get(registry.CHALLENGER_VERSION_TAG)
         out.append(MonitoringRun(run.info, batch, as_of_label,
                                  stamp, next_step, dict(run.data.metrics), tags.get(registry.REALIZED_DIGEST_TAG),
@@ -410,6 +412,16 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
                                  _float_param(params.get(registry.ACCURACY_DROP_PARAM), defaults.INFER_ACCURACY_DROP),
                                  tags.get(registry.ALERT_ACCURACY) == "true", tags.get(registry.ALERTS_TAG, "")))
     return out
+
+
+def _scored_at_tag(value: str | None) -> pd.Timestamp | None:
+    """A run's :data:`registry.SCORED_AT_TAG` (``None``: absent or not a time)."""
+    if not value:
+        return None
+    try:
+        return to_utc(pd.Timestamp(value))
+    except ValueError:
+        return None
 
 
 def _finite(value: float | None) -> float | None:
@@ -673,6 +685,10 @@ def follow_labels(
     predictions = target.read()
     relabelled, changed = realized.relabel_predictions(spec, predictions, features)
     report.predictions_version = target.data_version()
+    waiting = int((np.asarray(changed, dtype=bool) & predictions[realized.RUN_ID_COLUMN].isna().to_numpy()).sum())
+    if waiting:
+        report.notes.append(f"{waiting} of the updated predictions are served rows no batch holds yet: they count from "
+                            "the next monitoring run `sml infer` logs")
     client = tracking.tracking_for(settings, tracker).client
     runs = monitoring_runs(spec, client, predictions)
     report.runs_checked = len(runs)

@@ -399,7 +399,7 @@ def test_the_loop_runs_on_hopsworks_with_the_local_store_s_results(
         pd.testing.assert_frame_equal(run["features"], on_local["features"])
         pd.testing.assert_frame_equal(run["predictions"], on_local["predictions"])
     assert on_hops["training"][-1], "the first model is promoted"
-    assert [metrics["rows_served"] for _, _, metrics in on_hops["scored"]] == [0, 2]
+    assert [metrics["served_rows"] for _, _, metrics in on_hops["scored"]] == [0, 2]
     assert on_hops["simulated"][0] == 2 and on_hops["simulated"][1] == 8
     for include_synthetic in (False, True):
         x_h, y_h, keys_h, _ = load_training_rows(spec, hops, include_synthetic)

@@ -18,7 +18,7 @@ from serverless_ml.pipelines import infer as infer_module
 from serverless_ml.pipelines.features import add_daily_rows
 from serverless_ml.pipelines.infer import InferOptions, infer
 from served import record_served
-from worlds import copy_world, noon_of, trained_template  # noqa: F401 - fixtures
+from worlds import copy_world, noon_of, trained_template, world  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_served_rows_taken_in_by_a_batch_give_the_figures_of_scoring_them(
     trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int  # noqa: F811
 ) -> None:
     """The same day's rows, 15 of them served before the batch: the run's figures equal
-    those of a batch that scores all of them (but ``rows_served``), and the served rows'
+    those of a batch that scores all of them (but ``served_rows``), and the served rows'
     predictions stay as served, now naming the run (in one commit for one chunk; a
     staged batch names them in a second)."""
     found = {}
@@ -119,3 +119,74 @@ def test_served_rows_taken_in_by_a_batch_give_the_figures_of_scoring_them(
     taken = served_rows.set_index(SPEC.primary_key).loc[keys]
     assert (taken["scored_at"] == pd.Timestamp(noon_of(_day(2))) - pd.Timedelta(hours=1)).all()  # the request's time
     assert taken["actual"].notna().all()  # the stored rows' labels
+
+
+def test_labels_recompute_a_served_only_run_against_what_it_had_seen(world) -> None:  # noqa: ANN001, F811
+    """A row answered before a batch was scored but recorded after it (its flush waited
+    for the job's lock) is taken in by the next batch, served rows only, whose latest
+    ``scored_at`` (a request's time) is then earlier than the first batch's: ``sml
+    labels`` still recomputes its windows over what it had seen when it was logged (its
+    ``scored_at`` tag), so figures the labels do not change stay as they were."""
+    from serverless_ml.datasets.sources import Source
+    from serverless_ml.pipelines.labels import LabelOptions, attach_labels
+
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=20, seed=0)
+    first = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
+    add_daily_rows(SPEC, store, _day(1), n=10, seed=1)
+    rows = store.get_feature_group("titanic", 1).read()
+    day1 = rows[rows["event_time"].dt.date == _day(1)]
+    keys = sorted(day1[SPEC.primary_key])
+    record_served(SPEC, store, settings.state_dir, keys, pd.Timestamp(noon_of(_day(0))) - pd.Timedelta(minutes=5), 1)
+    second = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), noon_of(_day(1)))
+    assert (first.rows_scored, second.rows_scored, second.rows_served) == (20, 10, 10)
+    client = MlflowClient(settings.tracking_uri)
+    logged = client.get_run(second.run_id).data
+    assert logged.tags[registry.SCORED_AT_TAG] == pd.Timestamp(noon_of(_day(1))).isoformat()
+    assert logged.metrics[registry.ROLLING_ROWS_METRIC] == 30  # the first batch's rows and its own
+
+    # One of its labels corrected: the batch's accuracy moves, its windows keep their rows.
+    truth = day1.set_index(SPEC.primary_key).loc[keys, SPEC.label].astype(int)
+    truth.iloc[0] = 1 - truth.iloc[0]
+    labels = pd.DataFrame({"PassengerId": [str(k) for k in keys], "Survived": [str(v) for v in truth]}, dtype=object)
+    attach_labels(SPEC, store, settings, Source(labels, "labels.csv", True), LabelOptions(overwrite=True),
+                  dt.datetime.combine(_day(3), dt.time(12), tzinfo=dt.timezone.utc))
+    after = client.get_run(second.run_id).data.metrics
+    assert after[registry.ROLLING_ROWS_METRIC] == 30 and after[registry.CUMULATIVE_ROWS_METRIC] == 30
+    predictions = store.get_feature_group("titanic_predictions", 1).read()
+    batch = predictions[predictions["run_id"] == second.run_id]
+    assert len(batch) == 10
+    assert after[registry.BATCH_ACCURACY_METRIC] == pytest.approx(float((batch["prediction"] == batch["actual"]).mean()))
+    assert after[registry.ROLLING_ACCURACY_METRIC] == pytest.approx(float((predictions["prediction"] == predictions["actual"]).mean()))
+
+
+def test_replacing_a_day_hands_its_runs_served_rows_to_the_next_batch(world) -> None:  # noqa: ANN001, F811
+    """``sml daily --replace`` deletes the run that scored the day's rows and its
+    predictions, but the served rows that run took in are answers given, not the day's
+    rows: they lose the run and the next batch takes them in again, as served."""
+    from worlds import insert_live_rows
+
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=10, seed=0)
+    before = set(store.get_feature_group("titanic", 1).read()[SPEC.primary_key])
+    insert_live_rows(SPEC, store, _day(0), 6)
+    live = sorted(set(store.get_feature_group("titanic", 1).read()[SPEC.primary_key]) - before)
+    assert len(live) == 6
+    at = pd.Timestamp(noon_of(_day(0))) - pd.Timedelta(hours=3)
+    record_served(SPEC, store, settings.state_dir, live, at, 1)
+    target = store.get_feature_group("titanic_predictions", 1)
+    served = target.read().set_index(SPEC.primary_key).loc[live]
+    first = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
+    assert (first.rows_scored, first.rows_served) == (16, 6)
+
+    replaced = add_daily_rows(SPEC, store, _day(0), n=5, seed=0, replace=True, settings=settings)
+    assert replaced.replaced is not None and replaced.replaced.runs == [first.run_id]
+    assert replaced.replaced.rows == 10  # the day's predictions; not the served ones
+    left = target.read()
+    assert sorted(left[SPEC.primary_key]) == live and left["run_id"].isna().all()
+    second = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)) + pd.Timedelta(hours=1))
+    assert (second.rows_scored, second.rows_served) == (11, 6)
+    after = target.read().set_index(SPEC.primary_key).loc[live]
+    assert (after["run_id"] == second.run_id).all()
+    for column in ("prediction", "probability", "scored_at", "model_version"):
+        assert after[column].tolist() == served[column].tolist(), column

@@ -215,7 +215,7 @@ def test_a_late_label_for_a_served_row_reaches_monitoring(world, tmp_path: Path,
         assert after_infer[column].tolist() == served_before[column].tolist(), column
     client = mlflow.MlflowClient(settings.tracking_uri)
     metrics = client.get_run(report.run_id).data.metrics
-    assert metrics["rows_scored"] == 8 and metrics["rows_served"] == 2
+    assert metrics["rows_scored"] == 8 and metrics["served_rows"] == 2
     assert metrics["rows_labelled"] == 6  # the day's rows came with labels; the served ones have none
     rolling_before = metrics["rolling_rows"]
 
@@ -237,7 +237,7 @@ def test_a_late_label_for_a_served_row_reaches_monitoring(world, tmp_path: Path,
 
 def test_served_traffic_alone_gets_its_own_monitoring_run(world, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     """A deployment whose only traffic is served rows: ``sml infer`` logs a run of them
-    (estimated, not realized, until labels come), not scoring them again; the next
+    (realized on the 2 labels back, estimated for all), not scoring them again; the next
     ``sml infer`` has nothing new; the labels give that run its realized accuracy."""
     store, settings = world
     rows = [{**ROW, "age": float(age), "sex": sex} for age in (4, 19, 33, 48, 61) for sex in ("male", "female")]
@@ -251,6 +251,13 @@ def test_served_traffic_alone_gets_its_own_monitoring_run(world, tmp_path: Path,
         server.stop(signal.SIGTERM)
     served = predictions(store)
     assert served["run_id"].isna().all()
+    truth = [i % 2 for i in range(len(keys))]
+    labels = tmp_path / "labels.csv"
+    # Two outcomes known before any batch: stored, and said to wait for the next run.
+    pd.DataFrame({"PassengerId": keys[:2], "Survived": truth[:2]}).to_csv(labels, index=False)
+    early = run_cli("labels", "--dataset", "titanic", "--source", str(labels), store_dir=store.root)
+    assert early.returncode == 0, early.stderr
+    assert "note: 2 of the updated predictions are served rows no batch holds yet" in early.stdout
 
     result = run_cli("infer", "--dataset", "titanic", store_dir=store.root)
     assert result.returncode == 0, result.stderr
@@ -259,8 +266,9 @@ def test_served_traffic_alone_gets_its_own_monitoring_run(world, tmp_path: Path,
     experiment = client.get_experiment_by_name("titanic-monitoring")
     (run,) = client.search_runs([experiment.experiment_id])
     metrics = run.data.metrics
-    assert metrics["rows_scored"] == 10 and metrics["rows_served"] == 10 and metrics["rows_labelled"] == 0
-    assert "batch_accuracy" not in metrics
+    assert metrics["rows_scored"] == 10 and metrics["served_rows"] == 10 and metrics["rows_labelled"] == 2
+    predicted = served.set_index(KEY).loc[keys[:2], "prediction"].tolist()
+    assert metrics["batch_accuracy"] == np.mean([p == t for p, t in zip(predicted, truth[:2], strict=True)])
     # The estimate is CBPE of the served probabilities (no label yet: no recalibration).
     assert metrics["estimated_accuracy"] == pytest.approx(served["probability"].mean())
     after = predictions(store).set_index(KEY).loc[keys]
@@ -272,8 +280,6 @@ def test_served_traffic_alone_gets_its_own_monitoring_run(world, tmp_path: Path,
     assert "nothing new to score" in again.stdout
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
-    truth = [i % 2 for i in range(len(keys))]
-    labels = tmp_path / "labels.csv"
     pd.DataFrame({"PassengerId": keys, "Survived": truth}).to_csv(labels, index=False)
     result = run_cli("labels", "--dataset", "titanic", "--source", str(labels), store_dir=store.root)
     assert result.returncode == 0, result.stderr
