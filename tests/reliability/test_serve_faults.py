@@ -46,12 +46,14 @@ def test_sigkill_loses_at_most_the_unflushed_rows(world, tmp_path: Path, reliabi
     assert sorted(predictions(store)[KEY]) == sorted(flushed)
     assert not set(unflushed) & set(live_rows(store)[KEY])
     assert_locks_free(store.root)
-    # The store is usable: batch inference runs, and scores none of the served rows again.
+    # The store is usable: batch inference runs, and scores none of the served rows again
+    # (its batch takes them in as served).
     from serverless_ml.pipelines.infer import InferOptions, infer
 
+    recorded = len(predictions(store))
     report = infer(SPEC, store, settings, InferOptions(figures=False), dt.datetime.now(dt.timezone.utc))
     mlflow.set_tracking_uri(None)
-    assert report.rows_scored == 0
+    assert report.rows_scored == report.rows_served == recorded
     # A new server hands out keys that the killed one did not.
     again = start_server(tmp_path, store, settings, "--flush-rows", "1", "--flush-seconds", "0.5")
     try:
@@ -90,7 +92,9 @@ def test_a_flush_killed_at_each_point_leaves_whole_tables(world, tmp_path: Path,
 
     report = infer(SPEC, store, settings, InferOptions(figures=False), dt.datetime.now(dt.timezone.utc))
     mlflow.set_tracking_uri(None)
-    assert report.rows_scored == (3 if features_written and not predictions_written else 0)
+    # Rows with a served prediction are taken in as served, the others scored.
+    assert report.rows_scored == (3 if features_written else 0)
+    assert report.rows_served == (3 if predictions_written else 0)
     final = predictions(store)
     assert final[KEY].is_unique
     assert set(final[KEY]) == (set(keys) if features_written else set())
