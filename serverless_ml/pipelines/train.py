@@ -772,14 +772,15 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         mine = [t for t in trials if t.user_attrs.get(WORKER_RUN_ATTR) == run_id]
         finished = search.finished_trials(study)
         best = max(finished, key=search.trial_value) if finished else None
-        metrics = {"trials_this_worker": float(len(mine)), "trials_in_study": float(len(trials))}
+        started = search.started_trials(study)  # a queued trial (WAITING) is not one yet
+        metrics = {"trials_this_worker": float(len(mine)), "trials_in_study": float(started)}
         if best is not None:
             metrics["best_val_accuracy_mean"] = search.trial_value(best)
             mlflow.set_tags({registry.BEST_TRIAL_NUMBER_TAG: str(best.number), registry.BEST_TRIAL_VALUE_TAG: f"{best.value:.6f}"})
         tracking.log_metrics_batch(run_id, metrics, client=prep.tracker.client)
     return WorkerReport(
         run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.dataset_arg, study_name=prep.study_name,
-        sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=len(trials),
+        sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=started,
         best_trial=None if best is None else best.number, best_value=None if best is None else search.trial_value(best),
         split=prep.plan.describe(),
     )
@@ -1145,7 +1146,7 @@ def _report(run_id: str, prep: _Prepared, fitted: _Fitted, evaluated: _Evaluatio
     """The :class:`TrainReport` of a job that trained and registered a version."""
     return TrainReport(
         run_id=run_id, experiment_id=prep.experiment_id, study_name=prep.study_name,
-        trials_total=len(fitted.study.get_trials(deepcopy=False)), trials_this_run=fitted.added,
+        trials_total=search.started_trials(fitted.study), trials_this_run=fitted.added,
         best_trial=fitted.best.number, best_params=dict(fitted.best.params),
         cv_mean=float(np.mean(fitted.scores)), cv_std=float(np.std(fitted.scores)),
         holdout_metrics=evaluated.metrics, baseline_accuracy=baseline, model_version=str(registered.version),
