@@ -187,6 +187,8 @@ def test_the_champion_is_compared_only_on_holdout_rows_it_did_not_train_on(
     settings = _settings(titanic_store, tracking_uri)
     first = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=1))
     second = train(spec, titanic_store, settings, dataclasses.replace(FAST, trials=1, seed=8))
+    # One trial ran; the default forests still queued behind it are not trials yet.
+    assert (first.trials_this_run, first.trials_total) == (1, 1)
     client = MlflowClient()
 
     def keys(run_id: str) -> pd.DataFrame:
