@@ -15,7 +15,9 @@ and whose feature schema the same CSV passes. Every guess is a comment in the te
   positive): live and synthetic rows a little outside the seen range still pass.
 * **categories** for text with at most :data:`MAX_CATEGORIES` values, each seen twice on
   average; other text is left out (high cardinality), as are constant columns, a copy of
-  the label and id-like columns.
+  the label and id-like columns. A column with a value seen only once gets no list: live
+  rows will hold values the file does not (:func:`_open_categories`), and a list would
+  refuse their batches.
 * **names**: lower snake case (Hopsworks stores feature names in lower case), read with
   ``source_column`` from a CSV column of another name.
 * **key**: ``--key``, else a column of unique, never-missing whole numbers or texts, named
@@ -161,6 +163,8 @@ class _Column:
     distinct: list[str] = field(default_factory=list)
     note: str = ""
     excluded: str = ""
+    open_categories: bool = False
+    """A text feature drafted without a ``categories`` list (:func:`_open_categories`)."""
 
     @property
     def missing(self) -> int:
@@ -423,13 +427,32 @@ def _column_ref(column: str, name: str, extra: str = "") -> str:
     return "{" + ", ".join(parts) + "}"
 
 
+def _open_categories(info: _Column) -> str:
+    """Why a text feature's categories are left open ("" to list them): values seen once.
+    The share of rows whose value no row of the file has is estimated by Good-Turing as
+    the share of rows holding a value seen once (``n1 / n``); a closed list would refuse
+    every batch holding one, and with a value seen once in 2,500 rows about one batch of
+    300 rows in nine does. Left open, any text is taken, the model reads an unseen value
+    as no known category, and the site counts it among the values training never had."""
+    present = info.values[info.present.to_numpy(dtype=bool)]
+    counts = present.value_counts()
+    once = int((counts == 1).sum())
+    if not once:
+        return ""
+    shown = ", ".join(_shown(v) for v in counts[counts == 1].index[:3]) + (", ..." if once > 3 else "")
+    return (f"{once} of its {len(counts)} values seen once in {len(present)} rows ({shown}): live rows will likely hold "
+            f"values this file does not (about {once / len(present):.2%} of rows, Good-Turing), so its categories are "
+            "left open (any text is taken; the site shows the values training never had); list them as categories "
+            "to refuse others")
+
+
 def _feature_line(info: _Column, bounds: tuple[str, str] | None) -> str:
     parts = [f"type: {info.type}"]
     if info.name != info.column:
         parts.append(f"source_column: {_quoted(info.column)}")
     if bounds is not None:
         parts += [f"min: {bounds[0]}", f"max: {bounds[1]}"]
-    if info.type == "string" and not info.excluded and info.distinct:
+    if info.type == "string" and not info.excluded and info.distinct and not info.open_categories:
         parts.append(f"categories: [{', '.join(_quoted(v) for v in info.distinct)}]")
     if info.missing:
         parts.append("nullable: true")
@@ -443,7 +466,8 @@ def _describe(info: _Column) -> str:
         kind = "whole numbers" if info.type == "bigint" else "numbers"
         return (f"{_shown(info.column)}: {kind} from {_number_text(float(info.numbers.min()))} to "
                 f"{_number_text(float(info.numbers.max()))}{missing}")
-    return f"{_shown(info.column)}: text, {len(info.distinct)} distinct values{missing}"
+    open_note = "; categories left open (a value seen once: see the warnings)" if info.open_categories else ""
+    return f"{_shown(info.column)}: text, {len(info.distinct)} distinct values{missing}{open_note}"
 
 
 def _printable(text: str) -> str:
@@ -592,6 +616,10 @@ def draft_spec(
                                      "type; add a number derived from them to the CSV (days since a fixed date, "
                                      "the month) and draft again")
                 continue
+            reason = _open_categories(info)
+            if reason:
+                info.open_categories = True
+                info.note = f"{info.note}; {reason}" if info.note else reason
         elif _is_id_name(info.column) and _key_type(info) == "bigint":
             info.excluded = "looks like another id (unique whole numbers on every row): not a feature"
             continue
@@ -681,7 +709,8 @@ def _render(
     out.append("")
     margin = f"{RANGE_MARGIN:.0%}"
     out += _comment_lines(f"Numeric ranges: the seen range widened by {margin} of its width on each side, rounded "
-                          "outward, not below 0 when no value is negative; categories: every text value seen.")
+                          "outward, not below 0 when no value is negative; categories: every text value seen, unless "
+                          "one was seen only once (then any text is taken: see the column's note).")
     out.append("features:")
     for info in features:
         if info.excluded:

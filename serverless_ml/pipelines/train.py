@@ -772,15 +772,15 @@ def tune_as_worker(spec: DatasetSpec, store: FeatureStore, settings: Settings, o
         mine = [t for t in trials if t.user_attrs.get(WORKER_RUN_ATTR) == run_id]
         finished = search.finished_trials(study)
         best = max(finished, key=search.trial_value) if finished else None
-        started = search.started_trials(study)  # a queued trial (WAITING) is not one yet
-        metrics = {"trials_this_worker": float(len(mine)), "trials_in_study": float(started)}
+        in_study = search.started_trials(study)  # a queued trial (WAITING) is not one yet
+        metrics = {"trials_this_worker": float(len(mine)), "trials_in_study": float(in_study)}
         if best is not None:
             metrics["best_val_accuracy_mean"] = search.trial_value(best)
             mlflow.set_tags({registry.BEST_TRIAL_NUMBER_TAG: str(best.number), registry.BEST_TRIAL_VALUE_TAG: f"{best.value:.6f}"})
         tracking.log_metrics_batch(run_id, metrics, client=prep.tracker.client)
     return WorkerReport(
         run_id=run_id, experiment_id=prep.experiment_id, dataset=spec.dataset_arg, study_name=prep.study_name,
-        sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=started,
+        sampler_seed=sampler_seed, trials_this_worker=len(mine), trials_total=in_study,
         best_trial=None if best is None else best.number, best_value=None if best is None else search.trial_value(best),
         split=prep.plan.describe(),
     )
