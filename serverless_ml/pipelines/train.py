@@ -160,6 +160,8 @@ class TrainReport:
     training run and ``decision.reason`` says so."""
     split: str = ""
     """The holdout and folds chosen (:meth:`split.SplitPlan.describe`)."""
+    notes: list[str] = field(default_factory=list)
+    """What the holdout says the model cannot do (:func:`model_notes`)."""
 
     def outcome(self) -> str:
         """One line: the version registered and whether it was promoted, or the version kept."""
@@ -183,8 +185,32 @@ class TrainReport:
             f"majority baseline {self.baseline_accuracy:.4f}, champion {champion}",
             self.outcome(),
             f"MLflow run {self.run_id} (experiment {self.experiment_id}), data version {self.data_version}",
+            *(f"note: {note}" for note in self.notes),
         ]
         return "\n".join(lines)
+
+
+def model_notes(spec: DatasetSpec, metrics: dict[str, float], baseline: float) -> list[str]:
+    """What the holdout says a trained model cannot do, for the job's summary: a class of
+    the holdout it never predicts (recall 0; on imbalanced classes an accuracy search
+    rewards the majority), and a holdout accuracy no better than always predicting the
+    majority class."""
+    from serverless_ml.training import evaluation
+
+    notes = []
+    keys = evaluation.class_metric_keys(list(spec.classes), spec.class_names)
+    for value, key in zip(spec.classes, keys, strict=True):
+        support = metrics.get(f"{registry.HOLDOUT_METRIC_PREFIX}support_{key}")
+        if support and metrics.get(f"{registry.HOLDOUT_METRIC_PREFIX}recall_{key}") == 0:
+            positive = " (the positive class)" if len(spec.classes) == 2 and value == spec.positive_class else ""
+            notes.append(f"the model predicts {spec.class_name(value)!r}{positive} for none of the {int(support)} holdout "
+                         f"rows of that class (recall 0): the search maximises accuracy, which on imbalanced classes "
+                         f"the majority can win")
+    accuracy = metrics.get(registry.HOLDOUT_ACCURACY_METRIC)
+    if accuracy is not None and accuracy <= baseline:
+        notes.append(f"holdout accuracy {accuracy:.4f} is no better than always predicting the majority class "
+                     f"({baseline:.4f})")
+    return notes
 
 
 @dataclass
@@ -909,6 +935,7 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         _log_run(run_id, spec, prep, fitted, evaluated)
         registered = _register_and_promote(run_id, spec, prep, fitted, evaluated, baseline, fingerprint)
     report = _report(run_id, prep, fitted, evaluated, baseline, registered)
+    report.notes = model_notes(spec, evaluated.metrics, baseline)
     if options.notify:
         from serverless_ml.pipelines.notifications import notify_training
 
