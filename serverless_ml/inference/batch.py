@@ -231,7 +231,19 @@ def class_metrics(spec: DatasetSpec, matrices: dict[str, np.ndarray], class_keys
         per_class = evaluation.metrics_from_confusion(matrices[label], list(spec.classes), prefix=prefix,
                                                       positive_class=spec.positive_class, class_keys=class_keys)
         out.metrics.update({k: v for k, v in per_class.items() if k != f"{prefix}accuracy"})
+        undefined = evaluation.undefined_figures(matrices[label], list(spec.classes), _class_names(spec))
+        if undefined:
+            out.notes.append(f"{label} {UNDEFINED_NOTE}: {undefined}")
     return out
+
+
+UNDEFINED_NOTE = "figures not computed"
+"""How a window's note on the per-class figures it has no denominator for goes on (after
+the window's name: ``batch figures not computed: precision of 'b' (predicted for no row)``)."""
+
+
+def _class_names(spec: DatasetSpec) -> list[str]:
+    return [spec.class_name(c) for c in spec.classes]
 
 
 def day_range(first: np.datetime64, last: np.datetime64) -> str:
@@ -424,6 +436,9 @@ def estimated_figures(
         per_class = evaluation.metrics_from_confusion(expected, list(spec.classes), registry.ESTIMATED_PREFIX,
                                                       positive_class=spec.positive_class, class_keys=class_keys)
         out.metrics.update({k: v for k, v in per_class.items() if k != registry.ESTIMATED_ACCURACY_METRIC})
+        undefined = evaluation.undefined_figures(expected, list(spec.classes), _class_names(spec))
+        if undefined:
+            out.notes.append(f"estimated {UNDEFINED_NOTE}: {undefined}")
     else:
         out.notes.append(f"estimated per-class metrics not computed: {found.rows} rows < {monitoring.MIN_ROWS_FOR_CLASS_METRICS}")
     if rolling is not None:

@@ -287,7 +287,8 @@ def realized_figures(
 
 
 LABEL_NOTE_STARTS = ("batch accuracy not computed", *(f"{label} per-class metrics not computed"
-                                                      for label in batch_stats.CLASS_METRIC_WINDOWS))
+                                                      for label in batch_stats.CLASS_METRIC_WINDOWS),
+                     *(f"{label} {batch_stats.UNDEFINED_NOTE}" for label in batch_stats.CLASS_METRIC_WINDOWS))
 """How the notes of label-dependent figures start (:func:`batch_stats.accuracy_metrics`,
 :func:`batch_stats.class_metrics`)."""
 

@@ -98,7 +98,12 @@ def metrics_from_confusion(
 ) -> dict[str, float]:
     """Accuracy, precision, recall and F1 (binary: of ``positive_class``; multiclass: macro
     averages) and per-class precision/recall/F1/support, from a confusion matrix.
-    A ratio with an empty denominator is 0, as scikit-learn's ``zero_division=0``.
+    A ratio with an empty denominator is not a figure and is left out (not 0, as
+    scikit-learn's ``zero_division=0`` would have it: a class the model never predicts
+    would show a precision of 0, "every such prediction wrong"): precision of a class
+    never predicted, recall of a class with no row, F1 (``2 TP / (2 TP + FP + FN)``) of a
+    class neither present nor predicted. A macro average is over the classes that have
+    the figure (left out when none has). :func:`undefined_figures` says which are out.
 
     Args:
         matrix: Counts, rows actual and columns predicted, both in ``classes`` order.
@@ -118,23 +123,45 @@ def metrics_from_confusion(
     true_positive = np.diag(counts)
     predicted = counts.sum(axis=0)
     support = counts.sum(axis=1)
+    f1_denominator = 2 * true_positive + (predicted - true_positive) + (support - true_positive)
     with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, true_positive / predicted, 0.0)
-        recall = np.where(support > 0, true_positive / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        precision = np.where(predicted > 0, true_positive / predicted, np.nan)
+        recall = np.where(support > 0, true_positive / support, np.nan)
+        f1 = np.where(f1_denominator > 0, 2 * true_positive / f1_denominator, np.nan)
     total = counts.sum()
     metrics = {f"{prefix}accuracy": float(true_positive.sum() / total) if total else float("nan")}
-    if positive is not None:
-        metrics.update({f"{prefix}precision": float(precision[positive]), f"{prefix}recall": float(recall[positive]),
-                        f"{prefix}f1": float(f1[positive])})
-    else:
-        metrics.update({f"{prefix}precision": float(precision.mean()), f"{prefix}recall": float(recall.mean()), f"{prefix}f1": float(f1.mean())})
+
+    def put(name: str, value: float) -> None:
+        if not np.isnan(value):
+            metrics[name] = float(value)
+
+    for stem, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        if positive is not None:
+            put(f"{prefix}{stem}", values[positive])
+        elif not np.isnan(values).all():
+            put(f"{prefix}{stem}", float(np.nanmean(values)))
     for i, key in enumerate(keys):
-        metrics[f"{prefix}precision_{key}"] = float(precision[i])
-        metrics[f"{prefix}recall_{key}"] = float(recall[i])
-        metrics[f"{prefix}f1_{key}"] = float(f1[i])
+        put(f"{prefix}precision_{key}", precision[i])
+        put(f"{prefix}recall_{key}", recall[i])
+        put(f"{prefix}f1_{key}", f1[i])
         metrics[f"{prefix}support_{key}"] = float(support[i])
     return metrics
+
+
+def undefined_figures(matrix: np.ndarray, classes: Sequence[Any], class_names: Sequence[str] | None = None) -> str:
+    """Which per-class figures :func:`metrics_from_confusion` leaves out of ``matrix``, in
+    words ("" when none): precision of the classes never predicted, recall of the classes
+    with no row."""
+    counts = np.asarray(matrix, dtype=float)
+    names = list(class_names) if class_names is not None else [str(c) for c in classes]
+    parts = []
+    never = [names[i] for i in np.flatnonzero(counts.sum(axis=0) == 0)]
+    if never:
+        parts.append(f"precision of {', '.join(repr(n) for n in never)} (predicted for no row)")
+    absent = [names[i] for i in np.flatnonzero(counts.sum(axis=1) == 0)]
+    if absent:
+        parts.append(f"recall of {', '.join(repr(n) for n in absent)} (no row of that class)")
+    return "; ".join(parts)
 
 
 def classification_metrics(

@@ -292,7 +292,12 @@ def test_the_realized_slice_figures_follow_the_labels_and_move_the_digest() -> N
     update = realized.plan_run_update(GAPS, after, {registry.WORST_SLICE_ACCURACY_METRIC: 0.9}, None)
     assert update is not None and update.slices == after.slices
     assert update.metrics[registry.WORST_SLICE_ACCURACY_METRIC] == by_name["red"].realized
-    assert update.tags == {registry.WORST_SLICE_TAG: "colour: red", registry.WORST_SLICE_BASIS_TAG: "realized"}
+    # Every row is predicted 0: the labelled windows have no precision of class 1 (not a 0).
+    undefined = registry.MESSAGE_SEPARATOR.join(f"{window} figures not computed: precision of '1' (predicted for no row)"
+                                                for window in ("batch", "rolling"))
+    assert update.tags == {registry.WORST_SLICE_TAG: "colour: red", registry.WORST_SLICE_BASIS_TAG: "realized",
+                           registry.NOT_COMPUTED_TAG: undefined}
+    assert "batch_precision_1" not in after.metrics and after.metrics["batch_recall_1"] == 0
 
 
 def test_a_run_without_a_slice_table_keeps_its_figures_and_digest() -> None:

@@ -338,9 +338,21 @@ def test_confusion_based_metrics_agree_with_scikit_learn(classes: list) -> None:
         assert ours[f"support_{label}"] == support[i]
 
 
-def test_metrics_of_a_class_never_predicted_are_zero_not_nan() -> None:
+def test_a_figure_without_a_denominator_is_left_out_not_zero() -> None:
+    """Found by a user trial: a class the model never predicts showed a precision of 0
+    ("every such prediction wrong"). 0/0 is no figure: left out, and said."""
     metrics = evaluation.classification_metrics([0, 1, 1], [1, 1, 1], None, [0, 1], prefix="", positive_class=1)
-    assert metrics["precision_0"] == 0.0 and metrics["recall_0"] == 0.0 and metrics["f1_0"] == 0.0
+    assert "precision_0" not in metrics and metrics["recall_0"] == 0.0 and metrics["f1_0"] == 0.0
+    assert (metrics["precision"], metrics["recall"]) == (pytest.approx(2 / 3), 1.0)  # of the positive class
+    # Multiclass: class 2 has no row and is never predicted (no figure at all); class 1 is
+    # never predicted. Macro means are over the classes that have the figure.
+    matrix = np.array([[3, 0, 0], [2, 0, 0], [0, 0, 0]])
+    metrics = evaluation.metrics_from_confusion(matrix, ["a", "b", "c"], "")
+    assert {k for k in metrics if k.endswith(("_b", "_c"))} == {"recall_b", "f1_b", "support_b", "support_c"}
+    assert metrics["precision"] == pytest.approx(0.6) and metrics["recall"] == pytest.approx(0.5)
+    assert metrics["f1"] == pytest.approx((2 * 3 / (6 + 2)) / 2)
+    assert evaluation.undefined_figures(matrix, ["a", "b", "c"], ["A", "B", "C"]) == (
+        "precision of 'B', 'C' (predicted for no row); recall of 'C' (no row of that class)")
 
 
 def test_a_killed_unreaped_process_does_not_count_as_alive() -> None:
