@@ -19,7 +19,7 @@ from serverless_ml.datasets.groups import existing_feature_group, feature_group_
 from serverless_ml.datasets.sources import Source
 from serverless_ml.datasets.spec import DatasetSpec
 from serverless_ml.datasets.synthetic import Drift, check_rows_and_seed, generate_rows
-from serverless_ml.datasets.validation import build_feature_rows
+from serverless_ml.datasets.validation import build_feature_rows, unread_columns
 from serverless_ml.dates import check_date, check_not_future
 from serverless_ml.feature_store.base import BACKFILL_ORIGIN, ORIGIN_COLUMN, FeatureStore, RowsChangedError
 from serverless_ml.pipelines.history import (
@@ -44,12 +44,17 @@ class WriteReport:
     unchanged: int
     data_version: int | None
     replaced: ReplaceReport | None = None
+    ignored: tuple[str, ...] = ()
+    """The source's columns nothing reads (``sml features``; named in a note, as ``sml ingest`` does)."""
 
     def summary(self) -> str:
         line = (
             f"{self.group}: {self.rows} rows in, {self.inserted} inserted, {self.updated} updated, "
             f"{self.unchanged} unchanged; table version {self.data_version}"
         )
+        if self.ignored:
+            shown = ", ".join(repr(c) for c in self.ignored[:10]) + (", ..." if len(self.ignored) > 10 else "")
+            line += f"\n  note: column(s) {shown} not read: not in the spec (key, features, label)"
         if self.replaced is None:
             return line
         again = " (`sml infer` scores them again)" if self.replaced.runs or self.replaced.predictions else ""
@@ -65,7 +70,10 @@ def backfill(spec: DatasetSpec, store: FeatureStore, source: Source) -> WriteRep
     rows = build_feature_rows(source, spec, origin=BACKFILL_ORIGIN, event_time=spec.backfill_event_time)
     group = feature_group_for(spec, store)
     result = group.insert(rows, wait=True)
-    return WriteReport(group.name, len(rows), result.inserted, result.updated, result.unchanged, result.version)
+    # The event-time column is read by `sml ingest` only: a backfill's rows take the spec's date.
+    ignored = unread_columns(spec, list(source.frame.columns), spec.event_time_column)
+    return WriteReport(group.name, len(rows), result.inserted, result.updated, result.unchanged, result.version,
+                       ignored=ignored)
 
 
 def add_daily_rows(

@@ -657,7 +657,8 @@ def attach_labels(
         else:
             report.data_version = group.data_version()
         crash_point("labels.after_features")
-        follow_labels(spec, store, settings, features, report, now, tracker, every_run=False)
+        follow_labels(spec, store, settings, features, report, now, tracker, every_run=False,
+                      written=write.rows[spec.primary_key])
         if options.notify and report.alerts:  # under the lock, as `sml infer` sends its alerts
             from serverless_ml.pipelines.notifications import notify_batch, sent_notes
 
@@ -669,10 +670,12 @@ def attach_labels(
 
 def follow_labels(
     spec: DatasetSpec, store: FeatureStore, settings: Settings, features: pd.DataFrame, report: LabelsReport,
-    now: dt.datetime, tracker: tracking.Tracking | None, every_run: bool,
+    now: dt.datetime, tracker: tracking.Tracking | None, every_run: bool, written: pd.Series | None = None,
 ) -> None:
     """Make the predictions and the monitoring runs follow the labels of ``features`` (the
     feature group as it is now); call it holding the infer lock. Fills ``report``.
+
+    ``written``: the keys whose labels this job wrote (rows no model scored yet are noted).
 
     ``every_run``: also compare the runs no ``sml labels`` has touched (no digest) with
     their figures, and update those whose metrics differ; otherwise such a run is only
@@ -683,6 +686,11 @@ def follow_labels(
         report.notes.append("no predictions yet: nothing scored to update")
         return
     predictions = target.read()
+    if written is not None and len(written):
+        unscored = int((~written.isin(predictions[spec.primary_key])).sum())
+        if unscored:
+            report.notes.append(f"{unscored} of the labels written are for rows no model has scored yet: they count from "
+                                "the monitoring run of the batch that scores them")
     relabelled, changed = realized.relabel_predictions(spec, predictions, features)
     report.predictions_version = target.data_version()
     waiting = int((np.asarray(changed, dtype=bool) & predictions[realized.RUN_ID_COLUMN].isna().to_numpy()).sum())

@@ -36,6 +36,8 @@ def test_features_and_daily_twice_change_nothing_the_second_time(run_cli, store_
     first = _ok(run_cli("features", "--dataset", "titanic"))
     assert f"source: {data_dir / 'titanic.csv'}" in first
     assert _summary(first) == {"rows": 891, "inserted": 891, "updated": 0, "unchanged": 0, "version": 0}
+    # The CSV's columns the built-in spec does not read are named (as `sml ingest` names them).
+    assert "note: column(s) 'Ticket', 'Cabin' not read: not in the spec (key, features, label)" in first
     after_features = tree_digest(store_dir)
 
     again = _ok(run_cli("features", "--dataset", "titanic"))

@@ -190,3 +190,25 @@ def test_replacing_a_day_hands_its_runs_served_rows_to_the_next_batch(world) -> 
     assert (after["run_id"] == second.run_id).all()
     for column in ("prediction", "probability", "scored_at", "model_version"):
         assert after[column].tolist() == served[column].tolist(), column
+
+
+def test_labels_of_rows_not_scored_yet_are_stored_and_said_to_wait(world) -> None:  # noqa: ANN001, F811
+    """Labels can come before the batch that scores their rows: stored, noted, and counted
+    by that batch (found by a new-user trial: the job said only "0 of N runs updated")."""
+    from serverless_ml.datasets.sources import Source
+    from serverless_ml.pipelines.labels import LabelOptions, attach_labels
+    from worlds import insert_live_rows
+
+    store, settings = world
+    add_daily_rows(SPEC, store, _day(0), n=10, seed=0)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
+    before = set(store.get_feature_group("titanic", 1).read()[SPEC.primary_key])
+    insert_live_rows(SPEC, store, _day(1), 6)
+    live = sorted(set(store.get_feature_group("titanic", 1).read()[SPEC.primary_key]) - before)
+    labels = pd.DataFrame({"PassengerId": [str(k) for k in live[:4]], "Survived": ["1", "0", "1", "0"]}, dtype=object)
+    report = attach_labels(SPEC, store, settings, Source(labels, "labels.csv", True), LabelOptions(),
+                           dt.datetime.combine(_day(1), dt.time(18), tzinfo=dt.timezone.utc))
+    assert report.labels_set == 4
+    assert "4 of the labels written are for rows no model has scored yet" in report.summary()
+    second = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(1)), noon_of(_day(2)))
+    assert second.rows_scored == 6 and second.metrics[registry.ROWS_LABELLED_METRIC] == 4
