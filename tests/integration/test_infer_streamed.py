@@ -31,24 +31,35 @@ def _day(i: int) -> dt.date:
     return START + dt.timedelta(days=i)
 
 
+def _three_days(template: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple:  # type: ignore[type-arg]
+    """A copy of the trained world in ``folder`` with 20 rows on each of 3 days, the first
+    day scored (the history): its store, settings and predictions group."""
+    folder.mkdir()
+    store, settings = copy_world(template, folder, monkeypatch)
+    for i in range(3):
+        add_daily_rows(SPEC, store, _day(i), n=20, seed=i)
+    infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))
+    return store, settings, store.get_feature_group("titanic_predictions", 1)
+
+
+def _score_day_two(store, settings, chunk_rows: int, monkeypatch: pytest.MonkeyPatch) -> tuple:  # noqa: ANN001  # type: ignore[type-arg]
+    """``sml infer`` of day 2 in chunks of ``chunk_rows``: its report and finished run."""
+    with monkeypatch.context() as patch:
+        patch.setattr(infer_module, "CHUNK_ROWS", chunk_rows)
+        report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(2)), noon_of(_day(2)))
+    run = MlflowClient().get_run(report.run_id)
+    assert run.info.status == "FINISHED"
+    return report, run
+
+
 def test_a_batch_of_many_chunks_gives_the_figures_and_predictions_of_one_chunk(
     trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     found = {}
     for label, chunk_rows in (("one chunk", infer_module.CHUNK_ROWS), ("chunks of 7 rows", 7)):
-        folder = tmp_path / label.replace(" ", "_")
-        folder.mkdir()
-        store, settings = copy_world(trained_template, folder, monkeypatch)
-        for i in range(3):
-            add_daily_rows(SPEC, store, _day(i), n=20, seed=i)
-        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))  # the history
-        target = store.get_feature_group("titanic_predictions", 1)
+        store, settings, target = _three_days(trained_template, tmp_path / label.replace(" ", "_"), monkeypatch)
         version = target.data_version()
-        with monkeypatch.context() as patch:
-            patch.setattr(infer_module, "CHUNK_ROWS", chunk_rows)
-            report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(2)), noon_of(_day(2)))
-        run = MlflowClient().get_run(report.run_id)
-        assert run.info.status == "FINISHED"
+        report, run = _score_day_two(store, settings, chunk_rows, monkeypatch)
         assert target.data_version() == (version or 0) + 1  # the batch landed in one commit
         staged = sorted(p.name for p in target.table_path.glob("staged-*.parquet"))
         assert bool(staged) == (chunk_rows == 7)  # the many-chunk batch was staged, nothing else left
@@ -80,13 +91,7 @@ def test_served_rows_taken_in_by_a_batch_give_the_figures_of_scoring_them(
     staged batch names them in a second)."""
     found = {}
     for label in ("scored", "served"):
-        folder = tmp_path / label
-        folder.mkdir()
-        store, settings = copy_world(trained_template, folder, monkeypatch)
-        for i in range(3):
-            add_daily_rows(SPEC, store, _day(i), n=20, seed=i)
-        infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(0)), noon_of(_day(0)))  # the history
-        target = store.get_feature_group("titanic_predictions", 1)
+        store, settings, target = _three_days(trained_template, tmp_path / label, monkeypatch)
         served_keys: list[int] = []
         if label == "served":
             day2 = store.get_feature_group("titanic", 1).read()
@@ -94,11 +99,7 @@ def test_served_rows_taken_in_by_a_batch_give_the_figures_of_scoring_them(
             served_keys = sorted(day2[SPEC.primary_key].tolist())[:15]
             record_served(SPEC, store, settings.state_dir, served_keys, pd.Timestamp(noon_of(_day(2))) - pd.Timedelta(hours=1), 1)
         before = target.data_version()
-        with monkeypatch.context() as patch:
-            patch.setattr(infer_module, "CHUNK_ROWS", chunk_rows)
-            report = infer(SPEC, store, settings, dataclasses.replace(QUIET, as_of=_day(2)), noon_of(_day(2)))
-        run = MlflowClient().get_run(report.run_id)
-        assert run.info.status == "FINISHED"
+        report, run = _score_day_two(store, settings, chunk_rows, monkeypatch)
         staged_with_served = chunk_rows == 7 and label == "served"
         assert target.data_version() == before + (2 if staged_with_served else 1)
         predictions = target.read()
