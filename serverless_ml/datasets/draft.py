@@ -434,7 +434,7 @@ def _open_categories(info: _Column) -> str:
     every batch holding one, and with a value seen once in 2,500 rows about one batch of
     300 rows in nine does. Left open, any text is taken, the model reads an unseen value
     as no known category, and the site counts it among the values training never had."""
-    present = info.values[info.present.to_numpy(dtype=bool)]
+    present = info.values[info.present.to_numpy(dtype=bool)].str.strip()  # as stored (and as its categories list them)
     counts = present.value_counts()
     once = int((counts == 1).sum())
     if not once:

@@ -683,7 +683,8 @@ def follow_labels(
     from the labels its predictions had, which only a label change can make stale)."""
     target = predictions_group(spec, store)
     if not target.exists():
-        report.notes.append("no predictions yet: nothing scored to update")
+        report.notes.append("no predictions yet: nothing scored to update; the labels count from the monitoring run of "
+                            "the batch that scores their rows")
         return
     predictions = target.read()
     if written is not None and len(written):

@@ -190,6 +190,16 @@ class TrainReport:
         return "\n".join(lines)
 
 
+def holdout_undefined(spec: DatasetSpec, confusion: dict[str, Any]) -> str:
+    """The holdout figures :func:`evaluation.metrics_from_confusion` left out of a training
+    run's metrics (no denominator), for its :data:`registry.NOT_COMPUTED_TAG` ("" none)."""
+    from serverless_ml.training import evaluation
+
+    undefined = evaluation.undefined_figures(np.asarray(confusion["matrix"]), list(spec.classes),
+                                             [spec.class_name(c) for c in spec.classes])
+    return f"holdout figures not computed: {undefined}" if undefined else ""
+
+
 def model_notes(spec: DatasetSpec, metrics: dict[str, float], baseline: float) -> list[str]:
     """What the holdout says a trained model cannot do, for the job's summary: a class of
     the holdout it never predicts (recall 0; on imbalanced classes an accuracy search
@@ -936,6 +946,9 @@ def train(spec: DatasetSpec, store: FeatureStore, settings: Settings, options: T
         registered = _register_and_promote(run_id, spec, prep, fitted, evaluated, baseline, fingerprint)
     report = _report(run_id, prep, fitted, evaluated, baseline, registered)
     report.notes = model_notes(spec, evaluated.metrics, baseline)
+    undefined = holdout_undefined(spec, evaluated.confusion)
+    if undefined:
+        report.notes.append(f"{undefined} (left out of the run's metrics, not logged as 0)")
     if options.notify:
         from serverless_ml.pipelines.notifications import notify_training
 
@@ -1084,6 +1097,9 @@ def _log_run(run_id: str, spec: DatasetSpec, prep: _Prepared, fitted: _Fitted, e
     from serverless_ml import tracking
 
     tracking.log_metrics_batch(run_id, evaluated.metrics, client=prep.tracker.client)
+    undefined = holdout_undefined(spec, evaluated.confusion)
+    if undefined:  # figures with no denominator are left out of the metrics: said here
+        prep.tracker.client.set_tag(run_id, registry.NOT_COMPUTED_TAG, undefined)
     mlflow.log_dict(evaluated.confusion, registry.evaluation_artifact("confusion_matrix"))
     names = list(spec.class_names) if spec.class_names else None
     tracking.log_figure(evaluation.confusion_figure(evaluated.confusion, f"{spec.name}: holdout confusion matrix", names),

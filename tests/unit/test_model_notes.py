@@ -32,3 +32,12 @@ def test_a_model_that_predicts_every_class_above_the_baseline_has_no_note() -> N
     # A class absent from the holdout (support 0) is not one the model failed on.
     metrics["test_support_Setosa"], metrics["test_recall_Setosa"] = 0, 0.0
     assert model_notes(spec, metrics, baseline=0.34) == []
+
+
+def test_the_holdout_figures_left_out_are_named_for_the_run_tag() -> None:
+    from serverless_ml.pipelines.train import holdout_undefined
+
+    spec = get_dataset("iris")
+    confusion = {"matrix": [[10, 0, 0], [3, 0, 7], [0, 0, 9]]}  # Versicolor predicted for no row
+    assert holdout_undefined(spec, confusion) == "holdout figures not computed: precision of 'Versicolor' (predicted for no row)"
+    assert holdout_undefined(spec, {"matrix": [[10, 0, 0], [0, 9, 1], [0, 0, 9]]}) == ""

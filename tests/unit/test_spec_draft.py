@@ -476,6 +476,13 @@ def test_a_category_with_a_value_seen_once_is_left_open_and_takes_new_values(tmp
         build_feature_rows(Source(live.assign(colour=["green"]), "live", False), spec, "live", "2024-02-01")
 
 
+def test_a_value_seen_once_only_with_spaces_around_it_does_not_open_the_column(tmp_path: Path) -> None:
+    """Values are counted as they are stored (trimmed): ' aa' once among 'aa' is 'aa'."""
+    rows = [["sp", "y"]] + [[" aa" if i == 0 else ("aa", "bb", "cc")[i % 3], "ab"[(i // 3) % 2]] for i in range(60)]
+    _, spec, _ = _drafted(tmp_path, _csv(rows), "y")
+    assert spec.feature("sp").categories == ("aa", "bb", "cc")
+
+
 def test_drafted_categories_pass_batches_of_the_distribution_they_were_drafted_from() -> None:
     """The trial's case, measured: 40 categories with shares falling as 1 / rank^1.8 (the
     rarest 0.07 %), 2,500 seen rows, 200 batches of 300 rows. The file lacks one value and
