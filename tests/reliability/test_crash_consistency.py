@@ -74,6 +74,7 @@ import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from serverless_ml import registry
 from serverless_ml.datasets import get_dataset
 from serverless_ml.datasets.sources import load_source
 from serverless_ml.errors import NotFoundError
@@ -272,11 +273,12 @@ def describe(state: TableState | None) -> str:
 
 
 def comparable_tags(run: Run) -> dict[str, str]:
-    """A monitoring run's own tags (MLflow's system tags, the recovery mark and the owning
-    process's host and pid aside)."""
+    """A monitoring run's own tags (MLflow's system tags, the recovery mark, the owning
+    process's host and pid and when it scored aside: a clock time, as the predictions'
+    ``scored_at``)."""
     return {k: v for k, v in run.tags.items()
             if (not k.startswith("mlflow.") or k == "mlflow.note.content")
-            and k not in ("recovered", HOST_TAG, PID_TAG)}
+            and k not in ("recovered", HOST_TAG, PID_TAG, registry.SCORED_AT_TAG)}
 
 
 @dataclass
