@@ -155,7 +155,9 @@ def test_a_failing_flush_backs_off_and_is_logged_once_per_streak(caplog: pytest.
         assert len(failed) == 1 and failed[0].levelno == logging.WARNING  # once per streak
         fail.clear()
         deadline = time.monotonic() + 5
-        while not written and time.monotonic() < deadline:
+        # The write returns before the recorder counts and logs its success: wait for both.
+        while not (written and recorder.waiting == 0 and any("works again" in r.getMessage() for r in caplog.records)) \
+                and time.monotonic() < deadline:
             time.sleep(0.02)
         assert written == [1, 2] and recorder.waiting == 0
         recovered = [r for r in caplog.records if "works again" in r.getMessage()]
