@@ -89,6 +89,18 @@ class BatchRun:
     were all scored by it, bounded by their latest ``scored_at``)."""
 
 
+def scored_through_of(tags: Mapping[str, str]) -> pd.Timestamp | None:
+    """A run's :data:`registry.SCORED_AT_TAG` from its ``tags`` (``None``: absent or not a time)."""
+    value = tags.get(registry.SCORED_AT_TAG)
+    if not value:
+        return None
+    try:
+        moment = pd.Timestamp(value)
+    except ValueError:
+        return None
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
 @dataclass(frozen=True)
 class RealizedFigures:
     """A run's label-dependent metrics and confusion tables (windows with labelled rows)."""

@@ -48,8 +48,9 @@ from serverless_ml.datasets.spec import EVENT_TIME_COLUMN, DatasetSpec
 from serverless_ml.datasets.synthetic import MAX_ROWS_PER_DAY, synthetic_keys
 from serverless_ml.errors import SmlError
 from serverless_ml.faults import crash_point
-from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError, to_utc
+from serverless_ml.feature_store.base import FeatureGroup, FeatureStore, InsertResult, RowsChangedError
 from serverless_ml.inference.batch import utc_values
+from serverless_ml.inference.realized import scored_through_of
 from serverless_ml.inference.scoring import MODEL_VERSION_COLUMN, batch_run_ids, predictions_group
 from serverless_ml.locks import job_lock
 from serverless_ml.settings import Settings
@@ -246,14 +247,9 @@ def served_in_runs(history: pd.DataFrame, runs: dict[str, Any]) -> np.ndarray:
     run_ids = history["run_id"].astype(object).to_numpy()
     scored_at = utc_values(history["scored_at"])
     for run_id, run in runs.items():
-        tag = run.data.tags.get(registry.SCORED_AT_TAG)
-        if not tag:
-            continue
-        try:
-            bound = to_utc(pd.Timestamp(tag)).tz_convert(None).to_datetime64()
-        except ValueError:
-            continue
-        out |= (run_ids == run_id) & (scored_at < bound)
+        bound = scored_through_of(run.data.tags)
+        if bound is not None:
+            out |= (run_ids == run_id) & (scored_at < bound.tz_convert(None).to_datetime64())
     return out
 
 

@@ -380,7 +380,7 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
             continue
         tags, params = run.data.tags, run.data.params
         history = client.get_metric_history(run_id, registry.ROWS_LABELLED_METRIC)
-        scored_through = _scored_at_tag(tags.get(registry.SCORED_AT_TAG))
+        scored_through = realized.scored_through_of(tags)
         # When it scored its rows (its served rows keep their requests' earlier times).
         batch_scored_at = scored_through if scored_through is not None else pd.Timestamp(scored_at[run_id])
         as_of_label = tags.get(registry.AS_OF_TAG, "")
@@ -412,16 +412,6 @@ def monitoring_runs(spec: DatasetSpec, client: MlflowClient, predictions: pd.Dat
                                  _float_param(params.get(registry.ACCURACY_DROP_PARAM), defaults.INFER_ACCURACY_DROP),
                                  tags.get(registry.ALERT_ACCURACY) == "true", tags.get(registry.ALERTS_TAG, "")))
     return out
-
-
-def _scored_at_tag(value: str | None) -> pd.Timestamp | None:
-    """A run's :data:`registry.SCORED_AT_TAG` (``None``: absent or not a time)."""
-    if not value:
-        return None
-    try:
-        return to_utc(pd.Timestamp(value))
-    except ValueError:
-        return None
 
 
 def _finite(value: float | None) -> float | None:
